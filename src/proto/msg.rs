@@ -1,0 +1,126 @@
+//! Native protocol messages: what the wrapper (directly, or through the mux) and
+//! `hoardcc serve` say to each other over a lane. Pure data; encoding is postcard
+//! inside `proto::frame` frames. Neighbours: `proto::frame` (framing), `proto::compress`
+//! (the `Blob` payloads), `subsystem` (the server side), `ssh::lane` (the client side).
+
+use serde::{Deserialize, Serialize};
+
+/// Protocol version spoken by this build. Bumped on any incompatible change.
+pub const PROTOCOL_VERSION: u32 = 1;
+/// Oldest peer version this build still talks to.
+pub const MIN_PROTOCOL_VERSION: u32 = 1;
+
+/// A compressed (or raw) byte payload: preprocessed source, object files, big stderr.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Blob {
+    /// How `data` is encoded.
+    pub codec: Codec,
+    /// The decoded length; checked against the bound before decoding.
+    pub raw_len: u64,
+    /// The encoded bytes.
+    pub data: Vec<u8>,
+}
+
+/// Blob codecs of the native protocol. (LZO lives in `proto::distcc`, for stock distcc.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Codec {
+    None,
+    Lz4,
+}
+
+/// First frame each side sends, after the 8-byte magic.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Hello {
+    /// Newest protocol version the sender speaks.
+    pub version: u32,
+    /// Oldest protocol version the sender still speaks.
+    pub min_version: u32,
+    /// Capability words, e.g. "lz4", "directives-only", "heartbeat", "busy".
+    pub caps: Vec<String>,
+    /// Server: concurrent compiles it allows host-wide. Client: 0.
+    pub slots: u32,
+    /// Server: compiles running host-wide right now. Client: 0.
+    pub load: u32,
+    /// Free text: "hoardcc 0.1.0 on HOSTNAME".
+    pub agent: String,
+}
+
+/// How the source in a `Job` was preprocessed on the client; the server compiles it
+/// accordingly.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SourceKind {
+    /// `-E -fdirectives-only` (gcc) or `-E -frewrite-includes` (clang), built-in macros
+    /// stripped: compiled as source under the client's path, so `-g` objects are identical.
+    DirectivesOnly,
+    /// Classic fully preprocessed `.i`/`.ii`/`.mi`/`.mii`.
+    Preprocessed,
+}
+
+/// One compile request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// Client-chosen id, echoed in the result.
+    pub id: u64,
+    /// Compiler name as the user gave it (bare name; the server resolves it on its PATH
+    /// through its allow-list).
+    pub compiler: String,
+    /// Compile-only arguments: no preprocessor options, no input, no `-o`, no `-c`/`-S`.
+    pub args: Vec<String>,
+    /// `true` for `-S` (assembly out), `false` for `-c`.
+    pub assemble_only: bool,
+    /// The client's absolute working directory (mirrored under the job root on the server).
+    pub cwd: String,
+    /// Source path as the client's command line names it (relative to `cwd`, or absolute).
+    /// For `SourceKind::Preprocessed` this already has the `.i`-style extension.
+    pub source_name: String,
+    /// Output path as the client's command line names it (or the default `foo.o`).
+    pub output_name: String,
+    /// Further outputs to bring back, relative paths as the client names them (e.g. the
+    /// `.dwo` of `-gsplit-dwarf`). Missing ones are simply not returned.
+    pub extra_outputs: Vec<String>,
+    /// How `source` was produced.
+    pub source_kind: SourceKind,
+    /// The preprocessed source.
+    pub source: Blob,
+}
+
+/// A file the compile produced.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutputFile {
+    /// The name as the job named it (`output_name` or one of `extra_outputs`).
+    pub name: String,
+    pub data: Blob,
+}
+
+/// The outcome of one job that ran.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobResult {
+    pub id: u64,
+    /// The compiler's exit code (0–255), or 128+signal if it was killed.
+    pub exit_code: i32,
+    pub stdout: Blob,
+    pub stderr: Blob,
+    /// Outputs (only when `exit_code == 0`).
+    pub outputs: Vec<OutputFile>,
+}
+
+/// Everything that travels on a lane after the hellos.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Message {
+    /// Client → server: run this job.
+    Job(Job),
+    /// Server → client: still compiling job `id` (sent every few seconds).
+    Heartbeat { id: u64 },
+    /// Server → client: the job ran; here is what it did.
+    Result(JobResult),
+    /// Server → client: the host-wide compile limit is full; try elsewhere. No penalty.
+    Busy { id: u64 },
+    /// Server → client: the job was refused (compiler not allowed, dangerous argument).
+    /// The client falls back to a local compile and reports `reason`.
+    Refused { id: u64, reason: String },
+    /// Server → client: the server failed (not the compiler): disk full, spawn failure.
+    ServerError { id: u64, message: String },
+    /// Client → server: ping, answered by `Pong` (used to check an idle lane).
+    Ping { nonce: u64 },
+    Pong { nonce: u64 },
+}
