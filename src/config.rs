@@ -1,1 +1,919 @@
-//! (being written)
+//! Settings (support for every stage): the TOML config files located by [`crate::paths`],
+//! merged with environment overrides into [`Config`], which the wrapper (fallback), the mux
+//! (SSH timeouts, backoff, idle exit, channels) and the subsystem (compiler allow-list, limits)
+//! read. The host list itself is parsed by [`crate::hosts`]; here it is only carried as text.
+//!
+//! Two levels: [`RawConfig`] is exactly what the file says (every field optional, unknown keys
+//! rejected with the TOML error location), and [`Config`] is the resolved result.
+//! Precedence: environment beats file beats defaults. [`Config::from_parts`] is pure; [`load`]
+//! and [`load_server`] only add the file reads.
+//!
+//! ```toml
+//! hosts = "@build1/8 @build2/8"   # like DISTCC_HOSTS
+//! fallback = true                  # HOARDCC_FALLBACK / DISTCC_FALLBACK
+//! backoff_secs = 60                # DISTCC_BACKOFF_PERIOD, 0 = off
+//! [ssh]
+//! connect_timeout_secs = 10
+//! keepalive_interval_secs = 15
+//! keepalive_max = 3
+//! io_timeout_secs = 300            # DISTCC_IO_TIMEOUT
+//! [server]
+//! compilers = ["arm-none-eabi-gcc"]
+//! default_compilers = true
+//! compile_timeout_secs = 1200
+//! max_jobs = 16
+//! tmpdir = "/var/tmp"
+//! heartbeat_secs = 5
+//! [mux]
+//! idle_timeout_secs = 600          # HOARDCC_IDLE_TIMEOUT
+//! channels_per_connection = 8
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::paths::{Paths, SYSTEM_SERVER_CONFIG};
+
+/// The config file as written: every field optional, unknown keys are errors.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConfig {
+    /// Host list in `DISTCC_HOSTS` syntax.
+    pub hosts: Option<String>,
+    /// Compile locally when distribution fails.
+    pub fallback: Option<bool>,
+    /// Seconds a failed host is skipped; 0 disables backoff.
+    pub backoff_secs: Option<u64>,
+    /// `[ssh]` table.
+    pub ssh: Option<RawSsh>,
+    /// `[server]` table.
+    pub server: Option<RawServer>,
+    /// `[mux]` table.
+    pub mux: Option<RawMux>,
+}
+
+/// The `[ssh]` table as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSsh {
+    /// See [`SshSettings::connect_timeout`].
+    pub connect_timeout_secs: Option<u64>,
+    /// See [`SshSettings::keepalive_interval`].
+    pub keepalive_interval_secs: Option<u64>,
+    /// See [`SshSettings::keepalive_max`].
+    pub keepalive_max: Option<u32>,
+    /// See [`SshSettings::io_timeout`].
+    pub io_timeout_secs: Option<u64>,
+}
+
+/// The `[server]` table as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawServer {
+    /// See [`ServerSettings::compilers`].
+    pub compilers: Option<Vec<String>>,
+    /// See [`ServerSettings::default_compilers`].
+    pub default_compilers: Option<bool>,
+    /// See [`ServerSettings::compile_timeout`].
+    pub compile_timeout_secs: Option<u64>,
+    /// See [`ServerSettings::max_jobs`].
+    pub max_jobs: Option<u32>,
+    /// See [`ServerSettings::tmpdir`].
+    pub tmpdir: Option<PathBuf>,
+    /// See [`ServerSettings::heartbeat`].
+    pub heartbeat_secs: Option<u64>,
+}
+
+/// The `[mux]` table as written.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawMux {
+    /// See [`MuxSettings::idle_timeout`].
+    pub idle_timeout_secs: Option<u64>,
+    /// See [`MuxSettings::channels_per_connection`].
+    pub channels_per_connection: Option<u32>,
+}
+
+/// `later` wins where it says something.
+fn pick<T>(earlier: Option<T>, later: Option<T>) -> Option<T> {
+    later.or(earlier)
+}
+
+/// Merge two optional tables field by field.
+fn merge_table<T>(earlier: Option<T>, later: Option<T>, merge: fn(T, T) -> T) -> Option<T> {
+    match (earlier, later) {
+        (Some(a), Some(b)) => Some(merge(a, b)),
+        (a, b) => b.or(a),
+    }
+}
+
+impl RawConfig {
+    /// Parse TOML text.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] (with `path: None`) carrying the TOML error and its location.
+    pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
+        toml::from_str(text).map_err(|e| ConfigError::Parse {
+            path: None,
+            message: e.to_string(),
+        })
+    }
+
+    /// Overlay `later` on `self`: each field `later` sets wins (lists are replaced, not joined).
+    pub fn merge(self, later: RawConfig) -> RawConfig {
+        RawConfig {
+            hosts: pick(self.hosts, later.hosts),
+            fallback: pick(self.fallback, later.fallback),
+            backoff_secs: pick(self.backoff_secs, later.backoff_secs),
+            ssh: merge_table(self.ssh, later.ssh, |a, b| RawSsh {
+                connect_timeout_secs: pick(a.connect_timeout_secs, b.connect_timeout_secs),
+                keepalive_interval_secs: pick(a.keepalive_interval_secs, b.keepalive_interval_secs),
+                keepalive_max: pick(a.keepalive_max, b.keepalive_max),
+                io_timeout_secs: pick(a.io_timeout_secs, b.io_timeout_secs),
+            }),
+            server: merge_table(self.server, later.server, |a, b| RawServer {
+                compilers: pick(a.compilers, b.compilers),
+                default_compilers: pick(a.default_compilers, b.default_compilers),
+                compile_timeout_secs: pick(a.compile_timeout_secs, b.compile_timeout_secs),
+                max_jobs: pick(a.max_jobs, b.max_jobs),
+                tmpdir: pick(a.tmpdir, b.tmpdir),
+                heartbeat_secs: pick(a.heartbeat_secs, b.heartbeat_secs),
+            }),
+            mux: merge_table(self.mux, later.mux, |a, b| RawMux {
+                idle_timeout_secs: pick(a.idle_timeout_secs, b.idle_timeout_secs),
+                channels_per_connection: pick(a.channels_per_connection, b.channels_per_connection),
+            }),
+        }
+    }
+}
+
+/// Resolved settings: defaults, then the file, then the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// Host list text from the config file (`DISTCC_HOSTS` syntax); `hosts::resolve` decides
+    /// whether it is used (environment variables come first).
+    pub hosts: Option<String>,
+    /// Compile locally when distribution fails (default true; `HOARDCC_FALLBACK`,
+    /// `DISTCC_FALLBACK`: "0" turns it off).
+    pub fallback: bool,
+    /// How long a failed host is skipped (default 60 s, `DISTCC_BACKOFF_PERIOD`; zero = off).
+    pub backoff: Duration,
+    /// SSH connection settings (mux).
+    pub ssh: SshSettings,
+    /// Server (subsystem) settings.
+    pub server: ServerSettings,
+    /// Mux daemon settings.
+    pub mux: MuxSettings,
+}
+
+/// SSH connection settings used by the mux.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SshSettings {
+    /// TCP connect + SSH handshake + auth limit (default 10 s).
+    pub connect_timeout: Duration,
+    /// Interval of SSH keepalive pings on idle connections (default 15 s).
+    pub keepalive_interval: Duration,
+    /// Unanswered keepalives before the connection is dropped (default 3).
+    pub keepalive_max: u32,
+    /// Longest silence on a job's channel before it fails (default 300 s, `DISTCC_IO_TIMEOUT`).
+    /// Server heartbeats count as traffic, so long compiles do not hit it.
+    pub io_timeout: Duration,
+}
+
+/// Settings of `hoardcc serve` (the SSH subsystem).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    /// Extra compiler names allowed in addition to the default allow-list.
+    pub compilers: Vec<String>,
+    /// Whether the built-in allow-list (gcc, g++, cc, c++, clang, clang++ …) applies (default true).
+    pub default_compilers: bool,
+    /// Longest a single compile may run before it is killed (default 20 min).
+    pub compile_timeout: Duration,
+    /// Concurrent compiles per user; `None` = the CPU count.
+    pub max_jobs: Option<u32>,
+    /// Where job work directories go; `None` = the system temp dir.
+    pub tmpdir: Option<PathBuf>,
+    /// Progress heartbeat interval while a compile runs (default 5 s).
+    pub heartbeat: Duration,
+}
+
+/// Settings of the mux daemon.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MuxSettings {
+    /// Exit after this long without jobs (default 600 s, `HOARDCC_IDLE_TIMEOUT`).
+    pub idle_timeout: Duration,
+    /// Session channels opened per SSH connection before another connection is made (default 8,
+    /// below OpenSSH's `MaxSessions 10`).
+    pub channels_per_connection: u32,
+}
+
+impl Default for SshSettings {
+    fn default() -> Self {
+        SshSettings {
+            connect_timeout: Duration::from_secs(10),
+            keepalive_interval: Duration::from_secs(15),
+            keepalive_max: 3,
+            io_timeout: Duration::from_secs(300),
+        }
+    }
+}
+
+impl Default for ServerSettings {
+    fn default() -> Self {
+        ServerSettings {
+            compilers: Vec::new(),
+            default_compilers: true,
+            compile_timeout: Duration::from_secs(20 * 60),
+            max_jobs: None,
+            tmpdir: None,
+            heartbeat: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for MuxSettings {
+    fn default() -> Self {
+        MuxSettings {
+            idle_timeout: Duration::from_secs(600),
+            channels_per_connection: 8,
+        }
+    }
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            hosts: None,
+            fallback: true,
+            backoff: Duration::from_secs(60),
+            ssh: SshSettings::default(),
+            server: ServerSettings::default(),
+            mux: MuxSettings::default(),
+        }
+    }
+}
+
+/// Errors from reading, parsing or resolving settings.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A config file exists but cannot be read.
+    #[error("cannot read config file {}: {error}", path.display())]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error (its text is already part of this message).
+        error: std::io::Error,
+    },
+    /// Invalid TOML or an unknown/mistyped key; the message carries line, column and key.
+    #[error("invalid config{}: {message}", path_suffix(path))]
+    Parse {
+        /// The file, when known.
+        path: Option<PathBuf>,
+        /// The TOML error text.
+        message: String,
+    },
+    /// A value that parses but is not allowed (e.g. a zero timeout).
+    #[error("invalid config{}: `{key}` {problem}", path_suffix(path))]
+    Value {
+        /// The file, when known.
+        path: Option<PathBuf>,
+        /// The key, dotted (`ssh.connect_timeout_secs`).
+        key: &'static str,
+        /// What is wrong.
+        problem: &'static str,
+    },
+    /// An environment variable with a bad value.
+    #[error("bad value {value:?} for environment variable {var}: {problem}")]
+    Env {
+        /// The variable name.
+        var: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong.
+        problem: &'static str,
+    },
+}
+
+fn path_suffix(path: &Option<PathBuf>) -> String {
+    match path {
+        Some(p) => format!(" {}", p.display()),
+        None => String::new(),
+    }
+}
+
+impl ConfigError {
+    /// Attach the file path to a parse or value error.
+    fn at(self, file: &Path) -> ConfigError {
+        match self {
+            ConfigError::Parse {
+                path: None,
+                message,
+            } => ConfigError::Parse {
+                path: Some(file.to_path_buf()),
+                message,
+            },
+            ConfigError::Value {
+                path: None,
+                key,
+                problem,
+            } => ConfigError::Value {
+                path: Some(file.to_path_buf()),
+                key,
+                problem,
+            },
+            other => other,
+        }
+    }
+}
+
+const POSITIVE: &str = "must be a positive number of seconds";
+
+/// A positive duration from the file.
+fn positive_secs(
+    value: Option<u64>,
+    key: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(ConfigError::Value {
+            path: None,
+            key,
+            problem: POSITIVE,
+        }),
+        Some(s) => Ok(Duration::from_secs(s)),
+    }
+}
+
+fn positive_count(value: Option<u32>, key: &'static str, default: u32) -> Result<u32, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Err(ConfigError::Value {
+            path: None,
+            key,
+            problem: "must be at least 1",
+        }),
+        Some(n) => Ok(n),
+    }
+}
+
+/// An environment variable holding seconds; unset or blank means "not set".
+fn env_secs(
+    env: &dyn Fn(&str) -> Option<String>,
+    var: &'static str,
+    allow_zero: bool,
+) -> Result<Option<Duration>, ConfigError> {
+    let Some(value) = env(var) else {
+        return Ok(None);
+    };
+    let trimmed = value.trim();
+    if trimmed.is_empty() {
+        return Ok(None);
+    }
+    let bad = |problem| ConfigError::Env {
+        var,
+        value: value.clone(),
+        problem,
+    };
+    let secs: u64 = trimmed
+        .parse()
+        .map_err(|_| bad("not a whole number of seconds"))?;
+    if secs == 0 && !allow_zero {
+        return Err(bad(POSITIVE));
+    }
+    Ok(Some(Duration::from_secs(secs)))
+}
+
+impl Config {
+    /// Resolve settings from optional TOML text and the environment.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`]/[`ConfigError::Value`] for the file (without a path; [`load`] adds
+    /// it), [`ConfigError::Env`] naming a bad environment variable.
+    pub fn from_parts(
+        file: Option<&str>,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let raw = match file {
+            Some(text) => RawConfig::parse(text)?,
+            None => RawConfig::default(),
+        };
+        Config::from_raw(raw, env)
+    }
+
+    /// Resolve already-parsed file settings with the environment.
+    ///
+    /// # Errors
+    /// As [`Config::from_parts`].
+    pub fn from_raw(
+        raw: RawConfig,
+        env: &dyn Fn(&str) -> Option<String>,
+    ) -> Result<Config, ConfigError> {
+        let d = Config::default();
+        let ssh = raw.ssh.unwrap_or_default();
+        let server = raw.server.unwrap_or_default();
+        let mux = raw.mux.unwrap_or_default();
+        let mut config = Config {
+            hosts: raw.hosts,
+            fallback: raw.fallback.unwrap_or(d.fallback),
+            backoff: raw
+                .backoff_secs
+                .map(Duration::from_secs)
+                .unwrap_or(d.backoff),
+            ssh: SshSettings {
+                connect_timeout: positive_secs(
+                    ssh.connect_timeout_secs,
+                    "ssh.connect_timeout_secs",
+                    d.ssh.connect_timeout,
+                )?,
+                keepalive_interval: positive_secs(
+                    ssh.keepalive_interval_secs,
+                    "ssh.keepalive_interval_secs",
+                    d.ssh.keepalive_interval,
+                )?,
+                keepalive_max: positive_count(
+                    ssh.keepalive_max,
+                    "ssh.keepalive_max",
+                    d.ssh.keepalive_max,
+                )?,
+                io_timeout: positive_secs(
+                    ssh.io_timeout_secs,
+                    "ssh.io_timeout_secs",
+                    d.ssh.io_timeout,
+                )?,
+            },
+            server: ServerSettings {
+                compilers: server.compilers.unwrap_or_default(),
+                default_compilers: server
+                    .default_compilers
+                    .unwrap_or(d.server.default_compilers),
+                compile_timeout: positive_secs(
+                    server.compile_timeout_secs,
+                    "server.compile_timeout_secs",
+                    d.server.compile_timeout,
+                )?,
+                max_jobs: match server.max_jobs {
+                    None => None,
+                    Some(n) => Some(positive_count(Some(n), "server.max_jobs", 1)?),
+                },
+                tmpdir: server.tmpdir,
+                heartbeat: positive_secs(
+                    server.heartbeat_secs,
+                    "server.heartbeat_secs",
+                    d.server.heartbeat,
+                )?,
+            },
+            mux: MuxSettings {
+                idle_timeout: positive_secs(
+                    mux.idle_timeout_secs,
+                    "mux.idle_timeout_secs",
+                    d.mux.idle_timeout,
+                )?,
+                channels_per_connection: positive_count(
+                    mux.channels_per_connection,
+                    "mux.channels_per_connection",
+                    d.mux.channels_per_connection,
+                )?,
+            },
+        };
+        // distcc `dcc_getenv_bool`-style: "0" means off, anything else on. HOARDCC_ wins.
+        if let Some(v) = env("HOARDCC_FALLBACK").or_else(|| env("DISTCC_FALLBACK")) {
+            config.fallback = v.trim() != "0";
+        }
+        if let Some(t) = env_secs(env, "DISTCC_IO_TIMEOUT", false)? {
+            config.ssh.io_timeout = t;
+        }
+        if let Some(t) = env_secs(env, "DISTCC_BACKOFF_PERIOD", true)? {
+            config.backoff = t;
+        }
+        if let Some(t) = env_secs(env, "HOARDCC_IDLE_TIMEOUT", false)? {
+            config.mux.idle_timeout = t;
+        }
+        Ok(config)
+    }
+}
+
+/// Read a config file: `Ok(None)` when it does not exist.
+fn read_raw(path: &Path) -> Result<Option<RawConfig>, ConfigError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => RawConfig::parse(&text).map(Some).map_err(|e| e.at(path)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(error) => Err(ConfigError::Read {
+            path: path.to_path_buf(),
+            error,
+        }),
+    }
+}
+
+/// Load the client config: `paths.config_file()` if it exists (a missing file means defaults),
+/// then environment overrides.
+///
+/// # Errors
+/// [`ConfigError::Read`] / [`ConfigError::Parse`] / [`ConfigError::Value`] naming the file,
+/// [`ConfigError::Env`] naming the variable.
+pub fn load(paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
+    let path = paths.config_file();
+    let raw = read_raw(&path)?.unwrap_or_default();
+    Config::from_raw(raw, env).map_err(|e| e.at(&path))
+}
+
+/// Load the server config: `/etc/hoardcc/server.toml`, then the user's
+/// `<config_dir>/server.toml` (later wins per field; missing files are skipped), or only the
+/// file named by `HOARDCC_SERVER_CONFIG` (which must exist), then environment overrides.
+///
+/// # Errors
+/// As [`load`].
+pub fn load_server(
+    paths: &Paths,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    load_server_from(Path::new(SYSTEM_SERVER_CONFIG), paths, env)
+}
+
+/// [`load_server`] with the system file location injected (for tests).
+fn load_server_from(
+    system_file: &Path,
+    paths: &Paths,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Config, ConfigError> {
+    let files = match env("HOARDCC_SERVER_CONFIG").filter(|v| !v.trim().is_empty()) {
+        Some(named) => {
+            let path = PathBuf::from(named);
+            // Named explicitly, so a missing file is an error rather than "defaults".
+            let raw = read_raw(&path)?.ok_or_else(|| ConfigError::Read {
+                path: path.clone(),
+                error: std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    "file named by HOARDCC_SERVER_CONFIG does not exist",
+                ),
+            })?;
+            vec![(path, raw)]
+        }
+        None => {
+            let mut files = Vec::new();
+            for path in [system_file.to_path_buf(), paths.server_config_file()] {
+                if let Some(raw) = read_raw(&path)? {
+                    files.push((path, raw));
+                }
+            }
+            files
+        }
+    };
+    // Validate each file on its own first, so a bad value is reported with its file.
+    let no_env = |_: &str| None;
+    for (path, raw) in &files {
+        Config::from_raw(raw.clone(), &no_env).map_err(|e| e.at(path))?;
+    }
+    let merged = files
+        .into_iter()
+        .fold(RawConfig::default(), |acc, (_, raw)| acc.merge(raw));
+    Config::from_raw(merged, env)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn no_env() -> impl Fn(&str) -> Option<String> {
+        env_of(&[])
+    }
+
+    #[test]
+    fn defaults() {
+        let c = Config::from_parts(None, &no_env()).unwrap();
+        assert_eq!(c, Config::default());
+        assert!(c.fallback);
+        assert_eq!(c.backoff, Duration::from_secs(60));
+        assert_eq!(c.ssh.connect_timeout, Duration::from_secs(10));
+        assert_eq!(c.ssh.keepalive_interval, Duration::from_secs(15));
+        assert_eq!(c.ssh.keepalive_max, 3);
+        assert_eq!(c.ssh.io_timeout, Duration::from_secs(300));
+        assert!(c.server.compilers.is_empty());
+        assert!(c.server.default_compilers);
+        assert_eq!(c.server.compile_timeout, Duration::from_secs(1200));
+        assert_eq!(c.server.max_jobs, None);
+        assert_eq!(c.server.tmpdir, None);
+        assert_eq!(c.server.heartbeat, Duration::from_secs(5));
+        assert_eq!(c.mux.idle_timeout, Duration::from_secs(600));
+        assert_eq!(c.mux.channels_per_connection, 8);
+        assert_eq!(c.hosts, None);
+        // An empty file is the defaults too.
+        assert_eq!(Config::from_parts(Some(""), &no_env()).unwrap(), c);
+    }
+
+    const FULL: &str = r#"
+        hosts = "@a/8 @b"
+        fallback = false
+        backoff_secs = 0
+        [ssh]
+        connect_timeout_secs = 3
+        keepalive_interval_secs = 7
+        keepalive_max = 5
+        io_timeout_secs = 90
+        [server]
+        compilers = ["arm-none-eabi-gcc", "x86_64-w64-mingw32-gcc"]
+        default_compilers = false
+        compile_timeout_secs = 60
+        max_jobs = 12
+        tmpdir = "/var/tmp/hc"
+        heartbeat_secs = 2
+        [mux]
+        idle_timeout_secs = 30
+        channels_per_connection = 4
+    "#;
+
+    #[test]
+    fn every_file_field_applies() {
+        let c = Config::from_parts(Some(FULL), &no_env()).unwrap();
+        assert_eq!(c.hosts.as_deref(), Some("@a/8 @b"));
+        assert!(!c.fallback);
+        assert_eq!(c.backoff, Duration::ZERO);
+        assert_eq!(c.ssh.connect_timeout, Duration::from_secs(3));
+        assert_eq!(c.ssh.keepalive_interval, Duration::from_secs(7));
+        assert_eq!(c.ssh.keepalive_max, 5);
+        assert_eq!(c.ssh.io_timeout, Duration::from_secs(90));
+        assert_eq!(
+            c.server.compilers,
+            ["arm-none-eabi-gcc", "x86_64-w64-mingw32-gcc"]
+        );
+        assert!(!c.server.default_compilers);
+        assert_eq!(c.server.compile_timeout, Duration::from_secs(60));
+        assert_eq!(c.server.max_jobs, Some(12));
+        assert_eq!(c.server.tmpdir, Some(PathBuf::from("/var/tmp/hc")));
+        assert_eq!(c.server.heartbeat, Duration::from_secs(2));
+        assert_eq!(c.mux.idle_timeout, Duration::from_secs(30));
+        assert_eq!(c.mux.channels_per_connection, 4);
+    }
+
+    #[test]
+    fn env_beats_file_beats_default() {
+        let file = "fallback = true\nbackoff_secs = 10\n[ssh]\nio_timeout_secs = 50\n[mux]\nidle_timeout_secs = 40\n";
+        let env = env_of(&[
+            ("DISTCC_FALLBACK", "0"),
+            ("DISTCC_IO_TIMEOUT", "77"),
+            ("DISTCC_BACKOFF_PERIOD", "0"),
+            ("HOARDCC_IDLE_TIMEOUT", "5"),
+        ]);
+        let c = Config::from_parts(Some(file), &env).unwrap();
+        assert!(!c.fallback);
+        assert_eq!(c.ssh.io_timeout, Duration::from_secs(77));
+        assert_eq!(c.backoff, Duration::ZERO);
+        assert_eq!(c.mux.idle_timeout, Duration::from_secs(5));
+
+        // Without env the file applies.
+        let c = Config::from_parts(Some(file), &no_env()).unwrap();
+        assert!(c.fallback);
+        assert_eq!(c.backoff, Duration::from_secs(10));
+        assert_eq!(c.ssh.io_timeout, Duration::from_secs(50));
+        assert_eq!(c.mux.idle_timeout, Duration::from_secs(40));
+    }
+
+    #[test]
+    fn fallback_variables() {
+        let fb = |vars: &[(&str, &str)], file: Option<&str>| {
+            Config::from_parts(file, &env_of(vars)).unwrap().fallback
+        };
+        assert!(!fb(&[("DISTCC_FALLBACK", "0")], None));
+        assert!(fb(&[("DISTCC_FALLBACK", "1")], Some("fallback = false")));
+        assert!(fb(&[("DISTCC_FALLBACK", "yes")], None));
+        assert!(fb(&[("DISTCC_FALLBACK", "")], None));
+        // HOARDCC_ wins over DISTCC_ in both directions.
+        assert!(fb(
+            &[("HOARDCC_FALLBACK", "1"), ("DISTCC_FALLBACK", "0")],
+            None
+        ));
+        assert!(!fb(
+            &[("HOARDCC_FALLBACK", "0"), ("DISTCC_FALLBACK", "1")],
+            None
+        ));
+    }
+
+    #[test]
+    fn bad_env_values_name_the_variable() {
+        let cases = [
+            ("DISTCC_IO_TIMEOUT", "soon"),
+            ("DISTCC_IO_TIMEOUT", "0"),
+            ("DISTCC_IO_TIMEOUT", "-5"),
+            ("DISTCC_BACKOFF_PERIOD", "1.5"),
+            ("HOARDCC_IDLE_TIMEOUT", "0"),
+            ("HOARDCC_IDLE_TIMEOUT", "10m"),
+        ];
+        for (var, value) in cases {
+            let err = Config::from_parts(None, &env_of(&[(var, value)])).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Env { var: v, .. } if v == var),
+                "{err:?}"
+            );
+            let msg = err.to_string();
+            assert!(msg.contains(var) && msg.contains(value), "{msg}");
+        }
+        // Blank means unset.
+        let c = Config::from_parts(None, &env_of(&[("DISTCC_IO_TIMEOUT", " ")])).unwrap();
+        assert_eq!(c.ssh.io_timeout, Duration::from_secs(300));
+        // Surrounding spaces are fine.
+        let c = Config::from_parts(None, &env_of(&[("DISTCC_IO_TIMEOUT", " 12 ")])).unwrap();
+        assert_eq!(c.ssh.io_timeout, Duration::from_secs(12));
+    }
+
+    #[test]
+    fn unknown_key_reported_with_location() {
+        let err =
+            Config::from_parts(Some("[ssh]\nconect_timeout_secs = 3\n"), &no_env()).unwrap_err();
+        let msg = err.to_string();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
+        assert!(msg.contains("conect_timeout_secs"), "{msg}");
+        assert!(msg.contains("line 2"), "{msg}");
+
+        let msg = Config::from_parts(Some("hostz = \"a\""), &no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("hostz"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_types_and_values_rejected() {
+        let msg = Config::from_parts(Some("fallback = \"no\""), &no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("fallback"), "{msg}");
+        let msg = Config::from_parts(Some("[mux]\nidle_timeout_secs = -1"), &no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("idle_timeout_secs"), "{msg}");
+        for (text, key) in [
+            (
+                "[ssh]\nconnect_timeout_secs = 0",
+                "ssh.connect_timeout_secs",
+            ),
+            (
+                "[mux]\nchannels_per_connection = 0",
+                "mux.channels_per_connection",
+            ),
+            ("[server]\nmax_jobs = 0", "server.max_jobs"),
+            ("[server]\nheartbeat_secs = 0", "server.heartbeat_secs"),
+        ] {
+            let err = Config::from_parts(Some(text), &no_env()).unwrap_err();
+            assert!(
+                matches!(err, ConfigError::Value { key: k, .. } if k == key),
+                "{text}: {err:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn merge_later_wins_per_field() {
+        let a = RawConfig::parse(
+            "backoff_secs = 1\n[server]\ncompilers = [\"a\"]\nmax_jobs = 2\n[ssh]\nkeepalive_max = 9",
+        )
+        .unwrap();
+        let b =
+            RawConfig::parse("[server]\nmax_jobs = 3\n[mux]\nchannels_per_connection = 2").unwrap();
+        let m = a.merge(b);
+        assert_eq!(m.backoff_secs, Some(1));
+        let server = m.server.clone().unwrap();
+        assert_eq!(server.compilers, Some(vec!["a".to_string()]));
+        assert_eq!(server.max_jobs, Some(3));
+        assert_eq!(m.ssh.unwrap().keepalive_max, Some(9));
+        assert_eq!(m.mux.unwrap().channels_per_connection, Some(2));
+    }
+
+    fn paths_in(dir: &Path) -> Paths {
+        Paths {
+            home: Some(dir.to_path_buf()),
+            config_dir: dir.join("cfg"),
+            runtime_dir: dir.join("run"),
+            state_dir: dir.join("state"),
+        }
+    }
+
+    #[test]
+    fn load_missing_file_is_defaults_and_env_applies() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = paths_in(tmp.path());
+        assert_eq!(load(&paths, &no_env()).unwrap(), Config::default());
+        let c = load(&paths, &env_of(&[("DISTCC_BACKOFF_PERIOD", "9")])).unwrap();
+        assert_eq!(c.backoff, Duration::from_secs(9));
+    }
+
+    #[test]
+    fn load_reads_file_and_names_it_in_errors() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = paths_in(tmp.path());
+        std::fs::create_dir_all(&paths.config_dir).unwrap();
+        std::fs::write(
+            paths.config_file(),
+            "hosts = \"@x\"\n[mux]\nidle_timeout_secs = 9\n",
+        )
+        .unwrap();
+        let c = load(&paths, &no_env()).unwrap();
+        assert_eq!(c.hosts.as_deref(), Some("@x"));
+        assert_eq!(c.mux.idle_timeout, Duration::from_secs(9));
+
+        std::fs::write(paths.config_file(), "[mux]\nidle_timeout_secs = \"x\"\n").unwrap();
+        let msg = load(&paths, &no_env()).unwrap_err().to_string();
+        assert!(
+            msg.contains(&paths.config_file().display().to_string()),
+            "{msg}"
+        );
+
+        std::fs::write(paths.config_file(), "[mux]\nidle_timeout_secs = 0\n").unwrap();
+        let msg = load(&paths, &no_env()).unwrap_err().to_string();
+        assert!(
+            msg.contains(&paths.config_file().display().to_string()),
+            "{msg}"
+        );
+        assert!(msg.contains("mux.idle_timeout_secs"), "{msg}");
+
+        // A directory where the file should be: unreadable, error names the path.
+        std::fs::remove_file(paths.config_file()).unwrap();
+        std::fs::create_dir(paths.config_file()).unwrap();
+        let err = load(&paths, &no_env()).unwrap_err();
+        assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
+        assert!(err.to_string().contains("config.toml"), "{err}");
+    }
+
+    #[test]
+    fn load_server_layers_system_then_user() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = paths_in(tmp.path());
+        let system = tmp.path().join("etc-server.toml");
+        std::fs::create_dir_all(&paths.config_dir).unwrap();
+
+        // Neither file: defaults.
+        let c = load_server_from(&system, &paths, &no_env()).unwrap();
+        assert_eq!(c, Config::default());
+
+        std::fs::write(
+            &system,
+            "[server]\ncompilers = [\"sys-gcc\"]\nmax_jobs = 4\ntmpdir = \"/sys\"\n",
+        )
+        .unwrap();
+        let c = load_server_from(&system, &paths, &no_env()).unwrap();
+        assert_eq!(c.server.compilers, ["sys-gcc"]);
+        assert_eq!(c.server.max_jobs, Some(4));
+
+        std::fs::write(paths.server_config_file(), "[server]\nmax_jobs = 2\n").unwrap();
+        let c = load_server_from(&system, &paths, &no_env()).unwrap();
+        assert_eq!(c.server.compilers, ["sys-gcc"], "kept from the system file");
+        assert_eq!(c.server.max_jobs, Some(2), "user file wins");
+        assert_eq!(c.server.tmpdir, Some(PathBuf::from("/sys")));
+
+        // HOARDCC_SERVER_CONFIG replaces both.
+        let named = tmp.path().join("named.toml");
+        std::fs::write(&named, "[server]\nheartbeat_secs = 1\n").unwrap();
+        let env = env_of(&[("HOARDCC_SERVER_CONFIG", named.to_str().unwrap())]);
+        let c = load_server_from(&system, &paths, &env).unwrap();
+        assert_eq!(c.server.heartbeat, Duration::from_secs(1));
+        assert_eq!(c.server.max_jobs, None);
+        assert!(c.server.compilers.is_empty());
+
+        // A named file that does not exist is an error naming it.
+        let missing = tmp.path().join("missing.toml");
+        let env = env_of(&[("HOARDCC_SERVER_CONFIG", missing.to_str().unwrap())]);
+        let msg = load_server_from(&system, &paths, &env)
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("missing.toml"), "{msg}");
+    }
+
+    #[test]
+    fn load_server_error_names_the_bad_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let paths = paths_in(tmp.path());
+        let system = tmp.path().join("etc-server.toml");
+        std::fs::create_dir_all(&paths.config_dir).unwrap();
+        std::fs::write(&system, "[server]\nmax_jobs = 4\n").unwrap();
+        std::fs::write(paths.server_config_file(), "[server]\nmax_job = 2\n").unwrap();
+        let msg = load_server_from(&system, &paths, &no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("server.toml") && msg.contains("max_job"),
+            "{msg}"
+        );
+
+        std::fs::write(
+            paths.server_config_file(),
+            "[server]\ncompile_timeout_secs = 0\n",
+        )
+        .unwrap();
+        let msg = load_server_from(&system, &paths, &no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains(&paths.server_config_file().display().to_string()),
+            "{msg}"
+        );
+    }
+}
