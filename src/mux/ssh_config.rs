@@ -1,0 +1,267 @@
+//! Stage: connections, destination resolution. Before [`super::ssh::Connection::connect`]
+//! dials a host from the host list, [`resolve`] turns the entry's `user@alias` into what
+//! OpenSSH would dial: HostName, Port, User, IdentityFile, ProxyJump and
+//! UserKnownHostsFile from `~/.ssh/config`, parsed by the `ssh2-config` crate (which
+//! handles `Include`, `Key=Value`, tabs, globs and negation; see notes/russh.md §6).
+//! Neighbours: `hosts` (gives alias and user), `mux::ssh` (consumes [`Destination`]).
+
+use std::io::BufReader;
+use std::path::{Path, PathBuf};
+
+use ssh2_config::{ParseRule, SshConfig};
+
+use super::ssh::SshError;
+
+/// Where and as whom to connect, fully resolved.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Destination {
+    /// The name as written in the host list (the `Host` pattern key).
+    pub alias: String,
+    /// The name or address to dial (HostName, else the alias).
+    pub hostname: String,
+    /// TCP port (Port, else 22).
+    pub port: u16,
+    /// Login user: the host-list entry's user, else User, else the local user.
+    pub user: String,
+    /// IdentityFile entries in config order, `~` expanded.
+    pub identity_files: Vec<PathBuf>,
+    /// ProxyJump value (comma list of hops), `None` when unset or `none`.
+    pub proxy_jump: Option<String>,
+    /// UserKnownHostsFile entries, `~` expanded (empty when unset or `none`).
+    pub user_known_hosts: Vec<PathBuf>,
+}
+
+/// Resolve `alias` like OpenSSH does. `user` is the host-list entry's user and wins over
+/// the config's `User`. `config_text` is the content of `~/.ssh/config` (`None` when the
+/// file is missing: defaults apply); relative `Include` paths resolve under `home/.ssh`.
+///
+/// # Errors
+/// [`SshError::Config`] when the config cannot be parsed (or an `Include` cycles).
+pub fn resolve(
+    alias: &str,
+    user: Option<&str>,
+    config_text: Option<&str>,
+    home: &Path,
+    local_user: &str,
+) -> Result<Destination, SshError> {
+    let params = match config_text {
+        Some(text) => {
+            let mut reader = BufReader::new(text.as_bytes());
+            SshConfig::default()
+                .home_dir(home)
+                .parse(
+                    &mut reader,
+                    ParseRule::ALLOW_UNKNOWN_FIELDS | ParseRule::ALLOW_UNSUPPORTED_FIELDS,
+                )
+                .map_err(|e| SshError::Config(format!("~/.ssh/config: {e}")))?
+                .query(alias)
+        }
+        None => SshConfig::default().query(alias),
+    };
+    let user = user
+        .map(str::to_string)
+        .or_else(|| params.user.clone())
+        .unwrap_or_else(|| local_user.to_string());
+    let hostname = match &params.host_name {
+        Some(h) => expand_tokens(h, alias, alias, &user, local_user, home),
+        None => alias.to_string(),
+    };
+    let port = params.port.unwrap_or(22);
+    let expand_path = |p: &str| -> PathBuf {
+        let p = expand_tokens(p, alias, &hostname, &user, local_user, home);
+        expand_tilde(&p, home)
+    };
+    let identity_files = params
+        .identity_file
+        .iter()
+        .flatten()
+        .map(|p| expand_path(&p.to_string_lossy()))
+        .collect();
+    let proxy_jump = params
+        .proxy_jump
+        .as_ref()
+        .map(|hops| hops.join(","))
+        .filter(|j| !j.is_empty() && !j.eq_ignore_ascii_case("none"));
+    let user_known_hosts = params
+        .unsupported_fields
+        .get("userknownhostsfile")
+        .or_else(|| params.ignored_fields.get("userknownhostsfile"))
+        .map(|files| {
+            files
+                .iter()
+                .filter(|f| !f.eq_ignore_ascii_case("none"))
+                .map(|f| expand_path(f))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(Destination {
+        alias: alias.to_string(),
+        hostname,
+        port,
+        user,
+        identity_files,
+        proxy_jump,
+        user_known_hosts,
+    })
+}
+
+/// Expand the ssh_config `%` tokens we can know here: `%%`, `%h` (host name), `%n` (alias),
+/// `%r` (remote user), `%u` (local user), `%d` (home). Unknown tokens stay as written.
+fn expand_tokens(
+    s: &str,
+    alias: &str,
+    host: &str,
+    user: &str,
+    local_user: &str,
+    home: &Path,
+) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars();
+    while let Some(c) = chars.next() {
+        if c != '%' {
+            out.push(c);
+            continue;
+        }
+        match chars.next() {
+            Some('%') => out.push('%'),
+            Some('h') => out.push_str(host),
+            Some('n') => out.push_str(alias),
+            Some('r') => out.push_str(user),
+            Some('u') => out.push_str(local_user),
+            Some('d') => out.push_str(&home.to_string_lossy()),
+            Some(other) => {
+                out.push('%');
+                out.push(other);
+            }
+            None => out.push('%'),
+        }
+    }
+    out
+}
+
+/// `~` or `~/x` against `home`; anything else unchanged.
+fn expand_tilde(p: &str, home: &Path) -> PathBuf {
+    if p == "~" {
+        home.to_path_buf()
+    } else if let Some(rest) = p.strip_prefix("~/") {
+        home.join(rest)
+    } else {
+        PathBuf::from(p)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn home() -> PathBuf {
+        PathBuf::from("/home/alice")
+    }
+
+    fn res(alias: &str, user: Option<&str>, text: &str) -> Destination {
+        resolve(alias, user, Some(text), &home(), "alice").expect("resolves")
+    }
+
+    #[test]
+    fn missing_config_gives_defaults() {
+        let d = resolve("build1", None, None, &home(), "alice").unwrap();
+        assert_eq!(
+            d,
+            Destination {
+                alias: "build1".into(),
+                hostname: "build1".into(),
+                port: 22,
+                user: "alice".into(),
+                identity_files: vec![],
+                proxy_jump: None,
+                user_known_hosts: vec![],
+            }
+        );
+    }
+
+    #[test]
+    fn hostname_user_port_identity() {
+        let text = "Host build1\n  HostName 10.0.0.5\n  User bob\n  Port 2222\n  IdentityFile ~/.ssh/build_key\n\nHost *\n  User nobody\n  IdentityFile ~/.ssh/id_common\n";
+        let d = res("build1", None, text);
+        assert_eq!(d.hostname, "10.0.0.5");
+        assert_eq!(d.user, "bob");
+        assert_eq!(d.port, 2222);
+        assert_eq!(
+            d.identity_files,
+            vec![
+                PathBuf::from("/home/alice/.ssh/build_key"),
+                PathBuf::from("/home/alice/.ssh/id_common")
+            ]
+        );
+        let other = res("other", None, text);
+        assert_eq!(other.hostname, "other");
+        assert_eq!(other.user, "nobody");
+        assert_eq!(other.port, 22);
+    }
+
+    #[test]
+    fn entry_user_beats_config_user() {
+        let text = "Host build1\n  User bob\n";
+        assert_eq!(res("build1", Some("carol"), text).user, "carol");
+        assert_eq!(res("build1", None, text).user, "bob");
+    }
+
+    #[test]
+    fn key_equals_value_tabs_and_globals() {
+        let text = "Port=2200\nHost *.farm !bad.farm\n\tHostName=%h.example.org\n\tUser\tfarmer\n";
+        let d = res("a.farm", None, text);
+        assert_eq!(d.hostname, "a.farm.example.org");
+        assert_eq!(d.user, "farmer");
+        assert_eq!(d.port, 2200);
+        let bad = res("bad.farm", None, text);
+        assert_eq!(bad.hostname, "bad.farm");
+        assert_eq!(bad.user, "alice");
+    }
+
+    #[test]
+    fn include_relative_to_dot_ssh() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join(".ssh/conf.d")).unwrap();
+        std::fs::write(
+            dir.path().join(".ssh/conf.d/farm.conf"),
+            "Host inc1\n  HostName 192.0.2.7\n  Port 2201\n  IdentityFile ~/.ssh/inc_key\n",
+        )
+        .unwrap();
+        let text = "Include conf.d/*.conf\nHost *\n  User root\n";
+        let d = resolve("inc1", None, Some(text), dir.path(), "alice").unwrap();
+        assert_eq!(d.hostname, "192.0.2.7");
+        assert_eq!(d.port, 2201);
+        assert_eq!(d.user, "root");
+        assert_eq!(d.identity_files, vec![dir.path().join(".ssh/inc_key")]);
+    }
+
+    #[test]
+    fn proxy_jump_detected() {
+        let text = "Host inner\n  ProxyJump bastion\nHost direct\n  ProxyJump none\n";
+        assert_eq!(
+            res("inner", None, text).proxy_jump.as_deref(),
+            Some("bastion")
+        );
+        assert_eq!(res("direct", None, text).proxy_jump, None);
+        assert_eq!(res("elsewhere", None, text).proxy_jump, None);
+    }
+
+    #[test]
+    fn user_known_hosts_file() {
+        let text = "Host h\n  UserKnownHostsFile ~/.ssh/kh_a /etc/kh_b\nHost n\n  UserKnownHostsFile none\n";
+        assert_eq!(
+            res("h", None, text).user_known_hosts,
+            vec![
+                PathBuf::from("/home/alice/.ssh/kh_a"),
+                PathBuf::from("/etc/kh_b")
+            ]
+        );
+        assert!(res("n", None, text).user_known_hosts.is_empty());
+    }
+
+    #[test]
+    fn bad_config_is_an_error() {
+        let err = resolve("h", None, Some("Port notanumber\n"), &home(), "alice").unwrap_err();
+        assert!(matches!(err, SshError::Config(_)), "{err:?}");
+    }
+}
