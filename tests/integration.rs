@@ -1,1 +1,7 @@
+//! The single integration-test binary (Cargo.toml `[[test]] integration`, `autotests = false`):
+//! one `mod` per test file, each with a one-line purpose.
 
+// Fixtures: private sshd, stock distccd, C/C++ projects, process helpers.
+mod support;
+// Tests of the fixtures themselves (sshd login, config, host-key change, stock distcc over TCP).
+mod fixture;

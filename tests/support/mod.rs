@@ -1,0 +1,18 @@
+//! Test fixtures for the integration binary: a private real OpenSSH sshd on a random loopback
+//! port ([`Sshd`]), a stock TCP distccd ([`Distccd`]), small C/C++ projects ([`Project`]) and
+//! process helpers (timeouts, free ports, deadline polling).
+//!
+//! Everything here is blocking std code; tokio tests call it directly (or from
+//! `spawn_blocking`) and isolate a `tokio::process::Command` with
+//! `sshd.apply_env(cmd.as_std_mut())`.
+#![allow(dead_code, unused_imports)]
+
+mod distccd;
+mod process;
+mod project;
+mod sshd;
+
+pub use distccd::Distccd;
+pub use process::{free_port, hoardcc_bin, run_with_timeout, wait_until};
+pub use project::Project;
+pub use sshd::{removed_env_keys, Sshd, SshdOptions, ALIAS, TEST_USER};
