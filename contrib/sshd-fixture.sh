@@ -1,0 +1,325 @@
+# contrib/sshd-fixture.sh — a throwaway private OpenSSH server for hoardcc demos and benchmarks.
+#
+# Sourced (not run) by contrib/demo.sh and bench/run.sh. It starts a private sshd on
+# 127.0.0.1 on a random free port, in a temp dir that holds everything: host key,
+# sshd_config, authorized_keys, a copy of the hoardcc binary for `Subsystem hoardcc`, and
+# a client HOME whose ~/.ssh has a key, known_hosts and a config with `Host hoardtest`.
+# Nothing outside the temp dir is touched, except (as root) creating the login user
+# `hoardtest` and /run/sshd. A trap on EXIT stops sshd and everything registered with
+# hf_track_pid / hf_defer, then removes the dir.
+#
+# Usage:
+#   . contrib/sshd-fixture.sh
+#   hf_start [PATH/TO/hoardcc]     # exports HF_DIR HF_PORT HF_USER HF_HOME HF_SSH_CONFIG HF_SERVE_BIN
+#   hf_run CMD...                  # run CMD as the client: HOME=$HF_HOME, private XDG dirs, no agent
+#   hf_ssh CMD...                  # ssh -F $HF_SSH_CONFIG hoardtest CMD...
+#   hf_track_pid PID               # kill PID's process group (or PID) at cleanup
+#   hf_defer 'shell command'       # run at cleanup (before sshd is stopped)
+#
+# Requires: /usr/sbin/sshd, ssh, ssh-keygen (Debian: openssh-server, openssh-client).
+
+HF_SSHD=${HF_SSHD:-/usr/sbin/sshd}
+HF_DEFERRED=()
+HF_PIDS=()
+
+hf_die() {
+    echo "sshd-fixture: $*" >&2
+    exit 1
+}
+
+# Wait until $1 (a shell condition) is true, polling every 0.1 s, for at most $2 seconds.
+hf_wait_for() {
+    local cond=$1 secs=${2:-10} i
+    for ((i = 0; i < secs * 10; i++)); do
+        eval "$cond" && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+hf_port_busy() {
+    (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null
+}
+
+hf_track_pid() {
+    HF_PIDS+=("$1")
+}
+
+hf_defer() {
+    HF_DEFERRED+=("$1")
+}
+
+hf_cleanup() {
+    local rc=$? cmd pid
+    trap - EXIT INT TERM
+    for cmd in "${HF_DEFERRED[@]}"; do
+        eval "$cmd" >/dev/null 2>&1 || true
+    done
+    if [[ -n ${HF_SSH_CONFIG:-} ]] && compgen -G "$HF_DIR/cm-*" >/dev/null; then
+        ssh -F "$HF_SSH_CONFIG" -O exit hoardtest >/dev/null 2>&1 || true
+    fi
+    for pid in "${HF_PIDS[@]}"; do
+        # Started with setsid: the pid is a process-group leader; fall back to the pid alone.
+        kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
+    done
+    if [[ -n ${HF_DIR:-} && -f $HF_DIR/sshd.pid ]]; then
+        pid=$(cat "$HF_DIR/sshd.pid" 2>/dev/null)
+        [[ -n $pid ]] && kill -TERM "$pid" 2>/dev/null
+    fi
+    if [[ -n ${HF_SSHD_PID:-} ]]; then
+        kill -TERM "$HF_SSHD_PID" 2>/dev/null
+        hf_wait_for '! kill -0 $HF_SSHD_PID 2>/dev/null' 5 || kill -KILL "$HF_SSHD_PID" 2>/dev/null
+    fi
+    for pid in "${HF_PIDS[@]}"; do
+        kill -KILL -- "-$pid" 2>/dev/null || kill -KILL "$pid" 2>/dev/null || true
+    done
+    if [[ -n ${HF_DIR:-} && -d $HF_DIR && ${HF_KEEP:-0} != 1 ]]; then
+        rm -rf "$HF_DIR"
+    fi
+    exit "$rc"
+}
+
+# Run a command as the fixture's client: its HOME (so ~/.ssh/config and known_hosts are the
+# fixture's), private XDG runtime/config/state dirs (so a hoardcc mux is private too), and no
+# ssh agent.
+hf_run() {
+    env -u SSH_AUTH_SOCK \
+        HOME="$HF_HOME" \
+        XDG_RUNTIME_DIR="$HF_DIR/run" \
+        XDG_CONFIG_HOME="$HF_HOME/.config" \
+        XDG_STATE_HOME="$HF_HOME/.local/state" \
+        "$@"
+}
+
+hf_ssh() {
+    hf_run ssh -F "$HF_SSH_CONFIG" hoardtest "$@"
+}
+
+# Make sure a login user exists; sets HF_USER.
+hf_login_user() {
+    if [[ $(id -u) == 0 ]]; then
+        HF_USER=hoardtest
+        if ! id "$HF_USER" >/dev/null 2>&1; then
+            useradd --create-home --shell /bin/sh "$HF_USER" || hf_die "useradd $HF_USER failed"
+        fi
+        # Without PAM, sshd refuses accounts whose password field is locked ("!"); "*" means
+        # "no password" without locking the account (keys still work).
+        if [[ $(getent shadow "$HF_USER" | cut -d: -f2) == '!'* ]]; then
+            usermod -p '*' "$HF_USER" || hf_die "usermod -p '*' $HF_USER failed"
+        fi
+        mkdir -p /run/sshd && chmod 755 /run/sshd
+    else
+        HF_USER=$(id -un)
+    fi
+}
+
+# hf_start [HOARDCC_BINARY] — start sshd; export the HF_* variables; install the cleanup trap.
+hf_start() {
+    local bin=${1:-} port tries pubkey
+    [[ -x $HF_SSHD ]] || hf_die "$HF_SSHD not found (Debian: apt-get install openssh-server)"
+    command -v ssh-keygen >/dev/null || hf_die "ssh-keygen not found (Debian: apt-get install openssh-client)"
+    hf_login_user
+
+    HF_DIR=$(mktemp -d "${TMPDIR:-/tmp}/hoardcc-fixture.XXXXXX") || hf_die "mktemp failed"
+    trap hf_cleanup EXIT
+    trap 'exit 130' INT
+    trap 'exit 143' TERM
+    # The login user must reach bin/ and authorized_keys; the client's files stay private.
+    chmod 755 "$HF_DIR"
+    mkdir -p "$HF_DIR/bin" "$HF_DIR/run" "$HF_DIR/home/.ssh"
+    chmod 700 "$HF_DIR/run" "$HF_DIR/home" "$HF_DIR/home/.ssh"
+    HF_HOME=$HF_DIR/home
+    HF_SSH_CONFIG=$HF_HOME/.ssh/config
+    HF_SERVE_BIN=$HF_DIR/bin/hoardcc
+    if [[ -n $bin ]]; then
+        [[ -x $bin ]] || hf_die "not an executable: $bin"
+        cp "$bin" "$HF_SERVE_BIN" && chmod 755 "$HF_SERVE_BIN"
+    fi
+
+    ssh-keygen -q -t ed25519 -N '' -C hoardcc-fixture-host -f "$HF_DIR/host_ed25519" </dev/null ||
+        hf_die "ssh-keygen (host key) failed"
+    ssh-keygen -q -t ed25519 -N '' -C hoardcc-fixture-client -f "$HF_HOME/.ssh/id_ed25519" </dev/null ||
+        hf_die "ssh-keygen (client key) failed"
+    cp "$HF_HOME/.ssh/id_ed25519.pub" "$HF_DIR/authorized_keys"
+    chmod 644 "$HF_DIR/authorized_keys"
+
+    for tries in 1 2 3 4 5 6 7 8; do
+        port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+        hf_port_busy "$port" && continue
+        cat >"$HF_DIR/sshd_config" <<EOF
+ListenAddress 127.0.0.1:$port
+HostKey $HF_DIR/host_ed25519
+PidFile $HF_DIR/sshd.pid
+UsePAM no
+StrictModes no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PubkeyAuthentication yes
+AuthorizedKeysFile $HF_DIR/authorized_keys
+AllowUsers $HF_USER
+UseDNS no
+PrintMotd no
+MaxStartups 200
+MaxSessions 64
+LogLevel ERROR
+Subsystem hoardcc $HF_SERVE_BIN serve
+EOF
+        "$HF_SSHD" -t -f "$HF_DIR/sshd_config" 2>"$HF_DIR/sshd.log" ||
+            hf_die "sshd rejected its config: $(cat "$HF_DIR/sshd.log")"
+        "$HF_SSHD" -D -e -f "$HF_DIR/sshd_config" 2>>"$HF_DIR/sshd.log" &
+        HF_SSHD_PID=$!
+        if hf_wait_for 'hf_port_busy $port || ! kill -0 $HF_SSHD_PID 2>/dev/null' 10 &&
+            kill -0 "$HF_SSHD_PID" 2>/dev/null; then
+            break
+        fi
+        kill "$HF_SSHD_PID" 2>/dev/null
+        wait "$HF_SSHD_PID" 2>/dev/null
+        HF_SSHD_PID=
+    done
+    [[ -n ${HF_SSHD_PID:-} ]] || hf_die "could not start sshd: $(cat "$HF_DIR/sshd.log")"
+    HF_PORT=$port
+
+    pubkey=$(cut -d' ' -f1,2 "$HF_DIR/host_ed25519.pub")
+    echo "[127.0.0.1]:$HF_PORT $pubkey" >"$HF_HOME/.ssh/known_hosts"
+    cat >"$HF_SSH_CONFIG" <<EOF
+Host hoardtest
+    HostName 127.0.0.1
+    Port $HF_PORT
+    User $HF_USER
+    IdentityFile $HF_HOME/.ssh/id_ed25519
+    IdentitiesOnly yes
+    UserKnownHostsFile $HF_HOME/.ssh/known_hosts
+    StrictHostKeyChecking yes
+    BatchMode yes
+    LogLevel ERROR
+EOF
+    chmod 600 "$HF_SSH_CONFIG" "$HF_HOME/.ssh/known_hosts"
+    export HF_DIR HF_PORT HF_USER HF_HOME HF_SSH_CONFIG HF_SERVE_BIN
+
+    hf_ssh true </dev/null 2>"$HF_DIR/ssh-check.log" ||
+        hf_die "ssh login to the fixture failed: $(cat "$HF_DIR/ssh-check.log" "$HF_DIR/sshd.log")"
+}
+
+# Append ControlMaster settings to the fixture's ssh config and open the master now.
+hf_start_controlmaster() {
+    cat >>"$HF_SSH_CONFIG" <<EOF
+    ControlMaster auto
+    ControlPath $HF_DIR/cm-%C
+    ControlPersist 60
+EOF
+    hf_run ssh -F "$HF_SSH_CONFIG" -fMN hoardtest </dev/null ||
+        hf_die "could not open the ssh ControlMaster"
+    hf_wait_for 'hf_run ssh -F "$HF_SSH_CONFIG" -O check hoardtest 2>/dev/null' 10 ||
+        hf_die "ControlMaster did not come up"
+}
+
+# Close the ControlMaster and drop its settings from the ssh config.
+hf_stop_controlmaster() {
+    hf_run ssh -F "$HF_SSH_CONFIG" -O exit hoardtest >/dev/null 2>&1 || true
+    sed -i '/Control\(Master\|Path\|Persist\)/d' "$HF_SSH_CONFIG"
+}
+
+# ---------------------------------------------------------------------------------------
+# Workloads shared by the demo and the benchmark. Each project dir gets src/*.c(+.h) and a
+# Makefile that compiles src/X.c to obj/X.o with `$(CC) $(CFLAGS) -c` (no link step).
+
+# hf_write_makefile DIR — the generic object-only Makefile.
+hf_write_makefile() {
+    cat >"$1/Makefile" <<'MK'
+CC ?= gcc
+CFLAGS ?= -O2 -g
+SRCS := $(sort $(wildcard src/*.c))
+OBJS := $(SRCS:src/%.c=obj/%.o)
+all: $(OBJS)
+obj/%.o: src/%.c | obj
+	$(CC) $(CFLAGS) -c $< -o $@
+obj:
+	mkdir -p obj
+clean:
+	rm -rf obj
+.PHONY: all clean
+MK
+}
+
+# hf_gen_sources DIR COUNT — COUNT small generated C files (libc headers, a shared header,
+# a few functions each) plus the Makefile.
+hf_gen_sources() {
+    local dir=$1 n=$2 i
+    mkdir -p "$dir/src"
+    cat >"$dir/src/gen.h" <<'H'
+#ifndef GEN_H
+#define GEN_H
+#include <stddef.h>
+#define GEN_SQUARE(x) ((x) * (x))
+#define GEN_MIN(a, b) ((a) < (b) ? (a) : (b))
+struct gen_pair { long key; double value; };
+long gen_mix(long a, long b);
+#endif
+H
+    for ((i = 0; i < n; i++)); do
+        cat >"$dir/src/gen$i.c" <<C
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include "gen.h"
+
+static int cmp_$i(const void *a, const void *b)
+{
+    const struct gen_pair *x = a, *y = b;
+    return (x->key > y->key) - (x->key < y->key);
+}
+
+long gen_sum_$i(const long *v, size_t n)
+{
+    long s = $i;
+    for (size_t k = 0; k < n; k++)
+        s += GEN_SQUARE(v[k]) ^ (long)k;
+    return s;
+}
+
+double gen_sort_$i(struct gen_pair *p, size_t n)
+{
+    double acc = 0;
+    qsort(p, n, sizeof *p, cmp_$i);
+    for (size_t k = 0; k < GEN_MIN(n, (size_t)$((i % 7 + 3))); k++)
+        acc += p[k].value * $((i + 1)).5;
+    return acc;
+}
+
+int gen_format_$i(char *buf, size_t len, const char *name)
+{
+    char tmp[64];
+    strncpy(tmp, name, sizeof tmp - 1);
+    tmp[sizeof tmp - 1] = '\0';
+    return snprintf(buf, len, "%s-%d-%zu", tmp, $i, strlen(tmp));
+}
+C
+    done
+    hf_write_makefile "$dir"
+}
+
+# hf_lua_sources DIR — copy the Lua 5.4 sources shipped in the lua-src crate into DIR/src
+# (fetched with cargo into the normal cargo registry) and write the Makefile. Returns 1 if
+# the crate cannot be fetched; prints the Lua version on success.
+hf_lua_sources() {
+    local dir=$1 proj luadir cargo_home=${CARGO_HOME:-$HOME/.cargo}
+    proj=$(mktemp -d "${TMPDIR:-/tmp}/hoardcc-luafetch.XXXXXX") || return 1
+    (
+        cd "$proj" &&
+            cargo init -q --vcs none --name hoardcc-luafetch >/dev/null 2>&1 &&
+            printf 'lua-src = "*"\n' >>Cargo.toml &&
+            cargo fetch -q >/dev/null 2>&1
+    )
+    rm -rf "$proj"
+    # Newest lua-src crate, newest Lua 5.4 inside it (sources either in lua-5.4.x/ or .../src).
+    luadir=$(ls -d "$cargo_home"/registry/src/*/lua-src-*/lua-5.4* 2>/dev/null | sort -V | tail -1)
+    [[ -n $luadir ]] || return 1
+    [[ -f $luadir/src/lapi.c ]] && luadir=$luadir/src
+    [[ -f $luadir/lapi.c ]] || return 1
+    mkdir -p "$dir/src"
+    cp "$luadir"/*.c "$luadir"/*.h "$dir/src/" || return 1
+    # lua.c / luac.c are the programs (with main); the library is the workload.
+    rm -f "$dir/src/lua.c" "$dir/src/luac.c"
+    hf_write_makefile "$dir"
+    basename "${luadir%/src}"
+}
