@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # contrib/sshd-fixture.sh — a throwaway private OpenSSH server for hoardcc demos and benchmarks.
 #
 # Sourced (not run) by contrib/demo.sh and bench/run.sh. It starts a private sshd on
@@ -115,7 +116,7 @@ hf_login_user() {
 
 # hf_start [HOARDCC_BINARY] — start sshd; export the HF_* variables; install the cleanup trap.
 hf_start() {
-    local bin=${1:-} port tries pubkey
+    local bin=${1:-} port pubkey
     [[ -x $HF_SSHD ]] || hf_die "$HF_SSHD not found (Debian: apt-get install openssh-server)"
     command -v ssh-keygen >/dev/null || hf_die "ssh-keygen not found (Debian: apt-get install openssh-client)"
     hf_login_user
@@ -143,7 +144,7 @@ hf_start() {
     cp "$HF_HOME/.ssh/id_ed25519.pub" "$HF_DIR/authorized_keys"
     chmod 644 "$HF_DIR/authorized_keys"
 
-    for tries in 1 2 3 4 5 6 7 8; do
+    for _ in 1 2 3 4 5 6 7 8; do
         port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
         hf_port_busy "$port" && continue
         cat >"$HF_DIR/sshd_config" <<EOF
