@@ -95,14 +95,9 @@ hf_defer stop_mux
 
 # The mux daemon of this fixture (its environment names the fixture's runtime dir).
 mux_pid() {
-    local pid
-    for pid in $(pgrep -f 'hoardcc mux' 2>/dev/null); do
-        if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qx "XDG_RUNTIME_DIR=$HF_DIR/run"; then
-            echo "$pid"
-            return 0
-        fi
-    done
-    return 1
+    local pids
+    pids=$(hf_client_pids 'hoardcc mux' | head -1)
+    [[ -n $pids ]] && echo "$pids"
 }
 
 # mode_env MODE LOG — print the env assignments (one per line) for a mode.

@@ -59,6 +59,10 @@ hf_cleanup() {
     if [[ -n ${HF_SSH_CONFIG:-} ]] && compgen -G "$HF_DIR/cm-*" >/dev/null; then
         ssh -F "$HF_SSH_CONFIG" -O exit hoardtest >/dev/null 2>&1 || true
     fi
+    # A hoardcc mux that --stop did not end (it carries this fixture's XDG_RUNTIME_DIR).
+    for pid in $(hf_client_pids hoardcc); do
+        kill -TERM "$pid" 2>/dev/null
+    done
     for pid in "${HF_PIDS[@]}"; do
         # Started with setsid: the pid is a process-group leader; fall back to the pid alone.
         kill -TERM -- "-$pid" 2>/dev/null || kill -TERM "$pid" 2>/dev/null || true
@@ -78,6 +82,18 @@ hf_cleanup() {
         rm -rf "$HF_DIR"
     fi
     exit "$rc"
+}
+
+# hf_client_pids PATTERN — pids of processes matching PATTERN (pgrep -f) that were started
+# through hf_run of this fixture (their environment names its private runtime dir).
+hf_client_pids() {
+    local pid
+    [[ -n ${HF_DIR:-} ]] || return 0
+    for pid in $(pgrep -f "$1" 2>/dev/null); do
+        if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "XDG_RUNTIME_DIR=$HF_DIR/run"; then
+            echo "$pid"
+        fi
+    done
 }
 
 # Run a command as the fixture's client: its HOME (so ~/.ssh/config and known_hosts are the
