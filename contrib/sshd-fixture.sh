@@ -90,7 +90,7 @@ hf_client_pids() {
     local pid
     [[ -n ${HF_DIR:-} ]] || return 0
     for pid in $(pgrep -f "$1" 2>/dev/null); do
-        if tr '\0' '\n' <"/proc/$pid/environ" 2>/dev/null | grep -qxF "XDG_RUNTIME_DIR=$HF_DIR/run"; then
+        if tr '\0' '\n' 2>/dev/null <"/proc/$pid/environ" | grep -qxF "XDG_RUNTIME_DIR=$HF_DIR/run"; then
             echo "$pid"
         fi
     done
