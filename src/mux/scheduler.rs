@@ -1,0 +1,812 @@
+//! Stage: mux scheduling — the one waiting room for all of a user's jobs. The daemon
+//! (`mux::daemon`, one task per wrapper connection) asks here for a slot before it
+//! replies `Reserved`/`Local`; the pool (`mux::pool`) then supplies a lane on the chosen
+//! host. [`Scheduler`] is pure decision logic (no I/O, time passed in); [`SchedHandle`]
+//! wraps it for async callers with a FIFO waiter queue (no polling: a waiter wakes when a
+//! slot is released or a backoff/busy period it waits on ends) and [`SlotGuard`] frees a
+//! slot whatever happens to the job.
+//!
+//! Policy: per-host slot limits from the host list (`/N`, capped by the server's advertised
+//! `slots`); among hosts with a free slot the one expected to finish first (lowest measured
+//! per-host job time, an EWMA; unmeasured hosts first so they get measured; ties go to the
+//! least loaded, then list order). Local slots (`localhost` entries, `--localslots`) share
+//! the pool: a job is sent local only when every remote slot is busy. A failed host is
+//! backed off for `backoff` (zero disables); a `Busy` answer only pauses the host briefly.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::oneshot;
+use tokio::time::Instant;
+
+use crate::hosts::HostSpec;
+
+/// Weight of the newest job time in the per-host EWMA.
+const EWMA_ALPHA: f64 = 0.3;
+/// How long a host that answered `Busy` gets no new jobs (no penalty counted).
+pub const BUSY_PAUSE: Duration = Duration::from_millis(500);
+
+/// A waiter's place in the queue.
+pub type Ticket = u64;
+
+/// What a job needs: the remote hosts it may use (keys of registered hosts, in list
+/// order) and how many local compiles its host list allows at once (0: none).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Want {
+    /// Registered host keys, in host-list order.
+    pub remotes: Vec<String>,
+    /// Local slot limit of the job's host list (`localhost/N`, `--localslots`); 0 = none.
+    pub local_limit: u32,
+}
+
+/// A slot held by a job.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Grant {
+    /// One of the host's slots (by host key).
+    Remote(String),
+    /// A local compile slot.
+    Local,
+}
+
+/// The scheduler's answer to one request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// A slot was taken.
+    Granted(Grant),
+    /// Nothing free now; the request waits in the queue.
+    Wait,
+    /// No remote host is usable and no local slot exists: compile locally, unmetered.
+    Unusable(String),
+}
+
+/// How a job that held a remote slot ended, for the per-host statistics.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The job ran (the compiler's own failure included); `elapsed` feeds the EWMA.
+    Ok { elapsed: Duration },
+    /// Distribution failed on this host: back it off.
+    Failed,
+    /// The server said it is full: pause the host briefly, no penalty.
+    Busy,
+    /// The slot was not used, or the failure is not the host's (refused job, client gone).
+    Unused,
+}
+
+/// Per-host state.
+#[derive(Debug, Clone)]
+pub struct HostState {
+    /// The host as the newest host list gives it.
+    pub spec: HostSpec,
+    /// Jobs holding a slot right now.
+    pub running: u32,
+    /// Slots the server advertised in its hello, once known.
+    pub server_slots: Option<u32>,
+    /// Mean job time (EWMA), once measured.
+    pub ewma_ms: Option<f64>,
+    /// No jobs until then (distribution failure).
+    pub backoff_until: Option<Instant>,
+    /// No new jobs until then (the server said Busy).
+    pub busy_until: Option<Instant>,
+    /// Jobs that ran.
+    pub jobs_ok: u64,
+    /// Distribution failures.
+    pub jobs_failed: u64,
+    /// Busy answers.
+    pub jobs_busy: u64,
+    /// Sum of job times, for the plain mean in `hoardcc status`.
+    pub total_ms: u64,
+}
+
+impl HostState {
+    fn new(spec: HostSpec) -> HostState {
+        HostState {
+            spec,
+            running: 0,
+            server_slots: None,
+            ewma_ms: None,
+            backoff_until: None,
+            busy_until: None,
+            jobs_ok: 0,
+            jobs_failed: 0,
+            jobs_busy: 0,
+            total_ms: 0,
+        }
+    }
+
+    /// Slots usable now: the list's `/N`, capped by the server's advertised slots, and
+    /// frozen at the running count while the host is paused for Busy.
+    pub fn limit(&self, now: Instant) -> u32 {
+        let mut limit = self.spec.slots.max(1);
+        if let Some(s) = self.server_slots {
+            limit = limit.min(s.max(1));
+        }
+        if self.busy_until.is_some_and(|t| now < t) {
+            limit = limit.min(self.running);
+        }
+        limit
+    }
+
+    /// True while the host is backed off after a failure.
+    pub fn backed_off(&self, now: Instant) -> bool {
+        self.backoff_until.is_some_and(|t| now < t)
+    }
+
+    /// Plain mean job time in ms, once a job ran.
+    pub fn mean_ms(&self) -> Option<u64> {
+        (self.jobs_ok > 0).then(|| self.total_ms / self.jobs_ok)
+    }
+}
+
+struct Waiter {
+    ticket: Ticket,
+    want: Want,
+}
+
+/// The pure scheduler: slot accounting, host choice, backoff and the FIFO waiter queue.
+pub struct Scheduler {
+    hosts: BTreeMap<String, HostState>,
+    local_running: u32,
+    backoff: Duration,
+    waiters: VecDeque<Waiter>,
+    next_ticket: Ticket,
+}
+
+impl Scheduler {
+    /// A scheduler that backs failed hosts off for `backoff` (zero disables backoff).
+    pub fn new(backoff: Duration) -> Scheduler {
+        Scheduler {
+            hosts: BTreeMap::new(),
+            local_running: 0,
+            backoff,
+            waiters: VecDeque::new(),
+            next_ticket: 1,
+        }
+    }
+
+    /// Add a remote host, or update its slot limit and options from a newer host list.
+    /// Returns its key. `localhost` entries are not registered (see [`Want::local_limit`]).
+    pub fn register(&mut self, spec: &HostSpec) -> String {
+        let key = spec.key();
+        match self.hosts.get_mut(&key) {
+            Some(h) => h.spec = spec.clone(),
+            None => {
+                self.hosts.insert(key.clone(), HostState::new(spec.clone()));
+            }
+        }
+        key
+    }
+
+    /// Record the slot count a server advertised in its hello.
+    pub fn set_server_slots(&mut self, key: &str, slots: u32) {
+        if let Some(h) = self.hosts.get_mut(key) {
+            h.server_slots = Some(slots);
+        }
+    }
+
+    /// A host's state, if registered.
+    pub fn host(&self, key: &str) -> Option<&HostState> {
+        self.hosts.get(key)
+    }
+
+    /// All registered hosts, by key.
+    pub fn hosts(&self) -> impl Iterator<Item = (&String, &HostState)> {
+        self.hosts.iter()
+    }
+
+    /// Local compiles holding a slot.
+    pub fn local_running(&self) -> u32 {
+        self.local_running
+    }
+
+    /// Requests waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.waiters.len()
+    }
+
+    /// Decide for `want` without queueing, taking the slot if one is free.
+    pub fn try_acquire(&mut self, want: &Want, now: Instant) -> Decision {
+        let mut best: Option<(&String, (u8, f64, f64, usize))> = None;
+        let mut usable_remote = false;
+        for (pos, key) in want.remotes.iter().enumerate() {
+            let Some(h) = self.hosts.get(key) else {
+                continue;
+            };
+            if h.spec.down || h.backed_off(now) {
+                continue;
+            }
+            usable_remote = true;
+            let limit = h.limit(now);
+            if h.running >= limit {
+                continue;
+            }
+            // Unmeasured hosts sort first (class 0) so every host gets measured; then the
+            // fastest, then the least loaded, then list order.
+            let (class, ms) = match h.ewma_ms {
+                None => (0u8, 0.0),
+                Some(ms) => (1u8, ms),
+            };
+            let score = (class, ms, f64::from(h.running) / f64::from(limit), pos);
+            let better = match &best {
+                None => true,
+                Some((_, b)) => score.partial_cmp(b).is_some_and(|o| o.is_lt()),
+            };
+            if better {
+                best = Some((key, score));
+            }
+        }
+        if let Some((key, _)) = best {
+            let key = key.clone();
+            if let Some(h) = self.hosts.get_mut(&key) {
+                h.running += 1;
+            }
+            return Decision::Granted(Grant::Remote(key));
+        }
+        if want.local_limit > 0 && self.local_running < want.local_limit {
+            self.local_running += 1;
+            return Decision::Granted(Grant::Local);
+        }
+        if usable_remote || want.local_limit > 0 {
+            return Decision::Wait;
+        }
+        if want.remotes.is_empty() {
+            Decision::Unusable("no remote hosts in the host list".into())
+        } else {
+            Decision::Unusable("every remote host is down or backed off after failures".into())
+        }
+    }
+
+    /// Put a request in the queue; [`Scheduler::dispatch`] answers it.
+    pub fn enqueue(&mut self, want: Want) -> Ticket {
+        let ticket = self.next_ticket;
+        self.next_ticket += 1;
+        self.waiters.push_back(Waiter { ticket, want });
+        ticket
+    }
+
+    /// Remove a request from the queue (its job went away). True if it was queued.
+    pub fn cancel(&mut self, ticket: Ticket) -> bool {
+        let before = self.waiters.len();
+        self.waiters.retain(|w| w.ticket != ticket);
+        before != self.waiters.len()
+    }
+
+    /// Answer queued requests in FIFO order: each one that can take a slot (or learns
+    /// that nothing is usable) leaves the queue with its decision; the rest keep waiting.
+    pub fn dispatch(&mut self, now: Instant) -> Vec<(Ticket, Decision)> {
+        let mut out = Vec::new();
+        let mut keep = VecDeque::with_capacity(self.waiters.len());
+        while let Some(w) = self.waiters.pop_front() {
+            match self.try_acquire(&w.want, now) {
+                Decision::Wait => keep.push_back(w),
+                d => out.push((w.ticket, d)),
+            }
+        }
+        self.waiters = keep;
+        out
+    }
+
+    /// Give a slot back and record how the job went on that host.
+    pub fn release(&mut self, grant: &Grant, outcome: Outcome, now: Instant) {
+        match grant {
+            Grant::Local => self.local_running = self.local_running.saturating_sub(1),
+            Grant::Remote(key) => {
+                let backoff = self.backoff;
+                let Some(h) = self.hosts.get_mut(key) else {
+                    return;
+                };
+                h.running = h.running.saturating_sub(1);
+                match outcome {
+                    Outcome::Ok { elapsed } => {
+                        let ms = elapsed.as_secs_f64() * 1000.0;
+                        h.ewma_ms = Some(match h.ewma_ms {
+                            None => ms,
+                            Some(old) => old + EWMA_ALPHA * (ms - old),
+                        });
+                        h.jobs_ok += 1;
+                        h.total_ms += elapsed.as_millis() as u64;
+                        h.backoff_until = None;
+                    }
+                    Outcome::Failed => {
+                        h.jobs_failed += 1;
+                        if !backoff.is_zero() {
+                            h.backoff_until = Some(now + backoff);
+                        }
+                    }
+                    Outcome::Busy => {
+                        h.jobs_busy += 1;
+                        h.busy_until = Some(now + BUSY_PAUSE);
+                    }
+                    Outcome::Unused => {}
+                }
+            }
+        }
+    }
+
+    /// Back a host off without a slot in hand (e.g. its connection failed while warming).
+    pub fn mark_failed(&mut self, key: &str, now: Instant) {
+        let backoff = self.backoff;
+        if let Some(h) = self.hosts.get_mut(key) {
+            h.jobs_failed += 1;
+            if !backoff.is_zero() {
+                h.backoff_until = Some(now + backoff);
+            }
+        }
+    }
+
+    /// The next moment a paused or backed-off host becomes usable again, if any host is
+    /// paused and requests are waiting (then [`Scheduler::dispatch`] should run again).
+    pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {
+        if self.waiters.is_empty() {
+            return None;
+        }
+        self.hosts
+            .values()
+            .flat_map(|h| [h.backoff_until, h.busy_until])
+            .flatten()
+            .filter(|t| *t > now)
+            .min()
+    }
+}
+
+/// The scheduler shared by the daemon's tasks: the pure [`Scheduler`] behind a mutex plus
+/// the senders that wake queued requests.
+pub struct SchedHandle {
+    inner: Mutex<SchedShared>,
+}
+
+struct SchedShared {
+    sched: Scheduler,
+    wake: HashMap<Ticket, oneshot::Sender<Decision>>,
+}
+
+impl SchedHandle {
+    /// A shared scheduler with the given backoff period.
+    pub fn new(backoff: Duration) -> Arc<SchedHandle> {
+        Arc::new(SchedHandle {
+            inner: Mutex::new(SchedShared {
+                sched: Scheduler::new(backoff),
+                wake: HashMap::new(),
+            }),
+        })
+    }
+
+    /// Run `f` on the scheduler, then hand out whatever slots became available.
+    pub fn with<R>(&self, f: impl FnOnce(&mut Scheduler) -> R) -> R {
+        let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let r = f(&mut g.sched);
+        Self::deliver(&mut g);
+        r
+    }
+
+    /// Answer queued requests; a grant whose waiter vanished is given back at once.
+    fn deliver(g: &mut SchedShared) {
+        loop {
+            let now = Instant::now();
+            let decided = g.sched.dispatch(now);
+            if decided.is_empty() {
+                return;
+            }
+            let mut returned = false;
+            for (ticket, d) in decided {
+                let sent = match g.wake.remove(&ticket) {
+                    Some(tx) => tx.send(d),
+                    None => Err(d),
+                };
+                if let Err(Decision::Granted(grant)) = sent {
+                    g.sched.release(&grant, Outcome::Unused, now);
+                    returned = true;
+                }
+            }
+            if !returned {
+                return;
+            }
+        }
+    }
+
+    /// Wait in the queue for a slot for `want`. Returns the grant as a guard that releases
+    /// it when dropped, or the reason nothing is usable. Cancel-safe: dropping the future
+    /// leaves the queue and gives back a slot granted meanwhile.
+    pub async fn acquire(self: &Arc<Self>, want: Want) -> Result<SlotGuard, String> {
+        let (tx, rx) = oneshot::channel();
+        let ticket = {
+            let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+            let t = g.sched.enqueue(want);
+            g.wake.insert(t, tx);
+            Self::deliver(&mut g);
+            t
+        };
+        let mut waiting = Waiting {
+            handle: self.clone(),
+            ticket,
+            rx: Some(rx),
+        };
+        loop {
+            let wakeup = {
+                let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+                g.sched.next_wakeup(Instant::now())
+            };
+            let rx = waiting.rx.as_mut().expect("receiver present while waiting");
+            let decided = match wakeup {
+                Some(at) => tokio::select! {
+                    r = rx => Some(r),
+                    _ = tokio::time::sleep_until(at) => None,
+                },
+                None => Some(rx.await),
+            };
+            match decided {
+                None => self.with(|_| ()),
+                Some(Ok(d)) => {
+                    waiting.rx = None;
+                    return match d {
+                        Decision::Granted(grant) => Ok(SlotGuard::new(self.clone(), grant)),
+                        Decision::Unusable(why) => Err(why),
+                        Decision::Wait => Err("internal: a waiter was woken to wait".into()),
+                    };
+                }
+                Some(Err(_)) => {
+                    waiting.rx = None;
+                    return Err("the scheduler dropped the request".into());
+                }
+            }
+        }
+    }
+
+    /// Take a free slot for `want` now, without queueing (used for retries).
+    pub fn try_acquire(self: &Arc<Self>, want: &Want) -> Option<SlotGuard> {
+        match self.with(|s| s.try_acquire(want, Instant::now())) {
+            Decision::Granted(grant) => Some(SlotGuard::new(self.clone(), grant)),
+            _ => None,
+        }
+    }
+}
+
+/// A queued request; on drop (the job went away) it leaves the queue and gives back a slot
+/// that was granted but not yet received.
+struct Waiting {
+    handle: Arc<SchedHandle>,
+    ticket: Ticket,
+    rx: Option<oneshot::Receiver<Decision>>,
+}
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        let Some(mut rx) = self.rx.take() else { return };
+        let mut g = self.handle.inner.lock().unwrap_or_else(|p| p.into_inner());
+        g.sched.cancel(self.ticket);
+        g.wake.remove(&self.ticket);
+        if let Ok(Decision::Granted(grant)) = rx.try_recv() {
+            g.sched.release(&grant, Outcome::Unused, Instant::now());
+        }
+        SchedHandle::deliver(&mut g);
+    }
+}
+
+/// A held slot. Dropping it releases the slot with the recorded outcome (`Unused` unless
+/// [`SlotGuard::set_outcome`] was called), so a wrapper that disconnects mid-job frees it.
+pub struct SlotGuard {
+    handle: Arc<SchedHandle>,
+    grant: Grant,
+    outcome: Outcome,
+}
+
+impl SlotGuard {
+    fn new(handle: Arc<SchedHandle>, grant: Grant) -> SlotGuard {
+        SlotGuard {
+            handle,
+            grant,
+            outcome: Outcome::Unused,
+        }
+    }
+
+    /// The slot held.
+    pub fn grant(&self) -> &Grant {
+        &self.grant
+    }
+
+    /// The host key for a remote slot.
+    pub fn host(&self) -> Option<&str> {
+        match &self.grant {
+            Grant::Remote(k) => Some(k),
+            Grant::Local => None,
+        }
+    }
+
+    /// Record how the job went; applied when the guard is dropped.
+    pub fn set_outcome(&mut self, outcome: Outcome) {
+        self.outcome = outcome;
+    }
+}
+
+impl Drop for SlotGuard {
+    fn drop(&mut self) {
+        let (grant, outcome) = (self.grant.clone(), self.outcome);
+        self.handle
+            .with(|s| s.release(&grant, outcome, Instant::now()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hosts::HostKind;
+
+    fn tcp(name: &str, slots: u32) -> HostSpec {
+        HostSpec {
+            kind: HostKind::Tcp {
+                host: name.into(),
+                port: 3632,
+            },
+            slots,
+            lzo: false,
+            down: false,
+            token: name.into(),
+        }
+    }
+
+    fn setup(hosts: &[(&str, u32)], backoff: Duration) -> (Scheduler, Vec<String>) {
+        let mut s = Scheduler::new(backoff);
+        let keys = hosts.iter().map(|(n, k)| s.register(&tcp(n, *k))).collect();
+        (s, keys)
+    }
+
+    fn want(keys: &[String], local: u32) -> Want {
+        Want {
+            remotes: keys.to_vec(),
+            local_limit: local,
+        }
+    }
+
+    fn remote(d: &Decision) -> &str {
+        match d {
+            Decision::Granted(Grant::Remote(k)) => k,
+            other => panic!("expected a remote grant, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn slot_limits_then_local_then_wait() {
+        let (mut s, keys) = setup(&[("a", 2), ("b", 1)], Duration::from_secs(60));
+        let now = Instant::now();
+        let w = want(&keys, 1);
+        let mut got = Vec::new();
+        for _ in 0..3 {
+            got.push(remote(&s.try_acquire(&w, now)).to_string());
+        }
+        got.sort();
+        assert_eq!(got, vec!["a:3632", "a:3632", "b:3632"]);
+        // Every remote slot busy: the local slot is next, then the job waits.
+        assert_eq!(s.try_acquire(&w, now), Decision::Granted(Grant::Local));
+        assert_eq!(s.try_acquire(&w, now), Decision::Wait);
+        assert_eq!(s.local_running(), 1);
+        assert_eq!(s.host("a:3632").unwrap().running, 2);
+    }
+
+    #[test]
+    fn spreads_over_unmeasured_hosts_then_prefers_the_faster_one() {
+        let (mut s, keys) = setup(&[("a", 4), ("b", 4)], Duration::from_secs(60));
+        let now = Instant::now();
+        let w = want(&keys, 0);
+        let first = remote(&s.try_acquire(&w, now)).to_string();
+        let second = remote(&s.try_acquire(&w, now)).to_string();
+        assert_ne!(first, second, "unmeasured hosts are used evenly");
+        s.release(
+            &Grant::Remote(first.clone()),
+            Outcome::Ok {
+                elapsed: Duration::from_millis(900),
+            },
+            now,
+        );
+        s.release(
+            &Grant::Remote(second.clone()),
+            Outcome::Ok {
+                elapsed: Duration::from_millis(300),
+            },
+            now,
+        );
+        // b measured faster: it gets jobs until it is full, then a.
+        for _ in 0..4 {
+            assert_eq!(remote(&s.try_acquire(&w, now)), second);
+        }
+        assert_eq!(remote(&s.try_acquire(&w, now)), first);
+        let h = s.host(&second).unwrap();
+        assert_eq!(h.jobs_ok, 1);
+        assert_eq!(h.mean_ms(), Some(300));
+    }
+
+    #[test]
+    fn ewma_moves_toward_new_times() {
+        let (mut s, keys) = setup(&[("a", 4)], Duration::ZERO);
+        let now = Instant::now();
+        let g = Grant::Remote(keys[0].clone());
+        for ms in [1000, 2000] {
+            assert!(matches!(
+                s.try_acquire(&want(&keys, 0), now),
+                Decision::Granted(_)
+            ));
+            s.release(
+                &g,
+                Outcome::Ok {
+                    elapsed: Duration::from_millis(ms),
+                },
+                now,
+            );
+        }
+        let e = s.host(&keys[0]).unwrap().ewma_ms.unwrap();
+        assert!((e - 1300.0).abs() < 1e-6, "{e}");
+        assert_eq!(s.host(&keys[0]).unwrap().mean_ms(), Some(1500));
+    }
+
+    #[test]
+    fn server_slots_cap_the_list_limit() {
+        let (mut s, keys) = setup(&[("a", 8)], Duration::ZERO);
+        s.set_server_slots(&keys[0], 2);
+        let now = Instant::now();
+        let w = want(&keys, 0);
+        assert!(matches!(s.try_acquire(&w, now), Decision::Granted(_)));
+        assert!(matches!(s.try_acquire(&w, now), Decision::Granted(_)));
+        assert_eq!(s.try_acquire(&w, now), Decision::Wait);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn failed_host_is_backed_off_then_returns() {
+        let backoff = Duration::from_secs(60);
+        let (mut s, keys) = setup(&[("a", 1), ("b", 1)], backoff);
+        let w = want(&keys, 0);
+        let now = Instant::now();
+        let a = Grant::Remote(keys[0].clone());
+        assert_eq!(remote(&s.try_acquire(&w, now)), keys[0]);
+        s.release(&a, Outcome::Failed, now);
+        assert!(s.host(&keys[0]).unwrap().backed_off(now));
+        // Only b is usable now; with b busy the job waits rather than using a.
+        assert_eq!(remote(&s.try_acquire(&w, now)), keys[1]);
+        assert_eq!(s.try_acquire(&w, now), Decision::Wait);
+        tokio::time::advance(backoff + Duration::from_millis(1)).await;
+        let later = Instant::now();
+        assert_eq!(remote(&s.try_acquire(&w, later)), keys[0]);
+        assert_eq!(s.host(&keys[0]).unwrap().jobs_failed, 1);
+    }
+
+    #[test]
+    fn all_hosts_backed_off_is_unusable_and_zero_backoff_disables() {
+        let (mut s, keys) = setup(&[("a", 1)], Duration::from_secs(60));
+        let now = Instant::now();
+        s.mark_failed(&keys[0], now);
+        assert!(matches!(
+            s.try_acquire(&want(&keys, 0), now),
+            Decision::Unusable(_)
+        ));
+        // With a local slot the job runs locally instead.
+        assert_eq!(
+            s.try_acquire(&want(&keys, 2), now),
+            Decision::Granted(Grant::Local)
+        );
+        assert!(matches!(
+            s.try_acquire(&want(&[], 0), now),
+            Decision::Unusable(_)
+        ));
+
+        let (mut s, keys) = setup(&[("a", 1)], Duration::ZERO);
+        s.mark_failed(&keys[0], now);
+        assert_eq!(remote(&s.try_acquire(&want(&keys, 0), now)), keys[0]);
+    }
+
+    #[test]
+    fn down_hosts_are_skipped() {
+        let mut s = Scheduler::new(Duration::ZERO);
+        let mut spec = tcp("a", 4);
+        spec.down = true;
+        let k = s.register(&spec);
+        assert!(matches!(
+            s.try_acquire(&want(&[k], 0), Instant::now()),
+            Decision::Unusable(_)
+        ));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn busy_pauses_host_without_penalty() {
+        let (mut s, keys) = setup(&[("a", 2)], Duration::from_secs(60));
+        let w = want(&keys, 0);
+        let now = Instant::now();
+        let g = Grant::Remote(keys[0].clone());
+        assert!(matches!(s.try_acquire(&w, now), Decision::Granted(_)));
+        s.release(&g, Outcome::Busy, now);
+        let h = s.host(&keys[0]).unwrap();
+        assert_eq!((h.jobs_failed, h.jobs_busy), (0, 1));
+        assert!(!h.backed_off(now));
+        // Paused: the job waits (not Unusable), and a wakeup is scheduled for the pause end.
+        let t = s.enqueue(w.clone());
+        assert!(s.dispatch(now).is_empty());
+        assert_eq!(s.next_wakeup(now), Some(now + BUSY_PAUSE));
+        tokio::time::advance(BUSY_PAUSE).await;
+        let d = s.dispatch(Instant::now());
+        assert_eq!(d, vec![(t, Decision::Granted(g))]);
+    }
+
+    #[test]
+    fn queue_is_fifo_and_release_serves_the_oldest() {
+        let (mut s, keys) = setup(&[("a", 1)], Duration::ZERO);
+        let now = Instant::now();
+        let w = want(&keys, 0);
+        let g = Grant::Remote(keys[0].clone());
+        let t1 = s.enqueue(w.clone());
+        let t2 = s.enqueue(w.clone());
+        let t3 = s.enqueue(w.clone());
+        assert_eq!(s.dispatch(now), vec![(t1, Decision::Granted(g.clone()))]);
+        assert_eq!(s.queued(), 2);
+        assert!(s.cancel(t2));
+        assert!(!s.cancel(t2));
+        s.release(&g, Outcome::Unused, now);
+        assert_eq!(s.dispatch(now), vec![(t3, Decision::Granted(g.clone()))]);
+        assert_eq!(s.next_wakeup(now), None);
+    }
+
+    #[test]
+    fn queued_job_learns_when_nothing_is_usable() {
+        let (mut s, keys) = setup(&[("a", 1)], Duration::from_secs(60));
+        let now = Instant::now();
+        let w = want(&keys, 0);
+        let g = Grant::Remote(keys[0].clone());
+        assert!(matches!(s.try_acquire(&w, now), Decision::Granted(_)));
+        let t = s.enqueue(w);
+        assert!(s.dispatch(now).is_empty());
+        s.release(&g, Outcome::Failed, now);
+        let d = s.dispatch(now);
+        assert_eq!(d.len(), 1);
+        assert_eq!(d[0].0, t);
+        assert!(matches!(d[0].1, Decision::Unusable(_)));
+    }
+
+    #[tokio::test]
+    async fn handle_wakes_waiters_when_slots_free() {
+        let h = SchedHandle::new(Duration::ZERO);
+        let key = h.with(|s| s.register(&tcp("a", 1)));
+        let w = Want {
+            remotes: vec![key.clone()],
+            local_limit: 0,
+        };
+        let first = h.acquire(w.clone()).await.unwrap();
+        assert_eq!(first.host(), Some(key.as_str()));
+        let h2 = h.clone();
+        let w2 = w.clone();
+        let waiter = tokio::spawn(async move { h2.acquire(w2).await.map(|g| g.grant().clone()) });
+        // The waiter is queued, not granted.
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while h.with(|s| s.queued()) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        drop(first);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(got, Ok(Grant::Remote(key.clone())));
+        // The waiter's guard was dropped inside the task: everything is free again.
+        assert_eq!(h.with(|s| s.host(&key).unwrap().running), 0);
+    }
+
+    #[tokio::test]
+    async fn cancelled_waiter_leaves_the_queue() {
+        let h = SchedHandle::new(Duration::ZERO);
+        let key = h.with(|s| s.register(&tcp("a", 1)));
+        let w = Want {
+            remotes: vec![key.clone()],
+            local_limit: 0,
+        };
+        let first = h.acquire(w.clone()).await.unwrap();
+        let r = tokio::time::timeout(Duration::from_millis(20), h.acquire(w.clone())).await;
+        assert!(r.is_err(), "second acquire must wait");
+        assert_eq!(
+            h.with(|s| s.queued()),
+            0,
+            "the dropped waiter left the queue"
+        );
+        drop(first);
+        assert_eq!(h.with(|s| s.host(&key).unwrap().running), 0);
+        let again = h.try_acquire(&w).expect("slot free again");
+        assert_eq!(again.grant(), &Grant::Remote(key));
+    }
+}
