@@ -107,7 +107,7 @@ pub async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, payload: &[u8]) -> Re
     Ok(())
 }
 
-/// Reads one frame of at most `max` bytes.
+/// Reads one frame of at most `max` bytes (and never more than [`MAX_FRAME`]).
 ///
 /// Returns `Ok(None)` on a clean end of stream before the first length byte.
 ///
