@@ -1,0 +1,320 @@
+//! Server stage for stock distcc clients: one distcc protocol 1/2 job on the stream
+//! (what `distccd --inetd` does when `DISTCC_HOSTS=@host` runs it over ssh). Reads the
+//! request with `proto::distcc`, applies the same compiler allow-list and argument rules
+//! as native jobs, compiles the `.i` in a private temporary directory, and answers
+//! `DONE/STAT/SERR/SOUT/DOTO`. Neighbours: `subsystem` (detects `DIST` and calls
+//! [`serve_one`]), `subsystem::job` (allow-list), `subsystem::exec` (runs the compiler).
+//!
+//! Unlike stock distccd in SSH mode (which turns its allow-list off, distcc.md §1.2),
+//! the allow-list always applies.
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio_util::sync::CancellationToken;
+
+use crate::exit::ExitCode;
+use crate::proto::distcc::{
+    read_request, wait_status_from_exit_code, write_response, DistccRequest, DistccResponse,
+};
+use crate::proto::Error as ProtoError;
+
+use super::exec::{self, CompileCommand, ExecError};
+use super::job::{AllowList, CompilerRefusal};
+
+/// distcc's I/O timeout default (`DISTCC_IO_TIMEOUT`), used for reading the request.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// Why a distcc job could not be served at all (the stream is then abandoned).
+#[derive(Debug, thiserror::Error)]
+pub enum DistccServeError {
+    /// Reading the request or writing the response failed.
+    #[error("distcc protocol: {0}")]
+    Protocol(#[from] ProtoError),
+    /// The request did not arrive in time.
+    #[error("no complete distcc request within {0:?}")]
+    Timeout(Duration),
+}
+
+/// A distcc command line taken apart.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DistccPlan {
+    /// argv\[0\] as the client sent it.
+    pub compiler: String,
+    /// The arguments without the input, `-o`, `-c`/`-S`.
+    pub args: Vec<String>,
+    /// The input file name (client side).
+    pub input: String,
+    /// `-S` (assembly) rather than `-c`.
+    pub assemble_only: bool,
+}
+
+/// Extensions of files distcc compiles remotely (distcc `dcc_is_source`).
+const SOURCE_EXTENSIONS: [&str; 17] = [
+    "c", "i", "ii", "mi", "mii", "cc", "cpp", "cxx", "cp", "c++", "C", "CC", "CPP", "CXX", "m",
+    "mm", "M",
+];
+
+fn extension(name: &str) -> Option<&str> {
+    let base = name.rsplit('/').next().unwrap_or(name);
+    base.rsplit_once('.')
+        .map(|(_, e)| e)
+        .filter(|e| !e.is_empty())
+}
+
+/// The preprocessed extension for an input's extension (distcc `dcc_preproc_exten`).
+pub fn preprocessed_extension(ext: &str) -> &'static str {
+    match ext {
+        "c" | "i" => "i",
+        "m" | "mi" => "mi",
+        "mm" | "M" | "mii" => "mii",
+        _ => "ii",
+    }
+}
+
+/// Splits a distcc argv into compiler, compile arguments and input.
+///
+/// # Errors
+/// A reason (for the client's stderr) when there is no compiler, no `-c`/`-S`, or no
+/// source file.
+pub fn plan(argv: &[String]) -> Result<DistccPlan, String> {
+    let (compiler, rest) = argv.split_first().ok_or("empty distcc command line")?;
+    let mut input_index = None;
+    let mut skip_next = false;
+    for (i, arg) in rest.iter().enumerate() {
+        if std::mem::take(&mut skip_next) {
+            continue;
+        }
+        if arg == "-o" {
+            skip_next = true;
+        } else if !arg.starts_with('-')
+            && extension(arg).is_some_and(|e| SOURCE_EXTENSIONS.contains(&e))
+        {
+            input_index = Some(i);
+        }
+    }
+    let input_index = input_index.ok_or("no source file in the distcc command line")?;
+    let mut args = Vec::new();
+    let mut compile = false;
+    let mut assemble_only = false;
+    let mut skip_next = false;
+    for (i, arg) in rest.iter().enumerate() {
+        if std::mem::take(&mut skip_next) || i == input_index {
+            continue;
+        }
+        match arg.as_str() {
+            "-o" => skip_next = true,
+            "-c" => compile = true,
+            "-S" => assemble_only = true,
+            a if a.starts_with("-o") => {}
+            _ => args.push(arg.clone()),
+        }
+    }
+    if !compile && !assemble_only {
+        return Err("distcc job without -c or -S".into());
+    }
+    Ok(DistccPlan {
+        compiler: compiler.clone(),
+        args,
+        input: rest[input_index].clone(),
+        assemble_only,
+    })
+}
+
+/// Resolves distcc's argv\[0\]: a bare allowed name, or `/usr/bin/NAME` / `/bin/NAME`
+/// with an allowed NAME (distcc's rule, for IDEs that send full paths). Either way the
+/// name is resolved through the allow-list, never run as sent.
+pub fn resolve_compiler(allow: &AllowList, argv0: &str) -> Result<PathBuf, CompilerRefusal> {
+    let name = ["/usr/bin/", "/bin/"]
+        .iter()
+        .find_map(|dir| argv0.strip_prefix(dir))
+        .filter(|n| !n.contains('/'))
+        .unwrap_or(argv0);
+    allow.resolve(name)
+}
+
+fn refusal(version: u32, code: ExitCode, message: String) -> DistccResponse {
+    tracing::warn!("distcc job refused: {message}");
+    DistccResponse {
+        version,
+        status: wait_status_from_exit_code(code.code().into()),
+        stderr: format!("hoardcc server: {message}\n").into_bytes(),
+        stdout: Vec::new(),
+        doto: Vec::new(),
+    }
+}
+
+/// Runs one request to a response (never fails: every problem becomes a status).
+pub async fn run_request(
+    req: &DistccRequest,
+    allow: &AllowList,
+    tmpdir: Option<&Path>,
+    compile_timeout: Duration,
+) -> DistccResponse {
+    let v = req.version;
+    let plan = match plan(&req.argv) {
+        Ok(p) => p,
+        Err(reason) => return refusal(v, ExitCode::AccessDenied, reason),
+    };
+    let program = match resolve_compiler(allow, &plan.compiler) {
+        Ok(p) => p,
+        Err(e @ CompilerRefusal::NotFound(_)) => {
+            return refusal(v, ExitCode::CompilerMissing, e.to_string())
+        }
+        Err(e) => return refusal(v, ExitCode::AccessDenied, e.to_string()),
+    };
+    if let Err(reason) = crate::args::check_server_args(&plan.args) {
+        return refusal(
+            v,
+            ExitCode::AccessDenied,
+            format!("argument refused: {reason}"),
+        );
+    }
+    let mut builder = tempfile::Builder::new();
+    builder.prefix("hoardcc-distcc-");
+    let dir = match tmpdir {
+        Some(t) => builder.tempdir_in(t),
+        None => builder.tempdir(),
+    };
+    let dir = match dir {
+        Ok(d) => d,
+        Err(e) => {
+            return refusal(
+                v,
+                ExitCode::DistccFailed,
+                format!("cannot make a job directory: {e}"),
+            )
+        }
+    };
+    let ext = preprocessed_extension(extension(&plan.input).unwrap_or("c"));
+    let input = dir.path().join(format!("input.{ext}"));
+    let output = dir.path().join(if plan.assemble_only {
+        "output.s"
+    } else {
+        "output.o"
+    });
+    if let Err(e) = std::fs::write(&input, &req.doti) {
+        return refusal(
+            v,
+            ExitCode::DistccFailed,
+            format!("cannot write the source: {e}"),
+        );
+    }
+    let mut args: Vec<OsString> = plan.args.iter().map(OsString::from).collect();
+    args.push(if plan.assemble_only { "-S" } else { "-c" }.into());
+    args.push(input.into_os_string());
+    args.push("-o".into());
+    args.push(output.clone().into_os_string());
+    let cmd = CompileCommand {
+        program,
+        args,
+        cwd: dir.path().to_path_buf(),
+        env: vec![("TMPDIR".into(), dir.path().as_os_str().to_owned())],
+    };
+    let finished = match exec::run(&cmd, compile_timeout, &CancellationToken::new()).await {
+        Ok(f) => f,
+        Err(e @ ExecError::TimedOut(_)) => return refusal(v, ExitCode::Timeout, e.to_string()),
+        Err(e) => return refusal(v, ExitCode::DistccFailed, e.to_string()),
+    };
+    let mut doto = Vec::new();
+    if finished.wait_status == 0 {
+        match std::fs::read(&output) {
+            Ok(o) => doto = o,
+            Err(e) => {
+                return refusal(
+                    v,
+                    ExitCode::DistccFailed,
+                    format!("compiler succeeded but its output is missing: {e}"),
+                )
+            }
+        }
+    }
+    DistccResponse {
+        version: v,
+        status: finished.wait_status,
+        stderr: finished.stderr,
+        stdout: finished.stdout,
+        doto,
+    }
+}
+
+/// Serves one distcc job: reads the request from `input` (which must start at `DIST`),
+/// compiles, writes the response to `output`.
+///
+/// # Errors
+/// [`DistccServeError`] when the request cannot be read or the response not written;
+/// compile problems are answered in the response instead.
+pub async fn serve_one<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
+    input: &mut R,
+    output: &mut W,
+    allow: &AllowList,
+    tmpdir: Option<&Path>,
+    compile_timeout: Duration,
+) -> Result<(), DistccServeError> {
+    let req = tokio::time::timeout(REQUEST_TIMEOUT, read_request(input))
+        .await
+        .map_err(|_| DistccServeError::Timeout(REQUEST_TIMEOUT))??;
+    tracing::debug!("distcc request v{}: {:?}", req.version, req.argv);
+    let resp = run_request(&req, allow, tmpdir, compile_timeout).await;
+    write_response(output, &resp).await?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn plan_finds_input_output_and_mode() {
+        let p = plan(&s(&["gcc", "-O2", "-c", "src/foo.c", "-o", "foo.o", "-g"])).unwrap();
+        assert_eq!(p.compiler, "gcc");
+        assert_eq!(p.input, "src/foo.c");
+        assert_eq!(p.args, s(&["-O2", "-g"]));
+        assert!(!p.assemble_only);
+        let p = plan(&s(&["g++", "-S", "x.cpp", "-ox.s"])).unwrap();
+        assert_eq!(p.input, "x.cpp");
+        assert!(p.args.is_empty());
+        assert!(p.assemble_only);
+        // An output named like a source is not the input.
+        let p = plan(&s(&["cc", "-c", "a.i", "-o", "b.c"])).unwrap();
+        assert_eq!(p.input, "a.i");
+        assert!(plan(&s(&["gcc", "foo.c"])).is_err());
+        assert!(plan(&s(&["gcc", "-c", "foo.h"])).is_err());
+        assert!(plan(&[]).is_err());
+    }
+
+    #[test]
+    fn preprocessed_extensions() {
+        assert_eq!(preprocessed_extension("c"), "i");
+        assert_eq!(preprocessed_extension("cpp"), "ii");
+        assert_eq!(preprocessed_extension("C"), "ii");
+        assert_eq!(preprocessed_extension("m"), "mi");
+        assert_eq!(preprocessed_extension("mm"), "mii");
+        assert_eq!(preprocessed_extension("ii"), "ii");
+    }
+
+    #[test]
+    fn compiler_paths_follow_distccs_rule() {
+        let allow = AllowList::new(true, vec![], Some("/usr/bin:/bin".into()));
+        assert!(resolve_compiler(&allow, "gcc").is_ok());
+        assert!(resolve_compiler(&allow, "/usr/bin/gcc").is_ok());
+        assert!(matches!(
+            resolve_compiler(&allow, "/usr/local/bin/gcc"),
+            Err(CompilerRefusal::NotAllowed(_))
+        ));
+        assert!(matches!(
+            resolve_compiler(&allow, "/usr/bin/rm"),
+            Err(CompilerRefusal::NotAllowed(_))
+        ));
+        assert!(matches!(
+            resolve_compiler(&allow, "/usr/bin/x/gcc"),
+            Err(CompilerRefusal::NotAllowed(_))
+        ));
+    }
+}

@@ -1,0 +1,325 @@
+//! Server stage 8, admission of one native `Job`: the compiler allow-list (a bare name,
+//! resolved on this host's PATH, never a path the client chose), re-validation of the
+//! arguments with the same rules the wrapper used (`args::check_server_args`), the job
+//! directory with the client's cwd mirrored inside it (`subsystem::workdir`), and the
+//! exact command line. Neighbours: `subsystem` (calls [`prepare`] for each `Job` and
+//! answers `Refused` on [`PrepareError::Refused`]), `subsystem::exec` (runs the command),
+//! `subsystem::distccd` (shares the allow-list).
+
+use std::ffi::{OsStr, OsString};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+
+use crate::proto::compress::MAX_BLOB;
+use crate::proto::msg::Job;
+
+use super::exec::CompileCommand;
+use super::workdir::{WorkDir, WorkDirError};
+
+/// The compiler names allowed by default (with versioned / target-prefixed variants).
+pub const DEFAULT_COMPILERS: [&str; 6] = ["gcc", "g++", "cc", "c++", "clang", "clang++"];
+
+/// Why a compiler name was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompilerRefusal {
+    /// Not in the allow-list (or not a bare name).
+    #[error("compiler {0:?} is not allowed on this server")]
+    NotAllowed(String),
+    /// Allowed, but not found as an executable on the server's PATH.
+    #[error("compiler {0:?} is not installed on this server")]
+    NotFound(String),
+}
+
+/// Why a job cannot run.
+#[derive(Debug, thiserror::Error)]
+pub enum PrepareError {
+    /// The job itself is unacceptable: answered with `Refused{reason}`.
+    #[error("{0}")]
+    Refused(String),
+    /// The server failed preparing it (disk full, bad blob): answered with `ServerError`.
+    #[error("{0}")]
+    Server(String),
+}
+
+impl From<WorkDirError> for PrepareError {
+    fn from(e: WorkDirError) -> Self {
+        match e {
+            WorkDirError::Io(_) => PrepareError::Server(e.to_string()),
+            _ => PrepareError::Refused(e.to_string()),
+        }
+    }
+}
+
+/// Which compilers this server runs, and where it looks for them.
+#[derive(Debug, Clone)]
+pub struct AllowList {
+    /// Accept the default names and their variants ([`is_default_compiler_name`]).
+    pub default_compilers: bool,
+    /// Extra names from the configuration. A bare name is looked up on the PATH; an
+    /// absolute path allows its basename and resolves to exactly that file.
+    pub extra: Vec<String>,
+    /// The search path (`$PATH` of the server process unless overridden).
+    pub search_path: OsString,
+}
+
+impl AllowList {
+    /// An allow-list over `search_path`, or the process's `$PATH` if `None`.
+    pub fn new(default_compilers: bool, extra: Vec<String>, search_path: Option<OsString>) -> Self {
+        let search_path = search_path
+            .or_else(|| std::env::var_os("PATH"))
+            .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+        AllowList {
+            default_compilers,
+            extra,
+            search_path,
+        }
+    }
+
+    /// Resolves a job's compiler name to the executable to run.
+    ///
+    /// # Errors
+    /// [`CompilerRefusal::NotAllowed`] for a path, an empty name or a name outside the
+    /// list; [`CompilerRefusal::NotFound`] if no executable of that name is on the PATH.
+    pub fn resolve(&self, name: &str) -> Result<PathBuf, CompilerRefusal> {
+        if name.is_empty() || name.contains('/') || name.contains('\0') || name.starts_with('.') {
+            return Err(CompilerRefusal::NotAllowed(name.to_owned()));
+        }
+        for entry in &self.extra {
+            if entry.contains('/') {
+                let p = Path::new(entry);
+                if p.is_absolute() && p.file_name() == Some(OsStr::new(name)) {
+                    return if is_executable(p) {
+                        Ok(p.to_path_buf())
+                    } else {
+                        Err(CompilerRefusal::NotFound(name.to_owned()))
+                    };
+                }
+            }
+        }
+        let allowed = self.extra.iter().any(|e| e == name)
+            || (self.default_compilers && is_default_compiler_name(name));
+        if !allowed {
+            return Err(CompilerRefusal::NotAllowed(name.to_owned()));
+        }
+        find_on_path(name, &self.search_path)
+            .ok_or_else(|| CompilerRefusal::NotFound(name.to_owned()))
+    }
+}
+
+/// The default rule: `^([a-z0-9_]+-)*(gcc|g\+\+|cc|c\+\+|clang|clang\+\+)(-[0-9.]+)?$`,
+/// e.g. `gcc`, `gcc-12`, `x86_64-linux-gnu-gcc-12`, `clang++-16`.
+pub fn is_default_compiler_name(name: &str) -> bool {
+    let matches_base = |s: &str| {
+        DEFAULT_COMPILERS.iter().any(|base| {
+            if s == *base {
+                return true;
+            }
+            let Some(prefix) = s.strip_suffix(base).and_then(|p| p.strip_suffix('-')) else {
+                return false;
+            };
+            prefix.split('-').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            })
+        })
+    };
+    if matches_base(name) {
+        return true;
+    }
+    match name.rsplit_once('-') {
+        Some((rest, version))
+            if !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit() || b == b'.') =>
+        {
+            matches_base(rest)
+        }
+        _ => false,
+    }
+}
+
+fn is_executable(p: &Path) -> bool {
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+/// The first executable file called `name` in the absolute directories of `search_path`.
+pub fn find_on_path(name: &str, search_path: &OsStr) -> Option<PathBuf> {
+    std::env::split_paths(search_path)
+        .filter(|dir| dir.is_absolute())
+        .map(|dir| dir.join(name))
+        .find(|p| is_executable(p))
+}
+
+/// A job ready to run: its directory, the command, and where its outputs will appear.
+#[derive(Debug)]
+pub struct Prepared {
+    /// The job directory (removed when this is dropped).
+    pub workdir: WorkDir,
+    /// The compiler command, run in the mirrored cwd.
+    pub command: CompileCommand,
+    /// The main output: (name as the job gave it, path in the job directory).
+    pub output: (String, PathBuf),
+    /// Extra outputs (returned when they exist).
+    pub extra_outputs: Vec<(String, PathBuf)>,
+}
+
+/// Validates `job` and stages it: compiler, arguments, paths, source file, command.
+///
+/// # Errors
+/// [`PrepareError::Refused`] for anything the client asked that this server will not
+/// do; [`PrepareError::Server`] when staging fails here.
+pub fn prepare(
+    job: &Job,
+    allow: &AllowList,
+    tmpdir: Option<&Path>,
+) -> Result<Prepared, PrepareError> {
+    let program = allow
+        .resolve(&job.compiler)
+        .map_err(|e| PrepareError::Refused(e.to_string()))?;
+    crate::args::check_server_args(&job.args)
+        .map_err(|reason| PrepareError::Refused(format!("argument refused: {reason}")))?;
+    let workdir = WorkDir::create(tmpdir, &job.cwd)?;
+    let source_path = workdir.prepare(&job.source_name)?;
+    let output_path = workdir.prepare(&job.output_name)?;
+    let mut extra_outputs = Vec::with_capacity(job.extra_outputs.len());
+    for name in &job.extra_outputs {
+        extra_outputs.push((name.clone(), workdir.prepare(name)?));
+    }
+    if source_path == output_path || extra_outputs.iter().any(|(_, p)| *p == source_path) {
+        return Err(PrepareError::Refused(format!(
+            "output would overwrite the source {:?}",
+            job.source_name
+        )));
+    }
+    let source = job
+        .source
+        .unpack(MAX_BLOB)
+        .map_err(|e| PrepareError::Server(format!("bad source blob: {e}")))?;
+    std::fs::write(&source_path, source)
+        .map_err(|e| PrepareError::Server(format!("writing the source: {e}")))?;
+
+    let mut args: Vec<OsString> = job.args.iter().map(OsString::from).collect();
+    // Both source kinds compile in the mirrored cwd. For `DirectivesOnly` (compiled as
+    // source) DW_AT_comp_dir and file names are `root/<client path>` and the map drops
+    // `root`; for `Preprocessed` input the `.i` line markers already carry the client's
+    // names and the map is harmless.
+    let mut map = OsString::from("-fdebug-prefix-map=");
+    map.push(workdir.root());
+    map.push("=");
+    args.push(map);
+    args.push(if job.assemble_only { "-S" } else { "-c" }.into());
+    args.push(workdir.command_name(&job.source_name)?.into());
+    args.push("-o".into());
+    args.push(workdir.command_name(&job.output_name)?.into());
+    let command = CompileCommand {
+        program,
+        args,
+        cwd: workdir.cwd().to_path_buf(),
+        env: vec![("TMPDIR".into(), workdir.path().as_os_str().to_owned())],
+    };
+    Ok(Prepared {
+        workdir,
+        command,
+        output: (job.output_name.clone(), output_path),
+        extra_outputs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_name_rule() {
+        for ok in [
+            "gcc",
+            "g++",
+            "cc",
+            "c++",
+            "clang",
+            "clang++",
+            "gcc-12",
+            "x86_64-linux-gnu-gcc-12",
+            "x86_64-linux-gnu-g++",
+            "clang++-16",
+            "clang-16.0.1",
+            "arm_none-eabi-gcc",
+        ] {
+            assert!(is_default_compiler_name(ok), "{ok} should be allowed");
+        }
+        for bad in [
+            "rm",
+            "gcc-ar",
+            "gcc-nm-12",
+            "sh",
+            "-gcc",
+            "X86-gcc",
+            "x86--gcc",
+            "gcc-",
+            "gcc12",
+            "clang-tidy",
+            "python3",
+            "cc1",
+            "",
+        ] {
+            assert!(!is_default_compiler_name(bad), "{bad} should be refused");
+        }
+    }
+
+    fn exe(dir: &Path, name: &str) -> PathBuf {
+        let p = dir.join(name);
+        std::fs::write(&p, "#!/bin/sh\nexit 0\n").unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p
+    }
+
+    #[test]
+    fn resolves_only_allowed_bare_names_on_the_search_path() {
+        let t = tempfile::tempdir().unwrap();
+        let gcc = exe(t.path(), "gcc-99");
+        let slow = exe(t.path(), "slowcc");
+        exe(t.path(), "rm");
+        std::fs::write(t.path().join("cc"), "not executable").unwrap();
+        let path = OsString::from(format!("relative/dir:{}", t.path().display()));
+        let allow = AllowList::new(true, vec!["slowcc".into()], Some(path.clone()));
+        assert_eq!(allow.resolve("gcc-99").unwrap(), gcc);
+        assert_eq!(allow.resolve("slowcc").unwrap(), slow);
+        assert_eq!(
+            allow.resolve("rm"),
+            Err(CompilerRefusal::NotAllowed("rm".into()))
+        );
+        assert_eq!(
+            allow.resolve("cc"),
+            Err(CompilerRefusal::NotFound("cc".into()))
+        );
+        assert!(matches!(
+            allow.resolve("/bin/gcc"),
+            Err(CompilerRefusal::NotAllowed(_))
+        ));
+        assert!(matches!(
+            allow.resolve("../gcc"),
+            Err(CompilerRefusal::NotAllowed(_))
+        ));
+        let only_extra = AllowList::new(false, vec!["slowcc".into()], Some(path));
+        assert!(matches!(
+            only_extra.resolve("gcc-99"),
+            Err(CompilerRefusal::NotAllowed(_))
+        ));
+        assert_eq!(only_extra.resolve("slowcc").unwrap(), slow);
+    }
+
+    #[test]
+    fn absolute_extra_entry_pins_the_file() {
+        let t = tempfile::tempdir().unwrap();
+        let mycc = exe(t.path(), "mycc");
+        let allow = AllowList::new(
+            false,
+            vec![mycc.display().to_string()],
+            Some(OsString::from("/nonexistent")),
+        );
+        assert_eq!(allow.resolve("mycc").unwrap(), mycc);
+        assert!(allow.resolve("gcc").is_err());
+    }
+}

@@ -1,0 +1,583 @@
+//! Tests of `hoardcc serve` driven over in-memory pipes with the real gcc: the native
+//! lane (hello, jobs, refusals, busy, heartbeats, kill on EOF, timeout) and one stock
+//! distcc job.
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use tokio::io::{duplex, AsyncReadExt, DuplexStream};
+
+use super::*;
+use crate::proto::distcc::{read_response, write_request, DistccRequest};
+use crate::proto::msg::SourceKind;
+
+/// Bound on every wait in these tests.
+const WAIT: Duration = Duration::from_secs(60);
+
+fn settings(tmp: &Path) -> ServerSettings {
+    ServerSettings {
+        compilers: vec![],
+        default_compilers: true,
+        compile_timeout: Duration::from_secs(120),
+        max_jobs: Some(4),
+        tmpdir: Some(tmp.to_path_buf()),
+        heartbeat: Duration::from_secs(5),
+    }
+}
+
+fn options(tmp: &Path) -> ServeOptions {
+    ServeOptions {
+        slot_dir: tmp.join("slots"),
+        search_path: None,
+        hello_timeout: Duration::from_secs(10),
+    }
+}
+
+/// The client end of a lane.
+struct Client {
+    w: Option<DuplexStream>,
+    r: DuplexStream,
+    heartbeats: usize,
+}
+
+/// Two one-way pipes: (client, server input, server output).
+fn lane() -> (Client, DuplexStream, DuplexStream) {
+    let (client_w, server_r) = duplex(1 << 16);
+    let (server_w, client_r) = duplex(1 << 16);
+    (
+        Client {
+            w: Some(client_w),
+            r: client_r,
+            heartbeats: 0,
+        },
+        server_r,
+        server_w,
+    )
+}
+
+impl Client {
+    async fn hello(&mut self) -> Hello {
+        let ours = Hello {
+            version: PROTOCOL_VERSION,
+            min_version: MIN_PROTOCOL_VERSION,
+            caps: vec!["lz4".into()],
+            slots: 0,
+            load: 0,
+            agent: "test client".into(),
+        };
+        frame::write_hello(self.w.as_mut().unwrap(), &ours)
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, frame::read_hello(&mut self.r))
+            .await
+            .expect("server hello in time")
+            .unwrap()
+    }
+
+    async fn send(&mut self, m: &Message) {
+        frame::write_message(self.w.as_mut().unwrap(), m)
+            .await
+            .unwrap();
+    }
+
+    /// The next message that is not a heartbeat.
+    async fn answer(&mut self) -> Message {
+        loop {
+            let m = tokio::time::timeout(WAIT, frame::read_message(&mut self.r))
+                .await
+                .expect("answer in time")
+                .unwrap()
+                .expect("a message, not EOF");
+            match m {
+                Message::Heartbeat { .. } => self.heartbeats += 1,
+                m => return m,
+            }
+        }
+    }
+
+    fn hang_up(&mut self) {
+        self.w = None;
+    }
+}
+
+fn job(id: u64, compiler: &str, cwd: &Path, source_name: &str, source: &[u8]) -> Job {
+    Job {
+        id,
+        compiler: compiler.into(),
+        args: vec!["-g".into(), "-O2".into()],
+        assemble_only: false,
+        cwd: cwd.to_string_lossy().into_owned(),
+        source_name: source_name.into(),
+        output_name: "foo.o".into(),
+        extra_outputs: vec![],
+        source_kind: SourceKind::DirectivesOnly,
+        source: Blob::pack(source),
+    }
+}
+
+const FOO_C: &str = "#include <stdio.h>\n#include <string.h>\n#define SQ(x) ((x) * (x))\n\
+int foo(int a) { return SQ(a) + printf(\"%d\\n\", a); }\n\
+size_t bar(const char *s) { return strlen(s) * 3; }\n";
+
+/// A project dir with `src/foo.c`; returns (dir, directives-only source, local `gcc -c` object).
+fn project(tmp: &Path) -> (PathBuf, Vec<u8>, Vec<u8>) {
+    let proj = tmp.join("home/user/proj");
+    std::fs::create_dir_all(proj.join("src")).unwrap();
+    std::fs::write(proj.join("src/foo.c"), FOO_C).unwrap();
+    let pre = Command::new("gcc")
+        .args(["-g", "-O2", "-E", "-fdirectives-only", "src/foo.c"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    assert!(
+        pre.status.success(),
+        "{}",
+        String::from_utf8_lossy(&pre.stderr)
+    );
+    let local = Command::new("gcc")
+        .args(["-g", "-O2", "-c", "src/foo.c", "-o", "foo.o"])
+        .current_dir(&proj)
+        .status()
+        .unwrap();
+    assert!(local.success());
+    let object = std::fs::read(proj.join("foo.o")).unwrap();
+    std::fs::remove_file(proj.join("foo.o")).unwrap();
+    (proj, pre.stdout, object)
+}
+
+fn expect_result(m: Message, id: u64) -> JobResult {
+    match m {
+        Message::Result(r) => {
+            assert_eq!(r.id, id);
+            r
+        }
+        other => panic!("expected Result for job {id}, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn native_jobs_give_objects_identical_to_a_local_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (proj, source, reference) = project(tmp.path());
+    let (settings, opts) = (settings(tmp.path()), options(tmp.path()));
+    let (mut c, sr, sw) = lane();
+    let client = async {
+        let hello = c.hello().await;
+        assert_eq!(hello.version, PROTOCOL_VERSION);
+        assert_eq!(hello.slots, 4);
+        assert_eq!(hello.load, 0);
+        assert!(hello.caps.iter().any(|c| c == "busy"));
+        assert!(hello.agent.starts_with("hoardcc "), "{}", hello.agent);
+        for id in 1..=3 {
+            c.send(&Message::Job(job(id, "gcc", &proj, "src/foo.c", &source)))
+                .await;
+            let r = expect_result(c.answer().await, id);
+            assert_eq!(
+                r.exit_code,
+                0,
+                "{}",
+                String::from_utf8_lossy(&r.stderr.unpack(MAX_BLOB).unwrap())
+            );
+            assert_eq!(r.outputs.len(), 1);
+            assert_eq!(r.outputs[0].name, "foo.o");
+            let object = r.outputs[0].data.unpack(MAX_BLOB).unwrap();
+            assert!(
+                object == reference,
+                "job {id}: object differs from the local build"
+            );
+            c.send(&Message::Ping { nonce: 40 + id }).await;
+            assert_eq!(c.answer().await, Message::Pong { nonce: 40 + id });
+        }
+        c.hang_up();
+    };
+    let (served, ()) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
+    served.unwrap();
+    // Every job directory is gone.
+    let left: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("hoardcc-job-"))
+        .collect();
+    assert!(left.is_empty(), "job directories left behind: {left:?}");
+}
+
+#[tokio::test]
+async fn errors_and_refusals_are_answered_and_the_lane_goes_on() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (proj, source, _) = project(tmp.path());
+    let (settings, opts) = (settings(tmp.path()), options(tmp.path()));
+    let (mut c, sr, sw) = lane();
+    let client = async {
+        c.hello().await;
+        // Compile error.
+        let bad = b"int main(void) { return undeclared_thing; }\n";
+        c.send(&Message::Job(job(1, "gcc", &proj, "src/bad.c", bad)))
+            .await;
+        let r = expect_result(c.answer().await, 1);
+        assert_eq!(r.exit_code, 1);
+        let stderr = String::from_utf8(r.stderr.unpack(MAX_BLOB).unwrap()).unwrap();
+        assert!(stderr.contains("undeclared_thing"), "{stderr}");
+        assert!(
+            stderr.contains("src/bad.c"),
+            "diagnostics use the client's name: {stderr}"
+        );
+        assert!(r.outputs.is_empty());
+        // Refused compiler.
+        c.send(&Message::Job(job(2, "rm", &proj, "src/foo.c", &source)))
+            .await;
+        assert!(
+            matches!(c.answer().await, Message::Refused { id: 2, reason } if reason.contains("rm"))
+        );
+        c.send(&Message::Job(job(
+            3,
+            "/usr/bin/gcc",
+            &proj,
+            "src/foo.c",
+            &source,
+        )))
+        .await;
+        assert!(matches!(c.answer().await, Message::Refused { id: 3, .. }));
+        // Refused argument.
+        let mut j = job(4, "gcc", &proj, "src/foo.c", &source);
+        j.args.push("-fplugin=x.so".into());
+        c.send(&Message::Job(j)).await;
+        assert!(
+            matches!(c.answer().await, Message::Refused { id: 4, reason } if reason.contains("-fplugin"))
+        );
+        // Output that escapes the job root.
+        let mut j = job(5, "gcc", Path::new("/tmp"), "foo.c", &source);
+        j.output_name = "../../escape.o".into();
+        c.send(&Message::Job(j)).await;
+        assert!(matches!(c.answer().await, Message::Refused { id: 5, .. }));
+        // Source that escapes.
+        let j = job(6, "gcc", Path::new("/a"), "../../../etc/passwd.c", &source);
+        c.send(&Message::Job(j)).await;
+        assert!(matches!(c.answer().await, Message::Refused { id: 6, .. }));
+        // `../` inside the root is fine, and -S with an extra output that is not made.
+        let mut j = job(7, "gcc", &proj.join("src"), "foo.c", &source);
+        j.output_name = "../obj/foo.s".into();
+        j.assemble_only = true;
+        j.extra_outputs = vec!["../obj/foo.dwo".into()];
+        c.send(&Message::Job(j)).await;
+        let r = expect_result(c.answer().await, 7);
+        assert_eq!(r.exit_code, 0);
+        assert_eq!(r.outputs.len(), 1);
+        assert_eq!(r.outputs[0].name, "../obj/foo.s");
+        let asm = String::from_utf8(r.outputs[0].data.unpack(MAX_BLOB).unwrap()).unwrap();
+        assert!(asm.contains("foo:"), "{asm}");
+        c.hang_up();
+    };
+    let (served, ()) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
+    served.unwrap();
+    assert!(!Path::new("/tmp/escape.o").exists());
+}
+
+/// A compiler stand-in that records its pid and a child's, then waits forever.
+fn slow_compiler(bin: &Path, pids: &Path) {
+    std::fs::create_dir_all(bin).unwrap();
+    let script = format!(
+        "#!/bin/sh\nsleep 300 &\necho $$ $! > {p}.tmp && mv {p}.tmp {p}\nwait\n",
+        p = pids.display()
+    );
+    let path = bin.join("slowcc");
+    std::fs::write(&path, script).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+}
+
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // A zombie that PID 1 of a container has not reaped yet is dead too.
+        Ok(s) => s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+    }
+}
+
+async fn wait_for_file(p: &Path) -> String {
+    let deadline = Instant::now() + WAIT;
+    loop {
+        if let Ok(s) = std::fs::read_to_string(p) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{} never appeared", p.display());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn client_eof_mid_compile_kills_the_process_group() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    let pids = tmp.path().join("pids");
+    slow_compiler(&bin, &pids);
+    let mut settings = settings(tmp.path());
+    settings.compilers = vec!["slowcc".into()];
+    settings.heartbeat = Duration::from_millis(50);
+    let mut opts = options(tmp.path());
+    opts.search_path = Some(bin.clone().into_os_string());
+    let (mut c, sr, sw) = lane();
+    let client = async {
+        c.hello().await;
+        c.send(&Message::Job(job(
+            1,
+            "slowcc",
+            Path::new("/w"),
+            "a.c",
+            b"int x;\n",
+        )))
+        .await;
+        let m = tokio::time::timeout(WAIT, frame::read_message(&mut c.r))
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(m, Some(Message::Heartbeat { id: 1 }));
+        let text = wait_for_file(&pids).await;
+        c.hang_up();
+        text
+    };
+    let started = Instant::now();
+    let (served, text) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
+    served.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let pids: Vec<i32> = text
+        .split_whitespace()
+        .map(|p| p.parse().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 2);
+    let deadline = Instant::now() + WAIT;
+    for pid in pids {
+        while !gone(pid) {
+            assert!(
+                Instant::now() < deadline,
+                "pid {pid} survived the client's EOF"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    // Nothing more was written after the heartbeats.
+    let mut rest = Vec::new();
+    c.r.read_to_end(&mut rest).await.unwrap();
+    let mut rest = &rest[..];
+    while let Some(m) = frame::read_message(&mut rest).await.unwrap() {
+        assert_eq!(m, Message::Heartbeat { id: 1 });
+    }
+}
+
+#[tokio::test]
+async fn compile_timeout_is_a_server_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    slow_compiler(&bin, &tmp.path().join("pids"));
+    let mut settings = settings(tmp.path());
+    settings.compilers = vec!["slowcc".into()];
+    settings.default_compilers = false;
+    settings.compile_timeout = Duration::from_millis(300);
+    let mut opts = options(tmp.path());
+    opts.search_path = Some(bin.into_os_string());
+    let (mut c, sr, sw) = lane();
+    let client = async {
+        c.hello().await;
+        c.send(&Message::Job(job(
+            9,
+            "slowcc",
+            Path::new("/w"),
+            "a.c",
+            b"int x;\n",
+        )))
+        .await;
+        match c.answer().await {
+            Message::ServerError { id: 9, message } => {
+                assert!(message.contains("timed out after 0.3 s"), "{message}")
+            }
+            other => panic!("expected ServerError, got {other:?}"),
+        }
+        // default_compilers = false: gcc is not allowed here.
+        c.send(&Message::Job(job(
+            10,
+            "gcc",
+            Path::new("/w"),
+            "a.c",
+            b"int x;\n",
+        )))
+        .await;
+        assert!(matches!(c.answer().await, Message::Refused { id: 10, .. }));
+        c.hang_up();
+    };
+    let (served, ()) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
+    served.unwrap();
+}
+
+#[tokio::test]
+async fn all_slots_held_means_busy_at_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut settings = settings(tmp.path());
+    settings.max_jobs = Some(1);
+    let opts = options(tmp.path());
+    let held = slots::try_acquire(&opts.slot_dir, 1)
+        .unwrap()
+        .expect("free slot");
+    let (mut c, sr, sw) = lane();
+    let client = async {
+        let hello = c.hello().await;
+        assert_eq!((hello.slots, hello.load), (1, 1));
+        let started = Instant::now();
+        c.send(&Message::Job(job(
+            5,
+            "gcc",
+            Path::new("/w"),
+            "a.c",
+            b"int x;\n",
+        )))
+        .await;
+        assert_eq!(c.answer().await, Message::Busy { id: 5 });
+        assert!(started.elapsed() < Duration::from_secs(5));
+        c.hang_up();
+    };
+    let (served, ()) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
+    served.unwrap();
+    drop(held);
+}
+
+#[tokio::test]
+async fn garbage_and_empty_input() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (settings, opts) = (settings(tmp.path()), options(tmp.path()));
+    let mut out = Vec::new();
+    let err = serve_with(
+        &b"Welcome to the server!\n\0HOARDCC"[..],
+        &mut out,
+        &settings,
+        &opts,
+    )
+    .await
+    .unwrap_err();
+    match &err {
+        ServeError::Garbage { preview } => assert!(preview.contains("Welcome"), "{preview}"),
+        other => panic!("expected Garbage, got {other:?}"),
+    }
+    assert_eq!(err.exit_code(), crate::exit::ExitCode::ProtocolError);
+    assert!(out.is_empty(), "nothing may be written after garbage");
+    for short in [&b"DI"[..], &b"X"[..]] {
+        let mut out = Vec::new();
+        assert!(serve_with(short, &mut out, &settings, &opts).await.is_err());
+        assert!(out.is_empty());
+    }
+    let mut out = Vec::new();
+    serve_with(&b""[..], &mut out, &settings, &opts)
+        .await
+        .unwrap();
+    assert!(out.is_empty());
+}
+
+#[tokio::test]
+async fn stock_distcc_job() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (settings, opts) = (settings(tmp.path()), options(tmp.path()));
+    let dir = tmp.path().join("d");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("foo.c"), FOO_C).unwrap();
+    let pre = Command::new("gcc")
+        .args(["-E", "foo.c", "-o", "foo.i"])
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(pre.success());
+    let st = Command::new("gcc")
+        .args(["-O2", "-c", "foo.i", "-o", "ref.o"])
+        .current_dir(&dir)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let doti = std::fs::read(dir.join("foo.i")).unwrap();
+    let reference = std::fs::read(dir.join("ref.o")).unwrap();
+    let argv = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+
+    for version in [1, 2] {
+        let req = DistccRequest {
+            version,
+            argv: argv(&["gcc", "-O2", "-c", "foo.c", "-o", "foo.o"]),
+            doti: doti.clone(),
+        };
+        let mut input = Vec::new();
+        write_request(&mut input, &req).await.unwrap();
+        let mut out = Vec::new();
+        serve_with(&input[..], &mut out, &settings, &opts)
+            .await
+            .unwrap();
+        assert!(out.starts_with(b"DONE0000000"));
+        let resp = read_response(&mut &out[..], version).await.unwrap();
+        assert_eq!(resp.status, 0, "{}", String::from_utf8_lossy(&resp.stderr));
+        assert!(resp.doto == reference, "distcc v{version} object differs");
+    }
+
+    // A compile error: status of exit 1, stderr, no object.
+    let req = DistccRequest {
+        version: 1,
+        argv: argv(&["cc", "-c", "bad.c", "-o", "bad.o"]),
+        doti: b"int f(void) { return nope; }\n".to_vec(),
+    };
+    let mut input = Vec::new();
+    write_request(&mut input, &req).await.unwrap();
+    let mut out = Vec::new();
+    serve_with(&input[..], &mut out, &settings, &opts)
+        .await
+        .unwrap();
+    let resp = read_response(&mut &out[..], 1).await.unwrap();
+    assert_eq!(resp.status, 1 << 8);
+    assert!(String::from_utf8_lossy(&resp.stderr).contains("nope"));
+    assert!(resp.doto.is_empty());
+
+    // Refused compiler and argument: exit 113 with an explanation.
+    for bad in [
+        argv(&["rm", "-c", "foo.c", "-o", "foo.o"]),
+        argv(&["gcc", "-fplugin=evil.so", "-c", "foo.c", "-o", "foo.o"]),
+    ] {
+        let req = DistccRequest {
+            version: 1,
+            argv: bad,
+            doti: doti.clone(),
+        };
+        let mut input = Vec::new();
+        write_request(&mut input, &req).await.unwrap();
+        let mut out = Vec::new();
+        serve_with(&input[..], &mut out, &settings, &opts)
+            .await
+            .unwrap();
+        let resp = read_response(&mut &out[..], 1).await.unwrap();
+        assert_eq!(resp.status, 113 << 8);
+        assert!(String::from_utf8_lossy(&resp.stderr).contains("hoardcc server"));
+        assert!(resp.doto.is_empty());
+    }
+}
+
+#[test]
+fn distccd_flags() {
+    let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let o = parse_distccd_args(&a(&["distccd", "--inetd", "--enable-tcp-insecure"])).unwrap();
+    assert_eq!(o, DistccdOpts::default());
+    let o = parse_distccd_args(&a(&[
+        "distccd",
+        "--log-level",
+        "debug",
+        "--inetd",
+        "--log-file=/tmp/x.log",
+        "--allow",
+        "10.0.0.0/8",
+        "-j",
+        "4",
+        "--log-stderr",
+        "-j8",
+    ]))
+    .unwrap();
+    assert_eq!(o.log_file, Some(PathBuf::from("/tmp/x.log")));
+    let err = parse_distccd_args(&a(&["distccd", "--allow", "1.2.3.4"])).unwrap_err();
+    assert!(err.contains("daemon mode is not supported"), "{err}");
+    assert!(parse_distccd_args(&a(&["distccd", "--inetd", "--daemon"])).is_err());
+    assert!(parse_distccd_args(&a(&["distccd", "--inetd", "--log-file"])).is_err());
+}
