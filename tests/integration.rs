@@ -5,3 +5,5 @@
 mod support;
 // Tests of the fixtures themselves (sshd login, config, host-key change, stock distcc over TCP).
 mod fixture;
+// End to end through the real sshd and gcc; stock distcc interop both ways; fallbacks.
+mod e2e;

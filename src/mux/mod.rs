@@ -7,3 +7,5 @@ pub mod known_hosts;
 pub mod ssh;
 pub mod ssh_config;
 pub mod transport;
+pub mod scheduler;
+pub mod pool;

@@ -124,3 +124,70 @@ pub enum Message {
     Ping { nonce: u64 },
     Pong { nonce: u64 },
 }
+
+// ---------------------------------------------------------------------------------------
+// Wrapper ⇄ mux, on the per-user Unix socket (blocking frames on the wrapper side).
+// One wrapper connection carries one job: Reserve, then Run (or nothing, if told Local).
+
+/// How the reserved lane wants the source preprocessed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Wire {
+    /// Our own protocol: directives-only source, compiled under the client's path.
+    Native,
+    /// Stock distcc protocol 1 (plain) or 2 (`,lzo`): classic `.i`.
+    Distcc { lzo: bool },
+}
+
+/// Everything a remote compile needs besides the preprocessed source.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobSpec {
+    pub compiler: String,
+    pub args: Vec<String>,
+    pub assemble_only: bool,
+    pub cwd: String,
+    /// Source name as the command line gives it (`.i` name on distcc wires).
+    pub source_name: String,
+    pub output_name: String,
+    pub extra_outputs: Vec<String>,
+    /// Full argv for a stock distccd (only used on distcc wires).
+    pub distcc_argv: Vec<String>,
+}
+
+/// Wrapper → mux.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MuxRequest {
+    /// Ask for a slot for one job, before preprocessing (so connecting overlaps cpp).
+    /// `hosts` is the host-list text the wrapper resolved (its environment decides it);
+    /// `file` names the source, for `hoardcc status`.
+    Reserve {
+        hosts: String,
+        file: String,
+        client_version: String,
+    },
+    /// Run the job on the slot reserved on this connection.
+    Run { spec: JobSpec, source: Blob },
+    /// Report state for `hoardcc status`.
+    Status,
+    /// Exit now (`hoardcc mux --stop`).
+    Stop,
+}
+
+/// Mux → wrapper.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MuxReply {
+    /// A remote slot is held for this connection: preprocess for `wire`, then send Run.
+    Reserved { host: String, wire: Wire },
+    /// Compile locally (a local slot was free first, or no remote host is usable).
+    Local { reason: String },
+    /// The remote compile ran (with or without the compiler's own error).
+    Done(JobResult),
+    /// Distribution failed (after the mux's own retries); the wrapper falls back.
+    /// `exit_code` is the distcc exit code to use when fallback is off.
+    Failed { message: String, exit_code: u8 },
+    /// Answer to Status: a JSON document (see `hoardcc status --json`).
+    Status { json: String },
+    /// Answer to Stop.
+    Stopping,
+    /// The mux speaks another version: the wrapper replaces it.
+    WrongVersion { mux_version: String },
+}

@@ -1,0 +1,368 @@
+//! Stage: transport — the one boundary between the wrapper and a remote compile.
+//!
+//! Given a host from the host list, [`Lane::open`] reaches it (a native `hoardcc`
+//! subsystem lane over ssh, a stock `distccd --inetd` on an ssh exec channel, or a stock
+//! `distccd` over TCP) and [`Lane::run`] runs one job on it. The wrapper calls this
+//! in-process; the mux daemon serves the same calls with hoarded connections.
+//! Neighbours: `mux::ssh` (connections), `proto` (wire formats), `wrapper` (caller).
+
+use std::time::Duration;
+
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::net::TcpStream;
+
+use crate::exit::ExitCode;
+use crate::hosts::{HostKind, HostSpec};
+use crate::mux::ssh::{Connection, SshError, SshSettings, Stream};
+use crate::mux::ssh_config;
+use crate::proto::distcc::{self, DistccRequest};
+use crate::proto::frame;
+use crate::proto::msg::{Blob, Hello, Job, Message, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use crate::proto::{self, compress::MAX_BLOB};
+
+/// Name of the sshd subsystem that runs `hoardcc serve`.
+pub const SUBSYSTEM: &str = "hoardcc";
+/// TCP connect timeout for stock distccd hosts (distcc uses a fixed 4 s).
+const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+
+pub use crate::proto::msg::{JobSpec, Wire};
+
+/// A job that ran remotely (successfully or with the compiler's own error).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completed {
+    pub exit_code: i32,
+    pub stdout: Vec<u8>,
+    pub stderr: Vec<u8>,
+    /// (name as the job named it, contents)
+    pub outputs: Vec<(String, Vec<u8>)>,
+}
+
+/// Failures of distribution (never the compiler's own error).
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("{0}")]
+    Ssh(#[from] SshError),
+    #[error("protocol: {0}")]
+    Proto(#[from] proto::Error),
+    #[error("cannot connect to {host}:{port}: {source}")]
+    TcpConnect {
+        host: String,
+        port: u16,
+        source: std::io::Error,
+    },
+    #[error("timed out waiting for {0}")]
+    Timeout(&'static str),
+    #[error("{host} refused the job: {reason}")]
+    Refused { host: String, reason: String },
+    #[error("{host} is busy")]
+    Busy { host: String },
+    #[error("server error on {host}: {message}")]
+    Server { host: String, message: String },
+    #[error("the server closed the lane before answering")]
+    Closed,
+    #[error("unexpected message from server: {0}")]
+    Unexpected(String),
+    #[error("{0}")]
+    Other(String),
+}
+
+impl TransportError {
+    /// The distcc exit code for this failure, used when fallback is off.
+    pub fn exit_code(&self) -> ExitCode {
+        match self {
+            TransportError::Ssh(e) => e.exit_code(),
+            TransportError::Proto(proto::Error::Truncated { .. }) => ExitCode::Truncated,
+            TransportError::Proto(proto::Error::Io(_)) => ExitCode::IoError,
+            TransportError::Proto(_) => ExitCode::ProtocolError,
+            TransportError::TcpConnect { .. } => ExitCode::ConnectFailed,
+            TransportError::Timeout(_) => ExitCode::Timeout,
+            TransportError::Refused { .. } => ExitCode::AccessDenied,
+            TransportError::Busy { .. } => ExitCode::Busy,
+            TransportError::Server { .. } => ExitCode::DistccFailed,
+            TransportError::Closed => ExitCode::Gone,
+            TransportError::Unexpected(_) => ExitCode::ProtocolError,
+            TransportError::Other(_) => ExitCode::DistccFailed,
+        }
+    }
+}
+
+/// The wire a host is expected to speak, known before connecting (so preprocessing can
+/// start while the connection is made). `@host` without a command is expected to have
+/// our subsystem; if it turns out not to, the lane says so and the wrapper re-runs cpp.
+pub fn expected_wire(host: &HostSpec) -> Wire {
+    match &host.kind {
+        HostKind::Ssh { command: Some(c), .. } if !is_hoardcc_command(c) => Wire::Distcc { lzo: host.lzo },
+        HostKind::Ssh { .. } => Wire::Native,
+        HostKind::Tcp { .. } | HostKind::Local => Wire::Distcc { lzo: host.lzo },
+    }
+}
+
+/// `@host:/path/to/hoardcc` runs our server by exec (for users without root).
+fn is_hoardcc_command(command: &str) -> bool {
+    let first = command.split_whitespace().next().unwrap_or("");
+    let base = first.rsplit('/').next().unwrap_or(first);
+    base.starts_with("hoardcc")
+}
+
+enum LaneIo {
+    Native { stream: Stream, _conn: Connection },
+    DistccSsh { stream: Stream, _conn: Connection },
+    DistccTcp { stream: TcpStream },
+}
+
+/// An open path to one server, ready for jobs.
+pub struct Lane {
+    io: LaneIo,
+    wire: Wire,
+    host: String,
+    io_timeout: Duration,
+    next_id: u64,
+    /// The server's hello (native lanes only).
+    pub server_hello: Option<Hello>,
+}
+
+impl Lane {
+    /// Reach `host` and make a lane. `@host` tries the `hoardcc` subsystem first, then
+    /// falls back to `distccd --inetd` on an exec channel of the same connection.
+    pub async fn open(host: &HostSpec, settings: &SshSettings) -> Result<Lane, TransportError> {
+        match &host.kind {
+            HostKind::Local => Err(TransportError::Other("localhost is not a remote host".into())),
+            HostKind::Tcp { host: h, port } => {
+                let stream = tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect((h.as_str(), *port)))
+                    .await
+                    .map_err(|_| TransportError::Timeout("TCP connect"))?
+                    .map_err(|source| TransportError::TcpConnect { host: h.clone(), port: *port, source })?;
+                let _ = stream.set_nodelay(true);
+                Ok(Lane::new(LaneIo::DistccTcp { stream }, Wire::Distcc { lzo: host.lzo }, host.key(), settings))
+            }
+            HostKind::Ssh { user, host: alias, command } => {
+                let dest = resolve_destination(alias, user.as_deref(), settings)?;
+                let conn = Connection::connect(&dest, settings).await?;
+                Lane::on_connection(conn, host, command.as_deref(), settings).await
+            }
+        }
+    }
+
+    /// Make a lane on an already-authenticated connection (the mux's hoarded ones).
+    pub async fn on_connection(
+        conn: Connection,
+        host: &HostSpec,
+        command: Option<&str>,
+        settings: &SshSettings,
+    ) -> Result<Lane, TransportError> {
+        let key = host.key();
+        match command {
+            Some(c) if is_hoardcc_command(c) => {
+                let stream = conn.open_exec(&format!("{c} serve")).await?;
+                Lane::native(LaneIo::Native { stream, _conn: conn }, key, settings).await
+            }
+            Some(c) => {
+                let stream = conn.open_exec(&format!("{c} --inetd --enable-tcp-insecure")).await?;
+                Ok(Lane::new(LaneIo::DistccSsh { stream, _conn: conn }, Wire::Distcc { lzo: host.lzo }, key, settings))
+            }
+            None => match conn.open_subsystem(SUBSYSTEM).await? {
+                Some(stream) => Lane::native(LaneIo::Native { stream, _conn: conn }, key, settings).await,
+                None => {
+                    tracing::info!(host = %key, "no hoardcc subsystem; using distccd --inetd over exec");
+                    let stream = conn.open_exec("distccd --inetd --enable-tcp-insecure").await?;
+                    Ok(Lane::new(LaneIo::DistccSsh { stream, _conn: conn }, Wire::Distcc { lzo: host.lzo }, key, settings))
+                }
+            },
+        }
+    }
+
+    fn new(io: LaneIo, wire: Wire, host: String, settings: &SshSettings) -> Lane {
+        Lane { io, wire, host, io_timeout: settings.io_timeout, next_id: 1, server_hello: None }
+    }
+
+    async fn native(io: LaneIo, host: String, settings: &SshSettings) -> Result<Lane, TransportError> {
+        let mut lane = Lane::new(io, Wire::Native, host, settings);
+        let LaneIo::Native { stream, .. } = &mut lane.io else { unreachable!("native lane") };
+        let ours = client_hello();
+        let theirs = tokio::time::timeout(settings.io_timeout, async {
+            frame::write_hello(stream, &ours).await?;
+            frame::read_hello(stream).await
+        })
+        .await
+        .map_err(|_| TransportError::Timeout("the server's hello"))??;
+        frame::negotiate(&ours, &theirs)?;
+        lane.server_hello = Some(theirs);
+        Ok(lane)
+    }
+
+    /// The wire this lane speaks (decides how the source is preprocessed).
+    pub fn wire(&self) -> Wire {
+        self.wire
+    }
+
+    /// The host key this lane reaches, e.g. `user@host`.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Native lanes run job after job; a distcc lane serves one job and is then spent.
+    pub fn reusable(&self) -> bool {
+        matches!(self.io, LaneIo::Native { .. })
+    }
+
+    /// Check an idle native lane end to end: one `Ping`, answered by `Pong` within
+    /// `timeout`. Returns the round-trip time. Distcc lanes have nothing to ping.
+    pub async fn ping(&mut self, timeout: Duration) -> Result<Duration, TransportError> {
+        let LaneIo::Native { stream, .. } = &mut self.io else { return Ok(Duration::ZERO) };
+        let nonce = self.next_id;
+        self.next_id += 1;
+        let start = std::time::Instant::now();
+        tokio::time::timeout(timeout, async {
+            frame::write_message(stream, &Message::Ping { nonce }).await?;
+            loop {
+                match frame::read_message(stream).await? {
+                    Some(Message::Pong { nonce: n }) if n == nonce => return Ok(start.elapsed()),
+                    Some(Message::Heartbeat { .. }) => continue,
+                    Some(other) => return Err(TransportError::Unexpected(format!("{other:?}").chars().take(80).collect())),
+                    None => return Err(TransportError::Closed),
+                }
+            }
+        })
+        .await
+        .map_err(|_| TransportError::Timeout("a ping answer"))?
+    }
+
+    /// Wait while the lane is idle: returns when the server closes it or sends something
+    /// it should not (both mean the lane is dead). Cancel-safe: no byte is consumed unless
+    /// the future completes, so a lane task can `select!` on it against new jobs; this is
+    /// also what keeps an idle channel drained.
+    pub async fn idle_watch(&mut self) -> TransportError {
+        use tokio::io::AsyncReadExt;
+        let mut b = [0u8; 1];
+        let r = match &mut self.io {
+            LaneIo::Native { stream, .. } | LaneIo::DistccSsh { stream, .. } => stream.read(&mut b).await,
+            LaneIo::DistccTcp { stream } => stream.read(&mut b).await,
+        };
+        match r {
+            Ok(0) => TransportError::Closed,
+            Ok(_) => TransportError::Unexpected("data on an idle lane".into()),
+            Err(e) => TransportError::Proto(proto::Error::Io(e)),
+        }
+    }
+
+    /// Run one job. `source` is preprocessed as [`Lane::wire`] asks.
+    pub async fn run(&mut self, spec: &JobSpec, source: &[u8]) -> Result<Completed, TransportError> {
+        let io_timeout = self.io_timeout;
+        match &mut self.io {
+            LaneIo::Native { stream, .. } => {
+                let id = self.next_id;
+                self.next_id += 1;
+                run_native(stream, id, spec, source, io_timeout, &self.host).await
+            }
+            LaneIo::DistccSsh { stream, .. } => run_distcc(stream, self.wire, spec, source, io_timeout, &self.host).await,
+            LaneIo::DistccTcp { stream } => run_distcc(stream, self.wire, spec, source, io_timeout, &self.host).await,
+        }
+    }
+}
+
+/// Our hello, as a client.
+pub fn client_hello() -> Hello {
+    Hello {
+        version: PROTOCOL_VERSION,
+        min_version: MIN_PROTOCOL_VERSION,
+        caps: vec!["lz4".into(), "directives-only".into(), "heartbeat".into()],
+        slots: 0,
+        load: 0,
+        agent: format!("hoardcc {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+fn resolve_destination(
+    alias: &str,
+    user: Option<&str>,
+    settings: &SshSettings,
+) -> Result<ssh_config::Destination, TransportError> {
+    let config_path = settings.home.join(".ssh").join("config");
+    let text = std::fs::read_to_string(&config_path).ok();
+    Ok(ssh_config::resolve(alias, user, text.as_deref(), &settings.home, &settings.local_user)?)
+}
+
+async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    id: u64,
+    spec: &JobSpec,
+    source: &[u8],
+    io_timeout: Duration,
+    host: &str,
+) -> Result<Completed, TransportError> {
+    let job = Job {
+        id,
+        compiler: spec.compiler.clone(),
+        args: spec.args.clone(),
+        assemble_only: spec.assemble_only,
+        cwd: spec.cwd.clone(),
+        source_name: spec.source_name.clone(),
+        output_name: spec.output_name.clone(),
+        extra_outputs: spec.extra_outputs.clone(),
+        source_kind: crate::proto::msg::SourceKind::DirectivesOnly,
+        source: Blob::pack(source),
+    };
+    tokio::time::timeout(io_timeout, frame::write_message(stream, &Message::Job(job)))
+        .await
+        .map_err(|_| TransportError::Timeout("sending the job"))??;
+    loop {
+        // Each message (heartbeats included) must arrive within io_timeout: a long compile
+        // stays alive as long as the server reports progress.
+        let msg = tokio::time::timeout(io_timeout, frame::read_message(stream))
+            .await
+            .map_err(|_| TransportError::Timeout("the server's answer"))??;
+        let host = host.to_string();
+        match msg {
+            None => return Err(TransportError::Closed),
+            Some(Message::Heartbeat { .. }) => continue,
+            Some(Message::Result(r)) if r.id == id => {
+                let mut outputs = Vec::with_capacity(r.outputs.len());
+                for o in r.outputs {
+                    outputs.push((o.name, o.data.unpack(MAX_BLOB)?));
+                }
+                return Ok(Completed {
+                    exit_code: r.exit_code,
+                    stdout: r.stdout.unpack(MAX_BLOB)?,
+                    stderr: r.stderr.unpack(MAX_BLOB)?,
+                    outputs,
+                });
+            }
+            Some(Message::Busy { .. }) => return Err(TransportError::Busy { host }),
+            Some(Message::Refused { reason, .. }) => return Err(TransportError::Refused { host, reason }),
+            Some(Message::ServerError { message, .. }) => return Err(TransportError::Server { host, message }),
+            Some(other) => return Err(TransportError::Unexpected(format!("{other:?}").chars().take(80).collect())),
+        }
+    }
+}
+
+async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    wire: Wire,
+    spec: &JobSpec,
+    source: &[u8],
+    io_timeout: Duration,
+    host: &str,
+) -> Result<Completed, TransportError> {
+    let version = match wire {
+        Wire::Distcc { lzo: true } => 2,
+        _ => 1,
+    };
+    let req = DistccRequest { version, argv: spec.distcc_argv.clone(), doti: source.to_vec() };
+    let resp = tokio::time::timeout(io_timeout, async {
+        distcc::write_request(stream, &req).await?;
+        distcc::read_response(stream, version).await
+    })
+    .await
+    .map_err(|_| TransportError::Timeout("distccd's answer"))??;
+    let exit_code = distcc::exit_code_from_wait_status(resp.status);
+    if exit_code != 0 && resp.doto.is_empty() && (100..=120).contains(&exit_code) {
+        // distccd's own failure (compiler missing, access denied, …), not the compiler's.
+        let text = String::from_utf8_lossy(&resp.stderr);
+        return Err(TransportError::Server {
+            host: host.to_string(),
+            message: format!("distccd exited {exit_code}: {}", text.lines().last().unwrap_or("").trim()),
+        });
+    }
+    let outputs = if exit_code == 0 { vec![(spec.output_name.clone(), resp.doto)] } else { Vec::new() };
+    Ok(Completed { exit_code, stdout: resp.stdout, stderr: resp.stderr, outputs })
+}

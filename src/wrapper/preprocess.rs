@@ -1,0 +1,120 @@
+//! Stage 3 of the wrapper: run the compiler's preprocessor locally, with the user's own
+//! flags, capturing the output in memory. For our own servers the output is
+//! directives-only (includes resolved, macros kept), so the server compiles it as source
+//! and `-g` objects come out byte-identical; for stock distccd it is a classic `.i`.
+//! Neighbours: `args` (builds the argv), `mux::transport` (sends the result).
+
+use std::path::Path;
+use std::process::{Command, Stdio};
+
+use crate::args::{CompileJob, CppStyle};
+
+/// What the local preprocessor produced.
+pub struct Preprocessed {
+    pub source: Vec<u8>,
+    /// cpp's own diagnostics (`#warning`, …): replayed before the compiler's.
+    pub stderr: Vec<u8>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PreprocessError {
+    #[error("cannot run {compiler}: {source}")]
+    Spawn { compiler: String, source: std::io::Error },
+    /// The preprocessor itself failed: the user's error (missing header, `#error`).
+    #[error("preprocessor exited with {code}")]
+    Failed { code: i32, stderr: Vec<u8> },
+}
+
+/// Run `real_compiler` to preprocess `job` in `style`.
+pub fn run(real_compiler: &Path, job: &CompileJob, style: CppStyle, guard_env: (&str, &str)) -> Result<Preprocessed, PreprocessError> {
+    let out = Command::new(real_compiler)
+        .args(job.preprocess_args(style))
+        .env(guard_env.0, guard_env.1)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|source| PreprocessError::Spawn { compiler: real_compiler.display().to_string(), source })?;
+    if !out.status.success() {
+        let code = crate::wrapper::local::exit_code_of(out.status);
+        return Err(PreprocessError::Failed { code, stderr: out.stderr });
+    }
+    let source = match style {
+        CppStyle::DirectivesOnly => strip_builtin_section(out.stdout),
+        CppStyle::Classic => out.stdout,
+    };
+    Ok(Preprocessed { source, stderr: out.stderr })
+}
+
+/// Drop the `# 0 "<built-in>"` section (the compiler's predefined macros) from
+/// directives-only output; the server's compiler predefines them itself, and keeping them
+/// makes every compile warn `"__STDC__" redefined`. The `<command-line>` section (the
+/// user's -D/-U) is kept.
+pub fn strip_builtin_section(text: Vec<u8>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len());
+    let mut skipping = false;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b"# ") || line.starts_with(b"#line ") {
+            if line_names(line, b"<built-in>") {
+                skipping = true;
+                continue;
+            }
+            if skipping && is_linemarker(line) {
+                skipping = false;
+            }
+        }
+        if !skipping {
+            out.extend_from_slice(line);
+        }
+    }
+    out
+}
+
+fn is_linemarker(line: &[u8]) -> bool {
+    let rest = &line[2..];
+    rest.first().is_some_and(|b| b.is_ascii_digit())
+}
+
+fn line_names(line: &[u8], name: &[u8]) -> bool {
+    is_linemarker(line) && line.windows(name.len() + 2).any(|w| w[0] == b'"' && &w[1..=name.len()] == name && w[name.len() + 1] == b'"')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_only_the_builtin_section() {
+        let input = b"# 0 \"foo.c\"\n# 0 \"/home/u/p//\"\n# 0 \"<built-in>\"\n#define __STDC__ 1\n#define __GNUC__ 12\n# 0 \"<command-line>\"\n#define FOO 1\n# 1 \"/usr/include/stdc-predef.h\" 1 3 4\n#define X 2\n# 0 \"<command-line>\" 2\n# 1 \"foo.c\"\nint x = FOO;\n";
+        let out = strip_builtin_section(input.to_vec());
+        let text = String::from_utf8(out).unwrap();
+        assert!(!text.contains("__STDC__"), "{text}");
+        assert!(!text.contains("<built-in>"), "{text}");
+        assert!(text.contains("#define FOO 1"));
+        assert!(text.contains("# 0 \"/home/u/p//\""));
+        assert!(text.contains("int x = FOO;"));
+        assert!(text.starts_with("# 0 \"foo.c\"\n"));
+    }
+
+    #[test]
+    fn leaves_text_without_builtins_alone() {
+        let input = b"# 1 \"a.c\"\nint main(void) { return 0; }\n".to_vec();
+        assert_eq!(strip_builtin_section(input.clone()), input);
+    }
+
+    #[test]
+    fn real_gcc_output_loses_builtins_and_keeps_user_macros() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("m.c"), "#include <stddef.h>\nint v = FOO + (int)sizeof(size_t);\n").unwrap();
+        let out = Command::new("gcc")
+            .args(["-E", "-fdirectives-only", "-DFOO=3", "m.c"])
+            .current_dir(t.path())
+            .output()
+            .expect("gcc");
+        assert!(out.status.success());
+        let text = String::from_utf8(strip_builtin_section(out.stdout)).unwrap();
+        assert!(!text.contains("#define __GNUC__"), "builtins left in");
+        assert!(text.contains("#define FOO 3"));
+        assert!(text.contains("int v = FOO"));
+    }
+}

@@ -1,0 +1,390 @@
+//! End to end: the real `hoardcc` binary → a private real OpenSSH sshd → `hoardcc serve`
+//! → real gcc, and stock distcc in both directions. Objects are compared byte for byte
+//! with local builds; fallbacks are checked for their one warning and their outputs.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use crate::support::{hoardcc_bin, run_with_timeout, wait_until, Distccd, Project, Sshd, SshdOptions};
+
+const T: Duration = Duration::from_secs(120);
+
+/// `hoardcc COMPILER ARGS…` in `dir`, isolated to `sshd`'s client HOME, with `hosts`.
+fn hoardcc(sshd: &Sshd, dir: &Path, hosts: &str, args: &[&str]) -> Command {
+    let mut cmd = Command::new(hoardcc_bin());
+    sshd.apply_env(&mut cmd);
+    cmd.current_dir(dir).env("HOARDCC_HOSTS", hosts).args(args);
+    cmd
+}
+
+fn ok(out: &Output, what: &str) {
+    assert!(
+        out.status.success(),
+        "{what} failed ({:?})\nstdout: {}\nstderr: {}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn gcc_local(compiler: &str, dir: &Path, args: &[&str]) -> Output {
+    let out = run_with_timeout(Command::new(compiler).current_dir(dir).args(args), T, "local compile");
+    ok(&out, "local compile");
+    out
+}
+
+/// Compile every source of `p` locally and through `compile`, and require identical objects.
+/// Each object is built in place (same cwd, same names) so paths in debug info agree.
+fn compare_objects(p: &Project, compiler: &str, flags: &[&str], compile: &dyn Fn(&[&str]) -> Output) {
+    let local_dir = p.dir().join("local-objs");
+    std::fs::create_dir_all(&local_dir).unwrap();
+    for (src, obj) in p.sources().iter().zip(p.objects()) {
+        let (src, obj) = (src.to_str().unwrap(), obj.to_str().unwrap().to_string());
+        let mut args: Vec<&str> = flags.to_vec();
+        args.extend(["-c", src, "-o", &obj]);
+        gcc_local(compiler, p.dir(), &args);
+        let local = std::fs::read(p.dir().join(&obj)).unwrap();
+        std::fs::remove_file(p.dir().join(&obj)).unwrap();
+        let out = compile(&args);
+        ok(&out, &format!("remote compile of {src}"));
+        let remote = std::fs::read(p.dir().join(&obj)).unwrap_or_else(|e| panic!("{obj} missing: {e}"));
+        assert!(local == remote, "{obj} differs from the local build with flags {flags:?} ({} vs {} bytes)", local.len(), remote.len());
+    }
+}
+
+fn joblog_lines(path: &Path) -> Vec<String> {
+    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+}
+
+/// Every job in the log ran remotely.
+fn assert_all_remote(log: &Path, n: usize) {
+    let lines = joblog_lines(log);
+    assert_eq!(lines.len(), n, "job log: {lines:#?}");
+    for l in &lines {
+        assert!(l.starts_with("remote\t"), "not remote: {l}");
+    }
+}
+
+#[test]
+fn c_objects_are_identical_with_and_without_g() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let p = Project::c_multi();
+    let log = p.dir().join("joblog");
+    for flags in [&["-O2"][..], &["-O2", "-g"][..], &["-O0", "-g3", "-DEXTRA=1"][..]] {
+        compare_objects(&p, "gcc", flags, &|args| {
+            let mut a = vec!["gcc"];
+            a.extend_from_slice(args);
+            let mut cmd = hoardcc(&sshd, p.dir(), "@hoardtest/4", &a);
+            cmd.env("HOARDCC_FALLBACK", "0").env("HOARDCC_JOBLOG", &log);
+            run_with_timeout(&mut cmd, T, "hoardcc gcc")
+        });
+    }
+    assert_all_remote(&log, 3 * p.sources().len());
+}
+
+#[test]
+fn cxx_objects_are_identical_with_and_without_g() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let p = Project::cxx_multi();
+    let log = p.dir().join("joblog");
+    for flags in [&["-O1", "-std=c++17"][..], &["-O2", "-g", "-std=c++17"][..]] {
+        compare_objects(&p, "g++", flags, &|args| {
+            let mut a = vec!["g++"];
+            a.extend_from_slice(args);
+            let mut cmd = hoardcc(&sshd, p.dir(), "@hoardtest/4", &a);
+            cmd.env("HOARDCC_FALLBACK", "0").env("HOARDCC_JOBLOG", &log);
+            run_with_timeout(&mut cmd, T, "hoardcc g++")
+        });
+    }
+    assert_all_remote(&log, 2 * p.sources().len());
+}
+
+/// A masquerade symlink named `gcc` finds the real gcc, and the linked program runs.
+#[test]
+fn masquerade_build_links_and_runs() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let p = Project::c_multi();
+    let masq = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(hoardcc_bin(), masq.path().join("gcc")).unwrap();
+    let path = format!("{}:{}", masq.path().display(), std::env::var("PATH").unwrap());
+    let log = p.dir().join("joblog");
+    for src in p.sources() {
+        let mut cmd = Command::new(masq.path().join("gcc"));
+        sshd.apply_env(&mut cmd);
+        cmd.current_dir(p.dir())
+            .env("PATH", &path)
+            .env("HOARDCC_HOSTS", "@hoardtest")
+            .env("HOARDCC_FALLBACK", "0")
+            .env("HOARDCC_JOBLOG", &log)
+            .args(["-O2", "-c", src.to_str().unwrap()]);
+        ok(&run_with_timeout(&mut cmd, T, "masquerade gcc"), "masquerade gcc -c");
+    }
+    assert_all_remote(&log, p.sources().len());
+    // Linking goes through the symlink too, and runs locally.
+    let objs: Vec<String> = p.objects().iter().map(|o| o.display().to_string()).collect();
+    let mut link = Command::new(masq.path().join("gcc"));
+    sshd.apply_env(&mut link);
+    link.current_dir(p.dir()).env("PATH", &path).env("HOARDCC_HOSTS", "@hoardtest").args(&objs).args(["-o", "prog"]);
+    ok(&run_with_timeout(&mut link, T, "link"), "link");
+    let run = run_with_timeout(&mut Command::new(p.dir().join("prog")), T, "prog");
+    assert_eq!(String::from_utf8_lossy(&run.stdout), p.expected_stdout());
+}
+
+/// Dependency files are written locally and match a local compile's exactly.
+#[test]
+fn dependency_files_match_local() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let p = Project::c_multi();
+    std::fs::create_dir(p.dir().join("obj")).unwrap();
+    let cases: &[&[&str]] = &[
+        &["-MD", "-c", "vec.c", "-o", "obj/vec.o"],
+        &["-MMD", "-MP", "-c", "vec.c", "-o", "obj/vec.o"],
+        &["-MMD", "-MF", "obj/deps.d", "-MT", "custom-target", "-c", "vec.c", "-o", "obj/vec.o"],
+        &["-Wp,-MD,obj/wp.d", "-c", "vec.c", "-o", "obj/vec.o"],
+        &["-MD", "-c", "vec.c"],
+    ];
+    for args in cases {
+        let d_files = ["obj/vec.d", "obj/deps.d", "obj/wp.d", "vec.d"];
+        let clean = || {
+            for f in d_files {
+                let _ = std::fs::remove_file(p.dir().join(f));
+            }
+        };
+        clean();
+        gcc_local("gcc", p.dir(), args);
+        let local: Vec<Option<Vec<u8>>> = d_files.iter().map(|f| std::fs::read(p.dir().join(f)).ok()).collect();
+        assert!(local.iter().any(Option::is_some), "local gcc wrote no .d for {args:?}");
+        clean();
+        let mut a = vec!["gcc"];
+        a.extend_from_slice(args);
+        let mut cmd = hoardcc(&sshd, p.dir(), "@hoardtest", &a);
+        cmd.env("HOARDCC_FALLBACK", "0");
+        ok(&run_with_timeout(&mut cmd, T, "hoardcc -MD"), "hoardcc with dependency flags");
+        let remote: Vec<Option<Vec<u8>>> = d_files.iter().map(|f| std::fs::read(p.dir().join(f)).ok()).collect();
+        for (i, f) in d_files.iter().enumerate() {
+            assert_eq!(
+                local[i].as_deref().map(String::from_utf8_lossy),
+                remote[i].as_deref().map(String::from_utf8_lossy),
+                "{f} for {args:?}"
+            );
+        }
+    }
+}
+
+/// A compile error on the server shows the compiler's own diagnostics and status, and
+/// leaves no object behind.
+#[test]
+fn remote_compile_error_matches_local_diagnostics() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.c"), "#define TWICE(x) ((x) + (x))\nint f(void) { return TWICE(undeclared_name); }\n#warning from cpp\n").unwrap();
+    let local = run_with_timeout(Command::new("gcc").current_dir(dir.path()).args(["-c", "bad.c", "-o", "bad.o"]), T, "local");
+    assert!(!local.status.success());
+    let log = dir.path().join("joblog");
+    let mut cmd = hoardcc(&sshd, dir.path(), "@hoardtest", &["gcc", "-c", "bad.c", "-o", "bad.o"]);
+    cmd.env("HOARDCC_FALLBACK", "0").env("HOARDCC_JOBLOG", &log);
+    let remote = run_with_timeout(&mut cmd, T, "hoardcc bad.c");
+    assert_eq!(remote.status.code(), local.status.code());
+    assert_eq!(String::from_utf8_lossy(&remote.stderr), String::from_utf8_lossy(&local.stderr));
+    assert!(!dir.path().join("bad.o").exists());
+    assert_all_remote(&log, 1);
+}
+
+/// With no host list at all, hoardcc compiles locally with exactly one warning line.
+#[test]
+fn no_hosts_compiles_locally_with_one_warning() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let p = Project::c_multi();
+    let mut cmd = Command::new(hoardcc_bin());
+    sshd.apply_env(&mut cmd);
+    cmd.current_dir(p.dir()).args(["gcc", "-c", "vec.c"]);
+    let out = run_with_timeout(&mut cmd, T, "no hosts");
+    ok(&out, "no hosts");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(err.contains("no hosts"), "{err}");
+    assert!(p.dir().join("vec.o").exists());
+}
+
+/// Distribution failures get exactly one local compile and one warning; with fallback off
+/// they exit with a distcc code and leave no output file.
+fn check_fallback(sshd: &Sshd, hosts: &str, expect_in_warning: &str, expect_code: std::ops::RangeInclusive<i32>) {
+    let p = Project::c_multi();
+    gcc_local("gcc", p.dir(), &["-O2", "-c", "vec.c", "-o", "vec.o"]);
+    let local = std::fs::read(p.dir().join("vec.o")).unwrap();
+    std::fs::remove_file(p.dir().join("vec.o")).unwrap();
+
+    let mut cmd = hoardcc(sshd, p.dir(), hosts, &["gcc", "-O2", "-c", "vec.c", "-o", "vec.o"]);
+    let out = run_with_timeout(&mut cmd, T, "fallback");
+    ok(&out, "fallback compile");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "one warning line expected: {err}");
+    assert!(err.contains("warning") && err.contains(expect_in_warning), "{err}");
+    assert_eq!(std::fs::read(p.dir().join("vec.o")).unwrap(), local);
+    std::fs::remove_file(p.dir().join("vec.o")).unwrap();
+
+    let mut cmd = hoardcc(sshd, p.dir(), hosts, &["gcc", "-O2", "-c", "vec.c", "-o", "vec.o"]);
+    cmd.env("HOARDCC_FALLBACK", "0");
+    let out = run_with_timeout(&mut cmd, T, "no fallback");
+    let code = out.status.code().unwrap_or(-1);
+    assert!(expect_code.contains(&code), "exit {code}, stderr {}", String::from_utf8_lossy(&out.stderr));
+    assert!(!p.dir().join("vec.o").exists(), "no output without fallback");
+    let leftovers: Vec<_> = std::fs::read_dir(p.dir()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".hoardcc")).collect();
+    assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
+}
+
+#[test]
+fn fallback_when_the_server_program_is_missing() {
+    let sshd = Sshd::start(SshdOptions::default());
+    check_fallback(&sshd, "@hoardtest:/nonexistent/bin/hoardcc", "hoardtest", 100..=120);
+}
+
+#[test]
+fn fallback_when_the_host_key_changed() {
+    let mut sshd = Sshd::start(SshdOptions::default());
+    sshd.replace_host_key();
+    check_fallback(&sshd, "@hoardtest", "host key", 119..=119);
+}
+
+#[test]
+fn fallback_when_the_server_refuses_the_compiler() {
+    let sshd = Sshd::start(SshdOptions::default());
+    // A client-side compiler name that the server's allow-list does not know.
+    let bin = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink("/usr/bin/gcc", bin.path().join("mycc")).unwrap();
+    let p = Project::c_multi();
+    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
+    let mut cmd = hoardcc(&sshd, p.dir(), "@hoardtest", &["mycc", "-c", "vec.c", "-o", "vec.o"]);
+    cmd.env("PATH", &path);
+    let out = run_with_timeout(&mut cmd, T, "refused");
+    ok(&out, "refused → local");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("refused") && err.lines().count() == 1, "{err}");
+    assert!(p.dir().join("vec.o").exists());
+    let mut cmd = hoardcc(&sshd, p.dir(), "@hoardtest", &["mycc", "-c", "vec.c", "-o", "vec2.o"]);
+    cmd.env("PATH", &path).env("HOARDCC_FALLBACK", "0");
+    let out = run_with_timeout(&mut cmd, T, "refused, no fallback");
+    assert_eq!(out.status.code(), Some(113), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!p.dir().join("vec2.o").exists());
+}
+
+/// The server process is killed while it compiles: the wrapper compiles locally once and
+/// the object is correct.
+#[test]
+fn fallback_when_the_server_is_killed_mid_job() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("slow.c"), slow_source()).unwrap();
+    gcc_local("gcc", dir.path(), &["-O2", "-c", "slow.c", "-o", "slow.o"]);
+    let local = std::fs::read(dir.path().join("slow.o")).unwrap();
+    std::fs::remove_file(dir.path().join("slow.o")).unwrap();
+
+    let mut cmd = hoardcc(&sshd, dir.path(), "@hoardtest", &["gcc", "-O2", "-c", "slow.c", "-o", "slow.o"]);
+    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let child = cmd.spawn().unwrap();
+    // Wait until the server's compiler is running, then kill the server process.
+    let user = sshd.login_user().to_string();
+    wait_until(T, "the remote cc1 to start", || {
+        Command::new("pgrep").args(["-u", &user, "-f", "cc1"]).output().map(|o| o.status.success()).unwrap_or(false)
+    });
+    let killed = Command::new("pkill").args(["-KILL", "-u", &user, "-f", "hoardcc serve"]).status().unwrap();
+    assert!(killed.success(), "no server process to kill");
+    let out = child.wait_with_output().unwrap();
+    ok(&out, "compile after the server was killed");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert_eq!(std::fs::read(dir.path().join("slow.o")).unwrap(), local);
+}
+
+/// A C file that takes gcc -O2 a few seconds.
+fn slow_source() -> String {
+    let mut s = String::from("#define R(x) x = (x * 1103515245u + 12345u) ^ (x >> 7);\n");
+    for f in 0..300 {
+        s.push_str(&format!("unsigned f{f}(unsigned x) {{ for (int i = 0; i < 64; i++) {{ R(x) R(x) R(x) R(x) if (x % {m} == 3) x += i; }} return x; }}\n", m = f + 7));
+    }
+    s
+}
+
+/// Stock distcc client → hoardcc acting as `distccd --inetd` over ssh.
+#[test]
+fn stock_distcc_client_to_hoardcc_server_over_ssh() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let p = Project::c_multi();
+    let hosts = format!("@hoardtest:{}", sshd.server_distccd().display());
+    compare_objects(&p, "gcc", &["-O2"], &|args| {
+        let mut cmd = Command::new("distcc");
+        sshd.apply_env(&mut cmd);
+        cmd.current_dir(p.dir())
+            .env("DISTCC_HOSTS", &hosts)
+            .env("DISTCC_SSH", sshd.distcc_ssh())
+            .env("DISTCC_FALLBACK", "0")
+            .env("DISTCC_SKIP_LOCAL_RETRY", "1")
+            .arg("gcc")
+            .args(args);
+        run_with_timeout(&mut cmd, T, "distcc → hoardcc")
+    });
+}
+
+/// hoardcc client → stock distccd over TCP, plain and with `,lzo`.
+#[test]
+fn hoardcc_client_to_stock_distccd_over_tcp() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let distccd = Distccd::start();
+    let p = Project::c_multi();
+    for opt in ["", ",lzo"] {
+        let hosts = format!("127.0.0.1:{}{opt}", distccd.port());
+        let log = p.dir().join(format!("joblog{opt}"));
+        compare_objects(&p, "gcc", &["-O2"], &|args| {
+            let mut a = vec!["gcc"];
+            a.extend_from_slice(args);
+            let mut cmd = hoardcc(&sshd, p.dir(), &hosts, &a);
+            cmd.env("HOARDCC_FALLBACK", "0").env("HOARDCC_JOBLOG", &log);
+            run_with_timeout(&mut cmd, T, "hoardcc → distccd")
+        });
+        assert_all_remote(&log, p.sources().len());
+    }
+}
+
+/// hoardcc client → stock `distccd --inetd` on an ssh exec channel, for a host whose sshd
+/// has no hoardcc subsystem.
+#[test]
+fn hoardcc_client_to_stock_distccd_over_ssh_exec() {
+    let sshd = Sshd::start(SshdOptions { subsystem: false, ..SshdOptions::default() });
+    let p = Project::cxx_multi();
+    let log = p.dir().join("joblog");
+    compare_objects(&p, "g++", &["-O2"], &|args| {
+        let mut a = vec!["g++"];
+        a.extend_from_slice(args);
+        let mut cmd = hoardcc(&sshd, p.dir(), "@hoardtest", &a);
+        cmd.env("HOARDCC_FALLBACK", "0").env("HOARDCC_JOBLOG", &log);
+        run_with_timeout(&mut cmd, T, "hoardcc → distccd --inetd")
+    });
+    assert_all_remote(&log, p.sources().len());
+}
+
+/// Objects with -gsplit-dwarf: the .dwo comes back and both files match a local build.
+#[test]
+fn split_dwarf_brings_the_dwo_back() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let p = Project::c_multi();
+    let args = ["-O2", "-g", "-gsplit-dwarf", "-c", "vec.c", "-o", "vec.o"];
+    gcc_local("gcc", p.dir(), &args);
+    let files = ["vec.o", "vec.dwo"];
+    let local: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(p.dir().join(f)).unwrap()).collect();
+    for f in files {
+        std::fs::remove_file(p.dir().join(f)).unwrap();
+    }
+    let mut a = vec!["gcc"];
+    a.extend_from_slice(&args);
+    let mut cmd = hoardcc(&sshd, p.dir(), "@hoardtest", &a);
+    cmd.env("HOARDCC_FALLBACK", "0");
+    ok(&run_with_timeout(&mut cmd, T, "split dwarf"), "split dwarf");
+    for (f, l) in files.iter().zip(local) {
+        let r = std::fs::read(p.dir().join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+        assert!(r == l, "{f} differs");
+    }
+}
+
+#[allow(dead_code)]
+fn _unused(_: PathBuf) {}
