@@ -209,6 +209,7 @@ pub fn prepare(
     map.push(workdir.root());
     map.push("=");
     args.push(map);
+    args.extend(client_prefix_maps(&job.args, workdir.root()));
     args.push(if job.assemble_only { "-S" } else { "-c" }.into());
     args.push(workdir.command_name(&job.source_name)?.into());
     args.push("-o".into());
@@ -227,9 +228,51 @@ pub fn prepare(
     })
 }
 
+/// Prefix maps that take the client's own `-fdebug-prefix-map=OLD=NEW` (and
+/// `-ffile-prefix-map=`) with an absolute OLD over to the job root: gcc applies only the
+/// first matching map, checking the last-given first, so these copies (`ROOT/OLD=NEW`)
+/// come after ours and win for paths under OLD, as the originals do on the client.
+fn client_prefix_maps(args: &[String], root: &Path) -> Vec<OsString> {
+    const MAPS: [&str; 2] = ["-fdebug-prefix-map=", "-ffile-prefix-map="];
+    args.iter()
+        .filter_map(|arg| {
+            let flag = MAPS.iter().find(|m| arg.starts_with(*m))?;
+            let value = &arg[flag.len()..];
+            if !value.starts_with('/') {
+                return None;
+            }
+            let mut out = OsString::from(*flag);
+            out.push(root);
+            out.push(value);
+            Some(out)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_prefix_maps_are_rebased_onto_the_root() {
+        let args: Vec<String> = [
+            "-g",
+            "-fdebug-prefix-map=/home/u=.",
+            "-ffile-prefix-map=/src=/x",
+            "-fdebug-prefix-map=rel=y",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        let maps = client_prefix_maps(&args, Path::new("/tmp/j/root"));
+        assert_eq!(
+            maps,
+            vec![
+                OsString::from("-fdebug-prefix-map=/tmp/j/root/home/u=."),
+                OsString::from("-ffile-prefix-map=/tmp/j/root/src=/x"),
+            ]
+        );
+    }
 
     #[test]
     fn default_name_rule() {

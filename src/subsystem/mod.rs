@@ -135,7 +135,8 @@ fn init_logging(log_file: Option<&std::path::Path>) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_target(false);
+        .with_target(false)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     let file = log_file.and_then(|p| {
         std::fs::OpenOptions::new()
             .create(true)
@@ -368,13 +369,7 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             let theirs = tokio::time::timeout(opts.hello_timeout, frame::read_hello(&mut input))
                 .await
                 .map_err(|_| ServeError::HandshakeTimeout(opts.hello_timeout))?
-                .map_err(|e| {
-                    let e = ServeError::from(e);
-                    if let ServeError::Garbage { preview } = &e {
-                        tracing::error!("garbage on stdin: \"{preview}\"");
-                    }
-                    e
-                })?;
+                .map_err(ServeError::from)?;
             let ours = our_hello(settings, opts);
             frame::write_hello(&mut output, &ours).await?;
             let version = frame::negotiate(&ours, &theirs)?;

@@ -161,6 +161,22 @@ fn expect_result(m: Message, id: u64) -> JobResult {
 async fn native_jobs_give_objects_identical_to_a_local_build() {
     let tmp = tempfile::tempdir().unwrap();
     let (proj, source, reference) = project(tmp.path());
+    let mapped_arg = format!("-fdebug-prefix-map={}=.", proj.display());
+    let st = Command::new("gcc")
+        .args([
+            "-g",
+            "-O2",
+            &mapped_arg,
+            "-c",
+            "src/foo.c",
+            "-o",
+            "mapped.o",
+        ])
+        .current_dir(&proj)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let mapped_reference = std::fs::read(proj.join("mapped.o")).unwrap();
     let (settings, opts) = (settings(tmp.path()), options(tmp.path()));
     let (mut c, sr, sw) = lane();
     let client = async {
@@ -190,6 +206,17 @@ async fn native_jobs_give_objects_identical_to_a_local_build() {
             c.send(&Message::Ping { nonce: 40 + id }).await;
             assert_eq!(c.answer().await, Message::Pong { nonce: 40 + id });
         }
+        // The client's own prefix map applies as it does locally.
+        let mut j = job(4, "gcc", &proj, "src/foo.c", &source);
+        j.args.push(mapped_arg.clone());
+        c.send(&Message::Job(j)).await;
+        let r = expect_result(c.answer().await, 4);
+        let object = r.outputs[0].data.unpack(MAX_BLOB).unwrap();
+        assert!(
+            object == mapped_reference,
+            "object with a client prefix map differs"
+        );
+        assert!(object != reference);
         c.hang_up();
     };
     let (served, ()) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
@@ -580,4 +607,39 @@ fn distccd_flags() {
     assert!(err.contains("daemon mode is not supported"), "{err}");
     assert!(parse_distccd_args(&a(&["distccd", "--inetd", "--daemon"])).is_err());
     assert!(parse_distccd_args(&a(&["distccd", "--inetd", "--log-file"])).is_err());
+}
+
+#[tokio::test]
+async fn success_without_the_output_is_a_server_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = bin.join("nooutcc");
+    std::fs::write(&fake, "#!/bin/sh\necho pretending >&2\nexit 0\n").unwrap();
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut settings = settings(tmp.path());
+    // An absolute entry pins the file, whatever the PATH says.
+    settings.compilers = vec![fake.display().to_string()];
+    let opts = options(tmp.path());
+    let (mut c, sr, sw) = lane();
+    let client = async {
+        c.hello().await;
+        c.send(&Message::Job(job(
+            3,
+            "nooutcc",
+            Path::new("/w"),
+            "a.c",
+            b"int x;\n",
+        )))
+        .await;
+        match c.answer().await {
+            Message::ServerError { id: 3, message } => {
+                assert!(message.contains("wrote no foo.o"), "{message}")
+            }
+            other => panic!("expected ServerError, got {other:?}"),
+        }
+        c.hang_up();
+    };
+    let (served, ()) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
+    served.unwrap();
 }
