@@ -1,0 +1,415 @@
+//! Stage: the wrapper's side of the mux socket (blocking, std only: the wrapper needs no
+//! async runtime for it). [`connect_or_spawn`] reaches the per-user mux daemon
+//! (`mux::daemon`) on `Paths::mux_socket()`, starting one if none answers — single flight
+//! under an exclusive `flock` on `runtime_dir/mux.lock`, so a `make -j64` start spawns one
+//! daemon — and replaces a mux of another version. [`MuxClient`] then carries one job:
+//! `reserve`, preprocess, `run`. Also the `hoardcc status` and `hoardcc mux --stop`
+//! commands. Neighbours: `wrapper` (caller), `proto::frame::blocking` (framing),
+//! `proto::msg` (the `MuxRequest`/`MuxReply` contract).
+
+use std::fs::File;
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::mux::daemon::mux_version;
+use crate::mux::status::{render_text, StatusReport};
+use crate::paths::{self, Paths};
+use crate::proto::frame::blocking;
+use crate::proto::msg::{Blob, JobSpec, MuxReply, MuxRequest};
+
+/// How long to wait for a freshly spawned (or replaced) mux to answer.
+pub const SPAWN_DEADLINE: Duration = Duration::from_secs(5);
+/// Read/write timeout for the short requests (Status, Stop) and for every write.
+const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// First and longest pause between connection attempts while a mux starts.
+const RETRY_FIRST: Duration = Duration::from_millis(5);
+const RETRY_MAX: Duration = Duration::from_millis(100);
+
+/// Failures talking to (or starting) the mux. Any of them makes the wrapper fall back to
+/// running the transport itself or compiling locally.
+#[derive(Debug, thiserror::Error)]
+pub enum MuxClientError {
+    /// The private runtime directory is unusable.
+    #[error("runtime directory: {0}")]
+    RuntimeDir(io::Error),
+    /// The spawn lock could not be taken.
+    #[error("cannot lock {path}: {source}")]
+    Lock {
+        /// The lock file.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// `hoardcc mux` could not be started.
+    #[error("cannot start the mux ({exe}): {source}")]
+    Spawn {
+        /// The executable run.
+        exe: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// The mux did not answer in time.
+    #[error("the mux did not come up on {path} within {secs} s")]
+    NotUp {
+        /// The socket.
+        path: PathBuf,
+        /// The deadline in seconds.
+        secs: u64,
+    },
+    /// No mux is running (status, stop).
+    #[error("no mux is running on {0}")]
+    NotRunning(PathBuf),
+    /// Socket I/O failed.
+    #[error("mux connection: {0}")]
+    Io(#[from] io::Error),
+    /// Framing or decoding failed.
+    #[error("mux protocol: {0}")]
+    Proto(#[from] crate::proto::Error),
+    /// The mux closed the connection (it died or shut down).
+    #[error("the mux closed the connection")]
+    Closed,
+    /// The mux answered something that does not fit the request.
+    #[error("unexpected reply from the mux: {0}")]
+    Unexpected(String),
+    /// The mux still speaks another version after being replaced.
+    #[error("the mux speaks version {0}, not {ours}", ours = mux_version())]
+    WrongVersion(String),
+}
+
+/// One wrapper connection to the mux (one job).
+pub struct MuxClient {
+    stream: UnixStream,
+    paths: Paths,
+    self_exe: PathBuf,
+}
+
+/// Connect to the running mux, or start `self_exe mux` and connect to it (single flight
+/// across processes; bounded by [`SPAWN_DEADLINE`]).
+///
+/// # Errors
+/// [`MuxClientError`] when no mux can be reached or started.
+pub fn connect_or_spawn(paths: &Paths, self_exe: &Path) -> Result<MuxClient, MuxClientError> {
+    let stream = connect_or_spawn_stream(paths, self_exe)?;
+    Ok(MuxClient {
+        stream,
+        paths: paths.clone(),
+        self_exe: self_exe.to_path_buf(),
+    })
+}
+
+fn connect_or_spawn_stream(paths: &Paths, self_exe: &Path) -> Result<UnixStream, MuxClientError> {
+    let socket = paths.mux_socket();
+    if let Some(s) = try_connect(&socket)? {
+        return Ok(s);
+    }
+    paths::ensure_private_dir(&paths.runtime_dir).map_err(MuxClientError::RuntimeDir)?;
+    let deadline = Instant::now() + SPAWN_DEADLINE;
+    let _lock = lock(
+        &paths.runtime_dir.join("mux.lock"),
+        deadline + SPAWN_DEADLINE,
+    )?;
+    // Someone may have started it while we waited for the lock.
+    if let Some(s) = try_connect(&socket)? {
+        return Ok(s);
+    }
+    // Nobody answers: whatever is at the path is stale (we hold the lock).
+    let _ = std::fs::remove_file(&socket);
+    let mut child = Command::new(self_exe)
+        .arg("mux")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|source| MuxClientError::Spawn {
+            exe: self_exe.to_path_buf(),
+            source,
+        })?;
+    let mut reaped = false;
+    let mut pause = RETRY_FIRST;
+    loop {
+        if !reaped {
+            // The spawned process forks and exits once its socket is bound.
+            if let Ok(Some(_)) = child.try_wait() {
+                reaped = true;
+            }
+        }
+        if let Some(s) = try_connect(&socket)? {
+            if !reaped {
+                // Reap it in the background of our own lifetime: it exits right away.
+                std::thread::spawn(move || {
+                    let _ = child.wait();
+                });
+            }
+            return Ok(s);
+        }
+        if Instant::now() >= deadline {
+            if !reaped {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            return Err(MuxClientError::NotUp {
+                path: socket,
+                secs: SPAWN_DEADLINE.as_secs(),
+            });
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(RETRY_MAX);
+    }
+}
+
+/// Connect if a mux answers; `None` when the socket is absent or refuses (stale).
+fn try_connect(socket: &Path) -> Result<Option<UnixStream>, MuxClientError> {
+    match UnixStream::connect(socket) {
+        Ok(s) => {
+            s.set_write_timeout(Some(SHORT_TIMEOUT))?;
+            Ok(Some(s))
+        }
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused
+            ) =>
+        {
+            Ok(None)
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Take the exclusive spawn lock, retrying until `deadline`.
+fn lock(path: &Path, deadline: Instant) -> Result<nix::fcntl::Flock<File>, MuxClientError> {
+    let lock_err = |source| MuxClientError::Lock {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(lock_err)?;
+    loop {
+        match nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusiveNonblock) {
+            Ok(l) => return Ok(l),
+            Err((f, nix::errno::Errno::EWOULDBLOCK)) if Instant::now() < deadline => {
+                file = f;
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            Err((_, e)) => return Err(lock_err(io::Error::from(e))),
+        }
+    }
+}
+
+/// Wait until the socket file is gone (an old mux shutting down), up to `deadline`.
+fn wait_socket_gone(socket: &Path, deadline: Instant) -> bool {
+    let mut pause = RETRY_FIRST;
+    while socket.exists() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(RETRY_MAX);
+    }
+    true
+}
+
+impl MuxClient {
+    /// A client on an already connected stream (tests, or a caller that connected itself).
+    pub fn from_stream(stream: UnixStream, paths: &Paths, self_exe: &Path) -> MuxClient {
+        MuxClient {
+            stream,
+            paths: paths.clone(),
+            self_exe: self_exe.to_path_buf(),
+        }
+    }
+
+    fn request(
+        &mut self,
+        req: &MuxRequest,
+        read_timeout: Option<Duration>,
+    ) -> Result<MuxReply, MuxClientError> {
+        self.stream.set_write_timeout(Some(SHORT_TIMEOUT))?;
+        blocking::write_message(&mut self.stream, req)?;
+        self.stream.set_read_timeout(read_timeout)?;
+        match blocking::read_message::<_, MuxReply>(&mut self.stream)? {
+            Some(r) => Ok(r),
+            None => Err(MuxClientError::Closed),
+        }
+    }
+
+    /// Ask for a slot for one job (`hosts_text`: the host list the wrapper resolved;
+    /// `file`: the source, for status). Waits in the mux's queue as long as it takes.
+    /// A mux of another version is stopped and replaced, once.
+    ///
+    /// Returns `Reserved`, `Local` or `Failed`. After `Local` keep the client open while
+    /// compiling locally: the local slot is held until it is dropped.
+    ///
+    /// # Errors
+    /// Socket or protocol failures, or a replacement that still has the wrong version.
+    pub fn reserve(&mut self, hosts_text: &str, file: &str) -> Result<MuxReply, MuxClientError> {
+        let req = MuxRequest::Reserve {
+            hosts: hosts_text.to_string(),
+            file: file.to_string(),
+            client_version: mux_version(),
+        };
+        match self.request(&req, None)? {
+            MuxReply::WrongVersion {
+                mux_version: theirs,
+            } => {
+                tracing::info!("the mux speaks {theirs}; replacing it");
+                self.replace()?;
+                match self.request(&req, None)? {
+                    MuxReply::WrongVersion { mux_version } => {
+                        Err(MuxClientError::WrongVersion(mux_version))
+                    }
+                    r => Ok(r),
+                }
+            }
+            r @ (MuxReply::Reserved { .. } | MuxReply::Local { .. } | MuxReply::Failed { .. }) => {
+                Ok(r)
+            }
+            other => Err(MuxClientError::Unexpected(
+                format!("{other:?}").chars().take(80).collect(),
+            )),
+        }
+    }
+
+    /// Stop the mux on this connection, wait for its socket to go, start ours.
+    fn replace(&mut self) -> Result<(), MuxClientError> {
+        let socket = self.paths.mux_socket();
+        let _ = self.request(&MuxRequest::Stop, Some(SHORT_TIMEOUT));
+        let deadline = Instant::now() + SPAWN_DEADLINE;
+        if !wait_socket_gone(&socket, deadline) {
+            return Err(MuxClientError::NotUp {
+                path: socket,
+                secs: SPAWN_DEADLINE.as_secs(),
+            });
+        }
+        self.stream = connect_or_spawn_stream(&self.paths, &self.self_exe)?;
+        Ok(())
+    }
+
+    /// Run the job on the reserved slot. No read timeout: the mux enforces the transport
+    /// timeouts, and a dead mux closes the socket.
+    ///
+    /// Returns `Done` or `Failed`.
+    ///
+    /// # Errors
+    /// Socket or protocol failures.
+    pub fn run(&mut self, spec: &JobSpec, source: &[u8]) -> Result<MuxReply, MuxClientError> {
+        let req = MuxRequest::Run {
+            spec: spec.clone(),
+            source: Blob::raw(source.to_vec()),
+        };
+        match self.request(&req, None)? {
+            r @ (MuxReply::Done(_) | MuxReply::Failed { .. }) => Ok(r),
+            other => Err(MuxClientError::Unexpected(
+                format!("{other:?}").chars().take(80).collect(),
+            )),
+        }
+    }
+
+    /// The mux's status document (JSON, see `mux::status::StatusReport`).
+    ///
+    /// # Errors
+    /// Socket or protocol failures.
+    pub fn status(&mut self) -> Result<String, MuxClientError> {
+        match self.request(&MuxRequest::Status, Some(SHORT_TIMEOUT))? {
+            MuxReply::Status { json } => Ok(json),
+            other => Err(MuxClientError::Unexpected(
+                format!("{other:?}").chars().take(80).collect(),
+            )),
+        }
+    }
+
+    /// Ask the mux to exit.
+    ///
+    /// # Errors
+    /// Socket or protocol failures.
+    pub fn stop(&mut self) -> Result<(), MuxClientError> {
+        match self.request(&MuxRequest::Stop, Some(SHORT_TIMEOUT))? {
+            MuxReply::Stopping => Ok(()),
+            other => Err(MuxClientError::Unexpected(
+                format!("{other:?}").chars().take(80).collect(),
+            )),
+        }
+    }
+}
+
+/// Connect to a running mux without starting one.
+fn connect_existing(paths: &Paths) -> Result<MuxClient, MuxClientError> {
+    let socket = paths.mux_socket();
+    match try_connect(&socket)? {
+        Some(stream) => Ok(MuxClient {
+            stream,
+            paths: paths.clone(),
+            self_exe: PathBuf::new(),
+        }),
+        None => Err(MuxClientError::NotRunning(socket)),
+    }
+}
+
+fn env_paths() -> Paths {
+    Paths::from_env(&|k: &str| std::env::var(k).ok())
+}
+
+/// `hoardcc status [--json]`: print the running mux's hosts, connections, lanes, jobs and
+/// per-host counters. Without a mux it says so (exit 0: nothing is wrong).
+pub fn status_main(json: bool) -> std::process::ExitCode {
+    let paths = env_paths();
+    let result = connect_existing(&paths).and_then(|mut c| c.status());
+    match result {
+        Ok(doc) if json => {
+            println!("{doc}");
+            std::process::ExitCode::SUCCESS
+        }
+        Ok(doc) => match StatusReport::from_json(&doc) {
+            Ok(r) => {
+                print!("{}", render_text(&r));
+                std::process::ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("hoardcc status: unreadable status from the mux: {e}");
+                crate::exit::ExitCode::ProtocolError.into()
+            }
+        },
+        Err(MuxClientError::NotRunning(p)) => {
+            if json {
+                println!("{{\"running\": false}}");
+            } else {
+                println!("no mux running ({})", p.display());
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hoardcc status: {e}");
+            crate::exit::ExitCode::ConnectFailed.into()
+        }
+    }
+}
+
+/// `hoardcc mux --stop`: ask the running mux to exit and wait until its socket is gone.
+pub fn stop_main() -> std::process::ExitCode {
+    let paths = env_paths();
+    match connect_existing(&paths).and_then(|mut c| c.stop()) {
+        Ok(()) => {
+            if wait_socket_gone(&paths.mux_socket(), Instant::now() + SPAWN_DEADLINE) {
+                eprintln!("hoardcc mux: stopped");
+            } else {
+                eprintln!("hoardcc mux: asked to stop; its socket is still there");
+            }
+            std::process::ExitCode::SUCCESS
+        }
+        Err(MuxClientError::NotRunning(_)) => {
+            eprintln!("hoardcc mux: not running");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hoardcc mux --stop: {e}");
+            crate::exit::ExitCode::ConnectFailed.into()
+        }
+    }
+}

@@ -1,0 +1,1347 @@
+//! Stage: the per-user mux daemon (`hoardcc mux`). It listens on the private Unix socket
+//! `Paths::mux_socket()`; each wrapper (`mux::client`) connects for one job: `Reserve`
+//! (the scheduler, `mux::scheduler`, picks a slot; the reply comes at once while the lane
+//! may still be connecting, so the wrapper preprocesses meanwhile), then `Run` (a lane
+//! from the pool, `mux::pool`, runs it through `mux::transport`; one retry on another
+//! lane or host; `Failed` makes the wrapper fall back to a local compile). The slot is
+//! freed when the wrapper's connection ends, whatever happens. The daemon exits after
+//! `mux.idle_timeout` without wrappers, on `Stop`, or on SIGTERM/SIGINT, closing every
+//! ssh connection and removing its socket.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::{UnixListener, UnixStream};
+use tokio::sync::Notify;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{self, Config};
+use crate::exit::ExitCode;
+use crate::hosts::{self, HostSpec};
+use crate::mux::pool::{Pool, PooledLane};
+use crate::mux::scheduler::{Grant, Outcome, SchedHandle, SlotGuard, Want};
+use crate::mux::ssh::SshSettings;
+use crate::mux::status::{HostReport, JobReport, StatusReport};
+use crate::mux::transport::{Completed, TransportError, Wire};
+use crate::paths::{self, Paths};
+use crate::proto::compress::MAX_BLOB;
+use crate::proto::frame::{self, MAX_FRAME};
+use crate::proto::msg::{
+    Blob, JobResult, JobSpec, MuxReply, MuxRequest, OutputFile, PROTOCOL_VERSION,
+};
+
+/// How long a wrapper may hold a reserved slot before sending `Run` (it is preprocessing).
+const RESERVED_TIMEOUT: Duration = Duration::from_secs(600);
+/// How long writing a reply to a wrapper may take.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a retry may wait for a slot on another host.
+const RETRY_WAIT: Duration = Duration::from_secs(5);
+/// Busy answers tolerated for one job before it is given up (the wrapper compiles locally).
+const MAX_BUSY_RETRIES: u32 = 8;
+/// How long running jobs get to finish after a shutdown request.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// The version a wrapper must match (crate version and protocol version): a wrapper of
+/// another build replaces the running mux.
+pub fn mux_version() -> String {
+    format!("{}+p{}", env!("CARGO_PKG_VERSION"), PROTOCOL_VERSION)
+}
+
+/// `hoardcc mux` options.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct MuxArgs {
+    /// Stay attached to the terminal (for a systemd user unit).
+    pub foreground: bool,
+    /// Ask the running mux to exit.
+    pub stop: bool,
+}
+
+/// Failures starting or running the daemon.
+#[derive(Debug, thiserror::Error)]
+pub enum DaemonError {
+    /// The config could not be loaded.
+    #[error("{0}")]
+    Config(#[from] config::ConfigError),
+    /// The runtime directory is unusable.
+    #[error("runtime directory: {0}")]
+    RuntimeDir(io::Error),
+    /// Another mux already serves the socket.
+    #[error("a mux is already running on {0}")]
+    AlreadyRunning(PathBuf),
+    /// The socket could not be bound.
+    #[error("cannot listen on {path}: {source}")]
+    Bind {
+        /// Socket path.
+        path: PathBuf,
+        /// The error.
+        source: io::Error,
+    },
+    /// Forking into the background failed.
+    #[error("cannot daemonize: {0}")]
+    Daemonize(String),
+    /// The tokio runtime could not start, or accepting failed.
+    #[error("{0}")]
+    Io(#[from] io::Error),
+}
+
+/// `hoardcc mux [--foreground] [--stop]`.
+pub fn main(args: MuxArgs) -> std::process::ExitCode {
+    if args.stop {
+        return crate::mux::client::stop_main();
+    }
+    let env = |k: &str| std::env::var(k).ok();
+    let paths = Paths::from_env(&env);
+    let config = match config::load(&paths, &env) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("hoardcc mux: {e}");
+            return ExitCode::BadArguments.into();
+        }
+    };
+    let socket = paths.mux_socket();
+    let listener = match paths::ensure_private_dir(&paths.runtime_dir)
+        .map_err(DaemonError::RuntimeDir)
+        .and_then(|()| bind_socket(&socket))
+    {
+        Ok(l) => l,
+        Err(DaemonError::AlreadyRunning(p)) => {
+            eprintln!("hoardcc mux: already running on {}", p.display());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("hoardcc mux: {e}");
+            return ExitCode::BindFailed.into();
+        }
+    };
+    if args.foreground {
+        init_logging();
+    } else {
+        match daemonize(&paths, listener.as_raw_fd()) {
+            Ok(true) => return std::process::ExitCode::SUCCESS, // the parent
+            Ok(false) => init_logging(),
+            Err(e) => {
+                eprintln!("hoardcc mux: {e}");
+                let _ = std::fs::remove_file(&socket);
+                return ExitCode::DistccFailed.into();
+            }
+        }
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("cannot start the runtime: {e}");
+            let _ = std::fs::remove_file(&socket);
+            return ExitCode::DistccFailed.into();
+        }
+    };
+    let result = runtime.block_on(async move {
+        listener.set_nonblocking(true)?;
+        let listener = UnixListener::from_std(listener)?;
+        let shutdown = CancellationToken::new();
+        spawn_signal_watch(shutdown.clone());
+        run(listener, config, shutdown).await
+    });
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("mux: {e}");
+            ExitCode::DistccFailed.into()
+        }
+    }
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOARDCC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .with_ansi(false)
+        .try_init();
+}
+
+fn spawn_signal_watch(shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+        ) else {
+            return;
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: exiting"),
+            _ = int.recv() => tracing::info!("SIGINT: exiting"),
+            _ = shutdown.cancelled() => return,
+        }
+        shutdown.cancel();
+    });
+}
+
+/// Bind the socket, replacing a stale one (nobody answers on it). A live mux on it is
+/// [`DaemonError::AlreadyRunning`].
+pub fn bind_socket(path: &Path) -> Result<std::os::unix::net::UnixListener, DaemonError> {
+    match std::os::unix::net::UnixListener::bind(path) {
+        Ok(l) => return Ok(l),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => {}
+        Err(source) => {
+            return Err(DaemonError::Bind {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    }
+    match std::os::unix::net::UnixStream::connect(path) {
+        Ok(_) => Err(DaemonError::AlreadyRunning(path.to_path_buf())),
+        Err(_) => {
+            let _ = std::fs::remove_file(path);
+            std::os::unix::net::UnixListener::bind(path).map_err(|source| DaemonError::Bind {
+                path: path.to_path_buf(),
+                source,
+            })
+        }
+    }
+}
+
+/// Fork into the background: the parent returns `Ok(true)` (the socket is already bound,
+/// so a client can connect as soon as it exits); the child starts a new session, moves
+/// to `/`, closes every inherited descriptor but `keep_fd` (make's jobserver pipes, the
+/// caller's stdout/stderr), and points stdin at /dev/null and stdout/stderr at the log.
+fn daemonize(paths: &Paths, keep_fd: RawFd) -> Result<bool, DaemonError> {
+    let fail =
+        |what: &str, e: &dyn std::fmt::Display| DaemonError::Daemonize(format!("{what}: {e}"));
+    let _ = std::fs::create_dir_all(&paths.state_dir);
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(paths.mux_log())
+        .or_else(|_| std::fs::OpenOptions::new().write(true).open("/dev/null"))
+        .map_err(|e| fail("log file", &e))?;
+    let null = std::fs::File::open("/dev/null").map_err(|e| fail("/dev/null", &e))?;
+    // SAFETY: called before any thread is started (no runtime yet); the child only runs
+    // async-signal-safe work until it continues as a normal single-threaded process.
+    match unsafe { nix::unistd::fork() }.map_err(|e| fail("fork", &e))? {
+        nix::unistd::ForkResult::Parent { .. } => return Ok(true),
+        nix::unistd::ForkResult::Child => {}
+    }
+    nix::unistd::setsid().map_err(|e| fail("setsid", &e))?;
+    nix::unistd::chdir("/").map_err(|e| fail("chdir /", &e))?;
+    nix::unistd::dup2_stdin(&null).map_err(|e| fail("stdin", &e))?;
+    nix::unistd::dup2_stdout(&log).map_err(|e| fail("stdout", &e))?;
+    nix::unistd::dup2_stderr(&log).map_err(|e| fail("stderr", &e))?;
+    drop(null);
+    drop(log);
+    close_inherited_fds(&[0, 1, 2, keep_fd]);
+    Ok(false)
+}
+
+/// Close every open descriptor not in `keep`.
+fn close_inherited_fds(keep: &[RawFd]) {
+    let listed: Option<Vec<RawFd>> = std::fs::read_dir("/proc/self/fd").ok().map(|dir| {
+        dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse().ok())
+            .collect()
+    });
+    let fds = listed.unwrap_or_else(|| (0..4096).collect());
+    for fd in fds {
+        if keep.contains(&fd) {
+            continue;
+        }
+        // The directory's own descriptor is already closed: fcntl fails and we skip it.
+        if nix::fcntl::fcntl(
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+            nix::fcntl::FcntlArg::F_GETFD,
+        )
+        .is_err()
+        {
+            continue;
+        }
+        // SAFETY: the descriptor is open and nothing in this process owns it any more.
+        drop(unsafe { OwnedFd::from_raw_fd(fd) });
+    }
+}
+
+/// Counts connected wrappers; wakes the accept loop when the count changes.
+struct Activity {
+    active: Mutex<(u32, Instant)>,
+    changed: Notify,
+}
+
+struct Active<'a>(&'a Activity);
+
+impl Activity {
+    fn enter(&self) -> Active<'_> {
+        let mut g = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 += 1;
+        g.1 = Instant::now();
+        self.changed.notify_one();
+        Active(self)
+    }
+
+    fn count(&self) -> u32 {
+        self.active.lock().unwrap_or_else(|p| p.into_inner()).0
+    }
+
+    /// When the daemon may exit for idleness (no wrappers since then + `timeout`).
+    fn idle_deadline(&self, timeout: Duration) -> Option<Instant> {
+        let g = self.active.lock().unwrap_or_else(|p| p.into_inner());
+        (g.0 == 0).then(|| g.1 + timeout)
+    }
+}
+
+impl Drop for Active<'_> {
+    fn drop(&mut self) {
+        let mut g = self.0.active.lock().unwrap_or_else(|p| p.into_inner());
+        g.0 -= 1;
+        g.1 = Instant::now();
+        self.0.changed.notify_one();
+    }
+}
+
+struct JobInfo {
+    file: String,
+    state: &'static str,
+    host: Option<String>,
+    since: Instant,
+}
+
+struct Daemon {
+    sched: Arc<SchedHandle>,
+    pool: Pool,
+    shutdown: CancellationToken,
+    activity: Activity,
+    jobs: Mutex<HashMap<u64, JobInfo>>,
+    started: Instant,
+}
+
+/// A reserved remote slot and what the wrapper was told.
+struct Held {
+    guard: SlotGuard,
+    spec: HostSpec,
+    wire: Wire,
+    /// The job's hosts, for a retry elsewhere.
+    hosts: Vec<HostSpec>,
+}
+
+/// Serve wrappers on `listener` until `shutdown` is cancelled, a `Stop` arrives, or no
+/// wrapper was connected for `config.mux.idle_timeout`. Uses the process environment
+/// (`HOME`, `SSH_AUTH_SOCK`, `USER`) for ssh settings. On return every ssh connection is
+/// closed and the socket file (if it is still this listener's) is removed.
+///
+/// # Errors
+/// Accepting on the listener failed.
+pub async fn run(
+    listener: UnixListener,
+    config: Config,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let env = |k: &str| std::env::var(k).ok();
+    let home = Paths::from_env(&env)
+        .home
+        .unwrap_or_else(|| PathBuf::from("/"));
+    let settings = SshSettings::from_config(&config, &env, home);
+    run_with(listener, config, settings, shutdown).await
+}
+
+/// [`run`] with explicit ssh settings (tests point `home` at a temporary directory).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with(
+    listener: UnixListener,
+    config: Config,
+    settings: SshSettings,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    let socket = listener
+        .local_addr()
+        .ok()
+        .and_then(|a| a.as_pathname().map(Path::to_path_buf));
+    let socket_ino = socket
+        .as_ref()
+        .and_then(|p| std::fs::metadata(p).ok())
+        .map(|m| (m.dev(), m.ino()));
+    let tracker = TaskTracker::new();
+    let sched = SchedHandle::new(config.backoff);
+    let pool_token = CancellationToken::new();
+    let pool = Pool::new(
+        settings,
+        config.mux.channels_per_connection,
+        Some(sched.clone()),
+        pool_token.clone(),
+        tracker.clone(),
+    );
+    let idle_timeout = config.mux.idle_timeout;
+    let daemon = Arc::new(Daemon {
+        sched,
+        pool: pool.clone(),
+        shutdown: shutdown.clone(),
+        activity: Activity {
+            active: Mutex::new((0, Instant::now())),
+            changed: Notify::new(),
+        },
+        jobs: Mutex::new(HashMap::new()),
+        started: Instant::now(),
+    });
+    tracing::info!(socket = ?socket, version = %mux_version(), "mux listening");
+    let next_conn = AtomicU64::new(1);
+    let mut result = Ok(());
+    loop {
+        let deadline = daemon.activity.idle_deadline(idle_timeout);
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let id = next_conn.fetch_add(1, Ordering::SeqCst);
+                    let d = daemon.clone();
+                    tracker.spawn(async move { serve_wrapper(d, stream, id).await });
+                    // Count it at once, so the idle check below sees it.
+                    tokio::task::yield_now().await;
+                }
+                Err(e) if is_transient_accept_error(&e) => {
+                    tracing::warn!("accept: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => {
+                    result = Err(DaemonError::Io(e));
+                    break;
+                }
+            },
+            _ = daemon.activity.changed.notified() => {}
+            _ = sleep_until_opt(deadline) => {
+                if daemon.activity.idle_deadline(idle_timeout).is_some_and(|d| d <= Instant::now()) {
+                    tracing::info!("idle for {idle_timeout:?}: exiting");
+                    break;
+                }
+            }
+        }
+    }
+    // Stop taking wrappers first: the socket goes away before connections are closed, so
+    // a new mux can start while this one winds down.
+    drop(listener);
+    if let (Some(path), Some(ino)) = (&socket, socket_ino) {
+        if std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino())) == Some(ino) {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+    shutdown.cancel();
+    tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some wrapper tasks did not finish in time");
+    }
+    pool.shutdown().await;
+    tracing::info!("mux stopped");
+    result
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(d) => tokio::time::sleep_until(d).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn is_transient_accept_error(e: &io::Error) -> bool {
+    matches!(
+        e.raw_os_error(),
+        Some(
+            libc_errno::EMFILE
+                | libc_errno::ENFILE
+                | libc_errno::ENOBUFS
+                | libc_errno::ENOMEM
+                | libc_errno::ECONNABORTED
+        )
+    )
+}
+
+mod libc_errno {
+    pub const EMFILE: i32 = nix::errno::Errno::EMFILE as i32;
+    pub const ENFILE: i32 = nix::errno::Errno::ENFILE as i32;
+    pub const ENOBUFS: i32 = nix::errno::Errno::ENOBUFS as i32;
+    pub const ENOMEM: i32 = nix::errno::Errno::ENOMEM as i32;
+    pub const ECONNABORTED: i32 = nix::errno::Errno::ECONNABORTED as i32;
+}
+
+fn failed(message: impl Into<String>, code: ExitCode) -> MuxReply {
+    MuxReply::Failed {
+        message: message.into(),
+        exit_code: code.code(),
+    }
+}
+
+/// One wrapper connection: requests until it closes. Everything it holds (slot, job
+/// entry) is released on return.
+async fn serve_wrapper(d: Arc<Daemon>, stream: UnixStream, id: u64) {
+    let _active = d.activity.enter();
+    let (mut rd, mut wr) = stream.into_split();
+    let mut held: Option<Held> = None;
+    let mut local: Option<SlotGuard> = None;
+    loop {
+        let wait = if held.is_some() {
+            RESERVED_TIMEOUT
+        } else {
+            Duration::MAX
+        };
+        let frame = tokio::select! {
+            f = tokio::time::timeout(wait, frame::read_frame(&mut rd, MAX_FRAME)) => f,
+            _ = d.shutdown.cancelled() => break,
+        };
+        let req: MuxRequest = match frame {
+            Ok(Ok(Some(bytes))) => match frame::decode(&bytes) {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!("wrapper {id}: bad request: {e}");
+                    break;
+                }
+            },
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
+                tracing::debug!("wrapper {id}: {e}");
+                break;
+            }
+            Err(_) => {
+                tracing::warn!(
+                    "wrapper {id}: no Run within {RESERVED_TIMEOUT:?} of Reserve; freeing the slot"
+                );
+                break;
+            }
+        };
+        let mut stop = false;
+        let reply = match req {
+            MuxRequest::Reserve {
+                hosts,
+                file,
+                client_version,
+            } => {
+                if client_version != mux_version() {
+                    MuxReply::WrongVersion {
+                        mux_version: mux_version(),
+                    }
+                } else {
+                    drop(held.take());
+                    drop(local.take());
+                    let r = tokio::select! {
+                        r = d.reserve(id, &hosts, &file, &mut held, &mut local) => r,
+                        _ = d.shutdown.cancelled() => break,
+                    };
+                    r
+                }
+            }
+            MuxRequest::Run { spec, source } => {
+                // The wrapper says nothing while its job runs: anything on the socket,
+                // its end included, means it is gone, and the job (and slot) go too.
+                let r = tokio::select! {
+                    r = d.run_job(id, held.take(), spec, source) => r,
+                    _ = wrapper_gone(&mut rd) => {
+                        tracing::info!("wrapper {id} went away during its job");
+                        break;
+                    }
+                    _ = d.shutdown.cancelled() => break,
+                };
+                r
+            }
+            MuxRequest::Status => MuxReply::Status {
+                json: d.status().to_json(),
+            },
+            MuxRequest::Stop => {
+                stop = true;
+                MuxReply::Stopping
+            }
+        };
+        let sent = tokio::time::timeout(
+            REPLY_TIMEOUT,
+            frame::write_frame(&mut wr, &frame::encode(&reply)),
+        )
+        .await;
+        if stop {
+            tracing::info!("stop requested");
+            d.shutdown.cancel();
+            break;
+        }
+        if !matches!(sent, Ok(Ok(()))) {
+            break;
+        }
+    }
+    d.jobs.lock().unwrap_or_else(|p| p.into_inner()).remove(&id);
+}
+
+/// Returns when the wrapper closes its end (or sends something mid-job).
+async fn wrapper_gone(rd: &mut tokio::net::unix::OwnedReadHalf) {
+    use tokio::io::AsyncReadExt;
+    let mut b = [0u8; 1];
+    let _ = rd.read(&mut b).await;
+}
+
+impl Daemon {
+    fn set_job(&self, id: u64, file: Option<&str>, state: &'static str, host: Option<&str>) {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let entry = jobs.entry(id).or_insert_with(|| JobInfo {
+            file: String::new(),
+            state,
+            host: None,
+            since: Instant::now(),
+        });
+        if let Some(f) = file {
+            entry.file = f.to_string();
+        }
+        entry.state = state;
+        entry.host = host.map(str::to_string);
+        entry.since = Instant::now();
+    }
+
+    /// Parse the host list, register and warm its hosts, and wait for a slot.
+    async fn reserve(
+        &self,
+        id: u64,
+        hosts_text: &str,
+        file: &str,
+        held: &mut Option<Held>,
+        local: &mut Option<SlotGuard>,
+    ) -> MuxReply {
+        let list = match hosts::parse(hosts_text) {
+            Ok(l) => l,
+            Err(e) => return failed(format!("host list: {e}"), ExitCode::BadHostspec),
+        };
+        let ordered = list.ordered(id);
+        let remotes: Vec<HostSpec> = ordered.iter().filter(|h| !h.is_local()).cloned().collect();
+        let local_limit = list.local_slots.unwrap_or_else(|| {
+            ordered
+                .iter()
+                .filter(|h| h.is_local())
+                .map(|h| h.slots)
+                .sum()
+        });
+        let keys = self
+            .sched
+            .with(|s| remotes.iter().map(|h| s.register(h)).collect::<Vec<_>>());
+        for h in &remotes {
+            self.pool.warm(h);
+        }
+        self.set_job(id, Some(file), "queued", None);
+        let want = Want {
+            remotes: keys,
+            local_limit,
+        };
+        match self.sched.acquire(want).await {
+            Ok(guard) => match guard.grant().clone() {
+                Grant::Remote(key) => {
+                    let spec = remotes
+                        .iter()
+                        .find(|h| h.key() == key)
+                        .cloned()
+                        .expect("granted host is in the list");
+                    let wire = self.pool.wire(&spec);
+                    self.set_job(id, None, "reserved", Some(&key));
+                    *held = Some(Held {
+                        guard,
+                        spec,
+                        wire,
+                        hosts: remotes,
+                    });
+                    MuxReply::Reserved { host: key, wire }
+                }
+                Grant::Local => {
+                    self.set_job(id, None, "local", None);
+                    *local = Some(guard);
+                    MuxReply::Local {
+                        reason: "every remote slot is busy; a local slot is free".into(),
+                    }
+                }
+            },
+            Err(why) => {
+                self.set_job(id, None, "local", None);
+                MuxReply::Local { reason: why }
+            }
+        }
+    }
+
+    /// Run the job on the reserved host's lane; one retry on another lane or host; Busy
+    /// answers reschedule without penalty.
+    async fn run_job(&self, id: u64, held: Option<Held>, spec: JobSpec, source: Blob) -> MuxReply {
+        let Some(mut held) = held else {
+            return failed(
+                "Run without a reserved remote slot on this connection",
+                ExitCode::ProtocolError,
+            );
+        };
+        let source = match source.into_unpacked(MAX_BLOB) {
+            Ok(s) => s,
+            Err(e) => {
+                return failed(
+                    format!("bad source from the wrapper: {e}"),
+                    ExitCode::ProtocolError,
+                )
+            }
+        };
+        let mut failures = 0u32;
+        let mut busy = 0u32;
+        let mut last: (String, ExitCode);
+        loop {
+            let key = held.spec.key();
+            self.set_job(id, None, "running", Some(&key));
+            let start = Instant::now();
+            let mut pl: PooledLane = match self.pool.checkout(&held.spec).await {
+                Ok(pl) => pl,
+                Err(e) => {
+                    tracing::warn!(host = %key, "no lane: {e}");
+                    held.guard.set_outcome(Outcome::Failed);
+                    failures += 1;
+                    last = (e.message.clone(), e.exit_code);
+                    match self.retry_elsewhere(held, failures).await {
+                        Some(h) => {
+                            held = h;
+                            continue;
+                        }
+                        None => break,
+                    }
+                }
+            };
+            if pl.lane.wire() != held.wire {
+                self.pool.checkin(pl);
+                return failed(
+                    format!(
+                        "{key} turned out to speak {:?}, not {:?}; compile locally this time",
+                        self.pool.wire(&held.spec),
+                        held.wire
+                    ),
+                    ExitCode::ProtocolError,
+                );
+            }
+            match pl.lane.run(&spec, &source).await {
+                Ok(done) => {
+                    self.pool.checkin(pl);
+                    held.guard.set_outcome(Outcome::Ok {
+                        elapsed: start.elapsed(),
+                    });
+                    return MuxReply::Done(job_result(done));
+                }
+                Err(e @ TransportError::Refused { .. }) => {
+                    self.pool.checkin(pl);
+                    return failed(e.to_string(), e.exit_code());
+                }
+                Err(e @ TransportError::Busy { .. }) => {
+                    self.pool.checkin(pl);
+                    busy += 1;
+                    held.guard.set_outcome(Outcome::Busy);
+                    if busy > MAX_BUSY_RETRIES {
+                        return failed(e.to_string(), e.exit_code());
+                    }
+                    tracing::debug!(host = %key, "busy: rescheduling");
+                    let Held {
+                        guard, wire, hosts, ..
+                    } = held;
+                    drop(guard);
+                    match self.reacquire(&hosts, wire, None, None).await {
+                        Some(h) => held = h,
+                        None => return failed(e.to_string(), e.exit_code()),
+                    }
+                }
+                Err(e) => {
+                    let reused = pl.reused;
+                    drop(pl);
+                    failures += 1;
+                    last = (e.to_string(), e.exit_code());
+                    if failures >= 2 {
+                        held.guard.set_outcome(Outcome::Failed);
+                        break;
+                    }
+                    tracing::info!(host = %key, "job failed on a lane: {e}; retrying");
+                    if reused && pl_was_stale(&e) {
+                        continue; // a hoarded lane went stale: same host, fresh lane
+                    }
+                    held.guard.set_outcome(Outcome::Failed);
+                    match self.retry_elsewhere(held, failures).await {
+                        Some(h) => held = h,
+                        None => break,
+                    }
+                }
+            }
+        }
+        failed(last.0, last.1)
+    }
+
+    /// After a failure on `held`'s host: release it (backing it off) and take a slot on
+    /// another host speaking the same wire, if one frees up soon. `None`: give up.
+    async fn retry_elsewhere(&self, held: Held, failures: u32) -> Option<Held> {
+        if failures >= 2 {
+            return None;
+        }
+        let Held {
+            guard,
+            spec,
+            wire,
+            hosts,
+        } = held;
+        let failed_key = spec.key();
+        drop(guard);
+        self.reacquire(&hosts, wire, Some(&failed_key), Some(RETRY_WAIT))
+            .await
+    }
+
+    /// A slot on one of `hosts` speaking `wire` (not `exclude`), waiting at most `wait`
+    /// (or as long as the queue takes).
+    async fn reacquire(
+        &self,
+        hosts: &[HostSpec],
+        wire: Wire,
+        exclude: Option<&str>,
+        wait: Option<Duration>,
+    ) -> Option<Held> {
+        let candidates: Vec<&HostSpec> = hosts
+            .iter()
+            .filter(|h| Some(h.key().as_str()) != exclude && self.pool.wire(h) == wire)
+            .collect();
+        if candidates.is_empty() {
+            return None;
+        }
+        let want = Want {
+            remotes: candidates.iter().map(|h| h.key()).collect(),
+            local_limit: 0,
+        };
+        let acquired = match wait {
+            Some(w) => tokio::time::timeout(w, self.sched.acquire(want))
+                .await
+                .ok()?,
+            None => self.sched.acquire(want).await,
+        };
+        let guard = acquired.ok()?;
+        let key = guard.host()?.to_string();
+        let spec = candidates
+            .iter()
+            .find(|h| h.key() == key)
+            .map(|h| (*h).clone())?;
+        Some(Held {
+            guard,
+            spec,
+            wire,
+            hosts: hosts.to_vec(),
+        })
+    }
+
+    fn status(&self) -> StatusReport {
+        let now = Instant::now();
+        let pool = self.pool.status();
+        let (hosts, queued, local_running) = self.sched.with(|s| {
+            let hosts: Vec<HostReport> = s
+                .hosts()
+                .map(|(key, h)| {
+                    let p = pool.iter().find(|p| &p.host == key);
+                    let lanes = p.map_or(0, |p| p.lanes);
+                    let idle = p.map_or(0, |p| p.idle);
+                    HostReport {
+                        host: key.clone(),
+                        slots: h.spec.slots,
+                        server_slots: h.server_slots,
+                        running: h.running,
+                        connections: p.map_or(0, |p| p.connections),
+                        lanes,
+                        idle_lanes: idle,
+                        busy_lanes: lanes.saturating_sub(idle),
+                        wire: p.and_then(|p| p.wire).map(|w| wire_name(w).to_string()),
+                        jobs_ok: h.jobs_ok,
+                        jobs_failed: h.jobs_failed,
+                        jobs_busy: h.jobs_busy,
+                        mean_ms: h.mean_ms(),
+                        ewma_ms: h.ewma_ms.map(|m| m as u64),
+                        backoff_remaining_ms: h
+                            .backoff_until
+                            .filter(|t| *t > now)
+                            .map(|t| (t - now).as_millis() as u64),
+                        last_error: p.and_then(|p| p.last_error.clone()),
+                    }
+                })
+                .collect();
+            (hosts, s.queued() as u32, s.local_running())
+        });
+        let jobs = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|j| JobReport {
+                file: j.file.clone(),
+                state: j.state.to_string(),
+                host: j.host.clone(),
+                secs: (now - j.since).as_secs_f64(),
+            })
+            .collect();
+        StatusReport {
+            version: mux_version(),
+            pid: std::process::id(),
+            uptime_secs: (now - self.started).as_secs(),
+            wrappers: self.activity.count(),
+            queued,
+            local_running,
+            hosts,
+            jobs,
+        }
+    }
+}
+
+/// A failure that says the lane (not the host) went bad: retry on a fresh lane.
+fn pl_was_stale(e: &TransportError) -> bool {
+    matches!(
+        e,
+        TransportError::Closed | TransportError::Proto(crate::proto::Error::Io(_))
+    )
+}
+
+fn wire_name(w: Wire) -> &'static str {
+    match w {
+        Wire::Native => "native",
+        Wire::Distcc { lzo: false } => "distcc",
+        Wire::Distcc { lzo: true } => "distcc+lzo",
+    }
+}
+
+/// The wrapper-facing result of a completed job (raw blobs: the socket is local).
+fn job_result(c: Completed) -> JobResult {
+    JobResult {
+        id: 0,
+        exit_code: c.exit_code,
+        stdout: Blob::raw(c.stdout),
+        stderr: Blob::raw(c.stderr),
+        outputs: c
+            .outputs
+            .into_iter()
+            .map(|(name, data)| OutputFile {
+                name,
+                data: Blob::raw(data),
+            })
+            .collect(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::mux::client::MuxClient;
+    use crate::proto::distcc::{self, DistccResponse};
+    use std::sync::atomic::AtomicU32;
+    use tokio::net::TcpListener;
+
+    const WAIT: Duration = Duration::from_secs(10);
+
+    /// A tiny stock distccd: answers each request with `OBJ:` + the source, after `delay`,
+    /// counting jobs and the most it ever ran at once.
+    struct FakeDistccd {
+        port: u16,
+        jobs: Arc<AtomicU32>,
+        max_concurrent: Arc<AtomicU32>,
+    }
+
+    async fn fake_distccd(delay: Duration) -> FakeDistccd {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let jobs = Arc::new(AtomicU32::new(0));
+        let max_concurrent = Arc::new(AtomicU32::new(0));
+        let current = Arc::new(AtomicU32::new(0));
+        let (j, m) = (jobs.clone(), max_concurrent.clone());
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut s, _)) = listener.accept().await else {
+                    return;
+                };
+                let (j, m, c) = (j.clone(), m.clone(), current.clone());
+                tokio::spawn(async move {
+                    let Ok(req) = distcc::read_request(&mut s).await else {
+                        return;
+                    };
+                    let now = c.fetch_add(1, Ordering::SeqCst) + 1;
+                    m.fetch_max(now, Ordering::SeqCst);
+                    tokio::time::sleep(delay).await;
+                    let mut doto = b"OBJ:".to_vec();
+                    doto.extend_from_slice(&req.doti);
+                    let resp = DistccResponse {
+                        version: req.version,
+                        status: 0,
+                        stderr: b"warn\n".to_vec(),
+                        stdout: Vec::new(),
+                        doto,
+                    };
+                    c.fetch_sub(1, Ordering::SeqCst);
+                    j.fetch_add(1, Ordering::SeqCst);
+                    let _ = distcc::write_response(&mut s, &resp).await;
+                });
+            }
+        });
+        FakeDistccd {
+            port,
+            jobs,
+            max_concurrent,
+        }
+    }
+
+    /// A port nobody listens on.
+    async fn dead_port() -> u16 {
+        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    struct Mux {
+        _dir: tempfile::TempDir,
+        socket: PathBuf,
+        paths: Paths,
+        shutdown: CancellationToken,
+        task: tokio::task::JoinHandle<Result<(), DaemonError>>,
+    }
+
+    fn start(idle: Duration, backoff: Duration) -> Mux {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("mux.sock");
+        let listener = UnixListener::bind(&socket).unwrap();
+        let mut config = Config::default();
+        config.backoff = backoff;
+        config.mux.idle_timeout = idle;
+        let settings = SshSettings {
+            home: dir.path().to_path_buf(),
+            connect_timeout: Duration::from_secs(2),
+            keepalive_interval: Duration::ZERO,
+            keepalive_max: 3,
+            io_timeout: Duration::from_secs(5),
+            agent_socket: None,
+            local_user: "test".into(),
+        };
+        let home = dir.path().to_str().unwrap().to_string();
+        let paths = Paths::from_env(&|k: &str| (k == "HOME").then(|| home.clone()));
+        let shutdown = CancellationToken::new();
+        let task = tokio::spawn(run_with(listener, config, settings, shutdown.clone()));
+        Mux {
+            _dir: dir,
+            socket,
+            paths,
+            shutdown,
+            task,
+        }
+    }
+
+    impl Mux {
+        fn client(&self) -> MuxClient {
+            let s = std::os::unix::net::UnixStream::connect(&self.socket).unwrap();
+            MuxClient::from_stream(s, &self.paths, Path::new("/nonexistent/hoardcc"))
+        }
+
+        async fn status(&self) -> StatusReport {
+            let mut c = self.client();
+            let json = tokio::task::spawn_blocking(move || c.status().unwrap())
+                .await
+                .unwrap();
+            StatusReport::from_json(&json).unwrap()
+        }
+
+        /// Poll the status until `pred` holds (the daemon's state changes asynchronously).
+        async fn wait_status(&self, pred: impl Fn(&StatusReport) -> bool) -> StatusReport {
+            let deadline = Instant::now() + WAIT;
+            loop {
+                let s = self.status().await;
+                if pred(&s) {
+                    return s;
+                }
+                assert!(Instant::now() < deadline, "status never matched: {s:?}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            compiler: "gcc".into(),
+            args: vec!["-O2".into()],
+            assemble_only: false,
+            cwd: "/src".into(),
+            source_name: "foo.i".into(),
+            output_name: "foo.o".into(),
+            extra_outputs: vec![],
+            distcc_argv: ["gcc", "-O2", "-c", "foo.i", "-o", "foo.o"]
+                .map(String::from)
+                .to_vec(),
+        }
+    }
+
+    /// Reserve and run one job with a blocking client on its own thread.
+    async fn job(
+        c: MuxClient,
+        hosts: String,
+        source: &'static [u8],
+    ) -> (MuxReply, Option<MuxReply>) {
+        tokio::task::spawn_blocking(move || {
+            let mut c = c;
+            let r = c.reserve(&hosts, "foo.c").unwrap();
+            if !matches!(r, MuxReply::Reserved { .. }) {
+                return (r, None);
+            }
+            let done = c.run(&spec(), source).unwrap();
+            (r, Some(done))
+        })
+        .await
+        .unwrap()
+    }
+
+    fn expect_done(r: &Option<MuxReply>, source: &[u8]) {
+        let Some(MuxReply::Done(res)) = r else {
+            panic!("expected Done, got {r:?}")
+        };
+        assert_eq!(res.exit_code, 0);
+        assert_eq!(res.stderr.data, b"warn\n");
+        let mut want = b"OBJ:".to_vec();
+        want.extend_from_slice(source);
+        assert_eq!(res.outputs.len(), 1);
+        assert_eq!(res.outputs[0].name, "foo.o");
+        assert_eq!(res.outputs[0].data.unpack(MAX_BLOB).unwrap(), want);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn reserve_run_done_and_status() {
+        let fake = fake_distccd(Duration::ZERO).await;
+        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
+        let hosts = format!("127.0.0.1:{}/2", fake.port);
+        let (r, done) = job(mux.client(), hosts, b"int x;").await;
+        assert_eq!(
+            r,
+            MuxReply::Reserved {
+                host: format!("127.0.0.1:{}", fake.port),
+                wire: Wire::Distcc { lzo: false }
+            }
+        );
+        expect_done(&done, b"int x;");
+        let s = mux
+            .wait_status(|s| s.wrappers == 1 && s.jobs.is_empty())
+            .await;
+        let h = &s.hosts[0];
+        assert_eq!((h.jobs_ok, h.jobs_failed, h.running, h.slots), (1, 0, 0, 2));
+        assert!(h.mean_ms.is_some());
+        assert_eq!(fake.jobs.load(Ordering::SeqCst), 1);
+        mux.shutdown.cancel();
+        tokio::time::timeout(WAIT, mux.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(!mux.socket.exists(), "socket removed on exit");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slot_limit_holds_with_many_clients() {
+        let fake = fake_distccd(Duration::from_millis(50)).await;
+        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
+        let hosts = format!("127.0.0.1:{}/2", fake.port);
+        let mut set = tokio::task::JoinSet::new();
+        for _ in 0..12 {
+            set.spawn(job(mux.client(), hosts.clone(), b"src"));
+        }
+        while let Some(r) = set.join_next().await {
+            let (_, done) = r.unwrap();
+            expect_done(&done, b"src");
+        }
+        assert_eq!(fake.jobs.load(Ordering::SeqCst), 12);
+        let max = fake.max_concurrent.load(Ordering::SeqCst);
+        assert!(
+            max <= 2 && max >= 1,
+            "at most 2 jobs at once on a /2 host, saw {max}"
+        );
+        let s = mux.status().await;
+        assert_eq!(
+            (s.hosts[0].jobs_ok, s.hosts[0].running, s.queued),
+            (12, 0, 0)
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn local_slot_when_remote_full_then_queue_until_release() {
+        let fake = fake_distccd(Duration::ZERO).await;
+        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
+        let hosts = format!("127.0.0.1:{}/1 localhost/1", fake.port);
+        let blocking = |c: MuxClient, h: String| {
+            tokio::task::spawn_blocking(move || {
+                let mut c = c;
+                let r = c.reserve(&h, "f.c").unwrap();
+                (c, r)
+            })
+        };
+        let (a, ra) = blocking(mux.client(), hosts.clone()).await.unwrap();
+        assert!(matches!(ra, MuxReply::Reserved { .. }), "{ra:?}");
+        let (b, rb) = blocking(mux.client(), hosts.clone()).await.unwrap();
+        assert!(matches!(rb, MuxReply::Local { .. }), "{rb:?}");
+        // Both slots held: the third waits in the queue.
+        let third = blocking(mux.client(), hosts.clone());
+        let s = mux.wait_status(|s| s.queued == 1).await;
+        assert_eq!(s.local_running, 1);
+        assert!(!third.is_finished());
+        drop(a); // the remote slot's wrapper goes away
+        let (_c, rc) = tokio::time::timeout(WAIT, third).await.unwrap().unwrap();
+        assert!(matches!(rc, MuxReply::Reserved { .. }), "{rc:?}");
+        drop(b);
+        mux.wait_status(|s| s.local_running == 0).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn refusing_host_is_backed_off_and_the_job_retried_elsewhere() {
+        let fake = fake_distccd(Duration::ZERO).await;
+        let dead = dead_port().await;
+        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
+        // The dead host comes first in the list, so the first job tries it.
+        let hosts = format!("127.0.0.1:{dead}/1 127.0.0.1:{}/1", fake.port);
+        let (r, done) = job(mux.client(), hosts.clone(), b"a").await;
+        assert_eq!(
+            r,
+            MuxReply::Reserved {
+                host: format!("127.0.0.1:{dead}"),
+                wire: Wire::Distcc { lzo: false }
+            }
+        );
+        expect_done(&done, b"a");
+        let s = mux.status().await;
+        let d = s
+            .hosts
+            .iter()
+            .find(|h| h.host.ends_with(&format!(":{dead}")))
+            .unwrap();
+        assert_eq!(d.jobs_failed, 1);
+        assert!(
+            d.backoff_remaining_ms.is_some_and(|ms| ms > 50_000),
+            "{d:?}"
+        );
+        // While backed off, jobs go straight to the good host.
+        let (r, done) = job(mux.client(), hosts, b"b").await;
+        assert_eq!(
+            r,
+            MuxReply::Reserved {
+                host: format!("127.0.0.1:{}", fake.port),
+                wire: Wire::Distcc { lzo: false }
+            }
+        );
+        expect_done(&done, b"b");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn only_host_refusing_fails_the_job_then_goes_local() {
+        let dead = dead_port().await;
+        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
+        let hosts = format!("127.0.0.1:{dead}/1");
+        let (_, done) = job(mux.client(), hosts.clone(), b"a").await;
+        let Some(MuxReply::Failed { exit_code, .. }) = done else {
+            panic!("{done:?}")
+        };
+        assert_eq!(exit_code, ExitCode::ConnectFailed.code());
+        let (r, _) = job(mux.client(), hosts, b"a").await;
+        assert!(matches!(r, MuxReply::Local { .. }), "{r:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wrapper_leaving_mid_job_frees_its_slot() {
+        let fake = fake_distccd(Duration::from_secs(60)).await;
+        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
+        let hosts = format!("127.0.0.1:{}/1", fake.port);
+        let mut a = std::os::unix::net::UnixStream::connect(&mux.socket).unwrap();
+        let h = hosts.clone();
+        let a = tokio::task::spawn_blocking(move || {
+            let req = MuxRequest::Reserve {
+                hosts: h,
+                file: "a.c".into(),
+                client_version: mux_version(),
+            };
+            blocking::write_message(&mut a, &req).unwrap();
+            let r: MuxReply = blocking::read_message(&mut a).unwrap().unwrap();
+            assert!(matches!(r, MuxReply::Reserved { .. }));
+            let run = MuxRequest::Run {
+                spec: spec(),
+                source: Blob::raw(b"x".to_vec()),
+            };
+            blocking::write_message(&mut a, &run).unwrap();
+            a
+        })
+        .await
+        .unwrap();
+        mux.wait_status(|s| s.jobs.iter().any(|j| j.state == "running"))
+            .await;
+        drop(a);
+        let c = mux.client();
+        let r = tokio::time::timeout(
+            WAIT,
+            tokio::task::spawn_blocking(move || c.reserve_owned(&hosts)),
+        )
+        .await
+        .expect("the slot was freed")
+        .unwrap();
+        assert!(matches!(r, MuxReply::Reserved { .. }), "{r:?}");
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn wrong_version_is_reported() {
+        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
+        let mut s = std::os::unix::net::UnixStream::connect(&mux.socket).unwrap();
+        let r: MuxReply = tokio::task::spawn_blocking(move || {
+            let req = MuxRequest::Reserve {
+                hosts: "localhost".into(),
+                file: "a.c".into(),
+                client_version: "0.0.0+p0".into(),
+            };
+            blocking::write_message(&mut s, &req).unwrap();
+            blocking::read_message(&mut s).unwrap().unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(
+            r,
+            MuxReply::WrongVersion {
+                mux_version: mux_version()
+            }
+        );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_request_ends_the_daemon() {
+        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
+        let mut c = mux.client();
+        tokio::task::spawn_blocking(move || c.stop().unwrap())
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, mux.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(!mux.socket.exists());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn idle_exit_only_without_wrappers() {
+        let idle = Duration::from_millis(300);
+        let mux = start(idle, Duration::from_secs(60));
+        let c = mux.client();
+        mux.wait_status(|s| s.wrappers == 2).await; // c and the status client itself
+                                                    // Held open for well past the idle timeout: the daemon stays.
+        tokio::time::sleep(idle * 3).await;
+        assert!(!mux.task.is_finished(), "exited with a wrapper connected");
+        drop(c);
+        let started = Instant::now();
+        tokio::time::timeout(WAIT, mux.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(started.elapsed() >= idle - Duration::from_millis(50));
+        assert!(!mux.socket.exists());
+    }
+
+    use crate::proto::frame::blocking;
+
+    impl MuxClient {
+        fn reserve_owned(mut self, hosts: &str) -> MuxReply {
+            self.reserve(hosts, "b.c").unwrap()
+        }
+    }
+}

@@ -1,0 +1,234 @@
+//! Stage: mux reporting — the document behind `hoardcc status`. The daemon
+//! (`mux::daemon`) builds a [`StatusReport`] from the scheduler (`mux::scheduler`) and
+//! the pool (`mux::pool`) and sends it as JSON in `MuxReply::Status`; the client
+//! (`mux::client::status_main`) prints it as JSON or as the text table of
+//! [`render_text`].
+
+use serde::{Deserialize, Serialize};
+
+/// Everything `hoardcc status` shows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StatusReport {
+    /// The mux's version string (see `daemon::mux_version`).
+    pub version: String,
+    /// The daemon's process id.
+    pub pid: u32,
+    /// Seconds since the daemon started.
+    pub uptime_secs: u64,
+    /// Wrapper connections open right now.
+    pub wrappers: u32,
+    /// Jobs waiting for a slot.
+    pub queued: u32,
+    /// Local compiles holding a local slot.
+    pub local_running: u32,
+    /// Every host the mux has seen.
+    pub hosts: Vec<HostReport>,
+    /// Jobs in flight.
+    pub jobs: Vec<JobReport>,
+}
+
+/// One host's state and counters.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HostReport {
+    /// Host key, e.g. `user@host` or `host:3632`.
+    pub host: String,
+    /// Slot limit from the host list (`/N`).
+    pub slots: u32,
+    /// Slots the server advertised, once known.
+    pub server_slots: Option<u32>,
+    /// Jobs holding a slot on the host.
+    pub running: u32,
+    /// Live SSH connections.
+    pub connections: u32,
+    /// Open lanes.
+    pub lanes: u32,
+    /// Idle lanes.
+    pub idle_lanes: u32,
+    /// Lanes running a job.
+    pub busy_lanes: u32,
+    /// `native`, `distcc`, `distcc+lzo`, once known.
+    pub wire: Option<String>,
+    /// Jobs that ran (compiler errors included).
+    pub jobs_ok: u64,
+    /// Distribution failures.
+    pub jobs_failed: u64,
+    /// Busy answers.
+    pub jobs_busy: u64,
+    /// Mean job time.
+    pub mean_ms: Option<u64>,
+    /// Recent job time (EWMA), used for host choice.
+    pub ewma_ms: Option<u64>,
+    /// Time left in the host's backoff after a failure.
+    pub backoff_remaining_ms: Option<u64>,
+    /// The last connection or lane error.
+    pub last_error: Option<String>,
+}
+
+/// One job in flight.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct JobReport {
+    /// The source file the wrapper named.
+    pub file: String,
+    /// `queued`, `reserved`, `running` or `local`.
+    pub state: String,
+    /// The host holding its slot, if remote.
+    pub host: Option<String>,
+    /// Seconds in the current state.
+    pub secs: f64,
+}
+
+impl StatusReport {
+    /// The JSON document of `hoardcc status --json`.
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
+    }
+
+    /// Parse the JSON document back.
+    ///
+    /// # Errors
+    /// The JSON error when `text` is not a status document.
+    pub fn from_json(text: &str) -> Result<StatusReport, serde_json::Error> {
+        serde_json::from_str(text)
+    }
+}
+
+fn opt<T: std::fmt::Display>(v: &Option<T>, suffix: &str) -> String {
+    match v {
+        Some(v) => format!("{v}{suffix}"),
+        None => "-".to_string(),
+    }
+}
+
+/// The text table of `hoardcc status`.
+pub fn render_text(r: &StatusReport) -> String {
+    let mut s = format!(
+        "hoardcc mux {} (pid {}), up {}s: {} wrapper(s), {} queued, {} local\n",
+        r.version, r.pid, r.uptime_secs, r.wrappers, r.queued, r.local_running
+    );
+    if r.hosts.is_empty() {
+        s.push_str("no hosts yet\n");
+    } else {
+        s.push_str(&format!(
+            "{:<28} {:>5} {:>7} {:>5} {:>9} {:>6} {:>6} {:>6} {:>8} {:>8}  {}\n",
+            "HOST",
+            "SLOTS",
+            "RUNNING",
+            "CONNS",
+            "LANES I/B",
+            "OK",
+            "FAILED",
+            "BUSY",
+            "MEAN",
+            "BACKOFF",
+            "WIRE"
+        ));
+        for h in &r.hosts {
+            let slots = match h.server_slots {
+                Some(ss) if ss < h.slots => format!("{ss}"),
+                _ => format!("{}", h.slots),
+            };
+            s.push_str(&format!(
+                "{:<28} {:>5} {:>7} {:>5} {:>9} {:>6} {:>6} {:>6} {:>8} {:>8}  {}\n",
+                h.host,
+                slots,
+                h.running,
+                h.connections,
+                format!("{}/{}", h.idle_lanes, h.busy_lanes),
+                h.jobs_ok,
+                h.jobs_failed,
+                h.jobs_busy,
+                opt(&h.mean_ms, "ms"),
+                opt(&h.backoff_remaining_ms.map(|ms| ms.div_ceil(1000)), "s"),
+                h.wire.as_deref().unwrap_or("-"),
+            ));
+            if let Some(e) = &h.last_error {
+                s.push_str(&format!("    last error: {e}\n"));
+            }
+        }
+    }
+    if !r.jobs.is_empty() {
+        s.push_str("\nJOBS\n");
+        for j in &r.jobs {
+            s.push_str(&format!(
+                "  {:<9} {:<28} {:>7.1}s  {}\n",
+                j.state,
+                j.host.as_deref().unwrap_or("-"),
+                j.secs,
+                j.file
+            ));
+        }
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample() -> StatusReport {
+        StatusReport {
+            version: "0.1.0+p1".into(),
+            pid: 42,
+            uptime_secs: 7,
+            wrappers: 2,
+            queued: 1,
+            local_running: 0,
+            hosts: vec![HostReport {
+                host: "me@build1".into(),
+                slots: 8,
+                server_slots: Some(4),
+                running: 2,
+                connections: 1,
+                lanes: 4,
+                idle_lanes: 2,
+                busy_lanes: 2,
+                wire: Some("native".into()),
+                jobs_ok: 10,
+                jobs_failed: 1,
+                jobs_busy: 0,
+                mean_ms: Some(850),
+                ewma_ms: Some(800),
+                backoff_remaining_ms: Some(1500),
+                last_error: Some("boom".into()),
+            }],
+            jobs: vec![JobReport {
+                file: "foo.c".into(),
+                state: "running".into(),
+                host: Some("me@build1".into()),
+                secs: 0.5,
+            }],
+        }
+    }
+
+    #[test]
+    fn json_round_trips() {
+        let r = sample();
+        assert_eq!(StatusReport::from_json(&r.to_json()).unwrap(), r);
+        assert!(r.to_json().contains("\"backoff_remaining_ms\": 1500"));
+    }
+
+    #[test]
+    fn text_shows_hosts_lanes_and_jobs() {
+        let t = render_text(&sample());
+        let line = t.lines().find(|l| l.starts_with("me@build1")).unwrap();
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        assert_eq!(
+            cols,
+            [
+                "me@build1",
+                "4",
+                "2",
+                "1",
+                "2/2",
+                "10",
+                "1",
+                "0",
+                "850ms",
+                "2s",
+                "native"
+            ]
+        );
+        assert!(t.contains("last error: boom"));
+        assert!(t.contains("running") && t.contains("foo.c"));
+    }
+}
