@@ -11,7 +11,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::proto::compress::MAX_BLOB;
-use crate::proto::msg::Job;
+use crate::proto::msg::{Job, SourceKind};
 
 use super::exec::CompileCommand;
 use super::workdir::{WorkDir, WorkDirError};
@@ -210,6 +210,12 @@ pub fn prepare(
     map.push("=");
     args.push(map);
     args.extend(client_prefix_maps(&job.args, workdir.root()));
+    if job.source_kind == SourceKind::DirectivesOnly {
+        // Every #include was already resolved on the client; without this the server's
+        // compiler would pre-include its own stdc-predef.h a second time, which changes
+        // the -g3 macro table (measured with gcc 12). It does not show in DW_AT_producer.
+        args.push("-nostdinc".into());
+    }
     args.push(if job.assemble_only { "-S" } else { "-c" }.into());
     args.push(workdir.command_name(&job.source_name)?.into());
     args.push("-o".into());

@@ -114,6 +114,8 @@ fn job(id: u64, compiler: &str, cwd: &Path, source_name: &str, source: &[u8]) ->
         extra_outputs: vec![],
         source_kind: SourceKind::DirectivesOnly,
         source: Blob::pack(source),
+        context: vec![],
+        env: vec![],
     }
 }
 
@@ -638,6 +640,68 @@ async fn success_without_the_output_is_a_server_error() {
             }
             other => panic!("expected ServerError, got {other:?}"),
         }
+        c.hang_up();
+    };
+    let (served, ()) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
+    served.unwrap();
+}
+
+/// What the wrapper does to directives-only output: drop the `<built-in>` section.
+fn strip_builtins(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut in_builtin = false;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        if line.starts_with(b"# ") {
+            in_builtin = line.windows(12).any(|w| w == b"\"<built-in>\"");
+            if in_builtin {
+                continue;
+            }
+        } else if in_builtin && line.starts_with(b"#define") {
+            continue;
+        }
+        out.extend_from_slice(line);
+    }
+    out
+}
+
+#[tokio::test]
+async fn g3_macro_tables_match_a_local_build() {
+    let tmp = tempfile::tempdir().unwrap();
+    let proj = tmp.path().join("p");
+    std::fs::create_dir_all(&proj).unwrap();
+    std::fs::write(proj.join("m.c"), FOO_C).unwrap();
+    let flags = ["-O0", "-g3"];
+    let pre = Command::new("gcc")
+        .args(flags)
+        .args(["-E", "-fdirectives-only", "m.c"])
+        .current_dir(&proj)
+        .output()
+        .unwrap();
+    assert!(pre.status.success());
+    let st = Command::new("gcc")
+        .args(flags)
+        .args(["-c", "m.c", "-o", "m.o"])
+        .current_dir(&proj)
+        .status()
+        .unwrap();
+    assert!(st.success());
+    let reference = std::fs::read(proj.join("m.o")).unwrap();
+    let (settings, opts) = (settings(tmp.path()), options(tmp.path()));
+    let (mut c, sr, sw) = lane();
+    let client = async {
+        c.hello().await;
+        let mut j = job(1, "gcc", &proj, "m.c", &strip_builtins(&pre.stdout));
+        j.args = flags.iter().map(|f| f.to_string()).collect();
+        j.output_name = "m.o".into();
+        c.send(&Message::Job(j)).await;
+        let r = expect_result(c.answer().await, 1);
+        assert_eq!(r.exit_code, 0);
+        let stderr = r.stderr.unpack(MAX_BLOB).unwrap();
+        assert!(stderr.is_empty(), "{}", String::from_utf8_lossy(&stderr));
+        assert!(
+            r.outputs[0].data.unpack(MAX_BLOB).unwrap() == reference,
+            "-g3 object differs"
+        );
         c.hang_up();
     };
     let (served, ()) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
