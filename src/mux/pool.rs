@@ -346,6 +346,7 @@ impl Pool {
         let limit = self.inner.settings.connect_timeout + self.inner.settings.io_timeout * 2;
         match tokio::time::timeout(limit, rx).await {
             Ok(Ok(Ok(mut pl))) => {
+                pl.reused = pl.jobs > 0;
                 pl.jobs += 1;
                 hp.jobs.fetch_add(1, Ordering::SeqCst);
                 Ok(pl)
