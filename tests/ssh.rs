@@ -278,3 +278,49 @@ async fn more_channels_than_max_sessions_hit_session_limit() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_jump_through_the_fixture_itself() {
+    let sshd = Sshd::start(SshdOptions::default());
+    // Jump via the `hoardtest` alias (resolved through ~/.ssh/config) to the same sshd.
+    let mut dest = destination(&sshd);
+    dest.proxy_jump = Some(sshd.alias().to_string());
+    let conn = tokio::time::timeout(
+        T,
+        Connection::connect(&dest, &settings(sshd.client_home(), sshd.login_user())),
+    )
+    .await
+    .expect("jump connect in time")
+    .expect("connect through ProxyJump");
+    let out = read_all(conn.open_exec("echo jumped").await.expect("exec via jump")).await;
+    assert_eq!(String::from_utf8_lossy(&out), "jumped\n");
+    // Logins: the fixture's own check, the jump and the tunnelled one.
+    let log = sshd.log();
+    assert!(
+        log.matches("Accepted publickey").count() >= 3,
+        "expected fixture check + jump + target logins:\n{log}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proxy_jump_to_a_closed_port_is_a_connect_error() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let closed = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut dest = destination(&sshd);
+    dest.port = closed;
+    dest.proxy_jump = Some(format!("{}@127.0.0.1:{}", sshd.login_user(), sshd.port()));
+    let err = tokio::time::timeout(
+        T,
+        Connection::connect(&dest, &settings(sshd.client_home(), sshd.login_user())),
+    )
+    .await
+    .expect("jump connect in time")
+    .expect_err("target port is closed");
+    assert!(
+        matches!(&err, SshError::Connect { port, .. } if *port == closed),
+        "{err:?}"
+    );
+}

@@ -172,10 +172,10 @@ pub enum SshError {
         /// The identities offered, in order.
         tried: Vec<String>,
     },
-    /// ProxyJump is configured for the host; not supported yet.
+    /// The host's ProxyJump cannot be followed (a hop spec that does not parse).
     #[error(
-        "ssh to {host}: ProxyJump {jump} is not supported by hoardcc yet; \
-         list a directly reachable host instead"
+        "ssh to {host}: cannot follow ProxyJump {jump:?} (expected [user@]host[:port], \
+         comma-separated)"
     )]
     ProxyJumpUnsupported {
         /// Host.
@@ -337,6 +337,8 @@ struct Inner {
     handle: Handle<Verifier>,
     dest: Destination,
     io_timeout: Duration,
+    /// The ProxyJump connection this one tunnels through, kept alive with it.
+    _via: Option<Connection>,
 }
 
 /// One authenticated SSH connection. Cheap to clone; channels can be opened from many tasks
@@ -381,43 +383,51 @@ impl Connection {
     /// destination's UserKnownHostsFile entries and `/etc/ssh/ssh_known_hosts`, then
     /// authentication: ssh-agent keys first, then identity files (IdentityFile entries,
     /// then `~/.ssh/id_ed25519`, `id_ecdsa`, `id_rsa`). Encrypted keys are skipped silently.
-    /// The whole sequence is bounded by `settings.connect_timeout`.
+    /// Each hop is bounded by `settings.connect_timeout`.
+    ///
+    /// ProxyJump (`[user@]host[:port]`, comma-separated hops) is followed like OpenSSH: each
+    /// hop is resolved through `~/.ssh/config` (its own ProxyJump is ignored), connected and
+    /// verified in turn, and the next hop is reached over a `direct-tcpip` channel of the
+    /// previous one. The jump connections live as long as the returned connection.
     ///
     /// # Errors
-    /// [`SshError::ProxyJumpUnsupported`] when ProxyJump is set; [`SshError::Connect`],
-    /// [`SshError::Timeout`], [`SshError::UnknownHostKey`], [`SshError::HostKeyChanged`],
-    /// [`SshError::HostKeyRevoked`], [`SshError::Auth`] or [`SshError::Protocol`].
+    /// [`SshError::Connect`], [`SshError::Timeout`], [`SshError::UnknownHostKey`],
+    /// [`SshError::HostKeyChanged`], [`SshError::HostKeyRevoked`], [`SshError::Auth`],
+    /// [`SshError::ProxyJumpUnsupported`] for a hop spec that cannot be parsed,
+    /// [`SshError::Config`] or [`SshError::Protocol`].
     pub async fn connect(
         dest: &Destination,
         settings: &SshSettings,
     ) -> Result<Connection, SshError> {
+        let mut via: Option<Connection> = None;
         if let Some(jump) = &dest.proxy_jump {
-            return Err(SshError::ProxyJumpUnsupported {
-                host: dest.alias.clone(),
-                jump: jump.clone(),
-            });
+            let config_text = std::fs::read_to_string(settings.home.join(".ssh/config")).ok();
+            for hop in jump.split(',') {
+                let hop_dest =
+                    resolve_hop(hop, config_text.as_deref(), settings).ok_or_else(|| {
+                        SshError::ProxyJumpUnsupported {
+                            host: dest.alias.clone(),
+                            jump: jump.clone(),
+                        }
+                    })??;
+                via = Some(Self::connect_hop(&hop_dest, settings, via).await?);
+            }
         }
+        Self::connect_hop(dest, settings, via).await
+    }
+
+    /// Connect to `dest` directly, or through `via` (a direct-tcpip channel) when given.
+    async fn connect_hop(
+        dest: &Destination,
+        settings: &SshSettings,
+        via: Option<Connection>,
+    ) -> Result<Connection, SshError> {
         let host = dest.hostname.clone();
         let deadline = Instant::now() + settings.connect_timeout;
         let timed_out = |what| SshError::Timeout {
             host: host.clone(),
             what,
         };
-
-        let tcp = timeout_at(
-            deadline,
-            tokio::net::TcpStream::connect((host.as_str(), dest.port)),
-        )
-        .await
-        .map_err(|_| timed_out("TCP connect"))?
-        .map_err(|source| SshError::Connect {
-            host: host.clone(),
-            port: dest.port,
-            source,
-        })?;
-        if let Err(e) = tcp.set_nodelay(true) {
-            tracing::debug!("set_nodelay: {e}");
-        }
 
         let verdict = Arc::new(Mutex::new(None));
         let handler = Verifier {
@@ -427,7 +437,51 @@ impl Connection {
             verdict: verdict.clone(),
         };
         let config = Arc::new(client_config(settings));
-        let kex = timeout_at(deadline, client::connect_stream(config, tcp, handler)).await;
+        let kex = match &via {
+            None => {
+                let tcp = timeout_at(
+                    deadline,
+                    tokio::net::TcpStream::connect((host.as_str(), dest.port)),
+                )
+                .await
+                .map_err(|_| timed_out("TCP connect"))?
+                .map_err(|source| SshError::Connect {
+                    host: host.clone(),
+                    port: dest.port,
+                    source,
+                })?;
+                if let Err(e) = tcp.set_nodelay(true) {
+                    tracing::debug!("set_nodelay: {e}");
+                }
+                timeout_at(deadline, client::connect_stream(config, tcp, handler)).await
+            }
+            Some(jump) => {
+                let tunnel = jump.inner.handle.channel_open_direct_tcpip(
+                    host.clone(),
+                    u32::from(dest.port),
+                    "127.0.0.1",
+                    0,
+                );
+                let channel = match timeout_at(deadline, tunnel).await {
+                    Err(_) => return Err(timed_out("ProxyJump channel open")),
+                    Ok(Ok(channel)) => channel,
+                    // Here ConnectFailed means the jump host could not reach the target.
+                    Ok(Err(russh::Error::ChannelOpenFailure(why))) => {
+                        return Err(SshError::Connect {
+                            host: host.clone(),
+                            port: dest.port,
+                            source: std::io::Error::other(format!(
+                                "via ProxyJump {}: {why:?}",
+                                jump.inner.dest.alias
+                            )),
+                        });
+                    }
+                    Ok(Err(e)) => return Err(SshError::from_russh(&jump.inner.dest.hostname, e)),
+                };
+                let stream = channel.into_stream();
+                timeout_at(deadline, client::connect_stream(config, stream, handler)).await
+            }
+        };
         let mut handle = match kex {
             Err(_) => return Err(timed_out("key exchange")),
             Ok(Ok(handle)) => handle,
@@ -454,6 +508,7 @@ impl Connection {
                 handle,
                 dest: dest.clone(),
                 io_timeout: settings.io_timeout,
+                _via: via,
             }),
         })
     }
@@ -574,6 +629,59 @@ impl Connection {
             }
         }
     }
+}
+
+/// Split a ProxyJump hop `[ssh://][user@]host[:port]` (host may be `[v6]`) into its parts;
+/// `None` when it does not parse.
+fn parse_hop(hop: &str) -> Option<(Option<&str>, &str, Option<u16>)> {
+    let hop = hop.trim();
+    let hop = hop.strip_prefix("ssh://").unwrap_or(hop);
+    let (user, rest) = match hop.rsplit_once('@') {
+        Some((u, r)) if !u.is_empty() => (Some(u), r),
+        Some(_) => return None,
+        None => (None, hop),
+    };
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        match after {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':')?.parse().ok()?)),
+        }
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p.parse().ok()?)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() || host.contains([' ', '/', ':']) && !rest.starts_with('[') {
+        return None;
+    }
+    Some((user, host, port))
+}
+
+/// Resolve one ProxyJump hop through the ssh config; `None` when the spec does not parse.
+fn resolve_hop(
+    hop: &str,
+    config_text: Option<&str>,
+    settings: &SshSettings,
+) -> Option<Result<Destination, SshError>> {
+    let (user, host, port) = parse_hop(hop)?;
+    Some(
+        super::ssh_config::resolve(
+            host,
+            user,
+            config_text,
+            &settings.home,
+            &settings.local_user,
+        )
+        .map(|mut d| {
+            if let Some(p) = port {
+                d.port = p;
+            }
+            d.proxy_jump = None;
+            d
+        }),
+    )
 }
 
 /// Best effort disconnect of a half-set-up connection.
@@ -795,15 +903,32 @@ mod tests {
         assert!(a.to_string().contains("/k"));
     }
 
+    #[test]
+    fn proxy_jump_hops_parse() {
+        assert_eq!(parse_hop("bastion"), Some((None, "bastion", None)));
+        assert_eq!(
+            parse_hop("ops@bastion:2222"),
+            Some((Some("ops"), "bastion", Some(2222)))
+        );
+        assert_eq!(
+            parse_hop("ssh://ops@b.example"),
+            Some((Some("ops"), "b.example", None))
+        );
+        assert_eq!(parse_hop("[::1]:2200"), Some((None, "::1", Some(2200))));
+        assert_eq!(parse_hop("host:notaport"), None);
+        assert_eq!(parse_hop("@host"), None);
+        assert_eq!(parse_hop(""), None);
+    }
+
     #[tokio::test]
-    async fn proxy_jump_is_refused_clearly() {
+    async fn unparseable_proxy_jump_is_refused_clearly() {
         let dest = Destination {
             alias: "inner".into(),
             hostname: "inner".into(),
             port: 22,
             user: "u".into(),
             identity_files: vec![],
-            proxy_jump: Some("bastion".into()),
+            proxy_jump: Some("bastion:99999".into()),
             user_known_hosts: vec![],
         };
         let settings = test_settings(PathBuf::from("/nonexistent"));
@@ -812,7 +937,7 @@ mod tests {
             matches!(err, SshError::ProxyJumpUnsupported { .. }),
             "{err:?}"
         );
-        assert!(err.to_string().contains("bastion"));
+        assert!(err.to_string().contains("bastion:99999"));
     }
 
     #[tokio::test]
