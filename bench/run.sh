@@ -67,7 +67,7 @@ for wl in $WORKLOADS; do
 done
 printf 'int trivial(int x) { return x + 1; }\n' >"$WORK/t.c"
 
-hf_start "$HOARDCC"
+HF_SERVER_JOBS=$JOBS hf_start "$HOARDCC"
 hf_defer "rm -rf '$WORK'"
 # The wrapper is found on PATH as `hoardcc`, as a user would have it.
 export PATH=$HF_DIR/bin:$PATH

@@ -11,6 +11,7 @@
 #
 # Usage:
 #   . contrib/sshd-fixture.sh
+#   HF_SERVER_JOBS=8               # (optional) `max_jobs` of the server's hoardcc serve
 #   hf_start [PATH/TO/hoardcc]     # exports HF_DIR HF_PORT HF_USER HF_HOME HF_SSH_CONFIG HF_SERVE_BIN
 #   hf_run CMD...                  # run CMD as the client: HOME=$HF_HOME, private XDG dirs, no agent
 #   hf_ssh CMD...                  # ssh -F $HF_SSH_CONFIG hoardtest CMD...
@@ -158,6 +159,13 @@ hf_start() {
     ssh-keygen -q -t ed25519 -N '' -C hoardcc-fixture-client -f "$HF_HOME/.ssh/id_ed25519" </dev/null ||
         hf_die "ssh-keygen (client key) failed"
     cp "$HF_HOME/.ssh/id_ed25519.pub" "$HF_DIR/authorized_keys"
+    # The server's compile slots: like `distccd --jobs N`, sized for the clients' -jN rather
+    # than this machine's CPU count (hoardcc serve's default), so a job is not refused as busy;
+    # and a private slot directory (HOARDCC_SLOT_DIR), so other hoardcc servers on this
+    # machine do not share the count.
+    printf '[server]\nmax_jobs = %d\n' "${HF_SERVER_JOBS:-8}" >"$HF_DIR/server.toml"
+    chmod 644 "$HF_DIR/server.toml"
+    mkdir -p "$HF_DIR/slots" && chmod 1777 "$HF_DIR/slots"
     chmod 644 "$HF_DIR/authorized_keys"
 
     for _ in 1 2 3 4 5 6 7 8; do
@@ -179,7 +187,7 @@ PrintMotd no
 MaxStartups 200
 MaxSessions 64
 LogLevel ERROR
-Subsystem hoardcc $HF_SERVE_BIN serve
+Subsystem hoardcc /usr/bin/env HOARDCC_SERVER_CONFIG=$HF_DIR/server.toml HOARDCC_SLOT_DIR=$HF_DIR/slots $HF_SERVE_BIN serve
 EOF
         "$HF_SSHD" -t -f "$HF_DIR/sshd_config" 2>"$HF_DIR/sshd.log" ||
             hf_die "sshd rejected its config: $(cat "$HF_DIR/sshd.log")"
