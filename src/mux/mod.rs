@@ -9,3 +9,6 @@ pub mod ssh_config;
 pub mod transport;
 pub mod scheduler;
 pub mod pool;
+pub mod client;
+pub mod daemon;
+pub mod status;

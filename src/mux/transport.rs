@@ -17,7 +17,7 @@ use crate::mux::ssh::{Connection, SshError, SshSettings, Stream};
 use crate::mux::ssh_config;
 use crate::proto::distcc::{self, DistccRequest};
 use crate::proto::frame;
-use crate::proto::msg::{Blob, Hello, Job, Message, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use crate::proto::msg::{Blob, Hello, Job, Message, OutputFile, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
 use crate::proto::{self, compress::MAX_BLOB};
 
 /// Name of the sshd subsystem that runs `hoardcc serve`.
@@ -301,6 +301,8 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
         extra_outputs: spec.extra_outputs.clone(),
         source_kind: crate::proto::msg::SourceKind::DirectivesOnly,
         source: Blob::pack(source),
+        context: spec.context.iter().map(|(name, data)| OutputFile { name: name.clone(), data: Blob::pack(data) }).collect(),
+        env: spec.env.clone(),
     };
     tokio::time::timeout(io_timeout, frame::write_message(stream, &Message::Job(job)))
         .await

@@ -390,6 +390,8 @@ mod tests {
                 extra_outputs: vec!["obj/foo.dwo".into()],
                 source_kind: SourceKind::DirectivesOnly,
                 source: blob(b"int main(void) { return 0; }\n"),
+                context: vec![OutputFile { name: "foo.c".into(), data: blob(b"int main(void) { return 0; }\n") }],
+                env: vec![("LANG".into(), "C.UTF-8".into())],
             }),
             Message::Job(Job {
                 id: u64::MAX,
@@ -406,6 +408,8 @@ mod tests {
                     raw_len: 4,
                     data: vec![1, 2, 3],
                 },
+                context: vec![],
+                env: vec![],
             }),
             Message::Heartbeat { id: 1 },
             Message::Result(JobResult {

@@ -82,6 +82,13 @@ pub struct Job {
     pub source_kind: SourceKind,
     /// The preprocessed source.
     pub source: Blob,
+    /// Original text of the main source and of the user's own headers, under the names
+    /// the line markers give them. The compiler reads them only to quote source lines in
+    /// diagnostics, so warnings and errors look exactly as a local compile shows them.
+    pub context: Vec<OutputFile>,
+    /// Locale variables (`LANG`, `LC_*`) for the compiler, so diagnostics are in the
+    /// client's language and quoting style. The server ignores any other name.
+    pub env: Vec<(String, String)>,
 }
 
 /// A file the compile produced.
@@ -151,6 +158,10 @@ pub struct JobSpec {
     pub extra_outputs: Vec<String>,
     /// Full argv for a stock distccd (only used on distcc wires).
     pub distcc_argv: Vec<String>,
+    /// See [`Job::env`].
+    pub env: Vec<(String, String)>,
+    /// See [`Job::context`]: (name, original text).
+    pub context: Vec<(String, Vec<u8>)>,
 }
 
 /// Wrapper → mux.

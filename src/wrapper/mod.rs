@@ -144,6 +144,9 @@ fn distribute(
         Ok(r) => r,
         Err(e) => return Outcome::Failed(Failure { message: format!("cannot start runtime: {e}"), code: ExitCode::DistccFailed }),
     };
+    // Channels and connections close themselves on drop by spawning a task: keep the
+    // runtime entered until they are gone (declared first, so dropped last).
+    let _entered = runtime.enter();
 
     // Connect while the preprocessor runs: the wire is usually known before connecting.
     let guessed = transport::expected_wire(&host);
@@ -152,9 +155,13 @@ fn distribute(
         let lane = runtime.block_on(Lane::open(&host, &settings));
         (lane, cpp.join())
     });
+    let on_host = |e: TransportError| {
+        let f = Failure::from(e);
+        Outcome::Failed(Failure { message: format!("{}: {}", host.key(), f.message), code: f.code })
+    };
     let mut lane = match lane {
         Ok(l) => l,
-        Err(e) => return Outcome::Failed(e.into()),
+        Err(e) => return on_host(e),
     };
     let cpp = match cpp {
         Ok(Ok(p)) if lane.wire() == guessed => p,
@@ -166,12 +173,25 @@ fn distribute(
         Err(_) => return Outcome::Failed(Failure { message: "preprocessor thread panicked".into(), code: ExitCode::LocalCppFailed }),
     };
 
-    let spec = job_spec(&job, cwd, lane.wire());
+    let mut spec = job_spec(&job, cwd, lane.wire());
+    if lane.wire() == Wire::Native {
+        spec.env = preprocess::locale_env(env);
+        let read = |name: &str| {
+            let p = cwd.join(name);
+            std::fs::metadata(&p).ok().filter(|m| m.is_file() && m.len() < (1 << 20))?;
+            std::fs::read(p).ok()
+        };
+        spec.context = preprocess::context_files(&job.source, &cpp.source, &read);
+    }
     let done = match runtime.block_on(lane.run(&spec, &cpp.source)) {
         Ok(d) => d,
-        Err(e) => return Outcome::Failed(e.into()),
+        Err(e) => return on_host(e),
     };
-    drop(lane);
+    // Let the channel close go out before the process exits.
+    runtime.block_on(async move {
+        drop(lane);
+        tokio::task::yield_now().await;
+    });
     let mut wanted = vec![job.output.clone()];
     wanted.extend(job.extra_outputs.iter().cloned());
     if done.exit_code == 0 {
@@ -219,6 +239,8 @@ fn job_spec(job: &CompileJob, cwd: &Path, wire: Wire) -> JobSpec {
         output_name: job.output.clone(),
         extra_outputs: job.extra_outputs.clone(),
         distcc_argv: job.distcc_argv(),
+        env: Vec::new(),
+        context: Vec::new(),
     }
 }
 

@@ -70,6 +70,53 @@ pub fn strip_builtin_section(text: Vec<u8>) -> Vec<u8> {
     out
 }
 
+/// Total size of context files sent with one job; past it, diagnostics may quote less.
+const MAX_CONTEXT_BYTES: usize = 8 << 20;
+
+/// The files whose text the server needs to quote source lines in diagnostics exactly as
+/// a local compile would: the main source and every non-system file named in the line
+/// markers of directives-only output (flag 3 marks system headers, which the server has).
+/// Names are as the markers give them; `read` returns a file's bytes (relative to cwd).
+pub fn context_files(main: &str, preprocessed: &[u8], read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Vec<(String, Vec<u8>)> {
+    let mut names: Vec<String> = vec![main.to_string()];
+    for line in preprocessed.split(|&b| b == b'\n') {
+        if !(line.starts_with(b"# ") && is_linemarker(line)) {
+            continue;
+        }
+        let Some(open) = line.iter().position(|&b| b == b'"') else { continue };
+        let Some(len) = line[open + 1..].iter().position(|&b| b == b'"') else { continue };
+        let name = &line[open + 1..open + 1 + len];
+        let flags = &line[open + 2 + len..];
+        if name.is_empty() || name.starts_with(b"<") || name.contains(&b'\\') || name.ends_with(b"/") || flags.split(|&b| b == b' ').any(|f| f == b"3") {
+            continue;
+        }
+        let Ok(name) = std::str::from_utf8(name) else { continue };
+        if !names.iter().any(|n| n == name) {
+            names.push(name.to_string());
+        }
+    }
+    let mut total = 0;
+    let mut out = Vec::new();
+    for name in names {
+        if let Some(data) = read(&name) {
+            total += data.len();
+            if total > MAX_CONTEXT_BYTES {
+                break;
+            }
+            out.push((name, data));
+        }
+    }
+    out
+}
+
+/// Locale variables passed to the remote compiler, so its diagnostics read like ours.
+pub fn locale_env(env: &dyn Fn(&str) -> Option<String>) -> Vec<(String, String)> {
+    ["LANG", "LANGUAGE", "LC_ALL", "LC_CTYPE", "LC_MESSAGES"]
+        .iter()
+        .filter_map(|k| env(k).map(|v| (k.to_string(), v)))
+        .collect()
+}
+
 fn is_linemarker(line: &[u8]) -> bool {
     let rest = &line[2..];
     rest.first().is_some_and(|b| b.is_ascii_digit())
@@ -94,6 +141,16 @@ mod tests {
         assert!(text.contains("# 0 \"/home/u/p//\""));
         assert!(text.contains("int x = FOO;"));
         assert!(text.starts_with("# 0 \"foo.c\"\n"));
+    }
+
+    #[test]
+    fn context_files_are_the_main_source_and_user_headers() {
+        let pp = b"# 0 \"src/a.c\"\n# 0 \"/home/u/p//\"\n# 1 \"/usr/include/stdio.h\" 1 3 4\n# 1 \"inc/geom.h\" 1\n# 2 \"src/a.c\" 2\nint x;\n";
+        let read = |n: &str| Some(n.as_bytes().to_vec());
+        let got: Vec<String> = context_files("src/a.c", pp, &read).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(got, vec!["src/a.c".to_string(), "inc/geom.h".to_string()]);
+        let none = |_: &str| None;
+        assert!(context_files("src/a.c", pp, &none).is_empty());
     }
 
     #[test]
