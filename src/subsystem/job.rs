@@ -215,6 +215,14 @@ pub fn prepare(
         // compiler would pre-include its own stdc-predef.h a second time, which changes
         // the -g3 macro table (measured with gcc 12). It does not show in DW_AT_producer.
         args.push("-nostdinc".into());
+        // The file under the client's name holds the directives-only text, not the
+        // original source: caret lines quoted from it would show the wrong text (often
+        // a `# 0 "<command-line>"` marker). Without carets the diagnostics read as with
+        // classic distcc, where the source is not on the server at all. Diagnostic
+        // options are not recorded in the object.
+        if let Some(flag) = no_caret_flag(&job.compiler) {
+            args.push(flag.into());
+        }
     }
     args.push(if job.assemble_only { "-S" } else { "-c" }.into());
     args.push(workdir.command_name(&job.source_name)?.into());
@@ -232,6 +240,17 @@ pub fn prepare(
         output: (job.output_name.clone(), output_path),
         extra_outputs,
     })
+}
+
+/// The option that turns caret lines off, for the compiler families we know by name.
+fn no_caret_flag(compiler: &str) -> Option<&'static str> {
+    if !is_default_compiler_name(compiler) {
+        None
+    } else if compiler.contains("clang") {
+        Some("-fno-caret-diagnostics")
+    } else {
+        Some("-fno-diagnostics-show-caret")
+    }
 }
 
 /// Prefix maps that take the client's own `-fdebug-prefix-map=OLD=NEW` (and

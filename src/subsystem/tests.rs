@@ -241,7 +241,9 @@ async fn errors_and_refusals_are_answered_and_the_lane_goes_on() {
     let client = async {
         c.hello().await;
         // Compile error.
-        let bad = b"int main(void) { return undeclared_thing; }\n";
+        // Shaped like directives-only output: markers before the code.
+        let bad = b"# 0 \"src/bad.c\"\n# 0 \"<command-line>\"\n# 1 \"src/bad.c\"\n\
+                    int main(void) { return undeclared_thing; }\n";
         c.send(&Message::Job(job(1, "gcc", &proj, "src/bad.c", bad)))
             .await;
         let r = expect_result(c.answer().await, 1);
@@ -251,6 +253,10 @@ async fn errors_and_refusals_are_answered_and_the_lane_goes_on() {
         assert!(
             stderr.contains("src/bad.c"),
             "diagnostics use the client's name: {stderr}"
+        );
+        assert!(
+            !stderr.contains("# 0"),
+            "no caret lines quoted from the staged file: {stderr}"
         );
         assert!(r.outputs.is_empty());
         // Refused compiler.
