@@ -5,17 +5,17 @@
 use std::path::Path;
 
 use clap::{Parser, Subcommand};
-use hoardcc::{hosts, paths::Paths, subsystem, wrapper};
+use hoardcc::{hosts, mux, paths::Paths, subsystem, wrapper};
 
 /// Words that are hoardcc subcommands rather than a compiler name.
-const SUBCOMMANDS: &[&str] = &["serve", "hosts", "help"];
+const SUBCOMMANDS: &[&str] = &["serve", "hosts", "mux", "status", "help"];
 
 #[derive(Parser)]
 #[command(
     name = "hoardcc",
     version,
     about = "A distributed C/C++ compiler that makes SSH the fast path",
-    override_usage = "hoardcc COMPILER [ARGS...]\n       hoardcc serve [--inetd]\n       hoardcc hosts\n       gcc|g++|cc|c++|clang|clang++ [ARGS...]   (through a symlink to hoardcc)",
+    override_usage = "hoardcc COMPILER [ARGS...]\n       hoardcc serve [--inetd]\n       hoardcc mux [--foreground | --stop]\n       hoardcc status [--json]\n       hoardcc hosts\n       gcc|g++|cc|c++|clang|clang++ [ARGS...]   (through a symlink to hoardcc)",
     after_help = "Hosts come from HOARDCC_HOSTS, DISTCC_HOSTS, the config file, ~/.distcc/hosts or /etc/distcc/hosts.\n\
                   HOARDCC_FALLBACK=0 (or DISTCC_FALLBACK=0) turns the local fallback off. See hoardcc(1)."
 )]
@@ -23,7 +23,7 @@ struct Cli {
     /// Serve one connection on stdin/stdout (same as `hoardcc serve`), for exec and forced-command setups.
     #[arg(long)]
     inetd: bool,
-    /// Print the host list hoardcc would use, and where it came from (distcc's --show-hosts).
+    /// Show hosts, connections, lanes and jobs of the running mux (same as `hoardcc status`).
     #[arg(long)]
     show_hosts: bool,
     #[command(subcommand)]
@@ -41,6 +41,22 @@ enum Command {
     },
     /// Print the host list hoardcc would use, and where it came from.
     Hosts,
+    /// The per-user daemon that hoards ssh connections and schedules jobs. Wrappers start
+    /// it on first use; it exits after being idle (10 minutes by default).
+    Mux {
+        /// Stay in the foreground (for a systemd user unit).
+        #[arg(long)]
+        foreground: bool,
+        /// Stop the running mux.
+        #[arg(long, conflicts_with = "foreground")]
+        stop: bool,
+    },
+    /// Show hosts, connections, lanes, running and queued jobs, per-host counters and backoff.
+    Status {
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -69,8 +85,11 @@ fn main() -> std::process::ExitCode {
     match cli.command {
         Some(Command::Serve { inetd }) => subsystem::main(subsystem::ServeArgs { inetd: inetd || cli.inetd }),
         Some(Command::Hosts) => show_hosts(),
+        Some(Command::Mux { stop: true, .. }) => mux::client::stop_main(),
+        Some(Command::Mux { foreground, .. }) => mux::daemon::main(mux::daemon::MuxArgs { foreground, stop: false }),
+        Some(Command::Status { json }) => mux::client::status_main(json),
         None if cli.inetd => subsystem::main(subsystem::ServeArgs { inetd: true }),
-        None if cli.show_hosts => show_hosts(),
+        None if cli.show_hosts => mux::client::status_main(false),
         None => {
             eprintln!("hoardcc: usage: hoardcc COMPILER [ARGS...]   (hoardcc --help for more)");
             hoardcc::exit::ExitCode::BadArguments.into()

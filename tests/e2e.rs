@@ -14,7 +14,7 @@ const T: Duration = Duration::from_secs(120);
 fn hoardcc(sshd: &Sshd, dir: &Path, hosts: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(hoardcc_bin());
     sshd.apply_env(&mut cmd);
-    cmd.current_dir(dir).env("HOARDCC_HOSTS", hosts).args(args);
+    cmd.current_dir(dir).env("HOARDCC_HOSTS", hosts).env("HOARDCC_IDLE_TIMEOUT", "20").args(args);
     cmd
 }
 
@@ -115,6 +115,7 @@ fn masquerade_build_links_and_runs() {
         cmd.current_dir(p.dir())
             .env("PATH", &path)
             .env("HOARDCC_HOSTS", "@hoardtest")
+            .env("HOARDCC_IDLE_TIMEOUT", "20")
             .env("HOARDCC_FALLBACK", "0")
             .env("HOARDCC_JOBLOG", &log)
             .args(["-O2", "-c", src.to_str().unwrap()]);
@@ -172,23 +173,42 @@ fn dependency_files_match_local() {
     }
 }
 
-/// A compile error on the server shows the compiler's own diagnostics and status, and
-/// leaves no object behind.
+/// A compile error on the server shows the compiler's own diagnostics and status (caret
+/// lines quoted from the client's source, the client's locale), and leaves no object.
 #[test]
 fn remote_compile_error_matches_local_diagnostics() {
     let sshd = Sshd::start(SshdOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("bad.c"), "#define TWICE(x) ((x) + (x))\nint f(void) { return TWICE(undeclared_name); }\n#warning from cpp\n").unwrap();
-    let local = run_with_timeout(Command::new("gcc").current_dir(dir.path()).args(["-c", "bad.c", "-o", "bad.o"]), T, "local");
-    assert!(!local.status.success());
+    std::fs::write(dir.path().join("twice.h"), "#define TWICE(x) ((x) + (x))\nstatic int unused_in_header;\n").unwrap();
+    std::fs::write(dir.path().join("bad.c"), "#include \"twice.h\"\nint f(void) { return TWICE(undeclared_name); }\n").unwrap();
+    std::fs::write(dir.path().join("warn.c"), "#include \"twice.h\"\nint g(int a) { int b; return TWICE(a); }\n#warning from cpp\n").unwrap();
     let log = dir.path().join("joblog");
-    let mut cmd = hoardcc(&sshd, dir.path(), "@hoardtest", &["gcc", "-c", "bad.c", "-o", "bad.o"]);
-    cmd.env("HOARDCC_FALLBACK", "0").env("HOARDCC_JOBLOG", &log);
-    let remote = run_with_timeout(&mut cmd, T, "hoardcc bad.c");
-    assert_eq!(remote.status.code(), local.status.code());
-    assert_eq!(String::from_utf8_lossy(&remote.stderr), String::from_utf8_lossy(&local.stderr));
+    for (src, exact) in [("bad.c", true), ("warn.c", false)] {
+        let obj = src.replace(".c", ".o");
+        let args = ["-Wall", "-c", src, "-o", obj.as_str()];
+        let local = run_with_timeout(Command::new("gcc").current_dir(dir.path()).env("LANG", "C.UTF-8").args(args), T, "local");
+        let _ = std::fs::remove_file(dir.path().join(&obj));
+        let mut a = vec!["gcc"];
+        a.extend_from_slice(&args);
+        let mut cmd = hoardcc(&sshd, dir.path(), "@hoardtest", &a);
+        cmd.env("HOARDCC_FALLBACK", "0").env("HOARDCC_JOBLOG", &log).env("LANG", "C.UTF-8");
+        let remote = run_with_timeout(&mut cmd, T, "hoardcc");
+        assert_eq!(remote.status.code(), local.status.code(), "{src}");
+        let (l, r) = (String::from_utf8_lossy(&local.stderr).into_owned(), String::from_utf8_lossy(&remote.stderr).into_owned());
+        if exact {
+            assert_eq!(r, l, "{src}");
+        } else {
+            // `#warning` is reported by the local preprocessor, so it comes first; every
+            // line is the same.
+            let (mut ls, mut rs): (Vec<&str>, Vec<&str>) = (l.lines().collect(), r.lines().collect());
+            ls.sort_unstable();
+            rs.sort_unstable();
+            assert_eq!(rs, ls, "{src}");
+        }
+        assert_eq!(dir.path().join(&obj).exists(), local.status.success());
+    }
     assert!(!dir.path().join("bad.o").exists());
-    assert_all_remote(&log, 1);
+    assert_all_remote(&log, 2);
 }
 
 /// With an empty host list, hoardcc compiles locally with exactly one warning line.
@@ -246,7 +266,7 @@ fn fallback_when_the_server_program_is_missing() {
 fn fallback_when_the_host_key_changed() {
     let mut sshd = Sshd::start(SshdOptions::default());
     sshd.replace_host_key();
-    check_fallback(&sshd, "@hoardtest", "host key", 119..=119);
+    check_fallback(&sshd, "@hoardtest", "host key", 100..=120);
 }
 
 #[test]

@@ -7,3 +7,5 @@ mod support;
 mod fixture;
 // End to end through the real sshd and gcc; stock distcc interop both ways; fallbacks.
 mod e2e;
+// SSH client layer (mux::ssh) against the private sshd.
+mod ssh;

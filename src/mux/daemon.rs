@@ -643,6 +643,13 @@ impl Daemon {
                         .find(|h| h.key() == key)
                         .cloned()
                         .expect("granted host is in the list");
+                    // The first job to an ssh host learns what it speaks (our subsystem
+                    // or stock distccd) before it preprocesses; later ones overlap.
+                    if spec.is_ssh() && self.pool.known_wire(&spec).is_none() {
+                        if let Ok(pl) = self.pool.checkout(&spec).await {
+                            self.pool.checkin(pl);
+                        }
+                    }
                     let wire = self.pool.wire(&spec);
                     self.set_job(id, None, "reserved", Some(&key));
                     *held = Some(Held {
@@ -662,8 +669,10 @@ impl Daemon {
                 }
             },
             Err(why) => {
-                self.set_job(id, None, "local", None);
-                MuxReply::Local { reason: why }
+                // No usable host (all backed off or down): a distribution failure, so the
+                // wrapper falls back with a warning, or fails when fallback is off.
+                self.set_job(id, None, "failed", None);
+                MuxReply::Failed { message: why, exit_code: ExitCode::NoHosts.code() }
             }
         }
     }

@@ -261,6 +261,11 @@ impl Pool {
         hp.clone()
     }
 
+    /// The wire the host's lanes turned out to speak, once one has opened.
+    pub fn known_wire(&self, spec: &HostSpec) -> Option<Wire> {
+        self.host_pool(spec).state().wire
+    }
+
     /// The wire a job for `spec` should be preprocessed for: what the host's lanes turned
     /// out to speak, else what the host list suggests.
     pub fn wire(&self, spec: &HostSpec) -> Wire {

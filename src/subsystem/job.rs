@@ -181,7 +181,14 @@ pub fn prepare(
     crate::args::check_server_args(&job.args)
         .map_err(|reason| PrepareError::Refused(format!("argument refused: {reason}")))?;
     let workdir = WorkDir::create(tmpdir, &job.cwd)?;
-    let source_path = workdir.prepare(&job.source_name)?;
+    // Directives-only text goes to a side path, `.hoardcc-src/<name>`, mapped back to
+    // `<name>` in debug info, so the client's original text (a context file) can sit at
+    // `<name>` for the compiler to quote in diagnostics. Names with `..` or absolute ones
+    // compile in place.
+    let side_name = (job.source_kind == SourceKind::DirectivesOnly && is_plain_relative(&job.source_name))
+        .then(|| format!("{SIDE_DIR}/{}", job.source_name));
+    let compile_name = side_name.as_deref().unwrap_or(&job.source_name);
+    let source_path = workdir.prepare(compile_name)?;
     let output_path = workdir.prepare(&job.output_name)?;
     let mut extra_outputs = Vec::with_capacity(job.extra_outputs.len());
     for name in &job.extra_outputs {
@@ -199,6 +206,20 @@ pub fn prepare(
         .map_err(|e| PrepareError::Server(format!("bad source blob: {e}")))?;
     std::fs::write(&source_path, source)
         .map_err(|e| PrepareError::Server(format!("writing the source: {e}")))?;
+    let mut context_bytes = 0u64;
+    for file in &job.context {
+        let path = workdir.prepare(&file.name)?;
+        if path == source_path || path == output_path || extra_outputs.iter().any(|(_, p)| *p == path) {
+            continue;
+        }
+        let data = file
+            .data
+            .unpack(MAX_BLOB - context_bytes.min(MAX_BLOB))
+            .map_err(|e| PrepareError::Server(format!("bad context blob: {e}")))?;
+        context_bytes += data.len() as u64;
+        std::fs::write(&path, data)
+            .map_err(|e| PrepareError::Server(format!("writing a context file: {e}")))?;
+    }
 
     let mut args: Vec<OsString> = job.args.iter().map(OsString::from).collect();
     // Both source kinds compile in the mirrored cwd. For `DirectivesOnly` (compiled as
@@ -210,29 +231,34 @@ pub fn prepare(
     map.push("=");
     args.push(map);
     args.extend(client_prefix_maps(&job.args, workdir.root()));
+    if side_name.is_some() {
+        args.push(format!("-fdebug-prefix-map={SIDE_DIR}/=").into());
+    }
     if job.source_kind == SourceKind::DirectivesOnly {
         // Every #include was already resolved on the client; without this the server's
         // compiler would pre-include its own stdc-predef.h a second time, which changes
         // the -g3 macro table (measured with gcc 12). It does not show in DW_AT_producer.
         args.push("-nostdinc".into());
-        // The file under the client's name holds the directives-only text, not the
-        // original source: caret lines quoted from it would show the wrong text (often
-        // a `# 0 "<command-line>"` marker). Without carets the diagnostics read as with
-        // classic distcc, where the source is not on the server at all. Diagnostic
-        // options are not recorded in the object.
-        if let Some(flag) = no_caret_flag(&job.compiler) {
-            args.push(flag.into());
+        // Caret lines: the compiler quotes them from the files under the client's
+        // names, which hold the client's original text (`job.context`); the
+        // directives-only text itself sits at the side path.
+        if side_name.is_none() {
+            if let Some(flag) = no_caret_flag(&job.compiler) {
+                args.push(flag.into());
+            }
         }
     }
     args.push(if job.assemble_only { "-S" } else { "-c" }.into());
-    args.push(workdir.command_name(&job.source_name)?.into());
+    args.push(workdir.command_name(compile_name)?.into());
     args.push("-o".into());
     args.push(workdir.command_name(&job.output_name)?.into());
     let command = CompileCommand {
         program,
         args,
         cwd: workdir.cwd().to_path_buf(),
-        env: vec![("TMPDIR".into(), workdir.path().as_os_str().to_owned())],
+        env: std::iter::once(("TMPDIR".into(), workdir.path().as_os_str().to_owned()))
+            .chain(job.env.iter().filter(|(k, _)| is_locale_var(k)).map(|(k, v)| (k.into(), v.into())))
+            .collect(),
     };
     Ok(Prepared {
         workdir,
@@ -251,6 +277,19 @@ fn no_caret_flag(compiler: &str) -> Option<&'static str> {
     } else {
         Some("-fno-diagnostics-show-caret")
     }
+}
+
+/// Where directives-only sources are written, relative to the mirrored cwd.
+const SIDE_DIR: &str = ".hoardcc-src";
+
+/// A relative path with no `.`/`..` components and no empty ones.
+fn is_plain_relative(name: &str) -> bool {
+    !name.starts_with('/') && name.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+}
+
+/// Only locale variables pass from the client to the compiler.
+fn is_locale_var(name: &str) -> bool {
+    name == "LANG" || name == "LANGUAGE" || name.starts_with("LC_")
 }
 
 /// Prefix maps that take the client's own `-fdebug-prefix-map=OLD=NEW` (and

@@ -18,21 +18,25 @@ use std::path::{Path, PathBuf};
 use crate::args::{self, Classified, CompileJob, CppStyle};
 use crate::config::{self, Config};
 use crate::exit::ExitCode;
-use crate::hosts::{self, HostSpec};
+use crate::hosts::{self, HostList, HostSpec};
+use crate::mux;
 use crate::mux::ssh::SshSettings;
-use crate::mux::transport::{self, JobSpec, Lane, TransportError, Wire};
+use crate::mux::transport::{self, Completed, JobSpec, Lane, TransportError, Wire};
+use crate::proto::compress::MAX_BLOB;
+use crate::proto::msg::MuxReply;
 use crate::paths::Paths;
 
 /// Why a job could not be distributed. Always ends in [`fallback`].
 #[derive(Debug)]
 struct Failure {
     message: String,
-    code: ExitCode,
+    /// distcc exit code (100–120), used when fallback is off.
+    code: u8,
 }
 
 impl From<TransportError> for Failure {
     fn from(e: TransportError) -> Self {
-        Failure { code: e.exit_code(), message: e.to_string() }
+        Failure { code: e.exit_code().code(), message: e.to_string() }
     }
 }
 
@@ -66,7 +70,7 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
     let config = match config::load(&paths, &env) {
         Ok(c) => c,
         Err(e) => {
-            let failure = Failure { message: format!("configuration: {e}"), code: ExitCode::BadArguments };
+            let failure = Failure { message: format!("configuration: {e}"), code: ExitCode::BadArguments.code() };
             return fallback(&real, &args, failure, fallback_enabled(&env));
         }
     };
@@ -93,11 +97,13 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
     code
 }
 
-/// What the pipeline learnt, for the job log.
+/// What the pipeline learnt, for the job log; and the mux connection that holds a local
+/// slot while a local compile runs.
 #[derive(Default)]
 struct Note {
     source: String,
     host: String,
+    slot: Option<mux::client::MuxClient>,
 }
 
 /// One line per compile, appended in a single write (O_APPEND keeps lines whole).
@@ -132,17 +138,105 @@ fn distribute(
         }
     };
     note.source = job.source.clone();
-    let host = match choose_host(config, paths, env) {
-        Ok(Some(h)) => h,
-        Ok(None) => return Outcome::Local("no remote host".into()),
+    let list = match resolve_hosts(config, paths, env) {
+        Ok(Some(l)) => l,
+        Ok(None) => return Outcome::Local("no hosts".into()),
         Err(f) => return Outcome::Failed(f),
     };
+    if env("HOARDCC_MUX").is_none_or(|v| v.trim() != "0") {
+        if let Some(outcome) = via_mux(real, &job, cwd, &list, paths, env, note) {
+            return outcome;
+        }
+    }
+    direct(real, &job, cwd, &list, config, paths, env, note)
+}
+
+/// The usual path: the per-user mux holds the connections and picks the host. `None`
+/// when the mux cannot be reached at all (then the job goes direct).
+fn via_mux(
+    real: &Path,
+    job: &CompileJob,
+    cwd: &Path,
+    list: &HostList,
+    paths: &Paths,
+    env: &dyn Fn(&str) -> Option<String>,
+    note: &mut Note,
+) -> Option<Outcome> {
+    let self_exe = std::env::current_exe().ok()?;
+    let mut client = match mux::client::connect_or_spawn(paths, &self_exe) {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::warn!(error = %e, "mux unavailable; connecting directly");
+            return None;
+        }
+    };
+    // Ask for a slot before preprocessing, so the mux connects while cpp runs.
+    let wire = match client.reserve(&host_list_text(list), &job.source) {
+        Ok(MuxReply::Reserved { host, wire }) => {
+            note.host = host;
+            wire
+        }
+        Ok(MuxReply::Local { reason }) => {
+            // A local slot of the shared pool: hold it (the connection) while compiling.
+            note.slot = Some(client);
+            return Some(Outcome::Local(reason));
+        }
+        Ok(MuxReply::Failed { message, exit_code }) => return Some(Outcome::Failed(Failure { message, code: exit_code })),
+        Ok(other) => {
+            tracing::warn!(reply = ?other, "unexpected mux reply; connecting directly");
+            return None;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "mux failed; connecting directly");
+            return None;
+        }
+    };
+    let cpp = match preprocess::run(real, job, style_for(wire), guard()) {
+        Ok(p) => p,
+        Err(e) => return Some(cpp_failed(e)),
+    };
+    let spec = job_spec(job, cwd, wire, &cpp.source, env);
+    let on_host = |message: String, code: u8| Some(Outcome::Failed(Failure { message: format!("{}: {message}", note.host), code }));
+    match client.run(&spec, &cpp.source) {
+        Ok(MuxReply::Done(result)) => {
+            let unpack = |b: &crate::proto::msg::Blob| b.unpack(MAX_BLOB);
+            let done = (|| -> Result<Completed, crate::proto::Error> {
+                let mut outputs = Vec::with_capacity(result.outputs.len());
+                for o in &result.outputs {
+                    outputs.push((o.name.clone(), unpack(&o.data)?));
+                }
+                Ok(Completed { exit_code: result.exit_code, stdout: unpack(&result.stdout)?, stderr: unpack(&result.stderr)?, outputs })
+            })();
+            match done {
+                Ok(done) => Some(finish(job, cwd, done, cpp.stderr)),
+                Err(e) => on_host(e.to_string(), ExitCode::ProtocolError.code()),
+            }
+        }
+        Ok(MuxReply::Failed { message, exit_code }) => on_host(message, exit_code),
+        Ok(other) => on_host(format!("unexpected mux reply {other:?}").chars().take(120).collect(), ExitCode::ProtocolError.code()),
+        Err(e) => on_host(format!("mux: {e}"), ExitCode::IoError.code()),
+    }
+}
+
+/// Without the mux (`HOARDCC_MUX=0`, or it cannot start): one connection for this job.
+#[allow(clippy::too_many_arguments)]
+fn direct(
+    real: &Path,
+    job: &CompileJob,
+    cwd: &Path,
+    list: &HostList,
+    config: &Config,
+    paths: &Paths,
+    env: &dyn Fn(&str) -> Option<String>,
+    note: &mut Note,
+) -> Outcome {
+    let Some(host) = pick_host(list) else { return Outcome::Local("localhost slot".into()) };
     note.host = host.key();
     let home = paths.home.clone().unwrap_or_else(|| PathBuf::from("/"));
     let settings = SshSettings::from_config(config, env, home);
     let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(r) => r,
-        Err(e) => return Outcome::Failed(Failure { message: format!("cannot start runtime: {e}"), code: ExitCode::DistccFailed }),
+        Err(e) => return Outcome::Failed(Failure { message: format!("cannot start runtime: {e}"), code: ExitCode::DistccFailed.code() }),
     };
     // Channels and connections close themselves on drop by spawning a task: keep the
     // runtime entered until they are gone (declared first, so dropped last).
@@ -151,7 +245,7 @@ fn distribute(
     // Connect while the preprocessor runs: the wire is usually known before connecting.
     let guessed = transport::expected_wire(&host);
     let (lane, cpp) = std::thread::scope(|s| {
-        let cpp = s.spawn(|| preprocess::run(real, &job, style_for(guessed), guard()));
+        let cpp = s.spawn(|| preprocess::run(real, job, style_for(guessed), guard()));
         let lane = runtime.block_on(Lane::open(&host, &settings));
         (lane, cpp.join())
     });
@@ -165,24 +259,14 @@ fn distribute(
     };
     let cpp = match cpp {
         Ok(Ok(p)) if lane.wire() == guessed => p,
-        Ok(Ok(_)) => match preprocess::run(real, &job, style_for(lane.wire()), guard()) {
+        Ok(Ok(_)) => match preprocess::run(real, job, style_for(lane.wire()), guard()) {
             Ok(p) => p,
             Err(e) => return cpp_failed(e),
         },
         Ok(Err(e)) => return cpp_failed(e),
-        Err(_) => return Outcome::Failed(Failure { message: "preprocessor thread panicked".into(), code: ExitCode::LocalCppFailed }),
+        Err(_) => return Outcome::Failed(Failure { message: "preprocessor thread panicked".into(), code: ExitCode::LocalCppFailed.code() }),
     };
-
-    let mut spec = job_spec(&job, cwd, lane.wire());
-    if lane.wire() == Wire::Native {
-        spec.env = preprocess::locale_env(env);
-        let read = |name: &str| {
-            let p = cwd.join(name);
-            std::fs::metadata(&p).ok().filter(|m| m.is_file() && m.len() < (1 << 20))?;
-            std::fs::read(p).ok()
-        };
-        spec.context = preprocess::context_files(&job.source, &cpp.source, &read);
-    }
+    let spec = job_spec(job, cwd, lane.wire(), &cpp.source, env);
     let done = match runtime.block_on(lane.run(&spec, &cpp.source)) {
         Ok(d) => d,
         Err(e) => return on_host(e),
@@ -192,17 +276,22 @@ fn distribute(
         drop(lane);
         tokio::task::yield_now().await;
     });
+    finish(job, cwd, done, cpp.stderr)
+}
+
+/// Apply a remote result: outputs into place, output replayed, the compiler's status.
+fn finish(job: &CompileJob, cwd: &Path, done: Completed, cpp_stderr: Vec<u8>) -> Outcome {
     let mut wanted = vec![job.output.clone()];
     wanted.extend(job.extra_outputs.iter().cloned());
     if done.exit_code == 0 {
         if let Err(e) = outputs::write_all(cwd, &done, &wanted) {
-            return Outcome::Failed(Failure { message: e.to_string(), code: ExitCode::IoError });
+            return Outcome::Failed(Failure { message: e.to_string(), code: ExitCode::IoError.code() });
         }
     } else {
         // Like gcc, a failed compile leaves no stale object behind.
         let _ = std::fs::remove_file(cwd.join(&job.output));
     }
-    let mut err = cpp.stderr;
+    let mut err = cpp_stderr;
     err.extend_from_slice(&done.stderr);
     outputs::replay(false, &done.stdout);
     outputs::replay(true, &err);
@@ -214,7 +303,7 @@ fn distribute(
 fn cpp_failed(e: preprocess::PreprocessError) -> Outcome {
     match e {
         preprocess::PreprocessError::Failed { .. } => Outcome::Local("preprocessor failed".into()),
-        other => Outcome::Failed(Failure { message: other.to_string(), code: ExitCode::LocalCppFailed }),
+        other => Outcome::Failed(Failure { message: other.to_string(), code: ExitCode::LocalCppFailed.code() }),
     }
 }
 
@@ -225,53 +314,81 @@ fn style_for(wire: Wire) -> CppStyle {
     }
 }
 
-fn job_spec(job: &CompileJob, cwd: &Path, wire: Wire) -> JobSpec {
-    let source_name = match wire {
-        Wire::Native => job.source.clone(),
-        Wire::Distcc { .. } => job.preprocessed_name(),
+fn job_spec(job: &CompileJob, cwd: &Path, wire: Wire, source: &[u8], env: &dyn Fn(&str) -> Option<String>) -> JobSpec {
+    let (source_name, env, context) = match wire {
+        Wire::Native => {
+            let read = |name: &str| {
+                let p = cwd.join(name);
+                std::fs::metadata(&p).ok().filter(|m| m.is_file() && m.len() < (1 << 20))?;
+                std::fs::read(p).ok()
+            };
+            (job.source.clone(), preprocess::locale_env(env), preprocess::context_files(&job.source, source, &read))
+        }
+        Wire::Distcc { .. } => (job.preprocessed_name(), Vec::new(), Vec::new()),
     };
+    let mut args = job.compile_args.clone();
+    if wire == Wire::Native {
+        // The directives-only text no longer holds the -D/-U (see strip_builtin_section).
+        args.extend(preprocess::command_line_macros(&job.preprocess_args(CppStyle::DirectivesOnly)));
+    }
     JobSpec {
         compiler: job.compiler.clone(),
-        args: job.compile_args.clone(),
+        args,
         assemble_only: job.assemble_only,
         cwd: cwd.to_string_lossy().into_owned(),
         source_name,
         output_name: job.output.clone(),
         extra_outputs: job.extra_outputs.clone(),
         distcc_argv: job.distcc_argv(),
-        env: Vec::new(),
-        context: Vec::new(),
+        env,
+        context,
     }
 }
 
-/// Pick the host for this job. `Ok(None)` means compile locally: no hosts at all (with one
-/// warning), or the chosen slot is `localhost`. Without the mux, the choice spreads
-/// parallel jobs over the list in proportion to each host's slots.
-fn choose_host(config: &Config, paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<HostSpec>, Failure> {
-    let config_hosts = config.hosts.as_deref().map(|h| (h, paths.config_file()));
+/// The host list in hoardcc's own grammar, for the mux (its environment may differ).
+fn host_list_text(list: &HostList) -> String {
+    let mut parts: Vec<String> = list.hosts.iter().map(|h| h.token.clone()).collect();
+    if list.randomize {
+        parts.push("--randomize".into());
+    }
+    if let Some(n) = list.local_slots {
+        parts.push(format!("--localslots={n}"));
+    }
+    parts.join(" ")
+}
+
+/// The host list, or `Ok(None)` (after one warning) when there is none or it is empty.
+fn resolve_hosts(config: &Config, paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<HostList>, Failure> {
+    let file = paths.config_file();
     let read = |p: &Path| std::fs::read_to_string(p).ok();
-    let resolved = hosts::resolve(env, config_hosts.as_ref().map(|(h, p)| (*h, p.as_path())), paths.home.as_deref(), &read)
-        .map_err(|e| Failure { message: e.to_string(), code: ExitCode::BadHostspec })?;
+    let resolved = hosts::resolve(env, config.hosts.as_deref().map(|h| (h, file.as_path())), paths.home.as_deref(), &read)
+        .map_err(|e| Failure { message: e.to_string(), code: ExitCode::BadHostspec.code() })?;
     let Some((list, _source)) = resolved else {
         eprintln!("hoardcc: warning: no hosts are set (HOARDCC_HOSTS, DISTCC_HOSTS or ~/.distcc/hosts); compiling locally");
         return Ok(None);
     };
-    let seed = u64::from(std::process::id());
-    let ordered = list.ordered(seed);
-    if ordered.is_empty() {
+    if list.ordered(0).is_empty() {
         eprintln!("hoardcc: warning: the host list is empty; compiling locally");
         return Ok(None);
     }
+    Ok(Some(list))
+}
+
+/// Without the mux, spread parallel jobs over the list in proportion to each host's
+/// slots. `None` means the pick was a `localhost` slot.
+fn pick_host(list: &HostList) -> Option<HostSpec> {
+    let seed = u64::from(std::process::id());
+    let ordered = list.ordered(seed);
     let total: u64 = ordered.iter().map(|h| u64::from(h.slots.max(1))).sum();
-    let mut pick = splitmix(seed) % total;
+    let mut pick = splitmix(seed) % total.max(1);
     for h in ordered {
         let w = u64::from(h.slots.max(1));
         if pick < w {
-            return Ok(if h.is_local() { None } else { Some(h) });
+            return if h.is_local() { None } else { Some(h) };
         }
         pick -= w;
     }
-    Ok(None)
+    None
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -285,7 +402,7 @@ fn splitmix(mut x: u64) -> u64 {
 fn fallback(real: &Path, args: &[String], failure: Failure, enabled: bool) -> std::process::ExitCode {
     if !enabled {
         eprintln!("hoardcc: error: {} (fallback is off)", failure.message);
-        return failure.code.into();
+        return std::process::ExitCode::from(failure.code);
     }
     eprintln!("hoardcc: warning: {}; compiling locally", failure.message);
     exit_with(run_local(real, args))

@@ -53,18 +53,54 @@ pub fn run(real_compiler: &Path, job: &CompileJob, style: CppStyle, guard_env: (
 pub fn strip_builtin_section(text: Vec<u8>) -> Vec<u8> {
     let mut out = Vec::with_capacity(text.len());
     let mut skipping = false;
+    // In the top level of `<command-line>`, the user's -D/-U appear as #define/#undef;
+    // they are dropped here and passed as options instead (see `command_line_macros`),
+    // so `-g3` macro tables record them as a local compile does.
+    let mut in_command_line = false;
+    let mut depth = 0usize;
     for line in text.split_inclusive(|&b| b == b'\n') {
-        if line.starts_with(b"# ") || line.starts_with(b"#line ") {
+        if line.starts_with(b"# ") && is_linemarker(line) {
             if line_names(line, b"<built-in>") {
                 skipping = true;
                 continue;
             }
-            if skipping && is_linemarker(line) {
-                skipping = false;
+            skipping = false;
+            let flags = marker_flags(line);
+            if flags.contains(&b'1') {
+                depth += 1;
+            } else if flags.contains(&b'2') {
+                depth = depth.saturating_sub(1);
             }
+            if depth == 0 {
+                in_command_line = line_names(line, b"<command-line>");
+            }
+        } else if in_command_line && depth == 0 && (line.starts_with(b"#define ") || line.starts_with(b"#undef ")) {
+            continue;
         }
         if !skipping {
             out.extend_from_slice(line);
+        }
+    }
+    out
+}
+
+/// The flags after a line marker's file name (`1` enter, `2` return, `3` system, `4` extern C).
+fn marker_flags(line: &[u8]) -> Vec<u8> {
+    let after = line.iter().rposition(|&b| b == b'"').map_or(&line[..0], |i| &line[i + 1..]);
+    after.iter().copied().filter(u8::is_ascii_digit).collect()
+}
+
+/// The `-D`/`-U` options of a preprocessor argv, in order, as separate-or-joined words.
+pub fn command_line_macros(cpp_args: &[String]) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut it = cpp_args.iter();
+    while let Some(a) = it.next() {
+        if a == "-D" || a == "-U" {
+            if let Some(v) = it.next() {
+                out.push(format!("{a}{v}"));
+            }
+        } else if (a.starts_with("-D") || a.starts_with("-U")) && a.len() > 2 {
+            out.push(a.clone());
         }
     }
     out
@@ -137,7 +173,8 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains("__STDC__"), "{text}");
         assert!(!text.contains("<built-in>"), "{text}");
-        assert!(text.contains("#define FOO 1"));
+        assert!(!text.contains("#define FOO 1"), "command-line macros travel as -D: {text}");
+        assert!(text.contains("#define X 2"), "macros of included files stay: {text}");
         assert!(text.contains("# 0 \"/home/u/p//\""));
         assert!(text.contains("int x = FOO;"));
         assert!(text.starts_with("# 0 \"foo.c\"\n"));
@@ -151,6 +188,12 @@ mod tests {
         assert_eq!(got, vec!["src/a.c".to_string(), "inc/geom.h".to_string()]);
         let none = |_: &str| None;
         assert!(context_files("src/a.c", pp, &none).is_empty());
+    }
+
+    #[test]
+    fn macros_from_the_command_line() {
+        let a: Vec<String> = ["-O2", "-DA=1", "-D", "B", "-UC", "-U", "D", "-I", "inc", "-Dx"].iter().map(|s| s.to_string()).collect();
+        assert_eq!(command_line_macros(&a), vec!["-DA=1", "-DB", "-UC", "-UD", "-Dx"]);
     }
 
     #[test]
@@ -171,7 +214,7 @@ mod tests {
         assert!(out.status.success());
         let text = String::from_utf8(strip_builtin_section(out.stdout)).unwrap();
         assert!(!text.contains("#define __GNUC__"), "builtins left in");
-        assert!(text.contains("#define FOO 3"));
+        assert!(!text.contains("#define FOO 3"));
         assert!(text.contains("int v = FOO"));
     }
 }
