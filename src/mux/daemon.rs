@@ -1238,7 +1238,7 @@ mod tests {
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn only_host_refusing_fails_the_job_then_goes_local() {
+    async fn only_host_refusing_fails_the_job_then_fails_fast_while_backed_off() {
         let dead = dead_port().await;
         let mux = start(Duration::from_secs(60), Duration::from_secs(60));
         let hosts = format!("127.0.0.1:{dead}/1");
@@ -1247,8 +1247,10 @@ mod tests {
             panic!("{done:?}")
         };
         assert_eq!(exit_code, ExitCode::ConnectFailed.code());
+        // While backed off, the Reserve itself fails (no usable host): the wrapper falls
+        // back with a warning, or exits with a distcc code when fallback is off.
         let (r, _) = job(mux.client(), hosts, b"a").await;
-        assert!(matches!(r, MuxReply::Local { .. }), "{r:?}");
+        assert!(matches!(r, MuxReply::Failed { exit_code, .. } if exit_code == ExitCode::NoHosts.code()), "{r:?}");
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -185,7 +185,10 @@ pub fn prepare(
     // `<name>` in debug info, so the client's original text (a context file) can sit at
     // `<name>` for the compiler to quote in diagnostics. Names with `..` or absolute ones
     // compile in place.
-    let side_name = (job.source_kind == SourceKind::DirectivesOnly && is_plain_relative(&job.source_name))
+    // With `-g3` the side path shows in the macro table, so those compile in place
+    // (identical objects, no caret lines).
+    let macro_debug = job.args.iter().any(|a| a == "-g3" || a == "-ggdb3");
+    let side_name = (job.source_kind == SourceKind::DirectivesOnly && !macro_debug && is_plain_relative(&job.source_name))
         .then(|| format!("{SIDE_DIR}/{}", job.source_name));
     let compile_name = side_name.as_deref().unwrap_or(&job.source_name);
     let source_path = workdir.prepare(compile_name)?;
