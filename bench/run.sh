@@ -7,7 +7,7 @@
 # compiles of a trivial file, minus local gcc). Prints Markdown tables. See bench/README.md.
 #
 # Environment: BENCH_RUNS (3), BENCH_JOBS (8), BENCH_FILES (200), BENCH_SEQ (30),
-# BENCH_MODES ("local distcc-tcp distcc-ssh distcc-ssh-cm hoardcc"), BENCH_WORKLOADS
+# BENCH_MODES ("local distcc-tcp distcc-ssh distcc-ssh-cm hoardcc-direct hoardcc"), BENCH_WORKLOADS
 # ("gen lua"), HOARDCC_BIN (default: `cargo build --release`, target/release/hoardcc).
 set -uo pipefail
 
@@ -16,7 +16,7 @@ RUNS=${BENCH_RUNS:-3}
 JOBS=${BENCH_JOBS:-8}
 FILES=${BENCH_FILES:-200}
 SEQ=${BENCH_SEQ:-30}
-MODES=${BENCH_MODES:-local distcc-tcp distcc-ssh distcc-ssh-cm hoardcc}
+MODES=${BENCH_MODES:-local distcc-tcp distcc-ssh distcc-ssh-cm hoardcc-direct hoardcc}
 WORKLOADS=${BENCH_WORKLOADS:-gen lua}
 CFLAGS_BENCH='-O2 -g'
 
@@ -117,24 +117,28 @@ mode_env() {
         printf '%s\n' "CC=hoardcc gcc" "HOARDCC_HOSTS=@hoardtest/$JOBS" "HOARDCC_FALLBACK=0" \
             "HOARDCC_JOBLOG=$log"
         ;;
+    hoardcc-direct)
+        printf '%s\n' "CC=hoardcc gcc" "HOARDCC_HOSTS=@hoardtest/$JOBS" "HOARDCC_FALLBACK=0" \
+            "HOARDCC_JOBLOG=$log" "HOARDCC_MUX=0"
+        ;;
     esac
 }
 
 mode_setup() {
     case $1 in
     distcc-ssh-cm) hf_start_controlmaster ;;
-    hoardcc) stop_mux ;;
+    hoardcc*) stop_mux ;;
     esac
 }
 
 mode_teardown() {
     case $1 in
     distcc-ssh-cm) hf_stop_controlmaster ;;
-    hoardcc)
+    hoardcc*)
         local pid
         if pid=$(mux_pid); then
-            MUX_RSS+=("$(awk '/VmHWM/ {print $2 " " $3}' "/proc/$pid/status") (peak RSS, $2)")
-            HOARDCC_MUX_SEEN=1
+            MUX_RSS+=("$(awk '/VmHWM/ {print $2 " " $3}' "/proc/$pid/status") peak RSS ($2)")
+            [[ $1 == hoardcc ]] && HOARDCC_MUX_SEEN=1
         fi
         stop_mux
         ;;
@@ -151,7 +155,7 @@ count_jobs() {
         grep -E '^distcc\[[0-9]+\] compile .* on .* completed ok' "$log" |
             awk '{ t++; if ($0 !~ / on localhost completed ok/) r++ } END { print r + 0, t + 0 }'
         ;;
-    hoardcc) awk -F'\t' '{ t++; if ($1 == "remote") r++ } END { print r + 0, t + 0 }' "$log" ;;
+    hoardcc*) awk -F'\t' '{ t++; if ($1 == "remote") r++ } END { print r + 0, t + 0 }' "$log" ;;
     esac
 }
 
@@ -229,7 +233,7 @@ for mode in $MODES; do
         SEQ_MS[$mode]=failed
     fi
     say "$mode sequential: ${SEQ_MS[$mode]} ms/compile"
-    mode_teardown "$mode" "after $mode"
+    mode_teardown "$mode" "after the $mode runs"
 done
 
 # --- report ----------------------------------------------------------------------------
@@ -240,8 +244,9 @@ mode_label() {
     distcc-ssh) echo "distcc, @host (ssh per job)" ;;
     distcc-ssh-cm) echo "distcc, @host + ssh ControlMaster" ;;
     hoardcc)
-        if ((HOARDCC_MUX_SEEN)); then echo "hoardcc (via mux)"; else echo "hoardcc (connection per job)"; fi
+        if ((HOARDCC_MUX_SEEN)); then echo "hoardcc via mux"; else echo "hoardcc (no mux seen)"; fi
         ;;
+    hoardcc-direct) echo "hoardcc, connection per job (HOARDCC_MUX=0)" ;;
     esac
 }
 
