@@ -71,7 +71,7 @@ fn c_objects_are_identical_with_and_without_g() {
     let sshd = Sshd::start(SshdOptions::default());
     let p = Project::c_multi();
     let log = p.dir().join("joblog");
-    for flags in [&["-O2"][..], &["-O2", "-g"][..], &["-O1", "-g", "-DEXTRA=1", "-UNDEBUG"][..]] {
+    for flags in [&["-O2"][..], &["-O2", "-g"][..], &["-O0", "-g3"][..], &["-O1", "-g", "-DEXTRA=1", "-UNDEBUG"][..]] {
         compare_objects(&p, "gcc", flags, &|args| {
             let mut a = vec!["gcc"];
             a.extend_from_slice(args);
@@ -80,7 +80,7 @@ fn c_objects_are_identical_with_and_without_g() {
             run_with_timeout(&mut cmd, T, "hoardcc gcc")
         });
     }
-    assert_all_remote(&log, 3 * p.sources().len());
+    assert_all_remote(&log, 4 * p.sources().len());
 }
 
 #[test]
