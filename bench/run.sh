@@ -87,8 +87,12 @@ if [[ " $MODES " == *" distcc-tcp "* ]]; then
     [[ -n $DISTCCD_PORT ]] || { say "distccd did not start: $(cat "$HF_DIR/distccd.log")"; exit 1; }
 fi
 
+# Stop this fixture's mux and wait (10 s at most) until it has exited, so the next mode
+# starts without it.
 stop_mux() {
-    [[ -n $HOARDCC ]] && hf_run timeout 10 hoardcc mux --stop >/dev/null 2>&1
+    [[ -n $HOARDCC ]] || return 0
+    hf_run timeout 10 hoardcc mux --stop >/dev/null 2>&1
+    hf_wait_for '[[ -z $(hf_client_pids "hoardcc mux") ]]' 10 || say "the hoardcc mux did not exit after --stop"
     return 0
 }
 hf_defer stop_mux

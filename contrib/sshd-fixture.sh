@@ -54,13 +54,17 @@ hf_defer() {
 hf_cleanup() {
     local rc=$? cmd pid
     trap - EXIT INT TERM
+    # Best effort from here on, even in a `set -e` script: a process already gone is fine.
+    set +e
     for cmd in "${HF_DEFERRED[@]}"; do
         eval "$cmd" >/dev/null 2>&1 || true
     done
     if [[ -n ${HF_SSH_CONFIG:-} ]] && compgen -G "$HF_DIR/cm-*" >/dev/null; then
         ssh -F "$HF_SSH_CONFIG" -O exit hoardtest >/dev/null 2>&1 || true
     fi
-    # A hoardcc mux that --stop did not end (it carries this fixture's XDG_RUNTIME_DIR).
+    # A hoardcc mux that --stop did not end (it carries this fixture's XDG_RUNTIME_DIR): give
+    # it a few seconds to close its connections, then end it.
+    hf_wait_for '[[ -z $(hf_client_pids hoardcc) ]]' 5
     for pid in $(hf_client_pids hoardcc); do
         kill -TERM "$pid" 2>/dev/null
     done
