@@ -60,9 +60,14 @@ enum Command {
 }
 
 fn main() -> std::process::ExitCode {
-    let argv: Vec<String> = std::env::args_os().map(|a| a.to_string_lossy().into_owned()).collect();
+    let argv: Vec<String> = std::env::args_os()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let argv0 = argv.first().cloned().unwrap_or_else(|| "hoardcc".into());
-    let base = Path::new(&argv0).file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let base = Path::new(&argv0)
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
     init_tracing();
 
     if base == "distccd" {
@@ -83,10 +88,15 @@ fn main() -> std::process::ExitCode {
     }
     let cli = Cli::parse_from(&argv);
     match cli.command {
-        Some(Command::Serve { inetd }) => subsystem::main(subsystem::ServeArgs { inetd: inetd || cli.inetd }),
+        Some(Command::Serve { inetd }) => subsystem::main(subsystem::ServeArgs {
+            inetd: inetd || cli.inetd,
+        }),
         Some(Command::Hosts) => show_hosts(),
         Some(Command::Mux { stop: true, .. }) => mux::client::stop_main(),
-        Some(Command::Mux { foreground, .. }) => mux::daemon::main(mux::daemon::MuxArgs { foreground, stop: false }),
+        Some(Command::Mux { foreground, .. }) => mux::daemon::main(mux::daemon::MuxArgs {
+            foreground,
+            stop: false,
+        }),
         Some(Command::Status { json }) => mux::client::status_main(json),
         None if cli.inetd => subsystem::main(subsystem::ServeArgs { inetd: true }),
         None if cli.show_hosts => mux::client::status_main(false),
@@ -109,11 +119,22 @@ fn show_hosts() -> std::process::ExitCode {
     };
     let file = paths.config_file();
     let read = |p: &Path| std::fs::read_to_string(p).ok();
-    match hosts::resolve(&env, config.hosts.as_deref().map(|h| (h, file.as_path())), paths.home.as_deref(), &read) {
+    match hosts::resolve(
+        &env,
+        config.hosts.as_deref().map(|h| (h, file.as_path())),
+        paths.home.as_deref(),
+        &read,
+    ) {
         Ok(Some((list, source))) => {
             println!("# from {source:?}");
             for h in &list.hosts {
-                println!("{}\t{} slots{}{}", h.key(), h.slots, if h.lzo { ",lzo" } else { "" }, if h.down { " (down)" } else { "" });
+                println!(
+                    "{}\t{} slots{}{}",
+                    h.key(),
+                    h.slots,
+                    if h.lzo { ",lzo" } else { "" },
+                    if h.down { " (down)" } else { "" }
+                );
             }
             std::process::ExitCode::SUCCESS
         }
@@ -130,6 +151,14 @@ fn show_hosts() -> std::process::ExitCode {
 
 /// Logs go to stderr only (stdout is the protocol in `serve`). HOARDCC_LOG sets the filter.
 fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HOARDCC_LOG").unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(false).try_init();
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOARDCC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    use std::io::IsTerminal;
+    let ansi = std::io::stderr().is_terminal();
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_ansi(ansi)
+        .with_target(false)
+        .try_init();
 }

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::support::{hoardcc_bin, run_with_timeout, wait_until, Distccd, Project, Sshd, SshdOptions};
+use crate::support::{
+    hoardcc_bin, run_with_timeout, wait_until, Distccd, Project, Sshd, SshdOptions,
+};
 
 const T: Duration = Duration::from_secs(120);
 
@@ -14,7 +16,10 @@ const T: Duration = Duration::from_secs(120);
 fn hoardcc(sshd: &Sshd, dir: &Path, hosts: &str, args: &[&str]) -> Command {
     let mut cmd = Command::new(hoardcc_bin());
     sshd.apply_env(&mut cmd);
-    cmd.current_dir(dir).env("HOARDCC_HOSTS", hosts).env("HOARDCC_IDLE_TIMEOUT", "20").args(args);
+    cmd.current_dir(dir)
+        .env("HOARDCC_HOSTS", hosts)
+        .env("HOARDCC_IDLE_TIMEOUT", "20")
+        .args(args);
     cmd
 }
 
@@ -29,14 +34,23 @@ fn ok(out: &Output, what: &str) {
 }
 
 fn gcc_local(compiler: &str, dir: &Path, args: &[&str]) -> Output {
-    let out = run_with_timeout(Command::new(compiler).current_dir(dir).args(args), T, "local compile");
+    let out = run_with_timeout(
+        Command::new(compiler).current_dir(dir).args(args),
+        T,
+        "local compile",
+    );
     ok(&out, "local compile");
     out
 }
 
 /// Compile every source of `p` locally and through `compile`, and require identical objects.
 /// Each object is built in place (same cwd, same names) so paths in debug info agree.
-fn compare_objects(p: &Project, compiler: &str, flags: &[&str], compile: &dyn Fn(&[&str]) -> Output) {
+fn compare_objects(
+    p: &Project,
+    compiler: &str,
+    flags: &[&str],
+    compile: &dyn Fn(&[&str]) -> Output,
+) {
     let local_dir = p.dir().join("local-objs");
     std::fs::create_dir_all(&local_dir).unwrap();
     for (src, obj) in p.sources().iter().zip(p.objects()) {
@@ -48,13 +62,23 @@ fn compare_objects(p: &Project, compiler: &str, flags: &[&str], compile: &dyn Fn
         std::fs::remove_file(p.dir().join(&obj)).unwrap();
         let out = compile(&args);
         ok(&out, &format!("remote compile of {src}"));
-        let remote = std::fs::read(p.dir().join(&obj)).unwrap_or_else(|e| panic!("{obj} missing: {e}"));
-        assert!(local == remote, "{obj} differs from the local build with flags {flags:?} ({} vs {} bytes)", local.len(), remote.len());
+        let remote =
+            std::fs::read(p.dir().join(&obj)).unwrap_or_else(|e| panic!("{obj} missing: {e}"));
+        assert!(
+            local == remote,
+            "{obj} differs from the local build with flags {flags:?} ({} vs {} bytes)",
+            local.len(),
+            remote.len()
+        );
     }
 }
 
 fn joblog_lines(path: &Path) -> Vec<String> {
-    std::fs::read_to_string(path).unwrap_or_default().lines().map(str::to_string).collect()
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(str::to_string)
+        .collect()
 }
 
 /// Every job in the log ran remotely.
@@ -71,7 +95,12 @@ fn c_objects_are_identical_with_and_without_g() {
     let sshd = Sshd::start(SshdOptions::default());
     let p = Project::c_multi();
     let log = p.dir().join("joblog");
-    for flags in [&["-O2"][..], &["-O2", "-g"][..], &["-O0", "-g3"][..], &["-O1", "-g", "-DEXTRA=1", "-UNDEBUG"][..]] {
+    for flags in [
+        &["-O2"][..],
+        &["-O2", "-g"][..],
+        &["-O0", "-g3"][..],
+        &["-O1", "-g", "-DEXTRA=1", "-UNDEBUG"][..],
+    ] {
         compare_objects(&p, "gcc", flags, &|args| {
             let mut a = vec!["gcc"];
             a.extend_from_slice(args);
@@ -107,7 +136,11 @@ fn masquerade_build_links_and_runs() {
     let p = Project::c_multi();
     let masq = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(hoardcc_bin(), masq.path().join("gcc")).unwrap();
-    let path = format!("{}:{}", masq.path().display(), std::env::var("PATH").unwrap());
+    let path = format!(
+        "{}:{}",
+        masq.path().display(),
+        std::env::var("PATH").unwrap()
+    );
     let log = p.dir().join("joblog");
     for src in p.sources() {
         let mut cmd = Command::new(masq.path().join("gcc"));
@@ -119,14 +152,25 @@ fn masquerade_build_links_and_runs() {
             .env("HOARDCC_FALLBACK", "0")
             .env("HOARDCC_JOBLOG", &log)
             .args(["-O2", "-c", src.to_str().unwrap()]);
-        ok(&run_with_timeout(&mut cmd, T, "masquerade gcc"), "masquerade gcc -c");
+        ok(
+            &run_with_timeout(&mut cmd, T, "masquerade gcc"),
+            "masquerade gcc -c",
+        );
     }
     assert_all_remote(&log, p.sources().len());
     // Linking goes through the symlink too, and runs locally.
-    let objs: Vec<String> = p.objects().iter().map(|o| o.display().to_string()).collect();
+    let objs: Vec<String> = p
+        .objects()
+        .iter()
+        .map(|o| o.display().to_string())
+        .collect();
     let mut link = Command::new(masq.path().join("gcc"));
     sshd.apply_env(&mut link);
-    link.current_dir(p.dir()).env("PATH", &path).env("HOARDCC_HOSTS", "@hoardtest").args(&objs).args(["-o", "prog"]);
+    link.current_dir(p.dir())
+        .env("PATH", &path)
+        .env("HOARDCC_HOSTS", "@hoardtest")
+        .args(&objs)
+        .args(["-o", "prog"]);
     ok(&run_with_timeout(&mut link, T, "link"), "link");
     let run = run_with_timeout(&mut Command::new(p.dir().join("prog")), T, "prog");
     assert_eq!(String::from_utf8_lossy(&run.stdout), p.expected_stdout());
@@ -141,7 +185,17 @@ fn dependency_files_match_local() {
     let cases: &[&[&str]] = &[
         &["-MD", "-c", "vec.c", "-o", "obj/vec.o"],
         &["-MMD", "-MP", "-c", "vec.c", "-o", "obj/vec.o"],
-        &["-MMD", "-MF", "obj/deps.d", "-MT", "custom-target", "-c", "vec.c", "-o", "obj/vec.o"],
+        &[
+            "-MMD",
+            "-MF",
+            "obj/deps.d",
+            "-MT",
+            "custom-target",
+            "-c",
+            "vec.c",
+            "-o",
+            "obj/vec.o",
+        ],
         &["-Wp,-MD,obj/wp.d", "-c", "vec.c", "-o", "obj/vec.o"],
         &["-MD", "-c", "vec.c"],
     ];
@@ -154,15 +208,27 @@ fn dependency_files_match_local() {
         };
         clean();
         gcc_local("gcc", p.dir(), args);
-        let local: Vec<Option<Vec<u8>>> = d_files.iter().map(|f| std::fs::read(p.dir().join(f)).ok()).collect();
-        assert!(local.iter().any(Option::is_some), "local gcc wrote no .d for {args:?}");
+        let local: Vec<Option<Vec<u8>>> = d_files
+            .iter()
+            .map(|f| std::fs::read(p.dir().join(f)).ok())
+            .collect();
+        assert!(
+            local.iter().any(Option::is_some),
+            "local gcc wrote no .d for {args:?}"
+        );
         clean();
         let mut a = vec!["gcc"];
         a.extend_from_slice(args);
         let mut cmd = hoardcc(&sshd, p.dir(), "@hoardtest", &a);
         cmd.env("HOARDCC_FALLBACK", "0");
-        ok(&run_with_timeout(&mut cmd, T, "hoardcc -MD"), "hoardcc with dependency flags");
-        let remote: Vec<Option<Vec<u8>>> = d_files.iter().map(|f| std::fs::read(p.dir().join(f)).ok()).collect();
+        ok(
+            &run_with_timeout(&mut cmd, T, "hoardcc -MD"),
+            "hoardcc with dependency flags",
+        );
+        let remote: Vec<Option<Vec<u8>>> = d_files
+            .iter()
+            .map(|f| std::fs::read(p.dir().join(f)).ok())
+            .collect();
         for (i, f) in d_files.iter().enumerate() {
             assert_eq!(
                 local[i].as_deref().map(String::from_utf8_lossy),
@@ -179,22 +245,46 @@ fn dependency_files_match_local() {
 fn remote_compile_error_matches_local_diagnostics() {
     let sshd = Sshd::start(SshdOptions::default());
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("twice.h"), "#define TWICE(x) ((x) + (x))\nstatic int unused_in_header;\n").unwrap();
-    std::fs::write(dir.path().join("bad.c"), "#include \"twice.h\"\nint f(void) { return TWICE(undeclared_name); }\n").unwrap();
-    std::fs::write(dir.path().join("warn.c"), "#include \"twice.h\"\nint g(int a) { int b; return TWICE(a); }\n#warning from cpp\n").unwrap();
+    std::fs::write(
+        dir.path().join("twice.h"),
+        "#define TWICE(x) ((x) + (x))\nstatic int unused_in_header;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("bad.c"),
+        "#include \"twice.h\"\nint f(void) { return TWICE(undeclared_name); }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("warn.c"),
+        "#include \"twice.h\"\nint g(int a) { int b; return TWICE(a); }\n#warning from cpp\n",
+    )
+    .unwrap();
     let log = dir.path().join("joblog");
     for (src, exact) in [("bad.c", true), ("warn.c", false)] {
         let obj = src.replace(".c", ".o");
         let args = ["-Wall", "-c", src, "-o", obj.as_str()];
-        let local = run_with_timeout(Command::new("gcc").current_dir(dir.path()).env("LANG", "C.UTF-8").args(args), T, "local");
+        let local = run_with_timeout(
+            Command::new("gcc")
+                .current_dir(dir.path())
+                .env("LANG", "C.UTF-8")
+                .args(args),
+            T,
+            "local",
+        );
         let _ = std::fs::remove_file(dir.path().join(&obj));
         let mut a = vec!["gcc"];
         a.extend_from_slice(&args);
         let mut cmd = hoardcc(&sshd, dir.path(), "@hoardtest", &a);
-        cmd.env("HOARDCC_FALLBACK", "0").env("HOARDCC_JOBLOG", &log).env("LANG", "C.UTF-8");
+        cmd.env("HOARDCC_FALLBACK", "0")
+            .env("HOARDCC_JOBLOG", &log)
+            .env("LANG", "C.UTF-8");
         let remote = run_with_timeout(&mut cmd, T, "hoardcc");
         assert_eq!(remote.status.code(), local.status.code(), "{src}");
-        let (l, r) = (String::from_utf8_lossy(&local.stderr).into_owned(), String::from_utf8_lossy(&remote.stderr).into_owned());
+        let (l, r) = (
+            String::from_utf8_lossy(&local.stderr).into_owned(),
+            String::from_utf8_lossy(&remote.stderr).into_owned(),
+        );
         if exact {
             assert_eq!(r, l, "{src}");
         } else {
@@ -202,7 +292,10 @@ fn remote_compile_error_matches_local_diagnostics() {
             // line is the same.
             // gcc's "At top level:" context line moves with it.
             let keep = |x: &&str| !x.ends_with(": At top level:");
-            let (mut ls, mut rs): (Vec<&str>, Vec<&str>) = (l.lines().filter(keep).collect(), r.lines().filter(keep).collect());
+            let (mut ls, mut rs): (Vec<&str>, Vec<&str>) = (
+                l.lines().filter(keep).collect(),
+                r.lines().filter(keep).collect(),
+            );
             ls.sort_unstable();
             rs.sort_unstable();
             assert_eq!(rs, ls, "{src}");
@@ -222,7 +315,9 @@ fn no_hosts_compiles_locally_with_one_warning() {
     let p = Project::c_multi();
     let mut cmd = Command::new(hoardcc_bin());
     sshd.apply_env(&mut cmd);
-    cmd.current_dir(p.dir()).env("DISTCC_HOSTS", " # nothing here").args(["gcc", "-c", "vec.c"]);
+    cmd.current_dir(p.dir())
+        .env("DISTCC_HOSTS", " # nothing here")
+        .args(["gcc", "-c", "vec.c"]);
     let out = run_with_timeout(&mut cmd, T, "no hosts");
     ok(&out, "no hosts");
     let err = String::from_utf8_lossy(&out.stderr);
@@ -233,35 +328,69 @@ fn no_hosts_compiles_locally_with_one_warning() {
 
 /// Distribution failures get exactly one local compile and one warning; with fallback off
 /// they exit with a distcc code and leave no output file.
-fn check_fallback(sshd: &Sshd, hosts: &str, expect_in_warning: &str, expect_code: std::ops::RangeInclusive<i32>) {
+fn check_fallback(
+    sshd: &Sshd,
+    hosts: &str,
+    expect_in_warning: &str,
+    expect_code: std::ops::RangeInclusive<i32>,
+) {
     let p = Project::c_multi();
     gcc_local("gcc", p.dir(), &["-O2", "-c", "vec.c", "-o", "vec.o"]);
     let local = std::fs::read(p.dir().join("vec.o")).unwrap();
     std::fs::remove_file(p.dir().join("vec.o")).unwrap();
 
-    let mut cmd = hoardcc(sshd, p.dir(), hosts, &["gcc", "-O2", "-c", "vec.c", "-o", "vec.o"]);
+    let mut cmd = hoardcc(
+        sshd,
+        p.dir(),
+        hosts,
+        &["gcc", "-O2", "-c", "vec.c", "-o", "vec.o"],
+    );
     let out = run_with_timeout(&mut cmd, T, "fallback");
     ok(&out, "fallback compile");
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(err.lines().count(), 1, "one warning line expected: {err}");
-    assert!(err.contains("warning") && err.contains(expect_in_warning), "{err}");
+    assert!(
+        err.contains("warning") && err.contains(expect_in_warning),
+        "{err}"
+    );
     assert_eq!(std::fs::read(p.dir().join("vec.o")).unwrap(), local);
     std::fs::remove_file(p.dir().join("vec.o")).unwrap();
 
-    let mut cmd = hoardcc(sshd, p.dir(), hosts, &["gcc", "-O2", "-c", "vec.c", "-o", "vec.o"]);
+    let mut cmd = hoardcc(
+        sshd,
+        p.dir(),
+        hosts,
+        &["gcc", "-O2", "-c", "vec.c", "-o", "vec.o"],
+    );
     cmd.env("HOARDCC_FALLBACK", "0");
     let out = run_with_timeout(&mut cmd, T, "no fallback");
     let code = out.status.code().unwrap_or(-1);
-    assert!(expect_code.contains(&code), "exit {code}, stderr {}", String::from_utf8_lossy(&out.stderr));
-    assert!(!p.dir().join("vec.o").exists(), "no output without fallback");
-    let leftovers: Vec<_> = std::fs::read_dir(p.dir()).unwrap().filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with(".hoardcc")).collect();
+    assert!(
+        expect_code.contains(&code),
+        "exit {code}, stderr {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        !p.dir().join("vec.o").exists(),
+        "no output without fallback"
+    );
+    let leftovers: Vec<_> = std::fs::read_dir(p.dir())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with(".hoardcc"))
+        .collect();
     assert!(leftovers.is_empty(), "temp files left: {leftovers:?}");
 }
 
 #[test]
 fn fallback_when_the_server_program_is_missing() {
     let sshd = Sshd::start(SshdOptions::default());
-    check_fallback(&sshd, "@hoardtest:/nonexistent/bin/hoardcc", "hoardtest", 100..=120);
+    check_fallback(
+        &sshd,
+        "@hoardtest:/nonexistent/bin/hoardcc",
+        "hoardtest",
+        100..=120,
+    );
 }
 
 #[test]
@@ -278,18 +407,37 @@ fn fallback_when_the_server_refuses_the_compiler() {
     let bin = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink("/usr/bin/gcc", bin.path().join("mycc")).unwrap();
     let p = Project::c_multi();
-    let path = format!("{}:{}", bin.path().display(), std::env::var("PATH").unwrap());
-    let mut cmd = hoardcc(&sshd, p.dir(), "@hoardtest", &["mycc", "-c", "vec.c", "-o", "vec.o"]);
+    let path = format!(
+        "{}:{}",
+        bin.path().display(),
+        std::env::var("PATH").unwrap()
+    );
+    let mut cmd = hoardcc(
+        &sshd,
+        p.dir(),
+        "@hoardtest",
+        &["mycc", "-c", "vec.c", "-o", "vec.o"],
+    );
     cmd.env("PATH", &path);
     let out = run_with_timeout(&mut cmd, T, "refused");
     ok(&out, "refused → local");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refused") && err.lines().count() == 1, "{err}");
     assert!(p.dir().join("vec.o").exists());
-    let mut cmd = hoardcc(&sshd, p.dir(), "@hoardtest", &["mycc", "-c", "vec.c", "-o", "vec2.o"]);
+    let mut cmd = hoardcc(
+        &sshd,
+        p.dir(),
+        "@hoardtest",
+        &["mycc", "-c", "vec.c", "-o", "vec2.o"],
+    );
     cmd.env("PATH", &path).env("HOARDCC_FALLBACK", "0");
     let out = run_with_timeout(&mut cmd, T, "refused, no fallback");
-    assert_eq!(out.status.code(), Some(113), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(113),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(!p.dir().join("vec2.o").exists());
 }
 
@@ -304,19 +452,31 @@ fn fallback_when_the_server_is_killed_mid_job() {
     let local = std::fs::read(dir.path().join("slow.o")).unwrap();
     std::fs::remove_file(dir.path().join("slow.o")).unwrap();
 
-    let mut cmd = hoardcc(&sshd, dir.path(), "@hoardtest", &["gcc", "-O2", "-c", "slow.c", "-o", "slow.o"]);
-    cmd.stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped());
+    let mut cmd = hoardcc(
+        &sshd,
+        dir.path(),
+        "@hoardtest",
+        &["gcc", "-O2", "-c", "slow.c", "-o", "slow.o"],
+    );
+    cmd.stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped());
     let child = cmd.spawn().unwrap();
     // Wait until this fixture's server runs the compiler, then kill that server process.
     // (Other tests run servers as the same user: match this fixture's own binary path.)
     let pattern = format!("{} serve", sshd.server_hoardcc().display());
     let children = |pid: &str| -> Vec<String> {
         let out = Command::new("pgrep").args(["-P", pid]).output().unwrap();
-        String::from_utf8_lossy(&out.stdout).split_whitespace().map(str::to_string).collect()
+        String::from_utf8_lossy(&out.stdout)
+            .split_whitespace()
+            .map(str::to_string)
+            .collect()
     };
     let mut server = String::new();
     wait_until(T, "the remote compiler to start", || {
-        let out = Command::new("pgrep").args(["-f", &pattern]).output().unwrap();
+        let out = Command::new("pgrep")
+            .args(["-f", &pattern])
+            .output()
+            .unwrap();
         for pid in String::from_utf8_lossy(&out.stdout).split_whitespace() {
             // serve → gcc → cc1
             if children(pid).iter().any(|gcc| !children(gcc).is_empty()) {
@@ -326,7 +486,10 @@ fn fallback_when_the_server_is_killed_mid_job() {
         }
         false
     });
-    let killed = Command::new("kill").args(["-KILL", &server]).status().unwrap();
+    let killed = Command::new("kill")
+        .args(["-KILL", &server])
+        .status()
+        .unwrap();
     assert!(killed.success(), "could not kill the server {server}");
     let out = child.wait_with_output().unwrap();
     ok(&out, "compile after the server was killed");
@@ -388,7 +551,10 @@ fn hoardcc_client_to_stock_distccd_over_tcp() {
 /// has no hoardcc subsystem.
 #[test]
 fn hoardcc_client_to_stock_distccd_over_ssh_exec() {
-    let sshd = Sshd::start(SshdOptions { subsystem: false, ..SshdOptions::default() });
+    let sshd = Sshd::start(SshdOptions {
+        subsystem: false,
+        ..SshdOptions::default()
+    });
     let p = Project::cxx_multi();
     let log = p.dir().join("joblog");
     compare_objects(&p, "g++", &["-O2"], &|args| {
@@ -409,7 +575,10 @@ fn split_dwarf_brings_the_dwo_back() {
     let args = ["-O2", "-g", "-gsplit-dwarf", "-c", "vec.c", "-o", "vec.o"];
     gcc_local("gcc", p.dir(), &args);
     let files = ["vec.o", "vec.dwo"];
-    let local: Vec<Vec<u8>> = files.iter().map(|f| std::fs::read(p.dir().join(f)).unwrap()).collect();
+    let local: Vec<Vec<u8>> = files
+        .iter()
+        .map(|f| std::fs::read(p.dir().join(f)).unwrap())
+        .collect();
     for f in files {
         std::fs::remove_file(p.dir().join(f)).unwrap();
     }

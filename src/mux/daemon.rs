@@ -672,7 +672,10 @@ impl Daemon {
                 // No usable host (all backed off or down): a distribution failure, so the
                 // wrapper falls back with a warning, or fails when fallback is off.
                 self.set_job(id, None, "failed", None);
-                MuxReply::Failed { message: why, exit_code: ExitCode::NoHosts.code() }
+                MuxReply::Failed {
+                    message: why,
+                    exit_code: ExitCode::NoHosts.code(),
+                }
             }
         }
     }
@@ -1250,7 +1253,10 @@ mod tests {
         // While backed off, the Reserve itself fails (no usable host): the wrapper falls
         // back with a warning, or exits with a distcc code when fallback is off.
         let (r, _) = job(mux.client(), hosts, b"a").await;
-        assert!(matches!(r, MuxReply::Failed { exit_code, .. } if exit_code == ExitCode::NoHosts.code()), "{r:?}");
+        assert!(
+            matches!(r, MuxReply::Failed { exit_code, .. } if exit_code == ExitCode::NoHosts.code()),
+            "{r:?}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -3,12 +3,12 @@
 //! scheduler) serves the same boundary. Neighbours: `wrapper` (caller), `proto`
 //! (what travels), `subsystem` (the other end).
 
-pub mod known_hosts;
-pub mod ssh;
-pub mod ssh_config;
-pub mod transport;
-pub mod scheduler;
-pub mod pool;
 pub mod client;
 pub mod daemon;
+pub mod known_hosts;
+pub mod pool;
+pub mod scheduler;
+pub mod ssh;
+pub mod ssh_config;
 pub mod status;
+pub mod transport;

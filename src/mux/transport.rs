@@ -17,7 +17,9 @@ use crate::mux::ssh::{Connection, SshError, SshSettings, Stream};
 use crate::mux::ssh_config;
 use crate::proto::distcc::{self, DistccRequest};
 use crate::proto::frame;
-use crate::proto::msg::{Blob, Hello, Job, Message, OutputFile, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION};
+use crate::proto::msg::{
+    Blob, Hello, Job, Message, OutputFile, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+};
 use crate::proto::{self, compress::MAX_BLOB};
 
 /// Name of the sshd subsystem that runs `hoardcc serve`.
@@ -91,7 +93,9 @@ impl TransportError {
 /// our subsystem; if it turns out not to, the lane says so and the wrapper re-runs cpp.
 pub fn expected_wire(host: &HostSpec) -> Wire {
     match &host.kind {
-        HostKind::Ssh { command: Some(c), .. } if !is_hoardcc_command(c) => Wire::Distcc { lzo: host.lzo },
+        HostKind::Ssh {
+            command: Some(c), ..
+        } if !is_hoardcc_command(c) => Wire::Distcc { lzo: host.lzo },
         HostKind::Ssh { .. } => Wire::Native,
         HostKind::Tcp { .. } | HostKind::Local => Wire::Distcc { lzo: host.lzo },
     }
@@ -126,16 +130,34 @@ impl Lane {
     /// falls back to `distccd --inetd` on an exec channel of the same connection.
     pub async fn open(host: &HostSpec, settings: &SshSettings) -> Result<Lane, TransportError> {
         match &host.kind {
-            HostKind::Local => Err(TransportError::Other("localhost is not a remote host".into())),
+            HostKind::Local => Err(TransportError::Other(
+                "localhost is not a remote host".into(),
+            )),
             HostKind::Tcp { host: h, port } => {
-                let stream = tokio::time::timeout(TCP_CONNECT_TIMEOUT, TcpStream::connect((h.as_str(), *port)))
-                    .await
-                    .map_err(|_| TransportError::Timeout("TCP connect"))?
-                    .map_err(|source| TransportError::TcpConnect { host: h.clone(), port: *port, source })?;
+                let stream = tokio::time::timeout(
+                    TCP_CONNECT_TIMEOUT,
+                    TcpStream::connect((h.as_str(), *port)),
+                )
+                .await
+                .map_err(|_| TransportError::Timeout("TCP connect"))?
+                .map_err(|source| TransportError::TcpConnect {
+                    host: h.clone(),
+                    port: *port,
+                    source,
+                })?;
                 let _ = stream.set_nodelay(true);
-                Ok(Lane::new(LaneIo::DistccTcp { stream }, Wire::Distcc { lzo: host.lzo }, host.key(), settings))
+                Ok(Lane::new(
+                    LaneIo::DistccTcp { stream },
+                    Wire::Distcc { lzo: host.lzo },
+                    host.key(),
+                    settings,
+                ))
             }
-            HostKind::Ssh { user, host: alias, command } => {
+            HostKind::Ssh {
+                user,
+                host: alias,
+                command,
+            } => {
                 let dest = resolve_destination(alias, user.as_deref(), settings)?;
                 let conn = Connection::connect(&dest, settings).await?;
                 Lane::on_connection(conn, host, command.as_deref(), settings).await
@@ -154,30 +176,81 @@ impl Lane {
         match command {
             Some(c) if is_hoardcc_command(c) => {
                 let stream = conn.open_exec(&format!("{c} serve")).await?;
-                Lane::native(LaneIo::Native { stream, _conn: conn }, key, settings).await
+                Lane::native(
+                    LaneIo::Native {
+                        stream,
+                        _conn: conn,
+                    },
+                    key,
+                    settings,
+                )
+                .await
             }
             Some(c) => {
-                let stream = conn.open_exec(&format!("{c} --inetd --enable-tcp-insecure")).await?;
-                Ok(Lane::new(LaneIo::DistccSsh { stream, _conn: conn }, Wire::Distcc { lzo: host.lzo }, key, settings))
+                let stream = conn
+                    .open_exec(&format!("{c} --inetd --enable-tcp-insecure"))
+                    .await?;
+                Ok(Lane::new(
+                    LaneIo::DistccSsh {
+                        stream,
+                        _conn: conn,
+                    },
+                    Wire::Distcc { lzo: host.lzo },
+                    key,
+                    settings,
+                ))
             }
             None => match conn.open_subsystem(SUBSYSTEM).await? {
-                Some(stream) => Lane::native(LaneIo::Native { stream, _conn: conn }, key, settings).await,
+                Some(stream) => {
+                    Lane::native(
+                        LaneIo::Native {
+                            stream,
+                            _conn: conn,
+                        },
+                        key,
+                        settings,
+                    )
+                    .await
+                }
                 None => {
                     tracing::info!(host = %key, "no hoardcc subsystem; using distccd --inetd over exec");
-                    let stream = conn.open_exec("distccd --inetd --enable-tcp-insecure").await?;
-                    Ok(Lane::new(LaneIo::DistccSsh { stream, _conn: conn }, Wire::Distcc { lzo: host.lzo }, key, settings))
+                    let stream = conn
+                        .open_exec("distccd --inetd --enable-tcp-insecure")
+                        .await?;
+                    Ok(Lane::new(
+                        LaneIo::DistccSsh {
+                            stream,
+                            _conn: conn,
+                        },
+                        Wire::Distcc { lzo: host.lzo },
+                        key,
+                        settings,
+                    ))
                 }
             },
         }
     }
 
     fn new(io: LaneIo, wire: Wire, host: String, settings: &SshSettings) -> Lane {
-        Lane { io, wire, host, io_timeout: settings.io_timeout, next_id: 1, server_hello: None }
+        Lane {
+            io,
+            wire,
+            host,
+            io_timeout: settings.io_timeout,
+            next_id: 1,
+            server_hello: None,
+        }
     }
 
-    async fn native(io: LaneIo, host: String, settings: &SshSettings) -> Result<Lane, TransportError> {
+    async fn native(
+        io: LaneIo,
+        host: String,
+        settings: &SshSettings,
+    ) -> Result<Lane, TransportError> {
         let mut lane = Lane::new(io, Wire::Native, host, settings);
-        let LaneIo::Native { stream, .. } = &mut lane.io else { unreachable!("native lane") };
+        let LaneIo::Native { stream, .. } = &mut lane.io else {
+            unreachable!("native lane")
+        };
         let ours = client_hello();
         let theirs = tokio::time::timeout(settings.io_timeout, async {
             frame::write_hello(stream, &ours).await?;
@@ -208,7 +281,9 @@ impl Lane {
     /// Check an idle native lane end to end: one `Ping`, answered by `Pong` within
     /// `timeout`. Returns the round-trip time. Distcc lanes have nothing to ping.
     pub async fn ping(&mut self, timeout: Duration) -> Result<Duration, TransportError> {
-        let LaneIo::Native { stream, .. } = &mut self.io else { return Ok(Duration::ZERO) };
+        let LaneIo::Native { stream, .. } = &mut self.io else {
+            return Ok(Duration::ZERO);
+        };
         let nonce = self.next_id;
         self.next_id += 1;
         let start = std::time::Instant::now();
@@ -218,7 +293,11 @@ impl Lane {
                 match frame::read_message(stream).await? {
                     Some(Message::Pong { nonce: n }) if n == nonce => return Ok(start.elapsed()),
                     Some(Message::Heartbeat { .. }) => continue,
-                    Some(other) => return Err(TransportError::Unexpected(format!("{other:?}").chars().take(80).collect())),
+                    Some(other) => {
+                        return Err(TransportError::Unexpected(
+                            format!("{other:?}").chars().take(80).collect(),
+                        ))
+                    }
                     None => return Err(TransportError::Closed),
                 }
             }
@@ -235,7 +314,9 @@ impl Lane {
         use tokio::io::AsyncReadExt;
         let mut b = [0u8; 1];
         let r = match &mut self.io {
-            LaneIo::Native { stream, .. } | LaneIo::DistccSsh { stream, .. } => stream.read(&mut b).await,
+            LaneIo::Native { stream, .. } | LaneIo::DistccSsh { stream, .. } => {
+                stream.read(&mut b).await
+            }
             LaneIo::DistccTcp { stream } => stream.read(&mut b).await,
         };
         match r {
@@ -246,7 +327,11 @@ impl Lane {
     }
 
     /// Run one job. `source` is preprocessed as [`Lane::wire`] asks.
-    pub async fn run(&mut self, spec: &JobSpec, source: &[u8]) -> Result<Completed, TransportError> {
+    pub async fn run(
+        &mut self,
+        spec: &JobSpec,
+        source: &[u8],
+    ) -> Result<Completed, TransportError> {
         let io_timeout = self.io_timeout;
         match &mut self.io {
             LaneIo::Native { stream, .. } => {
@@ -254,8 +339,12 @@ impl Lane {
                 self.next_id += 1;
                 run_native(stream, id, spec, source, io_timeout, &self.host).await
             }
-            LaneIo::DistccSsh { stream, .. } => run_distcc(stream, self.wire, spec, source, io_timeout, &self.host).await,
-            LaneIo::DistccTcp { stream } => run_distcc(stream, self.wire, spec, source, io_timeout, &self.host).await,
+            LaneIo::DistccSsh { stream, .. } => {
+                run_distcc(stream, self.wire, spec, source, io_timeout, &self.host).await
+            }
+            LaneIo::DistccTcp { stream } => {
+                run_distcc(stream, self.wire, spec, source, io_timeout, &self.host).await
+            }
         }
     }
 }
@@ -279,7 +368,13 @@ fn resolve_destination(
 ) -> Result<ssh_config::Destination, TransportError> {
     let config_path = settings.home.join(".ssh").join("config");
     let text = std::fs::read_to_string(&config_path).ok();
-    Ok(ssh_config::resolve(alias, user, text.as_deref(), &settings.home, &settings.local_user)?)
+    Ok(ssh_config::resolve(
+        alias,
+        user,
+        text.as_deref(),
+        &settings.home,
+        &settings.local_user,
+    )?)
 }
 
 async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
@@ -301,7 +396,14 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
         extra_outputs: spec.extra_outputs.clone(),
         source_kind: crate::proto::msg::SourceKind::DirectivesOnly,
         source: Blob::pack(source),
-        context: spec.context.iter().map(|(name, data)| OutputFile { name: name.clone(), data: Blob::pack(data) }).collect(),
+        context: spec
+            .context
+            .iter()
+            .map(|(name, data)| OutputFile {
+                name: name.clone(),
+                data: Blob::pack(data),
+            })
+            .collect(),
         env: spec.env.clone(),
     };
     tokio::time::timeout(io_timeout, frame::write_message(stream, &Message::Job(job)))
@@ -330,9 +432,17 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
                 });
             }
             Some(Message::Busy { .. }) => return Err(TransportError::Busy { host }),
-            Some(Message::Refused { reason, .. }) => return Err(TransportError::Refused { host, reason }),
-            Some(Message::ServerError { message, .. }) => return Err(TransportError::Server { host, message }),
-            Some(other) => return Err(TransportError::Unexpected(format!("{other:?}").chars().take(80).collect())),
+            Some(Message::Refused { reason, .. }) => {
+                return Err(TransportError::Refused { host, reason })
+            }
+            Some(Message::ServerError { message, .. }) => {
+                return Err(TransportError::Server { host, message })
+            }
+            Some(other) => {
+                return Err(TransportError::Unexpected(
+                    format!("{other:?}").chars().take(80).collect(),
+                ))
+            }
         }
     }
 }
@@ -349,7 +459,11 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
         Wire::Distcc { lzo: true } => 2,
         _ => 1,
     };
-    let req = DistccRequest { version, argv: spec.distcc_argv.clone(), doti: source.to_vec() };
+    let req = DistccRequest {
+        version,
+        argv: spec.distcc_argv.clone(),
+        doti: source.to_vec(),
+    };
     let resp = tokio::time::timeout(io_timeout, async {
         distcc::write_request(stream, &req).await?;
         distcc::read_response(stream, version).await
@@ -362,9 +476,21 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
         let text = String::from_utf8_lossy(&resp.stderr);
         return Err(TransportError::Server {
             host: host.to_string(),
-            message: format!("distccd exited {exit_code}: {}", text.lines().last().unwrap_or("").trim()),
+            message: format!(
+                "distccd exited {exit_code}: {}",
+                text.lines().last().unwrap_or("").trim()
+            ),
         });
     }
-    let outputs = if exit_code == 0 { vec![(spec.output_name.clone(), resp.doto)] } else { Vec::new() };
-    Ok(Completed { exit_code, stdout: resp.stdout, stderr: resp.stderr, outputs })
+    let outputs = if exit_code == 0 {
+        vec![(spec.output_name.clone(), resp.doto)]
+    } else {
+        Vec::new()
+    };
+    Ok(Completed {
+        exit_code,
+        stdout: resp.stdout,
+        stderr: resp.stderr,
+        outputs,
+    })
 }

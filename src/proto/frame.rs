@@ -390,7 +390,10 @@ mod tests {
                 extra_outputs: vec!["obj/foo.dwo".into()],
                 source_kind: SourceKind::DirectivesOnly,
                 source: blob(b"int main(void) { return 0; }\n"),
-                context: vec![OutputFile { name: "foo.c".into(), data: blob(b"int main(void) { return 0; }\n") }],
+                context: vec![OutputFile {
+                    name: "foo.c".into(),
+                    data: blob(b"int main(void) { return 0; }\n"),
+                }],
                 env: vec![("LANG".into(), "C.UTF-8".into())],
             }),
             Message::Job(Job {

@@ -117,19 +117,33 @@ pub enum Message {
     /// Client → server: run this job.
     Job(Job),
     /// Server → client: still compiling job `id` (sent every few seconds).
-    Heartbeat { id: u64 },
+    Heartbeat {
+        id: u64,
+    },
     /// Server → client: the job ran; here is what it did.
     Result(JobResult),
     /// Server → client: the host-wide compile limit is full; try elsewhere. No penalty.
-    Busy { id: u64 },
+    Busy {
+        id: u64,
+    },
     /// Server → client: the job was refused (compiler not allowed, dangerous argument).
     /// The client falls back to a local compile and reports `reason`.
-    Refused { id: u64, reason: String },
+    Refused {
+        id: u64,
+        reason: String,
+    },
     /// Server → client: the server failed (not the compiler): disk full, spawn failure.
-    ServerError { id: u64, message: String },
+    ServerError {
+        id: u64,
+        message: String,
+    },
     /// Client → server: ping, answered by `Pong` (used to check an idle lane).
-    Ping { nonce: u64 },
-    Pong { nonce: u64 },
+    Ping {
+        nonce: u64,
+    },
+    Pong {
+        nonce: u64,
+    },
 }
 
 // ---------------------------------------------------------------------------------------

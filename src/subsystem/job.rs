@@ -188,8 +188,10 @@ pub fn prepare(
     // With `-g3` the side path shows in the macro table, so those compile in place
     // (identical objects, no caret lines).
     let macro_debug = job.args.iter().any(|a| a == "-g3" || a == "-ggdb3");
-    let side_name = (job.source_kind == SourceKind::DirectivesOnly && !macro_debug && is_plain_relative(&job.source_name))
-        .then(|| format!("{SIDE_DIR}/{}", job.source_name));
+    let side_name = (job.source_kind == SourceKind::DirectivesOnly
+        && !macro_debug
+        && is_plain_relative(&job.source_name))
+    .then(|| format!("{SIDE_DIR}/{}", job.source_name));
     let compile_name = side_name.as_deref().unwrap_or(&job.source_name);
     let source_path = workdir.prepare(compile_name)?;
     let output_path = workdir.prepare(&job.output_name)?;
@@ -212,7 +214,10 @@ pub fn prepare(
     let mut context_bytes = 0u64;
     for file in &job.context {
         let path = workdir.prepare(&file.name)?;
-        if path == source_path || path == output_path || extra_outputs.iter().any(|(_, p)| *p == path) {
+        if path == source_path
+            || path == output_path
+            || extra_outputs.iter().any(|(_, p)| *p == path)
+        {
             continue;
         }
         let data = file
@@ -260,7 +265,12 @@ pub fn prepare(
         args,
         cwd: workdir.cwd().to_path_buf(),
         env: std::iter::once(("TMPDIR".into(), workdir.path().as_os_str().to_owned()))
-            .chain(job.env.iter().filter(|(k, _)| is_locale_var(k)).map(|(k, v)| (k.into(), v.into())))
+            .chain(
+                job.env
+                    .iter()
+                    .filter(|(k, _)| is_locale_var(k))
+                    .map(|(k, v)| (k.into(), v.into())),
+            )
             .collect(),
     };
     Ok(Prepared {
@@ -287,7 +297,10 @@ const SIDE_DIR: &str = ".hoardcc-src";
 
 /// A relative path with no `.`/`..` components and no empty ones.
 fn is_plain_relative(name: &str) -> bool {
-    !name.starts_with('/') && name.split('/').all(|c| !c.is_empty() && c != "." && c != "..")
+    !name.starts_with('/')
+        && name
+            .split('/')
+            .all(|c| !c.is_empty() && c != "." && c != "..")
 }
 
 /// Only locale variables pass from the client to the compiler.

@@ -8,7 +8,10 @@ use std::process::{Command, ExitStatus};
 /// Run `compiler args…` with inherited stdio and return its exit code (128+signal when
 /// it was killed), as a shell would report it.
 pub fn run(compiler: &Path, args: &[String], guard_env: (&str, &str)) -> std::io::Result<i32> {
-    let status = Command::new(compiler).args(args).env(guard_env.0, guard_env.1).status()?;
+    let status = Command::new(compiler)
+        .args(args)
+        .env(guard_env.0, guard_env.1)
+        .status()?;
     Ok(exit_code_of(status))
 }
 

@@ -16,9 +16,16 @@ pub const RECURSION_GUARD: &str = "HOARDCC_INSIDE";
 /// True when argv[0]'s file name is a compiler name we masquerade as (including
 /// versioned or target-prefixed names such as `gcc-12` or `x86_64-linux-gnu-g++`).
 pub fn is_masquerade_name(argv0: &str) -> bool {
-    let base = Path::new(argv0).file_name().and_then(OsStr::to_str).unwrap_or("");
+    let base = Path::new(argv0)
+        .file_name()
+        .and_then(OsStr::to_str)
+        .unwrap_or("");
     let stem = base.rsplit_once('-').map_or(base, |(head, tail)| {
-        if tail.chars().all(|c| c.is_ascii_digit() || c == '.') { head } else { base }
+        if tail.chars().all(|c| c.is_ascii_digit() || c == '.') {
+            head
+        } else {
+            base
+        }
     });
     let tool = stem.rsplit('-').next().unwrap_or(stem);
     MASQUERADE_NAMES.contains(&tool)
@@ -32,11 +39,21 @@ pub enum MasqueradeError {
 
 /// Resolve `name` (a bare name, or a path) to the real compiler, skipping every PATH
 /// entry that is hoardcc itself (`self_exe`, canonicalised).
-pub fn find_real_compiler(name: &str, path_var: Option<&OsStr>, self_exe: &Path) -> Result<PathBuf, MasqueradeError> {
-    let not_found = || MasqueradeError::NotFound { name: name.to_string() };
+pub fn find_real_compiler(
+    name: &str,
+    path_var: Option<&OsStr>,
+    self_exe: &Path,
+) -> Result<PathBuf, MasqueradeError> {
+    let not_found = || MasqueradeError::NotFound {
+        name: name.to_string(),
+    };
     let me = std::fs::canonicalize(self_exe).unwrap_or_else(|_| self_exe.to_path_buf());
     let is_me = |p: &Path| std::fs::canonicalize(p).map(|c| c == me).unwrap_or(false);
-    let base = Path::new(name).file_name().and_then(OsStr::to_str).unwrap_or(name).to_string();
+    let base = Path::new(name)
+        .file_name()
+        .and_then(OsStr::to_str)
+        .unwrap_or(name)
+        .to_string();
     if name.contains('/') {
         let p = PathBuf::from(name);
         if !is_me(&p) && is_executable(&p) {
@@ -56,7 +73,9 @@ pub fn find_real_compiler(name: &str, path_var: Option<&OsStr>, self_exe: &Path)
 
 fn is_executable(p: &Path) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false)
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
@@ -66,7 +85,17 @@ mod tests {
 
     #[test]
     fn masquerade_names() {
-        for yes in ["gcc", "/usr/lib/hoardcc/g++", "cc", "c++", "clang", "clang++", "gcc-12", "x86_64-linux-gnu-gcc-12", "clang++-16"] {
+        for yes in [
+            "gcc",
+            "/usr/lib/hoardcc/g++",
+            "cc",
+            "c++",
+            "clang",
+            "clang++",
+            "gcc-12",
+            "x86_64-linux-gnu-gcc-12",
+            "clang++-16",
+        ] {
             assert!(is_masquerade_name(yes), "{yes}");
         }
         for no in ["hoardcc", "distccd", "ld", "gcc-ar", "make", "clang-tidy"] {
@@ -86,14 +115,27 @@ mod tests {
         let real = t.path().join("real");
         std::fs::create_dir(&real).unwrap();
         std::fs::write(real.join("gcc"), "#!/bin/sh\n").unwrap();
-        std::fs::set_permissions(real.join("gcc"), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(
+            real.join("gcc"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
         let path = std::env::join_paths([&masq, &real]).unwrap();
-        assert_eq!(find_real_compiler("gcc", Some(&path), &me).unwrap(), real.join("gcc"));
+        assert_eq!(
+            find_real_compiler("gcc", Some(&path), &me).unwrap(),
+            real.join("gcc")
+        );
         // Called through the symlink's own path, it still finds the real one.
         let via = masq.join("gcc");
-        assert_eq!(find_real_compiler(via.to_str().unwrap(), Some(&path), &me).unwrap(), real.join("gcc"));
+        assert_eq!(
+            find_real_compiler(via.to_str().unwrap(), Some(&path), &me).unwrap(),
+            real.join("gcc")
+        );
         // Only ourselves on PATH: a clear error, never recursion.
         let only = std::env::join_paths([&masq]).unwrap();
-        assert!(matches!(find_real_compiler("gcc", Some(&only), &me), Err(MasqueradeError::NotFound { .. })));
+        assert!(matches!(
+            find_real_compiler("gcc", Some(&only), &me),
+            Err(MasqueradeError::NotFound { .. })
+        ));
     }
 }

@@ -22,9 +22,9 @@ use crate::hosts::{self, HostList, HostSpec};
 use crate::mux;
 use crate::mux::ssh::SshSettings;
 use crate::mux::transport::{self, Completed, JobSpec, Lane, TransportError, Wire};
+use crate::paths::Paths;
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::MuxReply;
-use crate::paths::Paths;
 
 /// Why a job could not be distributed. Always ends in [`fallback`].
 #[derive(Debug)]
@@ -36,7 +36,10 @@ struct Failure {
 
 impl From<TransportError> for Failure {
     fn from(e: TransportError) -> Self {
-        Failure { code: e.exit_code().code(), message: e.to_string() }
+        Failure {
+            code: e.exit_code().code(),
+            message: e.to_string(),
+        }
     }
 }
 
@@ -55,7 +58,11 @@ enum Outcome {
 pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
     let env = |k: &str| std::env::var(k).ok();
     let self_exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hoardcc"));
-    let real = match masquerade::find_real_compiler(&compiler, std::env::var_os("PATH").as_deref(), &self_exe) {
+    let real = match masquerade::find_real_compiler(
+        &compiler,
+        std::env::var_os("PATH").as_deref(),
+        &self_exe,
+    ) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("hoardcc: error: {e}");
@@ -70,7 +77,10 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
     let config = match config::load(&paths, &env) {
         Ok(c) => c,
         Err(e) => {
-            let failure = Failure { message: format!("configuration: {e}"), code: ExitCode::BadArguments.code() };
+            let failure = Failure {
+                message: format!("configuration: {e}"),
+                code: ExitCode::BadArguments.code(),
+            };
             return fallback(&real, &args, failure, fallback_enabled(&env));
         }
     };
@@ -80,7 +90,9 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
     };
     let started = std::time::Instant::now();
     let mut note = Note::default();
-    let outcome = distribute(&real, &compiler, &args, &cwd, &config, &paths, &env, &mut note);
+    let outcome = distribute(
+        &real, &compiler, &args, &cwd, &config, &paths, &env, &mut note,
+    );
     let line = match &outcome {
         Outcome::Local(reason) => format!("local\t{reason}"),
         Outcome::Done(_) => format!("remote\t{}", note.host),
@@ -92,7 +104,14 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
         Outcome::Failed(f) => fallback(&real, &args, f, config.fallback),
     };
     if let Some(log) = env("HOARDCC_JOBLOG") {
-        append_joblog(Path::new(&log), &format!("{line}\t{}\t{}\n", note.source, started.elapsed().as_millis()));
+        append_joblog(
+            Path::new(&log),
+            &format!(
+                "{line}\t{}\t{}\n",
+                note.source,
+                started.elapsed().as_millis()
+            ),
+        );
     }
     code
 }
@@ -109,7 +128,11 @@ struct Note {
 /// One line per compile, appended in a single write (O_APPEND keeps lines whole).
 fn append_joblog(path: &Path, line: &str) {
     use std::io::Write;
-    if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(path) {
+    if let Ok(mut f) = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+    {
         let _ = f.write_all(line.as_bytes());
     }
 }
@@ -125,7 +148,9 @@ fn distribute(
     env: &dyn Fn(&str) -> Option<String>,
     note: &mut Note,
 ) -> Outcome {
-    let compiler_name = Path::new(compiler).file_name().map_or(compiler.to_string(), |n| n.to_string_lossy().into_owned());
+    let compiler_name = Path::new(compiler)
+        .file_name()
+        .map_or(compiler.to_string(), |n| n.to_string_lossy().into_owned());
     let job = match args::classify(&compiler_name, args, cwd) {
         Ok(Classified::Remote(job)) => job,
         Ok(Classified::Local(reason)) => {
@@ -181,7 +206,12 @@ fn via_mux(
             note.slot = Some(client);
             return Some(Outcome::Local(reason));
         }
-        Ok(MuxReply::Failed { message, exit_code }) => return Some(Outcome::Failed(Failure { message, code: exit_code })),
+        Ok(MuxReply::Failed { message, exit_code }) => {
+            return Some(Outcome::Failed(Failure {
+                message,
+                code: exit_code,
+            }))
+        }
         Ok(other) => {
             tracing::warn!(reply = ?other, "unexpected mux reply; connecting directly");
             return None;
@@ -196,7 +226,12 @@ fn via_mux(
         Err(e) => return Some(cpp_failed(e)),
     };
     let spec = job_spec(job, cwd, wire, &cpp.source, env);
-    let on_host = |message: String, code: u8| Some(Outcome::Failed(Failure { message: format!("{}: {message}", note.host), code }));
+    let on_host = |message: String, code: u8| {
+        Some(Outcome::Failed(Failure {
+            message: format!("{}: {message}", note.host),
+            code,
+        }))
+    };
     match client.run(&spec, &cpp.source) {
         Ok(MuxReply::Done(result)) => {
             let unpack = |b: &crate::proto::msg::Blob| b.unpack(MAX_BLOB);
@@ -205,7 +240,12 @@ fn via_mux(
                 for o in &result.outputs {
                     outputs.push((o.name.clone(), unpack(&o.data)?));
                 }
-                Ok(Completed { exit_code: result.exit_code, stdout: unpack(&result.stdout)?, stderr: unpack(&result.stderr)?, outputs })
+                Ok(Completed {
+                    exit_code: result.exit_code,
+                    stdout: unpack(&result.stdout)?,
+                    stderr: unpack(&result.stderr)?,
+                    outputs,
+                })
             })();
             match done {
                 Ok(done) => Some(finish(job, cwd, done, cpp.stderr)),
@@ -213,7 +253,13 @@ fn via_mux(
             }
         }
         Ok(MuxReply::Failed { message, exit_code }) => on_host(message, exit_code),
-        Ok(other) => on_host(format!("unexpected mux reply {other:?}").chars().take(120).collect(), ExitCode::ProtocolError.code()),
+        Ok(other) => on_host(
+            format!("unexpected mux reply {other:?}")
+                .chars()
+                .take(120)
+                .collect(),
+            ExitCode::ProtocolError.code(),
+        ),
         Err(e) => on_host(format!("mux: {e}"), ExitCode::IoError.code()),
     }
 }
@@ -230,13 +276,23 @@ fn direct(
     env: &dyn Fn(&str) -> Option<String>,
     note: &mut Note,
 ) -> Outcome {
-    let Some(host) = pick_host(list) else { return Outcome::Local("localhost slot".into()) };
+    let Some(host) = pick_host(list) else {
+        return Outcome::Local("localhost slot".into());
+    };
     note.host = host.key();
     let home = paths.home.clone().unwrap_or_else(|| PathBuf::from("/"));
     let settings = SshSettings::from_config(config, env, home);
-    let runtime = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
-        Err(e) => return Outcome::Failed(Failure { message: format!("cannot start runtime: {e}"), code: ExitCode::DistccFailed.code() }),
+        Err(e) => {
+            return Outcome::Failed(Failure {
+                message: format!("cannot start runtime: {e}"),
+                code: ExitCode::DistccFailed.code(),
+            })
+        }
     };
     // Channels and connections close themselves on drop by spawning a task: keep the
     // runtime entered until they are gone (declared first, so dropped last).
@@ -251,7 +307,10 @@ fn direct(
     });
     let on_host = |e: TransportError| {
         let f = Failure::from(e);
-        Outcome::Failed(Failure { message: format!("{}: {}", host.key(), f.message), code: f.code })
+        Outcome::Failed(Failure {
+            message: format!("{}: {}", host.key(), f.message),
+            code: f.code,
+        })
     };
     let mut lane = match lane {
         Ok(l) => l,
@@ -264,7 +323,12 @@ fn direct(
             Err(e) => return cpp_failed(e),
         },
         Ok(Err(e)) => return cpp_failed(e),
-        Err(_) => return Outcome::Failed(Failure { message: "preprocessor thread panicked".into(), code: ExitCode::LocalCppFailed.code() }),
+        Err(_) => {
+            return Outcome::Failed(Failure {
+                message: "preprocessor thread panicked".into(),
+                code: ExitCode::LocalCppFailed.code(),
+            })
+        }
     };
     let spec = job_spec(job, cwd, lane.wire(), &cpp.source, env);
     let done = match runtime.block_on(lane.run(&spec, &cpp.source)) {
@@ -285,7 +349,10 @@ fn finish(job: &CompileJob, cwd: &Path, done: Completed, cpp_stderr: Vec<u8>) ->
     wanted.extend(job.extra_outputs.iter().cloned());
     if done.exit_code == 0 {
         if let Err(e) = outputs::write_all(cwd, &done, &wanted) {
-            return Outcome::Failed(Failure { message: e.to_string(), code: ExitCode::IoError.code() });
+            return Outcome::Failed(Failure {
+                message: e.to_string(),
+                code: ExitCode::IoError.code(),
+            });
         }
     } else {
         // Like gcc, a failed compile leaves no stale object behind.
@@ -303,7 +370,10 @@ fn finish(job: &CompileJob, cwd: &Path, done: Completed, cpp_stderr: Vec<u8>) ->
 fn cpp_failed(e: preprocess::PreprocessError) -> Outcome {
     match e {
         preprocess::PreprocessError::Failed { .. } => Outcome::Local("preprocessor failed".into()),
-        other => Outcome::Failed(Failure { message: other.to_string(), code: ExitCode::LocalCppFailed.code() }),
+        other => Outcome::Failed(Failure {
+            message: other.to_string(),
+            code: ExitCode::LocalCppFailed.code(),
+        }),
     }
 }
 
@@ -314,22 +384,36 @@ fn style_for(wire: Wire) -> CppStyle {
     }
 }
 
-fn job_spec(job: &CompileJob, cwd: &Path, wire: Wire, source: &[u8], env: &dyn Fn(&str) -> Option<String>) -> JobSpec {
+fn job_spec(
+    job: &CompileJob,
+    cwd: &Path,
+    wire: Wire,
+    source: &[u8],
+    env: &dyn Fn(&str) -> Option<String>,
+) -> JobSpec {
     let (source_name, env, context) = match wire {
         Wire::Native => {
             let read = |name: &str| {
                 let p = cwd.join(name);
-                std::fs::metadata(&p).ok().filter(|m| m.is_file() && m.len() < (1 << 20))?;
+                std::fs::metadata(&p)
+                    .ok()
+                    .filter(|m| m.is_file() && m.len() < (1 << 20))?;
                 std::fs::read(p).ok()
             };
-            (job.source.clone(), preprocess::locale_env(env), preprocess::context_files(&job.source, source, &read))
+            (
+                job.source.clone(),
+                preprocess::locale_env(env),
+                preprocess::context_files(&job.source, source, &read),
+            )
         }
         Wire::Distcc { .. } => (job.preprocessed_name(), Vec::new(), Vec::new()),
     };
     let mut args = job.compile_args.clone();
     if wire == Wire::Native {
         // The directives-only text no longer holds the -D/-U (see strip_builtin_section).
-        args.extend(preprocess::command_line_macros(&job.preprocess_args(CppStyle::DirectivesOnly)));
+        args.extend(preprocess::command_line_macros(
+            &job.preprocess_args(CppStyle::DirectivesOnly),
+        ));
     }
     JobSpec {
         compiler: job.compiler.clone(),
@@ -358,11 +442,23 @@ fn host_list_text(list: &HostList) -> String {
 }
 
 /// The host list, or `Ok(None)` (after one warning) when there is none or it is empty.
-fn resolve_hosts(config: &Config, paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> Result<Option<HostList>, Failure> {
+fn resolve_hosts(
+    config: &Config,
+    paths: &Paths,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<HostList>, Failure> {
     let file = paths.config_file();
     let read = |p: &Path| std::fs::read_to_string(p).ok();
-    let resolved = hosts::resolve(env, config.hosts.as_deref().map(|h| (h, file.as_path())), paths.home.as_deref(), &read)
-        .map_err(|e| Failure { message: e.to_string(), code: ExitCode::BadHostspec.code() })?;
+    let resolved = hosts::resolve(
+        env,
+        config.hosts.as_deref().map(|h| (h, file.as_path())),
+        paths.home.as_deref(),
+        &read,
+    )
+    .map_err(|e| Failure {
+        message: e.to_string(),
+        code: ExitCode::BadHostspec.code(),
+    })?;
     let Some((list, _source)) = resolved else {
         eprintln!("hoardcc: warning: no hosts are set (HOARDCC_HOSTS, DISTCC_HOSTS or ~/.distcc/hosts); compiling locally");
         return Ok(None);
@@ -399,7 +495,12 @@ fn splitmix(mut x: u64) -> u64 {
 }
 
 /// The single fallback point.
-fn fallback(real: &Path, args: &[String], failure: Failure, enabled: bool) -> std::process::ExitCode {
+fn fallback(
+    real: &Path,
+    args: &[String],
+    failure: Failure,
+    enabled: bool,
+) -> std::process::ExitCode {
     if !enabled {
         eprintln!("hoardcc: error: {} (fallback is off)", failure.message);
         return std::process::ExitCode::from(failure.code);

@@ -15,7 +15,10 @@ pub enum OutputError {
     #[error("the server did not return {0}")]
     Missing(String),
     #[error("cannot write {path}: {source}")]
-    Write { path: PathBuf, source: std::io::Error },
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Write every output of `done` atomically. `wanted` lists the names the job asked for;
@@ -36,16 +39,33 @@ pub fn write_all(cwd: &Path, done: &Completed, wanted: &[String]) -> Result<(), 
             return Err(OutputError::Unexpected(name.clone()));
         }
         let path = cwd.join(name);
-        let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(cwd);
-        let werr = |source| OutputError::Write { path: path.clone(), source };
-        let mut tmp = tempfile::Builder::new().prefix(".hoardcc-").suffix(".tmp").tempfile_in(dir).map_err(werr)?;
+        let dir = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(cwd);
+        let werr = |source| OutputError::Write {
+            path: path.clone(),
+            source,
+        };
+        let mut tmp = tempfile::Builder::new()
+            .prefix(".hoardcc-")
+            .suffix(".tmp")
+            .tempfile_in(dir)
+            .map_err(werr)?;
         tmp.write_all(data).map_err(werr)?;
         // tempfile creates 0600; give the file the mode the compiler would have (0666 & ~umask).
-        std::fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o666 & !mask)).map_err(werr)?;
+        std::fs::set_permissions(
+            tmp.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o666 & !mask),
+        )
+        .map_err(werr)?;
         staged.push((tmp, path));
     }
     for (tmp, path) in staged {
-        tmp.persist(&path).map_err(|e| OutputError::Write { path: path.clone(), source: e.error })?;
+        tmp.persist(&path).map_err(|e| OutputError::Write {
+            path: path.clone(),
+            source: e.error,
+        })?;
     }
     Ok(())
 }
@@ -62,7 +82,11 @@ pub fn replay(to_stderr: bool, bytes: &[u8]) {
     if bytes.is_empty() {
         return;
     }
-    let _ = if to_stderr { std::io::stderr().lock().write_all(bytes) } else { std::io::stdout().lock().write_all(bytes) };
+    let _ = if to_stderr {
+        std::io::stderr().lock().write_all(bytes)
+    } else {
+        std::io::stdout().lock().write_all(bytes)
+    };
 }
 
 #[cfg(test)]
@@ -74,7 +98,10 @@ mod tests {
             exit_code: 0,
             stdout: vec![],
             stderr: vec![],
-            outputs: outputs.into_iter().map(|(n, d)| (n.to_string(), d.to_vec())).collect(),
+            outputs: outputs
+                .into_iter()
+                .map(|(n, d)| (n.to_string(), d.to_vec()))
+                .collect(),
         }
     }
 
@@ -82,25 +109,44 @@ mod tests {
     fn writes_outputs_into_place_and_leaves_no_temp_files() {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir(t.path().join("obj")).unwrap();
-        write_all(t.path(), &done(vec![("obj/a.o", b"OBJ"), ("obj/a.dwo", b"DWO")]), &["obj/a.o".into(), "obj/a.dwo".into()]).unwrap();
+        write_all(
+            t.path(),
+            &done(vec![("obj/a.o", b"OBJ"), ("obj/a.dwo", b"DWO")]),
+            &["obj/a.o".into(), "obj/a.dwo".into()],
+        )
+        .unwrap();
         assert_eq!(std::fs::read(t.path().join("obj/a.o")).unwrap(), b"OBJ");
         assert_eq!(std::fs::read(t.path().join("obj/a.dwo")).unwrap(), b"DWO");
-        let left: Vec<_> = std::fs::read_dir(t.path().join("obj")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        let left: Vec<_> = std::fs::read_dir(t.path().join("obj"))
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
         assert_eq!(left.len(), 2, "{left:?}");
     }
 
     #[test]
     fn refuses_names_not_asked_for_and_writes_nothing() {
         let t = tempfile::tempdir().unwrap();
-        let err = write_all(t.path(), &done(vec![("a.o", b"x"), ("../evil", b"y")]), &["a.o".into()]).unwrap_err();
+        let err = write_all(
+            t.path(),
+            &done(vec![("a.o", b"x"), ("../evil", b"y")]),
+            &["a.o".into()],
+        )
+        .unwrap_err();
         assert!(matches!(err, OutputError::Unexpected(_)));
-        assert!(!t.path().join("a.o").exists(), "nothing is renamed into place on error");
+        assert!(
+            !t.path().join("a.o").exists(),
+            "nothing is renamed into place on error"
+        );
     }
 
     #[test]
     fn missing_main_output_is_an_error() {
         let t = tempfile::tempdir().unwrap();
-        assert!(matches!(write_all(t.path(), &done(vec![]), &["a.o".into()]), Err(OutputError::Missing(_))));
+        assert!(matches!(
+            write_all(t.path(), &done(vec![]), &["a.o".into()]),
+            Err(OutputError::Missing(_))
+        ));
     }
 
     #[test]

@@ -19,14 +19,22 @@ pub struct Preprocessed {
 #[derive(Debug, thiserror::Error)]
 pub enum PreprocessError {
     #[error("cannot run {compiler}: {source}")]
-    Spawn { compiler: String, source: std::io::Error },
+    Spawn {
+        compiler: String,
+        source: std::io::Error,
+    },
     /// The preprocessor itself failed: the user's error (missing header, `#error`).
     #[error("preprocessor exited with {code}")]
     Failed { code: i32, stderr: Vec<u8> },
 }
 
 /// Run `real_compiler` to preprocess `job` in `style`.
-pub fn run(real_compiler: &Path, job: &CompileJob, style: CppStyle, guard_env: (&str, &str)) -> Result<Preprocessed, PreprocessError> {
+pub fn run(
+    real_compiler: &Path,
+    job: &CompileJob,
+    style: CppStyle,
+    guard_env: (&str, &str),
+) -> Result<Preprocessed, PreprocessError> {
     let out = Command::new(real_compiler)
         .args(job.preprocess_args(style))
         .env(guard_env.0, guard_env.1)
@@ -34,16 +42,25 @@ pub fn run(real_compiler: &Path, job: &CompileJob, style: CppStyle, guard_env: (
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .output()
-        .map_err(|source| PreprocessError::Spawn { compiler: real_compiler.display().to_string(), source })?;
+        .map_err(|source| PreprocessError::Spawn {
+            compiler: real_compiler.display().to_string(),
+            source,
+        })?;
     if !out.status.success() {
         let code = crate::wrapper::local::exit_code_of(out.status);
-        return Err(PreprocessError::Failed { code, stderr: out.stderr });
+        return Err(PreprocessError::Failed {
+            code,
+            stderr: out.stderr,
+        });
     }
     let source = match style {
         CppStyle::DirectivesOnly => strip_builtin_section(out.stdout),
         CppStyle::Classic => out.stdout,
     };
-    Ok(Preprocessed { source, stderr: out.stderr })
+    Ok(Preprocessed {
+        source,
+        stderr: out.stderr,
+    })
 }
 
 /// Drop the `# 0 "<built-in>"` section (the compiler's predefined macros) from
@@ -74,7 +91,10 @@ pub fn strip_builtin_section(text: Vec<u8>) -> Vec<u8> {
             if depth == 0 {
                 in_command_line = line_names(line, b"<command-line>");
             }
-        } else if in_command_line && depth == 0 && (line.starts_with(b"#define ") || line.starts_with(b"#undef ")) {
+        } else if in_command_line
+            && depth == 0
+            && (line.starts_with(b"#define ") || line.starts_with(b"#undef "))
+        {
             continue;
         }
         if !skipping {
@@ -86,7 +106,10 @@ pub fn strip_builtin_section(text: Vec<u8>) -> Vec<u8> {
 
 /// The flags after a line marker's file name (`1` enter, `2` return, `3` system, `4` extern C).
 fn marker_flags(line: &[u8]) -> Vec<u8> {
-    let after = line.iter().rposition(|&b| b == b'"').map_or(&line[..0], |i| &line[i + 1..]);
+    let after = line
+        .iter()
+        .rposition(|&b| b == b'"')
+        .map_or(&line[..0], |i| &line[i + 1..]);
     after.iter().copied().filter(u8::is_ascii_digit).collect()
 }
 
@@ -113,20 +136,35 @@ const MAX_CONTEXT_BYTES: usize = 8 << 20;
 /// a local compile would: the main source and every non-system file named in the line
 /// markers of directives-only output (flag 3 marks system headers, which the server has).
 /// Names are as the markers give them; `read` returns a file's bytes (relative to cwd).
-pub fn context_files(main: &str, preprocessed: &[u8], read: &dyn Fn(&str) -> Option<Vec<u8>>) -> Vec<(String, Vec<u8>)> {
+pub fn context_files(
+    main: &str,
+    preprocessed: &[u8],
+    read: &dyn Fn(&str) -> Option<Vec<u8>>,
+) -> Vec<(String, Vec<u8>)> {
     let mut names: Vec<String> = vec![main.to_string()];
     for line in preprocessed.split(|&b| b == b'\n') {
         if !(line.starts_with(b"# ") && is_linemarker(line)) {
             continue;
         }
-        let Some(open) = line.iter().position(|&b| b == b'"') else { continue };
-        let Some(len) = line[open + 1..].iter().position(|&b| b == b'"') else { continue };
+        let Some(open) = line.iter().position(|&b| b == b'"') else {
+            continue;
+        };
+        let Some(len) = line[open + 1..].iter().position(|&b| b == b'"') else {
+            continue;
+        };
         let name = &line[open + 1..open + 1 + len];
         let flags = &line[open + 2 + len..];
-        if name.is_empty() || name.starts_with(b"<") || name.contains(&b'\\') || name.ends_with(b"/") || flags.split(|&b| b == b' ').any(|f| f == b"3") {
+        if name.is_empty()
+            || name.starts_with(b"<")
+            || name.contains(&b'\\')
+            || name.ends_with(b"/")
+            || flags.split(|&b| b == b' ').any(|f| f == b"3")
+        {
             continue;
         }
-        let Ok(name) = std::str::from_utf8(name) else { continue };
+        let Ok(name) = std::str::from_utf8(name) else {
+            continue;
+        };
         if !names.iter().any(|n| n == name) {
             names.push(name.to_string());
         }
@@ -159,7 +197,10 @@ fn is_linemarker(line: &[u8]) -> bool {
 }
 
 fn line_names(line: &[u8], name: &[u8]) -> bool {
-    is_linemarker(line) && line.windows(name.len() + 2).any(|w| w[0] == b'"' && &w[1..=name.len()] == name && w[name.len() + 1] == b'"')
+    is_linemarker(line)
+        && line
+            .windows(name.len() + 2)
+            .any(|w| w[0] == b'"' && &w[1..=name.len()] == name && w[name.len() + 1] == b'"')
 }
 
 #[cfg(test)]
@@ -173,8 +214,14 @@ mod tests {
         let text = String::from_utf8(out).unwrap();
         assert!(!text.contains("__STDC__"), "{text}");
         assert!(!text.contains("<built-in>"), "{text}");
-        assert!(!text.contains("#define FOO 1"), "command-line macros travel as -D: {text}");
-        assert!(text.contains("#define X 2"), "macros of included files stay: {text}");
+        assert!(
+            !text.contains("#define FOO 1"),
+            "command-line macros travel as -D: {text}"
+        );
+        assert!(
+            text.contains("#define X 2"),
+            "macros of included files stay: {text}"
+        );
         assert!(text.contains("# 0 \"/home/u/p//\""));
         assert!(text.contains("int x = FOO;"));
         assert!(text.starts_with("# 0 \"foo.c\"\n"));
@@ -184,7 +231,10 @@ mod tests {
     fn context_files_are_the_main_source_and_user_headers() {
         let pp = b"# 0 \"src/a.c\"\n# 0 \"/home/u/p//\"\n# 1 \"/usr/include/stdio.h\" 1 3 4\n# 1 \"inc/geom.h\" 1\n# 2 \"src/a.c\" 2\nint x;\n";
         let read = |n: &str| Some(n.as_bytes().to_vec());
-        let got: Vec<String> = context_files("src/a.c", pp, &read).into_iter().map(|(n, _)| n).collect();
+        let got: Vec<String> = context_files("src/a.c", pp, &read)
+            .into_iter()
+            .map(|(n, _)| n)
+            .collect();
         assert_eq!(got, vec!["src/a.c".to_string(), "inc/geom.h".to_string()]);
         let none = |_: &str| None;
         assert!(context_files("src/a.c", pp, &none).is_empty());
@@ -192,8 +242,16 @@ mod tests {
 
     #[test]
     fn macros_from_the_command_line() {
-        let a: Vec<String> = ["-O2", "-DA=1", "-D", "B", "-UC", "-U", "D", "-I", "inc", "-Dx"].iter().map(|s| s.to_string()).collect();
-        assert_eq!(command_line_macros(&a), vec!["-DA=1", "-DB", "-UC", "-UD", "-Dx"]);
+        let a: Vec<String> = [
+            "-O2", "-DA=1", "-D", "B", "-UC", "-U", "D", "-I", "inc", "-Dx",
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+        assert_eq!(
+            command_line_macros(&a),
+            vec!["-DA=1", "-DB", "-UC", "-UD", "-Dx"]
+        );
     }
 
     #[test]
@@ -205,7 +263,11 @@ mod tests {
     #[test]
     fn real_gcc_output_loses_builtins_and_keeps_user_macros() {
         let t = tempfile::tempdir().unwrap();
-        std::fs::write(t.path().join("m.c"), "#include <stddef.h>\nint v = FOO + (int)sizeof(size_t);\n").unwrap();
+        std::fs::write(
+            t.path().join("m.c"),
+            "#include <stddef.h>\nint v = FOO + (int)sizeof(size_t);\n",
+        )
+        .unwrap();
         let out = Command::new("gcc")
             .args(["-E", "-fdirectives-only", "-DFOO=3", "m.c"])
             .current_dir(t.path())
