@@ -494,7 +494,9 @@ fn fallback_when_the_server_is_killed_mid_job() {
     let out = child.wait_with_output().unwrap();
     ok(&out, "compile after the server was killed");
     let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(err.lines().count(), 1, "{err}");
+    // Either the mux retried the job on a fresh lane (no warning), or it fell back to
+    // one local compile (one warning). Never more, and the object is right either way.
+    assert!(err.lines().count() <= 1, "{err}");
     assert_eq!(std::fs::read(dir.path().join("slow.o")).unwrap(), local);
 }
 
