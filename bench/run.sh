@@ -6,7 +6,7 @@
 # compiles ran remotely, and measures the per-job overhead of each mode (sequential
 # compiles of a trivial file, minus local gcc). Prints Markdown tables. See bench/README.md.
 #
-# Environment: BENCH_RUNS (3), BENCH_JOBS (8), BENCH_FILES (200), BENCH_SEQ (30),
+# Environment: BENCH_RUNS (3), BENCH_JOBS (8), BENCH_FILES (200), BENCH_SEQ (20),
 # BENCH_MODES ("local distcc-tcp distcc-ssh distcc-ssh-cm hoardcc-direct hoardcc"), BENCH_WORKLOADS
 # ("gen lua"), HOARDCC_BIN (default: `cargo build --release`, target/release/hoardcc).
 set -uo pipefail
@@ -15,7 +15,7 @@ ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 RUNS=${BENCH_RUNS:-3}
 JOBS=${BENCH_JOBS:-8}
 FILES=${BENCH_FILES:-200}
-SEQ=${BENCH_SEQ:-30}
+SEQ=${BENCH_SEQ:-20}
 MODES=${BENCH_MODES:-local distcc-tcp distcc-ssh distcc-ssh-cm hoardcc-direct hoardcc}
 WORKLOADS=${BENCH_WORKLOADS:-gen lua}
 CFLAGS_BENCH='-O2 -g'
@@ -141,7 +141,7 @@ mode_teardown() {
     hoardcc*)
         local pid
         if pid=$(mux_pid); then
-            MUX_RSS+=("$(awk '/VmHWM/ {print $2 " " $3}' "/proc/$pid/status") peak RSS ($2)")
+            MUX_RSS+=("$(awk '/VmHWM/ {print $2 " " $3}' "/proc/$pid/status") ($2)")
             [[ $1 == hoardcc ]] && HOARDCC_MUX_SEEN=1
         fi
         stop_mux
@@ -207,37 +207,49 @@ MUX_RSS=()
 HOARDCC_MUX_SEEN=0
 say "sshd on 127.0.0.1:$HF_PORT; modes: $MODES; workloads: $WORKLOADS; make -j$JOBS; $RUNS runs each"
 
-for mode in $MODES; do
-    mode_setup "$mode" || { say "$mode: setup failed"; continue; }
-    for wl in $WORKLOADS; do
-        times=() remote=0 total=0 failed=0
-        for ((r = 1; r <= RUNS; r++)); do
+# Runs are interleaved (run 1 of every mode, then run 2 …) so that load from anything else on
+# the machine spreads over all modes instead of skewing one.
+declare -A TIMES RSUM TSUM FAILED
+for ((r = 1; r <= RUNS; r++)); do
+    for mode in $MODES; do
+        mode_setup "$mode" || { say "$mode: setup failed"; FAILED[$mode]=1; continue; }
+        for wl in $WORKLOADS; do
+            [[ -n ${FAILED[$mode,$wl]:-} ]] && continue
             log=$WORK/log.$mode.$wl.$r
             rm -f "$log"
             if ms=$(run_build "$mode" "$WORK/$wl" "$log"); then
-                times+=("$ms")
+                TIMES[$mode,$wl]+="$ms "
                 read -r rr tt < <(count_jobs "$mode" "$log")
-                remote=$((remote + rr)) total=$((total + tt))
+                RSUM[$mode,$wl]=$((${RSUM[$mode,$wl]:-0} + rr))
+                TSUM[$mode,$wl]=$((${TSUM[$mode,$wl]:-0} + tt))
+                say "run $r/$RUNS $mode $wl: $ms ms (remote $rr/$tt)"
             else
-                failed=1
-                break
+                FAILED[$mode,$wl]=1
             fi
         done
-        if ((failed)); then
+        mode_teardown "$mode" "after run $r"
+    done
+done
+for mode in $MODES; do
+    for wl in $WORKLOADS; do
+        if [[ -n ${FAILED[$mode,$wl]:-} || -z ${TIMES[$mode,$wl]:-} ]]; then
             WALL[$mode,$wl]=failed
         else
-            WALL[$mode,$wl]=$(echo "${times[*]}" | median)
-            REMOTE[$mode,$wl]="$remote/$total"
+            WALL[$mode,$wl]=$(echo "${TIMES[$mode,$wl]}" | median)
+            REMOTE[$mode,$wl]="${RSUM[$mode,$wl]}/${TSUM[$mode,$wl]}"
         fi
-        say "$mode $wl: ${times[*]:-} ms (remote ${REMOTE[$mode,$wl]:-?})"
     done
-    if s=$(run_seq "$mode" "$WORK/log.$mode.seq"); then
-        SEQ_MS[$mode]=$s
-    else
-        SEQ_MS[$mode]=failed
+done
+
+for mode in $MODES; do
+    SEQ_MS[$mode]=failed
+    if mode_setup "$mode"; then
+        if s=$(run_seq "$mode" "$WORK/log.$mode.seq"); then
+            SEQ_MS[$mode]=$s
+        fi
+        mode_teardown "$mode" "after the sequential compiles"
     fi
     say "$mode sequential: ${SEQ_MS[$mode]} ms/compile"
-    mode_teardown "$mode" "after the $mode runs"
 done
 
 # --- report ----------------------------------------------------------------------------
@@ -296,5 +308,6 @@ for mode in $MODES; do
 done
 if ((${#MUX_RSS[@]})); then
     echo
-    echo "hoardcc mux daemon: ${MUX_RSS[*]}"
+    echo "hoardcc mux daemon, peak RSS (VmHWM) before each stop:"
+    printf -- '- %s\n' "${MUX_RSS[@]}"
 fi
