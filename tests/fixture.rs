@@ -71,7 +71,11 @@ fn sshd_logs_in_with_sh_as_login_user() {
 fn subsystem_line_points_at_copied_binary() {
     let sshd = Sshd::start(SshdOptions::default());
     let bin = sshd.bin_dir().join("hoardcc");
-    let line = format!("Subsystem hoardcc {} serve", bin.display());
+    let line = format!("Subsystem hoardcc {}", sshd.serve_command());
+    assert!(
+        line.ends_with(&format!(" {} serve", bin.display())),
+        "{line}"
+    );
     assert!(
         sshd.config_text().lines().any(|l| l == line),
         "missing {line:?} in:\n{}",
@@ -105,6 +109,7 @@ fn subsystem_line_absent_when_disabled() {
         subsystem: false,
         max_sessions: Some(3),
         extra: vec!["ClientAliveInterval 30".into()],
+        ..SshdOptions::default()
     });
     let cfg = sshd.config_text();
     assert!(!cfg.contains("Subsystem"), "{cfg}");

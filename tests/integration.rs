@@ -9,3 +9,7 @@ mod fixture;
 mod e2e;
 // SSH client layer (mux::ssh) against the private sshd.
 mod ssh;
+// The mux against the real sshd: lane reuse, MaxSessions, auto-spawn, make hang, BUSY, idle exit.
+mod mux;
+// Faults mid-job: server killed, sshd restarted, connection cut or frozen through a proxy.
+mod faults;

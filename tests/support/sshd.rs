@@ -40,6 +40,12 @@ pub struct SshdOptions {
     pub max_sessions: Option<u32>,
     /// Extra `sshd_config` lines, appended verbatim.
     pub extra: Vec<String>,
+    /// Text of the server's `server.toml` (passed as `HOARDCC_SERVER_CONFIG`); `None` writes
+    /// none, so the server uses its defaults.
+    pub server_toml: Option<String>,
+    /// Extra `KEY=VALUE` variables for `hoardcc serve`, set on the `Subsystem` line through
+    /// `env` (e.g. a `PATH` with a slow `gcc` in front).
+    pub server_env: Vec<(String, String)>,
 }
 
 impl Default for SshdOptions {
@@ -48,6 +54,8 @@ impl Default for SshdOptions {
             subsystem: true,
             max_sessions: None,
             extra: Vec::new(),
+            server_toml: None,
+            server_env: Vec::new(),
         }
     }
 }
@@ -224,6 +232,33 @@ impl Sshd {
         cmd
     }
 
+    /// The server's private compile-slot directory (`HOARDCC_SLOT_DIR` of every `serve`), so
+    /// fixtures do not share the host-wide `/tmp/hoardcc-slots` with each other.
+    pub fn slot_dir(&self) -> PathBuf {
+        self.server_dir().join("slots")
+    }
+
+    /// The command the `Subsystem` line runs: `/usr/bin/env HOARDCC_SLOT_DIR=… [HOARDCC_SERVER_CONFIG=…]
+    /// [server_env…] <bin>/hoardcc serve`. Usable as an exec command too.
+    pub fn serve_command(&self) -> String {
+        let mut cmd = format!(
+            "/usr/bin/env HOARDCC_SLOT_DIR={}",
+            self.slot_dir().display()
+        );
+        if self.opts.server_toml.is_some() {
+            let _ = write!(
+                cmd,
+                " HOARDCC_SERVER_CONFIG={}",
+                self.server_dir().join("server.toml").display()
+            );
+        }
+        for (k, v) in &self.opts.server_env {
+            let _ = write!(cmd, " {k}={v}");
+        }
+        let _ = write!(cmd, " {} serve", self.server_hoardcc().display());
+        cmd
+    }
+
     /// SIGKILLs the listening sshd only; sessions already open keep their own processes.
     pub fn kill(&mut self) {
         if let Some(mut d) = self.daemon.take() {
@@ -364,6 +399,12 @@ impl Sshd {
             &client_pub,
             0o644,
         );
+        // The login user (another uid when running as root) creates its slot files here.
+        std::fs::create_dir_all(self.slot_dir()).expect("mkdir slots");
+        chmod(&self.slot_dir(), 0o1777);
+        if let Some(text) = &self.opts.server_toml {
+            write_file(&self.server_dir().join("server.toml"), text, 0o644);
+        }
         if nix::unistd::geteuid().is_root() {
             // Privilege separation directory, required by sshd when started as root.
             std::fs::create_dir_all("/run/sshd").expect("mkdir /run/sshd");
@@ -403,10 +444,7 @@ impl Sshd {
             line(format!("MaxSessions {n}"));
         }
         if self.opts.subsystem {
-            line(format!(
-                "Subsystem hoardcc {} serve",
-                self.server_hoardcc().display()
-            ));
+            line(format!("Subsystem hoardcc {}", self.serve_command()));
         }
         if sshd_has_per_source_penalties() {
             // OpenSSH ≥ 9.8 would otherwise block 127.0.0.1 after tests that fail logins.
