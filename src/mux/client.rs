@@ -24,6 +24,8 @@ use crate::proto::msg::{Blob, JobSpec, MuxReply, MuxRequest};
 pub const SPAWN_DEADLINE: Duration = Duration::from_secs(5);
 /// Read/write timeout for the short requests (Status, Stop) and for every write.
 const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long `hoardcc mux --stop` waits for the daemon to exit (its jobs get a grace period).
+const STOP_DEADLINE: Duration = Duration::from_secs(15);
 /// First and longest pause between connection attempts while a mux starts.
 const RETRY_FIRST: Duration = Duration::from_millis(5);
 const RETRY_MAX: Duration = Duration::from_millis(100);
@@ -216,6 +218,41 @@ fn wait_socket_gone(socket: &Path, deadline: Instant) -> bool {
     true
 }
 
+/// Wait (without polling: a pidfd becomes readable when the process exits) until process
+/// `pid` is gone or `deadline` passes. True when it is gone.
+fn wait_process_gone(pid: u32, deadline: Instant) -> bool {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::os::fd::{FromRawFd, OwnedFd};
+    let Ok(raw_pid) = nix::libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is
+    // passed.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, raw_pid, 0) };
+    if fd < 0 {
+        // ESRCH: already gone. Other errors (an old kernel): report what the socket said.
+        return nix::errno::Errno::last() == nix::errno::Errno::ESRCH;
+    }
+    // SAFETY: the syscall returned a fresh fd that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        let ms = u16::try_from(left.as_millis()).unwrap_or(u16::MAX);
+        let mut fds = [PollFd::new(
+            std::os::fd::AsFd::as_fd(&fd),
+            PollFlags::POLLIN,
+        )];
+        match poll(&mut fds, PollTimeout::from(ms)) {
+            Ok(n) if n > 0 => return true,
+            Ok(_) | Err(nix::errno::Errno::EINTR) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
 impl MuxClient {
     /// A client on an already connected stream (tests, or a caller that connected itself).
     pub fn from_stream(stream: UnixStream, paths: &Paths, self_exe: &Path) -> MuxClient {
@@ -394,12 +431,23 @@ pub fn status_main(json: bool) -> std::process::ExitCode {
 /// `hoardcc mux --stop`: ask the running mux to exit and wait until its socket is gone.
 pub fn stop_main() -> std::process::ExitCode {
     let paths = env_paths();
-    match connect_existing(&paths).and_then(|mut c| c.stop()) {
-        Ok(()) => {
-            if wait_socket_gone(&paths.mux_socket(), Instant::now() + SPAWN_DEADLINE) {
+    let stopped = connect_existing(&paths).and_then(|mut c| {
+        let pid = c
+            .status()
+            .ok()
+            .and_then(|doc| StatusReport::from_json(&doc).ok())
+            .map(|r| r.pid);
+        c.stop().map(|()| pid)
+    });
+    match stopped {
+        Ok(pid) => {
+            let deadline = Instant::now() + STOP_DEADLINE;
+            let gone = wait_socket_gone(&paths.mux_socket(), deadline)
+                && pid.is_none_or(|p| wait_process_gone(p, deadline));
+            if gone {
                 eprintln!("hoardcc mux: stopped");
             } else {
-                eprintln!("hoardcc mux: asked to stop; its socket is still there");
+                eprintln!("hoardcc mux: asked to stop; it is still running");
             }
             std::process::ExitCode::SUCCESS
         }
@@ -411,5 +459,37 @@ pub fn stop_main() -> std::process::ExitCode {
             eprintln!("hoardcc mux --stop: {e}");
             crate::exit::ExitCode::ConnectFailed.into()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn wait_process_gone_sees_an_exit_and_respects_its_deadline() {
+        let mut quick = Command::new("sleep").arg("0.2").spawn().unwrap();
+        let start = Instant::now();
+        assert!(wait_process_gone(
+            quick.id(),
+            start + Duration::from_secs(10)
+        ));
+        assert!(start.elapsed() < Duration::from_secs(5));
+        quick.wait().unwrap();
+
+        let mut slow = Command::new("sleep").arg("30").spawn().unwrap();
+        let start = Instant::now();
+        assert!(!wait_process_gone(
+            slow.id(),
+            start + Duration::from_millis(150)
+        ));
+        assert!(start.elapsed() >= Duration::from_millis(150));
+        slow.kill().unwrap();
+        slow.wait().unwrap();
+        // A reaped pid no longer exists: gone at once.
+        assert!(wait_process_gone(
+            slow.id(),
+            Instant::now() + Duration::from_secs(1)
+        ));
     }
 }

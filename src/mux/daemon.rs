@@ -46,6 +46,9 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
 const RETRY_WAIT: Duration = Duration::from_secs(5);
 /// Busy answers tolerated for one job before it is given up (the wrapper compiles locally).
 const MAX_BUSY_RETRIES: u32 = 8;
+/// How long blocking threads get once the daemon has stopped.
+const RUNTIME_EXIT_GRACE: Duration = Duration::from_millis(200);
+
 /// How long running jobs get to finish after a shutdown request.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -152,6 +155,9 @@ pub fn main(args: MuxArgs) -> std::process::ExitCode {
         spawn_signal_watch(shutdown.clone());
         run(listener, config, shutdown).await
     });
+    // Blocking helper threads (socket I/O of wrappers that went away) must not keep a
+    // stopped mux alive: `hoardcc mux --stop` waits for this process to be gone.
+    runtime.shutdown_timeout(RUNTIME_EXIT_GRACE);
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
