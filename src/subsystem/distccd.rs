@@ -172,12 +172,7 @@ pub async fn run_request(
             format!("argument refused: {reason}"),
         );
     }
-    let mut builder = tempfile::Builder::new();
-    builder.prefix("hoardcc-distcc-");
-    let dir = match tmpdir {
-        Some(t) => builder.tempdir_in(t),
-        None => builder.tempdir(),
-    };
+    let dir = super::workdir::private_dir(tmpdir, super::workdir::DISTCC_PREFIX);
     let dir = match dir {
         Ok(d) => d,
         Err(e) => {

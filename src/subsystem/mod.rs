@@ -166,6 +166,10 @@ fn run_stdio() -> std::process::ExitCode {
             return crate::exit::ExitCode::BadArguments.into();
         }
     };
+    let swept = workdir::sweep_stale(config.server.tmpdir.as_deref());
+    if swept > 0 {
+        tracing::info!("removed {swept} job directories left by killed servers");
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

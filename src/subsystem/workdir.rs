@@ -4,7 +4,9 @@
 //! Every path a job names is resolved lexically inside `root/`; one that would climb out
 //! is refused. Neighbours: `subsystem::job` (validates a `Job` and calls this),
 //! `subsystem::exec` (runs the compiler in [`WorkDir::cwd`]), `subsystem::distccd`.
-//! The directory is removed when the [`WorkDir`] is dropped, whatever happened.
+//! The directory is removed when the [`WorkDir`] is dropped, whatever happened, and a
+//! killed server's leftovers are removed by the next server's [`sweep_stale`]: every
+//! directory's name carries the pid of the server that made it.
 
 use std::io;
 use std::path::{Component, Path, PathBuf};
@@ -50,12 +52,7 @@ impl WorkDir {
         }
         let rel = normalise(&[], client_cwd)
             .ok_or_else(|| WorkDirError::Escapes(client_cwd.to_owned()))?;
-        let mut builder = tempfile::Builder::new();
-        builder.prefix("hoardcc-job-");
-        let dir = match tmpdir {
-            Some(t) => builder.tempdir_in(t)?,
-            None => builder.tempdir()?,
-        };
+        let dir = private_dir(tmpdir, JOB_PREFIX)?;
         let root = dir.path().join("root");
         let cwd = join_parts(&root, &rel);
         std::fs::create_dir_all(&cwd)?;
@@ -129,6 +126,76 @@ impl WorkDir {
             Ok(name.to_owned())
         }
     }
+}
+
+/// Name prefix of per-job directories (native protocol).
+pub const JOB_PREFIX: &str = "hoardcc-job-";
+/// Name prefix of per-job directories (stock distcc protocol).
+pub const DISTCC_PREFIX: &str = "hoardcc-distcc-";
+
+/// A fresh 0700 directory `<prefix><our pid>-<random>` in `tmpdir` (or `$TMPDIR`).
+///
+/// # Errors
+/// The directory cannot be created.
+pub fn private_dir(tmpdir: Option<&Path>, prefix: &str) -> io::Result<tempfile::TempDir> {
+    let prefix = format!("{prefix}{}-", std::process::id());
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(&prefix);
+    match tmpdir {
+        Some(t) => builder.tempdir_in(t),
+        None => builder.tempdir(),
+    }
+}
+
+/// Removes job directories in `tmpdir` (or `$TMPDIR`) left by servers that died without
+/// cleaning up (SIGKILL, power loss): ours (same owner) whose pid no longer exists.
+/// Returns how many were removed. Errors are ignored: this is housekeeping.
+pub fn sweep_stale(tmpdir: Option<&Path>) -> usize {
+    use std::os::unix::fs::MetadataExt;
+    let dir = tmpdir.map_or_else(std::env::temp_dir, Path::to_path_buf);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let uid = nix::unistd::getuid().as_raw();
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = owner_pid(&name.to_string_lossy()) else {
+            continue;
+        };
+        let Ok(meta) = entry.path().symlink_metadata() else {
+            continue;
+        };
+        if !meta.is_dir() || meta.uid() != uid || pid_alive(pid) {
+            continue;
+        }
+        if std::fs::remove_dir_all(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// The server pid in a job directory's name, `hoardcc-job-<pid>-<random>`.
+fn owner_pid(name: &str) -> Option<i32> {
+    let rest = name
+        .strip_prefix(JOB_PREFIX)
+        .or_else(|| name.strip_prefix(DISTCC_PREFIX))?;
+    let (pid, random) = rest.split_once('-')?;
+    if random.is_empty() {
+        return None;
+    }
+    pid.parse().ok().filter(|p| *p > 0)
+}
+
+/// True unless the process is known to be gone (`kill(pid, 0)` says ESRCH). A zombie
+/// still counts as alive: its parent may yet reap it, and its directory costs nothing.
+fn pid_alive(pid: i32) -> bool {
+    let pid = nix::unistd::Pid::from_raw(pid);
+    !matches!(
+        nix::sys::signal::kill(pid, None),
+        Err(nix::errno::Errno::ESRCH)
+    )
 }
 
 /// Applies the components of `name` to the stack `start` (already normalised).
@@ -221,6 +288,38 @@ mod tests {
         let top = w.path().to_path_buf();
         drop(w);
         assert!(!top.exists());
+    }
+
+    #[test]
+    fn names_carry_the_pid_and_sweep_removes_only_dead_owners() {
+        let t = tempfile::tempdir().unwrap();
+        let live = WorkDir::create(Some(t.path()), "/x").unwrap();
+        let name = live
+            .path()
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        assert_eq!(owner_pid(&name), Some(std::process::id() as i32));
+        // A dead server's directory: a child that has exited and been reaped.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = child.id();
+        child.wait().unwrap();
+        let dead = t.path().join(format!("{JOB_PREFIX}{dead_pid}-abc123"));
+        std::fs::create_dir_all(dead.join("root/home")).unwrap();
+        std::fs::write(dead.join("root/home/a.o"), b"partial").unwrap();
+        let dead_distcc = t.path().join(format!("{DISTCC_PREFIX}{dead_pid}-zz"));
+        std::fs::create_dir(&dead_distcc).unwrap();
+        // Names that are not ours stay.
+        let other = t.path().join("hoardcc-job-notapid-x");
+        std::fs::create_dir(&other).unwrap();
+        let old_style = t.path().join(format!("{JOB_PREFIX}{dead_pid}"));
+        std::fs::create_dir(&old_style).unwrap();
+
+        assert_eq!(sweep_stale(Some(t.path())), 2);
+        assert!(!dead.exists() && !dead_distcc.exists());
+        assert!(live.path().is_dir(), "a live server's job dir stays");
+        assert!(other.is_dir() && old_style.is_dir());
     }
 
     #[test]
