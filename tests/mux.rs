@@ -1,2 +1,338 @@
 //! The mux (`hoardcc mux`) against the private real sshd: lane reuse, `MaxSessions`,
 //! concurrent auto-spawn, the make hang, BUSY, idle exit and heartbeats.
+//!
+//! Every test runs the real wrapper (`hoardcc gcc -c f.c -o f.o`), which auto-spawns the
+//! per-user mux in the fixture's private XDG_RUNTIME_DIR; the mux hoards ssh connections
+//! and subsystem lanes to the fixture's sshd. What the mux did is read from three places:
+//! the job log (`HOARDCC_JOBLOG`: `remote` or `local` per compile), sshd's VERBOSE log
+//! (one `Accepted publickey` per ssh connection, one `Starting session: subsystem 'hoardcc'` per
+//! lane) and `hoardcc status --json` (`mux::status::StatusReport`).
+//!
+//! Neighbours: tests/support (the sshd fixture, process helpers); src/mux/{daemon,pool,
+//! scheduler,client}.rs (the code under test); tests/e2e.rs (object correctness).
+
+use std::io::Read as _;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::{Arc, Barrier};
+use std::time::{Duration, Instant};
+
+use hoardcc::mux::status::StatusReport;
+use tempfile::TempDir;
+
+use crate::support::{hoardcc_bin, run_with_timeout, wait_until, Sshd, SshdOptions};
+
+/// Limit for one wrapper or command; every test is much shorter.
+const T: Duration = Duration::from_secs(60);
+
+/// sshd's VERBOSE line for each accepted ssh connection.
+const ACCEPTED: &str = "Accepted publickey for";
+/// sshd's VERBOSE line for each subsystem channel, i.e. each lane (one `hoardcc serve`).
+const SUBSYSTEM: &str = "Starting session: subsystem 'hoardcc'";
+
+/// Debug logging for the mux's own modules only (the wrapper shares the variable; its
+/// modules stay at `warn`, so its stderr stays clean).
+const MUX_LOG: &str = "warn,hoardcc::mux::daemon=debug,hoardcc::mux::pool=debug,\
+                       hoardcc::mux::scheduler=debug,hoardcc::mux::transport=debug";
+
+/// A directory of small C sources and the job log the wrappers append to.
+struct Work {
+    dir: TempDir,
+}
+
+impl Work {
+    /// `n` sources `s0.c … s<n-1>.c`, each a few distinct functions.
+    fn new(n: usize) -> Work {
+        let dir = tempfile::Builder::new()
+            .prefix("hoardcc-mux-")
+            .tempdir()
+            .expect("work dir");
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        for i in 0..n {
+            std::fs::write(dir.path().join(format!("s{i}.c")), small_source(i)).unwrap();
+        }
+        Work { dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn joblog(&self) -> PathBuf {
+        self.path().join("joblog")
+    }
+
+    fn joblog_lines(&self) -> Vec<String> {
+        std::fs::read_to_string(self.joblog())
+            .unwrap_or_default()
+            .lines()
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// Every one of `n` jobs ran remotely, and each object exists.
+    fn assert_all_remote(&self, n: usize) {
+        let lines = self.joblog_lines();
+        assert_eq!(lines.len(), n, "job log: {lines:#?}");
+        for l in &lines {
+            assert!(l.starts_with("remote\t"), "not remote: {l}");
+        }
+        for i in 0..n {
+            let o = self.path().join(format!("s{i}.o"));
+            let meta = std::fs::metadata(&o).unwrap_or_else(|e| panic!("{}: {e}", o.display()));
+            assert!(meta.len() > 0, "{} is empty", o.display());
+        }
+    }
+}
+
+fn small_source(i: usize) -> String {
+    format!(
+        "static int k{i} = {i};\n\
+         int f{i}(int x) {{ return x * k{i} + {i}; }}\n\
+         int g{i}(int x) {{ int s = 0; for (int j = 0; j < x; j++) s += f{i}(j); return s; }}\n"
+    )
+}
+
+/// `hoardcc gcc -O2 -c s<i>.c -o s<i>.o` in `work`, isolated to `sshd`'s client, with
+/// `hosts`, the job log, no fallback (a failed distribution fails the test) and mux debug
+/// logging. The mux it spawns inherits this environment.
+fn compile(sshd: &Sshd, work: &Work, hosts: &str, i: usize) -> Command {
+    let mut cmd = Command::new(hoardcc_bin());
+    sshd.apply_env(&mut cmd);
+    cmd.current_dir(work.path())
+        .env("HOARDCC_HOSTS", hosts)
+        .env("HOARDCC_JOBLOG", work.joblog())
+        .env("HOARDCC_FALLBACK", "0")
+        .env("HOARDCC_IDLE_TIMEOUT", "120")
+        .env("HOARDCC_LOG", MUX_LOG)
+        .args(["gcc", "-O2", "-c"])
+        .arg(format!("s{i}.c"))
+        .arg("-o")
+        .arg(format!("s{i}.o"));
+    cmd
+}
+
+/// Asserts a wrapper succeeded without a word on stderr (a warning would mean it did not
+/// go through the mux, or fell back).
+fn ok_quiet(out: &Output, what: &str, mux: &Mux) {
+    assert!(
+        out.status.success() && out.stderr.is_empty(),
+        "{what}: {:?}\nstdout: {}\nstderr: {}\nmux log:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        mux.log()
+    );
+}
+
+/// Count of `needle` in sshd's log after byte `mark`.
+fn count_since(sshd: &Sshd, mark: usize, needle: &str) -> usize {
+    sshd.log()
+        .get(mark..)
+        .unwrap_or_default()
+        .matches(needle)
+        .count()
+}
+
+/// A directory on PATH for `hoardcc serve` holding `gcc`, a script that sleeps `secs`
+/// before running the real gcc: jobs overlap on the server without burning CPU.
+fn slow_gcc_dir(secs: &str) -> TempDir {
+    let dir = tempfile::Builder::new()
+        .prefix("hoardcc-slowgcc-")
+        .tempdir()
+        .unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let gcc = dir.path().join("gcc");
+    std::fs::write(
+        &gcc,
+        format!("#!/bin/sh\nsleep {secs}\nexec /usr/bin/gcc \"$@\"\n"),
+    )
+    .unwrap();
+    std::fs::set_permissions(&gcc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
+/// `server_env` putting `slow`'s gcc first on the server's PATH.
+fn slow_path_env(slow: &TempDir) -> Vec<(String, String)> {
+    vec![(
+        "PATH".to_string(),
+        format!("{}:/usr/local/bin:/usr/bin:/bin", slow.path().display()),
+    )]
+}
+
+/// Writes the client's `$XDG_CONFIG_HOME/hoardcc/config.toml`.
+fn write_client_config(sshd: &Sshd, text: &str) {
+    let dir = sshd.config_home().join("hoardcc");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("config.toml"), text).unwrap();
+}
+
+/// Handle on the fixture's mux (whichever process serves its runtime dir). Dropping it
+/// stops every mux of this fixture: `hoardcc mux --stop`, then SIGKILL to the pids still
+/// there (found by [`Mux::pids`], so only processes these tests started are touched).
+struct Mux<'a> {
+    sshd: &'a Sshd,
+}
+
+impl<'a> Mux<'a> {
+    fn new(sshd: &'a Sshd) -> Mux<'a> {
+        Mux { sshd }
+    }
+
+    fn socket(&self) -> PathBuf {
+        self.sshd.runtime_dir().join("hoardcc/mux.sock")
+    }
+
+    /// The mux's log file (`$HOME/.local/state/hoardcc/mux.log`: the fixture unsets
+    /// XDG_STATE_HOME).
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.sshd.client_home().join(".local/state/hoardcc/mux.log"))
+            .unwrap_or_default()
+    }
+
+    fn hoardcc(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(hoardcc_bin());
+        self.sshd.apply_env(&mut cmd);
+        cmd.args(args);
+        cmd
+    }
+
+    /// `hoardcc status --json`; `None` when no mux runs.
+    fn status(&self) -> Option<StatusReport> {
+        let out = run_with_timeout(&mut self.hoardcc(&["status", "--json"]), T, "status");
+        assert!(out.status.success(), "hoardcc status: {out:?}");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("\"running\": false") {
+            return None;
+        }
+        Some(
+            StatusReport::from_json(&text).unwrap_or_else(|e| panic!("status --json: {e}\n{text}")),
+        )
+    }
+
+    /// Pids of `hoardcc mux` processes serving this fixture's runtime dir: argv is
+    /// `<…/hoardcc> mux` and the environment has this fixture's XDG_RUNTIME_DIR.
+    fn pids(&self) -> Vec<i32> {
+        let want_env = format!("XDG_RUNTIME_DIR={}", self.sshd.runtime_dir().display());
+        let mut pids = Vec::new();
+        let Ok(entries) = std::fs::read_dir("/proc") else {
+            return pids;
+        };
+        for e in entries.flatten() {
+            let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+                continue;
+            };
+            let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+                continue;
+            };
+            let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+            let is_mux = argv.len() >= 2
+                && argv[0].ends_with(b"hoardcc")
+                && argv[1] == b"mux"
+                && !argv.iter().any(|a| *a == b"--stop");
+            if !is_mux || is_zombie(pid) {
+                continue;
+            }
+            let Ok(environ) = std::fs::read(e.path().join("environ")) else {
+                continue;
+            };
+            if environ
+                .split(|b| *b == 0)
+                .any(|kv| kv == want_env.as_bytes())
+            {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
+    /// The single mux process; panics if there is none or more than one.
+    fn only_pid(&self) -> i32 {
+        let pids = self.pids();
+        assert_eq!(pids.len(), 1, "mux processes: {pids:?}\n{}", self.log());
+        pids[0]
+    }
+}
+
+impl Drop for Mux<'_> {
+    fn drop(&mut self) {
+        if self.pids().is_empty() {
+            return;
+        }
+        let _ = self
+            .hoardcc(&["mux", "--stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+        let end = Instant::now() + Duration::from_secs(10);
+        while !self.pids().is_empty() && Instant::now() < end {
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for pid in self.pids() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+}
+
+/// A zombie (exited, not yet reaped) or missing process.
+fn is_zombie(pid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return true;
+    };
+    // "pid (comm) S ..."; comm may hold spaces, so look after the last ')'.
+    stat.rfind(')')
+        .and_then(|i| stat[i + 1..].split_whitespace().next())
+        .is_none_or(|s| s == "Z" || s == "X")
+}
+
+/// 100 jobs in 4 parallel streams to `@hoardtest/2`: one ssh connection, at most two
+/// lanes (subsystem requests), every job remote.
+#[test]
+fn lane_reuse() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let mux = Mux::new(&sshd);
+    let work = Work::new(100);
+    // The fixture's own login check was one connection; count only what follows.
+    let mark = sshd.log().len();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for stream in 0..4 {
+            let (sshd, work, mux) = (&sshd, &work, &mux);
+            s.spawn(move || {
+                for i in (stream..100).step_by(4) {
+                    let out = run_with_timeout(
+                        &mut compile(sshd, work, "@hoardtest/2", i),
+                        T,
+                        "hoardcc gcc",
+                    );
+                    ok_quiet(&out, &format!("job {i}"), mux);
+                }
+            });
+        }
+    });
+    let took = start.elapsed();
+    work.assert_all_remote(100);
+    let accepted = count_since(&sshd, mark, ACCEPTED);
+    let lanes = count_since(&sshd, mark, SUBSYSTEM);
+    let st = mux.status().expect("the mux is running");
+    eprintln!("lane_reuse: 100 jobs in {took:?}; {accepted} connection(s), {lanes} lane(s); status {st:?}");
+    assert_eq!(accepted, 1, "ssh connections; sshd log:\n{}", sshd.log());
+    // Lanes are only replaced when one fails; a healthy run opens one per slot at most.
+    assert!(
+        (1..=2).contains(&lanes),
+        "{lanes} subsystem requests for /2; sshd log:\n{}",
+        sshd.log()
+    );
+    let h = &st.hosts[0];
+    assert_eq!(
+        (h.jobs_ok, h.jobs_failed, h.jobs_busy),
+        (100, 0, 0),
+        "{h:?}"
+    );
+    assert_eq!(h.connections, 1, "{h:?}");
+    assert!(h.lanes <= 2, "{h:?}");
+}
