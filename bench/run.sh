@@ -9,9 +9,14 @@
 # Environment: BENCH_RUNS (3), BENCH_JOBS (8), BENCH_FILES (200), BENCH_SEQ (20),
 # BENCH_MODES ("local distcc-tcp distcc-ssh distcc-ssh-cm hoardcc-direct hoardcc"), BENCH_WORKLOADS
 # ("gen lua"), HOARDCC_BIN (default: `cargo build --release`, target/release/hoardcc).
+#
+# `bash bench/run.sh rss` runs only the mux memory measurement (bench/rss.sh) instead.
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+if [[ ${1:-} == rss ]]; then
+    exec bash "$ROOT/bench/rss.sh"
+fi
 RUNS=${BENCH_RUNS:-3}
 JOBS=${BENCH_JOBS:-8}
 FILES=${BENCH_FILES:-200}

@@ -1,8 +1,8 @@
 # shellcheck shell=bash
 # contrib/sshd-fixture.sh — a throwaway private OpenSSH server for hoardcc demos and benchmarks.
 #
-# Sourced (not run) by contrib/demo.sh and bench/run.sh. It starts a private sshd on
-# 127.0.0.1 on a random free port, in a temp dir that holds everything: host key,
+# Sourced (not run) by contrib/demo.sh, bench/run.sh and bench/rss.sh. It starts a private
+# sshd on 127.0.0.1 on a random free port, in a temp dir that holds everything: host key,
 # sshd_config, authorized_keys, a copy of the hoardcc binary for `Subsystem hoardcc`, and
 # a client HOME whose ~/.ssh has a key, known_hosts and a config with `Host hoardtest`.
 # Nothing outside the temp dir is touched, except (as root) creating the login user
@@ -15,6 +15,7 @@
 #   hf_start [PATH/TO/hoardcc]     # exports HF_DIR HF_PORT HF_USER HF_HOME HF_SSH_CONFIG HF_SERVE_BIN
 #   hf_run CMD...                  # run CMD as the client: HOME=$HF_HOME, private XDG dirs, no agent
 #   hf_ssh CMD...                  # ssh -F $HF_SSH_CONFIG hoardtest CMD...
+#   hf_add_hosts N                 # a second sshd on N more ports; ssh aliases host1..hostN
 #   hf_track_pid PID               # kill PID's process group (or PID) at cleanup
 #   hf_defer 'shell command'       # run at cleanup (before sshd is stopped)
 #
@@ -227,6 +228,79 @@ EOF
 
     hf_ssh true </dev/null 2>"$HF_DIR/ssh-check.log" ||
         hf_die "ssh login to the fixture failed: $(cat "$HF_DIR/ssh-check.log" "$HF_DIR/sshd.log")"
+}
+
+# hf_ports_busy PORT... — true when every PORT accepts connections.
+hf_ports_busy() {
+    local p
+    for p in "$@"; do
+        hf_port_busy "$p" || return 1
+    done
+}
+
+# hf_add_hosts N — make the one server look like N distinct hosts: a second sshd (same
+# host key, login user and Subsystem line as the first) listening on N more random ports,
+# and client ssh config aliases host1..hostN (HostName 127.0.0.1, each its own Port) with
+# a `[127.0.0.1]:PORT` known_hosts entry each. Exports HF_HOST_PORTS (the N ports, in
+# alias order). Call after hf_start.
+hf_add_hosts() {
+    local n=$1 i port pubkey ports=() listen pid=
+    for _ in 1 2 3 4 5; do
+        ports=()
+        listen=
+        while ((${#ports[@]} < n)); do
+            port=$((20000 + (RANDOM * 32768 + RANDOM) % 40000))
+            [[ $port == "$HF_PORT" || " ${ports[*]} " == *" $port "* ]] && continue
+            hf_port_busy "$port" && continue
+            ports+=("$port")
+            listen+="ListenAddress 127.0.0.1:$port"$'\n'
+        done
+        # The first sshd's config with its ListenAddress and PidFile replaced.
+        {
+            printf '%s' "$listen"
+            grep -v -e '^ListenAddress ' -e '^PidFile ' "$HF_DIR/sshd_config"
+            echo "PidFile $HF_DIR/sshd-hosts.pid"
+        } >"$HF_DIR/sshd_config.hosts"
+        "$HF_SSHD" -t -f "$HF_DIR/sshd_config.hosts" 2>>"$HF_DIR/sshd-hosts.log" ||
+            hf_die "sshd rejected its config: $(cat "$HF_DIR/sshd-hosts.log")"
+        : >"$HF_DIR/sshd-hosts.log"
+        "$HF_SSHD" -D -e -f "$HF_DIR/sshd_config.hosts" 2>>"$HF_DIR/sshd-hosts.log" &
+        pid=$!
+        # sshd carries on when only some of its ports could be bound: wait for all of them.
+        if hf_wait_for 'hf_ports_busy "${ports[@]}" || ! kill -0 $pid 2>/dev/null' 10 &&
+            kill -0 "$pid" 2>/dev/null && hf_ports_busy "${ports[@]}"; then
+            hf_track_pid "$pid"
+            break
+        fi
+        kill "$pid" 2>/dev/null
+        wait "$pid" 2>/dev/null
+        pid=
+    done
+    [[ -n $pid ]] || hf_die "could not start the second sshd: $(cat "$HF_DIR/sshd-hosts.log")"
+
+    pubkey=$(cut -d' ' -f1,2 "$HF_DIR/host_ed25519.pub")
+    for ((i = 1; i <= n; i++)); do
+        port=${ports[i - 1]}
+        echo "[127.0.0.1]:$port $pubkey" >>"$HF_HOME/.ssh/known_hosts"
+        cat >>"$HF_SSH_CONFIG" <<EOF
+Host host$i
+    HostName 127.0.0.1
+    Port $port
+    User $HF_USER
+    IdentityFile $HF_HOME/.ssh/id_ed25519
+    IdentitiesOnly yes
+    UserKnownHostsFile $HF_HOME/.ssh/known_hosts
+    StrictHostKeyChecking yes
+    BatchMode yes
+    LogLevel ERROR
+EOF
+    done
+    HF_HOST_PORTS="${ports[*]}"
+    export HF_HOST_PORTS
+    for ((i = 1; i <= n; i++)); do
+        hf_run ssh -F "$HF_SSH_CONFIG" "host$i" true </dev/null 2>"$HF_DIR/ssh-check.log" ||
+            hf_die "ssh login to host$i failed: $(cat "$HF_DIR/ssh-check.log" "$HF_DIR/sshd-hosts.log")"
+    done
 }
 
 # Append ControlMaster settings to the fixture's ssh config and open the master now.
