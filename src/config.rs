@@ -191,7 +191,7 @@ pub struct ServerSettings {
     pub default_compilers: bool,
     /// Longest a single compile may run before it is killed (default 20 min).
     pub compile_timeout: Duration,
-    /// Concurrent compiles per user; `None` = the CPU count.
+    /// Concurrent compiles on the whole host, shared by every user's `hoardcc serve`; `None` = the CPU count.
     pub max_jobs: Option<u32>,
     /// Where job work directories go; `None` = the system temp dir.
     pub tmpdir: Option<PathBuf>,
