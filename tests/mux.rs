@@ -30,6 +30,8 @@ const T: Duration = Duration::from_secs(60);
 const ACCEPTED: &str = "Accepted publickey for";
 /// sshd's VERBOSE line for each subsystem channel, i.e. each lane (one `hoardcc serve`).
 const SUBSYSTEM: &str = "Starting session: subsystem 'hoardcc'";
+/// sshd's line for a session refused because the connection has MaxSessions open.
+const REFUSED: &str = "no more sessions";
 
 /// Debug logging for the mux's own modules only (the wrapper shares the variable; its
 /// modules stay at `warn`, so its stderr stays clean).
@@ -335,4 +337,153 @@ fn lane_reuse() {
     );
     assert_eq!(h.connections, 1, "{h:?}");
     assert!(h.lanes <= 2, "{h:?}");
+}
+
+/// Runs `cmds` at the same moment (all threads pass a barrier first), calling `poll`
+/// every 50 ms until all have finished. Returns their outputs in order.
+fn run_together(cmds: Vec<Command>, mut poll: impl FnMut()) -> Vec<Output> {
+    let barrier = Arc::new(Barrier::new(cmds.len()));
+    std::thread::scope(|s| {
+        let handles: Vec<_> = cmds
+            .into_iter()
+            .map(|mut cmd| {
+                let barrier = barrier.clone();
+                s.spawn(move || {
+                    barrier.wait();
+                    run_with_timeout(&mut cmd, T, "hoardcc gcc")
+                })
+            })
+            .collect();
+        while !handles.iter().all(|h| h.is_finished()) {
+            poll();
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("wrapper thread"))
+            .collect()
+    })
+}
+
+/// The most any host showed at once while jobs ran.
+#[derive(Debug, Default)]
+struct Peak {
+    connections: u32,
+    busy_lanes: u32,
+    running: u32,
+}
+
+impl Peak {
+    fn sample(&mut self, mux: &Mux) {
+        if let Some(st) = mux.status() {
+            for h in &st.hosts {
+                self.connections = self.connections.max(h.connections);
+                self.busy_lanes = self.busy_lanes.max(h.busy_lanes);
+                self.running = self.running.max(h.running);
+            }
+        }
+    }
+}
+
+/// 24 concurrent slow jobs to `@hoardtest/24` on an sshd with the default MaxSessions
+/// (10), the server admitting 24. With `channels_per_connection` (if given) the mux
+/// opens lanes until sshd refuses a session, then more connections. Returns the new
+/// ssh connections and lanes counted in sshd's log, the peak status and the logs.
+fn run_24(channels_per_connection: Option<u32>) -> Run24 {
+    let slow = slow_gcc_dir("3");
+    let sshd = Sshd::start(SshdOptions {
+        max_sessions: Some(10),
+        server_toml: Some("[server]\nmax_jobs = 24\n".into()),
+        server_env: slow_path_env(&slow),
+        ..SshdOptions::default()
+    });
+    if let Some(n) = channels_per_connection {
+        write_client_config(&sshd, &format!("[mux]\nchannels_per_connection = {n}\n"));
+    }
+    let mux = Mux::new(&sshd);
+    let work = Work::new(24);
+    let mark = sshd.log().len();
+    let cmds = (0..24)
+        .map(|i| compile(&sshd, &work, "@hoardtest/24", i))
+        .collect();
+    let mut peak = Peak::default();
+    let start = Instant::now();
+    let outs = run_together(cmds, || peak.sample(&mux));
+    let took = start.elapsed();
+    for (i, out) in outs.iter().enumerate() {
+        ok_quiet(out, &format!("job {i}"), &mux);
+    }
+    work.assert_all_remote(24);
+    let st = mux.status().expect("the mux is running");
+    let h = &st.hosts[0];
+    assert_eq!((h.jobs_ok, h.jobs_failed), (24, 0), "{h:?}");
+    let accepted = count_since(&sshd, mark, ACCEPTED);
+    let lanes = count_since(&sshd, mark, SUBSYSTEM);
+    eprintln!(
+        "24 jobs, channels_per_connection {channels_per_connection:?}: {took:?}; \
+         {accepted} connection(s), {lanes} lane(s); peak {peak:?}; final {h:?}"
+    );
+    // Every job sleeps 3 s on the server: run one after another they would take 72 s.
+    assert!(
+        took < Duration::from_secs(30),
+        "24 jobs took {took:?}: they did not overlap; peak {peak:?}\n{}",
+        mux.log()
+    );
+    let refused = count_since(&sshd, mark, REFUSED);
+    let log = format!("{}\n--- sshd ---\n{}", mux.log(), sshd.log());
+    Run24 {
+        accepted,
+        lanes,
+        refused,
+        peak,
+        log,
+    }
+}
+
+/// What [`run_24`] saw.
+struct Run24 {
+    /// ssh connections sshd accepted.
+    accepted: usize,
+    /// Subsystem sessions sshd started (lanes).
+    lanes: usize,
+    /// Sessions sshd refused for MaxSessions.
+    refused: usize,
+    /// Peak status while the jobs ran.
+    peak: Peak,
+    /// The mux's log, then sshd's.
+    log: String,
+}
+
+/// `channels_per_connection = 16` > MaxSessions 10: sshd refuses the 11th session on a
+/// connection, and the mux carries on with more connections; all 24 jobs run remotely
+/// and at once.
+#[test]
+fn max_sessions_refusal_opens_another_connection() {
+    let r = run_24(Some(16));
+    let log = &r.log;
+    // 24 lanes at 10 per connection: 10 + 10 + 4.
+    assert_eq!(r.accepted, 3, "connections; logs:\n{log}");
+    assert_eq!(r.lanes, 24, "lanes; logs:\n{log}");
+    assert!(r.peak.connections >= 2, "{:?}", r.peak);
+    assert!(
+        r.peak.busy_lanes > 10,
+        "more jobs at once than one connection holds: {:?}",
+        r.peak
+    );
+    // The refusal path was taken: sshd refused sessions and the mux noticed.
+    assert!(r.refused > 0, "no session refused; logs:\n{log}");
+    assert!(log.contains("MaxSessions reached"), "logs:\n{log}");
+}
+
+/// The default 8 channels per connection stays under MaxSessions 10: /24 is three
+/// connections of 8 lanes and no session is refused.
+#[test]
+fn max_sessions_default_channels_never_refused() {
+    let r = run_24(None);
+    let log = &r.log;
+    assert_eq!(r.accepted, 3, "connections; logs:\n{log}");
+    assert_eq!(r.lanes, 24, "lanes; logs:\n{log}");
+    assert!(r.peak.busy_lanes > 10, "{:?}", r.peak);
+    assert_eq!(r.refused, 0, "logs:\n{log}");
+    assert!(!log.contains("MaxSessions reached"), "logs:\n{log}");
 }
