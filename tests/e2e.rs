@@ -500,6 +500,50 @@ fn fallback_when_the_server_is_killed_mid_job() {
     assert_eq!(std::fs::read(dir.path().join("slow.o")).unwrap(), local);
 }
 
+/// Without the mux (`HOARDCC_MUX=0`) a full server (BUSY) is asked again after a pause:
+/// two jobs against a one-slot server both run remotely, one after the other.
+#[test]
+fn direct_path_waits_out_a_busy_server() {
+    let sshd = Sshd::start(SshdOptions {
+        server_toml: Some("[server]\nmax_jobs = 1\n".into()),
+        ..SshdOptions::default()
+    });
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("slow.c"), slow_source()).unwrap();
+    gcc_local("gcc", dir.path(), &["-O1", "-c", "slow.c", "-o", "local.o"]);
+    let local = std::fs::read(dir.path().join("local.o")).unwrap();
+    let log = dir.path().join("joblog");
+    let children: Vec<_> = ["a.o", "b.o"]
+        .iter()
+        .map(|obj| {
+            let mut cmd = hoardcc(
+                &sshd,
+                dir.path(),
+                "@hoardtest/4",
+                &["gcc", "-O1", "-c", "slow.c", "-o", obj],
+            );
+            cmd.env("HOARDCC_MUX", "0")
+                .env("HOARDCC_FALLBACK", "0")
+                .env("HOARDCC_LOG", "hoardcc=debug")
+                .env("HOARDCC_JOBLOG", &log)
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped());
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    let mut stderr = String::new();
+    for child in children {
+        let out = child.wait_with_output().unwrap();
+        ok(&out, "direct compile against a one-slot server");
+        stderr.push_str(&String::from_utf8_lossy(&out.stderr));
+    }
+    assert!(stderr.contains("server busy; asking again"), "{stderr}");
+    assert_all_remote(&log, 2);
+    for obj in ["a.o", "b.o"] {
+        assert_eq!(std::fs::read(dir.path().join(obj)).unwrap(), local, "{obj}");
+    }
+}
+
 /// A C file that takes gcc -O2 a few seconds.
 fn slow_source() -> String {
     let mut s = String::from("#define R(x) x = (x * 1103515245u + 12345u) ^ (x >> 7);\n");

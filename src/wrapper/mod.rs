@@ -264,6 +264,14 @@ fn via_mux(
     }
 }
 
+/// How long a direct job keeps asking a full (BUSY) server before it gives up and
+/// falls back locally.
+const DIRECT_BUSY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
+/// The first pause after a BUSY answer on the direct path; it doubles up to
+/// [`DIRECT_BUSY_MAX_PAUSE`].
+const DIRECT_BUSY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
+const DIRECT_BUSY_MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// Without the mux (`HOARDCC_MUX=0`, or it cannot start): one connection for this job.
 #[allow(clippy::too_many_arguments)]
 fn direct(
@@ -331,9 +339,20 @@ fn direct(
         }
     };
     let spec = job_spec(job, cwd, lane.wire(), &cpp.source, env);
-    let done = match runtime.block_on(lane.run(&spec, &cpp.source)) {
-        Ok(d) => d,
-        Err(e) => return on_host(e),
+    // Without the mux nobody can wake this job when a server slot frees: a server that
+    // is full (BUSY) is asked again after a growing pause, a bounded number of times.
+    let mut pause = DIRECT_BUSY_FIRST_PAUSE;
+    let give_up = std::time::Instant::now() + DIRECT_BUSY_PATIENCE;
+    let done = loop {
+        match runtime.block_on(lane.run(&spec, &cpp.source)) {
+            Ok(d) => break d,
+            Err(TransportError::Busy { .. }) if std::time::Instant::now() + pause < give_up => {
+                tracing::debug!(host = %host.key(), ?pause, "server busy; asking again");
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(DIRECT_BUSY_MAX_PAUSE);
+            }
+            Err(e) => return on_host(e),
+        }
     };
     // Let the channel close go out before the process exits.
     runtime.block_on(async move {
