@@ -47,7 +47,7 @@ enum Command {
         /// Stay in the foreground (for a systemd user unit).
         #[arg(long)]
         foreground: bool,
-        /// Stop the running mux.
+        /// Stop the running mux and wait until it has exited.
         #[arg(long, conflicts_with = "foreground")]
         stop: bool,
     },
