@@ -487,3 +487,146 @@ fn max_sessions_default_channels_never_refused() {
     assert_eq!(r.refused, 0, "logs:\n{log}");
     assert!(!log.contains("MaxSessions reached"), "logs:\n{log}");
 }
+
+/// 16 wrappers start at the same moment with no mux running: one mux is spawned (the
+/// spawn lock), every job goes through it, and it stays the only one.
+#[test]
+fn concurrent_auto_spawn_starts_one_mux() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let mux = Mux::new(&sshd);
+    let work = Work::new(17);
+    assert!(mux.pids().is_empty() && !mux.socket().exists());
+    let mark = sshd.log().len();
+    let mut seen = Vec::new();
+    let cmds = (0..16)
+        .map(|i| compile(&sshd, &work, "@hoardtest/4", i))
+        .collect();
+    let outs = run_together(cmds, || {
+        for p in mux.pids() {
+            if !seen.contains(&p) {
+                seen.push(p);
+            }
+        }
+    });
+    for (i, out) in outs.iter().enumerate() {
+        ok_quiet(out, &format!("job {i}"), &mux);
+    }
+    let pid = mux.only_pid();
+    let st = mux.status().expect("the mux is running");
+    assert_eq!(st.pid as i32, pid);
+    // Every job went through this one mux (a wrapper that could not reach it would have
+    // connected directly, and a second mux would have counted its own jobs).
+    assert_eq!(st.hosts[0].jobs_ok, 16, "{st:?}");
+    assert_eq!(st.hosts[0].wire.as_deref(), Some("native"), "{st:?}");
+    assert_eq!(
+        mux.log().matches("mux listening").count(),
+        1,
+        "muxes that bound the socket:\n{}",
+        mux.log()
+    );
+    assert_eq!(count_since(&sshd, mark, ACCEPTED), 1, "{}", sshd.log());
+    // The pids seen while it started: the spawned `hoardcc mux` (which forks and exits)
+    // and its daemon child; never a second daemon.
+    assert!(seen.len() <= 2, "mux processes seen: {seen:?}");
+    // Later wrappers find the same mux.
+    let out = run_with_timeout(
+        &mut compile(&sshd, &work, "@hoardtest/4", 16),
+        T,
+        "one more",
+    );
+    ok_quiet(&out, "job 16", &mux);
+    let st = mux.status().expect("still running");
+    assert_eq!((st.pid as i32, st.hosts[0].jobs_ok), (pid, 17), "{st:?}");
+    work.assert_all_remote(17);
+}
+
+/// The server processes (`hoardcc serve`, one per lane) of this fixture.
+fn server_pids(sshd: &Sshd) -> Vec<i32> {
+    let want = sshd.server_hoardcc();
+    let mut pids = Vec::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
+            continue;
+        };
+        let argv: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+        if argv.len() >= 2
+            && argv[0] == want.as_os_str().as_encoded_bytes()
+            && argv[1] == b"serve"
+            && !is_zombie(pid)
+        {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+/// With HOARDCC_IDLE_TIMEOUT=2 the mux exits by itself after a compile, removes its
+/// socket and closes its lanes; the next compile starts a new mux.
+#[test]
+fn idle_mux_exits_and_a_new_one_starts() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let mux = Mux::new(&sshd);
+    let work = Work::new(2);
+    let idle = |i| {
+        let mut c = compile(&sshd, &work, "@hoardtest/2", i);
+        c.env("HOARDCC_IDLE_TIMEOUT", "2");
+        c
+    };
+    let out = run_with_timeout(&mut idle(0), T, "first compile");
+    ok_quiet(&out, "first compile", &mux);
+    let first = mux.only_pid();
+    assert!(mux.socket().exists());
+    assert!(!server_pids(&sshd).is_empty(), "lanes are open");
+    let exited = Instant::now();
+    wait_until(Duration::from_secs(15), "the idle mux to exit", || {
+        mux.pids().is_empty() && !mux.socket().exists()
+    });
+    let after = exited.elapsed();
+    eprintln!("idle mux exited {after:?} after its job");
+    assert!(
+        mux.log().contains("idle for 2s: exiting"),
+        "mux log:\n{}",
+        mux.log()
+    );
+    // Its ssh connection closed, so sshd ended every lane's server process.
+    wait_until(Duration::from_secs(10), "the lanes' servers to end", || {
+        server_pids(&sshd).is_empty()
+    });
+    let out = run_with_timeout(&mut idle(1), T, "second compile");
+    ok_quiet(&out, "second compile", &mux);
+    let second = mux.only_pid();
+    assert_ne!(first, second, "a new mux serves the second compile");
+    work.assert_all_remote(2);
+}
+
+/// `hoardcc mux --stop` ends the running mux: the process, its socket and its lanes go.
+#[test]
+fn mux_stop_ends_it() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let mux = Mux::new(&sshd);
+    let work = Work::new(1);
+    let out = run_with_timeout(&mut compile(&sshd, &work, "@hoardtest/2", 0), T, "compile");
+    ok_quiet(&out, "compile", &mux);
+    work.assert_all_remote(1);
+    let pid = mux.only_pid();
+    let stop = run_with_timeout(&mut mux.hoardcc(&["mux", "--stop"]), T, "mux --stop");
+    let err = String::from_utf8_lossy(&stop.stderr);
+    assert!(stop.status.success() && err.contains("stopped"), "{stop:?}");
+    wait_until(Duration::from_secs(10), "the stopped mux to exit", || {
+        mux.pids().is_empty()
+    });
+    assert!(!mux.socket().exists());
+    assert!(mux.log().contains("stop requested"), "{}", mux.log());
+    wait_until(Duration::from_secs(10), "the lanes' servers to end", || {
+        server_pids(&sshd).is_empty()
+    });
+    assert!(mux.status().is_none(), "status after stop");
+    // Stopping again finds nothing to stop and says so.
+    let again = run_with_timeout(&mut mux.hoardcc(&["mux", "--stop"]), T, "mux --stop");
+    assert!(again.status.success(), "{again:?}");
+    assert!(String::from_utf8_lossy(&again.stderr).contains("not running"));
+    eprintln!("stopped mux {pid}");
+}
