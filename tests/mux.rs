@@ -630,3 +630,177 @@ fn mux_stop_ends_it() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("not running"));
     eprintln!("stopped mux {pid}");
 }
+
+/// Link target of `/proc/<pid>/fd/<fd>` for every open descriptor of `pid`.
+fn fd_targets(pid: i32) -> Vec<(i32, String)> {
+    let mut fds: Vec<(i32, String)> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let fd = e.file_name().to_str()?.parse().ok()?;
+            let target = std::fs::read_link(e.path()).ok()?;
+            Some((fd, target.display().to_string()))
+        })
+        .collect();
+    fds.sort();
+    fds
+}
+
+/// `make -j4` over 8 objects with `CC="hoardcc gcc"`, stdout and stderr piped: the
+/// first compile spawns the mux, which outlives make (HOARDCC_IDLE_TIMEOUT=600). make
+/// must return and both pipes reach EOF at once; a daemon that kept make's pipes (its
+/// stdout, or the jobserver) would hold them open until it exits. Each recipe is `+`
+/// (make hands it the jobserver descriptors) and duplicates make's stdout onto fd 7, so
+/// the wrapper, and the `hoardcc mux` it starts, inherit both.
+#[test]
+fn make_returns_while_the_mux_lives_on() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let mux = Mux::new(&sshd);
+    let work = Work::new(8);
+    std::fs::write(
+        work.path().join("Makefile"),
+        "OBJS = s0.o s1.o s2.o s3.o s4.o s5.o s6.o s7.o\n\
+         all: $(OBJS)\n\
+         %.o: %.c\n\
+         \t+$(CC) -O2 -c $< -o $@ 7>&1\n",
+    )
+    .unwrap();
+    let mut cmd = Command::new("make");
+    sshd.apply_env(&mut cmd);
+    cmd.current_dir(work.path())
+        .arg("-j4")
+        .arg(format!("CC={} gcc", hoardcc_bin().display()))
+        .env("HOARDCC_HOSTS", "@hoardtest/4")
+        .env("HOARDCC_JOBLOG", work.joblog())
+        .env("HOARDCC_FALLBACK", "0")
+        .env("HOARDCC_IDLE_TIMEOUT", "600")
+        .env("HOARDCC_LOG", MUX_LOG)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let start = Instant::now();
+    let mut child = cmd.spawn().expect("spawn make");
+    let make_pipes: Vec<String> = [
+        child
+            .stdout
+            .as_ref()
+            .map(|p| std::os::fd::AsRawFd::as_raw_fd(p)),
+        child
+            .stderr
+            .as_ref()
+            .map(|p| std::os::fd::AsRawFd::as_raw_fd(p)),
+    ]
+    .into_iter()
+    .flatten()
+    .map(|fd| {
+        std::fs::read_link(format!("/proc/self/fd/{fd}"))
+            .unwrap()
+            .display()
+            .to_string()
+    })
+    .collect();
+    // Each pipe is read to EOF on its own thread, which reports when it got there.
+    let (tx, rx) = std::sync::mpsc::channel::<(&str, Vec<u8>, Duration)>();
+    for (name, pipe) in [
+        (
+            "stdout",
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+        ),
+        ("stderr", Box::new(child.stderr.take().unwrap())),
+    ] {
+        let tx = tx.clone();
+        std::thread::spawn(move || {
+            let mut pipe = pipe;
+            let mut buf = Vec::new();
+            let _ = pipe.read_to_end(&mut buf);
+            let _ = tx.send((name, buf, start.elapsed()));
+        });
+    }
+    drop(tx);
+    let deadline = start + Duration::from_secs(60);
+    let mut eof = Vec::new();
+    while eof.len() < 2 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match rx.recv_timeout(left) {
+            Ok(got) => eof.push(got),
+            Err(_) => {
+                let _ = child.kill();
+                panic!(
+                    "make's pipes did not reach EOF within 60 s (EOF so far: {:?}); \
+                     make exited: {:?}; mux fds: {:?}\nmux log:\n{}",
+                    eof.iter().map(|e| e.0).collect::<Vec<_>>(),
+                    child.try_wait(),
+                    mux.pids()
+                        .iter()
+                        .map(|p| fd_targets(*p))
+                        .collect::<Vec<_>>(),
+                    mux.log()
+                );
+            }
+        }
+    }
+    let status = loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            break s;
+        }
+        assert!(Instant::now() < deadline, "make did not exit within 60 s");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    let took = start.elapsed();
+    let text = |n: &str| {
+        eof.iter()
+            .find(|e| e.0 == n)
+            .map(|e| String::from_utf8_lossy(&e.1).into_owned())
+            .unwrap_or_default()
+    };
+    assert!(
+        status.success(),
+        "make: {status:?}\nstdout:\n{}\nstderr:\n{}\nmux log:\n{}",
+        text("stdout"),
+        text("stderr"),
+        mux.log()
+    );
+    assert!(
+        text("stderr").is_empty(),
+        "make stderr:\n{}",
+        text("stderr")
+    );
+    eprintln!(
+        "make -j4: exited after {took:?}; EOF at {:?}",
+        eof.iter().map(|e| (e.0, e.2)).collect::<Vec<_>>()
+    );
+    work.assert_all_remote(8);
+    // The mux outlived make, so the EOF above was not just the mux exiting.
+    let pid = mux.only_pid();
+    let fds = fd_targets(pid);
+    let log_path = sshd
+        .client_home()
+        .join(".local/state/hoardcc/mux.log")
+        .display()
+        .to_string();
+    for (fd, target) in &fds {
+        assert!(
+            !make_pipes.contains(target),
+            "the mux holds make's pipe {target} as fd {fd}: {fds:?}"
+        );
+        let allowed = target == "/dev/null"
+            || *target == log_path
+            || target.starts_with("socket:[")
+            || target.starts_with("anon_inode:");
+        assert!(allowed, "mux fd {fd} -> {target} was inherited: {fds:?}");
+    }
+    assert_eq!(
+        fds.iter().find(|f| f.0 == 0).map(|f| f.1.as_str()),
+        Some("/dev/null"),
+        "{fds:?}"
+    );
+    for out in [1, 2] {
+        assert_eq!(
+            fds.iter().find(|f| f.0 == out).map(|f| f.1.as_str()),
+            Some(log_path.as_str()),
+            "{fds:?}"
+        );
+    }
+    eprintln!("mux {pid} fds: {fds:?}");
+}
