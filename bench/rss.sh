@@ -6,11 +6,13 @@
 # Starts the private sshd of contrib/sshd-fixture.sh plus a second one on RSS_HOSTS more
 # ports (hf_add_hosts), so the client's ssh config has aliases host1..hostN that the mux
 # treats as N distinct hosts; the server's hoardcc serve gets max_jobs = hosts × lanes and
-# a private slot dir. Then builds the generated workload with `make -jJOBS` through the mux
-# with HOARDCC_HOSTS="@host1/L … @hostN/L", samples `hoardcc status --json` during the
-# build, and after each build reads the lanes and connections from `hoardcc status --json`
-# and the mux's VmRSS/VmHWM from /proc/PID/status. Prints a summary on stdout; exits 1 if
-# the lanes never reached hosts × lanes or the RSS is over the limit.
+# a private slot dir. With HOARDCC_HOSTS="@host1/L … @hostN/L", one compile first (its
+# reservation warms every host), then RSS_ROUNDS clean `make -jJOBS` builds of the
+# generated workload through the mux, sampling `hoardcc status --json` during each; after
+# the compile and after each build it reads the lanes and connections from
+# `hoardcc status --json` and the mux's VmRSS/VmHWM from /proc/PID/status. Prints a
+# summary on stdout; exits 1 if the lanes never reached hosts × lanes or the peak RSS
+# (VmHWM) is over the limit.
 #
 # Environment: RSS_HOSTS (8), RSS_LANES (8), RSS_JOBS (hosts × lanes), RSS_FILES (200),
 # RSS_ROUNDS (2), RSS_LIMIT_MB (30), HOARDCC_LOG (info; the mux's log level), HF_KEEP=1
@@ -125,10 +127,56 @@ sampler() {
 
 kb_mb() { awk -v k="$1" 'BEGIN { printf "%.1f", k / 1024 }'; }
 
+# measure WHEN — wait (20 s at most) for the lanes to reach hosts × lanes, then record the
+# mux's lanes, connections, VmRSS and VmHWM as one result line.
+measure() {
+    local when=$1 js pid lanes conns full rss hwm threads verdict line
+    # The lanes stay open after a build (the mux's idle timeout is 10 minutes); the
+    # openers may still be finishing the last ones.
+    hf_wait_for '[[ $(status_json | summary | cut -f2) -ge $TARGET ]]' 20
+    js=$(status_json)
+    pid=
+    [[ -n $js ]] && read -r pid lanes conns _ full < <(summary <<<"$js")
+    if [[ -z $pid || ! -r /proc/$pid/status ]]; then
+        say "$when: no mux answers \`hoardcc status --json\`: $js"
+        STATUS=1
+        return
+    fi
+    per_host <<<"$js" >&2
+    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
+    hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
+    threads=$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status")
+    verdict="within $LIMIT_MB MB"
+    if ((hwm > LIMIT_MB * 1024)); then
+        verdict="OVER $LIMIT_MB MB"
+        STATUS=1
+    fi
+    if ((lanes < TARGET)); then
+        verdict+="; lanes short of $TARGET ($full of $NHOSTS hosts have $LANES)"
+        STATUS=1
+    fi
+    line="mux RSS with $NHOSTS hosts x $LANES lanes: VmRSS=$(kb_mb "$rss") MB VmHWM=$(kb_mb "$hwm") MB ($rss kB / $hwm kB; lanes=$lanes, connections=$conns, threads=$threads, $when) — $verdict"
+    say "$line"
+    RESULTS+=("$line")
+}
+
 say "sshd ports: ${HF_HOST_PORTS// /, } (aliases host1..host$NHOSTS); HOARDCC_HOSTS=\"$HOSTS_LIST\"; make -j$JOBS over $FILES files; $ROUNDS rounds"
 stop_mux
 RESULTS=()
 STATUS=0
+
+# One compile first: its reservation warms every host of the list, so this is the cost of
+# the open lanes alone, before any concurrent job.
+printf 'int trivial(int x) { return x + 1; }\n' >"$WORK/t.c"
+# shellcheck disable=SC2086 # CFLAGS_BENCH is split on purpose
+if (cd "$WORK" && hf_run env HOARDCC_HOSTS="$HOSTS_LIST" HOARDCC_FALLBACK=0 \
+    hoardcc gcc $CFLAGS_BENCH -c t.c -o t.o) >"$WORK/one.out" 2>&1; then
+    measure "after one compile"
+else
+    say "the first compile failed: $(cat "$WORK/one.out")"
+    STATUS=1
+fi
+
 for ((r = 1; r <= ROUNDS; r++)); do
     log=$WORK/joblog.$r
     samples=$WORK/samples.$r
@@ -152,33 +200,7 @@ for ((r = 1; r <= ROUNDS; r++)); do
         { if ($1 > l) l = $1; if ($3 > w) w = $3; if ($4 > m) m = $4 }
         END { print l + 0, w + 0, m + 0 }' "$samples" 2>/dev/null || echo "0 0 0")
     say "round $r: $(((t1 - t0) / 1000000)) ms, remote $remote/$total; during the build: up to $peak_lanes lanes, $peak_wrappers wrappers, sampled VmRSS up to $peak_rss kB"
-
-    # The lanes stay open after the build (the mux's idle timeout is 10 minutes); the
-    # opener may still be finishing the last ones.
-    hf_wait_for '[[ $(status_json | summary | cut -f2) -ge $TARGET ]]' 20
-    js=$(status_json)
-    if [[ -z $js ]]; then
-        say "round $r: no mux answers \`hoardcc status --json\`"
-        STATUS=1
-        continue
-    fi
-    read -r pid lanes conns _ full < <(summary <<<"$js")
-    per_host <<<"$js" >&2
-    rss=$(awk '/^VmRSS:/ { print $2 }' "/proc/$pid/status")
-    hwm=$(awk '/^VmHWM:/ { print $2 }' "/proc/$pid/status")
-    threads=$(awk '/^Threads:/ { print $2 }' "/proc/$pid/status")
-    verdict="within $LIMIT_MB MB"
-    if ((hwm > LIMIT_MB * 1024)); then
-        verdict="OVER $LIMIT_MB MB"
-        STATUS=1
-    fi
-    if ((lanes < TARGET)); then
-        verdict+="; lanes short of $TARGET ($full of $NHOSTS hosts have $LANES)"
-        STATUS=1
-    fi
-    line="mux RSS with $NHOSTS hosts x $LANES lanes: VmRSS=$(kb_mb "$rss") MB VmHWM=$(kb_mb "$hwm") MB ($rss kB / $hwm kB; lanes=$lanes, connections=$conns, threads=$threads, after build $r, remote $remote/$total) — $verdict"
-    say "$line"
-    RESULTS+=("$line")
+    measure "after make -j$JOBS build $r, remote $remote/$total"
 done
 
 if ((STATUS)) && [[ -f $MUX_LOG ]]; then
