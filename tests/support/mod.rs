@@ -1,6 +1,7 @@
 //! Test fixtures for the integration binary: a private real OpenSSH sshd on a random loopback
-//! port ([`Sshd`]), a stock TCP distccd ([`Distccd`]), small C/C++ projects ([`Project`]) and
-//! process helpers (timeouts, free ports, deadline polling).
+//! port ([`Sshd`]), a stock TCP distccd ([`Distccd`]), small C/C++ projects ([`Project`]),
+//! process helpers (timeouts, free ports, deadline polling) and a fault-injecting TCP proxy
+//! ([`Proxy`]).
 //!
 //! Everything here is blocking std code; tokio tests call it directly (or from
 //! `spawn_blocking`) and isolate a `tokio::process::Command` with
@@ -10,9 +11,11 @@
 mod distccd;
 mod process;
 mod project;
+mod proxy;
 mod sshd;
 
 pub use distccd::Distccd;
 pub use process::{free_port, hoardcc_bin, run_with_timeout, wait_until};
 pub use project::Project;
+pub use proxy::{Proxy, PROXY_ALIAS};
 pub use sshd::{removed_env_keys, Sshd, SshdOptions, ALIAS, TEST_USER};
