@@ -721,14 +721,108 @@ fn connection_frozen_mid_build() {
     assert_eq!(client.host(&alias).unwrap().connections, 1);
 }
 
-/// A compile that takes twice DISTCC_IO_TIMEOUT succeeds remotely: the server's heartbeats
+/// The proxy freezes the connection while it is idle between builds; the next build's
+/// jobs take the hoarded lanes, hear nothing back, and complete (retried or local) once
+/// the keepalive gives up; after the thaw the host is used again.
+#[test]
+fn connection_frozen_between_builds() {
+    let slow = SlowGcc::new(0.0);
+    let sshd = slow.sshd("");
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], sshd.port())));
+    let alias = proxy.alias_for(&sshd);
+    let dir = sshd.config_home().join("hoardcc");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("config.toml"),
+        "[ssh]\nkeepalive_interval_secs = 1\nkeepalive_max = 3\nconnect_timeout_secs = 3\n",
+    )
+    .unwrap();
+    let client = Client::new(&sshd);
+    let r = Reference::new();
+    let logs = tempfile::tempdir().unwrap();
+    let hosts = format!("@{alias}/4");
+    let log = logs.path().join("joblog");
+    r.check(&client.build(&r.project, &hosts, &log), "warm-up");
+    assert_all_remote(&log, 4, &alias);
+    let h = client.host(&alias).unwrap();
+    assert_eq!((h.connections, h.idle_lanes), (1, 4), "{h:?}");
+    proxy.freeze();
+    let frozen = Instant::now();
+    let log2 = logs.path().join("joblog2");
+    let outs = client.build(&r.project, &hosts, &log2);
+    let finished = frozen.elapsed();
+    assert!(
+        finished < Duration::from_secs(20),
+        "the jobs took {finished:?} to complete after the freeze"
+    );
+    r.check(&outs, "frozen while idle");
+    assert_eq!(joblog(&log2).len(), 4);
+    proxy.thaw();
+    let log3 = logs.path().join("joblog3");
+    r.check(&client.build(&r.project, &hosts, &log3), "after the thaw");
+    assert_all_remote(&log3, 4, &alias);
+}
+
+/// The mux itself is SIGKILLed while four jobs compile: each wrapper compiles locally once,
+/// the server's compiles end with their channels, and the next build starts a new mux
+/// that runs every job remotely.
+#[test]
+fn mux_killed_mid_build() {
+    let slow = SlowGcc::new(HELD);
+    let sshd = slow.sshd("");
+    let client = Client::new(&sshd);
+    let r = Reference::new();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("joblog");
+    let hosts = format!("@{ALIAS}/4");
+    let (outs, old) = std::thread::scope(|s| {
+        let build = s.spawn(|| client.build(&r.project, &hosts, &log));
+        wait_for_compiles(&sshd, 4);
+        slow.set(0.0);
+        let pid = client.status().expect("a mux runs").pid;
+        kill(Pid::from_raw(pid as i32), Signal::SIGKILL).unwrap();
+        (build.join().unwrap(), pid)
+    });
+    r.check(&outs, "mux killed");
+    let lines = joblog(&log);
+    assert_eq!(lines.len(), 4);
+    assert!(lines.iter().all(|(k, _)| k == "local"), "{lines:?}");
+    // The orphaned server processes notice the end of their channels and stop compiling.
+    wait_until(T, "the old servers to exit", || servers(&sshd).is_empty());
+    let log2 = logs.path().join("joblog2");
+    r.check(&client.build(&r.project, &hosts, &log2), "with a new mux");
+    assert_all_remote(&log2, 4, ALIAS);
+    assert_ne!(client.status().unwrap().pid, old);
+}
+
+/// A build over a slow link (25 ms each way, 4 MB/s) runs remotely with correct objects.
+#[test]
+fn build_over_a_slow_link() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], sshd.port())));
+    proxy.set_delay(Duration::from_millis(25));
+    proxy.set_bandwidth(Some(4 << 20));
+    let alias = proxy.alias_for(&sshd);
+    let client = Client::new(&sshd);
+    let r = Reference::new();
+    let logs = tempfile::tempdir().unwrap();
+    let log = logs.path().join("joblog");
+    r.check(
+        &client.build(&r.project, &format!("@{alias}/4"), &log),
+        "slow link",
+    );
+    assert_all_remote(&log, 4, &alias);
+    assert_eq!(proxy.connections_accepted(), 1);
+}
+
+/// A compile that takes longer than DISTCC_IO_TIMEOUT succeeds remotely: the server's heartbeats
 /// count as traffic.
 #[test]
 fn heartbeats_keep_a_long_compile_remote() {
-    let slow = SlowGcc::new(4.0);
+    let slow = SlowGcc::new(5.0);
     let sshd = slow.sshd("heartbeat_secs = 1\n");
     let client = Client::new(&sshd)
-        .with("DISTCC_IO_TIMEOUT", "2")
+        .with("DISTCC_IO_TIMEOUT", "3")
         .with("HOARDCC_FALLBACK", "0");
     let (local, obj, lines) = long_compile(&client);
     assert_eq!(lines.len(), 1, "{lines:?}");
@@ -740,9 +834,9 @@ fn heartbeats_keep_a_long_compile_remote() {
 /// compiled locally once.
 #[test]
 fn without_heartbeats_a_long_compile_times_out_and_falls_back() {
-    let slow = SlowGcc::new(4.0);
+    let slow = SlowGcc::new(5.0);
     let sshd = slow.sshd("heartbeat_secs = 60\n");
-    let client = Client::new(&sshd).with("DISTCC_IO_TIMEOUT", "2");
+    let client = Client::new(&sshd).with("DISTCC_IO_TIMEOUT", "3");
     let started = Instant::now();
     let (local, obj, lines) = long_compile(&client);
     assert_eq!(lines.len(), 1, "{lines:?}");
