@@ -309,6 +309,14 @@ impl Client {
         StatusReport::from_json(String::from_utf8_lossy(&out.stdout).trim()).ok()
     }
 
+    /// `hoardcc mux --stop` (which waits for the mux to exit); how long it took.
+    fn stop_mux(&self) -> (Duration, Output) {
+        let started = Instant::now();
+        let mut cmd = self.command(Path::new("/"), &["mux", "--stop"]);
+        let out = run_with_timeout(&mut cmd, T, "hoardcc mux --stop");
+        (started.elapsed(), out)
+    }
+
     fn host(&self, key: &str) -> Option<HostReport> {
         self.status()?.hosts.into_iter().find(|h| h.host == key)
     }
@@ -339,8 +347,7 @@ impl Client {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        let mut cmd = self.command(Path::new("/"), &["mux", "--stop"]);
-        let _ = run_with_timeout(&mut cmd, T, "hoardcc mux --stop");
+        self.stop_mux();
     }
 }
 
@@ -795,7 +802,8 @@ fn mux_killed_mid_build() {
     assert_ne!(client.status().unwrap().pid, old);
 }
 
-/// A build over a slow link (25 ms each way, 4 MB/s) runs remotely with correct objects.
+/// A build over a slow link (25 ms each way, 4 MB/s) runs remotely with correct objects,
+/// and the mux then stops promptly, closing its connection.
 #[test]
 fn build_over_a_slow_link() {
     let sshd = Sshd::start(SshdOptions::default());
@@ -813,6 +821,16 @@ fn build_over_a_slow_link() {
     );
     assert_all_remote(&log, 4, &alias);
     assert_eq!(proxy.connections_accepted(), 1);
+    // Stopping the mux with four idle lanes is prompt (their tasks end with the pool).
+    let (took, out) = client.stop_mux();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("stopped") && took < Duration::from_secs(3),
+        "{took:?}: {err}"
+    );
+    wait_until(T, "the proxied connection to close", || {
+        proxy.connections_open() == 0
+    });
 }
 
 /// A compile that takes longer than DISTCC_IO_TIMEOUT succeeds remotely: the server's heartbeats

@@ -377,7 +377,10 @@ pub async fn run_with(
         .as_ref()
         .and_then(|p| std::fs::metadata(p).ok())
         .map(|m| (m.dev(), m.ino()));
+    // Wrapper connections and the pool's own tasks (openers, idle lanes) are tracked
+    // apart: the pool's tasks only end when the pool shuts down, after the wrappers.
     let tracker = TaskTracker::new();
+    let pool_tracker = TaskTracker::new();
     let sched = SchedHandle::new(config.backoff);
     let pool_token = CancellationToken::new();
     let pool = Pool::new(
@@ -385,7 +388,7 @@ pub async fn run_with(
         config.mux.channels_per_connection,
         Some(sched.clone()),
         pool_token.clone(),
-        tracker.clone(),
+        pool_tracker.clone(),
     );
     let idle_timeout = config.mux.idle_timeout;
     let daemon = Arc::new(Daemon {
@@ -449,6 +452,13 @@ pub async fn run_with(
         tracing::warn!("some wrapper tasks did not finish in time");
     }
     pool.shutdown().await;
+    pool_tracker.close();
+    if tokio::time::timeout(SHUTDOWN_GRACE, pool_tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("some lane tasks did not finish in time");
+    }
     tracing::info!("mux stopped");
     result
 }
@@ -1340,6 +1350,51 @@ mod tests {
             .unwrap()
             .unwrap();
         assert!(!mux.socket.exists());
+    }
+
+    /// The pool's background tasks (here an opener stuck in a handshake with a server that
+    /// never speaks) end with the pool; they do not hold up the wrappers' grace period.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn stop_does_not_wait_for_the_pools_tasks() {
+        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = silent.local_addr().unwrap().port();
+        let _held = tokio::spawn(async move {
+            let mut open = Vec::new();
+            while let Ok((s, _)) = silent.accept().await {
+                open.push(s);
+            }
+        });
+        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
+        let home = mux.paths.home.clone().unwrap();
+        std::fs::create_dir_all(home.join(".ssh")).unwrap();
+        std::fs::write(
+            home.join(".ssh/config"),
+            format!("Host silent\n    HostName 127.0.0.1\n    Port {port}\n"),
+        )
+        .unwrap();
+        let c = mux.client();
+        // Its Reserve waits for the first lane, which is still connecting.
+        let _waiting = tokio::task::spawn_blocking(move || {
+            let mut c = c;
+            let _ = c.reserve("@silent/1", "a.c");
+        });
+        mux.wait_status(|s| s.hosts.iter().any(|h| h.host == "silent"))
+            .await;
+        let mut c = mux.client();
+        let asked = Instant::now();
+        tokio::task::spawn_blocking(move || c.stop().unwrap())
+            .await
+            .unwrap();
+        tokio::time::timeout(WAIT, mux.task)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert!(
+            asked.elapsed() < Duration::from_secs(1),
+            "stopping took {:?}",
+            asked.elapsed()
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
