@@ -1031,8 +1031,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let socket = dir.path().join("mux.sock");
         let listener = UnixListener::bind(&socket).unwrap();
-        let mut config = Config::default();
-        config.backoff = backoff;
+        let mut config = Config {
+            backoff,
+            ..Config::default()
+        };
         config.mux.idle_timeout = idle;
         let settings = SshSettings {
             home: dir.path().to_path_buf(),
@@ -1179,7 +1181,7 @@ mod tests {
         assert_eq!(fake.jobs.load(Ordering::SeqCst), 12);
         let max = fake.max_concurrent.load(Ordering::SeqCst);
         assert!(
-            max <= 2 && max >= 1,
+            (1..=2).contains(&max),
             "at most 2 jobs at once on a /2 host, saw {max}"
         );
         let s = mux.status().await;
