@@ -804,3 +804,127 @@ fn make_returns_while_the_mux_lives_on() {
     }
     eprintln!("mux {pid} fds: {fds:?}");
 }
+
+/// Where the mux logs each `Busy` answer it reschedules (debug, `mux::daemon`).
+const BUSY_LINE: &str = "busy: rescheduling";
+
+/// The server admits one compile at a time (`max_jobs = 1`) while the list says `/4`,
+/// and another client holds that one slot when the jobs start: the server answers
+/// `Busy`, which the mux takes as "try again shortly" (no failure, no backoff). All 8
+/// concurrent jobs run remotely once the slot is free. (Nothing asks the mux for its
+/// status while the jobs run: a status request also re-runs the scheduler's queue.)
+#[test]
+fn busy_server_reschedules_without_penalty() {
+    let sshd = Sshd::start(SshdOptions {
+        server_toml: Some("[server]\nmax_jobs = 1\n".into()),
+        ..SshdOptions::default()
+    });
+    let mux = Mux::new(&sshd);
+    let work = Work::new(8);
+    // Another client's compile, as far as the server's admission can tell (a flock on
+    // its slot file, the same as a `hoardcc serve` holding it).
+    let mut other = Some(hold_server_slot(&sshd));
+    let mut released_at = None;
+    let start = Instant::now();
+    let cmds = (0..8)
+        .map(|i| compile(&sshd, &work, "@hoardtest/4", i))
+        .collect();
+    let outs = run_together(cmds, || {
+        if other.is_some() && mux.log().contains(BUSY_LINE) {
+            other = None;
+            released_at = Some(start.elapsed());
+        }
+    });
+    for (i, out) in outs.iter().enumerate() {
+        ok_quiet(out, &format!("job {i}"), &mux);
+    }
+    let released_at = released_at.expect("the server never answered Busy");
+    work.assert_all_remote(8);
+    let st = mux.status().expect("the mux is running");
+    let h = &st.hosts[0];
+    eprintln!(
+        "busy: slot released at {released_at:?}, done at {:?}; {h:?}",
+        start.elapsed()
+    );
+    assert!(h.jobs_busy > 0, "{h:?}");
+    assert_eq!((h.jobs_ok, h.jobs_failed), (8, 0), "{h:?}");
+    assert_eq!(
+        h.backoff_remaining_ms, None,
+        "Busy must not back the host off: {h:?}"
+    );
+    assert_eq!(h.server_slots, Some(1), "{h:?}");
+}
+
+/// Takes the only compile slot of `sshd`'s server (`max_jobs = 1`) as another client
+/// would; the server answers `Busy` while it is held.
+fn hold_server_slot(sshd: &Sshd) -> hoardcc::subsystem::slots::Slot {
+    hoardcc::subsystem::slots::try_acquire(&sshd.slot_dir(), 1)
+        .expect("slot dir")
+        .expect("the only slot is free")
+}
+
+/// A server that stays busy: each job gives up after the mux's busy retries (exit 114,
+/// "busy", no fallback) in bounded time, however many jobs wait. Three jobs share the
+/// one server slot, each Busy pauses the host 0.5 s and a job gives up after 9 answers:
+/// about 14 s for all three.
+#[test]
+fn busy_forever_gives_up_in_bounded_time() {
+    let sshd = Sshd::start(SshdOptions {
+        server_toml: Some("[server]\nmax_jobs = 1\n".into()),
+        ..SshdOptions::default()
+    });
+    let mux = Mux::new(&sshd);
+    let work = Work::new(3);
+    let _other = hold_server_slot(&sshd);
+    let start = Instant::now();
+    let mut kids: Vec<_> = (0..3)
+        .map(|i| {
+            compile(&sshd, &work, "@hoardtest/4", i)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("spawn hoardcc")
+        })
+        .collect();
+    let mut done: Vec<Option<(std::process::ExitStatus, Duration)>> = vec![None; kids.len()];
+    let deadline = Duration::from_secs(25);
+    // Only the children are polled: no status request (it would re-run the queue).
+    while done.iter().any(Option::is_none) && start.elapsed() < deadline {
+        for (k, d) in kids.iter_mut().zip(done.iter_mut()) {
+            if d.is_none() {
+                if let Some(status) = k.try_wait().unwrap() {
+                    *d = Some((status, start.elapsed()));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    for k in &mut kids {
+        let _ = k.kill();
+    }
+    let stderrs: Vec<String> = kids
+        .into_iter()
+        .map(|k| {
+            let out = k.wait_with_output().unwrap();
+            String::from_utf8_lossy(&out.stderr).into_owned()
+        })
+        .collect();
+    let busy_answers = mux.log().matches(BUSY_LINE).count();
+    eprintln!("busy forever: {done:?}; {busy_answers} busy answers rescheduled");
+    assert!(
+        done.iter().all(Option::is_some),
+        "jobs still waiting after {deadline:?}: {done:?} ({busy_answers} Busy answers \
+         rescheduled; the last was at the end of this mux log):\n{}",
+        mux.log()
+            .lines()
+            .filter(|l| !l.contains(" ssh"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    for ((status, _), err) in done.iter().flatten().zip(&stderrs) {
+        assert_eq!(status.code(), Some(114), "{err}");
+        assert!(err.contains("busy"), "{err}");
+    }
+    assert!(work.joblog_lines().iter().all(|l| !l.starts_with("remote")));
+}
