@@ -928,3 +928,61 @@ fn busy_forever_gives_up_in_bounded_time() {
     }
     assert!(work.joblog_lines().iter().all(|l| !l.starts_with("remote")));
 }
+
+/// `@hoardtest/1 localhost/1`: local slots are part of the mux's pool. The one remote
+/// slot is held by a slow job (the server's gcc sleeps 2 s), so the other jobs take the
+/// local slot in turn. The job log has both kinds and every object matches a plain
+/// local build.
+#[test]
+fn local_slots_share_the_pool() {
+    let slow = slow_gcc_dir("2");
+    let sshd = Sshd::start(SshdOptions {
+        server_env: slow_path_env(&slow),
+        ..SshdOptions::default()
+    });
+    let mux = Mux::new(&sshd);
+    let work = Work::new(4);
+    let expected: Vec<Vec<u8>> = (0..4)
+        .map(|i| {
+            let obj = format!("s{i}.o");
+            let out = run_with_timeout(
+                Command::new("gcc").current_dir(work.path()).args([
+                    "-O2",
+                    "-c",
+                    &format!("s{i}.c"),
+                    "-o",
+                    &obj,
+                ]),
+                T,
+                "local gcc",
+            );
+            assert!(out.status.success(), "{out:?}");
+            let bytes = std::fs::read(work.path().join(&obj)).unwrap();
+            std::fs::remove_file(work.path().join(&obj)).unwrap();
+            bytes
+        })
+        .collect();
+    let cmds = (0..4)
+        .map(|i| compile(&sshd, &work, "@hoardtest/1 localhost/1", i))
+        .collect();
+    let outs = run_together(cmds, || {});
+    for (i, out) in outs.iter().enumerate() {
+        ok_quiet(out, &format!("job {i}"), &mux);
+    }
+    let lines = work.joblog_lines();
+    let remote = lines.iter().filter(|l| l.starts_with("remote\t")).count();
+    let local = lines.iter().filter(|l| l.starts_with("local\t")).count();
+    eprintln!("local slots: {remote} remote, {local} local: {lines:#?}");
+    assert_eq!((lines.len(), remote + local), (4, 4), "{lines:#?}");
+    assert!(remote >= 1 && local >= 1, "{lines:#?}");
+    for l in lines.iter().filter(|l| l.starts_with("local\t")) {
+        assert!(l.contains("remote slot is busy"), "{l}");
+    }
+    for (i, want) in expected.iter().enumerate() {
+        let got = std::fs::read(work.path().join(format!("s{i}.o"))).unwrap();
+        assert!(&got == want, "s{i}.o differs from the local build");
+    }
+    let st = mux.status().expect("the mux is running");
+    assert_eq!(st.hosts.len(), 1, "localhost is no remote host: {st:?}");
+    assert_eq!(st.hosts[0].jobs_ok as usize, remote, "{st:?}");
+}
