@@ -335,6 +335,7 @@ fn lane_reuse() {
         (100, 0, 0),
         "{h:?}"
     );
+    assert_eq!(h.wire.as_deref(), Some("native"), "{h:?}");
     assert_eq!(h.connections, 1, "{h:?}");
     assert!(h.lanes <= 2, "{h:?}");
 }
@@ -417,6 +418,7 @@ fn run_24(channels_per_connection: Option<u32>) -> Run24 {
     let st = mux.status().expect("the mux is running");
     let h = &st.hosts[0];
     assert_eq!((h.jobs_ok, h.jobs_failed), (24, 0), "{h:?}");
+    assert_eq!(h.wire.as_deref(), Some("native"), "{h:?}");
     let accepted = count_since(&sshd, mark, ACCEPTED);
     let lanes = count_since(&sshd, mark, SUBSYSTEM);
     eprintln!(
