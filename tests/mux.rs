@@ -988,3 +988,38 @@ fn local_slots_share_the_pool() {
     assert_eq!(st.hosts.len(), 1, "localhost is no remote host: {st:?}");
     assert_eq!(st.hosts[0].jobs_ok as usize, remote, "{st:?}");
 }
+
+/// A compile longer than the client's io timeout stays alive on the server's
+/// heartbeats: DISTCC_IO_TIMEOUT=2, the server's gcc takes 5 s and heartbeats every
+/// second. The job runs remotely, on its first lane, with no failure counted.
+#[test]
+fn heartbeats_keep_a_long_compile_alive() {
+    let slow = slow_gcc_dir("5");
+    let sshd = Sshd::start(SshdOptions {
+        server_toml: Some("[server]\nheartbeat_secs = 1\n".into()),
+        server_env: slow_path_env(&slow),
+        ..SshdOptions::default()
+    });
+    let mux = Mux::new(&sshd);
+    let work = Work::new(1);
+    let mark = sshd.log().len();
+    let mut cmd = compile(&sshd, &work, "@hoardtest/1", 0);
+    cmd.env("DISTCC_IO_TIMEOUT", "2");
+    let start = Instant::now();
+    let out = run_with_timeout(&mut cmd, T, "long compile");
+    let took = start.elapsed();
+    ok_quiet(&out, "long compile", &mux);
+    work.assert_all_remote(1);
+    assert!(
+        took >= Duration::from_secs(5),
+        "the server's gcc sleeps 5 s: {took:?}"
+    );
+    let st = mux.status().expect("the mux is running");
+    let h = &st.hosts[0];
+    assert_eq!((h.jobs_ok, h.jobs_failed), (1, 0), "{h:?}");
+    assert_eq!(
+        count_since(&sshd, mark, SUBSYSTEM),
+        1,
+        "one lane, not retried"
+    );
+}
