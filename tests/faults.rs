@@ -11,7 +11,7 @@
 //! gcc build byte for byte, and that nothing but the objects was added to the project
 //! directory. The first tests check the proxy itself against a tiny echo server.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
@@ -27,8 +27,8 @@ use nix::unistd::Pid;
 use tempfile::TempDir;
 
 use crate::support::{
-    hoardcc_bin, removed_env_keys, run_with_timeout, wait_until, Project, Proxy, Sshd, SshdOptions,
-    ALIAS,
+    hoardcc_bin, processes, removed_env_keys, run_with_timeout, wait_until, Project, Proxy, Sshd,
+    SshdOptions, ALIAS,
 };
 
 /// Bound on any one command (a wrapper, a local gcc, `hoardcc status`).
@@ -466,69 +466,6 @@ fn assert_all_remote(log: &Path, n: usize, host: &str) {
     }
 }
 
-/// One process as /proc shows it.
-struct Proc {
-    ppid: i32,
-    comm: String,
-    argv: Vec<String>,
-}
-
-fn processes() -> HashMap<i32, Proc> {
-    let mut all = HashMap::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let Some(Ok(ppid)) = stat[close + 1..]
-            .split_whitespace()
-            .nth(1)
-            .map(str::parse::<i32>)
-        else {
-            continue;
-        };
-        let argv = std::fs::read(entry.path().join("cmdline"))
-            .unwrap_or_default()
-            .split(|b| *b == 0)
-            .filter(|a| !a.is_empty())
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        all.insert(
-            pid,
-            Proc {
-                ppid,
-                comm: stat[open + 1..close].to_string(),
-                argv,
-            },
-        );
-    }
-    all
-}
-
-/// The descendants of `root` that `keep` accepts.
-fn descendants(root: i32, keep: impl Fn(&Proc) -> bool) -> Vec<i32> {
-    let all = processes();
-    let mut found = Vec::new();
-    let mut frontier = vec![root];
-    while let Some(parent) = frontier.pop() {
-        for (pid, p) in &all {
-            if p.ppid == parent {
-                frontier.push(*pid);
-                if keep(p) {
-                    found.push(*pid);
-                }
-            }
-        }
-    }
-    found
-}
-
 /// This fixture's `hoardcc serve` processes, each with its child processes (a running
 /// compile). Other fixtures' servers run the same user but their own copy of the binary.
 fn servers(sshd: &Sshd) -> Vec<(i32, Vec<i32>)> {
@@ -619,25 +556,15 @@ fn sshd_restarted_mid_build() {
     let logs = tempfile::tempdir().unwrap();
     let log = logs.path().join("joblog");
     let hosts = format!("@{ALIAS}/4");
-    let pid_file = sshd.config_path().with_file_name("sshd.pid");
     let outs = std::thread::scope(|s| {
         let build = s.spawn(|| client.build(&r.project, &hosts, &log));
         wait_for_compiles(&sshd, 4);
         slow.set(0.0);
-        let listener: i32 = std::fs::read_to_string(&pid_file)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        // sshd's per-connection processes call setsid(), so find them as the listener's
-        // descendants before it goes (the users' commands are not sshd and are left to
-        // notice the end of their channel).
-        let sessions = descendants(listener, |p| p.comm == "sshd");
-        assert!(!sessions.is_empty(), "no sshd session processes found");
         sshd.kill();
-        for pid in sessions {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
+        assert!(
+            sshd.drop_connections() > 0,
+            "no sshd session processes found"
+        );
         sshd.restart();
         build.join().unwrap()
     });

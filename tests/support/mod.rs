@@ -15,7 +15,9 @@ mod proxy;
 mod sshd;
 
 pub use distccd::Distccd;
-pub use process::{free_port, hoardcc_bin, run_with_timeout, wait_until};
+pub use process::{
+    descendants, free_port, hoardcc_bin, processes, run_with_timeout, wait_until, Proc,
+};
 pub use project::Project;
 pub use proxy::{Proxy, PROXY_ALIAS};
 pub use sshd::{removed_env_keys, Sshd, SshdOptions, ALIAS, TEST_USER};

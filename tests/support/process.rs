@@ -5,6 +5,7 @@
 //! test modules use [`run_with_timeout`] to run `ssh`, `distcc`, `gcc` and `hoardcc` without
 //! risking a hung test.
 
+use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
 use std::io::Read;
 use std::net::TcpListener;
@@ -197,4 +198,67 @@ pub(crate) fn read_from(path: &Path, offset: u64) -> String {
         }
     }
     String::from_utf8_lossy(&buf).into_owned()
+}
+
+/// One process as /proc shows it.
+pub struct Proc {
+    pub ppid: i32,
+    pub comm: String,
+    pub argv: Vec<String>,
+}
+
+pub fn processes() -> HashMap<i32, Proc> {
+    let mut all = HashMap::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ..."; comm may hold spaces and parentheses.
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+            continue;
+        };
+        let Some(Ok(ppid)) = stat[close + 1..]
+            .split_whitespace()
+            .nth(1)
+            .map(str::parse::<i32>)
+        else {
+            continue;
+        };
+        let argv = std::fs::read(entry.path().join("cmdline"))
+            .unwrap_or_default()
+            .split(|b| *b == 0)
+            .filter(|a| !a.is_empty())
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        all.insert(
+            pid,
+            Proc {
+                ppid,
+                comm: stat[open + 1..close].to_string(),
+                argv,
+            },
+        );
+    }
+    all
+}
+
+/// The descendants of `root` that `keep` accepts.
+pub fn descendants(root: i32, keep: impl Fn(&Proc) -> bool) -> Vec<i32> {
+    let all = processes();
+    let mut found = Vec::new();
+    let mut frontier = vec![root];
+    while let Some(parent) = frontier.pop() {
+        for (pid, p) in &all {
+            if p.ppid == parent {
+                frontier.push(*pid);
+                if keep(p) {
+                    found.push(*pid);
+                }
+            }
+        }
+    }
+    found
 }

@@ -18,7 +18,9 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
-use super::process::{free_port, hoardcc_bin, read_from, run_with_timeout, Daemon, Started};
+use super::process::{
+    descendants, free_port, hoardcc_bin, read_from, run_with_timeout, Daemon, Started,
+};
 
 /// The `Host` alias written to the client's `~/.ssh/config`.
 pub const ALIAS: &str = "hoardtest";
@@ -69,9 +71,8 @@ pub struct Sshd {
     opts: SshdOptions,
     client_home: PathBuf,
     bin_dir: PathBuf,
-    /// Process groups of listeners stopped by [`Sshd::kill`]; their session processes are
-    /// killed on drop.
-    killed_groups: Vec<nix::unistd::Pid>,
+    /// Session processes of listeners stopped by [`Sshd::kill`]; killed on drop.
+    orphans: Vec<i32>,
     // Layout under `root` (0755 so the login user can reach bin/ and server/):
     //   bin/hoardcc, bin/distccd -> hoardcc
     //   server/{sshd_config, ssh_host_ed25519_key[.pub], authorized_keys, sshd.pid, sshd.log}
@@ -99,7 +100,7 @@ impl Sshd {
             opts,
             client_home: root.path().join("client/home"),
             bin_dir: root.path().join("bin"),
-            killed_groups: Vec::new(),
+            orphans: Vec::new(),
             root,
         };
         sshd.prepare_dirs();
@@ -259,14 +260,34 @@ impl Sshd {
         cmd
     }
 
-    /// SIGKILLs the listening sshd only; sessions already open keep their own processes.
+    /// SIGKILLs the listening sshd only; sessions already open keep their own processes
+    /// (they are killed when the fixture is dropped).
     pub fn kill(&mut self) {
         if let Some(mut d) = self.daemon.take() {
+            // sshd's per-connection processes call setsid(), so they leave the listener's
+            // process group: remember them as its descendants before it goes.
+            self.orphans.extend(session_processes(d.pid().as_raw()));
             d.kill_main();
-            self.killed_groups.push(d.pid());
             // Forget it without killing its process group: open sessions must survive.
             std::mem::forget(d);
         }
+    }
+
+    /// SIGKILLs every open ssh connection's sshd processes (the listener stays up): the
+    /// clients see their connections drop, as when a server reboots or a NAT forgets them.
+    /// Returns how many processes were killed.
+    pub fn drop_connections(&mut self) -> usize {
+        let mut pids: Vec<i32> = std::mem::take(&mut self.orphans);
+        if let Some(d) = &self.daemon {
+            pids.extend(session_processes(d.pid().as_raw()));
+        }
+        for pid in &pids {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(*pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+        pids.len()
     }
 
     /// Kills the listener (if running) and starts sshd again on the same port with the same keys.
@@ -520,40 +541,15 @@ impl Drop for Sshd {
     fn drop(&mut self) {
         // Daemon's Drop kills the process group; TempDir's Drop removes the directories.
         self.daemon.take();
-        for pgid in self.killed_groups.drain(..) {
-            kill_sshd_in_group(pgid);
-        }
+        self.drop_connections();
     }
 }
 
-/// SIGKILLs the `sshd` processes (per-connection monitors) left in process group `pgid` after
-/// its listener was killed. Matching on the name as well as the group avoids touching an
-/// unrelated group that reused the number.
-fn kill_sshd_in_group(pgid: nix::unistd::Pid) {
-    let Ok(entries) = std::fs::read_dir("/proc") else {
-        return;
-    };
-    for entry in entries.flatten() {
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid pgrp ..."; comm may contain spaces, so split after ')'.
-        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
-            continue;
-        };
-        let comm = &stat[open + 1..close];
-        let mut rest = stat[close + 1..].split_whitespace();
-        let pgrp = rest.nth(2).and_then(|s| s.parse::<i32>().ok());
-        let pid = stat[..open].trim().parse::<i32>().ok();
-        if comm == "sshd" && pgrp == Some(pgid.as_raw()) {
-            if let Some(pid) = pid {
-                let _ = nix::sys::signal::kill(
-                    nix::unistd::Pid::from_raw(pid),
-                    nix::sys::signal::Signal::SIGKILL,
-                );
-            }
-        }
-    }
+/// The sshd processes below listener `pid` (one monitor and one session process per
+/// connection). Matching on the name leaves the users' own commands to notice the end of
+/// their channels.
+fn session_processes(pid: i32) -> Vec<i32> {
+    descendants(pid, |p| p.comm == "sshd")
 }
 
 /// Environment variables [`Sshd::apply_env`] removes: SSH_AUTH_SOCK, XDG_CACHE_HOME,
