@@ -1,12 +1,13 @@
 //! The mux (`hoardcc mux`) against the private real sshd: lane reuse, `MaxSessions`,
-//! concurrent auto-spawn, the make hang, BUSY, idle exit and heartbeats.
+//! concurrent auto-spawn, the make hang, BUSY, idle exit, `mux --stop`, local slots in the
+//! pool and heartbeats.
 //!
 //! Every test runs the real wrapper (`hoardcc gcc -c f.c -o f.o`), which auto-spawns the
 //! per-user mux in the fixture's private XDG_RUNTIME_DIR; the mux hoards ssh connections
 //! and subsystem lanes to the fixture's sshd. What the mux did is read from three places:
 //! the job log (`HOARDCC_JOBLOG`: `remote` or `local` per compile), sshd's VERBOSE log
-//! (one `Accepted publickey` per ssh connection, one `Starting session: subsystem 'hoardcc'` per
-//! lane) and `hoardcc status --json` (`mux::status::StatusReport`).
+//! (one `Accepted publickey` per ssh connection, one `Starting session: subsystem
+//! 'hoardcc'` per lane) and `hoardcc status --json` (`mux::status::StatusReport`).
 //!
 //! Neighbours: tests/support (the sshd fixture, process helpers); src/mux/{daemon,pool,
 //! scheduler,client}.rs (the code under test); tests/e2e.rs (object correctness).
