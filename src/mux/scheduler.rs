@@ -17,7 +17,7 @@ use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::hosts::HostSpec;
@@ -353,6 +353,10 @@ impl Scheduler {
 /// the senders that wake queued requests.
 pub struct SchedHandle {
     inner: Mutex<SchedShared>,
+    /// Fired after every change of the scheduler's state, so queued requests re-read
+    /// [`Scheduler::next_wakeup`]: a pause set by one job (BUSY, backoff) must wake the
+    /// others when it ends even if that job has gone.
+    changed: Notify,
 }
 
 struct SchedShared {
@@ -368,6 +372,7 @@ impl SchedHandle {
                 sched: Scheduler::new(backoff),
                 wake: HashMap::new(),
             }),
+            changed: Notify::new(),
         })
     }
 
@@ -376,6 +381,8 @@ impl SchedHandle {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
         let r = f(&mut g.sched);
         Self::deliver(&mut g);
+        drop(g);
+        self.changed.notify_waiters();
         r
     }
 
@@ -422,21 +429,26 @@ impl SchedHandle {
             rx: Some(rx),
         };
         loop {
+            // Register for change notices before reading the wake-up time, so a change in
+            // between is not missed.
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
             let wakeup = {
                 let g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
                 g.sched.next_wakeup(Instant::now())
             };
             let rx = waiting.rx.as_mut().expect("receiver present while waiting");
-            let decided = match wakeup {
-                Some(at) => tokio::select! {
-                    r = rx => Some(r),
-                    _ = tokio::time::sleep_until(at) => None,
-                },
-                None => Some(rx.await),
+            let woke = tokio::select! {
+                r = rx => Woke::Decided(r),
+                _ = sleep_until_opt(wakeup) => Woke::PauseOver,
+                _ = &mut changed => Woke::Changed,
             };
-            match decided {
-                None => self.with(|_| ()),
-                Some(Ok(d)) => {
+            match woke {
+                Woke::Changed => continue,
+                // A pause ended: re-run the queue (which may answer this request).
+                Woke::PauseOver => self.with(|_| ()),
+                Woke::Decided(Ok(d)) => {
                     waiting.rx = None;
                     return match d {
                         Decision::Granted(grant) => Ok(SlotGuard::new(self.clone(), grant)),
@@ -444,7 +456,7 @@ impl SchedHandle {
                         Decision::Wait => Err("internal: a waiter was woken to wait".into()),
                     };
                 }
-                Some(Err(_)) => {
+                Woke::Decided(Err(_)) => {
                     waiting.rx = None;
                     return Err("the scheduler dropped the request".into());
                 }
@@ -458,6 +470,23 @@ impl SchedHandle {
             Decision::Granted(grant) => Some(SlotGuard::new(self.clone(), grant)),
             _ => None,
         }
+    }
+}
+
+/// What ended one wait of a queued request.
+enum Woke {
+    /// The request was answered (or its sender dropped).
+    Decided(Result<Decision, oneshot::error::RecvError>),
+    /// The earliest pause (BUSY or backoff) ended.
+    PauseOver,
+    /// The scheduler changed: the earliest pause may have moved.
+    Changed,
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -786,6 +815,40 @@ mod tests {
         assert_eq!(got, Ok(Grant::Remote(key.clone())));
         // The waiter's guard was dropped inside the task: everything is free again.
         assert_eq!(h.with(|s| s.host(&key).unwrap().running), 0);
+    }
+
+    /// A BUSY answer pauses the host; the job that got it may give up and leave, and the
+    /// job already queued must still wake when the pause ends (nothing else happens).
+    #[tokio::test]
+    async fn a_pause_set_after_queueing_wakes_the_waiter_when_it_ends() {
+        let h = SchedHandle::new(Duration::ZERO);
+        let key = h.with(|s| s.register(&tcp("a", 1)));
+        let w = Want {
+            remotes: vec![key.clone()],
+            local_limit: 0,
+        };
+        let mut first = h.acquire(w.clone()).await.unwrap();
+        let h2 = h.clone();
+        let waiter = tokio::spawn(async move { h2.acquire(w).await.map(|g| g.grant().clone()) });
+        tokio::time::timeout(Duration::from_secs(5), async {
+            while h.with(|s| s.queued()) == 0 {
+                tokio::task::yield_now().await;
+            }
+        })
+        .await
+        .unwrap();
+        let paused_at = Instant::now();
+        first.set_outcome(Outcome::Busy);
+        drop(first);
+        let got = tokio::time::timeout(Duration::from_secs(5), waiter)
+            .await
+            .expect("the waiter must wake when the BUSY pause ends")
+            .unwrap();
+        assert_eq!(got, Ok(Grant::Remote(key)));
+        assert!(
+            paused_at.elapsed() >= BUSY_PAUSE,
+            "granted during the pause"
+        );
     }
 
     #[tokio::test]
