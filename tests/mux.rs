@@ -685,14 +685,8 @@ fn make_returns_while_the_mux_lives_on() {
     let start = Instant::now();
     let mut child = cmd.spawn().expect("spawn make");
     let make_pipes: Vec<String> = [
-        child
-            .stdout
-            .as_ref()
-            .map(|p| std::os::fd::AsRawFd::as_raw_fd(p)),
-        child
-            .stderr
-            .as_ref()
-            .map(|p| std::os::fd::AsRawFd::as_raw_fd(p)),
+        child.stdout.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
+        child.stderr.as_ref().map(std::os::fd::AsRawFd::as_raw_fd),
     ]
     .into_iter()
     .flatten()

@@ -1404,8 +1404,9 @@ mod tests {
         let idle = Duration::from_millis(300);
         let mux = start(idle, Duration::from_secs(60));
         let c = mux.client();
-        mux.wait_status(|s| s.wrappers == 2).await; // c and the status client itself
-                                                    // Held open for well past the idle timeout: the daemon stays.
+        // c and the status client itself.
+        mux.wait_status(|s| s.wrappers == 2).await;
+        // Held open for well past the idle timeout: the daemon stays.
         tokio::time::sleep(idle * 3).await;
         assert!(!mux.task.is_finished(), "exited with a wrapper connected");
         drop(c);
@@ -1417,100 +1418,6 @@ mod tests {
             .unwrap();
         assert!(started.elapsed() >= idle - Duration::from_millis(50));
         assert!(!mux.socket.exists());
-    }
-
-    /// Manual smoke test against a real sshd with the `hoardcc` subsystem:
-    /// `HOARDCC_SMOKE_HOME=<home with .ssh/{config,known_hosts,key}>
-    /// HOARDCC_SMOKE_HOSTS='user@alias/6' cargo test --lib smoke -- --ignored`.
-    /// (The lead's integration tests cover this with the sshd fixture.)
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[ignore = "needs a real sshd; see the doc comment"]
-    async fn smoke_real_sshd() {
-        let (Ok(home), Ok(hosts)) = (
-            std::env::var("HOARDCC_SMOKE_HOME"),
-            std::env::var("HOARDCC_SMOKE_HOSTS"),
-        ) else {
-            return;
-        };
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("mux.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let settings = SshSettings {
-            home: PathBuf::from(&home),
-            connect_timeout: Duration::from_secs(5),
-            keepalive_interval: Duration::from_secs(15),
-            keepalive_max: 3,
-            io_timeout: Duration::from_secs(20),
-            agent_socket: None,
-            local_user: "root".into(),
-        };
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run_with(
-            listener,
-            Config::default(),
-            settings,
-            shutdown.clone(),
-        ));
-        let paths = Paths::from_env(&|k: &str| (k == "HOME").then(|| home.clone()));
-        let mut set = tokio::task::JoinSet::new();
-        for i in 0..12 {
-            let s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
-            let c = MuxClient::from_stream(s, &paths, Path::new("/nonexistent"));
-            let hosts = hosts.clone();
-            set.spawn_blocking(move || {
-                let mut c = c;
-                let r = c.reserve(&hosts, "a.c").unwrap();
-                assert!(
-                    matches!(
-                        r,
-                        MuxReply::Reserved {
-                            wire: Wire::Native,
-                            ..
-                        }
-                    ),
-                    "{r:?}"
-                );
-                let spec = JobSpec {
-                    compiler: "gcc".into(),
-                    args: vec![],
-                    assemble_only: false,
-                    cwd: "/tmp".into(),
-                    source_name: format!("a{i}.c"),
-                    output_name: format!("a{i}.o"),
-                    extra_outputs: vec![],
-                    distcc_argv: vec![],
-                    env: vec![],
-                    context: vec![],
-                };
-                let src = format!("int f{i}(void) {{ return {i}; }}\n");
-                c.run(&spec, src.as_bytes()).unwrap()
-            });
-        }
-        while let Some(r) = set.join_next().await {
-            let r = r.unwrap();
-            let MuxReply::Done(res) = &r else {
-                panic!("{r:?}")
-            };
-            assert_eq!(
-                res.exit_code,
-                0,
-                "{}",
-                String::from_utf8_lossy(&res.stderr.data)
-            );
-            assert!(!res.outputs.is_empty());
-        }
-        let s = std::os::unix::net::UnixStream::connect(&socket).unwrap();
-        let mut c = MuxClient::from_stream(s, &paths, Path::new("/nonexistent"));
-        let json = tokio::task::spawn_blocking(move || c.status().unwrap())
-            .await
-            .unwrap();
-        println!("{json}");
-        shutdown.cancel();
-        tokio::time::timeout(WAIT, task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
     }
 
     use crate::proto::frame::blocking;
