@@ -6,7 +6,7 @@
 # compiles ran remotely, and measures the per-job overhead of each mode (sequential
 # compiles of a trivial file, minus local gcc). Prints Markdown tables. See bench/README.md.
 #
-# Environment: BENCH_RUNS (3), BENCH_JOBS (8), BENCH_FILES (200), BENCH_SEQ (20),
+# Environment: BENCH_RUNS (3), BENCH_JOBS (8), BENCH_FILES (200), BENCH_SEQ (20), BENCH_SEQ_ROUNDS (5),
 # BENCH_MODES ("local distcc-tcp distcc-ssh distcc-ssh-cm hoardcc-direct hoardcc"), BENCH_WORKLOADS
 # ("gen lua"), HOARDCC_BIN (default: `cargo build --release`, target/release/hoardcc).
 #
@@ -18,6 +18,7 @@ if [[ ${1:-} == rss ]]; then
     exec bash "$ROOT/bench/rss.sh"
 fi
 RUNS=${BENCH_RUNS:-3}
+SEQ_ROUNDS=${BENCH_SEQ_ROUNDS:-5}
 JOBS=${BENCH_JOBS:-8}
 FILES=${BENCH_FILES:-200}
 SEQ=${BENCH_SEQ:-20}
@@ -246,15 +247,26 @@ for mode in $MODES; do
     done
 done
 
+# Sequential compiles: interleaved rounds as well (round 1 of every mode, then round 2 …),
+# the median of the rounds' means per mode.
+declare -A SEQ_RUNS
+for ((r = 1; r <= SEQ_ROUNDS; r++)); do
+    for mode in $MODES; do
+        if mode_setup "$mode"; then
+            if s=$(run_seq "$mode" "$WORK/log.$mode.seq"); then
+                SEQ_RUNS[$mode]+="$s "
+                say "round $r/$SEQ_ROUNDS $mode sequential: $s ms/compile"
+            fi
+            mode_teardown "$mode" "after the sequential compiles"
+        fi
+    done
+done
 for mode in $MODES; do
     SEQ_MS[$mode]=failed
-    if mode_setup "$mode"; then
-        if s=$(run_seq "$mode" "$WORK/log.$mode.seq"); then
-            SEQ_MS[$mode]=$s
-        fi
-        mode_teardown "$mode" "after the sequential compiles"
+    if [[ -n ${SEQ_RUNS[$mode]:-} ]]; then
+        SEQ_MS[$mode]=$(echo "${SEQ_RUNS[$mode]}" | median)
     fi
-    say "$mode sequential: ${SEQ_MS[$mode]} ms/compile"
+    say "$mode sequential: ${SEQ_MS[$mode]} ms/compile (median of: ${SEQ_RUNS[$mode]:-none})"
 done
 
 # --- report ----------------------------------------------------------------------------
@@ -300,7 +312,7 @@ for wl in $WORKLOADS; do
     done
 done
 echo
-echo "Per-job overhead: $SEQ sequential \`-c\` compiles of a one-line file, ms per compile."
+echo "Per-job overhead: $SEQ sequential \`-c\` compiles of a one-line file, ms per compile; median of $SEQ_ROUNDS interleaved rounds."
 echo
 printf '| mode | ms/compile | overhead vs local |\n|---|---:|---:|\n'
 for mode in $MODES; do

@@ -618,9 +618,8 @@ fn mux_stop_ends_it() {
     let stop = run_with_timeout(&mut mux.hoardcc(&["mux", "--stop"]), T, "mux --stop");
     let err = String::from_utf8_lossy(&stop.stderr);
     assert!(stop.status.success() && err.contains("stopped"), "{stop:?}");
-    wait_until(Duration::from_secs(10), "the stopped mux to exit", || {
-        mux.pids().is_empty()
-    });
+    // `--stop` returns once the daemon has exited.
+    assert!(mux.pids().is_empty(), "mux still running after --stop");
     assert!(!mux.socket().exists());
     assert!(mux.log().contains("stop requested"), "{}", mux.log());
     wait_until(Duration::from_secs(10), "the lanes' servers to end", || {
@@ -632,6 +631,77 @@ fn mux_stop_ends_it() {
     assert!(again.status.success(), "{again:?}");
     assert!(String::from_utf8_lossy(&again.stderr).contains("not running"));
     eprintln!("stopped mux {pid}");
+}
+
+/// A socket file left by a mux that died (nothing listens on it) is replaced by the first
+/// wrapper's new mux.
+#[test]
+fn stale_socket_is_replaced() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let mux = Mux::new(&sshd);
+    let dir = mux.socket().parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(mux.socket()).unwrap());
+    assert!(mux.socket().exists(), "the stale socket file stays behind");
+    let work = Work::new(1);
+    let out = run_with_timeout(&mut compile(&sshd, &work, "@hoardtest/2", 0), T, "compile");
+    ok_quiet(&out, "compile over a stale socket", &mux);
+    work.assert_all_remote(1);
+    mux.only_pid();
+}
+
+/// A running mux of another version (here a fake that only knows how to say so and how
+/// to stop) is stopped by the first wrapper, which starts its own and compiles remotely.
+#[test]
+fn mux_of_another_version_is_replaced() {
+    use hoardcc::proto::frame::blocking;
+    use hoardcc::proto::msg::{MuxReply, MuxRequest};
+
+    let sshd = Sshd::start(SshdOptions::default());
+    let mux = Mux::new(&sshd);
+    let dir = mux.socket().parent().unwrap().to_path_buf();
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let listener = std::os::unix::net::UnixListener::bind(mux.socket()).unwrap();
+    let socket = mux.socket();
+    let old = std::thread::spawn(move || -> Vec<String> {
+        let mut seen = Vec::new();
+        for stream in listener.incoming() {
+            let mut stream = stream.unwrap();
+            stream.set_read_timeout(Some(T)).unwrap();
+            while let Ok(Some(req)) = blocking::read_message::<_, MuxRequest>(&mut stream) {
+                match req {
+                    MuxRequest::Reserve { client_version, .. } => {
+                        seen.push(format!("reserve from {client_version}"));
+                        let reply = MuxReply::WrongVersion {
+                            mux_version: "0.0.1-old".into(),
+                        };
+                        blocking::write_message(&mut stream, &reply).unwrap();
+                    }
+                    MuxRequest::Stop => {
+                        seen.push("stop".into());
+                        std::fs::remove_file(&socket).unwrap();
+                        blocking::write_message(&mut stream, &MuxReply::Stopping).unwrap();
+                        return seen;
+                    }
+                    other => panic!("the old mux got {other:?}"),
+                }
+            }
+        }
+        seen
+    });
+    let work = Work::new(1);
+    let out = run_with_timeout(&mut compile(&sshd, &work, "@hoardtest/2", 0), T, "compile");
+    ok_quiet(&out, "compile against an old mux", &mux);
+    let seen = old.join().unwrap();
+    assert_eq!(seen.len(), 2, "{seen:?}");
+    assert!(seen[0].starts_with("reserve from ") && !seen[0].ends_with("0.0.1-old"));
+    assert_eq!(seen[1], "stop");
+    work.assert_all_remote(1);
+    let status = mux.status().expect("the new mux runs");
+    assert_eq!(status.pid as i32, mux.only_pid());
+    assert_ne!(status.version, "0.0.1-old");
 }
 
 /// Link target of `/proc/<pid>/fd/<fd>` for every open descriptor of `pid`.

@@ -583,8 +583,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             },
         };
         drop(compile);
+        // Answer first, then remove the job directory: the client should not wait for
+        // the cleanup.
+        let sent = self.send(&answer).await;
         drop(prepared);
-        self.send(&answer).await?;
+        sent?;
         Ok(Flow::Continue)
     }
 }
