@@ -219,23 +219,7 @@ impl Proxy {
     /// # Panics
     /// Panics if the files cannot be written.
     pub fn alias_for(&self, sshd: &Sshd) -> String {
-        let home = sshd.client_home();
-        let mut c = String::from("\n");
-        let _ = writeln!(c, "Host {PROXY_ALIAS}");
-        let _ = writeln!(c, "    HostName 127.0.0.1");
-        let _ = writeln!(c, "    Port {}", self.port);
-        let _ = writeln!(c, "    User {}", sshd.login_user());
-        let _ = writeln!(c, "    IdentityFile {}/.ssh/id_ed25519", home.display());
-        let _ = writeln!(
-            c,
-            "    UserKnownHostsFile {}/.ssh/known_hosts",
-            home.display()
-        );
-        let _ = writeln!(c, "    GlobalKnownHostsFile /dev/null");
-        let _ = writeln!(c, "    StrictHostKeyChecking yes");
-        let _ = writeln!(c, "    BatchMode yes");
-        let _ = writeln!(c, "    IdentitiesOnly yes");
-        let _ = writeln!(c, "    ConnectTimeout 10");
+        let c = format!("\n{}", sshd.client_host_block(PROXY_ALIAS, self.port));
         append(&sshd.ssh_config_path(), &c);
         let line = format!("[127.0.0.1]:{} {}\n", self.port, sshd.host_public_key());
         append(&sshd.known_hosts_path(), &line);

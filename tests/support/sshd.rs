@@ -503,11 +503,18 @@ impl Sshd {
     }
 
     fn write_client_config(&self) {
+        let c = self.client_host_block(ALIAS, self.port);
+        write_file(&self.ssh_config_path(), &c, 0o600);
+    }
+
+    /// An `~/.ssh/config` block `Host <alias>` reaching this sshd's login user with the
+    /// fixture's key and known_hosts on 127.0.0.1:`port` (sshd's own port, or a proxy's).
+    pub fn client_host_block(&self, alias: &str, port: u16) -> String {
         let home = self.client_home();
         let mut c = String::new();
-        let _ = writeln!(c, "Host {ALIAS}");
+        let _ = writeln!(c, "Host {alias}");
         let _ = writeln!(c, "    HostName 127.0.0.1");
-        let _ = writeln!(c, "    Port {}", self.port);
+        let _ = writeln!(c, "    Port {port}");
         let _ = writeln!(c, "    User {}", self.login_user);
         let _ = writeln!(c, "    IdentityFile {}/.ssh/id_ed25519", home.display());
         let _ = writeln!(
@@ -521,7 +528,7 @@ impl Sshd {
         let _ = writeln!(c, "    IdentitiesOnly yes");
         let _ = writeln!(c, "    UpdateHostKeys no");
         let _ = writeln!(c, "    ConnectTimeout 10");
-        write_file(&self.ssh_config_path(), &c, 0o600);
+        c
     }
 
     fn check_login(&self) {
