@@ -230,8 +230,11 @@ fn wait_process_gone(pid: u32, deadline: Instant) -> bool {
     // passed.
     let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, raw_pid, 0) };
     if fd < 0 {
-        // ESRCH: already gone. Other errors (an old kernel): report what the socket said.
-        return nix::errno::Errno::last() == nix::errno::Errno::ESRCH;
+        return match nix::errno::Errno::last() {
+            nix::errno::Errno::ESRCH => true,
+            // No pidfd (a kernel before 5.3, a seccomp filter): look at /proc instead.
+            _ => wait_process_gone_by_proc(pid, deadline),
+        };
     }
     // SAFETY: the syscall returned a fresh fd that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
@@ -251,6 +254,27 @@ fn wait_process_gone(pid: u32, deadline: Instant) -> bool {
             Err(_) => return false,
         }
     }
+}
+
+/// [`wait_process_gone`] without pidfd: check `/proc/<pid>/stat` (gone, or a zombie) with
+/// growing pauses.
+fn wait_process_gone_by_proc(pid: u32, deadline: Instant) -> bool {
+    let gone = || match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|i| stat[i + 1..].split_whitespace().next())
+            .is_some_and(|state| state == "Z" || state == "X"),
+    };
+    let mut pause = RETRY_FIRST;
+    while !gone() {
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(RETRY_MAX);
+    }
+    true
 }
 
 impl MuxClient {
@@ -486,6 +510,13 @@ mod tests {
         assert!(start.elapsed() >= Duration::from_millis(150));
         slow.kill().unwrap();
         slow.wait().unwrap();
+        // The /proc fallback sees the same.
+        let mut other = Command::new("sleep").arg("0.2").spawn().unwrap();
+        assert!(wait_process_gone_by_proc(
+            other.id(),
+            Instant::now() + Duration::from_secs(10)
+        ));
+        other.wait().unwrap();
         // A reaped pid no longer exists: gone at once.
         assert!(wait_process_gone(
             slow.id(),
