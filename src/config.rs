@@ -575,15 +575,7 @@ fn load_server_from(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
-    }
+    use crate::paths::test_env::env_of;
 
     fn no_env() -> impl Fn(&str) -> Option<String> {
         env_of(&[])

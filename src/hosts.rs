@@ -589,6 +589,7 @@ pub fn resolve(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::paths::test_env::env_of;
     use std::collections::HashMap;
 
     fn tcp(host: &str, port: u16) -> HostKind {
@@ -864,14 +865,6 @@ mod tests {
         assert_eq!(sorted, ["h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8"]);
         let distinct: std::collections::HashSet<Vec<String>> = (0..20).map(order).collect();
         assert!(distinct.len() > 1, "different seeds give different orders");
-    }
-
-    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
-        let map: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        move |k| map.get(k).cloned()
     }
 
     fn files_of(files: &[(&str, &str)]) -> impl Fn(&Path) -> Option<String> {

@@ -154,18 +154,25 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// The environment lookup the pure modules take (`&dyn Fn(&str) -> Option<String>`), made
+/// from a fixed list, for their tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_env {
     use std::collections::HashMap;
 
-    fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    pub(crate) fn env_of(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_env::env_of;
+    use super::*;
 
     #[test]
     fn defaults_from_home() {
