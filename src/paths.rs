@@ -154,6 +154,14 @@ pub fn ensure_private_dir(dir: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Whether `p` is a regular file with an execute bit (following symlinks).
+pub fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(p)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
 /// The environment lookup the pure modules take (`&dyn Fn(&str) -> Option<String>`), made
 /// from a fixed list, for their tests.
 #[cfg(test)]

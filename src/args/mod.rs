@@ -19,6 +19,43 @@ pub use rewrite::check_server_args;
 use language::InputKind;
 use table::{Kind, LocalKind, Value};
 
+/// The compiler drivers hoardcc knows; [`is_compiler_name`] adds their target-prefixed and
+/// versioned variants. The server's default allow-list and the wrapper's masquerade
+/// names both follow it.
+pub const COMPILER_NAMES: [&str; 6] = ["gcc", "g++", "cc", "c++", "clang", "clang++"];
+
+/// Whether `name` (a file name, not a path) names a C/C++ compiler driver: `^([a-z0-9_]+-)*(gcc|g\+\+|cc|c\+\+|clang|clang\+\+)(-[0-9.]+)?$`,
+/// e.g. `gcc`, `gcc-12`, `x86_64-linux-gnu-gcc-12`, `clang++-16`.
+pub fn is_compiler_name(name: &str) -> bool {
+    let matches_base = |s: &str| {
+        COMPILER_NAMES.iter().any(|base| {
+            if s == *base {
+                return true;
+            }
+            let Some(prefix) = s.strip_suffix(base).and_then(|p| p.strip_suffix('-')) else {
+                return false;
+            };
+            prefix.split('-').all(|seg| {
+                !seg.is_empty()
+                    && seg
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+            })
+        })
+    };
+    if matches_base(name) {
+        return true;
+    }
+    match name.rsplit_once('-') {
+        Some((rest, version))
+            if !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit() || b == b'.') =>
+        {
+            matches_base(rest)
+        }
+        _ => false,
+    }
+}
+
 /// Which compiler driver we are imitating; decides the directives-only preprocessor switch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Family {

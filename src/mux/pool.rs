@@ -38,9 +38,6 @@ pub const PING_IDLE_AFTER: Duration = Duration::from_secs(30);
 const PING_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long an idle lane's task may take to hand the lane over.
 const HANDOVER_TIMEOUT: Duration = Duration::from_secs(1);
-/// The command a host without our subsystem runs per job (`Lane::on_connection` appends
-/// `--inetd`).
-const DISTCCD: &str = "distccd";
 
 /// Why no lane could be had. Cloneable, so one failed connect answers every waiter.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -507,7 +504,7 @@ impl Pool {
                 HostKind::Ssh {
                     command: Some(c), ..
                 } => Some(c.clone()),
-                _ if distcc_exec => Some(DISTCCD.to_string()),
+                _ if distcc_exec => Some(transport::DEFAULT_DISTCCD.to_string()),
                 _ => None,
             };
             let mut set = JoinSet::new();
@@ -680,16 +677,15 @@ impl Pool {
         Ok(r)
     }
 
+    /// Every host the pool knows, taken out of the lock.
+    fn all_hosts(&self) -> Vec<Arc<HostPool>> {
+        let hosts = self.inner.hosts.lock().unwrap_or_else(|p| p.into_inner());
+        hosts.values().cloned().collect()
+    }
+
     /// State of every host the pool knows, by key.
     pub fn status(&self) -> Vec<PoolHostStatus> {
-        let hosts: Vec<Arc<HostPool>> = self
-            .inner
-            .hosts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let hosts = self.all_hosts();
         let mut out: Vec<PoolHostStatus> = hosts
             .iter()
             .map(|hp| {
@@ -715,14 +711,7 @@ impl Pool {
     /// timeout). Call after cancelling the shutdown token.
     pub async fn shutdown(&self) {
         self.inner.shutdown.cancel();
-        let hosts: Vec<Arc<HostPool>> = self
-            .inner
-            .hosts
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect();
+        let hosts = self.all_hosts();
         let mut conns = Vec::new();
         for hp in hosts {
             let mut st = hp.state();

@@ -24,6 +24,9 @@ use crate::proto::{self, compress::MAX_BLOB};
 
 /// Name of the sshd subsystem that runs `hoardcc serve`.
 pub const SUBSYSTEM: &str = "hoardcc";
+/// The stock distcc program a host without our subsystem runs on an exec channel
+/// ([`Lane::on_connection`] appends `--inetd`).
+pub const DEFAULT_DISTCCD: &str = "distccd";
 /// TCP connect timeout for stock distccd hosts (distcc uses a fixed 4 s).
 const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
@@ -173,61 +176,34 @@ impl Lane {
         settings: &SshSettings,
     ) -> Result<Lane, TransportError> {
         let key = host.key();
-        match command {
+        // A named hoardcc runs `serve` on an exec channel; another named program is a stock
+        // distccd; without a name the subsystem is tried, then `distccd` on an exec channel.
+        let distccd = |program: &str| format!("{program} --inetd --enable-tcp-insecure");
+        let (stream, native) = match command {
             Some(c) if is_hoardcc_command(c) => {
-                let stream = conn.open_exec(&format!("{c} serve")).await?;
-                Lane::native(
-                    LaneIo::Native {
-                        stream,
-                        _conn: conn,
-                    },
-                    key,
-                    settings,
-                )
-                .await
+                (conn.open_exec(&format!("{c} serve")).await?, true)
             }
-            Some(c) => {
-                let stream = conn
-                    .open_exec(&format!("{c} --inetd --enable-tcp-insecure"))
-                    .await?;
-                Ok(Lane::new(
-                    LaneIo::DistccSsh {
-                        stream,
-                        _conn: conn,
-                    },
-                    Wire::Distcc { lzo: host.lzo },
-                    key,
-                    settings,
-                ))
-            }
+            Some(c) => (conn.open_exec(&distccd(c)).await?, false),
             None => match conn.open_subsystem(SUBSYSTEM).await? {
-                Some(stream) => {
-                    Lane::native(
-                        LaneIo::Native {
-                            stream,
-                            _conn: conn,
-                        },
-                        key,
-                        settings,
-                    )
-                    .await
-                }
+                Some(stream) => (stream, true),
                 None => {
                     tracing::info!(host = %key, "no hoardcc subsystem; using distccd --inetd over exec");
-                    let stream = conn
-                        .open_exec("distccd --inetd --enable-tcp-insecure")
-                        .await?;
-                    Ok(Lane::new(
-                        LaneIo::DistccSsh {
-                            stream,
-                            _conn: conn,
-                        },
-                        Wire::Distcc { lzo: host.lzo },
-                        key,
-                        settings,
-                    ))
+                    (conn.open_exec(&distccd(DEFAULT_DISTCCD)).await?, false)
                 }
             },
+        };
+        if native {
+            let io = LaneIo::Native {
+                stream,
+                _conn: conn,
+            };
+            Lane::native(io, key, settings).await
+        } else {
+            let io = LaneIo::DistccSsh {
+                stream,
+                _conn: conn,
+            };
+            Ok(Lane::new(io, Wire::Distcc { lzo: host.lzo }, key, settings))
         }
     }
 

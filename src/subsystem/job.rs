@@ -6,8 +6,8 @@
 //! answers `Refused` on [`PrepareError::Refused`]), `subsystem::exec` (runs the command),
 //! `subsystem::distccd` (shares the allow-list).
 
+use crate::paths::is_executable;
 use std::ffi::{OsStr, OsString};
-use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use crate::proto::compress::MAX_BLOB;
@@ -15,9 +15,7 @@ use crate::proto::msg::{Job, SourceKind};
 
 use super::exec::CompileCommand;
 use super::workdir::{WorkDir, WorkDirError};
-
-/// The compiler names allowed by default (with versioned / target-prefixed variants).
-pub const DEFAULT_COMPILERS: [&str; 6] = ["gcc", "g++", "cc", "c++", "clang", "clang++"];
+use crate::args::is_compiler_name;
 
 /// Why a compiler name was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -53,7 +51,7 @@ impl From<WorkDirError> for PrepareError {
 /// Which compilers this server runs, and where it looks for them.
 #[derive(Debug, Clone)]
 pub struct AllowList {
-    /// Accept the default names and their variants ([`is_default_compiler_name`]).
+    /// Accept the default names and their variants ([`is_compiler_name`]).
     pub default_compilers: bool,
     /// Extra names from the configuration. A bare name is looked up on the PATH; an
     /// absolute path allows its basename and resolves to exactly that file.
@@ -97,51 +95,13 @@ impl AllowList {
             }
         }
         let allowed = self.extra.iter().any(|e| e == name)
-            || (self.default_compilers && is_default_compiler_name(name));
+            || (self.default_compilers && is_compiler_name(name));
         if !allowed {
             return Err(CompilerRefusal::NotAllowed(name.to_owned()));
         }
         find_on_path(name, &self.search_path)
             .ok_or_else(|| CompilerRefusal::NotFound(name.to_owned()))
     }
-}
-
-/// The default rule: `^([a-z0-9_]+-)*(gcc|g\+\+|cc|c\+\+|clang|clang\+\+)(-[0-9.]+)?$`,
-/// e.g. `gcc`, `gcc-12`, `x86_64-linux-gnu-gcc-12`, `clang++-16`.
-pub fn is_default_compiler_name(name: &str) -> bool {
-    let matches_base = |s: &str| {
-        DEFAULT_COMPILERS.iter().any(|base| {
-            if s == *base {
-                return true;
-            }
-            let Some(prefix) = s.strip_suffix(base).and_then(|p| p.strip_suffix('-')) else {
-                return false;
-            };
-            prefix.split('-').all(|seg| {
-                !seg.is_empty()
-                    && seg
-                        .bytes()
-                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-            })
-        })
-    };
-    if matches_base(name) {
-        return true;
-    }
-    match name.rsplit_once('-') {
-        Some((rest, version))
-            if !version.is_empty() && version.bytes().all(|b| b.is_ascii_digit() || b == b'.') =>
-        {
-            matches_base(rest)
-        }
-        _ => false,
-    }
-}
-
-fn is_executable(p: &Path) -> bool {
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 /// The first executable file called `name` in the absolute directories of `search_path`.
@@ -283,7 +243,7 @@ pub fn prepare(
 
 /// The option that turns caret lines off, for the compiler families we know by name.
 fn no_caret_flag(compiler: &str) -> Option<&'static str> {
-    if !is_default_compiler_name(compiler) {
+    if !is_compiler_name(compiler) {
         None
     } else if compiler.contains("clang") {
         Some("-fno-caret-diagnostics")
@@ -370,7 +330,7 @@ mod tests {
             "clang-16.0.1",
             "arm_none-eabi-gcc",
         ] {
-            assert!(is_default_compiler_name(ok), "{ok} should be allowed");
+            assert!(is_compiler_name(ok), "{ok} should be allowed");
         }
         for bad in [
             "rm",
@@ -387,14 +347,14 @@ mod tests {
             "cc1",
             "",
         ] {
-            assert!(!is_default_compiler_name(bad), "{bad} should be refused");
+            assert!(!is_compiler_name(bad), "{bad} should be refused");
         }
     }
 
     fn exe(dir: &Path, name: &str) -> PathBuf {
         let p = dir.join(name);
         std::fs::write(&p, "#!/bin/sh\nexit 0\n").unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
         p
     }
 

@@ -6,29 +6,18 @@
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
-/// Names under which a symlink to hoardcc masquerades as a compiler.
-pub const MASQUERADE_NAMES: &[&str] = &["gcc", "g++", "cc", "c++", "clang", "clang++"];
-
 /// Set in the environment of every compiler hoardcc runs, so that a hoardcc reached again
 /// from inside it (through some other wrapper on PATH) runs the compiler directly.
 pub const RECURSION_GUARD: &str = "HOARDCC_INSIDE";
 
 /// True when argv[0]'s file name is a compiler name we masquerade as (including
-/// versioned or target-prefixed names such as `gcc-12` or `x86_64-linux-gnu-g++`).
+/// versioned or target-prefixed names such as `gcc-12` or `x86_64-linux-gnu-g++`):
+/// the same rule as the server's default allow-list, [`crate::args::is_compiler_name`].
 pub fn is_masquerade_name(argv0: &str) -> bool {
-    let base = Path::new(argv0)
+    Path::new(argv0)
         .file_name()
         .and_then(OsStr::to_str)
-        .unwrap_or("");
-    let stem = base.rsplit_once('-').map_or(base, |(head, tail)| {
-        if tail.chars().all(|c| c.is_ascii_digit() || c == '.') {
-            head
-        } else {
-            base
-        }
-    });
-    let tool = stem.rsplit('-').next().unwrap_or(stem);
-    MASQUERADE_NAMES.contains(&tool)
+        .is_some_and(crate::args::is_compiler_name)
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -56,7 +45,7 @@ pub fn find_real_compiler(
         .to_string();
     if name.contains('/') {
         let p = PathBuf::from(name);
-        if !is_me(&p) && is_executable(&p) {
+        if !is_me(&p) && crate::paths::is_executable(&p) {
             return Ok(p);
         }
         // A path to our own symlink: look the bare name up on PATH instead.
@@ -64,18 +53,11 @@ pub fn find_real_compiler(
     let path_var = path_var.ok_or_else(not_found)?;
     for dir in std::env::split_paths(path_var) {
         let cand = dir.join(&base);
-        if is_executable(&cand) && !is_me(&cand) {
+        if crate::paths::is_executable(&cand) && !is_me(&cand) {
             return Ok(cand);
         }
     }
     Err(not_found())
-}
-
-fn is_executable(p: &Path) -> bool {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::metadata(p)
-        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
-        .unwrap_or(false)
 }
 
 #[cfg(test)]
