@@ -16,6 +16,7 @@
 #   hf_run CMD...                  # run CMD as the client: HOME=$HF_HOME, private XDG dirs, no agent
 #   hf_ssh CMD...                  # ssh -F $HF_SSH_CONFIG hoardtest CMD...
 #   hf_add_hosts N                 # a second sshd on N more ports; ssh aliases host1..hostN
+#   hf_add_alias ALIAS PORT        # another ssh alias (and known_hosts line) for 127.0.0.1:PORT
 #   hf_track_pid PID               # kill PID's process group (or PID) at cleanup
 #   hf_defer 'shell command'       # run at cleanup (before sshd is stopped)
 #
@@ -137,8 +138,28 @@ hf_login_user() {
 }
 
 # hf_start [HOARDCC_BINARY] — start sshd; export the HF_* variables; install the cleanup trap.
+# hf_add_alias ALIAS PORT — a client `Host ALIAS` block reaching the fixture's login user on
+# 127.0.0.1:PORT, and a known_hosts line trusting the fixture's host key there.
+hf_add_alias() {
+    local alias=$1 port=$2 pubkey
+    pubkey=$(cut -d' ' -f1,2 "$HF_DIR/host_ed25519.pub")
+    echo "[127.0.0.1]:$port $pubkey" >>"$HF_HOME/.ssh/known_hosts"
+    cat >>"$HF_SSH_CONFIG" <<EOF
+Host $alias
+    HostName 127.0.0.1
+    Port $port
+    User $HF_USER
+    IdentityFile $HF_HOME/.ssh/id_ed25519
+    IdentitiesOnly yes
+    UserKnownHostsFile $HF_HOME/.ssh/known_hosts
+    StrictHostKeyChecking yes
+    BatchMode yes
+    LogLevel ERROR
+EOF
+}
+
 hf_start() {
-    local bin=${1:-} port pubkey
+    local bin=${1:-} port
     [[ -x $HF_SSHD ]] || hf_die "$HF_SSHD not found (Debian: apt-get install openssh-server)"
     command -v ssh-keygen >/dev/null || hf_die "ssh-keygen not found (Debian: apt-get install openssh-client)"
     hf_login_user
@@ -209,20 +230,9 @@ EOF
     [[ -n ${HF_SSHD_PID:-} ]] || hf_die "could not start sshd: $(cat "$HF_DIR/sshd.log")"
     HF_PORT=$port
 
-    pubkey=$(cut -d' ' -f1,2 "$HF_DIR/host_ed25519.pub")
-    echo "[127.0.0.1]:$HF_PORT $pubkey" >"$HF_HOME/.ssh/known_hosts"
-    cat >"$HF_SSH_CONFIG" <<EOF
-Host hoardtest
-    HostName 127.0.0.1
-    Port $HF_PORT
-    User $HF_USER
-    IdentityFile $HF_HOME/.ssh/id_ed25519
-    IdentitiesOnly yes
-    UserKnownHostsFile $HF_HOME/.ssh/known_hosts
-    StrictHostKeyChecking yes
-    BatchMode yes
-    LogLevel ERROR
-EOF
+    : >"$HF_HOME/.ssh/known_hosts"
+    : >"$HF_SSH_CONFIG"
+    hf_add_alias hoardtest "$HF_PORT"
     chmod 600 "$HF_SSH_CONFIG" "$HF_HOME/.ssh/known_hosts"
     export HF_DIR HF_PORT HF_USER HF_HOME HF_SSH_CONFIG HF_SERVE_BIN
 
@@ -244,7 +254,7 @@ hf_ports_busy() {
 # a `[127.0.0.1]:PORT` known_hosts entry each. Exports HF_HOST_PORTS (the N ports, in
 # alias order). Call after hf_start.
 hf_add_hosts() {
-    local n=$1 i port pubkey ports=() listen pid=
+    local n=$1 i port ports=() listen pid=
     for _ in 1 2 3 4 5; do
         ports=()
         listen=
@@ -278,22 +288,8 @@ hf_add_hosts() {
     done
     [[ -n $pid ]] || hf_die "could not start the second sshd: $(cat "$HF_DIR/sshd-hosts.log")"
 
-    pubkey=$(cut -d' ' -f1,2 "$HF_DIR/host_ed25519.pub")
     for ((i = 1; i <= n; i++)); do
-        port=${ports[i - 1]}
-        echo "[127.0.0.1]:$port $pubkey" >>"$HF_HOME/.ssh/known_hosts"
-        cat >>"$HF_SSH_CONFIG" <<EOF
-Host host$i
-    HostName 127.0.0.1
-    Port $port
-    User $HF_USER
-    IdentityFile $HF_HOME/.ssh/id_ed25519
-    IdentitiesOnly yes
-    UserKnownHostsFile $HF_HOME/.ssh/known_hosts
-    StrictHostKeyChecking yes
-    BatchMode yes
-    LogLevel ERROR
-EOF
+        hf_add_alias "host$i" "${ports[i - 1]}"
     done
     HF_HOST_PORTS="${ports[*]}"
     export HF_HOST_PORTS
