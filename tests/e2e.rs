@@ -90,43 +90,44 @@ fn assert_all_remote(log: &Path, n: usize) {
     }
 }
 
-#[test]
-fn c_objects_are_identical_with_and_without_g() {
+/// Builds `p` with each set of `flags`, locally and through hoardcc (`compiler` on
+/// `@hoardtest/4`, fallback off), requiring identical objects and every job remote.
+fn objects_are_identical(p: &Project, compiler: &str, flag_sets: &[&[&str]]) {
     let sshd = Sshd::start(SshdOptions::default());
-    let p = Project::c_multi();
     let log = p.dir().join("joblog");
-    for flags in [
-        &["-O2"][..],
-        &["-O2", "-g"][..],
-        &["-O0", "-g3"][..],
-        &["-O1", "-g", "-DEXTRA=1", "-UNDEBUG"][..],
-    ] {
-        compare_objects(&p, "gcc", flags, &|args| {
-            let mut a = vec!["gcc"];
+    for flags in flag_sets {
+        compare_objects(p, compiler, flags, &|args| {
+            let mut a = vec![compiler];
             a.extend_from_slice(args);
             let mut cmd = hoardcc(&sshd, p.dir(), "@hoardtest/4", &a);
             cmd.env("HOARDCC_FALLBACK", "0").env("HOARDCC_JOBLOG", &log);
-            run_with_timeout(&mut cmd, T, "hoardcc gcc")
+            run_with_timeout(&mut cmd, T, &format!("hoardcc {compiler}"))
         });
     }
-    assert_all_remote(&log, 4 * p.sources().len());
+    assert_all_remote(&log, flag_sets.len() * p.sources().len());
+}
+
+#[test]
+fn c_objects_are_identical_with_and_without_g() {
+    objects_are_identical(
+        &Project::c_multi(),
+        "gcc",
+        &[
+            &["-O2"],
+            &["-O2", "-g"],
+            &["-O0", "-g3"],
+            &["-O1", "-g", "-DEXTRA=1", "-UNDEBUG"],
+        ],
+    );
 }
 
 #[test]
 fn cxx_objects_are_identical_with_and_without_g() {
-    let sshd = Sshd::start(SshdOptions::default());
-    let p = Project::cxx_multi();
-    let log = p.dir().join("joblog");
-    for flags in [&["-O1", "-std=c++17"][..], &["-O2", "-g", "-std=c++17"][..]] {
-        compare_objects(&p, "g++", flags, &|args| {
-            let mut a = vec!["g++"];
-            a.extend_from_slice(args);
-            let mut cmd = hoardcc(&sshd, p.dir(), "@hoardtest/4", &a);
-            cmd.env("HOARDCC_FALLBACK", "0").env("HOARDCC_JOBLOG", &log);
-            run_with_timeout(&mut cmd, T, "hoardcc g++")
-        });
-    }
-    assert_all_remote(&log, 2 * p.sources().len());
+    objects_are_identical(
+        &Project::cxx_multi(),
+        "g++",
+        &[&["-O1", "-std=c++17"], &["-O2", "-g", "-std=c++17"]],
+    );
 }
 
 /// A masquerade symlink named `gcc` finds the real gcc, and the linked program runs.

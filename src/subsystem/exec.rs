@@ -182,6 +182,7 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::subsystem::tests::gone;
 
     fn sh(script: &str, cwd: &std::path::Path) -> CompileCommand {
         CompileCommand {
@@ -239,19 +240,6 @@ mod tests {
         .unwrap();
         assert_eq!(f.exit_code, 0);
         assert_eq!(f.stdout.len(), CAPTURE_CAP);
-    }
-
-    fn gone(pid: i32) -> bool {
-        match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
-            Err(_) => true,
-            // A zombie nobody reaped (PID 1 in a container may not) is dead too.
-            Ok(s) => s
-                .rsplit(')')
-                .next()
-                .unwrap_or("")
-                .trim_start()
-                .starts_with('Z'),
-        }
     }
 
     #[tokio::test]

@@ -321,7 +321,8 @@ fn slow_compiler(bin: &Path, pids: &Path) {
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
 
-fn gone(pid: i32) -> bool {
+/// Whether process `pid` has exited (also for the exec tests).
+pub(crate) fn gone(pid: i32) -> bool {
     match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
         Err(_) => true,
         // A zombie that PID 1 of a container has not reaped yet is dead too.
