@@ -353,9 +353,9 @@ impl Scheduler {
 /// the senders that wake queued requests.
 pub struct SchedHandle {
     inner: Mutex<SchedShared>,
-    /// Fired after every change of the scheduler's state, so queued requests re-read
-    /// [`Scheduler::next_wakeup`]: a pause set by one job (BUSY, backoff) must wake the
-    /// others when it ends even if that job has gone.
+    /// Fired when a change moves [`Scheduler::next_wakeup`], so queued requests re-read
+    /// it: a pause set by one job (BUSY, backoff) must wake the others when it ends even
+    /// if that job has gone.
     changed: Notify,
 }
 
@@ -379,10 +379,15 @@ impl SchedHandle {
     /// Run `f` on the scheduler, then hand out whatever slots became available.
     pub fn with<R>(&self, f: impl FnOnce(&mut Scheduler) -> R) -> R {
         let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
+        let now = Instant::now();
+        let before = g.sched.next_wakeup(now);
         let r = f(&mut g.sched);
         Self::deliver(&mut g);
+        let moved = g.sched.next_wakeup(now) != before;
         drop(g);
-        self.changed.notify_waiters();
+        if moved {
+            self.changed.notify_waiters();
+        }
         r
     }
 
