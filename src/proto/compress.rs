@@ -130,9 +130,16 @@ impl Blob {
 
 /// Compresses `data` with LZO1X, as stock distcc does for protocol 2 (`,lzo` hosts).
 ///
+/// Empty input gives empty output, which [`lzo_decompress`] reads back as empty (distcc
+/// sends empty payloads as length 0). lzokay itself would emit `11 11 00 00` for it, a
+/// stream its own decoder refuses ("lookbehind overrun"; found by `fuzz/` target `native`).
+///
 /// # Errors
 /// [`Error::Compress`] if the compressor fails (it does not for valid input).
 pub fn lzo_compress(data: &[u8]) -> Result<Vec<u8>, Error> {
+    if data.is_empty() {
+        return Ok(Vec::new());
+    }
     lzokay::compress::compress(data).map_err(|e| Error::Compress(format!("lzo: {e}")))
 }
 
@@ -307,6 +314,16 @@ mod tests {
             assert_eq!(lzo_decompress(&packed, 100).unwrap(), data);
         }
         assert_eq!(lzo_decompress(&[], 0).unwrap(), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn lzo_empty_input_round_trips() {
+        // Regression (fuzz target `native`): lzokay encodes empty input as a stream its
+        // decoder refuses, so lzo_compress(&[]) did not decode under any bound.
+        let packed = lzo_compress(&[]).unwrap();
+        for max in [0, 1, MAX_BLOB] {
+            assert_eq!(lzo_decompress(&packed, max).unwrap(), Vec::<u8>::new());
+        }
     }
 
     #[test]
