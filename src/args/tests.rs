@@ -642,3 +642,21 @@ proptest! {
         let _ = check_server_args(&args);
     }
 }
+
+#[test]
+fn empty_output_name_compiles_locally() {
+    // Regression (fuzz target `policy`): `-o ''` was distributed with an empty output name.
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["-c", "a.c", "-o", ""][..],
+        &["-c", "a.c", "--output="],
+        &["-S", "-oa.s", "-o", "", "a.c"],
+    ] {
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        assert_eq!(
+            classify("gcc", &args, dir.path()).unwrap(),
+            Classified::Local(LocalReason::MissingOperand("-o".into())),
+            "{args:?}"
+        );
+    }
+}
