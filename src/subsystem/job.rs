@@ -1,6 +1,7 @@
 //! Server stage 8, admission of one native `Job`: the compiler allow-list (a bare name,
 //! resolved on this host's PATH, never a path the client chose), re-validation of the
-//! arguments with the same rules the wrapper used (`args::check_server_args`), the job
+//! arguments and names with the same policy the wrapper used (`args::check_server_args`,
+//! `args::check_name`), the job
 //! directory with the client's cwd mirrored inside it (`subsystem::workdir`), and the
 //! exact command line. Neighbours: `subsystem` (calls [`prepare`] for each `Job` and
 //! answers `Refused` on [`PrepareError::Refused`]), `subsystem::exec` (runs the command),
@@ -140,6 +141,7 @@ pub fn prepare(
         .map_err(|e| PrepareError::Refused(e.to_string()))?;
     crate::args::check_server_args(&job.args)
         .map_err(|reason| PrepareError::Refused(format!("argument refused: {reason}")))?;
+    check_names(job).map_err(|reason| PrepareError::Refused(format!("name refused: {reason}")))?;
     let workdir = WorkDir::create(tmpdir, &job.cwd)?;
     // Directives-only text goes to a side path, `.hoardcc-src/<name>`, mapped back to
     // `<name>` in debug info, so the client's original text (a context file) can sit at
@@ -239,6 +241,18 @@ pub fn prepare(
         output: (job.output_name.clone(), output_path),
         extra_outputs,
     })
+}
+
+/// Every name the job carries (source, output, extra outputs, context files) must be one
+/// that no compiler reads as an option (`args::check_name`).
+fn check_names(job: &Job) -> Result<(), crate::args::Refusal> {
+    use crate::args::check_name;
+    check_name(&job.source_name)?;
+    check_name(&job.output_name)?;
+    let extra = job.extra_outputs.iter();
+    extra
+        .chain(job.context.iter().map(|f| &f.name))
+        .try_for_each(|n| check_name(n))
 }
 
 /// The option that turns caret lines off, for the compiler families we know by name.
