@@ -93,6 +93,25 @@ const SAFE: &[&str] = &[
     "-pipe -pg -Qunused-arguments -target x86_64-linux-gnu --target=aarch64-linux-gnu -arch arm64",
     "-mllvm -inline-threshold=100 -mllvm -x86-asm-syntax=intel -nostdinc -undef -trigraphs",
     "-fno-modules -fno-stack-usage -fno-save-optimization-record -fno-auto-profile",
+    // Linux kernel (x86_64 defconfig, gcc 12).
+    "-nostdinc -fno-PIE -mno-sse -mno-mmx -mno-sse2 -mno-3dnow -mno-avx -mskip-rax-setup",
+    "-mno-80387 -mno-fp-ret-in-387 -mpreferred-stack-boundary=3 -mcmodel=kernel -mno-red-zone",
+    "-mindirect-branch=thunk-extern -mindirect-branch-register -mharden-sls=all -fno-jump-tables",
+    "-fno-delete-null-pointer-checks -fno-allow-store-data-races -fno-stack-protector -pg",
+    "-mrecord-mcount -mfentry -fcf-protection=none -falign-jumps=1 -fstrict-flex-arrays=3",
+    "-fzero-call-used-regs=used-gpr -fno-strict-overflow -fconserve-stack -fno-ipa-sra",
+    "-fpatchable-function-entry=16,16 -fsanitize=kernel-address --param asan-globals=1",
+    "-DKBUILD_MODNAME=\"x\" -fno-var-tracking-assignments -fno-asynchronous-unwind-tables",
+    // Distribution defaults (Debian, Fedora) and CMake / autoconf.
+    "-g -O2 -ffile-prefix-map=/build/pkg-1.0=. -fstack-protector-strong -Wformat",
+    "-Werror=format-security -fcf-protection -pipe -fexceptions -grecord-gcc-switches",
+    "-fasynchronous-unwind-tables -fstack-clash-protection -m64 -mtune=generic",
+    "-flto=auto -ffat-lto-objects -O3 -DNDEBUG -fPIC -fvisibility=hidden -std=gnu++17",
+    "-fdiagnostics-color=always -Winvalid-pch -DHAVE_CONFIG_H -g -O2",
+    // clang.
+    "-fcolor-diagnostics -fno-limit-debug-info -fstandalone-debug -Wno-unused-command-line-argument",
+    "-fno-spell-checking -fmacro-backtrace-limit=0 -fconstexpr-steps=1000000 -fno-rtti",
+    "-ffile-compilation-dir=. -fdebug-compilation-dir=. -fsanitize=fuzzer-no-link",
 ];
 
 #[test]
