@@ -76,8 +76,8 @@ pub fn preprocessed_extension(ext: &str) -> &'static str {
 /// an option, and any option outside the allow-list.
 pub fn distcc_plan(argv: &[String]) -> Result<DistccPlan, PlanError> {
     let (compiler, rest) = argv.split_first().ok_or(PlanError::Empty)?;
-    if rest.len() > policy::MAX_ARGS {
-        policy::check_server_args(rest)?;
+    if let Some(extra) = rest.get(policy::MAX_ARGS) {
+        return Err(Refusal::new(extra, Why::TooLong).into());
     }
     let mut args = Vec::new();
     let mut input: Option<String> = None;
@@ -142,6 +142,7 @@ pub fn distcc_plan(argv: &[String]) -> Result<DistccPlan, PlanError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     fn s(line: &str) -> Vec<String> {
         line.split_whitespace().map(str::to_string).collect()
@@ -216,6 +217,29 @@ mod tests {
         );
         // An output named like a source is not the input.
         assert_eq!(distcc_plan(&s("cc -c a.i -o b.c")).unwrap().input, "a.i");
+    }
+
+    proptest! {
+        #[test]
+        fn plans_never_panic_and_hold_only_allowed_arguments(
+            argv in prop::collection::vec(
+                prop_oneof![
+                    prop::sample::select(vec![
+                        "gcc", "-c", "-S", "-E", "-o", "a.i", "b.c", "-O2", "-D", "X", "-x",
+                        "c", "-fplugin=x", "@r", "-", "-ox", "-g", "--param", "a=1",
+                    ]).prop_map(str::to_string),
+                    any::<String>(),
+                ],
+                0..10,
+            )
+        ) {
+            if let Ok(p) = distcc_plan(&argv) {
+                prop_assert!(policy::check_server_args(&p.args).is_ok());
+                prop_assert!(policy::check_name(&p.input).is_ok());
+                prop_assert!(p.output.as_deref().is_none_or(|o| policy::check_name(o).is_ok()));
+                prop_assert!(!p.args.iter().any(|a| a == "-E" || a == "-c" || a == "-S"));
+            }
+        }
     }
 
     #[test]
