@@ -6,7 +6,7 @@
 //! Never read at run time. Keep every list sorted (byte order): lookups binary-search, and
 //! the tests in `super::tests` check the order.
 
-use super::Rule::{self, Int, Ints, OneOf, Text, Word, Words};
+use super::Rule::{self, Charset, Int, Ints, OneOf, Text, Word, Words};
 
 /// `-fNAME` flags allowed both as `-fNAME` and `-fno-NAME`.
 #[rustfmt::skip]
@@ -209,7 +209,7 @@ pub(crate) static F_VALUES: &[(&str, Rule)] = &[
     ("emit-struct-debug-detailed", Words),
     ("error-limit", Int),
     ("excess-precision", OneOf(&["16", "fast", "standard"])),
-    ("exec-charset", Word),
+    ("exec-charset", Charset),
     ("file-compilation-dir", Text),
     ("file-prefix-map", Text),
     ("fp-contract", OneOf(&["fast", "fast-honor-pragmas", "off", "on"])),
@@ -218,7 +218,7 @@ pub(crate) static F_VALUES: &[(&str, Rule)] = &[
     ("fp-model", OneOf(&["fast", "precise", "strict"])),
     ("gnuc-version", Word),
     ("inline-limit", Int),
-    ("input-charset", Word),
+    ("input-charset", Charset),
     ("instrument-functions-exclude-file-list", Text),
     ("instrument-functions-exclude-function-list", Text),
     ("ira-algorithm", OneOf(&["CB", "priority"])),
@@ -279,10 +279,23 @@ pub(crate) static F_VALUES: &[(&str, Rule)] = &[
     ("veclib", Word),
     ("vect-cost-model", OneOf(COST)),
     ("visibility", OneOf(&["default", "hidden", "internal", "protected"])),
-    ("wide-exec-charset", Word),
+    ("wide-exec-charset", Charset),
     ("xray-instruction-threshold", Int),
     ("xray-instrumentation-bundle", Words),
     ("zero-call-used-regs", Word),
+];
+
+/// Character sets for `-finput-charset=` and friends, upper case (matched ignoring case).
+/// A list rather than a pattern: each name picks an iconv converter to run on the source,
+/// and some converters have had memory-safety bugs (CVE-2024-2961, ISO-2022-CN-EXT).
+#[rustfmt::skip]
+pub(crate) static CHARSETS: &[&str] = &[
+    "ASCII", "BIG5", "CP1250", "CP1251", "CP1252", "CP437", "CP850", "CP932", "CP936", "EUC-JP",
+    "EUC-KR", "GB18030", "GBK", "IBM1047", "ISO-8859-1", "ISO-8859-15", "ISO-8859-2",
+    "ISO8859-1", "ISO8859-15", "LATIN1", "SHIFT_JIS", "SJIS", "UCS-2", "UCS-2BE", "UCS-2LE",
+    "UCS-4", "UCS-4BE", "UCS-4LE", "US-ASCII", "UTF-16", "UTF-16BE", "UTF-16LE", "UTF-32",
+    "UTF-32BE", "UTF-32LE", "UTF-8", "UTF8", "WCHAR_T", "WINDOWS-1250", "WINDOWS-1251",
+    "WINDOWS-1252",
 ];
 
 /// `-fPREFIX<word>` families without `=`: `-fno-builtin-memcpy`, `-fopt-info-vec-missed`.

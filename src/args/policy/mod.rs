@@ -98,6 +98,8 @@ pub(crate) enum Rule {
     Word,
     /// Words as [`Rule::Word`] joined by `,` or `:` (sanitizer lists, `-mfpmath=sse,387`).
     Words,
+    /// A character set from [`lists::CHARSETS`], in any case.
+    Charset,
     /// Any text without control characters. Only for values the compiler never opens
     /// (prefix maps, macro definitions, strings to match).
     Text,
@@ -120,6 +122,12 @@ impl Rule {
             Rule::OneOf(words) => words.binary_search(&v).is_ok(),
             Rule::Word => word(v),
             Rule::Words => v.split([',', ':']).all(word),
+            Rule::Charset => {
+                v.len() <= 32
+                    && lists::CHARSETS
+                        .binary_search(&v.to_ascii_uppercase().as_str())
+                        .is_ok()
+            }
             Rule::Text => !v.chars().any(char::is_control),
         }
     }

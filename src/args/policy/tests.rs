@@ -29,6 +29,7 @@ fn lists_are_sorted_and_unique() {
     sorted("STANDARDS", lists::STANDARDS);
     sorted("LANGUAGES", lists::LANGUAGES);
     sorted("ASM_PIECES", lists::ASM_PIECES);
+    sorted("CHARSETS", lists::CHARSETS);
     sorted("MLLVM", &names(lists::MLLVM));
     sorted(
         "OPTIONS",
@@ -80,7 +81,7 @@ const SAFE: &[&str] = &[
     "-fno-builtin -fno-builtin-memcpy -ffreestanding -fno-math-errno -ffast-math -fno-fast-math",
     "-fexcess-precision=standard -ffp-contract=off -frecord-gcc-switches -ftime-report",
     "-fopt-info -fopt-info-vec-missed -funroll-loops -ftree-vectorize -fno-tree-vectorize",
-    "-finput-charset=UTF-8 -fexec-charset=UTF-8 -ftabstop=4 -fpermissive -fms-extensions",
+    "-finput-charset=utf-8 -fexec-charset=UTF-8 -fwide-exec-charset=UTF-32LE -ftabstop=4 -fpermissive -fms-extensions",
     "-march=haswell -mtune=generic -mcpu=cortex-a72+crc -march=armv8-a+crypto -mabi=lp64",
     "-m64 -m32 -mx32 -msse4.2 -mavx2 -mfma -mno-avx512f -mno-red-zone -mcmodel=kernel",
     "-mfpmath=sse -mstackrealign -mgeneral-regs-only -mindirect-branch=thunk-extern",
@@ -228,6 +229,9 @@ const REFUSED: &[(&str, &[&str])] = &[
             "-fmodule-map-file=/etc/passwd",
             "-fmodules-cache-path=/tmp",
             "-fmodules",
+            "-fexec-charset=ISO-2022-CN-EXT",
+            "-finput-charset=../../x",
+            "-fwide-exec-charset=/tmp/x",
             "-fxray-attr-list=x",
             "-finstrument-functions-exclude-file-list=a\nb",
             "-ivfsoverlay x.yaml",
