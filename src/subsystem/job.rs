@@ -308,6 +308,64 @@ mod tests {
     use super::*;
 
     #[test]
+    fn names_that_could_be_options_are_refused_before_staging() {
+        use crate::proto::msg::{Blob, Codec, OutputFile};
+        let t = tempfile::tempdir().unwrap();
+        let allow = AllowList::new(true, vec![], None);
+        let blob = || Blob {
+            codec: Codec::None,
+            raw_len: 0,
+            data: Vec::new(),
+        };
+        let base = Job {
+            id: 1,
+            compiler: "gcc".into(),
+            args: vec!["-O2".into()],
+            assemble_only: false,
+            cwd: "/src".into(),
+            source_name: "a.c".into(),
+            output_name: "a.o".into(),
+            extra_outputs: Vec::new(),
+            source_kind: SourceKind::Preprocessed,
+            source: blob(),
+            context: Vec::new(),
+            env: Vec::new(),
+        };
+        let bad: Vec<(&str, Box<dyn Fn(&mut Job)>)> = vec![
+            (
+                "source",
+                Box::new(|j| j.source_name = "-fplugin=./evil.so".into()),
+            ),
+            ("source @", Box::new(|j| j.source_name = "@rsp".into())),
+            ("empty source", Box::new(|j| j.source_name = String::new())),
+            (
+                "output",
+                Box::new(|j| j.output_name = "-fplugin=x.so".into()),
+            ),
+            ("extra", Box::new(|j| j.extra_outputs = vec!["@x".into()])),
+            (
+                "context",
+                Box::new(|j| {
+                    j.context = vec![OutputFile {
+                        name: "-include/etc/passwd".into(),
+                        data: blob(),
+                    }]
+                }),
+            ),
+        ];
+        for (what, spoil) in bad {
+            let mut job = base.clone();
+            spoil(&mut job);
+            match prepare(&job, &allow, Some(t.path())) {
+                Err(PrepareError::Refused(reason)) => assert!(reason.contains("name"), "{reason}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        // Nothing was staged for any of them.
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0);
+    }
+
+    #[test]
     fn client_prefix_maps_are_rebased_onto_the_root() {
         let args: Vec<String> = [
             "-g",
