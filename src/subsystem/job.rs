@@ -331,7 +331,8 @@ mod tests {
             context: Vec::new(),
             env: Vec::new(),
         };
-        let bad: Vec<(&str, Box<dyn Fn(&mut Job)>)> = vec![
+        type Spoil<'a> = Box<dyn Fn(&mut Job) + 'a>;
+        let bad: Vec<(&str, Spoil)> = vec![
             (
                 "source",
                 Box::new(|j| j.source_name = "-fplugin=./evil.so".into()),

@@ -340,10 +340,8 @@ const REFUSED: &[(&str, &[&str])] = &[
 #[test]
 fn attacks_are_refused_in_every_spelling() {
     let mut failures = Vec::new();
-    let mut total = 0;
     for (class, lines) in REFUSED {
         for line in *lines {
-            total += 1;
             let args: Vec<String> = if line.contains('\n') || line.contains('\0') {
                 vec![line.to_string()]
             } else if line.is_empty() {
@@ -364,9 +362,8 @@ fn attacks_are_refused_in_every_spelling() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    // Every class holds several spellings, and the table is as big as written.
+    // Every class keeps several spellings (issue 7: more than one each).
     assert!(REFUSED.iter().all(|(_, l)| l.len() >= 10));
-    assert_eq!(total, REFUSED.iter().map(|(_, l)| l.len()).sum::<usize>());
 }
 
 #[test]
