@@ -67,7 +67,7 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    /// Options from the environment: `$HOARDCC_SLOT_DIR` (or `/tmp/hoardcc-slots`), `$PATH`.
+    /// Options from the environment: the slot directory ([`slots::slot_dir_from_env`]), `$PATH`.
     pub fn from_env() -> Self {
         ServeOptions {
             slot_dir: slots::slot_dir_from_env(),
@@ -391,7 +391,7 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 }
 
 /// This host's name, for the hello's agent string.
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
@@ -406,7 +406,7 @@ fn our_hello(settings: &ServerSettings, opts: &ServeOptions) -> Hello {
         min_version: MIN_PROTOCOL_VERSION,
         caps: CAPS.iter().map(|c| c.to_string()).collect(),
         slots: slots::host_limit(settings.max_jobs),
-        load: slots::current_load(&opts.slot_dir),
+        load: slots::current_load(&opts.slot_dir, slots::host_limit(settings.max_jobs)),
         agent: format!("hoardcc {} on {}", env!("CARGO_PKG_VERSION"), hostname()),
     }
 }
