@@ -262,6 +262,7 @@ fn probe(dir: &OwnedFd, scope: Scope, index: u32, create: bool) -> Probe {
     let fd = match opened {
         Ok(fd) => fd,
         Err(Errno::ENOENT) => return Probe::Missing,
+        Err(Errno::ELOOP) => return Probe::Unusable("a symbolic link".into()),
         Err(e) => return Probe::Unusable(e.desc().to_owned()),
     };
     let st = match nix::sys::stat::fstat(&fd) {
