@@ -266,3 +266,119 @@ fn the_default_slot_directory_is_private_to_the_user() {
     assert!(file.is_file());
     assert_eq!(file.permissions().mode() & 0o077, 0);
 }
+
+/// Whether `pid` has exited (a zombie counts as gone).
+fn gone(pid: i32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(s) => s
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .trim_start()
+            .starts_with('Z'),
+    }
+}
+
+/// Stock distcc over a real `hoardcc serve`: the job holds a slot while it compiles (a
+/// second one with `max_jobs = 1` and no wait is answered busy, exit 114), and when its
+/// client hangs up the compiler's whole process group is killed and the server exits.
+#[test]
+fn a_stock_distcc_job_takes_a_slot_and_dies_with_its_client() {
+    use hoardcc::proto::distcc::{read_response, write_request, DistccRequest};
+    let t = tempfile::tempdir().unwrap();
+    let bin = t.path().join("bin");
+    std::fs::create_dir(&bin).unwrap();
+    let pids = t.path().join("pids");
+    let slowcc = bin.join("slowcc");
+    std::fs::write(
+        &slowcc,
+        format!(
+            "#!/bin/sh\nsleep 300 &\necho $$ $! > {p}.tmp && mv {p}.tmp {p}\nwait\n",
+            p = pids.display()
+        ),
+    )
+    .unwrap();
+    chmod(&slowcc, 0o755);
+    let config = t.path().join("server.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nmax_jobs = 1\nslot_wait_secs = 0\ncompilers = [\"{}\"]\ntmpdir = \"{}\"\n",
+            slowcc.display(),
+            t.path().display()
+        ),
+    )
+    .unwrap();
+    let slots = t.path().join("slots");
+    let serve = |stdin: Stdio| -> Child {
+        Command::new(hoardcc_bin())
+            .arg("serve")
+            .env("HOARDCC_SERVER_CONFIG", &config)
+            .env("HOARDCC_SLOT_DIR", &slots)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn hoardcc serve")
+    };
+    let request = |buf: &mut Vec<u8>| {
+        let req = DistccRequest {
+            version: 1,
+            argv: ["slowcc", "-c", "a.c", "-o", "a.o"]
+                .map(String::from)
+                .to_vec(),
+            doti: b"int a;\n".to_vec(),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        rt.block_on(write_request(buf, &req)).unwrap();
+    };
+    let mut bytes = Vec::new();
+    request(&mut bytes);
+    let mut first = serve(Stdio::piped());
+    let mut first_in = first.stdin.take().unwrap();
+    first_in.write_all(&bytes).unwrap();
+    crate::support::wait_until(ANSWER, "the slow compiler to start", || pids.exists());
+
+    // The second job finds the only slot held: busy (114) at once, the client goes local.
+    let mut second = serve(Stdio::piped());
+    let mut second_in = second.stdin.take().unwrap();
+    second_in.write_all(&bytes).unwrap();
+    let mut second_out = second.stdout.take().unwrap();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let mut out = Vec::new();
+        let _ = second_out.read_to_end(&mut out);
+        let _ = tx.send(out);
+    });
+    let out = rx
+        .recv_timeout(ANSWER)
+        .expect("the second job answered in time");
+    drop(second_in);
+    assert!(second.wait().unwrap().success());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .unwrap();
+    let resp = rt.block_on(read_response(&mut &out[..], 1)).unwrap();
+    assert_eq!(
+        resp.status,
+        114 << 8,
+        "{}",
+        String::from_utf8_lossy(&resp.stderr)
+    );
+
+    // The first client hangs up: its compiler and the compiler's child die, serve exits.
+    let text = std::fs::read_to_string(&pids).unwrap();
+    drop(first_in);
+    crate::support::wait_until(ANSWER, "serve to exit after EOF", || {
+        first.try_wait().unwrap().is_some()
+    });
+    for pid in text.split_whitespace().map(|p| p.parse::<i32>().unwrap()) {
+        crate::support::wait_until(ANSWER, "the compiler to die", || gone(pid));
+    }
+    let mut rest = Vec::new();
+    first.stdout.take().unwrap().read_to_end(&mut rest).unwrap();
+    assert!(rest.is_empty(), "nothing is answered to a client that left");
+}
