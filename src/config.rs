@@ -221,7 +221,8 @@ pub struct ServerSettings {
     pub default_compilers: bool,
     /// Longest a single compile may run before it is killed (default 20 min).
     pub compile_timeout: Duration,
-    /// Concurrent compiles on the whole host, shared by every user's `hoardcc serve`; `None` = the CPU count.
+    /// Concurrent compiles per slot directory (`subsystem::slots`): host-wide where an admin
+    /// provisions `/run/hoardcc`, else per user; `None` = the CPU count.
     pub max_jobs: Option<u32>,
     /// Where job work directories go; `None` = the system temp dir.
     pub tmpdir: Option<PathBuf>,

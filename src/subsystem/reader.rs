@@ -23,6 +23,8 @@ use crate::proto::msg::Message;
 use crate::proto::Error as ProtoError;
 
 /// What the reader found next.
+// One value per frame, moved once into a channel: boxing would buy nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug)]
 pub enum Incoming {
     /// A message, with the size of the frame it came in (for the queue's byte budget).
