@@ -247,7 +247,8 @@ pub struct Admission {
     /// 64 MiB, `max_queued_mib`); a job beyond it is answered `Busy`.
     pub max_queued_bytes: u64,
     /// A lane with no job running or queued and no frame arriving for this long is closed
-    /// (default 300 s, at least 60: the mux pings lanes idle over 30 s before reuse).
+    /// (default 300 s). The mux drops a lane the moment its server closes it, and runs a
+    /// job again on a fresh lane if its hoarded one went stale, so no job fails by it.
     pub idle_timeout: Duration,
     /// Longest silence in the middle of a frame before the lane is dropped (default 60 s).
     pub frame_timeout: Duration,
@@ -270,8 +271,6 @@ impl Default for Admission {
     }
 }
 
-/// Smallest `server.idle_timeout_secs`: well above the mux's 30 s ping-before-reuse.
-pub const MIN_SERVER_IDLE_SECS: u64 = 60;
 /// Largest MiB value accepted for the size limits (the frame limit is 256 MiB anyway).
 const MAX_MIB: u64 = 4096;
 
@@ -440,13 +439,6 @@ fn admission(server: &RawServer, d: &Admission) -> Result<Admission, ConfigError
         "server.idle_timeout_secs",
         d.idle_timeout,
     )?;
-    if idle.as_secs() < MIN_SERVER_IDLE_SECS {
-        return Err(ConfigError::Value {
-            path: None,
-            key: "server.idle_timeout_secs",
-            problem: "must be at least 60",
-        });
-    }
     Ok(Admission {
         max_job_bytes: mib(server.max_job_mib, "server.max_job_mib", d.max_job_bytes)?,
         max_context_files: positive_count(
@@ -905,7 +897,7 @@ mod tests {
             ("[server]\nmax_jobs = 0", "server.max_jobs"),
             ("[server]\nheartbeat_secs = 0", "server.heartbeat_secs"),
             (
-                "[server]\nidle_timeout_secs = 59",
+                "[server]\nidle_timeout_secs = 0",
                 "server.idle_timeout_secs",
             ),
             ("[server]\nmax_job_mib = 0", "server.max_job_mib"),
