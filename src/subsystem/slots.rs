@@ -122,7 +122,9 @@ pub fn choose_slot_dir(
     let tmp_dir = tmp.join(format!("hoardcc-slots-{uid}"));
     match std::fs::symlink_metadata(&tmp_dir) {
         Err(e) if e.kind() == io::ErrorKind::NotFound => return tmp_dir,
-        Ok(m) if m.is_dir() && m.uid() == uid.as_raw() => return tmp_dir,
+        Ok(m) if m.is_dir() && m.uid() == uid.as_raw() && sticky_if_shared(m.mode()) => {
+            return tmp_dir
+        }
         _ => tracing::warn!(
             "{} is not a directory of ours (another user made it?); using one under $HOME",
             tmp_dir.display()
