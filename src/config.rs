@@ -24,6 +24,11 @@
 //! max_jobs = 16
 //! tmpdir = "/var/tmp"
 //! heartbeat_secs = 5
+//! sandbox = "landlock"             # or "off" (see below)
+//! sandbox_paths = ["/opt/sysroot"] # extra read+execute directories for the compiler
+//! max_memory_mib = 8192            # address space of each compiler process, 0 = no limit
+//! max_file_size_mib = 1024         # largest file a compiler may write, 0 = no limit
+//! max_open_files = 256
 //! [mux]
 //! idle_timeout_secs = 600          # HOARDCC_IDLE_TIMEOUT
 //! channels_per_connection = 8
@@ -84,6 +89,16 @@ pub struct RawServer {
     pub tmpdir: Option<PathBuf>,
     /// See [`ServerSettings::heartbeat`].
     pub heartbeat_secs: Option<u64>,
+    /// See [`ServerSettings::sandbox`].
+    pub sandbox: Option<SandboxMode>,
+    /// See [`ServerSettings::sandbox_paths`].
+    pub sandbox_paths: Option<Vec<PathBuf>>,
+    /// See [`ServerSettings::max_memory`] (MiB, 0 = no limit).
+    pub max_memory_mib: Option<u64>,
+    /// See [`ServerSettings::max_file_size`] (MiB, 0 = no limit).
+    pub max_file_size_mib: Option<u64>,
+    /// See [`ServerSettings::max_open_files`].
+    pub max_open_files: Option<u32>,
 }
 
 /// The `[mux]` table as written.
@@ -140,6 +155,11 @@ impl RawConfig {
                 max_jobs: pick(a.max_jobs, b.max_jobs),
                 tmpdir: pick(a.tmpdir, b.tmpdir),
                 heartbeat_secs: pick(a.heartbeat_secs, b.heartbeat_secs),
+                sandbox: pick(a.sandbox, b.sandbox),
+                sandbox_paths: pick(a.sandbox_paths, b.sandbox_paths),
+                max_memory_mib: pick(a.max_memory_mib, b.max_memory_mib),
+                max_file_size_mib: pick(a.max_file_size_mib, b.max_file_size_mib),
+                max_open_files: pick(a.max_open_files, b.max_open_files),
             }),
             mux: merge_table(self.mux, later.mux, |a, b| RawMux {
                 idle_timeout_secs: pick(a.idle_timeout_secs, b.idle_timeout_secs),
@@ -197,6 +217,34 @@ pub struct ServerSettings {
     pub tmpdir: Option<PathBuf>,
     /// Progress heartbeat interval while a compile runs (default 5 s).
     pub heartbeat: Duration,
+    /// How the compiler is contained (default [`SandboxMode::Landlock`]).
+    pub sandbox: SandboxMode,
+    /// Extra directories the sandboxed compiler may read and execute (a sysroot, a
+    /// toolchain whose helpers live outside its own prefix).
+    pub sandbox_paths: Vec<PathBuf>,
+    /// Address space of each compiler process in bytes (`RLIMIT_AS`; default 8 GiB,
+    /// `None` = no limit).
+    pub max_memory: Option<u64>,
+    /// Largest file a compiler process may write in bytes (`RLIMIT_FSIZE`; default 1 GiB,
+    /// `None` = no limit).
+    pub max_file_size: Option<u64>,
+    /// Open files per compiler process (`RLIMIT_NOFILE`; default 256).
+    pub max_open_files: u32,
+}
+
+/// `[server] sandbox`: how `hoardcc serve` contains the compilers it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Landlock (Linux 6.7 or later, ABI 4): the compiler reads and executes only system
+    /// and toolchain directories, writes only its job directory, and has no TCP. A kernel
+    /// without it gets every job refused (the client compiles locally), never an
+    /// unsandboxed compile.
+    #[default]
+    Landlock,
+    /// No Landlock: only the cleared environment and the resource limits apply. For
+    /// servers whose every key holder may run commands anyway.
+    Off,
 }
 
 /// Settings of the mux daemon.
@@ -229,6 +277,11 @@ impl Default for ServerSettings {
             max_jobs: None,
             tmpdir: None,
             heartbeat: Duration::from_secs(5),
+            sandbox: SandboxMode::Landlock,
+            sandbox_paths: Vec::new(),
+            max_memory: Some(8 << 30),
+            max_file_size: Some(1 << 30),
+            max_open_files: 256,
         }
     }
 }
@@ -359,6 +412,40 @@ fn positive_count(value: Option<u32>, key: &'static str, default: u32) -> Result
     }
 }
 
+/// Fewest open files a compiler may be limited to (the driver, its pipes, the source,
+/// the output and a temporary need a handful; below this compiles fail mysteriously).
+const MIN_OPEN_FILES: u32 = 16;
+
+/// A size limit given in MiB: 0 = no limit; too large to count in bytes is an error.
+fn mib_limit(
+    value: Option<u64>,
+    key: &'static str,
+    default: Option<u64>,
+) -> Result<Option<u64>, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Ok(None),
+        Some(mib) => mib.checked_mul(1 << 20).map(Some).ok_or(ConfigError::Value {
+            path: None,
+            key,
+            problem: "is too large",
+        }),
+    }
+}
+
+/// `sandbox_paths` must be absolute (a relative one would depend on the server's cwd).
+fn sandbox_paths(value: Option<Vec<PathBuf>>) -> Result<Vec<PathBuf>, ConfigError> {
+    let paths = value.unwrap_or_default();
+    if paths.iter().any(|p| !p.is_absolute()) {
+        return Err(ConfigError::Value {
+            path: None,
+            key: "server.sandbox_paths",
+            problem: "must hold absolute paths",
+        });
+    }
+    Ok(paths)
+}
+
 /// An environment variable holding seconds; unset or blank means "not set".
 fn env_secs(
     env: &dyn Fn(&str) -> Option<String>,
@@ -464,6 +551,28 @@ impl Config {
                     "server.heartbeat_secs",
                     d.server.heartbeat,
                 )?,
+                sandbox: server.sandbox.unwrap_or(d.server.sandbox),
+                sandbox_paths: sandbox_paths(server.sandbox_paths)?,
+                max_memory: mib_limit(
+                    server.max_memory_mib,
+                    "server.max_memory_mib",
+                    d.server.max_memory,
+                )?,
+                max_file_size: mib_limit(
+                    server.max_file_size_mib,
+                    "server.max_file_size_mib",
+                    d.server.max_file_size,
+                )?,
+                max_open_files: match server.max_open_files {
+                    Some(n) if n < MIN_OPEN_FILES => {
+                        return Err(ConfigError::Value {
+                            path: None,
+                            key: "server.max_open_files",
+                            problem: "must be at least 16",
+                        })
+                    }
+                    n => n.unwrap_or(d.server.max_open_files),
+                },
             },
             mux: MuxSettings {
                 idle_timeout: positive_secs(
@@ -597,6 +706,11 @@ mod tests {
         assert_eq!(c.server.max_jobs, None);
         assert_eq!(c.server.tmpdir, None);
         assert_eq!(c.server.heartbeat, Duration::from_secs(5));
+        assert_eq!(c.server.sandbox, SandboxMode::Landlock);
+        assert!(c.server.sandbox_paths.is_empty());
+        assert_eq!(c.server.max_memory, Some(8 << 30));
+        assert_eq!(c.server.max_file_size, Some(1 << 30));
+        assert_eq!(c.server.max_open_files, 256);
         assert_eq!(c.mux.idle_timeout, Duration::from_secs(600));
         assert_eq!(c.mux.channels_per_connection, 8);
         assert_eq!(c.hosts, None);
@@ -620,6 +734,11 @@ mod tests {
         max_jobs = 12
         tmpdir = "/var/tmp/hc"
         heartbeat_secs = 2
+        sandbox = "off"
+        sandbox_paths = ["/opt/sysroot"]
+        max_memory_mib = 2048
+        max_file_size_mib = 0
+        max_open_files = 64
         [mux]
         idle_timeout_secs = 30
         channels_per_connection = 4
@@ -644,6 +763,11 @@ mod tests {
         assert_eq!(c.server.max_jobs, Some(12));
         assert_eq!(c.server.tmpdir, Some(PathBuf::from("/var/tmp/hc")));
         assert_eq!(c.server.heartbeat, Duration::from_secs(2));
+        assert_eq!(c.server.sandbox, SandboxMode::Off);
+        assert_eq!(c.server.sandbox_paths, [PathBuf::from("/opt/sysroot")]);
+        assert_eq!(c.server.max_memory, Some(2048 << 20));
+        assert_eq!(c.server.max_file_size, None, "0 = no limit");
+        assert_eq!(c.server.max_open_files, 64);
         assert_eq!(c.mux.idle_timeout, Duration::from_secs(30));
         assert_eq!(c.mux.channels_per_connection, 4);
     }
@@ -743,6 +867,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("idle_timeout_secs"), "{msg}");
+        // Only the two documented sandbox modes parse.
+        let msg = Config::from_parts(Some("[server]\nsandbox = \"namespaces\""), &no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("sandbox") && msg.contains("landlock"), "{msg}");
         for (text, key) in [
             (
                 "[ssh]\nconnect_timeout_secs = 0",
@@ -754,6 +883,15 @@ mod tests {
             ),
             ("[server]\nmax_jobs = 0", "server.max_jobs"),
             ("[server]\nheartbeat_secs = 0", "server.heartbeat_secs"),
+            ("[server]\nmax_open_files = 3", "server.max_open_files"),
+            (
+                "[server]\nmax_memory_mib = 18446744073709551615",
+                "server.max_memory_mib",
+            ),
+            (
+                "[server]\nsandbox_paths = [\"opt/x\"]",
+                "server.sandbox_paths",
+            ),
         ] {
             let err = Config::from_parts(Some(text), &no_env()).unwrap_err();
             assert!(

@@ -3,7 +3,8 @@
 //! request with `proto::distcc`, applies the same compiler allow-list and argument rules
 //! as native jobs, compiles the `.i` in a private temporary directory, and answers
 //! `DONE/STAT/SERR/SOUT/DOTO`. Neighbours: `subsystem` (detects `DIST` and calls
-//! [`serve_one`]), `subsystem::job` (allow-list), `subsystem::exec` (runs the compiler).
+//! [`serve_one`]), `subsystem::job` (allow-list), `subsystem::sandbox` (environment and
+//! containment, as for native jobs), `subsystem::exec` (runs the compiler).
 //!
 //! Unlike stock distccd in SSH mode (which turns its allow-list off, distcc.md §1.2),
 //! the allow-list always applies.
@@ -23,6 +24,7 @@ use crate::proto::Error as ProtoError;
 
 use super::exec::{self, CompileCommand, ExecError};
 use super::job::{AllowList, CompilerRefusal};
+use super::sandbox::{compiler_env, Sandbox};
 
 /// distcc's I/O timeout default (`DISTCC_IO_TIMEOUT`), used for reading the request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -152,8 +154,13 @@ pub async fn run_request(
     allow: &AllowList,
     tmpdir: Option<&Path>,
     compile_timeout: Duration,
+    sandbox: &Sandbox,
 ) -> DistccResponse {
     let v = req.version;
+    if let Err(e) = sandbox.check() {
+        // distcc clients retry a failed remote compile locally.
+        return refusal(v, ExitCode::AccessDenied, e.to_string());
+    }
     let plan = match plan(&req.argv) {
         Ok(p) => p,
         Err(reason) => return refusal(v, ExitCode::AccessDenied, reason),
@@ -206,7 +213,9 @@ pub async fn run_request(
         program,
         args,
         cwd: dir.path().to_path_buf(),
-        env: vec![("TMPDIR".into(), dir.path().as_os_str().to_owned())],
+        // Stock distcc sends no environment: the compiler runs in the C locale.
+        env: compiler_env(&allow.search_path, dir.path(), []),
+        containment: sandbox.containment(dir.path()),
     };
     let finished = match exec::run(&cmd, compile_timeout, &CancellationToken::new()).await {
         Ok(f) => f,
@@ -247,12 +256,13 @@ pub async fn serve_one<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     allow: &AllowList,
     tmpdir: Option<&Path>,
     compile_timeout: Duration,
+    sandbox: &Sandbox,
 ) -> Result<(), DistccServeError> {
     let req = tokio::time::timeout(REQUEST_TIMEOUT, read_request(input))
         .await
         .map_err(|_| DistccServeError::Timeout(REQUEST_TIMEOUT))??;
     tracing::debug!("distcc request v{}: {:?}", req.version, req.argv);
-    let resp = run_request(&req, allow, tmpdir, compile_timeout).await;
+    let resp = run_request(&req, allow, tmpdir, compile_timeout, sandbox).await;
     write_response(output, &resp).await?;
     Ok(())
 }

@@ -2,8 +2,9 @@
 //! resolved on this host's PATH, never a path the client chose), re-validation of the
 //! arguments with the same rules the wrapper used (`args::check_server_args`), the job
 //! directory with the client's cwd mirrored inside it (`subsystem::workdir`), and the
-//! exact command line. Neighbours: `subsystem` (calls [`prepare`] for each `Job` and
-//! answers `Refused` on [`PrepareError::Refused`]), `subsystem::exec` (runs the command),
+//! exact command line with its environment and containment (`subsystem::sandbox`).
+//! Neighbours: `subsystem` (calls [`prepare`] for each `Job` and answers `Refused` on
+//! [`PrepareError::Refused`]), `subsystem::exec` (runs the command),
 //! `subsystem::distccd` (shares the allow-list).
 
 use crate::paths::is_executable;
@@ -14,6 +15,7 @@ use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::{Job, SourceKind};
 
 use super::exec::CompileCommand;
+use super::sandbox::{compiler_env, Sandbox};
 use super::workdir::{WorkDir, WorkDirError};
 use crate::args::is_compiler_name;
 
@@ -129,12 +131,17 @@ pub struct Prepared {
 ///
 /// # Errors
 /// [`PrepareError::Refused`] for anything the client asked that this server will not
-/// do; [`PrepareError::Server`] when staging fails here.
+/// do, and for every job when `sandbox` cannot contain the compiler;
+/// [`PrepareError::Server`] when staging fails here.
 pub fn prepare(
     job: &Job,
     allow: &AllowList,
     tmpdir: Option<&Path>,
+    sandbox: &Sandbox,
 ) -> Result<Prepared, PrepareError> {
+    sandbox
+        .check()
+        .map_err(|e| PrepareError::Refused(e.to_string()))?;
     let program = allow
         .resolve(&job.compiler)
         .map_err(|e| PrepareError::Refused(e.to_string()))?;
@@ -224,14 +231,12 @@ pub fn prepare(
         program,
         args,
         cwd: workdir.cwd().to_path_buf(),
-        env: std::iter::once(("TMPDIR".into(), workdir.path().as_os_str().to_owned()))
-            .chain(
-                job.env
-                    .iter()
-                    .filter(|(k, _)| is_locale_var(k))
-                    .map(|(k, v)| (k.into(), v.into())),
-            )
-            .collect(),
+        env: compiler_env(
+            &allow.search_path,
+            workdir.path(),
+            job.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ),
+        containment: sandbox.containment(workdir.path()),
     };
     Ok(Prepared {
         workdir,
@@ -261,11 +266,6 @@ fn is_plain_relative(name: &str) -> bool {
         && name
             .split('/')
             .all(|c| !c.is_empty() && c != "." && c != "..")
-}
-
-/// Only locale variables pass from the client to the compiler.
-fn is_locale_var(name: &str) -> bool {
-    name == "LANG" || name == "LANGUAGE" || name.starts_with("LC_")
 }
 
 /// Prefix maps that take the client's own `-fdebug-prefix-map=OLD=NEW` (and

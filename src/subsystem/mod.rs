@@ -15,6 +15,7 @@
 pub mod distccd;
 pub mod exec;
 pub mod job;
+pub mod sandbox;
 pub mod slots;
 pub mod workdir;
 
@@ -351,6 +352,7 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         settings.compilers.clone(),
         opts.search_path.clone(),
     );
+    let sandbox = sandbox::Sandbox::new(settings);
     let mut input = BufReader::new(input);
     let (kind, head) = tokio::time::timeout(opts.hello_timeout, read_opening(&mut input))
         .await
@@ -365,6 +367,7 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 &allow,
                 settings.tmpdir.as_deref(),
                 settings.compile_timeout,
+                &sandbox,
             )
             .await?;
             Ok(())
@@ -382,6 +385,7 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 settings,
                 opts,
                 allow: &allow,
+                sandbox: &sandbox,
                 output,
             }
             .run(input)
@@ -427,6 +431,7 @@ struct Session<'a, W> {
     settings: &'a ServerSettings,
     opts: &'a ServeOptions,
     allow: &'a AllowList,
+    sandbox: &'a sandbox::Sandbox,
     output: W,
 }
 
@@ -488,7 +493,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         queue: &mut VecDeque<Job>,
     ) -> Result<Flow, ServeError> {
         let id = job.id;
-        let prepared = match job::prepare(&job, self.allow, self.settings.tmpdir.as_deref()) {
+        let prepared = match job::prepare(
+            &job,
+            self.allow,
+            self.settings.tmpdir.as_deref(),
+            self.sandbox,
+        ) {
             Ok(p) => p,
             Err(PrepareError::Refused(reason)) => {
                 tracing::warn!("job {id} refused: {reason}");
