@@ -425,11 +425,14 @@ fn mib_limit(
     match value {
         None => Ok(default),
         Some(0) => Ok(None),
-        Some(mib) => mib.checked_mul(1 << 20).map(Some).ok_or(ConfigError::Value {
-            path: None,
-            key,
-            problem: "is too large",
-        }),
+        Some(mib) => mib
+            .checked_mul(1 << 20)
+            .map(Some)
+            .ok_or(ConfigError::Value {
+                path: None,
+                key,
+                problem: "is too large",
+            }),
     }
 }
 

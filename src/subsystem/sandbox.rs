@@ -53,7 +53,9 @@ pub const SCOPE_ABI: i32 = 6;
 pub const DEFAULT_PATH: &str = "/usr/local/bin:/usr/bin:/bin";
 
 /// Directories the compiler may read and execute below, on every host.
-const SYSTEM_DIRS: [&str; 7] = ["/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin"];
+const SYSTEM_DIRS: [&str; 7] = [
+    "/usr", "/lib", "/lib32", "/lib64", "/libx32", "/bin", "/sbin",
+];
 /// Single files (or small directories) the dynamic loader, glibc's locale code and the
 /// compiler drivers read (clang reads the distribution files to pick its defaults).
 const SYSTEM_READ: [&str; 14] = [
@@ -252,7 +254,10 @@ impl Containment {
             (Resource::RLIMIT_AS, l.address_space.map(|b| (b, b))),
             (Resource::RLIMIT_FSIZE, l.file_size.map(|b| (b, b))),
             (Resource::RLIMIT_NOFILE, l.open_files.map(|n| (n, n))),
-            (Resource::RLIMIT_CPU, l.cpu_secs.map(|s| (s, s.saturating_add(5)))),
+            (
+                Resource::RLIMIT_CPU,
+                l.cpu_secs.map(|s| (s, s.saturating_add(5))),
+            ),
         ];
         let mut rlimits = Vec::with_capacity(wanted.len());
         for (resource, want) in wanted {
@@ -361,8 +366,8 @@ fn build_ruleset(p: &LandlockPolicy, program: &Path) -> Result<OwnedFd, SandboxE
             | AccessFs::MakeDir
             | AccessFs::Refer
             | AccessFs::Truncate);
-    let dev_null = all
-        & (AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev);
+    let dev_null =
+        all & (AccessFs::ReadFile | AccessFs::WriteFile | AccessFs::Truncate | AccessFs::IoctlDev);
 
     let mut ruleset = Ruleset::default()
         .set_compatibility(CompatLevel::HardRequirement)
@@ -375,9 +380,7 @@ fn build_ruleset(p: &LandlockPolicy, program: &Path) -> Result<OwnedFd, SandboxE
             .map_err(ruleset_error)?;
     }
     if p.abi >= SCOPE_ABI {
-        ruleset = ruleset
-            .scope(Scope::from_all(abi))
-            .map_err(ruleset_error)?;
+        ruleset = ruleset.scope(Scope::from_all(abi)).map_err(ruleset_error)?;
     }
     let mut created = ruleset.create().map_err(ruleset_error)?;
 
@@ -463,7 +466,11 @@ pub fn is_locale_name(v: &str) -> bool {
     let alnum = |b: u8| b.is_ascii_alphanumeric();
     run(language, 8, alpha)
         && territory.is_none_or(|t| run(t, 3, alnum))
-        && codeset.is_none_or(|c| run(c, 20, |b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'))
+        && codeset.is_none_or(|c| {
+            run(c, 20, |b| {
+                b.is_ascii_alphanumeric() || b == b'-' || b == b'_'
+            })
+        })
         && modifier.is_none_or(|m| run(m, 16, alnum))
 }
 

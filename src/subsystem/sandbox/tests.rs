@@ -114,7 +114,14 @@ fn locale_names() {
     }
     assert!(is_language_list("de"));
     assert!(is_language_list("pt_BR:pt:en_GB.UTF-8"));
-    for bad in ["", ":", "de::en", "de:../../x", "de:/tmp/x", &"de:".repeat(40)] {
+    for bad in [
+        "",
+        ":",
+        "de::en",
+        "de:../../x",
+        "de:/tmp/x",
+        &"de:".repeat(40),
+    ] {
         assert!(!is_language_list(bad), "{bad:?} should fail");
     }
 }
@@ -144,15 +151,14 @@ fn compiler_env_keeps_only_path_tmpdir_and_checked_locales() {
         .map(|(k, v)| (k.into_string().unwrap(), v.into_string().unwrap()))
         .collect();
     let pairs = |v: &[(&str, &str)]| -> Vec<(String, String)> {
-        v.iter().map(|(a, b)| (a.to_string(), b.to_string())).collect()
+        v.iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect()
     };
     assert_eq!(
         env,
         pairs(&[
-            (
-                "PATH",
-                "/opt/cross/bin:/usr/bin:/usr/local/bin:/bin"
-            ),
+            ("PATH", "/opt/cross/bin:/usr/bin:/usr/local/bin:/bin"),
             ("TMPDIR", "/tmp/job"),
             ("LANG", "de_DE.UTF-8"),
             ("LC_ALL", "fr_FR.UTF-8"),
@@ -263,7 +269,12 @@ fn native_jobs_are_refused_without_landlock() {
     let allow = AllowList::new(true, vec![], None);
     let s = settings();
     let job = native_job("int x;\n", vec![]);
-    match job::prepare(&job, &allow, Some(tmp.path()), &Sandbox::with_probe(&s, 0, None)) {
+    match job::prepare(
+        &job,
+        &allow,
+        Some(tmp.path()),
+        &Sandbox::with_probe(&s, 0, None),
+    ) {
         Err(PrepareError::Refused(reason)) => {
             assert!(reason.contains("cannot sandbox"), "{reason}")
         }
@@ -274,8 +285,13 @@ fn native_jobs_are_refused_without_landlock() {
 
     let mut off = settings();
     off.sandbox = SandboxMode::Off;
-    let prepared =
-        job::prepare(&job, &allow, Some(tmp.path()), &Sandbox::with_probe(&off, 0, None)).unwrap();
+    let prepared = job::prepare(
+        &job,
+        &allow,
+        Some(tmp.path()),
+        &Sandbox::with_probe(&off, 0, None),
+    )
+    .unwrap();
     assert!(!prepared.command.containment.is_sandboxed());
 }
 
@@ -298,7 +314,11 @@ async fn distcc_jobs_are_refused_without_landlock() {
     .await;
     assert_ne!(resp.status, 0);
     assert!(resp.doto.is_empty());
-    assert!(text(&resp.stderr).contains("cannot sandbox"), "{}", text(&resp.stderr));
+    assert!(
+        text(&resp.stderr).contains("cannot sandbox"),
+        "{}",
+        text(&resp.stderr)
+    );
 }
 
 #[tokio::test]
@@ -317,7 +337,12 @@ async fn incbin_of_a_secret_fails_under_the_sandbox() {
     };
     let job = tempfile::tempdir().unwrap();
     let f = run(&gcc(&sandbox, job.path(), &source)).await;
-    assert_ne!(f.exit_code, 0, "the sandboxed gcc read {}", secret.display());
+    assert_ne!(
+        f.exit_code,
+        0,
+        "the sandboxed gcc read {}",
+        secret.display()
+    );
     assert!(!job.path().join("out.o").exists());
     assert!(!text(&f.stderr).contains(SECRET));
 }
@@ -359,7 +384,10 @@ async fn a_normal_compile_works_and_matches_an_unsandboxed_one() {
     for cmd in [&mut sandboxed, &mut open] {
         // The same command line and the same directory name for both.
         cmd.args.insert(0, "-g".into());
-        cmd.args.insert(0, format!("-fdebug-prefix-map={}=.", cmd.cwd.display()).into());
+        cmd.args.insert(
+            0,
+            format!("-fdebug-prefix-map={}=.", cmd.cwd.display()).into(),
+        );
     }
     let f = run(&sandboxed).await;
     assert_eq!(f.exit_code, 0, "{}", text(&f.stderr));
@@ -473,8 +501,17 @@ async fn a_hijacked_compiler_reads_writes_connects_and_signals_nothing_outside()
     let evil = Evil::new();
     // Unsandboxed, every attempt succeeds.
     let (out, accepted) = evil.run(&unsandboxed()).await;
-    for word in [SECRET, "WROTE-OUTSIDE", "HOME-READABLE", "CONNECTED", "SIGNALLED-OUTSIDE"] {
-        assert!(out.contains(word), "{word} missing without the sandbox: {out}");
+    for word in [
+        SECRET,
+        "WROTE-OUTSIDE",
+        "HOME-READABLE",
+        "CONNECTED",
+        "SIGNALLED-OUTSIDE",
+    ] {
+        assert!(
+            out.contains(word),
+            "{word} missing without the sandbox: {out}"
+        );
     }
     assert!(accepted);
     std::fs::remove_file(&evil.marker).unwrap();
@@ -497,7 +534,10 @@ async fn a_hijacked_compiler_reads_writes_connects_and_signals_nothing_outside()
     if kernel_abi() >= SCOPE_ABI {
         assert!(!out.contains("SIGNALLED-OUTSIDE"), "{out}");
     }
-    assert!(out.contains("WROTE-INSIDE"), "the job directory must stay writable: {out}");
+    assert!(
+        out.contains("WROTE-INSIDE"),
+        "the job directory must stay writable: {out}"
+    );
     assert!(!accepted, "the sandboxed compiler reached the listener");
     assert!(!evil.marker.exists());
 }
@@ -553,7 +593,11 @@ async fn dev_zero_include_is_stopped_by_the_sandbox_and_by_the_memory_limit() {
     let f = run(&gcc(&sandbox, dir.path(), source)).await;
     assert_ne!(f.exit_code, 0);
     assert!(started.elapsed() < Duration::from_secs(60));
-    assert!(text(&f.stderr).contains("Permission denied"), "{}", text(&f.stderr));
+    assert!(
+        text(&f.stderr).contains("Permission denied"),
+        "{}",
+        text(&f.stderr)
+    );
 }
 
 #[tokio::test]
