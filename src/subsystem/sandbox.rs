@@ -151,11 +151,21 @@ pub struct Sandbox {
 impl Sandbox {
     /// The sandbox `settings` ask for, on this kernel, for this process's `$HOME`.
     pub fn new(settings: &ServerSettings) -> Sandbox {
-        Sandbox::with_probe(
+        let sandbox = Sandbox::with_probe(
             settings,
             kernel_abi(),
             std::env::var_os("HOME").map(PathBuf::from),
-        )
+        );
+        match (sandbox.mode, sandbox.check()) {
+            (SandboxMode::Off, _) => tracing::info!("compiler sandbox off (sandbox = \"off\")"),
+            (_, Err(e)) => tracing::warn!("{e}"),
+            (_, Ok(())) if sandbox.abi < SCOPE_ABI => tracing::info!(
+                "Landlock ABI {}: abstract Unix sockets and signals are not scoped",
+                sandbox.abi
+            ),
+            _ => tracing::debug!("compiler sandbox: Landlock ABI {}", sandbox.abi),
+        }
+        sandbox
     }
 
     /// [`Sandbox::new`] with the kernel's ABI and the home directory given (for tests).
