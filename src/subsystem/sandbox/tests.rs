@@ -348,6 +348,43 @@ async fn incbin_of_a_secret_fails_under_the_sandbox() {
 }
 
 #[tokio::test]
+async fn incbin_of_a_secret_fails_in_a_stock_distcc_job() {
+    let (_s, secret) = secret();
+    let allow = AllowList::new(true, vec![], None);
+    let req = DistccRequest {
+        version: 1,
+        argv: ["gcc", "-c", "a.c", "-o", "a.o"].map(String::from).to_vec(),
+        doti: format!("asm(\".incbin \\\"{}\\\"\");\n", secret.display()).into_bytes(),
+    };
+    let distcc = |sandbox: Sandbox| {
+        let (req, allow) = (&req, &allow);
+        async move {
+            crate::subsystem::distccd::run_request(
+                req,
+                allow,
+                None,
+                Duration::from_secs(60),
+                &sandbox,
+            )
+            .await
+        }
+    };
+    let resp = distcc(unsandboxed()).await;
+    assert_eq!(resp.status, 0, "{}", text(&resp.stderr));
+    assert!(resp
+        .doto
+        .windows(SECRET.len())
+        .any(|w| w == SECRET.as_bytes()));
+
+    let Some(sandbox) = live(&settings()) else {
+        return;
+    };
+    let resp = distcc(sandbox).await;
+    assert_ne!(resp.status, 0);
+    assert!(resp.doto.is_empty());
+}
+
+#[tokio::test]
 async fn include_of_an_absolute_secret_fails_in_a_native_job() {
     let (_s, secret) = secret();
     let source = format!("#include \"{}\"\nint x;\n", secret.display());
@@ -456,6 +493,7 @@ impl Evil {
              cp /bin/true \"$TMPDIR/t\" && \"$TMPDIR/t\" && echo EXEC-IN-JOB\n\
              ln -s '{secret}' \"$TMPDIR/link\" && echo SYMLINK\n\
              mkfifo \"$TMPDIR/fifo\" && echo FIFO\n\
+             ln '{secret}' \"$TMPDIR/hard\" && echo HARDLINK\n\
              exit 0\n",
             secret = secret.display(),
             marker = marker.display(),
@@ -507,6 +545,10 @@ async fn a_hijacked_compiler_reads_writes_connects_and_signals_nothing_outside()
         "HOME-READABLE",
         "CONNECTED",
         "SIGNALLED-OUTSIDE",
+        "EXEC-IN-JOB",
+        "SYMLINK",
+        "FIFO",
+        "HARDLINK",
     ] {
         assert!(
             out.contains(word),
@@ -528,6 +570,7 @@ async fn a_hijacked_compiler_reads_writes_connects_and_signals_nothing_outside()
         "EXEC-IN-JOB",
         "SYMLINK",
         "FIFO",
+        "HARDLINK",
     ] {
         assert!(!out.contains(word), "{word} under the sandbox: {out}");
     }
