@@ -32,6 +32,11 @@
 //! idle_timeout_secs = 300          # a lane with no job and no frame is closed
 //! frame_timeout_secs = 60          # longest silence inside a frame
 //! slot_wait_secs = 60              # stock distcc jobs wait this long for a slot
+//! sandbox = "landlock"             # or "off" (see below)
+//! sandbox_paths = ["/opt/sysroot"] # extra read+execute directories for the compiler
+//! max_memory_mib = 8192            # address space of each compiler process, 0 = no limit
+//! max_file_size_mib = 1024         # largest file a compiler may write, 0 = no limit
+//! max_open_files = 256
 //! [mux]
 //! idle_timeout_secs = 600          # HOARDCC_IDLE_TIMEOUT
 //! channels_per_connection = 8
@@ -107,6 +112,16 @@ pub struct RawServer {
     pub frame_timeout_secs: Option<u64>,
     /// See [`Admission::slot_wait`].
     pub slot_wait_secs: Option<u64>,
+    /// See [`ServerSettings::sandbox`].
+    pub sandbox: Option<SandboxMode>,
+    /// See [`ServerSettings::sandbox_paths`].
+    pub sandbox_paths: Option<Vec<PathBuf>>,
+    /// See [`ServerSettings::max_memory`] (MiB, 0 = no limit).
+    pub max_memory_mib: Option<u64>,
+    /// See [`ServerSettings::max_file_size`] (MiB, 0 = no limit).
+    pub max_file_size_mib: Option<u64>,
+    /// See [`ServerSettings::max_open_files`].
+    pub max_open_files: Option<u32>,
 }
 
 /// The `[mux]` table as written.
@@ -170,6 +185,11 @@ impl RawConfig {
                 idle_timeout_secs: pick(a.idle_timeout_secs, b.idle_timeout_secs),
                 frame_timeout_secs: pick(a.frame_timeout_secs, b.frame_timeout_secs),
                 slot_wait_secs: pick(a.slot_wait_secs, b.slot_wait_secs),
+                sandbox: pick(a.sandbox, b.sandbox),
+                sandbox_paths: pick(a.sandbox_paths, b.sandbox_paths),
+                max_memory_mib: pick(a.max_memory_mib, b.max_memory_mib),
+                max_file_size_mib: pick(a.max_file_size_mib, b.max_file_size_mib),
+                max_open_files: pick(a.max_open_files, b.max_open_files),
             }),
             mux: merge_table(self.mux, later.mux, |a, b| RawMux {
                 idle_timeout_secs: pick(a.idle_timeout_secs, b.idle_timeout_secs),
@@ -230,6 +250,34 @@ pub struct ServerSettings {
     pub heartbeat: Duration,
     /// What a client may make the server hold, and for how long.
     pub admission: Admission,
+    /// How the compiler is contained (default [`SandboxMode::Landlock`]).
+    pub sandbox: SandboxMode,
+    /// Extra directories the sandboxed compiler may read and execute (a sysroot, a
+    /// toolchain whose helpers live outside its own prefix).
+    pub sandbox_paths: Vec<PathBuf>,
+    /// Address space of each compiler process in bytes (`RLIMIT_AS`; default 8 GiB,
+    /// `None` = no limit).
+    pub max_memory: Option<u64>,
+    /// Largest file a compiler process may write in bytes (`RLIMIT_FSIZE`; default 1 GiB,
+    /// `None` = no limit).
+    pub max_file_size: Option<u64>,
+    /// Open files per compiler process (`RLIMIT_NOFILE`; default 256).
+    pub max_open_files: u32,
+}
+
+/// `[server] sandbox`: how `hoardcc serve` contains the compilers it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Landlock (Linux 6.7 or later, ABI 4): the compiler reads and executes only system
+    /// and toolchain directories, writes only its job directory, and has no TCP. A kernel
+    /// without it gets every job refused (the client compiles locally), never an
+    /// unsandboxed compile.
+    #[default]
+    Landlock,
+    /// No Landlock: only the cleared environment and the resource limits apply. For
+    /// servers whose every key holder may run commands anyway.
+    Off,
 }
 
 /// Limits checked before a job gets a slot or any work (`[server]` keys in MiB / seconds).
@@ -305,6 +353,11 @@ impl Default for ServerSettings {
             tmpdir: None,
             heartbeat: Duration::from_secs(5),
             admission: Admission::default(),
+            sandbox: SandboxMode::Landlock,
+            sandbox_paths: Vec::new(),
+            max_memory: Some(8 << 30),
+            max_file_size: Some(1 << 30),
+            max_open_files: 256,
         }
     }
 }
@@ -477,6 +530,43 @@ fn positive_count(value: Option<u32>, key: &'static str, default: u32) -> Result
     }
 }
 
+/// Fewest open files a compiler may be limited to (the driver, its pipes, the source,
+/// the output and a temporary need a handful; below this compiles fail mysteriously).
+const MIN_OPEN_FILES: u32 = 16;
+
+/// A size limit given in MiB: 0 = no limit; too large to count in bytes is an error.
+fn mib_limit(
+    value: Option<u64>,
+    key: &'static str,
+    default: Option<u64>,
+) -> Result<Option<u64>, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Ok(None),
+        Some(mib) => mib
+            .checked_mul(1 << 20)
+            .map(Some)
+            .ok_or(ConfigError::Value {
+                path: None,
+                key,
+                problem: "is too large",
+            }),
+    }
+}
+
+/// `sandbox_paths` must be absolute (a relative one would depend on the server's cwd).
+fn sandbox_paths(value: Option<Vec<PathBuf>>) -> Result<Vec<PathBuf>, ConfigError> {
+    let paths = value.unwrap_or_default();
+    if paths.iter().any(|p| !p.is_absolute()) {
+        return Err(ConfigError::Value {
+            path: None,
+            key: "server.sandbox_paths",
+            problem: "must hold absolute paths",
+        });
+    }
+    Ok(paths)
+}
+
 /// An environment variable holding seconds; unset or blank means "not set".
 fn env_secs(
     env: &dyn Fn(&str) -> Option<String>,
@@ -584,6 +674,28 @@ impl Config {
                     d.server.heartbeat,
                 )?,
                 admission,
+                sandbox: server.sandbox.unwrap_or(d.server.sandbox),
+                sandbox_paths: sandbox_paths(server.sandbox_paths)?,
+                max_memory: mib_limit(
+                    server.max_memory_mib,
+                    "server.max_memory_mib",
+                    d.server.max_memory,
+                )?,
+                max_file_size: mib_limit(
+                    server.max_file_size_mib,
+                    "server.max_file_size_mib",
+                    d.server.max_file_size,
+                )?,
+                max_open_files: match server.max_open_files {
+                    Some(n) if n < MIN_OPEN_FILES => {
+                        return Err(ConfigError::Value {
+                            path: None,
+                            key: "server.max_open_files",
+                            problem: "must be at least 16",
+                        })
+                    }
+                    n => n.unwrap_or(d.server.max_open_files),
+                },
             },
             mux: MuxSettings {
                 idle_timeout: positive_secs(
@@ -720,6 +832,11 @@ mod tests {
         assert_eq!(c.server.admission.max_job_bytes, 256 << 20);
         assert_eq!(c.server.admission.max_context_files, 4096);
         assert_eq!(c.server.admission.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.server.sandbox, SandboxMode::Landlock);
+        assert!(c.server.sandbox_paths.is_empty());
+        assert_eq!(c.server.max_memory, Some(8 << 30));
+        assert_eq!(c.server.max_file_size, Some(1 << 30));
+        assert_eq!(c.server.max_open_files, 256);
         assert_eq!(c.mux.idle_timeout, Duration::from_secs(600));
         assert_eq!(c.mux.channels_per_connection, 8);
         assert_eq!(c.hosts, None);
@@ -750,6 +867,11 @@ mod tests {
         idle_timeout_secs = 90
         frame_timeout_secs = 7
         slot_wait_secs = 0
+        sandbox = "off"
+        sandbox_paths = ["/opt/sysroot"]
+        max_memory_mib = 2048
+        max_file_size_mib = 0
+        max_open_files = 64
         [mux]
         idle_timeout_secs = 30
         channels_per_connection = 4
@@ -786,6 +908,11 @@ mod tests {
                 slot_wait: Duration::ZERO,
             }
         );
+        assert_eq!(c.server.sandbox, SandboxMode::Off);
+        assert_eq!(c.server.sandbox_paths, [PathBuf::from("/opt/sysroot")]);
+        assert_eq!(c.server.max_memory, Some(2048 << 20));
+        assert_eq!(c.server.max_file_size, None, "0 = no limit");
+        assert_eq!(c.server.max_open_files, 64);
         assert_eq!(c.mux.idle_timeout, Duration::from_secs(30));
         assert_eq!(c.mux.channels_per_connection, 4);
     }
@@ -885,6 +1012,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("idle_timeout_secs"), "{msg}");
+        // Only the two documented sandbox modes parse.
+        let msg = Config::from_parts(Some("[server]\nsandbox = \"namespaces\""), &no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("sandbox") && msg.contains("landlock"), "{msg}");
         for (text, key) in [
             (
                 "[ssh]\nconnect_timeout_secs = 0",
@@ -909,6 +1041,15 @@ mod tests {
             (
                 "[server]\nframe_timeout_secs = 0",
                 "server.frame_timeout_secs",
+            ),
+            ("[server]\nmax_open_files = 3", "server.max_open_files"),
+            (
+                "[server]\nmax_memory_mib = 18446744073709551615",
+                "server.max_memory_mib",
+            ),
+            (
+                "[server]\nsandbox_paths = [\"opt/x\"]",
+                "server.sandbox_paths",
             ),
         ] {
             let err = Config::from_parts(Some(text), &no_env()).unwrap_err();

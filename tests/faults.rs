@@ -208,7 +208,8 @@ fn proxy_delay_and_bandwidth_slow_the_traffic() {
 // ---------------------------------------------------------------------------------------
 // Helpers for the fault tests.
 
-/// A `gcc` for the server's PATH: sleeps for the seconds written in its `delay` file, then
+/// A `gcc` for the server's PATH: sleeps for the seconds written in its `bin/delay` file
+/// (beside it, where the server's compiler sandbox lets it read), then
 /// runs the real gcc. Also holds a world-writable scratch dir for the server's job
 /// directories, so jobs orphaned by a killed server are cleaned up with this value.
 struct SlowGcc {
@@ -230,7 +231,7 @@ impl SlowGcc {
         chmod(&bin, 0o755);
         let script = format!(
             "#!/bin/sh\nsleep \"$(cat {})\"\nexec /usr/bin/gcc \"$@\"\n",
-            dir.path().join("delay").display()
+            dir.path().join("bin/delay").display()
         );
         std::fs::write(bin.join("gcc"), script).unwrap();
         chmod(&bin.join("gcc"), 0o755);
@@ -244,10 +245,10 @@ impl SlowGcc {
 
     /// How long compiles that start from now on sleep first.
     fn set(&self, secs: f64) {
-        let tmp = self.dir.path().join("delay.tmp");
+        let tmp = self.dir.path().join("bin/delay.tmp");
         std::fs::write(&tmp, format!("{secs}\n")).unwrap();
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
-        std::fs::rename(&tmp, self.dir.path().join("delay")).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("bin/delay")).unwrap();
     }
 
     /// A private sshd whose `hoardcc serve` finds this gcc first, may run 8 jobs at once,

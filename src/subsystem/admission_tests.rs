@@ -286,6 +286,8 @@ async fn a_stock_distcc_job_holds_a_slot_and_dies_with_its_client() {
     settings.compilers = vec!["slowcc".into()];
     settings.max_jobs = Some(1);
     settings.admission.slot_wait = Duration::ZERO;
+    // The stand-in compiler writes its pids outside its job directory.
+    settings.sandbox = crate::config::SandboxMode::Off;
     let mut opts = options(tmp.path());
     opts.search_path = Some(bin.into_os_string());
     let (mut c, sr, sw) = lane();

@@ -4,6 +4,7 @@
 //! as native jobs, takes a compile slot (`subsystem::slots`), compiles the `.i` in a
 //! private temporary directory, and answers `DONE/STAT/SERR/SOUT/DOTO`. Neighbours:
 //! `subsystem` (detects `DIST` and calls [`serve_one`]), `subsystem::job` (allow-list),
+//! `subsystem::sandbox` (environment and containment, as for native jobs),
 //! `subsystem::exec` (runs the compiler).
 //!
 //! Unlike stock distccd in SSH mode (which turns its allow-list off and has no job
@@ -34,6 +35,7 @@ use crate::config::ServerSettings;
 
 use super::exec::{self, CompileCommand, ExecError};
 use super::job::{AllowList, CompilerRefusal};
+use super::sandbox::{compiler_env, Sandbox};
 use super::slots::{self, Slot};
 
 /// distcc's I/O timeout default (`DISTCC_IO_TIMEOUT`), used for reading the request.
@@ -150,8 +152,13 @@ pub async fn run_request<R: AsyncRead + Unpin>(
     allow: &AllowList,
     settings: &ServerSettings,
     slot_dir: &Path,
+    sandbox: &Sandbox,
 ) -> Option<DistccResponse> {
     let v = req.version;
+    if let Err(e) = sandbox.check() {
+        // distcc clients retry a failed remote compile locally.
+        return Some(refusal(v, ExitCode::AccessDenied, e.to_string()));
+    }
     let plan = match plan(&req.argv) {
         Ok(p) => p,
         Err(reason) => return Some(refusal(v, ExitCode::AccessDenied, reason)),
@@ -212,7 +219,9 @@ pub async fn run_request<R: AsyncRead + Unpin>(
         program,
         args,
         cwd: dir.path().to_path_buf(),
-        env: vec![("TMPDIR".into(), dir.path().as_os_str().to_owned())],
+        // Stock distcc sends no environment: the compiler runs in the C locale.
+        env: compiler_env(&allow.search_path, dir.path(), []),
+        containment: sandbox.containment(dir.path()),
     };
     let cancel = CancellationToken::new();
     let compile = exec::run(&cmd, settings.compile_timeout, &cancel);
@@ -273,12 +282,13 @@ pub async fn serve_one<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     allow: &AllowList,
     settings: &ServerSettings,
     slot_dir: &Path,
+    sandbox: &Sandbox,
 ) -> Result<(), DistccServeError> {
     let req = tokio::time::timeout(REQUEST_TIMEOUT, read_request(input))
         .await
         .map_err(|_| DistccServeError::Timeout(REQUEST_TIMEOUT))??;
     tracing::debug!("distcc request v{}: {:?}", req.version, req.argv);
-    if let Some(resp) = run_request(&req, input, allow, settings, slot_dir).await {
+    if let Some(resp) = run_request(&req, input, allow, settings, slot_dir, sandbox).await {
         write_response(output, &resp).await?;
     }
     Ok(())

@@ -3,7 +3,8 @@
 //! arguments and names with the same policy the wrapper used (`args::check_server_args`,
 //! `args::check_name`), the job
 //! directory with the client's cwd mirrored inside it (`subsystem::workdir`), and the
-//! exact command line. Two halves, so that no work happens before admission: [`check`]
+//! exact command line with its environment and containment (`subsystem::sandbox`).
+//! Two halves, so that no work happens before admission: [`check`]
 //! (cheap: names, counts and the sizes the job *claims*) runs before the slot is taken,
 //! [`stage`] (decode, write) after. Neighbours: `subsystem` (calls them for each `Job`
 //! and answers `Refused` on [`PrepareError::Refused`]), `subsystem::exec` (runs the command),
@@ -17,6 +18,7 @@ use crate::config::Admission;
 use crate::proto::msg::{Job, SourceKind};
 
 use super::exec::CompileCommand;
+use super::sandbox::{compiler_env, Sandbox};
 use super::workdir::{WorkDir, WorkDirError};
 use crate::args::is_compiler_name;
 
@@ -137,18 +139,28 @@ pub fn prepare(
     allow: &AllowList,
     tmpdir: Option<&Path>,
     limits: &Admission,
+    sandbox: &Sandbox,
 ) -> Result<Prepared, PrepareError> {
-    let program = check(job, allow, limits)?;
-    stage(job, program, tmpdir, limits)
+    let program = check(job, allow, limits, sandbox)?;
+    stage(job, program, allow, tmpdir, limits, sandbox)
 }
 
-/// The cheap half of admission, done before a slot is taken: compiler, arguments, and
-/// the sizes and counts the job claims ([`check_limits`]). Decodes and writes nothing.
-/// Returns the compiler to run.
+/// The cheap half of admission, done before a slot is taken: the sandbox is usable, the
+/// compiler, arguments and names, and the sizes and counts the job claims
+/// ([`check_limits`]). Decodes and writes nothing. Returns the compiler to run.
 ///
 /// # Errors
-/// [`PrepareError::Refused`] for anything the client asked that this server will not do.
-pub fn check(job: &Job, allow: &AllowList, limits: &Admission) -> Result<PathBuf, PrepareError> {
+/// [`PrepareError::Refused`] for anything the client asked that this server will not do,
+/// and for every job when `sandbox` cannot contain the compiler.
+pub fn check(
+    job: &Job,
+    allow: &AllowList,
+    limits: &Admission,
+    sandbox: &Sandbox,
+) -> Result<PathBuf, PrepareError> {
+    sandbox
+        .check()
+        .map_err(|e| PrepareError::Refused(e.to_string()))?;
     let program = allow
         .resolve(&job.compiler)
         .map_err(|e| PrepareError::Refused(e.to_string()))?;
@@ -212,8 +224,10 @@ pub fn check_limits(job: &Job, limits: &Admission) -> Result<(), String> {
 pub fn stage(
     job: &Job,
     program: PathBuf,
+    allow: &AllowList,
     tmpdir: Option<&Path>,
     limits: &Admission,
+    sandbox: &Sandbox,
 ) -> Result<Prepared, PrepareError> {
     let workdir = WorkDir::create(tmpdir, &job.cwd)?;
     // Directives-only text goes to a side path, `.hoardcc-src/<name>`, mapped back to
@@ -299,14 +313,12 @@ pub fn stage(
         program,
         args,
         cwd: workdir.cwd().to_path_buf(),
-        env: std::iter::once(("TMPDIR".into(), workdir.path().as_os_str().to_owned()))
-            .chain(
-                job.env
-                    .iter()
-                    .filter(|(k, _)| is_locale_var(k))
-                    .map(|(k, v)| (k.into(), v.into())),
-            )
-            .collect(),
+        env: compiler_env(
+            &allow.search_path,
+            workdir.path(),
+            job.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ),
+        containment: sandbox.containment(workdir.path()),
     };
     Ok(Prepared {
         workdir,
@@ -348,11 +360,6 @@ fn is_plain_relative(name: &str) -> bool {
         && name
             .split('/')
             .all(|c| !c.is_empty() && c != "." && c != "..")
-}
-
-/// Only locale variables pass from the client to the compiler.
-fn is_locale_var(name: &str) -> bool {
-    name == "LANG" || name == "LANGUAGE" || name.starts_with("LC_")
 }
 
 /// Prefix maps that take the client's own `-fdebug-prefix-map=OLD=NEW` (and
@@ -430,7 +437,13 @@ mod tests {
         for (what, spoil) in bad {
             let mut job = base.clone();
             spoil(&mut job);
-            match prepare(&job, &allow, Some(t.path()), &crate::config::Admission::default()) {
+            match prepare(
+                &job,
+                &allow,
+                Some(t.path()),
+                &crate::config::Admission::default(),
+                &Sandbox::new(&crate::config::ServerSettings::default()),
+            ) {
                 Err(PrepareError::Refused(reason)) => assert!(reason.contains("name"), "{reason}"),
                 other => panic!("{what}: {other:?}"),
             }

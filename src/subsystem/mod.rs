@@ -20,6 +20,7 @@ pub mod distccd;
 pub mod exec;
 pub mod job;
 pub mod reader;
+pub mod sandbox;
 pub mod slots;
 pub mod workdir;
 
@@ -359,6 +360,7 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         settings.compilers.clone(),
         opts.search_path.clone(),
     );
+    let sandbox = sandbox::Sandbox::new(settings);
     let mut input = BufReader::new(input);
     let (kind, head) = tokio::time::timeout(opts.hello_timeout, read_opening(&mut input))
         .await
@@ -367,7 +369,15 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
     match kind {
         Opening::Eof => Ok(()),
         Opening::Distcc => {
-            distccd::serve_one(&mut input, &mut output, &allow, settings, &opts.slot_dir).await?;
+            distccd::serve_one(
+                &mut input,
+                &mut output,
+                &allow,
+                settings,
+                &opts.slot_dir,
+                &sandbox,
+            )
+            .await?;
             Ok(())
         }
         Opening::Other => {
@@ -383,6 +393,7 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 settings,
                 opts,
                 allow: &allow,
+                sandbox: &sandbox,
                 output,
             }
             .run(input)
@@ -435,6 +446,7 @@ struct Session<'a, W> {
     settings: &'a ServerSettings,
     opts: &'a ServeOptions,
     allow: &'a AllowList,
+    sandbox: &'a sandbox::Sandbox,
     output: W,
 }
 
@@ -524,7 +536,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     ) -> Result<Flow, ServeError> {
         let id = job.id;
         let limits = &self.settings.admission;
-        let program = match job::check(&job, self.allow, limits) {
+        let program = match job::check(&job, self.allow, limits, self.sandbox) {
             Ok(p) => p,
             Err(e) => return self.not_prepared(id, e).await,
         };
@@ -543,7 +555,14 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 return Ok(Flow::Continue);
             }
         };
-        let prepared = match job::stage(&job, program, self.settings.tmpdir.as_deref(), limits) {
+        let prepared = match job::stage(
+            &job,
+            program,
+            self.allow,
+            self.settings.tmpdir.as_deref(),
+            limits,
+            self.sandbox,
+        ) {
             Ok(p) => p,
             Err(e) => return self.not_prepared(id, e).await,
         };

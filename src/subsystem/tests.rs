@@ -25,7 +25,7 @@ pub(super) fn settings(tmp: &Path) -> ServerSettings {
         max_jobs: Some(4),
         tmpdir: Some(tmp.to_path_buf()),
         heartbeat: Duration::from_secs(5),
-        admission: Default::default(),
+        ..ServerSettings::default()
     }
 }
 
@@ -357,6 +357,8 @@ async fn client_eof_mid_compile_kills_the_process_group() {
     let mut settings = settings(tmp.path());
     settings.compilers = vec!["slowcc".into()];
     settings.heartbeat = Duration::from_millis(50);
+    // The stand-in records its pids outside its job directory.
+    settings.sandbox = crate::config::SandboxMode::Off;
     let mut opts = options(tmp.path());
     opts.search_path = Some(bin.clone().into_os_string());
     let (mut c, sr, sw) = lane();
@@ -416,6 +418,7 @@ async fn compile_timeout_is_a_server_error() {
     settings.compilers = vec!["slowcc".into()];
     settings.default_compilers = false;
     settings.compile_timeout = Duration::from_millis(300);
+    settings.sandbox = crate::config::SandboxMode::Off;
     let mut opts = options(tmp.path());
     opts.search_path = Some(bin.into_os_string());
     let (mut c, sr, sw) = lane();
