@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{self, Config};
 use crate::exit::ExitCode;
 use crate::hosts::{self, HostSpec};
-use crate::mux::pool::{Pool, PooledLane};
+use crate::mux::pool::Pool;
 use crate::mux::scheduler::{Grant, Outcome, SchedHandle, SlotGuard, Want};
 use crate::mux::ssh::SshSettings;
 use crate::mux::status::{HostReport, JobReport, StatusReport};
@@ -696,8 +696,11 @@ impl Daemon {
         }
     }
 
-    /// Run the job on the reserved host's lane; one retry on another lane or host; Busy
-    /// answers reschedule without penalty.
+    /// Run the job on the reserved host's lane. A failed attempt gets one retry, decided
+    /// in one place ([`Daemon::retry`]): on a fresh lane of the same host (a hoarded lane
+    /// went stale), on any host (the compiler was killed there: a server fault), or on
+    /// another host (this one failed). After a second failure the wrapper compiles
+    /// locally. Busy answers reschedule without penalty.
     async fn run_job(&self, id: u64, held: Option<Held>, spec: JobSpec, source: Blob) -> MuxReply {
         let Some(mut held) = held else {
             return failed(
@@ -714,108 +717,111 @@ impl Daemon {
                 )
             }
         };
+        let first_key = held.spec.key();
         let mut failures = 0u32;
         let mut busy = 0u32;
-        let mut last: (String, ExitCode);
         loop {
             let key = held.spec.key();
             self.set_job(id, None, "running", Some(&key));
             let start = Instant::now();
-            let mut pl: PooledLane = match self.pool.checkout(&held.spec).await {
-                Ok(pl) => pl,
+            let (error, retry) = match self.pool.checkout(&held.spec).await {
                 Err(e) => {
                     tracing::warn!(host = %key, "no lane: {e}");
-                    held.guard.set_outcome(Outcome::Failed);
-                    failures += 1;
-                    last = (e.message.clone(), e.exit_code);
-                    match self.retry_elsewhere(held, failures).await {
-                        Some(h) => {
-                            held = h;
-                            continue;
-                        }
-                        None => break,
+                    ((e.message.clone(), e.exit_code), Retry::Elsewhere)
+                }
+                Ok(pl) if pl.lane.wire() != held.wire => {
+                    self.pool.checkin(pl);
+                    return failed(
+                        format!(
+                            "{key} turned out to speak {:?}, not {:?}; compile locally this time",
+                            self.pool.wire(&held.spec),
+                            held.wire
+                        ),
+                        ExitCode::ProtocolError,
+                    );
+                }
+                Ok(mut pl) => match pl.lane.run(&spec, &source).await {
+                    Ok(done) => {
+                        self.pool.checkin(pl);
+                        held.guard.set_outcome(Outcome::Ok {
+                            elapsed: start.elapsed(),
+                        });
+                        return MuxReply::Done(job_result(done));
                     }
-                }
-            };
-            if pl.lane.wire() != held.wire {
-                self.pool.checkin(pl);
-                return failed(
-                    format!(
-                        "{key} turned out to speak {:?}, not {:?}; compile locally this time",
-                        self.pool.wire(&held.spec),
-                        held.wire
-                    ),
-                    ExitCode::ProtocolError,
-                );
-            }
-            match pl.lane.run(&spec, &source).await {
-                Ok(done) => {
-                    self.pool.checkin(pl);
-                    held.guard.set_outcome(Outcome::Ok {
-                        elapsed: start.elapsed(),
-                    });
-                    return MuxReply::Done(job_result(done));
-                }
-                Err(e @ TransportError::Refused { .. }) => {
-                    self.pool.checkin(pl);
-                    return failed(e.to_string(), e.exit_code());
-                }
-                Err(e @ TransportError::Busy { .. }) => {
-                    self.pool.checkin(pl);
-                    busy += 1;
-                    held.guard.set_outcome(Outcome::Busy);
-                    if busy > MAX_BUSY_RETRIES {
+                    Err(e @ TransportError::Refused { .. }) => {
+                        self.pool.checkin(pl);
                         return failed(e.to_string(), e.exit_code());
                     }
-                    tracing::debug!(host = %key, "busy: rescheduling");
-                    let Held {
-                        guard, wire, hosts, ..
-                    } = held;
-                    drop(guard);
-                    match self.reacquire(&hosts, wire, None, None).await {
-                        Some(h) => held = h,
-                        None => return failed(e.to_string(), e.exit_code()),
+                    Err(e @ TransportError::Busy { .. }) => {
+                        self.pool.checkin(pl);
+                        busy += 1;
+                        held.guard.set_outcome(Outcome::Busy);
+                        if busy > MAX_BUSY_RETRIES {
+                            return failed(e.to_string(), e.exit_code());
+                        }
+                        tracing::debug!(host = %key, "busy: rescheduling");
+                        let Held {
+                            guard, wire, hosts, ..
+                        } = held;
+                        drop(guard);
+                        match self.reacquire(&hosts, wire, None, None).await {
+                            Some(h) => held = h,
+                            None => return failed(e.to_string(), e.exit_code()),
+                        }
+                        continue;
                     }
+                    Err(e) => {
+                        // A fault leaves a working lane, but the retry gets a fresh one all
+                        // the same: nothing of the killed job can linger on it.
+                        let retry = match &e {
+                            TransportError::Fault { .. } => Retry::Anywhere,
+                            e if pl.reused && pl_was_stale(e) => Retry::FreshLane,
+                            _ => Retry::Elsewhere,
+                        };
+                        drop(pl);
+                        ((e.to_string(), e.exit_code()), retry)
+                    }
+                },
+            };
+            failures += 1;
+            let Some(next) = self.retry(held, failures, retry, &error.0).await else {
+                let (mut message, code) = error;
+                if key != first_key {
+                    message = format!("{message} (on {key})");
                 }
-                Err(e) => {
-                    let reused = pl.reused;
-                    drop(pl);
-                    failures += 1;
-                    last = (e.to_string(), e.exit_code());
-                    if failures >= 2 {
-                        held.guard.set_outcome(Outcome::Failed);
-                        break;
-                    }
-                    tracing::info!(host = %key, "job failed on a lane: {e}; retrying");
-                    if reused && pl_was_stale(&e) {
-                        continue; // a hoarded lane went stale: same host, fresh lane
-                    }
-                    held.guard.set_outcome(Outcome::Failed);
-                    match self.retry_elsewhere(held, failures).await {
-                        Some(h) => held = h,
-                        None => break,
-                    }
-                }
-            }
+                return failed(message, code);
+            };
+            held = next;
         }
-        failed(last.0, last.1)
     }
 
-    /// After a failure on `held`'s host: release it (backing it off) and take a slot on
-    /// another host speaking the same wire, if one frees up soon. `None`: give up.
-    async fn retry_elsewhere(&self, held: Held, failures: u32) -> Option<Held> {
+    /// After the `failures`-th failed attempt on `held` (`why`): the slot for the one
+    /// retry `how` asks for, or `None` (give up: the wrapper compiles locally).
+    async fn retry(&self, mut held: Held, failures: u32, how: Retry, why: &str) -> Option<Held> {
+        let key = held.spec.key();
         if failures >= 2 {
+            held.guard.set_outcome(Outcome::Failed);
             return None;
         }
+        tracing::info!(host = %key, "job failed: {why}; retrying ({how:?})");
+        let exclude = match how {
+            Retry::FreshLane => return Some(held),
+            // Not the host's failure (the OOM killer, an admin): no backoff, and the host
+            // may take the retry.
+            Retry::Anywhere => {
+                held.guard.set_outcome(Outcome::Unused);
+                None
+            }
+            Retry::Elsewhere => {
+                held.guard.set_outcome(Outcome::Failed);
+                Some(key.as_str())
+            }
+        };
         let Held {
-            guard,
-            spec,
-            wire,
-            hosts,
+            guard, wire, hosts, ..
         } = held;
-        let failed_key = spec.key();
         drop(guard);
-        self.reacquire(&hosts, wire, Some(&failed_key), Some(RETRY_WAIT))
+        self.reacquire(&hosts, wire, exclude, Some(RETRY_WAIT))
             .await
     }
 
@@ -917,6 +923,17 @@ impl Daemon {
             jobs,
         }
     }
+}
+
+/// Where the one retry of a failed job may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// The same host (and slot), on a fresh lane.
+    FreshLane,
+    /// Any host of the job's list, the same one included.
+    Anywhere,
+    /// Another host: this one is backed off.
+    Elsewhere,
 }
 
 /// A failure that says the lane (not the host) went bad: retry on a fresh lane.
