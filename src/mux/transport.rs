@@ -19,8 +19,7 @@ use crate::proto::distcc::{self, DistccRequest};
 use crate::proto::fault::{self, Ended, Fault};
 use crate::proto::frame;
 use crate::proto::msg::{
-    Blob, Hello, Job, Message, OutputFile, FAULT_VERSION, MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
+    Blob, Hello, Job, Message, OutputFile, FAULT_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::proto::{self, compress::MAX_BLOB};
 
@@ -379,7 +378,12 @@ struct Peer<'a> {
 /// A compile that ran to its end, unless what it reported is a [`Fault`] (classified here
 /// too for servers that do not tell faults apart themselves: protocol-1 hoardcc servers
 /// and stock distccd).
-fn completed_or_fault(c: Completed, ended: Ended, compiler: &str, host: &str) -> Result<Completed, TransportError> {
+fn completed_or_fault(
+    c: Completed,
+    ended: Ended,
+    compiler: &str,
+    host: &str,
+) -> Result<Completed, TransportError> {
     match fault::classify(ended, &c.stderr, compiler) {
         Some(fault) => Err(TransportError::Fault {
             host: host.to_string(),
@@ -502,7 +506,11 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
             fault: Fault {
                 program: spec.compiler.chars().take(fault::MAX_FAULT_TEXT).collect(),
                 signal: 0,
-                detail: detail.chars().filter(|c| !c.is_control()).take(fault::MAX_FAULT_TEXT).collect(),
+                detail: detail
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(fault::MAX_FAULT_TEXT)
+                    .collect(),
             },
         });
     }
@@ -528,5 +536,174 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
         stderr: resp.stderr,
         outputs,
     };
-    completed_or_fault(done, Ended::from_wait_status(resp.status), &spec.compiler, host)
+    completed_or_fault(
+        done,
+        Ended::from_wait_status(resp.status),
+        &spec.compiler,
+        host,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::distcc::DistccResponse;
+    use crate::proto::msg::JobResult;
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            compiler: "gcc".into(),
+            args: vec![],
+            assemble_only: false,
+            cwd: "/src".into(),
+            source_name: "a.c".into(),
+            output_name: "a.o".into(),
+            extra_outputs: vec![],
+            distcc_argv: ["gcc", "-c", "a.i", "-o", "a.o"].map(String::from).to_vec(),
+            env: vec![],
+            context: vec![],
+        }
+    }
+
+    fn result(exit_code: i32, stderr: &[u8]) -> Message {
+        Message::Result(JobResult {
+            id: 1,
+            exit_code,
+            stdout: Blob::raw(vec![]),
+            stderr: Blob::raw(stderr.to_vec()),
+            outputs: vec![],
+        })
+    }
+
+    /// One native job against a server that answers `answer`, on a lane of `version`.
+    async fn native(version: u32, answer: Message) -> Result<Completed, TransportError> {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let serve = async move {
+            let job = frame::read_message(&mut server).await.unwrap();
+            assert!(matches!(job, Some(Message::Job(_))));
+            frame::write_message(&mut server, &Message::Heartbeat { id: 1 })
+                .await
+                .unwrap();
+            frame::write_message(&mut server, &answer).await.unwrap();
+            server
+        };
+        let peer = Peer { host: "h", version };
+        let spec = spec();
+        let (r, _server) = tokio::join!(
+            run_native(
+                &mut client,
+                1,
+                &spec,
+                b"int x;",
+                Duration::from_secs(10),
+                peer
+            ),
+            serve
+        );
+        r
+    }
+
+    fn fault_of(r: Result<Completed, TransportError>) -> Fault {
+        match r {
+            Err(TransportError::Fault { host, fault }) => {
+                assert_eq!(host, "h");
+                fault
+            }
+            other => panic!("expected a fault, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn native_faults_are_never_a_status() {
+        let f = Fault {
+            program: "cc1".into(),
+            signal: 9,
+            detail: String::new(),
+        };
+        let got = fault_of(
+            native(
+                2,
+                Message::Fault {
+                    id: 1,
+                    fault: f.clone(),
+                },
+            )
+            .await,
+        );
+        assert_eq!(got, f);
+        assert_eq!(
+            TransportError::Fault {
+                host: "h".into(),
+                fault: f
+            }
+            .to_string(),
+            "cc1 killed by signal 9"
+        );
+        // A protocol-1 server says 128 + signal.
+        assert_eq!(fault_of(native(1, result(137, b"")).await).signal, 9);
+        // A protocol-2 server's 137 is what the compiler exited with.
+        assert_eq!(native(2, result(137, b"")).await.unwrap().exit_code, 137);
+        // Any server: a driver reporting its cc1 killed.
+        let ice = b"gcc: fatal error: Killed signal terminated program cc1\n";
+        assert_eq!(fault_of(native(2, result(1, ice)).await).program, "cc1");
+        // The user's own error stays the job's status.
+        let err = b"a.c:1:1: error: expected ';'\n";
+        assert_eq!(native(2, result(1, err)).await.unwrap().exit_code, 1);
+    }
+
+    async fn distcc(status: i32, stderr: &[u8]) -> Result<Completed, TransportError> {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let stderr = stderr.to_vec();
+        let serve = async move {
+            let req = distcc::read_request(&mut server).await.unwrap();
+            let resp = DistccResponse {
+                version: req.version,
+                status,
+                stderr,
+                stdout: vec![],
+                doto: vec![],
+            };
+            distcc::write_response(&mut server, &resp).await.unwrap();
+            server
+        };
+        let wire = Wire::Distcc { lzo: false };
+        let spec = spec();
+        let (r, _server) = tokio::join!(
+            run_distcc(
+                &mut client,
+                wire,
+                &spec,
+                b"int x;",
+                Duration::from_secs(10),
+                "h"
+            ),
+            serve
+        );
+        r
+    }
+
+    #[tokio::test]
+    async fn distcc_faults_are_never_a_status() {
+        // Stock distccd passes the raw wait status of a killed compiler.
+        let f = fault_of(distcc(9, b"").await);
+        assert_eq!((f.program.as_str(), f.signal), ("gcc", 9));
+        // A hoardcc server tells a stock client "crashed" (104).
+        let f = fault_of(distcc(104 << 8, b"hoardcc server: cc1 killed by signal 9\n").await);
+        assert_eq!(f.to_string(), "gcc: cc1 killed by signal 9");
+        let f = fault_of(
+            distcc(
+                1 << 8,
+                b"gcc: fatal error: Killed signal terminated program cc1plus\n",
+            )
+            .await,
+        );
+        assert_eq!(f.program, "cc1plus");
+        assert_eq!(
+            distcc(1 << 8, b"a.c:1: error: x\n")
+                .await
+                .unwrap()
+                .exit_code,
+            1
+        );
+    }
 }

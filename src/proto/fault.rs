@@ -229,8 +229,11 @@ mod tests {
 
     #[test]
     fn internal_errors_and_memory_exhaustion_are_faults() {
-        let f = exited(1, "<built-in>: internal compiler error: Segmentation fault\n0x7f ???\n")
-            .unwrap();
+        let f = exited(
+            1,
+            "<built-in>: internal compiler error: Segmentation fault\n0x7f ???\n",
+        )
+        .unwrap();
         assert_eq!((f.program.as_str(), f.signal), ("gcc", 0));
         let f = exited(
             1,
@@ -257,7 +260,10 @@ mod tests {
         );
         // A source line quoting the phrase is the user's text, not a driver's line...
         // but it can only appear after a real error, and a local compile settles it.
-        assert_eq!(exited(0, "gcc: fatal error: Killed signal terminated program cc1"), None);
+        assert_eq!(
+            exited(0, "gcc: fatal error: Killed signal terminated program cc1"),
+            None
+        );
     }
 
     #[test]
@@ -270,7 +276,14 @@ mod tests {
         assert!(f.program.chars().count() <= MAX_FAULT_TEXT);
         assert!(f.detail.chars().count() <= MAX_FAULT_TEXT);
         assert!(!f.detail.contains('\x1b'));
-        let f = exited(1, "gcc: internal compiler error: \x07\x1b]0;t\x07 (program c\x1bc1)").unwrap();
-        assert!(!f.program.contains('\x1b') && !f.detail.contains('\x07'), "{f:?}");
+        let f = exited(
+            1,
+            "gcc: internal compiler error: \x07\x1b]0;t\x07 (program c\x1bc1)",
+        )
+        .unwrap();
+        assert!(
+            !f.program.contains('\x1b') && !f.detail.contains('\x07'),
+            "{f:?}"
+        );
     }
 }

@@ -433,8 +433,8 @@ mod tests {
             &bad_class,
             b"MZ\x90\x00",
         ] {
-            let err = write_all(t.path(), &done(vec![("a.o", bad)]), object("a.o", &[]))
-                .unwrap_err();
+            let err =
+                write_all(t.path(), &done(vec![("a.o", bad)]), object("a.o", &[])).unwrap_err();
             assert!(matches!(err, OutputError::Malformed { .. }), "{err}");
         }
         // The extra outputs (.dwo) are objects too.
@@ -523,7 +523,10 @@ mod tests {
             (b"\x1b[6n\x1b[21t\x1b[0c", ""),
             (b"\x1b[2K\x1b[1K", ""),
             (b"\x1bc\x1b7\x1b8\x1b(0\x1b)B\x1b#8\x1bM", ""),
-            (b"\x1bP+q544e\x1b\\\x1b_apc\x1b\\\x1b^pm\x1b\\\x1bXsos\x1b\\ok", "ok"),
+            (
+                b"\x1bP+q544e\x1b\\\x1b_apc\x1b\\\x1b^pm\x1b\\\x1bXsos\x1b\\ok",
+                "ok",
+            ),
             (b"a\rb\x08\x07\x00\x7f\x0b\x0c\x1a\x1c\n", "ab\n"),
             // C1 controls: 8-bit and as UTF-8.
             (b"\x9b2J\x9d0;t\x07\xc2\x9b2J\xc2\x85z\n", "2J0;t2Jz\n"),
@@ -571,8 +574,18 @@ mod tests {
         // Every kept ESC starts an SGR, `ESC [ K` or OSC 8 sequence: feed bytes that
         // mix sequence fragments and check what comes out.
         let pieces: [&[u8]; 12] = [
-            b"\x1b", b"[", b"]", b"8;;", b"https://x", b"\x07", b"\\", b"m", b"2J", b"\r",
-            b"\xc2", b"\x9b",
+            b"\x1b",
+            b"[",
+            b"]",
+            b"8;;",
+            b"https://x",
+            b"\x07",
+            b"\\",
+            b"m",
+            b"2J",
+            b"\r",
+            b"\xc2",
+            b"\x9b",
         ];
         let mut seed = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..20_000 {
@@ -588,8 +601,9 @@ mod tests {
             while i < out.len() {
                 match out[i] {
                     ESC => {
-                        let n = kept_escape(&out[i..])
-                            .unwrap_or_else(|| panic!("{} -> {}", input.escape_ascii(), out.escape_ascii()));
+                        let n = kept_escape(&out[i..]).unwrap_or_else(|| {
+                            panic!("{} -> {}", input.escape_ascii(), out.escape_ascii())
+                        });
                         i += n;
                     }
                     b'\r' => {
@@ -597,8 +611,14 @@ mod tests {
                         i += 1;
                     }
                     b => {
-                        assert!(b >= 0x20 && b != 0x7f && !(0x80..0xa0).contains(&b) || b == b'\n' || b == b'\t' || b == 0xc2,
-                            "{b:#x} in {}", out.escape_ascii());
+                        assert!(
+                            b >= 0x20 && b != 0x7f && !(0x80..0xa0).contains(&b)
+                                || b == b'\n'
+                                || b == b'\t'
+                                || b == 0xc2,
+                            "{b:#x} in {}",
+                            out.escape_ascii()
+                        );
                         i += 1;
                     }
                 }
