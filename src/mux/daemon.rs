@@ -989,6 +989,12 @@ mod tests {
     }
 
     async fn fake_distccd(delay: Duration) -> FakeDistccd {
+        faulty_distccd(delay, 0).await
+    }
+
+    /// [`fake_distccd`] whose compiler is SIGKILLed on the first `faults` jobs.
+    async fn faulty_distccd(delay: Duration, faults: u32) -> FakeDistccd {
+        let faults = Arc::new(AtomicU32::new(faults));
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let jobs = Arc::new(AtomicU32::new(0));
@@ -1001,6 +1007,7 @@ mod tests {
                     return;
                 };
                 let (j, m, c) = (j.clone(), m.clone(), current.clone());
+                let faults = faults.clone();
                 tokio::spawn(async move {
                     let Ok(req) = distcc::read_request(&mut s).await else {
                         return;
@@ -1010,9 +1017,12 @@ mod tests {
                     tokio::time::sleep(delay).await;
                     let mut doto = b"OBJ:".to_vec();
                     doto.extend_from_slice(&req.doti);
+                    let killed = faults
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |f| f.checked_sub(1))
+                        .is_ok();
                     let resp = DistccResponse {
                         version: req.version,
-                        status: 0,
+                        status: if killed { 9 } else { 0 },
                         stderr: b"warn\n".to_vec(),
                         stdout: Vec::new(),
                         doto,
@@ -1292,6 +1302,33 @@ mod tests {
             matches!(r, MuxReply::Failed { exit_code, .. } if exit_code == ExitCode::NoHosts.code()),
             "{r:?}"
         );
+    }
+
+    /// A compiler killed on the server is retried once, on the same host if it is the
+    /// only one, without backing it off; killed twice, the job is given up (the wrapper
+    /// compiles locally), never answered with the signal as its status.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_killed_compiler_is_retried_once_then_given_up() {
+        let fake = faulty_distccd(Duration::ZERO, 1).await;
+        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
+        let hosts = format!("127.0.0.1:{}/2", fake.port);
+        let (_, done) = job(mux.client(), hosts.clone(), b"a").await;
+        expect_done(&done, b"a");
+        assert_eq!(fake.jobs.load(Ordering::SeqCst), 2);
+        let s = mux.wait_status(|s| s.jobs.is_empty()).await;
+        let h = &s.hosts[0];
+        assert_eq!((h.jobs_ok, h.jobs_failed), (1, 0), "{h:?}");
+        assert!(h.backoff_remaining_ms.is_none(), "{h:?}");
+
+        let fake = faulty_distccd(Duration::ZERO, 2).await;
+        let hosts = format!("127.0.0.1:{}/2", fake.port);
+        let (_, done) = job(mux.client(), hosts, b"b").await;
+        let Some(MuxReply::Failed { message, exit_code }) = done else {
+            panic!("{done:?}")
+        };
+        assert_eq!(message, "gcc killed by signal 9");
+        assert_eq!(exit_code, ExitCode::CompilerCrashed.code());
+        assert_eq!(fake.jobs.load(Ordering::SeqCst), 2);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
