@@ -99,10 +99,11 @@ fn from_stderr(stderr: &[u8], driver: &str) -> Option<Fault> {
     for line in text.lines() {
         if let Some(at) = line.find(TERMINATED) {
             // "gcc: fatal error: Killed signal terminated program cc1"
+            // Its base name: under `-wrapper` gcc names the wrapper's path.
             let program = line[at + TERMINATED.len()..]
                 .split_whitespace()
                 .next()
-                .unwrap_or(driver);
+                .map_or(driver, |p| p.rsplit('/').next().unwrap_or(p));
             let name = line[..at].rsplit(": ").next().unwrap_or("").trim();
             return Some(fault(program, signal_number(name), line));
         }
@@ -222,6 +223,12 @@ mod tests {
         let f = exited(4, "gcc: internal compiler error: Killed (program cc1)\n").unwrap();
         assert_eq!((f.program.as_str(), f.signal), ("cc1", 9));
         // An unknown (or translated) signal name still counts, without a number.
+        let f = exited(
+            1,
+            "gcc: fatal error: Killed signal terminated program /opt/w/cc1\n",
+        )
+        .unwrap();
+        assert_eq!(f.program, "cc1");
         let f = exited(1, "gcc: fatal error: Fnord signal terminated program as\n").unwrap();
         assert_eq!((f.program.as_str(), f.signal), ("as", 0));
         assert!(f.to_string().starts_with("as: gcc: fatal error:"), "{f}");

@@ -248,7 +248,7 @@ fn via_mux(
                 })
             })();
             match done {
-                Ok(done) => Some(finish(job, cwd, done, cpp.stderr)),
+                Ok(done) => Some(finish(job, cwd, &note.host, done, cpp.stderr)),
                 Err(e) => on_host(e.to_string(), ExitCode::ProtocolError.code()),
             }
         }
@@ -359,11 +359,17 @@ fn direct(
         drop(lane);
         tokio::task::yield_now().await;
     });
-    finish(job, cwd, done, cpp.stderr)
+    finish(job, cwd, &note.host, done, cpp.stderr)
 }
 
 /// Apply a remote result: outputs into place, output replayed, the compiler's status.
-fn finish(job: &CompileJob, cwd: &Path, done: Completed, cpp_stderr: Vec<u8>) -> Outcome {
+fn finish(
+    job: &CompileJob,
+    cwd: &Path,
+    host: &str,
+    done: Completed,
+    cpp_stderr: Vec<u8>,
+) -> Outcome {
     let wanted = outputs::Wanted {
         main: &job.output,
         extra: &job.extra_outputs,
@@ -372,7 +378,7 @@ fn finish(job: &CompileJob, cwd: &Path, done: Completed, cpp_stderr: Vec<u8>) ->
     if done.exit_code == 0 {
         if let Err(e) = outputs::write_all(cwd, &done, wanted) {
             return Outcome::Failed(Failure {
-                message: e.to_string(),
+                message: format!("{host}: {e}"),
                 code: ExitCode::IoError.code(),
             });
         }
