@@ -532,7 +532,13 @@ fn server_killed_mid_build() {
                 // The compiler runs in its own process group: stop it with its server.
                 let _ = killpg(Pid::from_raw(k), Signal::SIGKILL);
             }
-            kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+            // A server may be gone already: once its compiler is killed it reports the
+            // fault, the mux drops that lane, and the server exits on the lane's EOF
+            // (quickly, when this thread is preempted on a loaded machine).
+            match kill(Pid::from_raw(pid), Signal::SIGKILL) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => panic!("kill {pid}: {e}"),
+            }
         }
         build.join().unwrap()
     });
