@@ -39,89 +39,17 @@ pub enum DistccServeError {
     Timeout(Duration),
 }
 
-/// A distcc command line taken apart.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DistccPlan {
-    /// argv\[0\] as the client sent it.
-    pub compiler: String,
-    /// The arguments without the input, `-o`, `-c`/`-S`.
-    pub args: Vec<String>,
-    /// The input file name (client side).
-    pub input: String,
-    /// `-S` (assembly) rather than `-c`.
-    pub assemble_only: bool,
-}
+use crate::args::extension;
+pub use crate::args::{preprocessed_extension, DistccPlan};
 
-/// Extensions of files distcc compiles remotely (distcc `dcc_is_source`).
-const SOURCE_EXTENSIONS: [&str; 17] = [
-    "c", "i", "ii", "mi", "mii", "cc", "cpp", "cxx", "cp", "c++", "C", "CC", "CPP", "CXX", "m",
-    "mm", "M",
-];
-
-fn extension(name: &str) -> Option<&str> {
-    let base = name.rsplit('/').next().unwrap_or(name);
-    base.rsplit_once('.')
-        .map(|(_, e)| e)
-        .filter(|e| !e.is_empty())
-}
-
-/// The preprocessed extension for an input's extension (distcc `dcc_preproc_exten`).
-pub fn preprocessed_extension(ext: &str) -> &'static str {
-    match ext {
-        "c" | "i" => "i",
-        "m" | "mi" => "mi",
-        "mm" | "M" | "mii" => "mii",
-        _ => "ii",
-    }
-}
-
-/// Splits a distcc argv into compiler, compile arguments and input.
+/// Splits a distcc argv into compiler, compile arguments and input, holding every
+/// argument to the option policy (`args::distcc_plan`).
 ///
 /// # Errors
-/// A reason (for the client's stderr) when there is no compiler, no `-c`/`-S`, or no
-/// source file.
+/// A reason (for the client's stderr) when there is no compiler, no `-c`/`-S`, no
+/// source file, or an argument the policy refuses.
 pub fn plan(argv: &[String]) -> Result<DistccPlan, String> {
-    let (compiler, rest) = argv.split_first().ok_or("empty distcc command line")?;
-    let mut input_index = None;
-    let mut skip_next = false;
-    for (i, arg) in rest.iter().enumerate() {
-        if std::mem::take(&mut skip_next) {
-            continue;
-        }
-        if arg == "-o" {
-            skip_next = true;
-        } else if !arg.starts_with('-')
-            && extension(arg).is_some_and(|e| SOURCE_EXTENSIONS.contains(&e))
-        {
-            input_index = Some(i);
-        }
-    }
-    let input_index = input_index.ok_or("no source file in the distcc command line")?;
-    let mut args = Vec::new();
-    let mut compile = false;
-    let mut assemble_only = false;
-    let mut skip_next = false;
-    for (i, arg) in rest.iter().enumerate() {
-        if std::mem::take(&mut skip_next) || i == input_index {
-            continue;
-        }
-        match arg.as_str() {
-            "-o" => skip_next = true,
-            "-c" => compile = true,
-            "-S" => assemble_only = true,
-            a if a.starts_with("-o") => {}
-            _ => args.push(arg.clone()),
-        }
-    }
-    if !compile && !assemble_only {
-        return Err("distcc job without -c or -S".into());
-    }
-    Ok(DistccPlan {
-        compiler: compiler.clone(),
-        args,
-        input: rest[input_index].clone(),
-        assemble_only,
-    })
+    crate::args::distcc_plan(argv).map_err(|e| e.to_string())
 }
 
 /// Resolves distcc's argv\[0\]: a bare allowed name, or `/usr/bin/NAME` / `/bin/NAME`
@@ -166,13 +94,6 @@ pub async fn run_request(
         }
         Err(e) => return refusal(v, ExitCode::AccessDenied, e.to_string()),
     };
-    if let Err(reason) = crate::args::check_server_args(&plan.args) {
-        return refusal(
-            v,
-            ExitCode::AccessDenied,
-            format!("argument refused: {reason}"),
-        );
-    }
     let dir = super::workdir::private_dir(tmpdir, super::workdir::DISTCC_PREFIX);
     let dir = match dir {
         Ok(d) => d,
@@ -275,32 +196,15 @@ mod tests {
     }
 
     #[test]
-    fn plan_finds_input_output_and_mode() {
+    fn plan_holds_the_argv_to_the_policy() {
         let p = plan(&s(&["gcc", "-O2", "-c", "src/foo.c", "-o", "foo.o", "-g"])).unwrap();
-        assert_eq!(p.compiler, "gcc");
-        assert_eq!(p.input, "src/foo.c");
-        assert_eq!(p.args, s(&["-O2", "-g"]));
-        assert!(!p.assemble_only);
-        let p = plan(&s(&["g++", "-S", "x.cpp", "-ox.s"])).unwrap();
-        assert_eq!(p.input, "x.cpp");
-        assert!(p.args.is_empty());
-        assert!(p.assemble_only);
-        // An output named like a source is not the input.
-        let p = plan(&s(&["cc", "-c", "a.i", "-o", "b.c"])).unwrap();
-        assert_eq!(p.input, "a.i");
+        assert_eq!(
+            (p.input.as_str(), p.args.clone()),
+            ("src/foo.c", s(&["-O2", "-g"]))
+        );
+        let e = plan(&s(&["gcc", "-E", "-c", "a.i", "-o", "a.o"])).unwrap_err();
+        assert!(e.contains("\"-E\""), "{e}");
         assert!(plan(&s(&["gcc", "foo.c"])).is_err());
-        assert!(plan(&s(&["gcc", "-c", "foo.h"])).is_err());
-        assert!(plan(&[]).is_err());
-    }
-
-    #[test]
-    fn preprocessed_extensions() {
-        assert_eq!(preprocessed_extension("c"), "i");
-        assert_eq!(preprocessed_extension("cpp"), "ii");
-        assert_eq!(preprocessed_extension("C"), "ii");
-        assert_eq!(preprocessed_extension("m"), "mi");
-        assert_eq!(preprocessed_extension("mm"), "mii");
-        assert_eq!(preprocessed_extension("ii"), "ii");
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Server stage 8, admission of one native `Job`: the compiler allow-list (a bare name,
 //! resolved on this host's PATH, never a path the client chose), re-validation of the
-//! arguments with the same rules the wrapper used (`args::check_server_args`), the job
+//! arguments and names with the same policy the wrapper used (`args::check_server_args`,
+//! `args::check_name`), the job
 //! directory with the client's cwd mirrored inside it (`subsystem::workdir`), and the
 //! exact command line. Neighbours: `subsystem` (calls [`prepare`] for each `Job` and
 //! answers `Refused` on [`PrepareError::Refused`]), `subsystem::exec` (runs the command),
@@ -140,6 +141,7 @@ pub fn prepare(
         .map_err(|e| PrepareError::Refused(e.to_string()))?;
     crate::args::check_server_args(&job.args)
         .map_err(|reason| PrepareError::Refused(format!("argument refused: {reason}")))?;
+    check_names(job).map_err(|reason| PrepareError::Refused(format!("name refused: {reason}")))?;
     let workdir = WorkDir::create(tmpdir, &job.cwd)?;
     // Directives-only text goes to a side path, `.hoardcc-src/<name>`, mapped back to
     // `<name>` in debug info, so the client's original text (a context file) can sit at
@@ -241,6 +243,18 @@ pub fn prepare(
     })
 }
 
+/// Every name the job carries (source, output, extra outputs, context files) must be one
+/// that no compiler reads as an option (`args::check_name`).
+fn check_names(job: &Job) -> Result<(), crate::args::Refusal> {
+    use crate::args::check_name;
+    check_name(&job.source_name)?;
+    check_name(&job.output_name)?;
+    let extra = job.extra_outputs.iter();
+    extra
+        .chain(job.context.iter().map(|f| &f.name))
+        .try_for_each(|n| check_name(n))
+}
+
 /// The option that turns caret lines off, for the compiler families we know by name.
 fn no_caret_flag(compiler: &str) -> Option<&'static str> {
     if !is_compiler_name(compiler) {
@@ -292,6 +306,65 @@ fn client_prefix_maps(args: &[String], root: &Path) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_could_be_options_are_refused_before_staging() {
+        use crate::proto::msg::{Blob, Codec, OutputFile};
+        let t = tempfile::tempdir().unwrap();
+        let allow = AllowList::new(true, vec![], None);
+        let blob = || Blob {
+            codec: Codec::None,
+            raw_len: 0,
+            data: Vec::new(),
+        };
+        let base = Job {
+            id: 1,
+            compiler: "gcc".into(),
+            args: vec!["-O2".into()],
+            assemble_only: false,
+            cwd: "/src".into(),
+            source_name: "a.c".into(),
+            output_name: "a.o".into(),
+            extra_outputs: Vec::new(),
+            source_kind: SourceKind::Preprocessed,
+            source: blob(),
+            context: Vec::new(),
+            env: Vec::new(),
+        };
+        type Spoil<'a> = Box<dyn Fn(&mut Job) + 'a>;
+        let bad: Vec<(&str, Spoil)> = vec![
+            (
+                "source",
+                Box::new(|j| j.source_name = "-fplugin=./evil.so".into()),
+            ),
+            ("source @", Box::new(|j| j.source_name = "@rsp".into())),
+            ("empty source", Box::new(|j| j.source_name = String::new())),
+            (
+                "output",
+                Box::new(|j| j.output_name = "-fplugin=x.so".into()),
+            ),
+            ("extra", Box::new(|j| j.extra_outputs = vec!["@x".into()])),
+            (
+                "context",
+                Box::new(|j| {
+                    j.context = vec![OutputFile {
+                        name: "-include/etc/passwd".into(),
+                        data: blob(),
+                    }]
+                }),
+            ),
+        ];
+        for (what, spoil) in bad {
+            let mut job = base.clone();
+            spoil(&mut job);
+            match prepare(&job, &allow, Some(t.path())) {
+                Err(PrepareError::Refused(reason)) => assert!(reason.contains("name"), "{reason}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        // Nothing was staged for any of them.
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0);
+    }
 
     #[test]
     fn client_prefix_maps_are_rebased_onto_the_root() {
