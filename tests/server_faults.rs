@@ -304,7 +304,7 @@ fn hostile_server_output_is_neutralised() {
                 PathBuf::from(src).with_extension("o").display()
             )) && err
                 .trim_end()
-                .ends_with("is not an ELF object; compiling locally"),
+                .ends_with("is not an ELF object (or LLVM bitcode); compiling locally"),
             "{src}: {err}"
         );
     }

@@ -54,13 +54,17 @@ pub struct Wanted<'a> {
     pub assemble_only: bool,
 }
 
-/// An ELF file header: magic, a known class (32/64-bit), byte order and version.
-fn is_elf(data: &[u8]) -> bool {
-    data.len() >= 52
+/// An object file: an ELF header (magic, a known class, byte order and version), or LLVM
+/// bitcode, raw or in its wrapper (what clang's `-flto` writes for `-c`).
+fn is_object(data: &[u8]) -> bool {
+    let elf = data.len() >= 52
         && data.starts_with(b"\x7fELF")
         && matches!(data[4], 1 | 2)
         && matches!(data[5], 1 | 2)
-        && data[6] == 1
+        && data[6] == 1;
+    let bitcode = data.len() >= 8
+        && (data.starts_with(b"BC\xc0\xde") || data.starts_with(b"\xde\xc0\x17\x0b"));
+    elf || bitcode
 }
 
 /// Checks every output of `done` against `wanted` (names, count, sizes, contents).
@@ -68,6 +72,15 @@ fn is_elf(data: &[u8]) -> bool {
 /// # Errors
 /// The first [`OutputError`] found; nothing is written.
 pub fn check(done: &Completed, wanted: Wanted<'_>) -> Result<(), OutputError> {
+    check_within(done, wanted, (MAX_OUTPUT, MAX_OUTPUTS_TOTAL))
+}
+
+/// [`check`] with the (per file, total) size bounds given.
+fn check_within(
+    done: &Completed,
+    wanted: Wanted<'_>,
+    (max_one, max_total): (u64, u64),
+) -> Result<(), OutputError> {
     if done.exit_code == 0 && !done.outputs.iter().any(|(n, _)| n == wanted.main) {
         return Err(OutputError::Missing(wanted.main.to_string()));
     }
@@ -82,7 +95,7 @@ pub fn check(done: &Completed, wanted: Wanted<'_>) -> Result<(), OutputError> {
         }
         let len = data.len() as u64;
         total += len;
-        for (len, max) in [(len, MAX_OUTPUT), (total, MAX_OUTPUTS_TOTAL)] {
+        for (len, max) in [(len, max_one), (total, max_total)] {
             if len > max {
                 return Err(OutputError::TooLarge {
                     name: name.clone(),
@@ -94,7 +107,7 @@ pub fn check(done: &Completed, wanted: Wanted<'_>) -> Result<(), OutputError> {
         let (ok, expected) = if is_main && wanted.assemble_only {
             (!data.contains(&0), "assembly text")
         } else {
-            (is_elf(data), "an ELF object")
+            (is_object(data), "an ELF object (or LLVM bitcode)")
         };
         if !ok {
             return Err(OutputError::Malformed {
@@ -437,6 +450,15 @@ mod tests {
                 write_all(t.path(), &done(vec![("a.o", bad)]), object("a.o", &[])).unwrap_err();
             assert!(matches!(err, OutputError::Malformed { .. }), "{err}");
         }
+        // clang -flto writes LLVM bitcode.
+        for bitcode in [
+            &b"BC\xc0\xde\x35\x14\x00\x00"[..],
+            b"\xde\xc0\x17\x0b\0\0\0\0",
+        ] {
+            check(&done(vec![("a.o", bitcode)]), object("a.o", &[])).unwrap();
+        }
+        let err = check(&done(vec![("a.o", b"BC\xc0\xde")]), object("a.o", &[])).unwrap_err();
+        assert!(matches!(err, OutputError::Malformed { .. }), "{err}");
         // The extra outputs (.dwo) are objects too.
         let o = elf(b"");
         let extra = ["a.dwo".to_string()];
@@ -461,19 +483,29 @@ mod tests {
 
     #[test]
     fn sizes_are_bounded() {
+        // Small bounds for the test; `check` uses MAX_OUTPUT and MAX_OUTPUTS_TOTAL.
+        let bounds = (100, 250);
         let mut big = elf(b"");
-        big.resize(MAX_OUTPUT as usize + 1, 0);
-        let err = check(&done(vec![("a.o", &big)]), object("a.o", &[])).unwrap_err();
-        assert!(matches!(err, OutputError::TooLarge { .. }), "{err}");
-        big.truncate(MAX_OUTPUT as usize);
-        let extra = ["a.dwo".to_string(), "b.dwo".to_string()];
-        let err = check(
-            &done(vec![("a.o", &big), ("a.dwo", &big), ("b.dwo", &big)]),
-            object("a.o", &extra),
-        )
-        .unwrap_err();
+        big.resize(101, 0);
+        let err = check_within(&done(vec![("a.o", &big)]), object("a.o", &[]), bounds).unwrap_err();
         assert!(
-            matches!(&err, OutputError::TooLarge { len, .. } if *len > MAX_OUTPUTS_TOTAL),
+            matches!(
+                err,
+                OutputError::TooLarge {
+                    len: 101,
+                    max: 100,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        big.truncate(100);
+        check_within(&done(vec![("a.o", &big)]), object("a.o", &[]), bounds).unwrap();
+        let extra = ["a.dwo".to_string(), "b.dwo".to_string()];
+        let three = done(vec![("a.o", &big), ("a.dwo", &big), ("b.dwo", &big)]);
+        let err = check_within(&three, object("a.o", &extra), bounds).unwrap_err();
+        assert!(
+            matches!(&err, OutputError::TooLarge { name, len: 300, max: 250 } if name == "b.dwo"),
             "{err}"
         );
     }
