@@ -313,3 +313,56 @@ fn hostile_server_output_is_neutralised() {
     assert_eq!(lines.len(), n);
     assert!(lines.iter().all(|(kind, _)| kind == "local"), "{lines:?}");
 }
+
+/// gcc's own colour and documentation links (`-fdiagnostics-color=always
+/// -fdiagnostics-urls=always`) reach the terminal from a remote compile byte for byte as
+/// a local gcc prints them.
+#[test]
+fn gcc_colour_and_links_survive_the_replay() {
+    let gcc = ServerGcc::new();
+    let sshd = gcc.sshd();
+    let client = Client::new(&sshd);
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::write(
+        dir.path().join("w.c"),
+        "int f(int a)\n{\n    int unused;\n    return a << 40;\n}\n",
+    )
+    .unwrap();
+    let flags = [
+        "-Wall",
+        "-fdiagnostics-color=always",
+        "-fdiagnostics-urls=always",
+        "-c",
+        "w.c",
+        "-o",
+        "w.o",
+    ];
+    let local = run_with_timeout(
+        Command::new("gcc").current_dir(dir.path()).args(flags),
+        T,
+        "local gcc",
+    );
+    assert!(local.status.success(), "{local:?}");
+    assert!(
+        local.stderr.windows(4).any(|w| w == b"\x1b]8;"),
+        "gcc printed no link: {}",
+        local.stderr.escape_ascii()
+    );
+    let object = std::fs::read(dir.path().join("w.o")).unwrap();
+    std::fs::remove_file(dir.path().join("w.o")).unwrap();
+    let log = dir.path().join("joblog");
+    let mut args = vec!["gcc"];
+    args.extend(flags);
+    let mut cmd = client.command(dir.path(), &args);
+    cmd.env("HOARDCC_HOSTS", format!("@{ALIAS}"))
+        .env("HOARDCC_JOBLOG", &log);
+    let remote = run_with_timeout(&mut cmd, T, "hoardcc gcc");
+    assert!(remote.status.success(), "{remote:?}");
+    assert_eq!(
+        remote.stderr.escape_ascii().to_string(),
+        local.stderr.escape_ascii().to_string()
+    );
+    assert_eq!(std::fs::read(dir.path().join("w.o")).unwrap(), object);
+    assert_all_remote(&log, 1, ALIAS);
+}
