@@ -138,6 +138,7 @@ fn append_joblog(path: &Path, line: &str) {
 }
 
 /// The pipeline proper, up to the point where the outcome is known.
+#[allow(clippy::too_many_arguments)]
 fn distribute(
     real: &Path,
     compiler: &str,
