@@ -3,15 +3,17 @@
 //! arguments and names with the same policy the wrapper used (`args::check_server_args`,
 //! `args::check_name`), the job
 //! directory with the client's cwd mirrored inside it (`subsystem::workdir`), and the
-//! exact command line. Neighbours: `subsystem` (calls [`prepare`] for each `Job` and
-//! answers `Refused` on [`PrepareError::Refused`]), `subsystem::exec` (runs the command),
+//! exact command line. Two halves, so that no work happens before admission: [`check`]
+//! (cheap: names, counts and the sizes the job *claims*) runs before the slot is taken,
+//! [`stage`] (decode, write) after. Neighbours: `subsystem` (calls them for each `Job`
+//! and answers `Refused` on [`PrepareError::Refused`]), `subsystem::exec` (runs the command),
 //! `subsystem::distccd` (shares the allow-list).
 
 use crate::paths::is_executable;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-use crate::proto::compress::MAX_BLOB;
+use crate::config::Admission;
 use crate::proto::msg::{Job, SourceKind};
 
 use super::exec::CompileCommand;
@@ -126,22 +128,93 @@ pub struct Prepared {
     pub extra_outputs: Vec<(String, PathBuf)>,
 }
 
-/// Validates `job` and stages it: compiler, arguments, paths, source file, command.
+/// Validates `job` and stages it: [`check`], then [`stage`].
 ///
 /// # Errors
-/// [`PrepareError::Refused`] for anything the client asked that this server will not
-/// do; [`PrepareError::Server`] when staging fails here.
+/// As [`check`] and [`stage`].
 pub fn prepare(
     job: &Job,
     allow: &AllowList,
     tmpdir: Option<&Path>,
+    limits: &Admission,
 ) -> Result<Prepared, PrepareError> {
+    let program = check(job, allow, limits)?;
+    stage(job, program, tmpdir, limits)
+}
+
+/// The cheap half of admission, done before a slot is taken: compiler, arguments, and
+/// the sizes and counts the job claims ([`check_limits`]). Decodes and writes nothing.
+/// Returns the compiler to run.
+///
+/// # Errors
+/// [`PrepareError::Refused`] for anything the client asked that this server will not do.
+pub fn check(job: &Job, allow: &AllowList, limits: &Admission) -> Result<PathBuf, PrepareError> {
     let program = allow
         .resolve(&job.compiler)
         .map_err(|e| PrepareError::Refused(e.to_string()))?;
     crate::args::check_server_args(&job.args)
         .map_err(|reason| PrepareError::Refused(format!("argument refused: {reason}")))?;
     check_names(job).map_err(|reason| PrepareError::Refused(format!("name refused: {reason}")))?;
+    check_limits(job, limits).map_err(PrepareError::Refused)?;
+    Ok(program)
+}
+
+/// Longest file or directory name a job may carry (Linux `PATH_MAX`).
+pub const MAX_NAME_LEN: usize = 4096;
+
+/// Counts and claimed (`raw_len`) sizes against `limits`, before anything is decoded.
+///
+/// # Errors
+/// A reason naming the limit.
+pub fn check_limits(job: &Job, limits: &Admission) -> Result<(), String> {
+    if job.context.len() as u64 > u64::from(limits.max_context_files) {
+        return Err(format!(
+            "{} context files (this server takes at most {})",
+            job.context.len(),
+            limits.max_context_files
+        ));
+    }
+    if job.extra_outputs.len() as u64 > u64::from(limits.max_extra_outputs) {
+        return Err(format!(
+            "{} extra outputs (this server takes at most {})",
+            job.extra_outputs.len(),
+            limits.max_extra_outputs
+        ));
+    }
+    let names = [&job.cwd, &job.source_name, &job.output_name]
+        .into_iter()
+        .chain(&job.extra_outputs)
+        .chain(job.context.iter().map(|f| &f.name));
+    if let Some(long) = names.into_iter().find(|n| n.len() > MAX_NAME_LEN) {
+        return Err(format!("a name of {} bytes is too long", long.len()));
+    }
+    let claimed = job
+        .context
+        .iter()
+        .map(|f| f.data.raw_len)
+        .fold(job.source.raw_len, u64::saturating_add);
+    if claimed > limits.max_job_bytes {
+        return Err(format!(
+            "the job's source and context files claim {claimed} bytes \
+             (this server takes at most {})",
+            limits.max_job_bytes
+        ));
+    }
+    Ok(())
+}
+
+/// The work half, done holding a slot: the job directory, the source and context files
+/// (decoded within `limits.max_job_bytes` in all), and the command for `program`.
+///
+/// # Errors
+/// [`PrepareError::Refused`] for names this server will not write; [`PrepareError::Server`]
+/// when staging fails here.
+pub fn stage(
+    job: &Job,
+    program: PathBuf,
+    tmpdir: Option<&Path>,
+    limits: &Admission,
+) -> Result<Prepared, PrepareError> {
     let workdir = WorkDir::create(tmpdir, &job.cwd)?;
     // Directives-only text goes to a side path, `.hoardcc-src/<name>`, mapped back to
     // `<name>` in debug info, so the client's original text (a context file) can sit at
@@ -169,11 +242,11 @@ pub fn prepare(
     }
     let source = job
         .source
-        .unpack(MAX_BLOB)
+        .unpack(limits.max_job_bytes)
         .map_err(|e| PrepareError::Server(format!("bad source blob: {e}")))?;
+    let mut job_bytes = source.len() as u64;
     std::fs::write(&source_path, source)
         .map_err(|e| PrepareError::Server(format!("writing the source: {e}")))?;
-    let mut context_bytes = 0u64;
     for file in &job.context {
         let path = workdir.prepare(&file.name)?;
         if path == source_path
@@ -184,9 +257,9 @@ pub fn prepare(
         }
         let data = file
             .data
-            .unpack(MAX_BLOB - context_bytes.min(MAX_BLOB))
+            .unpack(limits.max_job_bytes.saturating_sub(job_bytes))
             .map_err(|e| PrepareError::Server(format!("bad context blob: {e}")))?;
-        context_bytes += data.len() as u64;
+        job_bytes += data.len() as u64;
         std::fs::write(&path, data)
             .map_err(|e| PrepareError::Server(format!("writing a context file: {e}")))?;
     }
@@ -357,7 +430,7 @@ mod tests {
         for (what, spoil) in bad {
             let mut job = base.clone();
             spoil(&mut job);
-            match prepare(&job, &allow, Some(t.path())) {
+            match prepare(&job, &allow, Some(t.path()), &crate::config::Admission::default()) {
                 Err(PrepareError::Refused(reason)) => assert!(reason.contains("name"), "{reason}"),
                 other => panic!("{what}: {other:?}"),
             }
