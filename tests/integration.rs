@@ -15,3 +15,5 @@ mod mux;
 mod slots;
 // Faults mid-job: server killed, sshd restarted, connection cut or frozen through a proxy.
 mod faults;
+// Server compilers SIGKILLed under make -j4 (whole group, or cc1 alone); hostile server output.
+mod server_faults;

@@ -29,6 +29,7 @@ use crate::exit::ExitCode;
 use crate::proto::distcc::{
     read_request, wait_status_from_exit_code, write_response, DistccRequest, DistccResponse,
 };
+use crate::proto::fault::{self, Ended};
 use crate::proto::Error as ProtoError;
 
 use crate::config::ServerSettings;
@@ -247,6 +248,14 @@ pub async fn run_request<R: AsyncRead + Unpin>(
         }
         Err(e) => return Some(refusal(v, ExitCode::DistccFailed, e.to_string())),
     };
+    // A killed compiler is not the compile's result. Stock distcc retries a remote failure
+    // locally only when its status is below 128, so say "crashed" (104) rather than
+    // pass the signal on.
+    let ended = Ended::from_wait_status(finished.wait_status);
+    let driver = cmd.program.to_string_lossy();
+    if let Some(fault) = fault::classify(ended, &finished.stderr, &driver) {
+        return Some(refusal(v, ExitCode::CompilerCrashed, fault.to_string()));
+    }
     let mut doto = Vec::new();
     if finished.wait_status == 0 {
         match std::fs::read(&output) {

@@ -34,9 +34,11 @@ use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerSettings;
+use crate::proto::fault::{self, Ended};
 use crate::proto::frame::{self, MAGIC, MAX_FRAME};
 use crate::proto::msg::{
-    Blob, Hello, Job, JobResult, Message, OutputFile, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    Blob, Hello, Job, JobResult, Message, OutputFile, FAULT_VERSION, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };
 use crate::proto::Error as ProtoError;
 
@@ -395,6 +397,7 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 allow: &allow,
                 sandbox: &sandbox,
                 output,
+                version,
             }
             .run(input)
             .await
@@ -448,6 +451,8 @@ struct Session<'a, W> {
     allow: &'a AllowList,
     sandbox: &'a sandbox::Sandbox,
     output: W,
+    /// The protocol version negotiated with the client (decides how a fault is told).
+    version: u32,
 }
 
 impl<W: AsyncWrite + Unpin> Session<'_, W> {
@@ -631,7 +636,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             return Ok(Flow::End(end));
         }
         let answer = match outcome {
-            Ok(finished) => result_message(id, finished, &prepared),
+            Ok(finished) => result_message(id, finished, &prepared, self.version),
             Err(e @ (ExecError::TimedOut(_) | ExecError::Spawn { .. } | ExecError::Wait(_))) => {
                 tracing::warn!("job {id}: {e}");
                 Message::ServerError {
@@ -681,18 +686,30 @@ fn unexpected(m: &Message) -> ServeError {
         Message::ServerError { .. } => "ServerError",
         Message::Ping { .. } => "Ping",
         Message::Pong { .. } => "Pong",
+        Message::Fault { .. } => "Fault",
     };
     ServeError::Unexpected(name.into())
 }
 
 /// Turns a finished compile into the job's answer: `Result` with the outputs on success,
-/// `ServerError` when the compiler claimed success without its output or the result
-/// cannot fit in one frame.
-fn result_message(id: u64, f: exec::Finished, prepared: &job::Prepared) -> Message {
+/// `Fault` when the compiler was killed (or reports a killed sub-program or an internal
+/// error; `ServerError` to a protocol-1 client), `ServerError` when the compiler claimed
+/// success without its output or the result cannot fit in one frame.
+fn result_message(id: u64, f: exec::Finished, prepared: &job::Prepared, version: u32) -> Message {
     let server_error = |message: String| {
         tracing::warn!("job {id}: {message}");
         Message::ServerError { id, message }
     };
+    let ended = Ended::from_wait_status(f.wait_status);
+    let driver = prepared.command.program.to_string_lossy();
+    if let Some(fault) = fault::classify(ended, &f.stderr, &driver) {
+        tracing::warn!("job {id}: {fault}");
+        return if version >= FAULT_VERSION {
+            Message::Fault { id, fault }
+        } else {
+            server_error(fault.to_string())
+        };
+    }
     let mut outputs = Vec::new();
     // Everything must fit in one frame: read no output that would not.
     let mut room = u64::from(MAX_FRAME)

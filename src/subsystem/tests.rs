@@ -728,3 +728,92 @@ async fn g3_macro_tables_match_a_local_build() {
     let (served, ()) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
     served.unwrap();
 }
+
+/// A compiler that dies by a signal, or whose driver reports a killed `cc1`, is a server
+/// fault (`Fault` to a protocol-2 client, `ServerError` to a protocol-1 one, status 104 to
+/// a stock distcc client), never the compiler's exit status; the lane goes on.
+#[tokio::test]
+async fn a_killed_compiler_is_a_fault_not_a_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = |name: &str, script: &str| {
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.display().to_string()
+    };
+    let mut settings = settings(tmp.path());
+    settings.compilers = vec![
+        fake("killedcc", "echo partial >&2; kill -KILL $$"),
+        fake(
+            "cc1killedcc",
+            "echo 'gcc: fatal error: Killed signal terminated program cc1' >&2\n\
+             echo 'compilation terminated.' >&2; exit 1",
+        ),
+    ];
+    let opts = options(tmp.path());
+    for version in [PROTOCOL_VERSION, 1] {
+        let (mut c, sr, sw) = lane();
+        let client = async {
+            let ours = Hello {
+                version,
+                min_version: 1,
+                caps: vec![],
+                slots: 0,
+                load: 0,
+                agent: format!("test client v{version}"),
+            };
+            frame::write_hello(c.w.as_mut().unwrap(), &ours)
+                .await
+                .unwrap();
+            frame::read_hello(&mut c.r).await.unwrap();
+            for (id, compiler, program, signal) in
+                [(1, "killedcc", "killedcc", 9), (2, "cc1killedcc", "cc1", 9)]
+            {
+                c.send(&Message::Job(job(
+                    id,
+                    compiler,
+                    Path::new("/w"),
+                    "a.c",
+                    b"int x;\n",
+                )))
+                .await;
+                match (version, c.answer().await) {
+                    (1, Message::ServerError { id: i, message }) => {
+                        assert_eq!(i, id);
+                        assert_eq!(message, format!("{program} killed by signal {signal}"));
+                    }
+                    (2, Message::Fault { id: i, fault }) => {
+                        assert_eq!(i, id);
+                        assert_eq!((fault.program.as_str(), fault.signal), (program, signal));
+                    }
+                    (v, other) => panic!("v{v} job {id}: {other:?}"),
+                }
+            }
+            c.hang_up();
+        };
+        let (served, ()) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
+        served.unwrap();
+    }
+    // Stock distcc: a status below 128 (stock clients retry those locally), with the why.
+    let allow = AllowList::new(false, settings.compilers.clone(), None);
+    let req = DistccRequest {
+        version: 1,
+        argv: ["killedcc", "-c", "a.c", "-o", "a.o"]
+            .map(String::from)
+            .to_vec(),
+        doti: b"int x;\n".to_vec(),
+    };
+    // The client stays connected (its end of the pipe is held open).
+    let (_client, mut input) = duplex(64);
+    let resp = distccd::run_request(&req, &mut input, &allow, &settings, &opts.slot_dir)
+        .await
+        .expect("the client is still there");
+    assert_eq!(resp.status, 104 << 8);
+    assert!(resp.doto.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&resp.stderr),
+        "hoardcc server: killedcc killed by signal 9\n"
+    );
+}
