@@ -807,9 +807,17 @@ async fn a_killed_compiler_is_a_fault_not_a_status() {
     };
     // The client stays connected (its end of the pipe is held open).
     let (_client, mut input) = duplex(64);
-    let resp = distccd::run_request(&req, &mut input, &allow, &settings, &opts.slot_dir)
-        .await
-        .expect("the client is still there");
+    let sandbox = super::sandbox::Sandbox::new(&settings);
+    let resp = distccd::run_request(
+        &req,
+        &mut input,
+        &allow,
+        &settings,
+        &opts.slot_dir,
+        &sandbox,
+    )
+    .await
+    .expect("the client is still there");
     assert_eq!(resp.status, 104 << 8);
     assert!(resp.doto.is_empty());
     assert_eq!(
