@@ -304,7 +304,9 @@ fn a_stock_distcc_job_takes_a_slot_and_dies_with_its_client() {
     std::fs::write(
         &config,
         format!(
-            "[server]\nmax_jobs = 1\nslot_wait_secs = 0\ncompilers = [\"{}\"]\ntmpdir = \"{}\"\n",
+            // `sandbox = "off"`: the stand-in compiler reports its pids outside its job
+            // directory (the sandbox itself is tested in subsystem::sandbox and e2e).
+            "[server]\nmax_jobs = 1\nslot_wait_secs = 0\nsandbox = \"off\"\ncompilers = [\"{}\"]\ntmpdir = \"{}\"\n",
             slowcc.display(),
             t.path().display()
         ),
