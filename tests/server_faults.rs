@@ -9,7 +9,8 @@
 //! `-wrapper`, so each `cc1` runs under a small shell stand-in that first sleeps for the
 //! seconds in a control file: every job is in flight when a fault lands, and a test can
 //! kill the driver's group or only the `cc1` stand-in. A `mode` file switches the script
-//! to hostile output.
+//! to hostile output. The stand-in and the control files sit beside the script, in its
+//! `bin/`, where the server's compiler sandbox lets the compiler read and execute.
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -50,11 +51,11 @@ impl ServerGcc {
         chmod(&d.join("work"), 0o1777);
         // The `cc1` stand-in: its sleep holds no pipe, so killing the stand-in alone ends
         // the driver's wait at once.
-        let wrap = d.join("wrap");
+        let wrap = d.join("bin/wrap");
         std::fs::write(
             &wrap,
             format!(
-                "#!/bin/sh\ncase \"$1\" in */cc1|*/cc1plus) sleep \"$(cat {d}/delay)\" \
+                "#!/bin/sh\ncase \"$1\" in */cc1|*/cc1plus) sleep \"$(cat {d}/bin/delay)\" \
                  </dev/null >/dev/null 2>&1;; esac\nexec \"$@\"\n",
                 d = d.display()
             ),
@@ -66,7 +67,7 @@ impl ServerGcc {
             &gcc,
             format!(
                 r#"#!/bin/sh
-mode=$(cat {d}/mode)
+mode=$(cat {d}/bin/mode)
 if [ "$mode" = escapes ]; then
     printf '\033]0;owned\007\033[2J\033[01;35m\033[Kcoloured\033[m\033[K note\n' >&2
 fi
@@ -93,10 +94,10 @@ exec /usr/bin/gcc -wrapper {wrap} "$@"
     /// Replaces a control file atomically (`delay`: seconds; `mode`: plain, escapes,
     /// badobject).
     fn set(&self, name: &str, value: &str) {
-        let tmp = self.dir.path().join(format!("{name}.tmp"));
+        let tmp = self.dir.path().join(format!("bin/{name}.tmp"));
         std::fs::write(&tmp, format!("{value}\n")).unwrap();
         std::fs::set_permissions(&tmp, std::fs::Permissions::from_mode(0o644)).unwrap();
-        std::fs::rename(&tmp, self.dir.path().join(name)).unwrap();
+        std::fs::rename(&tmp, self.dir.path().join("bin").join(name)).unwrap();
     }
 
     fn sshd(&self) -> Sshd {
@@ -115,7 +116,7 @@ exec /usr/bin/gcc -wrapper {wrap} "$@"
 
     /// The `cc1` stand-ins that are sleeping: (pid of the stand-in, pids of its children).
     fn held_cc1s(&self) -> Vec<(i32, Vec<i32>)> {
-        let wrap = self.dir.path().join("wrap").display().to_string();
+        let wrap = self.dir.path().join("bin/wrap").display().to_string();
         let all = processes();
         all.iter()
             .filter(|(_, p)| {
