@@ -13,3 +13,5 @@ mod ssh;
 mod mux;
 // Faults mid-job: server killed, sshd restarted, connection cut or frozen through a proxy.
 mod faults;
+// Red team: a compile-only `restrict,command=` key against the real sshd (issue 7).
+mod security;
