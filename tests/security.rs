@@ -30,22 +30,19 @@
 //! | `hostile_server_non_elf_object_is_not_installed` | 11 | a non-ELF `.o` from a server is refused; the local compile's object is installed |
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use hoardcc::proto::msg::{Blob, Codec, Message, SourceKind};
-use nix::sys::signal::{killpg, Signal};
-use nix::unistd::Pid;
+use hoardcc::proto::msg::{Blob, Message, SourceKind};
 use tempfile::TempDir;
 
 use crate::support::attack::{
-    contains, context, job, mo_catalog, refused_or_failed, Incoming, Lane, Target,
+    contains, context, job, mo_catalog, refused_or_failed, Incoming, Target,
 };
-use crate::support::{
-    hoardcc_bin, processes, removed_env_keys, run_with_timeout, wait_until, Project, Sshd,
-    SshdOptions, ALIAS,
-};
+use crate::support::{run_with_timeout, SshdOptions};
+
+mod admission;
+mod client;
+mod slots;
 
 /// Bound on one job's answer.
 const T: Duration = Duration::from_secs(60);
