@@ -164,7 +164,8 @@ if grep -q BADOBJ_EMPTY "$src"; then : > "$out"; fi
 exit 0
 "#;
 
-/// The escape sequences in `text` that are not SGR (`ESC [ digits/; m`), plus BEL and C1 CSI.
+/// The escape sequences in `text` that are not SGR (`ESC [ digits/; m`) or `ESC [ K`, plus
+/// BEL and C1 CSI.
 fn non_sgr_escapes(text: &[u8]) -> Vec<String> {
     let mut bad = Vec::new();
     let mut i = 0;
@@ -177,7 +178,8 @@ fn non_sgr_escapes(text: &[u8]) -> Vec<String> {
                     while j < text.len() && (text[j].is_ascii_digit() || text[j] == b';') {
                         j += 1;
                     }
-                    text.get(j) == Some(&b'm')
+                    // SGR, or `ESC [ K` (erase to end of line), which gcc's colours use.
+                    text.get(j) == Some(&b'm') || (text.get(j) == Some(&b'K') && j == i + 2)
                 };
                 if !sgr {
                     let end = (i + 8).min(text.len());

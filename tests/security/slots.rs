@@ -60,8 +60,10 @@ fn fifos_in(dir: &Path) {
 /// `server_dir`, entered through sshd's mount namespace when `ns_pid` is set). Files
 /// `nobody` cannot open are left alone: that is the defence.
 fn hold_locks(dir: &Path, server_dir: &Path, ns_pid: Option<i32>) -> Vec<Child> {
-    // The slot files the server has not made yet, the squatter makes (world-readable).
-    for i in 0..16 {
+    // The slot files the server has not made yet, the squatter makes (world-readable), if
+    // the directory lets other users add files.
+    let open_to_all = std::fs::metadata(dir).is_ok_and(|m| m.permissions().mode() & 0o002 != 0);
+    for i in (0..16).filter(|_| open_to_all) {
         let p = dir.join(format!("slot-{i}"));
         if std::fs::symlink_metadata(&p).is_err() {
             std::fs::write(&p, b"").unwrap();
