@@ -77,13 +77,7 @@ fn verdict(
     for m in &markers {
         let _ = std::fs::remove_file(t.marker(m));
     }
-    (!bad.is_empty()).then(|| {
-        format!(
-            "{what}: {} (answer: {})",
-            bad.join("; "),
-            describe(answer)
-        )
-    })
+    (!bad.is_empty()).then(|| format!("{what}: {} (answer: {})", bad.join("; "), describe(answer)))
 }
 
 fn describe(a: &Incoming) -> String {
@@ -128,12 +122,17 @@ fn script_dir(name: &str, text: &str) -> TempDir {
     dir
 }
 
+/// Context files of an attack: (name, bytes).
+type Ctx<'a> = Vec<(&'a str, Vec<u8>)>;
+/// An attack on the native path: (what, compiler, arguments, context files).
+type NativeCase<'a> = (&'a str, &'a str, Vec<&'a str>, Ctx<'a>);
+
 /// A spec file (for `-B`, `--prefix`, `-specs`) whose `invoke_as` runs `sh pwn.sh` instead
 /// of the assembler.
 const SPECS: &str = "*invoke_as:\n%{!S:-o %|.s |\nsh pwn.sh }\n\n";
 
 /// Context files for a spec attack: the spec file `name` and the `pwn.sh` it runs.
-fn specs_ctx<'a>(name: &'a str, specs: &str, pwn: &str) -> Vec<(&'a str, Vec<u8>)> {
+fn specs_ctx<'a>(name: &'a str, specs: &str, pwn: &str) -> Ctx<'a> {
     vec![
         (name, specs.as_bytes().to_vec()),
         ("pwn.sh", pwn.as_bytes().to_vec()),
@@ -181,15 +180,50 @@ fn native_options_that_run_programs() {
     let mapper2 = format!("-fmodule-mapper=|/bin/sh -c {}", t.cmd("mapper2"));
     let wrapper = format!("sh,-c,{}", t.cmd("wrapper"));
     let src = "int f(void) { return 1; }\n";
-    let cases: Vec<(&str, &str, Vec<&str>, Vec<(&str, Vec<u8>)>)> = vec![
-        ("module mapper |sh", "g++", vec!["-fmodules-ts", &mapper], vec![]),
-        ("module mapper |/bin/sh", "g++", vec!["-fmodules-ts", &mapper2], vec![]),
-        ("-fplugin=./evil.so", "gcc", vec!["-fplugin=./evil.so"], vec![("evil.so", evil.clone())]),
-        ("-fplugin evil.so (abs via cwd)", "gcc", vec!["-fplugin=evil.so"], vec![("evil.so", evil.clone())]),
+    let cases: Vec<NativeCase> = vec![
+        (
+            "module mapper |sh",
+            "g++",
+            vec!["-fmodules-ts", &mapper],
+            vec![],
+        ),
+        (
+            "module mapper |/bin/sh",
+            "g++",
+            vec!["-fmodules-ts", &mapper2],
+            vec![],
+        ),
+        (
+            "-fplugin=./evil.so",
+            "gcc",
+            vec!["-fplugin=./evil.so"],
+            vec![("evil.so", evil.clone())],
+        ),
+        (
+            "-fplugin evil.so (abs via cwd)",
+            "gcc",
+            vec!["-fplugin=evil.so"],
+            vec![("evil.so", evil.clone())],
+        ),
         ("-wrapper", "gcc", vec!["-wrapper", &wrapper], vec![]),
-        ("-B./", "gcc", vec!["-B./"], specs_ctx("specs", &specs, &pwn)),
-        ("-B .", "gcc", vec!["-B", "."], specs_ctx("specs", &specs, &pwn)),
-        ("-specs=./s", "gcc", vec!["-specs=./s"], specs_ctx("s", &specs, &pwn)),
+        (
+            "-B./",
+            "gcc",
+            vec!["-B./"],
+            specs_ctx("specs", &specs, &pwn),
+        ),
+        (
+            "-B .",
+            "gcc",
+            vec!["-B", "."],
+            specs_ctx("specs", &specs, &pwn),
+        ),
+        (
+            "-specs=./s",
+            "gcc",
+            vec!["-specs=./s"],
+            specs_ctx("s", &specs, &pwn),
+        ),
     ];
     let mut failures = Vec::new();
     for (what, cc, args, ctx) in cases {
@@ -210,31 +244,65 @@ fn distcc_options_that_run_programs() {
     let listing2 = format!("-Wa,-adhln={}", t.marker("listing2").display());
     let wrapper = format!("sh,-c,{}", t.cmd("wrapper"));
     let cases: Vec<(&str, Vec<&str>)> = vec![
-        ("mapper", vec!["g++", "-fmodules-ts", &mapper, "-c", "x.cpp", "-o", "x.o"]),
-        ("gcc -x c++ mapper", vec!["gcc", "-x", "c++", "-fmodules-ts", &mapper, "-c", "x.c", "-o", "x.o"]),
-        ("-fcompare-debug= mapper", vec!["g++", "-fmodules-ts", &compare, "-c", "x.cpp", "-o", "x.o"]),
-        ("for-assembler", vec!["gcc", &listing, "-c", "x.c", "-o", "x.o"]),
-        ("-Wa,-adhln", vec!["gcc", &listing2, "-c", "x.c", "-o", "x.o"]),
-        ("-wrapper", vec!["gcc", "-wrapper", &wrapper, "-c", "x.c", "-o", "x.o"]),
+        (
+            "mapper",
+            vec!["g++", "-fmodules-ts", &mapper, "-c", "x.cpp", "-o", "x.o"],
+        ),
+        (
+            "gcc -x c++ mapper",
+            vec![
+                "gcc",
+                "-x",
+                "c++",
+                "-fmodules-ts",
+                &mapper,
+                "-c",
+                "x.c",
+                "-o",
+                "x.o",
+            ],
+        ),
+        (
+            "-fcompare-debug= mapper",
+            vec!["g++", "-fmodules-ts", &compare, "-c", "x.cpp", "-o", "x.o"],
+        ),
+        (
+            "for-assembler",
+            vec!["gcc", &listing, "-c", "x.c", "-o", "x.o"],
+        ),
+        (
+            "-Wa,-adhln",
+            vec!["gcc", &listing2, "-c", "x.c", "-o", "x.o"],
+        ),
+        (
+            "-wrapper",
+            vec!["gcc", "-wrapper", &wrapper, "-c", "x.c", "-o", "x.o"],
+        ),
         ("-B/tmp", vec!["gcc", "-B/tmp/", "-c", "x.c", "-o", "x.o"]),
     ];
     let mut failures = Vec::new();
     for (what, argv) in cases {
         let out = t.run_distcc(&argv, b"int x;\nasm(\"# listed\");\n", T);
         let answer = match &out.response {
-            Some(r) if r.status == 0 => Incoming::Msg(Message::Result(
-                hoardcc::proto::msg::JobResult {
+            Some(r) if r.status == 0 => {
+                Incoming::Msg(Message::Result(hoardcc::proto::msg::JobResult {
                     id: 1,
                     exit_code: 0,
                     stdout: Blob::empty(),
                     stderr: Blob::raw(r.stderr.clone()),
                     outputs: vec![],
-                },
-            )),
+                }))
+            }
             Some(_) => Incoming::Eof,
             None => Incoming::Broken("no complete distcc response".into()),
         };
-        failures.extend(verdict(&t, &format!("distcc {what}"), &answer, &out.evidence, true));
+        failures.extend(verdict(
+            &t,
+            &format!("distcc {what}"),
+            &answer,
+            &out.evidence,
+            true,
+        ));
     }
     report(failures);
 }
@@ -250,21 +318,48 @@ fn aliases_of_refused_options() {
     let l1 = format!("--for-assembler=-adhln={}", t.marker("listing1").display());
     let l2 = format!("-adhln={}", t.marker("listing2").display());
     let l3 = format!("-Wa,-adhln={}", t.marker("listing3").display());
-    let l4 = format!("-Wa,--listing-lhs-width=1,-ahl={}", t.marker("listing4").display());
+    let l4 = format!(
+        "-Wa,--listing-lhs-width=1,-ahl={}",
+        t.marker("listing4").display()
+    );
     let src = "int f(void) { return 1; }\nasm(\"# listed text\");\n";
     let with_specs = |n: &'static str| specs_ctx(n, SPECS, &pwn);
-    let cases: Vec<(&str, Vec<&str>, Vec<(&str, Vec<u8>)>)> = vec![
-        ("--prefix=./ + specs", vec!["--prefix=./"], with_specs("specs")),
-        ("--prefix ./ + specs", vec!["--prefix", "./"], with_specs("specs")),
+    let cases: Vec<(&str, Vec<&str>, Ctx)> = vec![
+        (
+            "--prefix=./ + specs",
+            vec!["--prefix=./"],
+            with_specs("specs"),
+        ),
+        (
+            "--prefix ./ + specs",
+            vec!["--prefix", "./"],
+            with_specs("specs"),
+        ),
         ("--specs=./s", vec!["--specs=./s"], with_specs("s")),
         ("--specs ./s", vec!["--specs", "./s"], with_specs("s")),
         ("--for-assembler=-adhln=/abs", vec![&l1], vec![]),
-        ("--for-assembler -adhln=/abs", vec!["--for-assembler", &l2], vec![]),
+        (
+            "--for-assembler -adhln=/abs",
+            vec!["--for-assembler", &l2],
+            vec![],
+        ),
         ("-Wa,-adhln=/abs", vec![&l3], vec![]),
         ("-Wa,...,-ahl=/abs", vec![&l4], vec![]),
-        ("--for-assembler=@rsp", vec!["--for-assembler=@asrsp"], vec![("asrsp", asrsp.clone().into_bytes())]),
-        ("--for-assembler @rsp", vec!["--for-assembler", "@asrsp"], vec![("asrsp", asrsp.clone().into_bytes())]),
-        ("-Wa,@rsp", vec!["-Wa,@asrsp"], vec![("asrsp", asrsp.clone().into_bytes())]),
+        (
+            "--for-assembler=@rsp",
+            vec!["--for-assembler=@asrsp"],
+            vec![("asrsp", asrsp.clone().into_bytes())],
+        ),
+        (
+            "--for-assembler @rsp",
+            vec!["--for-assembler", "@asrsp"],
+            vec![("asrsp", asrsp.clone().into_bytes())],
+        ),
+        (
+            "-Wa,@rsp",
+            vec!["-Wa,@asrsp"],
+            vec![("asrsp", asrsp.clone().into_bytes())],
+        ),
     ];
     let mut failures = Vec::new();
     for (what, args, ctx) in cases {
@@ -283,7 +378,7 @@ fn aliases_of_refused_options() {
 fn options_that_carry_options() {
     let t = target();
     let evil = t.evil_so("carried");
-    let mut cases: Vec<(&str, &str, Vec<String>, Vec<(&str, Vec<u8>)>)> = vec![
+    let mut cases: Vec<(&str, &str, Vec<String>, Ctx)> = vec![
         (
             "-fcompare-debug=-fplugin=./evil.so",
             "gcc",
@@ -299,12 +394,17 @@ fn options_that_carry_options() {
         (
             "-Xclang -load",
             "gcc",
-            vec!["-Xclang".into(), "-load".into(), "-Xclang".into(), "./evil.so".into()],
+            vec![
+                "-Xclang".into(),
+                "-load".into(),
+                "-Xclang".into(),
+                "./evil.so".into(),
+            ],
             vec![("evil.so", evil.clone())],
         ),
     ];
     if crate::support::attack::on_path("clang") {
-        let cfg = format!("-fplugin=./evil.so\n-Xclang -load -Xclang ./evil.so\n");
+        let cfg = "-fplugin=./evil.so\n-Xclang -load -Xclang ./evil.so\n".to_string();
         cases.push((
             "clang --config ./f",
             "clang",
@@ -315,7 +415,10 @@ fn options_that_carry_options() {
             "clang --config=./f",
             "clang",
             vec!["--config=./f".into()],
-            vec![("f", b"-fplugin=./evil.so\n".to_vec()), ("evil.so", evil.clone())],
+            vec![
+                ("f", b"-fplugin=./evil.so\n".to_vec()),
+                ("evil.so", evil.clone()),
+            ],
         ));
     } else {
         eprintln!("no clang on this machine: the clang --config cases are skipped");
@@ -365,7 +468,13 @@ fn names_that_become_options() {
     j.source_name = "-fplugin=./evil.so".into();
     j.context = vec![context("evil.so", &evil)];
     let (a, e) = t.run_job(j, T);
-    failures.extend(verdict(&t, "directives-only source_name -fplugin=", &a, &e, true));
+    failures.extend(verdict(
+        &t,
+        "directives-only source_name -fplugin=",
+        &a,
+        &e,
+        true,
+    ));
     // output_name, extra_outputs and context names.
     for (what, f) in [
         ("output_name -fplugin=", 0),
@@ -400,11 +509,31 @@ fn source_cannot_read_server_files() {
     let secret = t.secret_path.display().to_string();
     let via_proc = format!("/proc/self/root{secret}");
     let cases: Vec<(&str, Vec<&str>, String)> = vec![
-        ("asm .incbin /abs", vec![], format!("asm(\".incbin \\\"{secret}\\\"\");\n")),
-        ("asm .incbin /proc/self/root", vec![], format!("asm(\".incbin \\\"{via_proc}\\\"\");\n")),
-        ("#include \"/abs\"", vec![], format!("#include \"{secret}\"\nint x;\n")),
-        ("#include </proc/self/root/abs>", vec![], format!("#include <{via_proc}>\nint x;\n")),
-        ("-E with #include", vec!["-E"], format!("#include \"{secret}\"\n")),
+        (
+            "asm .incbin /abs",
+            vec![],
+            format!("asm(\".incbin \\\"{secret}\\\"\");\n"),
+        ),
+        (
+            "asm .incbin /proc/self/root",
+            vec![],
+            format!("asm(\".incbin \\\"{via_proc}\\\"\");\n"),
+        ),
+        (
+            "#include \"/abs\"",
+            vec![],
+            format!("#include \"{secret}\"\nint x;\n"),
+        ),
+        (
+            "#include </proc/self/root/abs>",
+            vec![],
+            format!("#include <{via_proc}>\nint x;\n"),
+        ),
+        (
+            "-E with #include",
+            vec!["-E"],
+            format!("#include \"{secret}\"\n"),
+        ),
     ];
     let mut failures = Vec::new();
     for (what, args, src) in cases {
@@ -439,7 +568,8 @@ fn compiler_environment_is_cleared() {
     let mut failures = Vec::new();
     failures.extend(verdict(&t, "__DATE__", &answer, &evidence, false));
     if contains(&evidence, b"Jan  2 1970") {
-        failures.push("SOURCE_DATE_EPOCH from the server's environment reached the compiler".into());
+        failures
+            .push("SOURCE_DATE_EPOCH from the server's environment reached the compiler".into());
     }
     for m in [&deps, &sunpro] {
         if m.exists() {
@@ -456,29 +586,73 @@ fn compiler_environment_is_cleared() {
 fn client_locale_cannot_load_a_catalog() {
     let t = target();
     let flag = format!("PWNED{}", t.token);
-    let mo = mo_catalog(&[("warning: ", &format!("{flag}: ")), ("%s", &format!("{flag}%s"))]);
+    let mo = mo_catalog(&[
+        ("warning: ", &format!("{flag}: ")),
+        ("%s", &format!("{flag}%s")),
+    ]);
     let ctx = |dir: &str| {
         ["gcc-12", "gcc", "cpplib-12", "cpplib"]
             .iter()
             .map(|d| context(&format!("{dir}/LC_MESSAGES/{d}.mo"), &mo))
             .collect::<Vec<_>>()
     };
-    let cases: Vec<(&str, Vec<(&str, &str)>, &str)> = vec![
-        ("LANGUAGE=../../../proc/self/cwd/xx", vec![("LC_ALL", "C.UTF-8"), ("LANGUAGE", "../../../proc/self/cwd/xx")], "xx"),
-        ("LANGUAGE list with a path", vec![("LANG", "C.UTF-8"), ("LANGUAGE", "fr:../../../../proc/self/cwd/yy")], "yy"),
-        ("LC_MESSAGES + LANGUAGE path", vec![("LC_MESSAGES", "C.UTF-8"), ("LANGUAGE", "../../../proc/self/cwd/zz")], "zz"),
-        ("odd LC_ALL", vec![("LC_ALL", "../../../proc/self/cwd/ww"), ("LANGUAGE", "../../../proc/self/cwd/ww")], "ww"),
-        ("LC_ALL with a newline", vec![("LC_ALL", "C.UTF-8\nLANGUAGE=../../../proc/self/cwd/vv"), ("LANGUAGE", "../../../proc/self/cwd/vv")], "vv"),
+    type LocaleCase<'a> = (&'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<LocaleCase> = vec![
+        (
+            "LANGUAGE=../../../proc/self/cwd/xx",
+            vec![
+                ("LC_ALL", "C.UTF-8"),
+                ("LANGUAGE", "../../../proc/self/cwd/xx"),
+            ],
+            "xx",
+        ),
+        (
+            "LANGUAGE list with a path",
+            vec![
+                ("LANG", "C.UTF-8"),
+                ("LANGUAGE", "fr:../../../../proc/self/cwd/yy"),
+            ],
+            "yy",
+        ),
+        (
+            "LC_MESSAGES + LANGUAGE path",
+            vec![
+                ("LC_MESSAGES", "C.UTF-8"),
+                ("LANGUAGE", "../../../proc/self/cwd/zz"),
+            ],
+            "zz",
+        ),
+        (
+            "odd LC_ALL",
+            vec![
+                ("LC_ALL", "../../../proc/self/cwd/ww"),
+                ("LANGUAGE", "../../../proc/self/cwd/ww"),
+            ],
+            "ww",
+        ),
+        (
+            "LC_ALL with a newline",
+            vec![
+                ("LC_ALL", "C.UTF-8\nLANGUAGE=../../../proc/self/cwd/vv"),
+                ("LANGUAGE", "../../../proc/self/cwd/vv"),
+            ],
+            "vv",
+        ),
     ];
     let mut failures = Vec::new();
     for (what, env, dir) in cases {
         let mut j = job("gcc", &[], "#warning hi\nint x;\n");
-        j.env = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        j.env = env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
         j.context = ctx(dir);
         let (answer, evidence) = t.run_job(j, T);
         failures.extend(verdict(&t, what, &answer, &evidence, false));
         if contains(&evidence, flag.as_bytes()) {
-            failures.push(format!("{what}: the compiler printed the client's message catalog"));
+            failures.push(format!(
+                "{what}: the compiler printed the client's message catalog"
+            ));
         }
         if matches!(answer, Incoming::Broken(_)) {
             failures.push(format!("{what}: no answer: {}", describe(&answer)));

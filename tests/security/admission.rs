@@ -68,7 +68,9 @@ impl SlowCc {
     }
 
     fn wait_started(&self, n: usize) {
-        wait_until(T, &format!("{n} slowcc running"), || self.started().len() >= n);
+        wait_until(T, &format!("{n} slowcc running"), || {
+            self.started().len() >= n
+        });
     }
 }
 
@@ -126,7 +128,12 @@ impl Watch {
             Arc::new(AtomicU64::new(0)),
             Arc::new(AtomicU64::new(0)),
         );
-        let (s, b, f, dir) = (stop.clone(), bytes.clone(), files.clone(), dir.to_path_buf());
+        let (s, b, f, dir) = (
+            stop.clone(),
+            bytes.clone(),
+            files.clone(),
+            dir.to_path_buf(),
+        );
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::SeqCst) {
                 let (mut nb, mut nf) = (0u64, 0u64);
@@ -231,7 +238,10 @@ fn no_work_before_admission() {
         let rss = mine.iter().map(|p| peak_rss(*p)).max().unwrap_or(0);
         let (bytes, files) = watch.finish();
         let took = started.elapsed();
-        eprintln!("{what}: {} in {took:?}, peak rss {rss}, disk {bytes} bytes / {files} files", describe(&answer));
+        eprintln!(
+            "{what}: {} in {took:?}, peak rss {rss}, disk {bytes} bytes / {files} files",
+            describe(&answer)
+        );
         if matches!(answer, Incoming::Msg(Message::Result(_))) {
             failures.push(format!("{what}: compiled although the only slot was held"));
         }
@@ -244,7 +254,9 @@ fn no_work_before_admission() {
             ));
         }
         if rss > 512 << 20 {
-            failures.push(format!("{what}: the server grew to {rss} bytes before admission"));
+            failures.push(format!(
+                "{what}: the server grew to {rss} bytes before admission"
+            ));
         }
     }
     a.kill();
@@ -311,7 +323,9 @@ fn compiler_resource_limits() {
         let (bytes, _) = watch.finish();
         eprintln!("{what}: {} in {took:?}, disk {bytes}", describe(&answer));
         if !refused_or_failed(&answer) {
-            failures.push(format!("{what}: compiled to completion ({bytes} bytes on disk)"));
+            failures.push(format!(
+                "{what}: compiled to completion ({bytes} bytes on disk)"
+            ));
         }
         if matches!(answer, Incoming::Broken(_)) || took > Duration::from_secs(60) {
             failures.push(format!("{what}: not stopped in bounded time ({took:?})"));
@@ -332,7 +346,11 @@ fn distcc_jobs_take_a_slot() {
     a.send(&Message::Job(job("slowcc", &[], "int x;\n")));
     slow.wait_started(1);
     // The only slot is held: a stock-distcc job must not start its compiler now.
-    let out = t.run_distcc(&["slowcc", "-c", "x.c", "-o", "x.o"], b"int x;\n", Duration::from_secs(8));
+    let out = t.run_distcc(
+        &["slowcc", "-c", "x.c", "-o", "x.o"],
+        b"int x;\n",
+        Duration::from_secs(8),
+    );
     let started = slow.started();
     a.kill();
     drop(out);
@@ -362,7 +380,13 @@ fn distcc_compiler_dies_with_its_client() {
         lane.kill();
         let gone = || {
             std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .map(|s| s.rsplit(')').next().unwrap_or("").trim_start().starts_with('Z'))
+                .map(|s| {
+                    s.rsplit(')')
+                        .next()
+                        .unwrap_or("")
+                        .trim_start()
+                        .starts_with('Z')
+                })
                 .unwrap_or(true)
         };
         let end = Instant::now() + Duration::from_secs(15);
@@ -376,6 +400,9 @@ fn distcc_compiler_dies_with_its_client() {
                 nix::sys::signal::Signal::SIGKILL,
             );
         }
-        assert!(!alive, "{what}: the compiler kept running 15 s after its client left");
+        assert!(
+            !alive,
+            "{what}: the compiler kept running 15 s after its client left"
+        );
     }
 }

@@ -24,10 +24,7 @@ const T: Duration = Duration::from_secs(120);
 /// A private sshd whose `serve` finds `gcc` in `bin` first.
 fn sshd_with_gcc(bin: &Path) -> Sshd {
     Sshd::start(SshdOptions {
-        server_env: vec![(
-            "PATH".into(),
-            format!("{}:/usr/bin:/bin", bin.display()),
-        )],
+        server_env: vec![("PATH".into(), format!("{}:/usr/bin:/bin", bin.display()))],
         server_toml: Some("[server]\nmax_jobs = 8\n".into()),
         ..SshdOptions::default()
     })
@@ -142,7 +139,11 @@ fn security_sigkilled_compilers_do_not_fail_make() {
     );
     for (obj, want) in p.objects().iter().zip(&local) {
         let got = std::fs::read(p.dir().join(obj)).unwrap();
-        assert!(&got == want, "{} differs from a local gcc build", obj.display());
+        assert!(
+            &got == want,
+            "{} differs from a local gcc build",
+            obj.display()
+        );
     }
 }
 
@@ -204,8 +205,13 @@ fn hostile_server_escapes_are_neutralised() {
     let log = dir.path().join("joblog");
     let hosts = format!("@{ALIAS}");
     let out = run_with_timeout(
-        wrapper(&sshd, dir.path(), &hosts, &["gcc", "-O2", "-c", "a.c", "-o", "a.o"])
-            .env("HOARDCC_JOBLOG", &log),
+        wrapper(
+            &sshd,
+            dir.path(),
+            &hosts,
+            &["gcc", "-O2", "-c", "a.c", "-o", "a.o"],
+        )
+        .env("HOARDCC_JOBLOG", &log),
         T,
         "hoardcc gcc against a hostile server",
     );
@@ -241,7 +247,12 @@ fn hostile_server_non_elf_object_is_not_installed() {
         let obj = format!("{src}.o");
         let hosts = format!("@{ALIAS}");
         let out = run_with_timeout(
-            &mut wrapper(&sshd, dir.path(), &hosts, &["gcc", "-O2", "-c", &src, "-o", &obj]),
+            &mut wrapper(
+                &sshd,
+                dir.path(),
+                &hosts,
+                &["gcc", "-O2", "-c", &src, "-o", &obj],
+            ),
             T,
             "hoardcc gcc against a hostile server",
         );

@@ -80,7 +80,9 @@ fn hold_locks(dir: &Path, server_dir: &Path, ns_pid: Option<i32>) -> Vec<Child> 
         let mut cmd = match ns_pid {
             Some(pid) => {
                 let mut c = Command::new("nsenter");
-                c.arg(format!("--mount=/proc/{pid}/ns/mnt")).arg("--").arg("setpriv");
+                c.arg(format!("--mount=/proc/{pid}/ns/mnt"))
+                    .arg("--")
+                    .arg("setpriv");
                 c
             }
             None => Command::new("setpriv"),
@@ -144,12 +146,19 @@ fn check_server(t: &Target, what: &str, must_serve: bool) -> Option<String> {
     if let Err(e) = lane.hello(SHORT) {
         return Some(format!("{what}: the server did not answer its hello: {e}"));
     }
-    lane.send(&Message::Job(job("gcc", &["-O2"], "int f(void) { return 2; }\n")));
+    lane.send(&Message::Job(job(
+        "gcc",
+        &["-O2"],
+        "int f(void) { return 2; }\n",
+    )));
     let answer = lane.answer(1, Duration::from_secs(30));
     let bad = match &answer {
         Incoming::Msg(Message::Result(r)) if r.exit_code == 0 => None,
         Incoming::Msg(Message::Busy { .. } | Message::ServerError { .. }) if !must_serve => None,
-        other => Some(format!("{what}: the job was not served: {}", describe(other))),
+        other => Some(format!(
+            "{what}: the job was not served: {}",
+            describe(other)
+        )),
     };
     if bad.is_some() {
         return bad;
@@ -171,11 +180,7 @@ fn find_slot_dir(t: &Target) -> PathBuf {
         describe(&answer)
     );
     let home = t.sshd.login_home();
-    let roots = [
-        PathBuf::from("/tmp"),
-        PathBuf::from("/run"),
-        home.clone(),
-    ];
+    let roots = [PathBuf::from("/tmp"), PathBuf::from("/run"), home.clone()];
     for root in roots {
         let seen = if root == home {
             root.clone()
@@ -187,7 +192,9 @@ fn find_slot_dir(t: &Target) -> PathBuf {
             return root.join(rel);
         }
     }
-    panic!("no slot files under /tmp, /run or the home after a job: where does the server keep them?");
+    panic!(
+        "no slot files under /tmp, /run or the home after a job: where does the server keep them?"
+    );
 }
 
 fn find_slot_file_dir(dir: &Path, depth: u32) -> Option<PathBuf> {
@@ -233,7 +240,12 @@ fn default_slot_dir_squatters_do_not_block() {
         ..SshdOptions::default()
     };
     let mut failures = Vec::new();
-    for squat in [Squat::Fifos, Squat::ForeignDir, Squat::Symlink, Squat::HeldLocks] {
+    for squat in [
+        Squat::Fifos,
+        Squat::ForeignDir,
+        Squat::Symlink,
+        Squat::HeldLocks,
+    ] {
         let t = Target::start(opts());
         let dir = find_slot_dir(&t);
         let seen = if dir.starts_with(t.sshd.login_home()) {
@@ -245,7 +257,11 @@ fn default_slot_dir_squatters_do_not_block() {
         let mut holders = Vec::new();
         match squat {
             Squat::HeldLocks => {
-                holders = hold_locks(&seen, &dir, (seen != dir).then(|| t.sshd.sshd_pid()).flatten());
+                holders = hold_locks(
+                    &seen,
+                    &dir,
+                    (seen != dir).then(|| t.sshd.sshd_pid()).flatten(),
+                );
             }
             _ if !squattable(&seen) => {
                 eprintln!("{what}: no other user can create it; nothing to squat");

@@ -170,7 +170,10 @@ impl Target {
         let mut lane = Lane::open(&self.sshd);
         match lane.hello(Duration::from_secs(30)) {
             Ok(_) => lane,
-            Err(e) => panic!("no hello from the forced-command server: {e}; {}", lane.stderr()),
+            Err(e) => panic!(
+                "no hello from the forced-command server: {e}; {}",
+                lane.stderr()
+            ),
         }
     }
 
@@ -231,7 +234,12 @@ pub fn job(compiler: &str, args: &[&str], source: &str) -> Job {
         args: args.iter().map(|s| s.to_string()).collect(),
         assemble_only: false,
         cwd: "/home/client/src".into(),
-        source_name: if compiler.contains("++") { "a.cc" } else { "a.c" }.into(),
+        source_name: if compiler.contains("++") {
+            "a.cc"
+        } else {
+            "a.c"
+        }
+        .into(),
         output_name: "a.o".into(),
         extra_outputs: Vec::new(),
         source_kind: SourceKind::DirectivesOnly,

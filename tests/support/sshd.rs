@@ -195,7 +195,10 @@ impl Sshd {
     pub fn forced_ssh(&self, remote: &[&str]) -> Command {
         let argv = self.ssh_command();
         let mut cmd = Command::new(&argv[0]);
-        cmd.args(&argv[1..]).arg("-T").arg(FORCED_ALIAS).args(remote);
+        cmd.args(&argv[1..])
+            .arg("-T")
+            .arg(FORCED_ALIAS)
+            .args(remote);
         self.apply_env(&mut cmd);
         cmd
     }
@@ -218,8 +221,9 @@ impl Sshd {
     /// in a private mount namespace (`private_tmp`), else `path` itself.
     pub fn server_path(&self, path: &Path) -> PathBuf {
         match (self.opts.private_tmp, self.sshd_pid()) {
-            (true, Some(pid)) => Path::new(&format!("/proc/{pid}/root"))
-                .join(path.strip_prefix("/").unwrap_or(path)),
+            (true, Some(pid)) => {
+                Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
+            }
             _ => path.to_path_buf(),
         }
     }
