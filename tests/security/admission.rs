@@ -17,7 +17,7 @@ use hoardcc::proto::msg::{Blob, Codec, Message};
 use tempfile::TempDir;
 
 use super::{describe, script_dir, SHORT, T};
-use crate::support::attack::{context, job, refused_or_failed, Incoming, Lane, Target};
+use crate::support::attack::{context, job, random_hex, refused_or_failed, Incoming, Lane, Target};
 use crate::support::{processes, wait_until, SshdOptions};
 
 /// A world-writable scratch directory under /var/tmp.
@@ -30,40 +30,37 @@ fn scratch(prefix: &str) -> TempDir {
     d
 }
 
-/// `slowcc`: records its pid in `started`, then sleeps for a minute.
+/// `slowcc`: becomes `sleep 60.<tag>` (a sandboxed compiler can write nothing outside its
+/// job directory, so it is found by its command line instead).
 struct SlowCc {
     bin: TempDir,
-    started: TempDir,
+    tag: String,
 }
 
 impl SlowCc {
     fn new() -> SlowCc {
-        let started = scratch("hoardcc-slowcc-started-");
-        let bin = script_dir(
-            "slowcc",
-            &format!(
-                "#!/bin/sh\necho $$ > {}/started-$$\nexec sleep 60\n",
-                started.path().display()
-            ),
+        let tag = format!(
+            "60.{}",
+            random_hex(4)
+                .chars()
+                .filter(char::is_ascii_digit)
+                .collect::<String>()
+                + "1"
         );
-        SlowCc { bin, started }
+        let bin = script_dir("slowcc", &format!("#!/bin/sh\nexec sleep {tag}\n"));
+        SlowCc { bin, tag }
     }
 
     fn path(&self) -> PathBuf {
         self.bin.path().join("slowcc")
     }
 
-    /// Pids of the slowcc runs that started so far.
+    /// Pids of the slowcc runs alive now.
     fn started(&self) -> Vec<i32> {
-        std::fs::read_dir(self.started.path())
-            .unwrap()
-            .flatten()
-            .filter_map(|e| {
-                e.file_name()
-                    .to_string_lossy()
-                    .strip_prefix("started-")
-                    .and_then(|p| p.parse().ok())
-            })
+        processes()
+            .into_iter()
+            .filter(|(_, p)| p.argv.len() == 2 && p.argv[0] == "sleep" && p.argv[1] == self.tag)
+            .map(|(pid, _)| pid)
             .collect()
     }
 
@@ -265,11 +262,15 @@ fn no_work_before_admission() {
 
 /// The `[server]` setting naming the idle timeout between frames, in seconds.
 pub const IDLE_TIMEOUT_KEY: &str = "idle_timeout_secs";
+/// The `[server]` setting bounding the silence inside a frame, in seconds.
+pub const FRAME_TIMEOUT_KEY: &str = "frame_timeout_secs";
 
 #[test]
 fn idle_lane_is_closed() {
     let t = Target::start(SshdOptions {
-        server_toml: Some(format!("[server]\nmax_jobs = 4\n{IDLE_TIMEOUT_KEY} = 2\n")),
+        server_toml: Some(format!(
+            "[server]\nmax_jobs = 4\n{IDLE_TIMEOUT_KEY} = 2\n{FRAME_TIMEOUT_KEY} = 2\n"
+        )),
         ..SshdOptions::default()
     });
     let mut lane = Lane::open(&t.sshd);
@@ -298,11 +299,13 @@ fn idle_lane_is_closed() {
 #[test]
 fn compiler_resource_limits() {
     let work = scratch("hoardcc-redteam-work-");
-    // The test's own safety net (an unfixed server would eat the machine): 4 GiB of
-    // address space for sshd and everything below it.
+    // The server's own limits are configured (1 GiB of address space, 64 MiB files); the
+    // test's safety net (an unfixed server would eat the machine) is 4 GiB of address
+    // space for sshd and everything below it.
     let t = Target::start(SshdOptions {
         server_toml: Some(format!(
-            "[server]\nmax_jobs = 4\ncompile_timeout_secs = 40\ntmpdir = \"{}\"\n",
+            "[server]\nmax_jobs = 4\ncompile_timeout_secs = 40\ntmpdir = \"{}\"\n\
+             max_memory_mib = 1024\nmax_file_size_mib = 64\n",
             work.path().display()
         )),
         address_space_limit: Some(4 << 30),

@@ -7,6 +7,7 @@
 //! or a hostile one (real gcc, then escape sequences on stderr and, when the source asks
 //! for it, a replaced output).
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
@@ -83,15 +84,14 @@ fn server_compilers(sshd: &Sshd) -> Vec<i32> {
 
 #[test]
 fn security_sigkilled_compilers_do_not_fail_make() {
-    let delay = script_dir("delay", "");
-    std::fs::write(delay.path().join("delay"), "30\n").unwrap();
+    // The delay sits beside the script: a sandboxed compiler reads only its own install.
     let bin = script_dir(
         "gcc",
-        &format!(
-            "#!/bin/sh\nsleep \"$(cat {})\"\nexec /usr/bin/gcc \"$@\"\n",
-            delay.path().join("delay").display()
-        ),
+        "#!/bin/sh\nsleep \"$(cat \"$(dirname \"$0\")/delay\")\"\nexec /usr/bin/gcc \"$@\"\n",
     );
+    let delay = bin.path().join("delay");
+    std::fs::write(&delay, "30\n").unwrap();
+    std::fs::set_permissions(&delay, std::fs::Permissions::from_mode(0o644)).unwrap();
     let sshd = sshd_with_gcc(bin.path());
     let p = Project::c_multi();
     let mut local = Vec::new();
@@ -123,7 +123,7 @@ fn security_sigkilled_compilers_do_not_fail_make() {
         wait_until(T, "4 compiles running on the server", || {
             server_compilers(&sshd).len() >= 4
         });
-        std::fs::write(delay.path().join("delay"), "0\n").unwrap();
+        std::fs::write(&delay, "0\n").unwrap();
         // Each compiler runs in its own process group: SIGKILL it (not its server).
         for pid in server_compilers(&sshd) {
             let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
