@@ -5,7 +5,14 @@
 //! both halves: the request was refused or contained (a `Refused`/error, or a compile that
 //! fails), and nothing was run, read or written (no marker file exists, the secret planted in
 //! the server user's home appears in no reply, no file appeared in that home). Every wait has
-//! a timeout. Harness: [`crate::support::attack`].
+//! a timeout. Harness: [`crate::support::attack`]. Classes 0–6 are here; 7 in
+//! [`slots`], 8–9 in [`admission`], 10–11 (through the real wrapper) in [`client`].
+//!
+//! On an unfixed server (commit 168dc12) every test but `forced_key_runs_only_serve` fails,
+//! each for its attack (marker created, secret returned, hang, disk or memory used), except
+//! `idle_lane_is_closed` and `compiler_resource_limits`, whose `server.toml` settings
+//! (`idle_timeout_secs`, `frame_timeout_secs`, `max_memory_mib`, `max_file_size_mib`) that
+//! server does not know yet.
 //!
 //! | test | class | proves |
 //! |---|---|---|
