@@ -24,6 +24,19 @@
 //! max_jobs = 16
 //! tmpdir = "/var/tmp"
 //! heartbeat_secs = 5
+//! # admission limits (see `Admission`)
+//! max_job_mib = 256                # source + context files of one job, decoded
+//! max_context_files = 4096
+//! max_extra_outputs = 16
+//! max_queued_mib = 64              # jobs waiting on one lane, encoded
+//! idle_timeout_secs = 300          # a lane with no job and no frame is closed
+//! frame_timeout_secs = 60          # longest silence inside a frame
+//! slot_wait_secs = 60              # stock distcc jobs wait this long for a slot
+//! sandbox = "landlock"             # or "off" (see below)
+//! sandbox_paths = ["/opt/sysroot"] # extra read+execute directories for the compiler
+//! max_memory_mib = 8192            # address space of each compiler process, 0 = no limit
+//! max_file_size_mib = 1024         # largest file a compiler may write, 0 = no limit
+//! max_open_files = 256
 //! [mux]
 //! idle_timeout_secs = 600          # HOARDCC_IDLE_TIMEOUT
 //! channels_per_connection = 8
@@ -84,6 +97,31 @@ pub struct RawServer {
     pub tmpdir: Option<PathBuf>,
     /// See [`ServerSettings::heartbeat`].
     pub heartbeat_secs: Option<u64>,
+    // Admission limits: see [`Admission`].
+    /// See [`Admission::max_job_bytes`] (MiB).
+    pub max_job_mib: Option<u64>,
+    /// See [`Admission::max_context_files`].
+    pub max_context_files: Option<u32>,
+    /// See [`Admission::max_extra_outputs`].
+    pub max_extra_outputs: Option<u32>,
+    /// See [`Admission::max_queued_bytes`] (MiB).
+    pub max_queued_mib: Option<u64>,
+    /// See [`Admission::idle_timeout`].
+    pub idle_timeout_secs: Option<u64>,
+    /// See [`Admission::frame_timeout`].
+    pub frame_timeout_secs: Option<u64>,
+    /// See [`Admission::slot_wait`].
+    pub slot_wait_secs: Option<u64>,
+    /// See [`ServerSettings::sandbox`].
+    pub sandbox: Option<SandboxMode>,
+    /// See [`ServerSettings::sandbox_paths`].
+    pub sandbox_paths: Option<Vec<PathBuf>>,
+    /// See [`ServerSettings::max_memory`] (MiB, 0 = no limit).
+    pub max_memory_mib: Option<u64>,
+    /// See [`ServerSettings::max_file_size`] (MiB, 0 = no limit).
+    pub max_file_size_mib: Option<u64>,
+    /// See [`ServerSettings::max_open_files`].
+    pub max_open_files: Option<u32>,
 }
 
 /// The `[mux]` table as written.
@@ -140,6 +178,18 @@ impl RawConfig {
                 max_jobs: pick(a.max_jobs, b.max_jobs),
                 tmpdir: pick(a.tmpdir, b.tmpdir),
                 heartbeat_secs: pick(a.heartbeat_secs, b.heartbeat_secs),
+                max_job_mib: pick(a.max_job_mib, b.max_job_mib),
+                max_context_files: pick(a.max_context_files, b.max_context_files),
+                max_extra_outputs: pick(a.max_extra_outputs, b.max_extra_outputs),
+                max_queued_mib: pick(a.max_queued_mib, b.max_queued_mib),
+                idle_timeout_secs: pick(a.idle_timeout_secs, b.idle_timeout_secs),
+                frame_timeout_secs: pick(a.frame_timeout_secs, b.frame_timeout_secs),
+                slot_wait_secs: pick(a.slot_wait_secs, b.slot_wait_secs),
+                sandbox: pick(a.sandbox, b.sandbox),
+                sandbox_paths: pick(a.sandbox_paths, b.sandbox_paths),
+                max_memory_mib: pick(a.max_memory_mib, b.max_memory_mib),
+                max_file_size_mib: pick(a.max_file_size_mib, b.max_file_size_mib),
+                max_open_files: pick(a.max_open_files, b.max_open_files),
             }),
             mux: merge_table(self.mux, later.mux, |a, b| RawMux {
                 idle_timeout_secs: pick(a.idle_timeout_secs, b.idle_timeout_secs),
@@ -191,13 +241,86 @@ pub struct ServerSettings {
     pub default_compilers: bool,
     /// Longest a single compile may run before it is killed (default 20 min).
     pub compile_timeout: Duration,
-    /// Concurrent compiles on the whole host, shared by every user's `hoardcc serve`; `None` = the CPU count.
+    /// Concurrent compiles per slot directory (`subsystem::slots`): host-wide where an admin
+    /// provisions `/run/hoardcc`, else per user; `None` = the CPU count.
     pub max_jobs: Option<u32>,
     /// Where job work directories go; `None` = the system temp dir.
     pub tmpdir: Option<PathBuf>,
     /// Progress heartbeat interval while a compile runs (default 5 s).
     pub heartbeat: Duration,
+    /// What a client may make the server hold, and for how long.
+    pub admission: Admission,
+    /// How the compiler is contained (default [`SandboxMode::Landlock`]).
+    pub sandbox: SandboxMode,
+    /// Extra directories the sandboxed compiler may read and execute (a sysroot, a
+    /// toolchain whose helpers live outside its own prefix).
+    pub sandbox_paths: Vec<PathBuf>,
+    /// Address space of each compiler process in bytes (`RLIMIT_AS`; default 8 GiB,
+    /// `None` = no limit).
+    pub max_memory: Option<u64>,
+    /// Largest file a compiler process may write in bytes (`RLIMIT_FSIZE`; default 1 GiB,
+    /// `None` = no limit).
+    pub max_file_size: Option<u64>,
+    /// Open files per compiler process (`RLIMIT_NOFILE`; default 256).
+    pub max_open_files: u32,
 }
+
+/// `[server] sandbox`: how `hoardcc serve` contains the compilers it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Landlock (Linux 6.7 or later, ABI 4): the compiler reads and executes only system
+    /// and toolchain directories, writes only its job directory, and has no TCP. A kernel
+    /// without it gets every job refused (the client compiles locally), never an
+    /// unsandboxed compile.
+    #[default]
+    Landlock,
+    /// No Landlock: only the cleared environment and the resource limits apply. For
+    /// servers whose every key holder may run commands anyway.
+    Off,
+}
+
+/// Limits checked before a job gets a slot or any work (`[server]` keys in MiB / seconds).
+/// A job over a size or count limit is refused (the client compiles it locally).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// Most bytes of one job's source and context files together, as decoded (default
+    /// 256 MiB, `max_job_mib`). The claimed sizes are checked before anything is decoded.
+    pub max_job_bytes: u64,
+    /// Most context files (the user's headers, for diagnostics) in one job (default 4096).
+    pub max_context_files: u32,
+    /// Most extra outputs (`.dwo`, `.su` …) one job may ask back (default 16).
+    pub max_extra_outputs: u32,
+    /// Most bytes (as received) of jobs queued on one lane behind the running one (default
+    /// 64 MiB, `max_queued_mib`); a job beyond it is answered `Busy`.
+    pub max_queued_bytes: u64,
+    /// A lane with no job running or queued and no frame arriving for this long is closed
+    /// (default 300 s). The mux drops a lane the moment its server closes it, and runs a
+    /// job again on a fresh lane if its hoarded one went stale, so no job fails by it.
+    pub idle_timeout: Duration,
+    /// Longest silence in the middle of a frame before the lane is dropped (default 60 s).
+    pub frame_timeout: Duration,
+    /// How long a stock distcc job waits for a free slot before it is answered "busy"
+    /// (exit 114, the client compiles locally); 0 answers at once (default 60 s).
+    pub slot_wait: Duration,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            max_job_bytes: 256 << 20,
+            max_context_files: 4096,
+            max_extra_outputs: 16,
+            max_queued_bytes: 64 << 20,
+            idle_timeout: Duration::from_secs(300),
+            frame_timeout: Duration::from_secs(60),
+            slot_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Largest MiB value accepted for the size limits (the frame limit is 256 MiB anyway).
+const MAX_MIB: u64 = 4096;
 
 /// Settings of the mux daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +352,12 @@ impl Default for ServerSettings {
             max_jobs: None,
             tmpdir: None,
             heartbeat: Duration::from_secs(5),
+            admission: Admission::default(),
+            sandbox: SandboxMode::Landlock,
+            sandbox_paths: Vec::new(),
+            max_memory: Some(8 << 30),
+            max_file_size: Some(1 << 30),
+            max_open_files: 256,
         }
     }
 }
@@ -347,6 +476,48 @@ fn positive_secs(
     }
 }
 
+/// The `[server]` admission keys over `d`.
+fn admission(server: &RawServer, d: &Admission) -> Result<Admission, ConfigError> {
+    let mib = |v: Option<u64>, key, default: u64| match v {
+        None => Ok(default),
+        Some(n) if (1..=MAX_MIB).contains(&n) => Ok(n << 20),
+        Some(_) => Err(ConfigError::Value {
+            path: None,
+            key,
+            problem: "must be between 1 and 4096 (MiB)",
+        }),
+    };
+    let idle = positive_secs(
+        server.idle_timeout_secs,
+        "server.idle_timeout_secs",
+        d.idle_timeout,
+    )?;
+    Ok(Admission {
+        max_job_bytes: mib(server.max_job_mib, "server.max_job_mib", d.max_job_bytes)?,
+        max_context_files: positive_count(
+            server.max_context_files,
+            "server.max_context_files",
+            d.max_context_files,
+        )?,
+        max_extra_outputs: server.max_extra_outputs.unwrap_or(d.max_extra_outputs),
+        max_queued_bytes: mib(
+            server.max_queued_mib,
+            "server.max_queued_mib",
+            d.max_queued_bytes,
+        )?,
+        idle_timeout: idle,
+        frame_timeout: positive_secs(
+            server.frame_timeout_secs,
+            "server.frame_timeout_secs",
+            d.frame_timeout,
+        )?,
+        slot_wait: server
+            .slot_wait_secs
+            .map(Duration::from_secs)
+            .unwrap_or(d.slot_wait),
+    })
+}
+
 fn positive_count(value: Option<u32>, key: &'static str, default: u32) -> Result<u32, ConfigError> {
     match value {
         None => Ok(default),
@@ -357,6 +528,43 @@ fn positive_count(value: Option<u32>, key: &'static str, default: u32) -> Result
         }),
         Some(n) => Ok(n),
     }
+}
+
+/// Fewest open files a compiler may be limited to (the driver, its pipes, the source,
+/// the output and a temporary need a handful; below this compiles fail mysteriously).
+const MIN_OPEN_FILES: u32 = 16;
+
+/// A size limit given in MiB: 0 = no limit; too large to count in bytes is an error.
+fn mib_limit(
+    value: Option<u64>,
+    key: &'static str,
+    default: Option<u64>,
+) -> Result<Option<u64>, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Ok(None),
+        Some(mib) => mib
+            .checked_mul(1 << 20)
+            .map(Some)
+            .ok_or(ConfigError::Value {
+                path: None,
+                key,
+                problem: "is too large",
+            }),
+    }
+}
+
+/// `sandbox_paths` must be absolute (a relative one would depend on the server's cwd).
+fn sandbox_paths(value: Option<Vec<PathBuf>>) -> Result<Vec<PathBuf>, ConfigError> {
+    let paths = value.unwrap_or_default();
+    if paths.iter().any(|p| !p.is_absolute()) {
+        return Err(ConfigError::Value {
+            path: None,
+            key: "server.sandbox_paths",
+            problem: "must hold absolute paths",
+        });
+    }
+    Ok(paths)
 }
 
 /// An environment variable holding seconds; unset or blank means "not set".
@@ -414,6 +622,7 @@ impl Config {
         let d = Config::default();
         let ssh = raw.ssh.unwrap_or_default();
         let server = raw.server.unwrap_or_default();
+        let admission = admission(&server, &d.server.admission)?;
         let mux = raw.mux.unwrap_or_default();
         let mut config = Config {
             hosts: raw.hosts,
@@ -464,6 +673,29 @@ impl Config {
                     "server.heartbeat_secs",
                     d.server.heartbeat,
                 )?,
+                admission,
+                sandbox: server.sandbox.unwrap_or(d.server.sandbox),
+                sandbox_paths: sandbox_paths(server.sandbox_paths)?,
+                max_memory: mib_limit(
+                    server.max_memory_mib,
+                    "server.max_memory_mib",
+                    d.server.max_memory,
+                )?,
+                max_file_size: mib_limit(
+                    server.max_file_size_mib,
+                    "server.max_file_size_mib",
+                    d.server.max_file_size,
+                )?,
+                max_open_files: match server.max_open_files {
+                    Some(n) if n < MIN_OPEN_FILES => {
+                        return Err(ConfigError::Value {
+                            path: None,
+                            key: "server.max_open_files",
+                            problem: "must be at least 16",
+                        })
+                    }
+                    n => n.unwrap_or(d.server.max_open_files),
+                },
             },
             mux: MuxSettings {
                 idle_timeout: positive_secs(
@@ -597,6 +829,14 @@ mod tests {
         assert_eq!(c.server.max_jobs, None);
         assert_eq!(c.server.tmpdir, None);
         assert_eq!(c.server.heartbeat, Duration::from_secs(5));
+        assert_eq!(c.server.admission.max_job_bytes, 256 << 20);
+        assert_eq!(c.server.admission.max_context_files, 4096);
+        assert_eq!(c.server.admission.idle_timeout, Duration::from_secs(300));
+        assert_eq!(c.server.sandbox, SandboxMode::Landlock);
+        assert!(c.server.sandbox_paths.is_empty());
+        assert_eq!(c.server.max_memory, Some(8 << 30));
+        assert_eq!(c.server.max_file_size, Some(1 << 30));
+        assert_eq!(c.server.max_open_files, 256);
         assert_eq!(c.mux.idle_timeout, Duration::from_secs(600));
         assert_eq!(c.mux.channels_per_connection, 8);
         assert_eq!(c.hosts, None);
@@ -620,6 +860,18 @@ mod tests {
         max_jobs = 12
         tmpdir = "/var/tmp/hc"
         heartbeat_secs = 2
+        max_job_mib = 32
+        max_context_files = 100
+        max_extra_outputs = 2
+        max_queued_mib = 8
+        idle_timeout_secs = 90
+        frame_timeout_secs = 7
+        slot_wait_secs = 0
+        sandbox = "off"
+        sandbox_paths = ["/opt/sysroot"]
+        max_memory_mib = 2048
+        max_file_size_mib = 0
+        max_open_files = 64
         [mux]
         idle_timeout_secs = 30
         channels_per_connection = 4
@@ -644,6 +896,23 @@ mod tests {
         assert_eq!(c.server.max_jobs, Some(12));
         assert_eq!(c.server.tmpdir, Some(PathBuf::from("/var/tmp/hc")));
         assert_eq!(c.server.heartbeat, Duration::from_secs(2));
+        assert_eq!(
+            c.server.admission,
+            Admission {
+                max_job_bytes: 32 << 20,
+                max_context_files: 100,
+                max_extra_outputs: 2,
+                max_queued_bytes: 8 << 20,
+                idle_timeout: Duration::from_secs(90),
+                frame_timeout: Duration::from_secs(7),
+                slot_wait: Duration::ZERO,
+            }
+        );
+        assert_eq!(c.server.sandbox, SandboxMode::Off);
+        assert_eq!(c.server.sandbox_paths, [PathBuf::from("/opt/sysroot")]);
+        assert_eq!(c.server.max_memory, Some(2048 << 20));
+        assert_eq!(c.server.max_file_size, None, "0 = no limit");
+        assert_eq!(c.server.max_open_files, 64);
         assert_eq!(c.mux.idle_timeout, Duration::from_secs(30));
         assert_eq!(c.mux.channels_per_connection, 4);
     }
@@ -743,6 +1012,11 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(msg.contains("idle_timeout_secs"), "{msg}");
+        // Only the two documented sandbox modes parse.
+        let msg = Config::from_parts(Some("[server]\nsandbox = \"namespaces\""), &no_env())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("sandbox") && msg.contains("landlock"), "{msg}");
         for (text, key) in [
             (
                 "[ssh]\nconnect_timeout_secs = 0",
@@ -754,6 +1028,29 @@ mod tests {
             ),
             ("[server]\nmax_jobs = 0", "server.max_jobs"),
             ("[server]\nheartbeat_secs = 0", "server.heartbeat_secs"),
+            (
+                "[server]\nidle_timeout_secs = 0",
+                "server.idle_timeout_secs",
+            ),
+            ("[server]\nmax_job_mib = 0", "server.max_job_mib"),
+            ("[server]\nmax_queued_mib = 5000", "server.max_queued_mib"),
+            (
+                "[server]\nmax_context_files = 0",
+                "server.max_context_files",
+            ),
+            (
+                "[server]\nframe_timeout_secs = 0",
+                "server.frame_timeout_secs",
+            ),
+            ("[server]\nmax_open_files = 3", "server.max_open_files"),
+            (
+                "[server]\nmax_memory_mib = 18446744073709551615",
+                "server.max_memory_mib",
+            ),
+            (
+                "[server]\nsandbox_paths = [\"opt/x\"]",
+                "server.sandbox_paths",
+            ),
         ] {
             let err = Config::from_parts(Some(text), &no_env()).unwrap_err();
             assert!(

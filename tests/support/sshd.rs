@@ -301,7 +301,7 @@ impl Sshd {
     }
 
     /// The server's private compile-slot directory (`HOARDCC_SLOT_DIR` of every `serve`), so
-    /// fixtures do not share the host-wide `/tmp/hoardcc-slots` with each other.
+    /// fixtures do not share the default slot directory with each other.
     pub fn slot_dir(&self) -> PathBuf {
         self.server_dir().join("slots")
     }
