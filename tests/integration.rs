@@ -17,3 +17,5 @@ mod slots;
 mod faults;
 // Server compilers SIGKILLed under make -j4 (whole group, or cc1 alone); hostile server output.
 mod server_faults;
+// Red team: a compile-only `restrict,command=` key against the real sshd (issue 7).
+mod security;
