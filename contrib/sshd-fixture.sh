@@ -16,7 +16,11 @@
 #   hf_run CMD...                  # run CMD as the client: HOME=$HF_HOME, private XDG dirs, no agent
 #   hf_ssh CMD...                  # ssh -F $HF_SSH_CONFIG hoardtest CMD...
 #   hf_add_hosts N                 # a second sshd on N more ports; ssh aliases host1..hostN
-#   hf_add_alias ALIAS PORT        # another ssh alias (and known_hosts line) for 127.0.0.1:PORT
+#   hf_add_alias ALIAS PORT [KEY]  # another ssh alias (and known_hosts line) for 127.0.0.1:PORT
+#
+# Besides the Subsystem key, the client has a compile-only key ($HF_HOME/.ssh/id_forced,
+# alias hoardtest-forced), installed as `restrict,command="... hoardcc serve"` the way
+# contrib/authorized_keys.example installs a build key: whatever it asks for, sshd runs serve.
 #   hf_track_pid PID               # kill PID's process group (or PID) at cleanup
 #   hf_defer 'shell command'       # run at cleanup (before sshd is stopped)
 #
@@ -138,10 +142,11 @@ hf_login_user() {
 }
 
 # hf_start [HOARDCC_BINARY] — start sshd; export the HF_* variables; install the cleanup trap.
-# hf_add_alias ALIAS PORT — a client `Host ALIAS` block reaching the fixture's login user on
-# 127.0.0.1:PORT, and a known_hosts line trusting the fixture's host key there.
+# hf_add_alias ALIAS PORT [KEY] — a client `Host ALIAS` block reaching the fixture's login
+# user on 127.0.0.1:PORT with KEY (default the Subsystem key), and a known_hosts line
+# trusting the fixture's host key there.
 hf_add_alias() {
-    local alias=$1 port=$2 pubkey
+    local alias=$1 port=$2 key=${3:-$HF_HOME/.ssh/id_ed25519} pubkey
     pubkey=$(cut -d' ' -f1,2 "$HF_DIR/host_ed25519.pub")
     echo "[127.0.0.1]:$port $pubkey" >>"$HF_HOME/.ssh/known_hosts"
     cat >>"$HF_SSH_CONFIG" <<EOF
@@ -149,7 +154,7 @@ Host $alias
     HostName 127.0.0.1
     Port $port
     User $HF_USER
-    IdentityFile $HF_HOME/.ssh/id_ed25519
+    IdentityFile $key
     IdentitiesOnly yes
     UserKnownHostsFile $HF_HOME/.ssh/known_hosts
     StrictHostKeyChecking yes
@@ -185,6 +190,11 @@ hf_start() {
     ssh-keygen -q -t ed25519 -N '' -C hoardcc-fixture-client -f "$HF_HOME/.ssh/id_ed25519" </dev/null ||
         hf_die "ssh-keygen (client key) failed"
     cp "$HF_HOME/.ssh/id_ed25519.pub" "$HF_DIR/authorized_keys"
+    ssh-keygen -q -t ed25519 -N '' -C hoardcc-fixture-forced -f "$HF_HOME/.ssh/id_forced" </dev/null ||
+        hf_die "ssh-keygen (compile-only key) failed"
+    printf 'restrict,command="/usr/bin/env HOARDCC_SERVER_CONFIG=%s HOARDCC_SLOT_DIR=%s %s serve" %s\n' \
+        "$HF_DIR/server.toml" "$HF_DIR/slots" "$HF_SERVE_BIN" "$(cat "$HF_HOME/.ssh/id_forced.pub")" \
+        >>"$HF_DIR/authorized_keys"
     # The server's compile slots: like `distccd --jobs N`, sized for the clients' -jN rather
     # than this machine's CPU count (hoardcc serve's default), so a job is not refused as busy;
     # and a private slot directory (HOARDCC_SLOT_DIR), so other hoardcc servers on this
@@ -233,6 +243,7 @@ EOF
     : >"$HF_HOME/.ssh/known_hosts"
     : >"$HF_SSH_CONFIG"
     hf_add_alias hoardtest "$HF_PORT"
+    hf_add_alias hoardtest-forced "$HF_PORT" "$HF_HOME/.ssh/id_forced"
     chmod 600 "$HF_SSH_CONFIG" "$HF_HOME/.ssh/known_hosts"
     export HF_DIR HF_PORT HF_USER HF_HOME HF_SSH_CONFIG HF_SERVE_BIN
 

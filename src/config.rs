@@ -24,6 +24,19 @@
 //! max_jobs = 16
 //! tmpdir = "/var/tmp"
 //! heartbeat_secs = 5
+//! # admission limits (see `Admission`)
+//! max_job_mib = 256                # source + context files of one job, decoded
+//! max_context_files = 4096
+//! max_extra_outputs = 16
+//! max_queued_mib = 64              # jobs waiting on one lane, encoded
+//! idle_timeout_secs = 300          # a lane with no job and no frame is closed
+//! frame_timeout_secs = 60          # longest silence inside a frame
+//! slot_wait_secs = 60              # stock distcc jobs wait this long for a slot
+//! sandbox = "landlock"             # or "off" (see below)
+//! sandbox_paths = ["/opt/sysroot"] # extra read+execute directories for the compiler
+//! max_memory_mib = 8192            # address space of each compiler process, 0 = no limit
+//! max_file_size_mib = 1024         # largest file a compiler may write, 0 = no limit
+//! max_open_files = 256
 //! [mux]
 //! idle_timeout_secs = 600          # HOARDCC_IDLE_TIMEOUT
 //! channels_per_connection = 8
@@ -84,6 +97,31 @@ pub struct RawServer {
     pub tmpdir: Option<PathBuf>,
     /// See [`ServerSettings::heartbeat`].
     pub heartbeat_secs: Option<u64>,
+    // Admission limits: see [`Admission`].
+    /// See [`Admission::max_job_bytes`] (MiB).
+    pub max_job_mib: Option<u64>,
+    /// See [`Admission::max_context_files`].
+    pub max_context_files: Option<u32>,
+    /// See [`Admission::max_extra_outputs`].
+    pub max_extra_outputs: Option<u32>,
+    /// See [`Admission::max_queued_bytes`] (MiB).
+    pub max_queued_mib: Option<u64>,
+    /// See [`Admission::idle_timeout`].
+    pub idle_timeout_secs: Option<u64>,
+    /// See [`Admission::frame_timeout`].
+    pub frame_timeout_secs: Option<u64>,
+    /// See [`Admission::slot_wait`].
+    pub slot_wait_secs: Option<u64>,
+    /// See [`ServerSettings::sandbox`].
+    pub sandbox: Option<SandboxMode>,
+    /// See [`ServerSettings::sandbox_paths`].
+    pub sandbox_paths: Option<Vec<PathBuf>>,
+    /// See [`ServerSettings::max_memory`] (MiB, 0 = no limit).
+    pub max_memory_mib: Option<u64>,
+    /// See [`ServerSettings::max_file_size`] (MiB, 0 = no limit).
+    pub max_file_size_mib: Option<u64>,
+    /// See [`ServerSettings::max_open_files`].
+    pub max_open_files: Option<u32>,
 }
 
 /// The `[mux]` table as written.
@@ -140,6 +178,18 @@ impl RawConfig {
                 max_jobs: pick(a.max_jobs, b.max_jobs),
                 tmpdir: pick(a.tmpdir, b.tmpdir),
                 heartbeat_secs: pick(a.heartbeat_secs, b.heartbeat_secs),
+                max_job_mib: pick(a.max_job_mib, b.max_job_mib),
+                max_context_files: pick(a.max_context_files, b.max_context_files),
+                max_extra_outputs: pick(a.max_extra_outputs, b.max_extra_outputs),
+                max_queued_mib: pick(a.max_queued_mib, b.max_queued_mib),
+                idle_timeout_secs: pick(a.idle_timeout_secs, b.idle_timeout_secs),
+                frame_timeout_secs: pick(a.frame_timeout_secs, b.frame_timeout_secs),
+                slot_wait_secs: pick(a.slot_wait_secs, b.slot_wait_secs),
+                sandbox: pick(a.sandbox, b.sandbox),
+                sandbox_paths: pick(a.sandbox_paths, b.sandbox_paths),
+                max_memory_mib: pick(a.max_memory_mib, b.max_memory_mib),
+                max_file_size_mib: pick(a.max_file_size_mib, b.max_file_size_mib),
+                max_open_files: pick(a.max_open_files, b.max_open_files),
             }),
             mux: merge_table(self.mux, later.mux, |a, b| RawMux {
                 idle_timeout_secs: pick(a.idle_timeout_secs, b.idle_timeout_secs),
@@ -191,13 +241,86 @@ pub struct ServerSettings {
     pub default_compilers: bool,
     /// Longest a single compile may run before it is killed (default 20 min).
     pub compile_timeout: Duration,
-    /// Concurrent compiles on the whole host, shared by every user's `hoardcc serve`; `None` = the CPU count.
+    /// Concurrent compiles per slot directory (`subsystem::slots`): host-wide where an admin
+    /// provisions `/run/hoardcc`, else per user; `None` = the CPU count.
     pub max_jobs: Option<u32>,
     /// Where job work directories go; `None` = the system temp dir.
     pub tmpdir: Option<PathBuf>,
     /// Progress heartbeat interval while a compile runs (default 5 s).
     pub heartbeat: Duration,
+    /// What a client may make the server hold, and for how long.
+    pub admission: Admission,
+    /// How the compiler is contained (default [`SandboxMode::Landlock`]).
+    pub sandbox: SandboxMode,
+    /// Extra directories the sandboxed compiler may read and execute (a sysroot, a
+    /// toolchain whose helpers live outside its own prefix).
+    pub sandbox_paths: Vec<PathBuf>,
+    /// Address space of each compiler process in bytes (`RLIMIT_AS`; default 8 GiB,
+    /// `None` = no limit).
+    pub max_memory: Option<u64>,
+    /// Largest file a compiler process may write in bytes (`RLIMIT_FSIZE`; default 1 GiB,
+    /// `None` = no limit).
+    pub max_file_size: Option<u64>,
+    /// Open files per compiler process (`RLIMIT_NOFILE`; default 256).
+    pub max_open_files: u32,
 }
+
+/// `[server] sandbox`: how `hoardcc serve` contains the compilers it runs.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SandboxMode {
+    /// Landlock (Linux 6.7 or later, ABI 4): the compiler reads and executes only system
+    /// and toolchain directories, writes only its job directory, and has no TCP. A kernel
+    /// without it gets every job refused (the client compiles locally), never an
+    /// unsandboxed compile.
+    #[default]
+    Landlock,
+    /// No Landlock: only the cleared environment and the resource limits apply. For
+    /// servers whose every key holder may run commands anyway.
+    Off,
+}
+
+/// Limits checked before a job gets a slot or any work (`[server]` keys in MiB / seconds).
+/// A job over a size or count limit is refused (the client compiles it locally).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Admission {
+    /// Most bytes of one job's source and context files together, as decoded (default
+    /// 256 MiB, `max_job_mib`). The claimed sizes are checked before anything is decoded.
+    pub max_job_bytes: u64,
+    /// Most context files (the user's headers, for diagnostics) in one job (default 4096).
+    pub max_context_files: u32,
+    /// Most extra outputs (`.dwo`, `.su` …) one job may ask back (default 16).
+    pub max_extra_outputs: u32,
+    /// Most bytes (as received) of jobs queued on one lane behind the running one (default
+    /// 64 MiB, `max_queued_mib`); a job beyond it is answered `Busy`.
+    pub max_queued_bytes: u64,
+    /// A lane with no job running or queued and no frame arriving for this long is closed
+    /// (default 300 s). The mux drops a lane the moment its server closes it, and runs a
+    /// job again on a fresh lane if its hoarded one went stale, so no job fails by it.
+    pub idle_timeout: Duration,
+    /// Longest silence in the middle of a frame before the lane is dropped (default 60 s).
+    pub frame_timeout: Duration,
+    /// How long a stock distcc job waits for a free slot before it is answered "busy"
+    /// (exit 114, the client compiles locally); 0 answers at once (default 60 s).
+    pub slot_wait: Duration,
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Admission {
+            max_job_bytes: 256 << 20,
+            max_context_files: 4096,
+            max_extra_outputs: 16,
+            max_queued_bytes: 64 << 20,
+            idle_timeout: Duration::from_secs(300),
+            frame_timeout: Duration::from_secs(60),
+            slot_wait: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Largest MiB value accepted for the size limits (the frame limit is 256 MiB anyway).
+const MAX_MIB: u64 = 4096;
 
 /// Settings of the mux daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -229,6 +352,12 @@ impl Default for ServerSettings {
             max_jobs: None,
             tmpdir: None,
             heartbeat: Duration::from_secs(5),
+            admission: Admission::default(),
+            sandbox: SandboxMode::Landlock,
+            sandbox_paths: Vec::new(),
+            max_memory: Some(8 << 30),
+            max_file_size: Some(1 << 30),
+            max_open_files: 256,
         }
     }
 }
@@ -347,6 +476,48 @@ fn positive_secs(
     }
 }
 
+/// The `[server]` admission keys over `d`.
+fn admission(server: &RawServer, d: &Admission) -> Result<Admission, ConfigError> {
+    let mib = |v: Option<u64>, key, default: u64| match v {
+        None => Ok(default),
+        Some(n) if (1..=MAX_MIB).contains(&n) => Ok(n << 20),
+        Some(_) => Err(ConfigError::Value {
+            path: None,
+            key,
+            problem: "must be between 1 and 4096 (MiB)",
+        }),
+    };
+    let idle = positive_secs(
+        server.idle_timeout_secs,
+        "server.idle_timeout_secs",
+        d.idle_timeout,
+    )?;
+    Ok(Admission {
+        max_job_bytes: mib(server.max_job_mib, "server.max_job_mib", d.max_job_bytes)?,
+        max_context_files: positive_count(
+            server.max_context_files,
+            "server.max_context_files",
+            d.max_context_files,
+        )?,
+        max_extra_outputs: server.max_extra_outputs.unwrap_or(d.max_extra_outputs),
+        max_queued_bytes: mib(
+            server.max_queued_mib,
+            "server.max_queued_mib",
+            d.max_queued_bytes,
+        )?,
+        idle_timeout: idle,
+        frame_timeout: positive_secs(
+            server.frame_timeout_secs,
+            "server.frame_timeout_secs",
+            d.frame_timeout,
+        )?,
+        slot_wait: server
+            .slot_wait_secs
+            .map(Duration::from_secs)
+            .unwrap_or(d.slot_wait),
+    })
+}
+
 fn positive_count(value: Option<u32>, key: &'static str, default: u32) -> Result<u32, ConfigError> {
     match value {
         None => Ok(default),
@@ -357,6 +528,43 @@ fn positive_count(value: Option<u32>, key: &'static str, default: u32) -> Result
         }),
         Some(n) => Ok(n),
     }
+}
+
+/// Fewest open files a compiler may be limited to (the driver, its pipes, the source,
+/// the output and a temporary need a handful; below this compiles fail mysteriously).
+const MIN_OPEN_FILES: u32 = 16;
+
+/// A size limit given in MiB: 0 = no limit; too large to count in bytes is an error.
+fn mib_limit(
+    value: Option<u64>,
+    key: &'static str,
+    default: Option<u64>,
+) -> Result<Option<u64>, ConfigError> {
+    match value {
+        None => Ok(default),
+        Some(0) => Ok(None),
+        Some(mib) => mib
+            .checked_mul(1 << 20)
+            .map(Some)
+            .ok_or(ConfigError::Value {
+                path: None,
+                key,
+                problem: "is too large",
+            }),
+    }
+}
+
+/// `sandbox_paths` must be absolute (a relative one would depend on the server's cwd).
+fn sandbox_paths(value: Option<Vec<PathBuf>>) -> Result<Vec<PathBuf>, ConfigError> {
+    let paths = value.unwrap_or_default();
+    if paths.iter().any(|p| !p.is_absolute()) {
+        return Err(ConfigError::Value {
+            path: None,
+            key: "server.sandbox_paths",
+            problem: "must hold absolute paths",
+        });
+    }
+    Ok(paths)
 }
 
 /// An environment variable holding seconds; unset or blank means "not set".
@@ -414,6 +622,7 @@ impl Config {
         let d = Config::default();
         let ssh = raw.ssh.unwrap_or_default();
         let server = raw.server.unwrap_or_default();
+        let admission = admission(&server, &d.server.admission)?;
         let mux = raw.mux.unwrap_or_default();
         let mut config = Config {
             hosts: raw.hosts,
@@ -464,6 +673,29 @@ impl Config {
                     "server.heartbeat_secs",
                     d.server.heartbeat,
                 )?,
+                admission,
+                sandbox: server.sandbox.unwrap_or(d.server.sandbox),
+                sandbox_paths: sandbox_paths(server.sandbox_paths)?,
+                max_memory: mib_limit(
+                    server.max_memory_mib,
+                    "server.max_memory_mib",
+                    d.server.max_memory,
+                )?,
+                max_file_size: mib_limit(
+                    server.max_file_size_mib,
+                    "server.max_file_size_mib",
+                    d.server.max_file_size,
+                )?,
+                max_open_files: match server.max_open_files {
+                    Some(n) if n < MIN_OPEN_FILES => {
+                        return Err(ConfigError::Value {
+                            path: None,
+                            key: "server.max_open_files",
+                            problem: "must be at least 16",
+                        })
+                    }
+                    n => n.unwrap_or(d.server.max_open_files),
+                },
             },
             mux: MuxSettings {
                 idle_timeout: positive_secs(
@@ -573,339 +805,4 @@ fn load_server_from(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::paths::test_env::env_of;
-
-    fn no_env() -> impl Fn(&str) -> Option<String> {
-        env_of(&[])
-    }
-
-    #[test]
-    fn defaults() {
-        let c = Config::from_parts(None, &no_env()).unwrap();
-        assert_eq!(c, Config::default());
-        assert!(c.fallback);
-        assert_eq!(c.backoff, Duration::from_secs(60));
-        assert_eq!(c.ssh.connect_timeout, Duration::from_secs(10));
-        assert_eq!(c.ssh.keepalive_interval, Duration::from_secs(15));
-        assert_eq!(c.ssh.keepalive_max, 3);
-        assert_eq!(c.ssh.io_timeout, Duration::from_secs(300));
-        assert!(c.server.compilers.is_empty());
-        assert!(c.server.default_compilers);
-        assert_eq!(c.server.compile_timeout, Duration::from_secs(1200));
-        assert_eq!(c.server.max_jobs, None);
-        assert_eq!(c.server.tmpdir, None);
-        assert_eq!(c.server.heartbeat, Duration::from_secs(5));
-        assert_eq!(c.mux.idle_timeout, Duration::from_secs(600));
-        assert_eq!(c.mux.channels_per_connection, 8);
-        assert_eq!(c.hosts, None);
-        // An empty file is the defaults too.
-        assert_eq!(Config::from_parts(Some(""), &no_env()).unwrap(), c);
-    }
-
-    const FULL: &str = r#"
-        hosts = "@a/8 @b"
-        fallback = false
-        backoff_secs = 0
-        [ssh]
-        connect_timeout_secs = 3
-        keepalive_interval_secs = 7
-        keepalive_max = 5
-        io_timeout_secs = 90
-        [server]
-        compilers = ["arm-none-eabi-gcc", "x86_64-w64-mingw32-gcc"]
-        default_compilers = false
-        compile_timeout_secs = 60
-        max_jobs = 12
-        tmpdir = "/var/tmp/hc"
-        heartbeat_secs = 2
-        [mux]
-        idle_timeout_secs = 30
-        channels_per_connection = 4
-    "#;
-
-    #[test]
-    fn every_file_field_applies() {
-        let c = Config::from_parts(Some(FULL), &no_env()).unwrap();
-        assert_eq!(c.hosts.as_deref(), Some("@a/8 @b"));
-        assert!(!c.fallback);
-        assert_eq!(c.backoff, Duration::ZERO);
-        assert_eq!(c.ssh.connect_timeout, Duration::from_secs(3));
-        assert_eq!(c.ssh.keepalive_interval, Duration::from_secs(7));
-        assert_eq!(c.ssh.keepalive_max, 5);
-        assert_eq!(c.ssh.io_timeout, Duration::from_secs(90));
-        assert_eq!(
-            c.server.compilers,
-            ["arm-none-eabi-gcc", "x86_64-w64-mingw32-gcc"]
-        );
-        assert!(!c.server.default_compilers);
-        assert_eq!(c.server.compile_timeout, Duration::from_secs(60));
-        assert_eq!(c.server.max_jobs, Some(12));
-        assert_eq!(c.server.tmpdir, Some(PathBuf::from("/var/tmp/hc")));
-        assert_eq!(c.server.heartbeat, Duration::from_secs(2));
-        assert_eq!(c.mux.idle_timeout, Duration::from_secs(30));
-        assert_eq!(c.mux.channels_per_connection, 4);
-    }
-
-    #[test]
-    fn env_beats_file_beats_default() {
-        let file = "fallback = true\nbackoff_secs = 10\n[ssh]\nio_timeout_secs = 50\n[mux]\nidle_timeout_secs = 40\n";
-        let env = env_of(&[
-            ("DISTCC_FALLBACK", "0"),
-            ("DISTCC_IO_TIMEOUT", "77"),
-            ("DISTCC_BACKOFF_PERIOD", "0"),
-            ("HOARDCC_IDLE_TIMEOUT", "5"),
-        ]);
-        let c = Config::from_parts(Some(file), &env).unwrap();
-        assert!(!c.fallback);
-        assert_eq!(c.ssh.io_timeout, Duration::from_secs(77));
-        assert_eq!(c.backoff, Duration::ZERO);
-        assert_eq!(c.mux.idle_timeout, Duration::from_secs(5));
-
-        // Without env the file applies.
-        let c = Config::from_parts(Some(file), &no_env()).unwrap();
-        assert!(c.fallback);
-        assert_eq!(c.backoff, Duration::from_secs(10));
-        assert_eq!(c.ssh.io_timeout, Duration::from_secs(50));
-        assert_eq!(c.mux.idle_timeout, Duration::from_secs(40));
-    }
-
-    #[test]
-    fn fallback_variables() {
-        let fb = |vars: &[(&str, &str)], file: Option<&str>| {
-            Config::from_parts(file, &env_of(vars)).unwrap().fallback
-        };
-        assert!(!fb(&[("DISTCC_FALLBACK", "0")], None));
-        assert!(fb(&[("DISTCC_FALLBACK", "1")], Some("fallback = false")));
-        assert!(fb(&[("DISTCC_FALLBACK", "yes")], None));
-        assert!(fb(&[("DISTCC_FALLBACK", "")], None));
-        // HOARDCC_ wins over DISTCC_ in both directions.
-        assert!(fb(
-            &[("HOARDCC_FALLBACK", "1"), ("DISTCC_FALLBACK", "0")],
-            None
-        ));
-        assert!(!fb(
-            &[("HOARDCC_FALLBACK", "0"), ("DISTCC_FALLBACK", "1")],
-            None
-        ));
-    }
-
-    #[test]
-    fn bad_env_values_name_the_variable() {
-        let cases = [
-            ("DISTCC_IO_TIMEOUT", "soon"),
-            ("DISTCC_IO_TIMEOUT", "0"),
-            ("DISTCC_IO_TIMEOUT", "-5"),
-            ("DISTCC_BACKOFF_PERIOD", "1.5"),
-            ("HOARDCC_IDLE_TIMEOUT", "0"),
-            ("HOARDCC_IDLE_TIMEOUT", "10m"),
-        ];
-        for (var, value) in cases {
-            let err = Config::from_parts(None, &env_of(&[(var, value)])).unwrap_err();
-            assert!(
-                matches!(err, ConfigError::Env { var: v, .. } if v == var),
-                "{err:?}"
-            );
-            let msg = err.to_string();
-            assert!(msg.contains(var) && msg.contains(value), "{msg}");
-        }
-        // Blank means unset.
-        let c = Config::from_parts(None, &env_of(&[("DISTCC_IO_TIMEOUT", " ")])).unwrap();
-        assert_eq!(c.ssh.io_timeout, Duration::from_secs(300));
-        // Surrounding spaces are fine.
-        let c = Config::from_parts(None, &env_of(&[("DISTCC_IO_TIMEOUT", " 12 ")])).unwrap();
-        assert_eq!(c.ssh.io_timeout, Duration::from_secs(12));
-    }
-
-    #[test]
-    fn unknown_key_reported_with_location() {
-        let err =
-            Config::from_parts(Some("[ssh]\nconect_timeout_secs = 3\n"), &no_env()).unwrap_err();
-        let msg = err.to_string();
-        assert!(matches!(err, ConfigError::Parse { .. }), "{err:?}");
-        assert!(msg.contains("conect_timeout_secs"), "{msg}");
-        assert!(msg.contains("line 2"), "{msg}");
-
-        let msg = Config::from_parts(Some("hostz = \"a\""), &no_env())
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("hostz"), "{msg}");
-    }
-
-    #[test]
-    fn wrong_types_and_values_rejected() {
-        let msg = Config::from_parts(Some("fallback = \"no\""), &no_env())
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("fallback"), "{msg}");
-        let msg = Config::from_parts(Some("[mux]\nidle_timeout_secs = -1"), &no_env())
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("idle_timeout_secs"), "{msg}");
-        for (text, key) in [
-            (
-                "[ssh]\nconnect_timeout_secs = 0",
-                "ssh.connect_timeout_secs",
-            ),
-            (
-                "[mux]\nchannels_per_connection = 0",
-                "mux.channels_per_connection",
-            ),
-            ("[server]\nmax_jobs = 0", "server.max_jobs"),
-            ("[server]\nheartbeat_secs = 0", "server.heartbeat_secs"),
-        ] {
-            let err = Config::from_parts(Some(text), &no_env()).unwrap_err();
-            assert!(
-                matches!(err, ConfigError::Value { key: k, .. } if k == key),
-                "{text}: {err:?}"
-            );
-        }
-    }
-
-    #[test]
-    fn merge_later_wins_per_field() {
-        let a = RawConfig::parse(
-            "backoff_secs = 1\n[server]\ncompilers = [\"a\"]\nmax_jobs = 2\n[ssh]\nkeepalive_max = 9",
-        )
-        .unwrap();
-        let b =
-            RawConfig::parse("[server]\nmax_jobs = 3\n[mux]\nchannels_per_connection = 2").unwrap();
-        let m = a.merge(b);
-        assert_eq!(m.backoff_secs, Some(1));
-        let server = m.server.clone().unwrap();
-        assert_eq!(server.compilers, Some(vec!["a".to_string()]));
-        assert_eq!(server.max_jobs, Some(3));
-        assert_eq!(m.ssh.unwrap().keepalive_max, Some(9));
-        assert_eq!(m.mux.unwrap().channels_per_connection, Some(2));
-    }
-
-    fn paths_in(dir: &Path) -> Paths {
-        Paths {
-            home: Some(dir.to_path_buf()),
-            config_dir: dir.join("cfg"),
-            runtime_dir: dir.join("run"),
-            state_dir: dir.join("state"),
-        }
-    }
-
-    #[test]
-    fn load_missing_file_is_defaults_and_env_applies() {
-        let tmp = tempfile::tempdir().unwrap();
-        let paths = paths_in(tmp.path());
-        assert_eq!(load(&paths, &no_env()).unwrap(), Config::default());
-        let c = load(&paths, &env_of(&[("DISTCC_BACKOFF_PERIOD", "9")])).unwrap();
-        assert_eq!(c.backoff, Duration::from_secs(9));
-    }
-
-    #[test]
-    fn load_reads_file_and_names_it_in_errors() {
-        let tmp = tempfile::tempdir().unwrap();
-        let paths = paths_in(tmp.path());
-        std::fs::create_dir_all(&paths.config_dir).unwrap();
-        std::fs::write(
-            paths.config_file(),
-            "hosts = \"@x\"\n[mux]\nidle_timeout_secs = 9\n",
-        )
-        .unwrap();
-        let c = load(&paths, &no_env()).unwrap();
-        assert_eq!(c.hosts.as_deref(), Some("@x"));
-        assert_eq!(c.mux.idle_timeout, Duration::from_secs(9));
-
-        std::fs::write(paths.config_file(), "[mux]\nidle_timeout_secs = \"x\"\n").unwrap();
-        let msg = load(&paths, &no_env()).unwrap_err().to_string();
-        assert!(
-            msg.contains(&paths.config_file().display().to_string()),
-            "{msg}"
-        );
-
-        std::fs::write(paths.config_file(), "[mux]\nidle_timeout_secs = 0\n").unwrap();
-        let msg = load(&paths, &no_env()).unwrap_err().to_string();
-        assert!(
-            msg.contains(&paths.config_file().display().to_string()),
-            "{msg}"
-        );
-        assert!(msg.contains("mux.idle_timeout_secs"), "{msg}");
-
-        // A directory where the file should be: unreadable, error names the path.
-        std::fs::remove_file(paths.config_file()).unwrap();
-        std::fs::create_dir(paths.config_file()).unwrap();
-        let err = load(&paths, &no_env()).unwrap_err();
-        assert!(matches!(err, ConfigError::Read { .. }), "{err:?}");
-        assert!(err.to_string().contains("config.toml"), "{err}");
-    }
-
-    #[test]
-    fn load_server_layers_system_then_user() {
-        let tmp = tempfile::tempdir().unwrap();
-        let paths = paths_in(tmp.path());
-        let system = tmp.path().join("etc-server.toml");
-        std::fs::create_dir_all(&paths.config_dir).unwrap();
-
-        // Neither file: defaults.
-        let c = load_server_from(&system, &paths, &no_env()).unwrap();
-        assert_eq!(c, Config::default());
-
-        std::fs::write(
-            &system,
-            "[server]\ncompilers = [\"sys-gcc\"]\nmax_jobs = 4\ntmpdir = \"/sys\"\n",
-        )
-        .unwrap();
-        let c = load_server_from(&system, &paths, &no_env()).unwrap();
-        assert_eq!(c.server.compilers, ["sys-gcc"]);
-        assert_eq!(c.server.max_jobs, Some(4));
-
-        std::fs::write(paths.server_config_file(), "[server]\nmax_jobs = 2\n").unwrap();
-        let c = load_server_from(&system, &paths, &no_env()).unwrap();
-        assert_eq!(c.server.compilers, ["sys-gcc"], "kept from the system file");
-        assert_eq!(c.server.max_jobs, Some(2), "user file wins");
-        assert_eq!(c.server.tmpdir, Some(PathBuf::from("/sys")));
-
-        // HOARDCC_SERVER_CONFIG replaces both.
-        let named = tmp.path().join("named.toml");
-        std::fs::write(&named, "[server]\nheartbeat_secs = 1\n").unwrap();
-        let env = env_of(&[("HOARDCC_SERVER_CONFIG", named.to_str().unwrap())]);
-        let c = load_server_from(&system, &paths, &env).unwrap();
-        assert_eq!(c.server.heartbeat, Duration::from_secs(1));
-        assert_eq!(c.server.max_jobs, None);
-        assert!(c.server.compilers.is_empty());
-
-        // A named file that does not exist is an error naming it.
-        let missing = tmp.path().join("missing.toml");
-        let env = env_of(&[("HOARDCC_SERVER_CONFIG", missing.to_str().unwrap())]);
-        let msg = load_server_from(&system, &paths, &env)
-            .unwrap_err()
-            .to_string();
-        assert!(msg.contains("missing.toml"), "{msg}");
-    }
-
-    #[test]
-    fn load_server_error_names_the_bad_file() {
-        let tmp = tempfile::tempdir().unwrap();
-        let paths = paths_in(tmp.path());
-        let system = tmp.path().join("etc-server.toml");
-        std::fs::create_dir_all(&paths.config_dir).unwrap();
-        std::fs::write(&system, "[server]\nmax_jobs = 4\n").unwrap();
-        std::fs::write(paths.server_config_file(), "[server]\nmax_job = 2\n").unwrap();
-        let msg = load_server_from(&system, &paths, &no_env())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.contains("server.toml") && msg.contains("max_job"),
-            "{msg}"
-        );
-
-        std::fs::write(
-            paths.server_config_file(),
-            "[server]\ncompile_timeout_secs = 0\n",
-        )
-        .unwrap();
-        let msg = load_server_from(&system, &paths, &no_env())
-            .unwrap_err()
-            .to_string();
-        assert!(
-            msg.contains(&paths.server_config_file().display().to_string()),
-            "{msg}"
-        );
-    }
-}
+mod tests;

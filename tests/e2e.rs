@@ -640,5 +640,35 @@ fn split_dwarf_brings_the_dwo_back() {
     }
 }
 
+/// The server's compiler runs sandboxed over the real sshd: a source whose `.incbin`
+/// names a file outside the job directory (here a secret beside the test, which the
+/// server can see because it runs on this machine) fails remotely (gas says "file not
+/// found" for the denied open), while the same compile succeeds locally.
+#[test]
+fn remote_compiler_is_sandboxed() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let dir = tempfile::tempdir().unwrap();
+    let secret_dir = tempfile::tempdir().unwrap();
+    let secret = secret_dir.path().join("id_ed25519");
+    std::fs::write(&secret, "e2e-secret").unwrap();
+    std::fs::write(
+        dir.path().join("steal.c"),
+        format!("asm(\".incbin \\\"{}\\\"\");\n", secret.display()),
+    )
+    .unwrap();
+    let args = ["gcc", "-c", "steal.c", "-o", "steal.o"];
+    gcc_local("gcc", dir.path(), &args[1..]);
+    std::fs::remove_file(dir.path().join("steal.o")).unwrap();
+    let log = dir.path().join("joblog");
+    let mut cmd = hoardcc(&sshd, dir.path(), "@hoardtest", &args);
+    cmd.env("HOARDCC_FALLBACK", "0").env("HOARDCC_JOBLOG", &log);
+    let out = run_with_timeout(&mut cmd, T, "hoardcc");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "the remote compile read the secret");
+    assert!(err.contains("id_ed25519"), "{err}");
+    assert!(!dir.path().join("steal.o").exists());
+    assert_all_remote(&log, 1);
+}
+
 #[allow(dead_code)]
 fn _unused(_: PathBuf) {}

@@ -11,5 +11,11 @@ mod e2e;
 mod ssh;
 // The mux against the real sshd: lane reuse, MaxSessions, auto-spawn, make hang, BUSY, idle exit.
 mod mux;
+// Local users against the compile slots: FIFOs, symlinks, held locks, squatted dirs.
+mod slots;
 // Faults mid-job: server killed, sshd restarted, connection cut or frozen through a proxy.
 mod faults;
+// Server compilers SIGKILLed under make -j4 (whole group, or cc1 alone); hostile server output.
+mod server_faults;
+// Red team: a compile-only `restrict,command=` key against the real sshd (issue 7).
+mod security;

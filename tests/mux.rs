@@ -1088,3 +1088,37 @@ fn heartbeats_keep_a_long_compile_alive() {
         "one lane, not retried"
     );
 }
+
+/// Servers close lanes that idle past their `idle_timeout_secs`: the mux notices (its
+/// idle-lane watch sees EOF), keeps running, and the next job gets a fresh lane. No job
+/// fails and none falls back.
+#[test]
+fn servers_closing_idle_lanes_cost_no_job() {
+    let sshd = Sshd::start(SshdOptions {
+        server_toml: Some("[server]\nidle_timeout_secs = 1\n".into()),
+        ..SshdOptions::default()
+    });
+    let mux = Mux::new(&sshd);
+    let work = Work::new(3);
+    let out = run_with_timeout(&mut compile(&sshd, &work, "@hoardtest/2", 0), T, "job 0");
+    ok_quiet(&out, "job 0", &mux);
+    let pid = mux.only_pid();
+    for i in 1..3 {
+        // Every lane's server closes its idle lane by itself; the mux stays.
+        wait_until(
+            Duration::from_secs(15),
+            "the servers to close idle lanes",
+            || server_pids(&sshd).is_empty(),
+        );
+        assert_eq!(mux.only_pid(), pid);
+        let out = run_with_timeout(&mut compile(&sshd, &work, "@hoardtest/2", i), T, "job");
+        ok_quiet(&out, &format!("job {i}"), &mux);
+    }
+    let st = mux.status().expect("still running");
+    assert_eq!(
+        (st.hosts[0].jobs_ok, st.hosts[0].jobs_failed),
+        (3, 0),
+        "{st:?}"
+    );
+    work.assert_all_remote(3);
+}

@@ -2,19 +2,24 @@
 //! ([`Classified::Remote`] with a [`CompileJob`]) or must run here ([`Classified::Local`] with a
 //! [`LocalReason`]), after expanding `@file` response files like gcc's libiberty does.
 //! Shared by both ends, like distcc's `arg.c`: the wrapper classifies and builds the local
-//! preprocess and remote compile argv (see [`rewrite`]), the server re-validates with
-//! [`check_server_args`]. Pure: no processes; only response-file expansion reads files.
+//! preprocess and remote compile argv (see [`rewrite`]); both ends hold the remote argv to
+//! one option allow-list, [`policy`] (the server with [`check_server_args`], stock distcc
+//! command lines through [`distcc_plan`]). Pure: no processes; only response-file
+//! expansion reads files.
 //! Neighbours: `wrapper::masquerade` (before), `wrapper::preprocess` / `wrapper::local` (after).
 
+mod distcc;
 mod language;
+pub mod policy;
 mod rewrite;
 mod table;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+pub use distcc::{distcc_plan, extension, preprocessed_extension, DistccPlan, PlanError};
 pub use language::Language;
-pub use rewrite::check_server_args;
+pub use policy::{check_name, check_server_args, Refusal};
 
 use language::InputKind;
 use table::{Kind, LocalKind, Value};
@@ -145,6 +150,10 @@ pub enum LocalReason {
     UsesPch(String),
     /// The server would refuse the compile argv; holds its message.
     ServerRefuses(String),
+    /// An option (or option with its value) outside the server allow-list ([`policy`]).
+    NotAllowed(String),
+    /// A source or output name a server would refuse ([`check_name`]); holds the name.
+    BadName(String),
 }
 
 impl fmt::Display for LocalReason {
@@ -175,6 +184,8 @@ impl fmt::Display for LocalReason {
             ReadsFile(o) => write!(f, "{o} reads a local file"),
             UsesPch(o) => write!(f, "{o} uses a precompiled header"),
             ServerRefuses(m) => write!(f, "server would refuse: {m}"),
+            NotAllowed(o) => write!(f, "{o} is not on the build servers' option allow-list"),
+            BadName(n) => write!(f, "file name {n:?} could be read as an option"),
         }
     }
 }
@@ -484,8 +495,8 @@ fn classify_expanded(compiler: &str, args: &[String]) -> Classified {
             });
             continue;
         }
-        let (kind, value) = match table::lookup(arg) {
-            Some((spec, value)) => (spec.kind, value),
+        let (spec, kind, value) = match table::lookup(arg) {
+            Some((spec, value)) => (spec, spec.kind, value),
             None => {
                 scan.cpp_args.push(arg.clone());
                 scan.compile_args.push(arg.clone());
@@ -511,6 +522,14 @@ fn classify_expanded(compiler: &str, args: &[String]) -> Classified {
             Kind::Common => {
                 scan.cpp_args.extend(tokens.iter().cloned());
                 scan.compile_args.extend(tokens);
+            }
+            Kind::Cpp if spec.name == "-D" || spec.name == "-U" => {
+                // Native jobs carry the macros to the server (joined, as here).
+                let joined = format!("{}{operand}", spec.name);
+                if policy::check_arg(&joined).is_err() {
+                    scan.local(LocalReason::NotAllowed(joined));
+                }
+                scan.cpp_args.extend(tokens);
             }
             Kind::Cpp | Kind::Linker => scan.cpp_args.extend(tokens),
             Kind::Ignore => {}
@@ -632,8 +651,16 @@ fn decide(compiler: &str, scan: Scan) -> Classified {
         compile_args.push("-x".into());
         compile_args.push(language.x_name().into());
     }
-    if let Err(msg) = check_server_args(&compile_args) {
-        return Local(LocalReason::ServerRefuses(msg));
+    if let Err(refusal) = check_server_args(&compile_args) {
+        return Local(LocalReason::NotAllowed(refusal.option));
+    }
+    let names = std::iter::once(&input.name)
+        .chain(std::iter::once(&output))
+        .chain(&extra_outputs);
+    for name in names {
+        if check_name(name).is_err() {
+            return Local(LocalReason::BadName(name.clone()));
+        }
     }
     Classified::Remote(CompileJob {
         compiler: compiler.to_string(),

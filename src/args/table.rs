@@ -1,7 +1,10 @@
 //! Stage: classify (option table). One static table, sorted by option name, saying for each
 //! gcc/clang option how it takes its operand ([`Form`]) and what it means for distribution
 //! ([`Kind`]). [`super::classify`] walks argv with [`lookup`]; options not in the table are
-//! ordinary flags that go to both the local preprocessor and the remote compiler.
+//! ordinary flags that go to both the local preprocessor and the remote compiler, if
+//! [`super::policy`] allows them. This table only routes options and names a clearer
+//! reason for keeping some local; what may reach a server is decided by the policy alone
+//! (`policy::tests::client_table_agrees_with_the_policy` keeps the two consistent).
 //! Modelled on sccache's `gcc.rs` `ARGS` table; the sortedness test sits next to it.
 
 /// How an option takes its operand.
@@ -238,14 +241,6 @@ pub(crate) const PROFILE_HARMLESS: &[&str] = &[
     "-fprofile-update=",
 ];
 
-/// Options whose (absolute) path values are only strings to rewrite, never opened.
-pub(crate) const PREFIX_MAPS: &[&str] = &[
-    "-fdebug-prefix-map=",
-    "-ffile-prefix-map=",
-    "-fmacro-prefix-map=",
-    "-fprofile-prefix-map=",
-];
-
 /// Where an option's operand is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Value<'a> {
@@ -311,7 +306,6 @@ mod tests {
     #[test]
     fn harmless_lists_are_sorted() {
         assert!(PROFILE_HARMLESS.windows(2).all(|p| p[0] < p[1]));
-        assert!(PREFIX_MAPS.windows(2).all(|p| p[0] < p[1]));
     }
 
     fn found(arg: &str) -> Option<(&'static str, Value<'_>)> {

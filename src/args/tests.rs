@@ -207,9 +207,24 @@ const CASES: &[(&str, Want)] = &[
     ("-c -fsanitize-blacklist=x.txt foo.c", L("ReadsFile")),
     ("-c -include-pch x.pch foo.c", L("UsesPch")),
     ("-c -Xassembler -a foo.c", L("ServerRefuses")),
-    ("-c -Wa,-o,x.o foo.c", L("ServerRefuses")),
-    ("-c -fcrash-diagnostics-dir=/tmp/x foo.c", L("ServerRefuses")),
-    ("-c -mllvm -some-file=../x foo.c", L("ServerRefuses")),
+    ("-c -Wa,-o,x.o foo.c", L("NotAllowed")),
+    ("-c -fcrash-diagnostics-dir=/tmp/x foo.c", L("NotAllowed")),
+    ("-c -mllvm -some-file=../x foo.c", L("NotAllowed")),
+    // The allow-list (issue 7): attacks stay local, naming the option.
+    ("-c -fmodules-ts -fmodule-mapper=|sh foo.cc", L("NotAllowed")),
+    ("-c --prefix=./ foo.c", L("NotAllowed")),
+    ("-c --for-assembler=@rsp foo.c", L("NotAllowed")),
+    ("-c -fcompare-debug=-fplugin=./evil.so foo.c", L("NotAllowed")),
+    ("-c --config=./f foo.c", L("NotAllowed")),
+    ("-c -D-fplugin=x foo.c", L("NotAllowed")),
+    ("-c -D -fplugin=x foo.c", L("NotAllowed")),
+    ("-c -mllvm -info-output-file=/tmp/x foo.c", L("NotAllowed")),
+    ("-c -ftime-trace foo.c", L("ExtraOutput")),
+    ("-c -fsome-new-flag foo.c", L("NotAllowed")),
+    ("-c -Wl foo.c", L("NotAllowed")),
+    ("-c @foo.c", L("BadName")),
+    ("-c foo.c -o -x.o", L("BadName")),
+    ("-c foo.c -o @x.o", L("BadName")),
     // Driver information.
     ("--help", L("Info")),
     ("--help=warnings", L("Info")),
@@ -230,13 +245,52 @@ const CASES: &[(&str, Want)] = &[
 
 #[test]
 fn classification_table() {
-    assert!(CASES.len() >= 100, "only {} cases", CASES.len());
+    // Every reason is covered by at least one row (a new variant needs its cases).
+    const REASONS: &[&str] = &[
+        "Linking",
+        "PreprocessOnly",
+        "DependenciesOnly",
+        "Info",
+        "MissingOperand",
+        "NoSource",
+        "Stdin",
+        "MultipleInputs",
+        "Assembler",
+        "Preprocessed",
+        "PrecompiledHeader",
+        "UnknownLanguage",
+        "NotSource",
+        "OutputToStdout",
+        "SaveTemps",
+        "AssemblerListing",
+        "NativeCpu",
+        "Profile",
+        "SyntaxOnly",
+        "ExtraOutput",
+        "Toolchain",
+        "ReadsFile",
+        "UsesPch",
+        "ServerRefuses",
+        "NotAllowed",
+        "BadName",
+    ];
+    for name in REASONS {
+        assert!(
+            CASES.iter().any(|(_, w)| matches!(w, L(n) if n == name)),
+            "no case for LocalReason::{name}"
+        );
+    }
     let mut failures = Vec::new();
     for (line, want) in CASES {
         let got = run("gcc", line);
         let ok = match (want, &got) {
             (R(src, out), Classified::Remote(job)) => job.source == *src && job.output == *out,
-            (L(name), Classified::Local(reason)) => format!("{reason:?}").starts_with(name),
+            (L(name), Classified::Local(reason)) => {
+                let variant = format!("{reason:?}");
+                let variant = variant.split('(').next().unwrap_or_default();
+                assert!(REASONS.contains(&variant), "{variant} missing from REASONS");
+                variant == *name
+            }
             _ => false,
         };
         if !ok {
@@ -491,6 +545,11 @@ fn reasons_display() {
         assert!(!s.is_empty());
     }
     assert_eq!(LocalReason::MultipleInputs(3).to_string(), "3 input files");
+    let line = LocalReason::NotAllowed("-fplugin=x.so".into()).to_string();
+    assert!(
+        line.contains("-fplugin=x.so") && line.contains("allow-list"),
+        "{line}"
+    );
     assert!(LocalReason::NativeCpu("-march=native".into())
         .to_string()
         .contains("-march=native"));

@@ -26,7 +26,7 @@ use tokio_util::task::TaskTracker;
 use crate::config::{self, Config};
 use crate::exit::ExitCode;
 use crate::hosts::{self, HostSpec};
-use crate::mux::pool::{Pool, PooledLane};
+use crate::mux::pool::Pool;
 use crate::mux::scheduler::{Grant, Outcome, SchedHandle, SlotGuard, Want};
 use crate::mux::ssh::SshSettings;
 use crate::mux::status::{HostReport, JobReport, StatusReport};
@@ -696,8 +696,11 @@ impl Daemon {
         }
     }
 
-    /// Run the job on the reserved host's lane; one retry on another lane or host; Busy
-    /// answers reschedule without penalty.
+    /// Run the job on the reserved host's lane. A failed attempt gets one retry, decided
+    /// in one place ([`Daemon::retry`]): on a fresh lane of the same host (a hoarded lane
+    /// went stale), on any host (the compiler was killed there: a server fault), or on
+    /// another host (this one failed). After a second failure the wrapper compiles
+    /// locally. Busy answers reschedule without penalty.
     async fn run_job(&self, id: u64, held: Option<Held>, spec: JobSpec, source: Blob) -> MuxReply {
         let Some(mut held) = held else {
             return failed(
@@ -714,108 +717,111 @@ impl Daemon {
                 )
             }
         };
+        let first_key = held.spec.key();
         let mut failures = 0u32;
         let mut busy = 0u32;
-        let mut last: (String, ExitCode);
         loop {
             let key = held.spec.key();
             self.set_job(id, None, "running", Some(&key));
             let start = Instant::now();
-            let mut pl: PooledLane = match self.pool.checkout(&held.spec).await {
-                Ok(pl) => pl,
+            let (error, retry) = match self.pool.checkout(&held.spec).await {
                 Err(e) => {
                     tracing::warn!(host = %key, "no lane: {e}");
-                    held.guard.set_outcome(Outcome::Failed);
-                    failures += 1;
-                    last = (e.message.clone(), e.exit_code);
-                    match self.retry_elsewhere(held, failures).await {
-                        Some(h) => {
-                            held = h;
-                            continue;
-                        }
-                        None => break,
+                    ((e.message.clone(), e.exit_code), Retry::Elsewhere)
+                }
+                Ok(pl) if pl.lane.wire() != held.wire => {
+                    self.pool.checkin(pl);
+                    return failed(
+                        format!(
+                            "{key} turned out to speak {:?}, not {:?}; compile locally this time",
+                            self.pool.wire(&held.spec),
+                            held.wire
+                        ),
+                        ExitCode::ProtocolError,
+                    );
+                }
+                Ok(mut pl) => match pl.lane.run(&spec, &source).await {
+                    Ok(done) => {
+                        self.pool.checkin(pl);
+                        held.guard.set_outcome(Outcome::Ok {
+                            elapsed: start.elapsed(),
+                        });
+                        return MuxReply::Done(job_result(done));
                     }
-                }
-            };
-            if pl.lane.wire() != held.wire {
-                self.pool.checkin(pl);
-                return failed(
-                    format!(
-                        "{key} turned out to speak {:?}, not {:?}; compile locally this time",
-                        self.pool.wire(&held.spec),
-                        held.wire
-                    ),
-                    ExitCode::ProtocolError,
-                );
-            }
-            match pl.lane.run(&spec, &source).await {
-                Ok(done) => {
-                    self.pool.checkin(pl);
-                    held.guard.set_outcome(Outcome::Ok {
-                        elapsed: start.elapsed(),
-                    });
-                    return MuxReply::Done(job_result(done));
-                }
-                Err(e @ TransportError::Refused { .. }) => {
-                    self.pool.checkin(pl);
-                    return failed(e.to_string(), e.exit_code());
-                }
-                Err(e @ TransportError::Busy { .. }) => {
-                    self.pool.checkin(pl);
-                    busy += 1;
-                    held.guard.set_outcome(Outcome::Busy);
-                    if busy > MAX_BUSY_RETRIES {
+                    Err(e @ TransportError::Refused { .. }) => {
+                        self.pool.checkin(pl);
                         return failed(e.to_string(), e.exit_code());
                     }
-                    tracing::debug!(host = %key, "busy: rescheduling");
-                    let Held {
-                        guard, wire, hosts, ..
-                    } = held;
-                    drop(guard);
-                    match self.reacquire(&hosts, wire, None, None).await {
-                        Some(h) => held = h,
-                        None => return failed(e.to_string(), e.exit_code()),
+                    Err(e @ TransportError::Busy { .. }) => {
+                        self.pool.checkin(pl);
+                        busy += 1;
+                        held.guard.set_outcome(Outcome::Busy);
+                        if busy > MAX_BUSY_RETRIES {
+                            return failed(e.to_string(), e.exit_code());
+                        }
+                        tracing::debug!(host = %key, "busy: rescheduling");
+                        let Held {
+                            guard, wire, hosts, ..
+                        } = held;
+                        drop(guard);
+                        match self.reacquire(&hosts, wire, None, None).await {
+                            Some(h) => held = h,
+                            None => return failed(e.to_string(), e.exit_code()),
+                        }
+                        continue;
                     }
+                    Err(e) => {
+                        // A fault leaves a working lane, but the retry gets a fresh one all
+                        // the same: nothing of the killed job can linger on it.
+                        let retry = match &e {
+                            TransportError::Fault { .. } => Retry::Anywhere,
+                            e if pl.reused && pl_was_stale(e) => Retry::FreshLane,
+                            _ => Retry::Elsewhere,
+                        };
+                        drop(pl);
+                        ((e.to_string(), e.exit_code()), retry)
+                    }
+                },
+            };
+            failures += 1;
+            let Some(next) = self.retry(held, failures, retry, &error.0).await else {
+                let (mut message, code) = error;
+                if key != first_key {
+                    message = format!("{message} (on {key})");
                 }
-                Err(e) => {
-                    let reused = pl.reused;
-                    drop(pl);
-                    failures += 1;
-                    last = (e.to_string(), e.exit_code());
-                    if failures >= 2 {
-                        held.guard.set_outcome(Outcome::Failed);
-                        break;
-                    }
-                    tracing::info!(host = %key, "job failed on a lane: {e}; retrying");
-                    if reused && pl_was_stale(&e) {
-                        continue; // a hoarded lane went stale: same host, fresh lane
-                    }
-                    held.guard.set_outcome(Outcome::Failed);
-                    match self.retry_elsewhere(held, failures).await {
-                        Some(h) => held = h,
-                        None => break,
-                    }
-                }
-            }
+                return failed(message, code);
+            };
+            held = next;
         }
-        failed(last.0, last.1)
     }
 
-    /// After a failure on `held`'s host: release it (backing it off) and take a slot on
-    /// another host speaking the same wire, if one frees up soon. `None`: give up.
-    async fn retry_elsewhere(&self, held: Held, failures: u32) -> Option<Held> {
+    /// After the `failures`-th failed attempt on `held` (`why`): the slot for the one
+    /// retry `how` asks for, or `None` (give up: the wrapper compiles locally).
+    async fn retry(&self, mut held: Held, failures: u32, how: Retry, why: &str) -> Option<Held> {
+        let key = held.spec.key();
         if failures >= 2 {
+            held.guard.set_outcome(Outcome::Failed);
             return None;
         }
+        tracing::info!(host = %key, "job failed: {why}; retrying ({how:?})");
+        let exclude = match how {
+            Retry::FreshLane => return Some(held),
+            // Not the host's failure (the OOM killer, an admin): no backoff, and the host
+            // may take the retry.
+            Retry::Anywhere => {
+                held.guard.set_outcome(Outcome::Unused);
+                None
+            }
+            Retry::Elsewhere => {
+                held.guard.set_outcome(Outcome::Failed);
+                Some(key.as_str())
+            }
+        };
         let Held {
-            guard,
-            spec,
-            wire,
-            hosts,
+            guard, wire, hosts, ..
         } = held;
-        let failed_key = spec.key();
         drop(guard);
-        self.reacquire(&hosts, wire, Some(&failed_key), Some(RETRY_WAIT))
+        self.reacquire(&hosts, wire, exclude, Some(RETRY_WAIT))
             .await
     }
 
@@ -919,6 +925,17 @@ impl Daemon {
     }
 }
 
+/// Where the one retry of a failed job may run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Retry {
+    /// The same host (and slot), on a fresh lane.
+    FreshLane,
+    /// Any host of the job's list, the same one included.
+    Anywhere,
+    /// Another host: this one is backed off.
+    Elsewhere,
+}
+
 /// A failure that says the lane (not the host) went bad: retry on a fresh lane.
 fn pl_was_stale(e: &TransportError) -> bool {
     matches!(
@@ -954,477 +971,4 @@ fn job_result(c: Completed) -> JobResult {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::mux::client::MuxClient;
-    use crate::proto::distcc::{self, DistccResponse};
-    use std::sync::atomic::AtomicU32;
-    use tokio::net::TcpListener;
-
-    const WAIT: Duration = Duration::from_secs(10);
-
-    /// A tiny stock distccd: answers each request with `OBJ:` + the source, after `delay`,
-    /// counting jobs and the most it ever ran at once.
-    struct FakeDistccd {
-        port: u16,
-        jobs: Arc<AtomicU32>,
-        max_concurrent: Arc<AtomicU32>,
-    }
-
-    async fn fake_distccd(delay: Duration) -> FakeDistccd {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let jobs = Arc::new(AtomicU32::new(0));
-        let max_concurrent = Arc::new(AtomicU32::new(0));
-        let current = Arc::new(AtomicU32::new(0));
-        let (j, m) = (jobs.clone(), max_concurrent.clone());
-        tokio::spawn(async move {
-            loop {
-                let Ok((mut s, _)) = listener.accept().await else {
-                    return;
-                };
-                let (j, m, c) = (j.clone(), m.clone(), current.clone());
-                tokio::spawn(async move {
-                    let Ok(req) = distcc::read_request(&mut s).await else {
-                        return;
-                    };
-                    let now = c.fetch_add(1, Ordering::SeqCst) + 1;
-                    m.fetch_max(now, Ordering::SeqCst);
-                    tokio::time::sleep(delay).await;
-                    let mut doto = b"OBJ:".to_vec();
-                    doto.extend_from_slice(&req.doti);
-                    let resp = DistccResponse {
-                        version: req.version,
-                        status: 0,
-                        stderr: b"warn\n".to_vec(),
-                        stdout: Vec::new(),
-                        doto,
-                    };
-                    c.fetch_sub(1, Ordering::SeqCst);
-                    j.fetch_add(1, Ordering::SeqCst);
-                    let _ = distcc::write_response(&mut s, &resp).await;
-                });
-            }
-        });
-        FakeDistccd {
-            port,
-            jobs,
-            max_concurrent,
-        }
-    }
-
-    /// A port nobody listens on.
-    async fn dead_port() -> u16 {
-        let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        l.local_addr().unwrap().port()
-    }
-
-    struct Mux {
-        _dir: tempfile::TempDir,
-        socket: PathBuf,
-        paths: Paths,
-        shutdown: CancellationToken,
-        task: tokio::task::JoinHandle<Result<(), DaemonError>>,
-    }
-
-    fn start(idle: Duration, backoff: Duration) -> Mux {
-        let dir = tempfile::tempdir().unwrap();
-        let socket = dir.path().join("mux.sock");
-        let listener = UnixListener::bind(&socket).unwrap();
-        let mut config = Config {
-            backoff,
-            ..Config::default()
-        };
-        config.mux.idle_timeout = idle;
-        let settings = SshSettings {
-            home: dir.path().to_path_buf(),
-            connect_timeout: Duration::from_secs(2),
-            keepalive_interval: Duration::ZERO,
-            keepalive_max: 3,
-            io_timeout: Duration::from_secs(5),
-            agent_socket: None,
-            local_user: "test".into(),
-        };
-        let home = dir.path().to_str().unwrap().to_string();
-        let paths = Paths::from_env(&|k: &str| (k == "HOME").then(|| home.clone()));
-        let shutdown = CancellationToken::new();
-        let task = tokio::spawn(run_with(listener, config, settings, shutdown.clone()));
-        Mux {
-            _dir: dir,
-            socket,
-            paths,
-            shutdown,
-            task,
-        }
-    }
-
-    impl Mux {
-        fn client(&self) -> MuxClient {
-            let s = std::os::unix::net::UnixStream::connect(&self.socket).unwrap();
-            MuxClient::from_stream(s, &self.paths, Path::new("/nonexistent/hoardcc"))
-        }
-
-        async fn status(&self) -> StatusReport {
-            let mut c = self.client();
-            let json = tokio::task::spawn_blocking(move || c.status().unwrap())
-                .await
-                .unwrap();
-            StatusReport::from_json(&json).unwrap()
-        }
-
-        /// Poll the status until `pred` holds (the daemon's state changes asynchronously).
-        async fn wait_status(&self, pred: impl Fn(&StatusReport) -> bool) -> StatusReport {
-            let deadline = Instant::now() + WAIT;
-            loop {
-                let s = self.status().await;
-                if pred(&s) {
-                    return s;
-                }
-                assert!(Instant::now() < deadline, "status never matched: {s:?}");
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
-    }
-
-    fn spec() -> JobSpec {
-        JobSpec {
-            compiler: "gcc".into(),
-            args: vec!["-O2".into()],
-            assemble_only: false,
-            cwd: "/src".into(),
-            source_name: "foo.i".into(),
-            output_name: "foo.o".into(),
-            extra_outputs: vec![],
-            distcc_argv: ["gcc", "-O2", "-c", "foo.i", "-o", "foo.o"]
-                .map(String::from)
-                .to_vec(),
-            env: vec![],
-            context: vec![],
-        }
-    }
-
-    /// Reserve and run one job with a blocking client on its own thread.
-    async fn job(
-        c: MuxClient,
-        hosts: String,
-        source: &'static [u8],
-    ) -> (MuxReply, Option<MuxReply>) {
-        tokio::task::spawn_blocking(move || {
-            let mut c = c;
-            let r = c.reserve(&hosts, "foo.c").unwrap();
-            if !matches!(r, MuxReply::Reserved { .. }) {
-                return (r, None);
-            }
-            let done = c.run(&spec(), source).unwrap();
-            (r, Some(done))
-        })
-        .await
-        .unwrap()
-    }
-
-    fn expect_done(r: &Option<MuxReply>, source: &[u8]) {
-        let Some(MuxReply::Done(res)) = r else {
-            panic!("expected Done, got {r:?}")
-        };
-        assert_eq!(res.exit_code, 0);
-        assert_eq!(res.stderr.data, b"warn\n");
-        let mut want = b"OBJ:".to_vec();
-        want.extend_from_slice(source);
-        assert_eq!(res.outputs.len(), 1);
-        assert_eq!(res.outputs[0].name, "foo.o");
-        assert_eq!(res.outputs[0].data.unpack(MAX_BLOB).unwrap(), want);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn reserve_run_done_and_status() {
-        let fake = fake_distccd(Duration::ZERO).await;
-        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
-        let hosts = format!("127.0.0.1:{}/2", fake.port);
-        let (r, done) = job(mux.client(), hosts, b"int x;").await;
-        assert_eq!(
-            r,
-            MuxReply::Reserved {
-                host: format!("127.0.0.1:{}", fake.port),
-                wire: Wire::Distcc { lzo: false }
-            }
-        );
-        expect_done(&done, b"int x;");
-        let s = mux
-            .wait_status(|s| s.wrappers == 1 && s.jobs.is_empty())
-            .await;
-        let h = &s.hosts[0];
-        assert_eq!((h.jobs_ok, h.jobs_failed, h.running, h.slots), (1, 0, 0, 2));
-        assert!(h.mean_ms.is_some());
-        assert_eq!(fake.jobs.load(Ordering::SeqCst), 1);
-        mux.shutdown.cancel();
-        tokio::time::timeout(WAIT, mux.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(!mux.socket.exists(), "socket removed on exit");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn slot_limit_holds_with_many_clients() {
-        let fake = fake_distccd(Duration::from_millis(50)).await;
-        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
-        let hosts = format!("127.0.0.1:{}/2", fake.port);
-        let mut set = tokio::task::JoinSet::new();
-        for _ in 0..12 {
-            set.spawn(job(mux.client(), hosts.clone(), b"src"));
-        }
-        while let Some(r) = set.join_next().await {
-            let (_, done) = r.unwrap();
-            expect_done(&done, b"src");
-        }
-        assert_eq!(fake.jobs.load(Ordering::SeqCst), 12);
-        let max = fake.max_concurrent.load(Ordering::SeqCst);
-        assert!(
-            (1..=2).contains(&max),
-            "at most 2 jobs at once on a /2 host, saw {max}"
-        );
-        let s = mux.status().await;
-        assert_eq!(
-            (s.hosts[0].jobs_ok, s.hosts[0].running, s.queued),
-            (12, 0, 0)
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn local_slot_when_remote_full_then_queue_until_release() {
-        let fake = fake_distccd(Duration::ZERO).await;
-        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
-        let hosts = format!("127.0.0.1:{}/1 localhost/1", fake.port);
-        let blocking = |c: MuxClient, h: String| {
-            tokio::task::spawn_blocking(move || {
-                let mut c = c;
-                let r = c.reserve(&h, "f.c").unwrap();
-                (c, r)
-            })
-        };
-        let (a, ra) = blocking(mux.client(), hosts.clone()).await.unwrap();
-        assert!(matches!(ra, MuxReply::Reserved { .. }), "{ra:?}");
-        let (b, rb) = blocking(mux.client(), hosts.clone()).await.unwrap();
-        assert!(matches!(rb, MuxReply::Local { .. }), "{rb:?}");
-        // Both slots held: the third waits in the queue.
-        let third = blocking(mux.client(), hosts.clone());
-        let s = mux.wait_status(|s| s.queued == 1).await;
-        assert_eq!(s.local_running, 1);
-        assert!(!third.is_finished());
-        drop(a); // the remote slot's wrapper goes away
-        let (_c, rc) = tokio::time::timeout(WAIT, third).await.unwrap().unwrap();
-        assert!(matches!(rc, MuxReply::Reserved { .. }), "{rc:?}");
-        drop(b);
-        mux.wait_status(|s| s.local_running == 0).await;
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn refusing_host_is_backed_off_and_the_job_retried_elsewhere() {
-        let fake = fake_distccd(Duration::ZERO).await;
-        let dead = dead_port().await;
-        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
-        // The dead host comes first in the list, so the first job tries it.
-        let hosts = format!("127.0.0.1:{dead}/1 127.0.0.1:{}/1", fake.port);
-        let (r, done) = job(mux.client(), hosts.clone(), b"a").await;
-        assert_eq!(
-            r,
-            MuxReply::Reserved {
-                host: format!("127.0.0.1:{dead}"),
-                wire: Wire::Distcc { lzo: false }
-            }
-        );
-        expect_done(&done, b"a");
-        let s = mux.status().await;
-        let d = s
-            .hosts
-            .iter()
-            .find(|h| h.host.ends_with(&format!(":{dead}")))
-            .unwrap();
-        assert_eq!(d.jobs_failed, 1);
-        assert!(
-            d.backoff_remaining_ms.is_some_and(|ms| ms > 50_000),
-            "{d:?}"
-        );
-        // While backed off, jobs go straight to the good host.
-        let (r, done) = job(mux.client(), hosts, b"b").await;
-        assert_eq!(
-            r,
-            MuxReply::Reserved {
-                host: format!("127.0.0.1:{}", fake.port),
-                wire: Wire::Distcc { lzo: false }
-            }
-        );
-        expect_done(&done, b"b");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn only_host_refusing_fails_the_job_then_fails_fast_while_backed_off() {
-        let dead = dead_port().await;
-        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
-        let hosts = format!("127.0.0.1:{dead}/1");
-        let (_, done) = job(mux.client(), hosts.clone(), b"a").await;
-        let Some(MuxReply::Failed { exit_code, .. }) = done else {
-            panic!("{done:?}")
-        };
-        assert_eq!(exit_code, ExitCode::ConnectFailed.code());
-        // While backed off, the Reserve itself fails (no usable host): the wrapper falls
-        // back with a warning, or exits with a distcc code when fallback is off.
-        let (r, _) = job(mux.client(), hosts, b"a").await;
-        assert!(
-            matches!(r, MuxReply::Failed { exit_code, .. } if exit_code == ExitCode::NoHosts.code()),
-            "{r:?}"
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn wrapper_leaving_mid_job_frees_its_slot() {
-        let fake = fake_distccd(Duration::from_secs(60)).await;
-        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
-        let hosts = format!("127.0.0.1:{}/1", fake.port);
-        let mut a = std::os::unix::net::UnixStream::connect(&mux.socket).unwrap();
-        let h = hosts.clone();
-        let a = tokio::task::spawn_blocking(move || {
-            let req = MuxRequest::Reserve {
-                hosts: h,
-                file: "a.c".into(),
-                client_version: mux_version(),
-            };
-            blocking::write_message(&mut a, &req).unwrap();
-            let r: MuxReply = blocking::read_message(&mut a).unwrap().unwrap();
-            assert!(matches!(r, MuxReply::Reserved { .. }));
-            let run = MuxRequest::Run {
-                spec: spec(),
-                source: Blob::raw(b"x".to_vec()),
-            };
-            blocking::write_message(&mut a, &run).unwrap();
-            a
-        })
-        .await
-        .unwrap();
-        mux.wait_status(|s| s.jobs.iter().any(|j| j.state == "running"))
-            .await;
-        drop(a);
-        let c = mux.client();
-        let r = tokio::time::timeout(
-            WAIT,
-            tokio::task::spawn_blocking(move || c.reserve_owned(&hosts)),
-        )
-        .await
-        .expect("the slot was freed")
-        .unwrap();
-        assert!(matches!(r, MuxReply::Reserved { .. }), "{r:?}");
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn wrong_version_is_reported() {
-        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
-        let mut s = std::os::unix::net::UnixStream::connect(&mux.socket).unwrap();
-        let r: MuxReply = tokio::task::spawn_blocking(move || {
-            let req = MuxRequest::Reserve {
-                hosts: "localhost".into(),
-                file: "a.c".into(),
-                client_version: "0.0.0+p0".into(),
-            };
-            blocking::write_message(&mut s, &req).unwrap();
-            blocking::read_message(&mut s).unwrap().unwrap()
-        })
-        .await
-        .unwrap();
-        assert_eq!(
-            r,
-            MuxReply::WrongVersion {
-                mux_version: mux_version()
-            }
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn stop_request_ends_the_daemon() {
-        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
-        let mut c = mux.client();
-        tokio::task::spawn_blocking(move || c.stop().unwrap())
-            .await
-            .unwrap();
-        tokio::time::timeout(WAIT, mux.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(!mux.socket.exists());
-    }
-
-    /// The pool's background tasks (here an opener stuck in a handshake with a server that
-    /// never speaks) end with the pool; they do not hold up the wrappers' grace period.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn stop_does_not_wait_for_the_pools_tasks() {
-        let silent = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = silent.local_addr().unwrap().port();
-        let _held = tokio::spawn(async move {
-            let mut open = Vec::new();
-            while let Ok((s, _)) = silent.accept().await {
-                open.push(s);
-            }
-        });
-        let mux = start(Duration::from_secs(60), Duration::from_secs(60));
-        let home = mux.paths.home.clone().unwrap();
-        std::fs::create_dir_all(home.join(".ssh")).unwrap();
-        std::fs::write(
-            home.join(".ssh/config"),
-            format!("Host silent\n    HostName 127.0.0.1\n    Port {port}\n"),
-        )
-        .unwrap();
-        let c = mux.client();
-        // Its Reserve waits for the first lane, which is still connecting.
-        let _waiting = tokio::task::spawn_blocking(move || {
-            let mut c = c;
-            let _ = c.reserve("@silent/1", "a.c");
-        });
-        mux.wait_status(|s| s.hosts.iter().any(|h| h.host == "silent"))
-            .await;
-        let mut c = mux.client();
-        let asked = Instant::now();
-        tokio::task::spawn_blocking(move || c.stop().unwrap())
-            .await
-            .unwrap();
-        tokio::time::timeout(WAIT, mux.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(
-            asked.elapsed() < Duration::from_secs(1),
-            "stopping took {:?}",
-            asked.elapsed()
-        );
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn idle_exit_only_without_wrappers() {
-        let idle = Duration::from_millis(300);
-        let mux = start(idle, Duration::from_secs(60));
-        let c = mux.client();
-        // c and the status client itself.
-        mux.wait_status(|s| s.wrappers == 2).await;
-        // Held open for well past the idle timeout: the daemon stays.
-        tokio::time::sleep(idle * 3).await;
-        assert!(!mux.task.is_finished(), "exited with a wrapper connected");
-        drop(c);
-        let started = Instant::now();
-        tokio::time::timeout(WAIT, mux.task)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-        assert!(started.elapsed() >= idle - Duration::from_millis(50));
-        assert!(!mux.socket.exists());
-    }
-
-    use crate::proto::frame::blocking;
-
-    impl MuxClient {
-        fn reserve_owned(mut self, hosts: &str) -> MuxReply {
-            self.reserve(hosts, "b.c").unwrap()
-        }
-    }
-}
+mod tests;

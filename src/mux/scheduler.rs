@@ -206,7 +206,9 @@ impl Scheduler {
 
     /// Decide for `want` without queueing, taking the slot if one is free.
     pub fn try_acquire(&mut self, want: &Want, now: Instant) -> Decision {
-        let mut best: Option<(&String, (u8, f64, f64, usize))> = None;
+        /// (measured at all, mean ms, load, position in the list): lowest wins.
+        type Score = (u8, f64, f64, usize);
+        let mut best: Option<(&String, Score)> = None;
         let mut usable_remote = false;
         for (pos, key) in want.remotes.iter().enumerate() {
             let Some(h) = self.hosts.get(key) else {

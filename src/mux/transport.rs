@@ -16,9 +16,10 @@ use crate::hosts::{HostKind, HostSpec};
 use crate::mux::ssh::{Connection, SshError, SshSettings, Stream};
 use crate::mux::ssh_config;
 use crate::proto::distcc::{self, DistccRequest};
+use crate::proto::fault::{self, Ended, Fault};
 use crate::proto::frame;
 use crate::proto::msg::{
-    Blob, Hello, Job, Message, OutputFile, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    Blob, Hello, Job, Message, OutputFile, FAULT_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::proto::{self, compress::MAX_BLOB};
 
@@ -63,6 +64,11 @@ pub enum TransportError {
     Busy { host: String },
     #[error("server error on {host}: {message}")]
     Server { host: String, message: String },
+    /// The compiler did not finish on its own terms on the server (killed by a signal,
+    /// an internal compiler error): retried once, then compiled locally; never the job's
+    /// status.
+    #[error("{fault}")]
+    Fault { host: String, fault: Fault },
     #[error("the server closed the lane before answering")]
     Closed,
     #[error("unexpected message from server: {0}")]
@@ -84,6 +90,7 @@ impl TransportError {
             TransportError::Refused { .. } => ExitCode::AccessDenied,
             TransportError::Busy { .. } => ExitCode::Busy,
             TransportError::Server { .. } => ExitCode::DistccFailed,
+            TransportError::Fault { .. } => ExitCode::CompilerCrashed,
             TransportError::Closed => ExitCode::Gone,
             TransportError::Unexpected(_) => ExitCode::ProtocolError,
             TransportError::Other(_) => ExitCode::DistccFailed,
@@ -124,6 +131,8 @@ pub struct Lane {
     host: String,
     io_timeout: Duration,
     next_id: u64,
+    /// The protocol version negotiated on a native lane (0 on distcc lanes).
+    version: u32,
     /// The server's hello (native lanes only).
     pub server_hello: Option<Hello>,
 }
@@ -214,6 +223,7 @@ impl Lane {
             host,
             io_timeout: settings.io_timeout,
             next_id: 1,
+            version: 0,
             server_hello: None,
         }
     }
@@ -234,7 +244,7 @@ impl Lane {
         })
         .await
         .map_err(|_| TransportError::Timeout("the server's hello"))??;
-        frame::negotiate(&ours, &theirs)?;
+        lane.version = frame::negotiate(&ours, &theirs)?;
         lane.server_hello = Some(theirs);
         Ok(lane)
     }
@@ -313,7 +323,11 @@ impl Lane {
             LaneIo::Native { stream, .. } => {
                 let id = self.next_id;
                 self.next_id += 1;
-                run_native(stream, id, spec, source, io_timeout, &self.host).await
+                let peer = Peer {
+                    host: &self.host,
+                    version: self.version,
+                };
+                run_native(stream, id, spec, source, io_timeout, peer).await
             }
             LaneIo::DistccSsh { stream, .. } => {
                 run_distcc(stream, self.wire, spec, source, io_timeout, &self.host).await
@@ -353,13 +367,39 @@ fn resolve_destination(
     )?)
 }
 
+/// The server a native job runs on.
+#[derive(Clone, Copy)]
+struct Peer<'a> {
+    host: &'a str,
+    /// The negotiated protocol version.
+    version: u32,
+}
+
+/// A compile that ran to its end, unless what it reported is a [`Fault`] (classified here
+/// too for servers that do not tell faults apart themselves: protocol-1 hoardcc servers
+/// and stock distccd).
+fn completed_or_fault(
+    c: Completed,
+    ended: Ended,
+    compiler: &str,
+    host: &str,
+) -> Result<Completed, TransportError> {
+    match fault::classify(ended, &c.stderr, compiler) {
+        Some(fault) => Err(TransportError::Fault {
+            host: host.to_string(),
+            fault,
+        }),
+        None => Ok(c),
+    }
+}
+
 async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     id: u64,
     spec: &JobSpec,
     source: &[u8],
     io_timeout: Duration,
-    host: &str,
+    peer: Peer<'_>,
 ) -> Result<Completed, TransportError> {
     let job = Job {
         id,
@@ -391,7 +431,7 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
         let msg = tokio::time::timeout(io_timeout, frame::read_message(stream))
             .await
             .map_err(|_| TransportError::Timeout("the server's answer"))??;
-        let host = host.to_string();
+        let host = peer.host.to_string();
         match msg {
             None => return Err(TransportError::Closed),
             Some(Message::Heartbeat { .. }) => continue,
@@ -400,12 +440,21 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
                 for o in r.outputs {
                     outputs.push((o.name, o.data.unpack(MAX_BLOB)?));
                 }
-                return Ok(Completed {
+                let ended = if peer.version >= FAULT_VERSION {
+                    Ended::Exited(r.exit_code)
+                } else {
+                    Ended::from_v1_exit_code(r.exit_code)
+                };
+                let done = Completed {
                     exit_code: r.exit_code,
                     stdout: r.stdout.unpack(MAX_BLOB)?,
                     stderr: r.stderr.unpack(MAX_BLOB)?,
                     outputs,
-                });
+                };
+                return completed_or_fault(done, ended, &spec.compiler, &host);
+            }
+            Some(Message::Fault { id: fid, fault }) if fid == id => {
+                return Err(TransportError::Fault { host, fault })
             }
             Some(Message::Busy { .. }) => return Err(TransportError::Busy { host }),
             Some(Message::Refused { reason, .. }) => {
@@ -447,6 +496,24 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
     .await
     .map_err(|_| TransportError::Timeout("distccd's answer"))??;
     let exit_code = distcc::exit_code_from_wait_status(resp.status);
+    if exit_code == i32::from(ExitCode::CompilerCrashed.code()) && resp.doto.is_empty() {
+        // A hoardcc server's way of telling a stock client that the compiler crashed.
+        let text = String::from_utf8_lossy(&resp.stderr);
+        let line = text.lines().last().unwrap_or("").trim();
+        let detail = line.strip_prefix("hoardcc server: ").unwrap_or(line);
+        return Err(TransportError::Fault {
+            host: host.to_string(),
+            fault: Fault {
+                program: spec.compiler.chars().take(fault::MAX_FAULT_TEXT).collect(),
+                signal: 0,
+                detail: detail
+                    .chars()
+                    .filter(|c| !c.is_control())
+                    .take(fault::MAX_FAULT_TEXT)
+                    .collect(),
+            },
+        });
+    }
     if exit_code != 0 && resp.doto.is_empty() && (100..=120).contains(&exit_code) {
         // distccd's own failure (compiler missing, access denied, …), not the compiler's.
         let text = String::from_utf8_lossy(&resp.stderr);
@@ -463,10 +530,180 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
     } else {
         Vec::new()
     };
-    Ok(Completed {
+    let done = Completed {
         exit_code,
         stdout: resp.stdout,
         stderr: resp.stderr,
         outputs,
-    })
+    };
+    completed_or_fault(
+        done,
+        Ended::from_wait_status(resp.status),
+        &spec.compiler,
+        host,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::distcc::DistccResponse;
+    use crate::proto::msg::JobResult;
+
+    fn spec() -> JobSpec {
+        JobSpec {
+            compiler: "gcc".into(),
+            args: vec![],
+            assemble_only: false,
+            cwd: "/src".into(),
+            source_name: "a.c".into(),
+            output_name: "a.o".into(),
+            extra_outputs: vec![],
+            distcc_argv: ["gcc", "-c", "a.i", "-o", "a.o"].map(String::from).to_vec(),
+            env: vec![],
+            context: vec![],
+        }
+    }
+
+    fn result(exit_code: i32, stderr: &[u8]) -> Message {
+        Message::Result(JobResult {
+            id: 1,
+            exit_code,
+            stdout: Blob::raw(vec![]),
+            stderr: Blob::raw(stderr.to_vec()),
+            outputs: vec![],
+        })
+    }
+
+    /// One native job against a server that answers `answer`, on a lane of `version`.
+    async fn native(version: u32, answer: Message) -> Result<Completed, TransportError> {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let serve = async move {
+            let job = frame::read_message(&mut server).await.unwrap();
+            assert!(matches!(job, Some(Message::Job(_))));
+            frame::write_message(&mut server, &Message::Heartbeat { id: 1 })
+                .await
+                .unwrap();
+            frame::write_message(&mut server, &answer).await.unwrap();
+            server
+        };
+        let peer = Peer { host: "h", version };
+        let spec = spec();
+        let (r, _server) = tokio::join!(
+            run_native(
+                &mut client,
+                1,
+                &spec,
+                b"int x;",
+                Duration::from_secs(10),
+                peer
+            ),
+            serve
+        );
+        r
+    }
+
+    fn fault_of(r: Result<Completed, TransportError>) -> Fault {
+        match r {
+            Err(TransportError::Fault { host, fault }) => {
+                assert_eq!(host, "h");
+                fault
+            }
+            other => panic!("expected a fault, got {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn native_faults_are_never_a_status() {
+        let f = Fault {
+            program: "cc1".into(),
+            signal: 9,
+            detail: String::new(),
+        };
+        let got = fault_of(
+            native(
+                2,
+                Message::Fault {
+                    id: 1,
+                    fault: f.clone(),
+                },
+            )
+            .await,
+        );
+        assert_eq!(got, f);
+        assert_eq!(
+            TransportError::Fault {
+                host: "h".into(),
+                fault: f
+            }
+            .to_string(),
+            "cc1 killed by signal 9"
+        );
+        // A protocol-1 server says 128 + signal.
+        assert_eq!(fault_of(native(1, result(137, b"")).await).signal, 9);
+        // A protocol-2 server's 137 is what the compiler exited with.
+        assert_eq!(native(2, result(137, b"")).await.unwrap().exit_code, 137);
+        // Any server: a driver reporting its cc1 killed.
+        let ice = b"gcc: fatal error: Killed signal terminated program cc1\n";
+        assert_eq!(fault_of(native(2, result(1, ice)).await).program, "cc1");
+        // The user's own error stays the job's status.
+        let err = b"a.c:1:1: error: expected ';'\n";
+        assert_eq!(native(2, result(1, err)).await.unwrap().exit_code, 1);
+    }
+
+    async fn distcc(status: i32, stderr: &[u8]) -> Result<Completed, TransportError> {
+        let (mut client, mut server) = tokio::io::duplex(1 << 16);
+        let stderr = stderr.to_vec();
+        let serve = async move {
+            let req = distcc::read_request(&mut server).await.unwrap();
+            let resp = DistccResponse {
+                version: req.version,
+                status,
+                stderr,
+                stdout: vec![],
+                doto: vec![],
+            };
+            distcc::write_response(&mut server, &resp).await.unwrap();
+            server
+        };
+        let wire = Wire::Distcc { lzo: false };
+        let spec = spec();
+        let (r, _server) = tokio::join!(
+            run_distcc(
+                &mut client,
+                wire,
+                &spec,
+                b"int x;",
+                Duration::from_secs(10),
+                "h"
+            ),
+            serve
+        );
+        r
+    }
+
+    #[tokio::test]
+    async fn distcc_faults_are_never_a_status() {
+        // Stock distccd passes the raw wait status of a killed compiler.
+        let f = fault_of(distcc(9, b"").await);
+        assert_eq!((f.program.as_str(), f.signal), ("gcc", 9));
+        // A hoardcc server tells a stock client "crashed" (104).
+        let f = fault_of(distcc(104 << 8, b"hoardcc server: cc1 killed by signal 9\n").await);
+        assert_eq!(f.to_string(), "gcc: cc1 killed by signal 9");
+        let f = fault_of(
+            distcc(
+                1 << 8,
+                b"gcc: fatal error: Killed signal terminated program cc1plus\n",
+            )
+            .await,
+        );
+        assert_eq!(f.program, "cc1plus");
+        assert_eq!(
+            distcc(1 << 8, b"a.c:1: error: x\n")
+                .await
+                .unwrap()
+                .exit_code,
+            1
+        );
+    }
 }

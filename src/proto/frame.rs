@@ -443,7 +443,26 @@ mod tests {
             },
             Message::Ping { nonce: 0xdead_beef },
             Message::Pong { nonce: 0xdead_beef },
+            Message::Fault {
+                id: 9,
+                fault: crate::proto::msg::Fault {
+                    program: "cc1".into(),
+                    signal: 9,
+                    detail: String::new(),
+                },
+            },
         ]
+    }
+
+    /// Protocol 2 added `Fault` after every protocol-1 variant: the others keep their
+    /// encoding (postcard tags variants by index), so a protocol-1 peer reads them.
+    #[test]
+    fn protocol_1_variants_keep_their_tags() {
+        assert_eq!(encode(&Message::Busy { id: 2 })[0], 3);
+        assert_eq!(encode(&Message::Pong { nonce: 1 })[0], 7);
+        let fault = every_message().pop().unwrap();
+        assert!(matches!(fault, Message::Fault { .. }));
+        assert_eq!(encode(&fault)[0], 8);
     }
 
     #[tokio::test]

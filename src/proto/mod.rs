@@ -9,6 +9,7 @@
 
 pub mod compress;
 pub mod distcc;
+pub mod fault;
 pub mod frame;
 pub mod msg;
 

@@ -6,9 +6,16 @@
 use serde::{Deserialize, Serialize};
 
 /// Protocol version spoken by this build. Bumped on any incompatible change.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// 2: [`Message::Fault`] (a protocol-1 server reports a killed compiler as
+/// `exit_code` 128 + signal; see `proto::fault::Ended::from_v1_exit_code`).
+pub const PROTOCOL_VERSION: u32 = 2;
 /// Oldest peer version this build still talks to.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
+/// The first version whose peers understand [`Message::Fault`]; an older client is told
+/// about a fault with `ServerError` instead.
+pub const FAULT_VERSION: u32 = 2;
+
+pub use crate::proto::fault::Fault;
 
 /// A compressed (or raw) byte payload: preprocessed source, object files, big stderr.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -103,7 +110,8 @@ pub struct OutputFile {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobResult {
     pub id: u64,
-    /// The compiler's exit code (0–255), or 128+signal if it was killed.
+    /// The compiler's exit code (0–255). A compiler killed by a signal is a
+    /// [`Message::Fault`] instead (protocol 1 sent 128 + signal here).
     pub exit_code: i32,
     pub stdout: Blob,
     pub stderr: Blob,
@@ -143,6 +151,14 @@ pub enum Message {
     },
     Pong {
         nonce: u64,
+    },
+    /// Server → client (protocol ≥ [`FAULT_VERSION`]): the compiler did not finish on its
+    /// own terms (killed by a signal, a sub-program killed, an internal compiler error).
+    /// Not the job's result: the client retries once, then compiles locally. Added last,
+    /// so the other variants keep their encoding.
+    Fault {
+        id: u64,
+        fault: Fault,
     },
 }
 

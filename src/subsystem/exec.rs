@@ -2,8 +2,12 @@
 //! group inside the job directory, captures stdout and stderr concurrently (each capped),
 //! and enforces the compile timeout and cancellation (client gone) by killing the whole
 //! group: SIGTERM first (gcc then removes its temporary files), SIGKILL after a short
-//! grace. Neighbours: `subsystem::job` / `subsystem::distccd` (build the [`CompileCommand`]),
-//! `subsystem` (cancels when the client hangs up, turns the outcome into a message).
+//! grace. The compiler gets only the environment the command carries, and its
+//! [`Containment`] (Landlock, resource limits) is armed in this process before the
+//! spawn and applied in the child just before `exec`. Neighbours: `subsystem::job` /
+//! `subsystem::distccd` (build the [`CompileCommand`]), `subsystem::sandbox` (the
+//! containment), `subsystem` (cancels when the client hangs up, turns the outcome into a
+//! message).
 //!
 //! Like distccd's `dcc_collect_child`, but event-driven: no polling of the client fd.
 
@@ -18,6 +22,8 @@ use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use tokio::io::{AsyncRead, AsyncReadExt};
 use tokio_util::sync::CancellationToken;
+
+use super::sandbox::Containment;
 
 /// Most bytes of stdout (and, separately, of stderr) kept from a compiler; the rest is
 /// read and dropped so the compiler never blocks on a full pipe.
@@ -34,9 +40,12 @@ pub struct CompileCommand {
     pub args: Vec<OsString>,
     /// The compiler's working directory.
     pub cwd: PathBuf,
-    /// Extra environment (`TMPDIR` pointing into the job directory, so temporaries of a
-    /// killed compiler are removed with it).
+    /// The compiler's whole environment (nothing is inherited from the server): see
+    /// `sandbox::compiler_env` (`PATH`, `TMPDIR` in the job directory so temporaries of
+    /// a killed compiler are removed with it, checked locale variables).
     pub env: Vec<(OsString, OsString)>,
+    /// What the compiler runs under (Landlock, resource limits).
+    pub containment: Containment,
 }
 
 /// What a compiler that ran to its end did.
@@ -121,20 +130,34 @@ pub async fn run(
     timeout: Duration,
     cancel: &CancellationToken,
 ) -> Result<Finished, ExecError> {
+    let spawn_error = |source| ExecError::Spawn {
+        program: cmd.program.display().to_string(),
+        source,
+    };
+    let armed = cmd
+        .containment
+        .arm(&cmd.program)
+        .map_err(|e| spawn_error(io::Error::other(e)))?;
     let mut command = tokio::process::Command::new(&cmd.program);
     command
         .args(&cmd.args)
         .current_dir(&cmd.cwd)
+        .env_clear()
         .envs(cmd.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .process_group(0)
         .kill_on_drop(true);
-    let mut child = command.spawn().map_err(|source| ExecError::Spawn {
-        program: cmd.program.display().to_string(),
-        source,
-    })?;
+    // SAFETY: `Armed::apply` only makes system calls (no allocation, no locks), which
+    // is what may run between fork and exec.
+    unsafe {
+        command.pre_exec(move || armed.apply());
+    }
+    let spawned = command.spawn();
+    // Closes this process's copy of the ruleset fd.
+    drop(command);
+    let mut child = spawned.map_err(spawn_error)?;
     let guard = GroupGuard {
         pgid: child.id().map(|id| Pid::from_raw(id as i32)),
     };
@@ -189,7 +212,11 @@ mod tests {
             program: "/bin/sh".into(),
             args: vec!["-c".into(), script.into()],
             cwd: cwd.to_path_buf(),
-            env: vec![("HOARDCC_TEST_VAR".into(), "v".into())],
+            env: vec![
+                ("HOARDCC_TEST_VAR".into(), "v".into()),
+                ("PATH".into(), "/usr/bin:/bin".into()),
+            ],
+            containment: Containment::default(),
         }
     }
 
@@ -293,6 +320,7 @@ mod tests {
             args: vec![],
             cwd: t.path().to_path_buf(),
             env: vec![],
+            containment: Containment::default(),
         };
         let err = run(&cmd, Duration::from_secs(5), &CancellationToken::new())
             .await

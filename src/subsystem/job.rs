@@ -1,19 +1,24 @@
 //! Server stage 8, admission of one native `Job`: the compiler allow-list (a bare name,
 //! resolved on this host's PATH, never a path the client chose), re-validation of the
-//! arguments with the same rules the wrapper used (`args::check_server_args`), the job
+//! arguments and names with the same policy the wrapper used (`args::check_server_args`,
+//! `args::check_name`), the job
 //! directory with the client's cwd mirrored inside it (`subsystem::workdir`), and the
-//! exact command line. Neighbours: `subsystem` (calls [`prepare`] for each `Job` and
-//! answers `Refused` on [`PrepareError::Refused`]), `subsystem::exec` (runs the command),
+//! exact command line with its environment and containment (`subsystem::sandbox`).
+//! Two halves, so that no work happens before admission: [`check`]
+//! (cheap: names, counts and the sizes the job *claims*) runs before the slot is taken,
+//! [`stage`] (decode, write) after. Neighbours: `subsystem` (calls them for each `Job`
+//! and answers `Refused` on [`PrepareError::Refused`]), `subsystem::exec` (runs the command),
 //! `subsystem::distccd` (shares the allow-list).
 
 use crate::paths::is_executable;
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 
-use crate::proto::compress::MAX_BLOB;
+use crate::config::Admission;
 use crate::proto::msg::{Job, SourceKind};
 
 use super::exec::CompileCommand;
+use super::sandbox::{compiler_env, Sandbox};
 use super::workdir::{WorkDir, WorkDirError};
 use crate::args::is_compiler_name;
 
@@ -125,21 +130,105 @@ pub struct Prepared {
     pub extra_outputs: Vec<(String, PathBuf)>,
 }
 
-/// Validates `job` and stages it: compiler, arguments, paths, source file, command.
+/// Validates `job` and stages it: [`check`], then [`stage`].
 ///
 /// # Errors
-/// [`PrepareError::Refused`] for anything the client asked that this server will not
-/// do; [`PrepareError::Server`] when staging fails here.
+/// As [`check`] and [`stage`].
 pub fn prepare(
     job: &Job,
     allow: &AllowList,
     tmpdir: Option<&Path>,
+    limits: &Admission,
+    sandbox: &Sandbox,
 ) -> Result<Prepared, PrepareError> {
+    let program = check(job, allow, limits, sandbox)?;
+    stage(job, program, allow, tmpdir, limits, sandbox)
+}
+
+/// The cheap half of admission, done before a slot is taken: the sandbox is usable, the
+/// compiler, arguments and names, and the sizes and counts the job claims
+/// ([`check_limits`]). Decodes and writes nothing. Returns the compiler to run.
+///
+/// # Errors
+/// [`PrepareError::Refused`] for anything the client asked that this server will not do,
+/// and for every job when `sandbox` cannot contain the compiler.
+pub fn check(
+    job: &Job,
+    allow: &AllowList,
+    limits: &Admission,
+    sandbox: &Sandbox,
+) -> Result<PathBuf, PrepareError> {
+    sandbox
+        .check()
+        .map_err(|e| PrepareError::Refused(e.to_string()))?;
     let program = allow
         .resolve(&job.compiler)
         .map_err(|e| PrepareError::Refused(e.to_string()))?;
     crate::args::check_server_args(&job.args)
         .map_err(|reason| PrepareError::Refused(format!("argument refused: {reason}")))?;
+    check_names(job).map_err(|reason| PrepareError::Refused(format!("name refused: {reason}")))?;
+    check_limits(job, limits).map_err(PrepareError::Refused)?;
+    Ok(program)
+}
+
+/// Longest file or directory name a job may carry (Linux `PATH_MAX`).
+pub const MAX_NAME_LEN: usize = 4096;
+
+/// Counts and claimed (`raw_len`) sizes against `limits`, before anything is decoded.
+///
+/// # Errors
+/// A reason naming the limit.
+pub fn check_limits(job: &Job, limits: &Admission) -> Result<(), String> {
+    if job.context.len() as u64 > u64::from(limits.max_context_files) {
+        return Err(format!(
+            "{} context files (this server takes at most {})",
+            job.context.len(),
+            limits.max_context_files
+        ));
+    }
+    if job.extra_outputs.len() as u64 > u64::from(limits.max_extra_outputs) {
+        return Err(format!(
+            "{} extra outputs (this server takes at most {})",
+            job.extra_outputs.len(),
+            limits.max_extra_outputs
+        ));
+    }
+    let names = [&job.cwd, &job.source_name, &job.output_name]
+        .into_iter()
+        .chain(&job.extra_outputs)
+        .chain(job.context.iter().map(|f| &f.name));
+    if let Some(long) = names.into_iter().find(|n| n.len() > MAX_NAME_LEN) {
+        return Err(format!("a name of {} bytes is too long", long.len()));
+    }
+    let claimed = job
+        .context
+        .iter()
+        .map(|f| f.data.raw_len)
+        .fold(job.source.raw_len, u64::saturating_add);
+    if claimed > limits.max_job_bytes {
+        return Err(format!(
+            "the job's source and context files claim {claimed} bytes \
+             (this server takes at most {})",
+            limits.max_job_bytes
+        ));
+    }
+    Ok(())
+}
+
+/// The work half, done holding a slot: the job directory, the source and context files
+/// (decoded within `limits.max_job_bytes` in all), and the command for `program`.
+///
+/// # Errors
+/// [`PrepareError::Refused`] for names this server will not write; [`PrepareError::Server`]
+/// when staging fails here.
+pub fn stage(
+    job: &Job,
+    program: PathBuf,
+    allow: &AllowList,
+    tmpdir: Option<&Path>,
+    limits: &Admission,
+    sandbox: &Sandbox,
+) -> Result<Prepared, PrepareError> {
     let workdir = WorkDir::create(tmpdir, &job.cwd)?;
     // Directives-only text goes to a side path, `.hoardcc-src/<name>`, mapped back to
     // `<name>` in debug info, so the client's original text (a context file) can sit at
@@ -167,11 +256,11 @@ pub fn prepare(
     }
     let source = job
         .source
-        .unpack(MAX_BLOB)
+        .unpack(limits.max_job_bytes)
         .map_err(|e| PrepareError::Server(format!("bad source blob: {e}")))?;
+    let mut job_bytes = source.len() as u64;
     std::fs::write(&source_path, source)
         .map_err(|e| PrepareError::Server(format!("writing the source: {e}")))?;
-    let mut context_bytes = 0u64;
     for file in &job.context {
         let path = workdir.prepare(&file.name)?;
         if path == source_path
@@ -182,9 +271,9 @@ pub fn prepare(
         }
         let data = file
             .data
-            .unpack(MAX_BLOB - context_bytes.min(MAX_BLOB))
+            .unpack(limits.max_job_bytes.saturating_sub(job_bytes))
             .map_err(|e| PrepareError::Server(format!("bad context blob: {e}")))?;
-        context_bytes += data.len() as u64;
+        job_bytes += data.len() as u64;
         std::fs::write(&path, data)
             .map_err(|e| PrepareError::Server(format!("writing a context file: {e}")))?;
     }
@@ -224,14 +313,12 @@ pub fn prepare(
         program,
         args,
         cwd: workdir.cwd().to_path_buf(),
-        env: std::iter::once(("TMPDIR".into(), workdir.path().as_os_str().to_owned()))
-            .chain(
-                job.env
-                    .iter()
-                    .filter(|(k, _)| is_locale_var(k))
-                    .map(|(k, v)| (k.into(), v.into())),
-            )
-            .collect(),
+        env: compiler_env(
+            &allow.search_path,
+            workdir.path(),
+            job.env.iter().map(|(k, v)| (k.as_str(), v.as_str())),
+        ),
+        containment: sandbox.containment(workdir.path()),
     };
     Ok(Prepared {
         workdir,
@@ -239,6 +326,18 @@ pub fn prepare(
         output: (job.output_name.clone(), output_path),
         extra_outputs,
     })
+}
+
+/// Every name the job carries (source, output, extra outputs, context files) must be one
+/// that no compiler reads as an option (`args::check_name`).
+fn check_names(job: &Job) -> Result<(), crate::args::Refusal> {
+    use crate::args::check_name;
+    check_name(&job.source_name)?;
+    check_name(&job.output_name)?;
+    let extra = job.extra_outputs.iter();
+    extra
+        .chain(job.context.iter().map(|f| &f.name))
+        .try_for_each(|n| check_name(n))
 }
 
 /// The option that turns caret lines off, for the compiler families we know by name.
@@ -261,11 +360,6 @@ fn is_plain_relative(name: &str) -> bool {
         && name
             .split('/')
             .all(|c| !c.is_empty() && c != "." && c != "..")
-}
-
-/// Only locale variables pass from the client to the compiler.
-fn is_locale_var(name: &str) -> bool {
-    name == "LANG" || name == "LANGUAGE" || name.starts_with("LC_")
 }
 
 /// Prefix maps that take the client's own `-fdebug-prefix-map=OLD=NEW` (and
@@ -292,6 +386,71 @@ fn client_prefix_maps(args: &[String], root: &Path) -> Vec<OsString> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn names_that_could_be_options_are_refused_before_staging() {
+        use crate::proto::msg::{Blob, Codec, OutputFile};
+        let t = tempfile::tempdir().unwrap();
+        let allow = AllowList::new(true, vec![], None);
+        let blob = || Blob {
+            codec: Codec::None,
+            raw_len: 0,
+            data: Vec::new(),
+        };
+        let base = Job {
+            id: 1,
+            compiler: "gcc".into(),
+            args: vec!["-O2".into()],
+            assemble_only: false,
+            cwd: "/src".into(),
+            source_name: "a.c".into(),
+            output_name: "a.o".into(),
+            extra_outputs: Vec::new(),
+            source_kind: SourceKind::Preprocessed,
+            source: blob(),
+            context: Vec::new(),
+            env: Vec::new(),
+        };
+        type Spoil<'a> = Box<dyn Fn(&mut Job) + 'a>;
+        let bad: Vec<(&str, Spoil)> = vec![
+            (
+                "source",
+                Box::new(|j| j.source_name = "-fplugin=./evil.so".into()),
+            ),
+            ("source @", Box::new(|j| j.source_name = "@rsp".into())),
+            ("empty source", Box::new(|j| j.source_name = String::new())),
+            (
+                "output",
+                Box::new(|j| j.output_name = "-fplugin=x.so".into()),
+            ),
+            ("extra", Box::new(|j| j.extra_outputs = vec!["@x".into()])),
+            (
+                "context",
+                Box::new(|j| {
+                    j.context = vec![OutputFile {
+                        name: "-include/etc/passwd".into(),
+                        data: blob(),
+                    }]
+                }),
+            ),
+        ];
+        for (what, spoil) in bad {
+            let mut job = base.clone();
+            spoil(&mut job);
+            match prepare(
+                &job,
+                &allow,
+                Some(t.path()),
+                &crate::config::Admission::default(),
+                &Sandbox::new(&crate::config::ServerSettings::default()),
+            ) {
+                Err(PrepareError::Refused(reason)) => assert!(reason.contains("name"), "{reason}"),
+                other => panic!("{what}: {other:?}"),
+            }
+        }
+        // Nothing was staged for any of them.
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0);
+    }
 
     #[test]
     fn client_prefix_maps_are_rebased_onto_the_root() {

@@ -5,16 +5,22 @@
 //! stock distcc job ([`distccd`]), anything else → "garbage on stdin" and a non-zero
 //! exit. Logs go to stderr (sshd forwards them as extended data), never stdout.
 //!
-//! Per job: [`job`] validates and stages it (allow-list, arguments, [`workdir`]),
-//! [`slots`] admits it against the host-wide limit (or answers `Busy`), [`exec`] runs
-//! the compiler while this module keeps reading the lane: `Ping` is answered, a
-//! `Heartbeat` goes out every `heartbeat`, and EOF (client gone) kills the compiler's
-//! process group at once. Neighbours: `mux` and `wrapper` (the clients, via
+//! Per job, admission comes before work: [`job::check`] validates it cheaply
+//! (allow-list, arguments, and the counts and sizes it claims against
+//! [`Admission`](crate::config::Admission)), [`slots`] admits it against the slot limit
+//! (or answers `Busy`), and only then [`job::stage`] decodes and writes it into its
+//! [`workdir`]. [`exec`] runs the compiler while [`reader`] keeps reading the lane: `Ping`
+//! is answered, a `Heartbeat` goes out every `heartbeat`, and EOF (client gone) kills
+//! the compiler's process group at once. Jobs pipelined behind the running one are
+//! queued within a byte budget (else answered `Busy`); a lane with no work closes after
+//! the idle timeout. Neighbours: `mux` and `wrapper` (the clients, via
 //! `proto::frame`), `config` (the [`ServerSettings`]).
 
 pub mod distccd;
 pub mod exec;
 pub mod job;
+pub mod reader;
+pub mod sandbox;
 pub mod slots;
 pub mod workdir;
 
@@ -23,28 +29,33 @@ use std::ffi::OsString;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
-use tokio::sync::mpsc;
+use tokio::io::{AsyncBufRead, AsyncRead, AsyncReadExt, AsyncWrite, BufReader};
+use tokio::sync::{mpsc, watch};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::ServerSettings;
-use crate::proto::compress::MAX_BLOB;
+use crate::proto::fault::{self, Ended};
 use crate::proto::frame::{self, MAGIC, MAX_FRAME};
 use crate::proto::msg::{
-    Blob, Hello, Job, JobResult, Message, OutputFile, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    Blob, Hello, Job, JobResult, Message, OutputFile, FAULT_VERSION, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };
 use crate::proto::Error as ProtoError;
 
 use exec::ExecError;
 use job::{AllowList, PrepareError};
+use reader::Incoming;
 
 /// Capability words this server announces in its hello.
 pub const CAPS: [&str; 5] = ["lz4", "directives-only", "heartbeat", "busy", "ping"];
 /// How long the client has for its opening bytes and hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Jobs a client may queue on one lane while another compiles (a lane normally runs
-/// one job at a time; a few pipelined ones are served in order).
+/// one job at a time; a few pipelined ones are served in order, within
+/// `max_queued_bytes`).
 pub const MAX_QUEUED_JOBS: usize = 8;
+/// Room in a job's frame for its names and arguments beyond `max_job_bytes` of files.
+const JOB_FRAME_SLACK: u64 = 32 << 20;
 /// Room left in a frame for everything in a `JobResult` besides the blobs.
 const RESULT_OVERHEAD: u64 = 64 << 10;
 
@@ -58,7 +69,7 @@ pub struct ServeArgs {
 /// Process-level knobs of [`serve_with`] that are not user settings (injected by tests).
 #[derive(Debug, Clone)]
 pub struct ServeOptions {
-    /// The shared directory of slot lock files.
+    /// The directory of slot lock files ([`slots::slot_dir_from_env`]).
     pub slot_dir: PathBuf,
     /// The PATH used to resolve compilers (`None`: the process's `$PATH`).
     pub search_path: Option<OsString>,
@@ -67,7 +78,7 @@ pub struct ServeOptions {
 }
 
 impl ServeOptions {
-    /// Options from the environment: `$HOARDCC_SLOT_DIR` (or `/tmp/hoardcc-slots`), `$PATH`.
+    /// Options from the environment: the slot directory ([`slots::slot_dir_from_env`]), `$PATH`.
     pub fn from_env() -> Self {
         ServeOptions {
             slot_dir: slots::slot_dir_from_env(),
@@ -351,6 +362,7 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         settings.compilers.clone(),
         opts.search_path.clone(),
     );
+    let sandbox = sandbox::Sandbox::new(settings);
     let mut input = BufReader::new(input);
     let (kind, head) = tokio::time::timeout(opts.hello_timeout, read_opening(&mut input))
         .await
@@ -363,8 +375,9 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 &mut input,
                 &mut output,
                 &allow,
-                settings.tmpdir.as_deref(),
-                settings.compile_timeout,
+                settings,
+                &opts.slot_dir,
+                &sandbox,
             )
             .await?;
             Ok(())
@@ -382,7 +395,9 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 settings,
                 opts,
                 allow: &allow,
+                sandbox: &sandbox,
                 output,
+                version,
             }
             .run(input)
             .await
@@ -391,7 +406,7 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 }
 
 /// This host's name, for the hello's agent string.
-fn hostname() -> String {
+pub(crate) fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .ok()
         .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
@@ -406,13 +421,20 @@ fn our_hello(settings: &ServerSettings, opts: &ServeOptions) -> Hello {
         min_version: MIN_PROTOCOL_VERSION,
         caps: CAPS.iter().map(|c| c.to_string()).collect(),
         slots: slots::host_limit(settings.max_jobs),
-        load: slots::current_load(&opts.slot_dir),
+        load: slots::current_load(&opts.slot_dir, slots::host_limit(settings.max_jobs)),
         agent: format!("hoardcc {} on {}", env!("CARGO_PKG_VERSION"), hostname()),
     }
 }
 
-/// One item from the lane reader: a message, a clean EOF (`Ok(None)`), or an error.
-type Incoming = Result<Option<Message>, ProtoError>;
+/// One item from the lane reader.
+type Received = Result<Incoming, ProtoError>;
+
+/// Jobs received while another runs, with their frame sizes.
+#[derive(Default)]
+struct Queue {
+    jobs: VecDeque<(Job, u64)>,
+    bytes: u64,
+}
 
 /// How a job left the session.
 enum Flow {
@@ -427,18 +449,31 @@ struct Session<'a, W> {
     settings: &'a ServerSettings,
     opts: &'a ServeOptions,
     allow: &'a AllowList,
+    sandbox: &'a sandbox::Sandbox,
     output: W,
+    /// The protocol version negotiated with the client (decides how a fault is told).
+    version: u32,
 }
 
 impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// Reads messages on one side and serves them on the other, in one task: the reader
     /// keeps going while a job compiles, so EOF is noticed at once.
-    async fn run<R: AsyncRead + Unpin>(mut self, mut input: R) -> Result<(), ServeError> {
-        let (tx, rx) = mpsc::channel::<Incoming>(1);
+    async fn run<R: AsyncBufRead + Unpin>(mut self, mut input: R) -> Result<(), ServeError> {
+        let (tx, rx) = mpsc::channel::<Received>(1);
+        let (busy_tx, mut busy) = watch::channel(false);
+        let a = &self.settings.admission;
+        let limits = reader::Limits {
+            idle: a.idle_timeout,
+            frame: a.frame_timeout,
+            max_frame: a
+                .max_job_bytes
+                .saturating_add(JOB_FRAME_SLACK)
+                .min(u64::from(MAX_FRAME)) as u32,
+        };
         let reader = async move {
             loop {
-                let item = frame::read_message(&mut input).await;
-                let last = !matches!(item, Ok(Some(_)));
+                let item = reader::next(&mut input, &mut busy, limits).await;
+                let last = !matches!(item, Ok(Incoming::Message(..)));
                 if tx.send(item).await.is_err() || last {
                     break;
                 }
@@ -446,7 +481,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             std::future::pending::<()>().await
         };
         tokio::select! {
-            r = self.serve_messages(rx) => r,
+            r = self.serve_messages(rx, &busy_tx) => r,
             _ = reader => unreachable!("the reader never finishes"),
         }
     }
@@ -456,22 +491,39 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         Ok(())
     }
 
-    async fn serve_messages(&mut self, mut rx: mpsc::Receiver<Incoming>) -> Result<(), ServeError> {
-        let mut queue: VecDeque<Job> = VecDeque::new();
+    async fn serve_messages(
+        &mut self,
+        mut rx: mpsc::Receiver<Received>,
+        busy: &watch::Sender<bool>,
+    ) -> Result<(), ServeError> {
+        let mut queue = Queue::default();
         loop {
-            let msg = match queue.pop_front() {
-                Some(job) => Message::Job(job),
+            let msg = match queue.jobs.pop_front() {
+                Some((job, len)) => {
+                    queue.bytes -= len;
+                    Message::Job(job)
+                }
                 None => match rx.recv().await {
-                    Some(Ok(Some(m))) => m,
-                    Some(Ok(None)) | None => return Ok(()),
+                    Some(Ok(Incoming::Message(m, _))) => m,
+                    Some(Ok(Incoming::Eof)) | None => return Ok(()),
+                    Some(Ok(Incoming::Idle)) => {
+                        tracing::debug!(
+                            "no job for {:?}: closing the idle lane",
+                            self.settings.admission.idle_timeout
+                        );
+                        return Ok(());
+                    }
                     Some(Err(e)) => return Err(e.into()),
                 },
             };
             match msg {
                 Message::Job(job) => {
-                    if let Flow::End(r) = self.job(job, &mut rx, &mut queue).await? {
+                    busy.send_replace(true);
+                    let flow = self.job(job, &mut rx, &mut queue).await?;
+                    if let Flow::End(r) = flow {
                         return r;
                     }
+                    busy.send_replace(!queue.jobs.is_empty());
                 }
                 Message::Ping { nonce } => self.send(&Message::Pong { nonce }).await?,
                 other => return Err(unexpected(&other)),
@@ -484,24 +536,15 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     async fn job(
         &mut self,
         job: Job,
-        rx: &mut mpsc::Receiver<Incoming>,
-        queue: &mut VecDeque<Job>,
+        rx: &mut mpsc::Receiver<Received>,
+        queue: &mut Queue,
     ) -> Result<Flow, ServeError> {
         let id = job.id;
-        let prepared = match job::prepare(&job, self.allow, self.settings.tmpdir.as_deref()) {
+        let limits = &self.settings.admission;
+        let program = match job::check(&job, self.allow, limits, self.sandbox) {
             Ok(p) => p,
-            Err(PrepareError::Refused(reason)) => {
-                tracing::warn!("job {id} refused: {reason}");
-                self.send(&Message::Refused { id, reason }).await?;
-                return Ok(Flow::Continue);
-            }
-            Err(PrepareError::Server(message)) => {
-                tracing::warn!("job {id}: {message}");
-                self.send(&Message::ServerError { id, message }).await?;
-                return Ok(Flow::Continue);
-            }
+            Err(e) => return self.not_prepared(id, e).await,
         };
-        drop(job);
         let limit = slots::host_limit(self.settings.max_jobs);
         let slot = match slots::try_acquire(&self.opts.slot_dir, limit) {
             Ok(Some(slot)) => slot,
@@ -517,6 +560,18 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 return Ok(Flow::Continue);
             }
         };
+        let prepared = match job::stage(
+            &job,
+            program,
+            self.allow,
+            self.settings.tmpdir.as_deref(),
+            limits,
+            self.sandbox,
+        ) {
+            Ok(p) => p,
+            Err(e) => return self.not_prepared(id, e).await,
+        };
+        drop(job);
         tracing::debug!("job {id}: slot {} : {:?}", slot.index, prepared.command);
 
         let cancel = CancellationToken::new();
@@ -542,16 +597,28 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 }
                 m = rx.recv(), if ended.is_none() => {
                     let end = match m {
-                        Some(Ok(Some(Message::Ping { nonce }))) => {
+                        Some(Ok(Incoming::Message(Message::Ping { nonce }, _))) => {
                             self.send(&Message::Pong { nonce }).await.err().map(Err)
                         }
-                        Some(Ok(Some(Message::Job(next)))) if queue.len() < MAX_QUEUED_JOBS => {
-                            queue.push_back(next);
+                        Some(Ok(Incoming::Message(Message::Job(_), _)))
+                            if queue.jobs.len() >= MAX_QUEUED_JOBS =>
+                        {
+                            Some(Err(ServeError::Flooded))
+                        }
+                        Some(Ok(Incoming::Message(Message::Job(next), len)))
+                            if queue.bytes + len > limits.max_queued_bytes =>
+                        {
+                            tracing::debug!("job {}: queue budget full, busy", next.id);
+                            self.send(&Message::Busy { id: next.id }).await.err().map(Err)
+                        }
+                        Some(Ok(Incoming::Message(Message::Job(next), len))) => {
+                            queue.bytes += len;
+                            queue.jobs.push_back((next, len));
                             None
                         }
-                        Some(Ok(Some(Message::Job(_)))) => Some(Err(ServeError::Flooded)),
-                        Some(Ok(Some(other))) => Some(Err(unexpected(&other))),
-                        Some(Ok(None)) | None => {
+                        Some(Ok(Incoming::Message(other, _))) => Some(Err(unexpected(&other))),
+                        // A busy lane is never idle; treat it like EOF if it happens.
+                        Some(Ok(Incoming::Eof | Incoming::Idle)) | None => {
                             tracing::debug!("job {id}: client went away, killing the compiler");
                             Some(Ok(()))
                         }
@@ -569,7 +636,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             return Ok(Flow::End(end));
         }
         let answer = match outcome {
-            Ok(finished) => result_message(id, finished, &prepared),
+            Ok(finished) => result_message(id, finished, &prepared, self.version),
             Err(e @ (ExecError::TimedOut(_) | ExecError::Spawn { .. } | ExecError::Wait(_))) => {
                 tracing::warn!("job {id}: {e}");
                 Message::ServerError {
@@ -592,6 +659,23 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     }
 }
 
+impl<W: AsyncWrite + Unpin> Session<'_, W> {
+    /// Answers a job that failed [`job::check`] or [`job::stage`].
+    async fn not_prepared(&mut self, id: u64, e: PrepareError) -> Result<Flow, ServeError> {
+        match e {
+            PrepareError::Refused(reason) => {
+                tracing::warn!("job {id} refused: {reason}");
+                self.send(&Message::Refused { id, reason }).await?;
+            }
+            PrepareError::Server(message) => {
+                tracing::warn!("job {id}: {message}");
+                self.send(&Message::ServerError { id, message }).await?;
+            }
+        }
+        Ok(Flow::Continue)
+    }
+}
+
 fn unexpected(m: &Message) -> ServeError {
     let name = match m {
         Message::Job(_) => "Job",
@@ -602,19 +686,40 @@ fn unexpected(m: &Message) -> ServeError {
         Message::ServerError { .. } => "ServerError",
         Message::Ping { .. } => "Ping",
         Message::Pong { .. } => "Pong",
+        Message::Fault { .. } => "Fault",
     };
     ServeError::Unexpected(name.into())
 }
 
 /// Turns a finished compile into the job's answer: `Result` with the outputs on success,
-/// `ServerError` when the compiler claimed success without its output or the result
-/// cannot fit in one frame.
-fn result_message(id: u64, f: exec::Finished, prepared: &job::Prepared) -> Message {
+/// `Fault` when the compiler was killed (or reports a killed sub-program or an internal
+/// error; `ServerError` to a protocol-1 client), `ServerError` when the compiler claimed
+/// success without its output or the result cannot fit in one frame.
+fn result_message(id: u64, f: exec::Finished, prepared: &job::Prepared, version: u32) -> Message {
     let server_error = |message: String| {
         tracing::warn!("job {id}: {message}");
         Message::ServerError { id, message }
     };
+    let ended = Ended::from_wait_status(f.wait_status);
+    let driver = prepared.command.program.to_string_lossy();
+    if let Some(fault) = fault::classify(ended, &f.stderr, &driver) {
+        tracing::warn!("job {id}: {fault}");
+        return if version >= FAULT_VERSION {
+            Message::Fault { id, fault }
+        } else {
+            server_error(fault.to_string())
+        };
+    }
     let mut outputs = Vec::new();
+    // Everything must fit in one frame: read no output that would not.
+    let mut room = u64::from(MAX_FRAME)
+        .saturating_sub(RESULT_OVERHEAD)
+        .saturating_sub((f.stdout.len() + f.stderr.len()) as u64);
+    let mut read_output = |path: &std::path::Path| {
+        let data = read_output(path, room)?;
+        room = room.saturating_sub(data.as_ref().map_or(0, |d| d.len() as u64));
+        Ok::<_, std::io::Error>(data)
+    };
     if f.exit_code == 0 {
         let (name, path) = &prepared.output;
         match read_output(path) {
@@ -656,19 +761,31 @@ fn result_message(id: u64, f: exec::Finished, prepared: &job::Prepared) -> Messa
     Message::Result(result)
 }
 
-/// Reads an output file if it exists (bounded by [`MAX_BLOB`]).
-fn read_output(path: &std::path::Path) -> std::io::Result<Option<Vec<u8>>> {
-    match std::fs::metadata(path) {
+/// Reads an output file if it exists, if it is a regular file of at most `max` bytes
+/// (checked before reading, and the read itself stops past `max`).
+fn read_output(path: &std::path::Path, max: u64) -> std::io::Result<Option<Vec<u8>>> {
+    use std::io::Read;
+    let too_large =
+        |len: u64| std::io::Error::other(format!("{len} bytes is too large for the result"));
+    match std::fs::symlink_metadata(path) {
         Ok(m) if !m.is_file() => Err(std::io::Error::other("not a regular file")),
-        Ok(m) if m.len() > MAX_BLOB => Err(std::io::Error::other(format!(
-            "{} bytes is too large",
-            m.len()
-        ))),
-        Ok(_) => std::fs::read(path).map(Some),
+        Ok(m) if m.len() > max => Err(too_large(m.len())),
+        Ok(m) => {
+            let mut data = Vec::with_capacity(m.len() as usize);
+            std::fs::File::open(path)?
+                .take(max.saturating_add(1))
+                .read_to_end(&mut data)?;
+            if data.len() as u64 > max {
+                return Err(too_large(data.len() as u64));
+            }
+            Ok(Some(data))
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
 }
 
+#[cfg(test)]
+mod admission_tests;
 #[cfg(test)]
 mod tests;

@@ -10,13 +10,14 @@ use std::time::{Duration, Instant};
 use tokio::io::{duplex, AsyncReadExt, DuplexStream};
 
 use super::*;
+use crate::proto::compress::MAX_BLOB;
 use crate::proto::distcc::{read_response, write_request, DistccRequest};
 use crate::proto::msg::SourceKind;
 
 /// Bound on every wait in these tests.
-const WAIT: Duration = Duration::from_secs(60);
+pub(super) const WAIT: Duration = Duration::from_secs(60);
 
-fn settings(tmp: &Path) -> ServerSettings {
+pub(super) fn settings(tmp: &Path) -> ServerSettings {
     ServerSettings {
         compilers: vec![],
         default_compilers: true,
@@ -24,10 +25,11 @@ fn settings(tmp: &Path) -> ServerSettings {
         max_jobs: Some(4),
         tmpdir: Some(tmp.to_path_buf()),
         heartbeat: Duration::from_secs(5),
+        ..ServerSettings::default()
     }
 }
 
-fn options(tmp: &Path) -> ServeOptions {
+pub(super) fn options(tmp: &Path) -> ServeOptions {
     ServeOptions {
         slot_dir: tmp.join("slots"),
         search_path: None,
@@ -36,14 +38,14 @@ fn options(tmp: &Path) -> ServeOptions {
 }
 
 /// The client end of a lane.
-struct Client {
-    w: Option<DuplexStream>,
-    r: DuplexStream,
-    heartbeats: usize,
+pub(super) struct Client {
+    pub(super) w: Option<DuplexStream>,
+    pub(super) r: DuplexStream,
+    pub(super) heartbeats: usize,
 }
 
 /// Two one-way pipes: (client, server input, server output).
-fn lane() -> (Client, DuplexStream, DuplexStream) {
+pub(super) fn lane() -> (Client, DuplexStream, DuplexStream) {
     let (client_w, server_r) = duplex(1 << 16);
     let (server_w, client_r) = duplex(1 << 16);
     (
@@ -58,7 +60,7 @@ fn lane() -> (Client, DuplexStream, DuplexStream) {
 }
 
 impl Client {
-    async fn hello(&mut self) -> Hello {
+    pub(super) async fn hello(&mut self) -> Hello {
         let ours = Hello {
             version: PROTOCOL_VERSION,
             min_version: MIN_PROTOCOL_VERSION,
@@ -76,14 +78,14 @@ impl Client {
             .unwrap()
     }
 
-    async fn send(&mut self, m: &Message) {
+    pub(super) async fn send(&mut self, m: &Message) {
         frame::write_message(self.w.as_mut().unwrap(), m)
             .await
             .unwrap();
     }
 
     /// The next message that is not a heartbeat.
-    async fn answer(&mut self) -> Message {
+    pub(super) async fn answer(&mut self) -> Message {
         loop {
             let m = tokio::time::timeout(WAIT, frame::read_message(&mut self.r))
                 .await
@@ -97,12 +99,12 @@ impl Client {
         }
     }
 
-    fn hang_up(&mut self) {
+    pub(super) fn hang_up(&mut self) {
         self.w = None;
     }
 }
 
-fn job(id: u64, compiler: &str, cwd: &Path, source_name: &str, source: &[u8]) -> Job {
+pub(super) fn job(id: u64, compiler: &str, cwd: &Path, source_name: &str, source: &[u8]) -> Job {
     Job {
         id,
         compiler: compiler.into(),
@@ -310,7 +312,7 @@ async fn errors_and_refusals_are_answered_and_the_lane_goes_on() {
 }
 
 /// A compiler stand-in that records its pid and a child's, then waits forever.
-fn slow_compiler(bin: &Path, pids: &Path) {
+pub(super) fn slow_compiler(bin: &Path, pids: &Path) {
     std::fs::create_dir_all(bin).unwrap();
     let script = format!(
         "#!/bin/sh\nsleep 300 &\necho $$ $! > {p}.tmp && mv {p}.tmp {p}\nwait\n",
@@ -335,7 +337,7 @@ pub(crate) fn gone(pid: i32) -> bool {
     }
 }
 
-async fn wait_for_file(p: &Path) -> String {
+pub(super) async fn wait_for_file(p: &Path) -> String {
     let deadline = Instant::now() + WAIT;
     loop {
         if let Ok(s) = std::fs::read_to_string(p) {
@@ -355,6 +357,8 @@ async fn client_eof_mid_compile_kills_the_process_group() {
     let mut settings = settings(tmp.path());
     settings.compilers = vec!["slowcc".into()];
     settings.heartbeat = Duration::from_millis(50);
+    // The stand-in records its pids outside its job directory.
+    settings.sandbox = crate::config::SandboxMode::Off;
     let mut opts = options(tmp.path());
     opts.search_path = Some(bin.clone().into_os_string());
     let (mut c, sr, sw) = lane();
@@ -414,6 +418,7 @@ async fn compile_timeout_is_a_server_error() {
     settings.compilers = vec!["slowcc".into()];
     settings.default_compilers = false;
     settings.compile_timeout = Duration::from_millis(300);
+    settings.sandbox = crate::config::SandboxMode::Off;
     let mut opts = options(tmp.path());
     opts.search_path = Some(bin.into_os_string());
     let (mut c, sr, sw) = lane();
@@ -511,6 +516,28 @@ async fn garbage_and_empty_input() {
     assert!(out.is_empty());
 }
 
+/// Sends `req` as a stock distcc client does (keeping its end open until the answer is
+/// in: EOF would mean it went away) and returns the server's response.
+pub(super) async fn distcc_round_trip(
+    req: &DistccRequest,
+    settings: &ServerSettings,
+    opts: &ServeOptions,
+) -> crate::proto::distcc::DistccResponse {
+    let (mut c, sr, sw) = lane();
+    let client = async {
+        write_request(c.w.as_mut().unwrap(), req).await.unwrap();
+        let resp = tokio::time::timeout(WAIT, read_response(&mut c.r, req.version))
+            .await
+            .expect("a distcc answer in time")
+            .unwrap();
+        c.hang_up();
+        resp
+    };
+    let (served, resp) = tokio::join!(serve_with(sr, sw, settings, opts), client);
+    served.unwrap();
+    resp
+}
+
 #[tokio::test]
 async fn stock_distcc_job() {
     let tmp = tempfile::tempdir().unwrap();
@@ -540,14 +567,7 @@ async fn stock_distcc_job() {
             argv: argv(&["gcc", "-O2", "-c", "foo.c", "-o", "foo.o"]),
             doti: doti.clone(),
         };
-        let mut input = Vec::new();
-        write_request(&mut input, &req).await.unwrap();
-        let mut out = Vec::new();
-        serve_with(&input[..], &mut out, &settings, &opts)
-            .await
-            .unwrap();
-        assert!(out.starts_with(b"DONE0000000"));
-        let resp = read_response(&mut &out[..], version).await.unwrap();
+        let resp = distcc_round_trip(&req, &settings, &opts).await;
         assert_eq!(resp.status, 0, "{}", String::from_utf8_lossy(&resp.stderr));
         assert!(resp.doto == reference, "distcc v{version} object differs");
     }
@@ -558,13 +578,7 @@ async fn stock_distcc_job() {
         argv: argv(&["cc", "-c", "bad.c", "-o", "bad.o"]),
         doti: b"int f(void) { return nope; }\n".to_vec(),
     };
-    let mut input = Vec::new();
-    write_request(&mut input, &req).await.unwrap();
-    let mut out = Vec::new();
-    serve_with(&input[..], &mut out, &settings, &opts)
-        .await
-        .unwrap();
-    let resp = read_response(&mut &out[..], 1).await.unwrap();
+    let resp = distcc_round_trip(&req, &settings, &opts).await;
     assert_eq!(resp.status, 1 << 8);
     assert!(String::from_utf8_lossy(&resp.stderr).contains("nope"));
     assert!(resp.doto.is_empty());
@@ -713,4 +727,101 @@ async fn g3_macro_tables_match_a_local_build() {
     };
     let (served, ()) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
     served.unwrap();
+}
+
+/// A compiler that dies by a signal, or whose driver reports a killed `cc1`, is a server
+/// fault (`Fault` to a protocol-2 client, `ServerError` to a protocol-1 one, status 104 to
+/// a stock distcc client), never the compiler's exit status; the lane goes on.
+#[tokio::test]
+async fn a_killed_compiler_is_a_fault_not_a_status() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bin = tmp.path().join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let fake = |name: &str, script: &str| {
+        let p = bin.join(name);
+        std::fs::write(&p, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        p.display().to_string()
+    };
+    let mut settings = settings(tmp.path());
+    settings.compilers = vec![
+        fake("killedcc", "echo partial >&2; kill -KILL $$"),
+        fake(
+            "cc1killedcc",
+            "echo 'gcc: fatal error: Killed signal terminated program cc1' >&2\n\
+             echo 'compilation terminated.' >&2; exit 1",
+        ),
+    ];
+    let opts = options(tmp.path());
+    for version in [PROTOCOL_VERSION, 1] {
+        let (mut c, sr, sw) = lane();
+        let client = async {
+            let ours = Hello {
+                version,
+                min_version: 1,
+                caps: vec![],
+                slots: 0,
+                load: 0,
+                agent: format!("test client v{version}"),
+            };
+            frame::write_hello(c.w.as_mut().unwrap(), &ours)
+                .await
+                .unwrap();
+            frame::read_hello(&mut c.r).await.unwrap();
+            for (id, compiler, program, signal) in
+                [(1, "killedcc", "killedcc", 9), (2, "cc1killedcc", "cc1", 9)]
+            {
+                c.send(&Message::Job(job(
+                    id,
+                    compiler,
+                    Path::new("/w"),
+                    "a.c",
+                    b"int x;\n",
+                )))
+                .await;
+                match (version, c.answer().await) {
+                    (1, Message::ServerError { id: i, message }) => {
+                        assert_eq!(i, id);
+                        assert_eq!(message, format!("{program} killed by signal {signal}"));
+                    }
+                    (2, Message::Fault { id: i, fault }) => {
+                        assert_eq!(i, id);
+                        assert_eq!((fault.program.as_str(), fault.signal), (program, signal));
+                    }
+                    (v, other) => panic!("v{v} job {id}: {other:?}"),
+                }
+            }
+            c.hang_up();
+        };
+        let (served, ()) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
+        served.unwrap();
+    }
+    // Stock distcc: a status below 128 (stock clients retry those locally), with the why.
+    let allow = AllowList::new(false, settings.compilers.clone(), None);
+    let req = DistccRequest {
+        version: 1,
+        argv: ["killedcc", "-c", "a.c", "-o", "a.o"]
+            .map(String::from)
+            .to_vec(),
+        doti: b"int x;\n".to_vec(),
+    };
+    // The client stays connected (its end of the pipe is held open).
+    let (_client, mut input) = duplex(64);
+    let sandbox = super::sandbox::Sandbox::new(&settings);
+    let resp = distccd::run_request(
+        &req,
+        &mut input,
+        &allow,
+        &settings,
+        &opts.slot_dir,
+        &sandbox,
+    )
+    .await
+    .expect("the client is still there");
+    assert_eq!(resp.status, 104 << 8);
+    assert!(resp.doto.is_empty());
+    assert_eq!(
+        String::from_utf8_lossy(&resp.stderr),
+        "hoardcc server: killedcc killed by signal 9\n"
+    );
 }

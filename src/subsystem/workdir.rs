@@ -114,7 +114,8 @@ impl WorkDir {
     /// The name to put on the compiler's command line for client path `name`: relative
     /// names stay as they are (the compiler runs in [`WorkDir::cwd`], so file names in
     /// diagnostics and debug info match the client's); absolute ones become their mirror
-    /// under `root/` (the debug prefix map turns them back).
+    /// under `root/` (the debug prefix map turns them back). A relative name starting with
+    /// `-` or `@` gets a `./` so it can never be read as an option.
     ///
     /// # Errors
     /// As [`WorkDir::resolve`].
@@ -122,6 +123,10 @@ impl WorkDir {
         let resolved = self.resolve(name)?;
         if name.starts_with('/') {
             Ok(resolved.to_string_lossy().into_owned())
+        } else if name.starts_with('-') || name.starts_with('@') {
+            // Never an option or a response file (`args::check_name` refuses these
+            // names earlier; this holds even if a caller forgets).
+            Ok(format!("./{name}"))
         } else {
             Ok(name.to_owned())
         }
@@ -252,6 +257,8 @@ mod tests {
         );
         assert_eq!(w.resolve("/opt/x/a.c").unwrap(), w.root().join("opt/x/a.c"));
         assert_eq!(w.command_name("src/a.c").unwrap(), "src/a.c");
+        assert_eq!(w.command_name("-fplugin=x.c").unwrap(), "./-fplugin=x.c");
+        assert_eq!(w.command_name("@rsp").unwrap(), "./@rsp");
         assert_eq!(
             w.command_name("/opt/x/a.c").unwrap(),
             w.root().join("opt/x/a.c").to_string_lossy()

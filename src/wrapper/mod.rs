@@ -138,6 +138,7 @@ fn append_joblog(path: &Path, line: &str) {
 }
 
 /// The pipeline proper, up to the point where the outcome is known.
+#[allow(clippy::too_many_arguments)]
 fn distribute(
     real: &Path,
     compiler: &str,
@@ -248,7 +249,7 @@ fn via_mux(
                 })
             })();
             match done {
-                Ok(done) => Some(finish(job, cwd, done, cpp.stderr)),
+                Ok(done) => Some(finish(job, cwd, &note.host, done, cpp.stderr)),
                 Err(e) => on_host(e.to_string(), ExitCode::ProtocolError.code()),
             }
         }
@@ -359,17 +360,26 @@ fn direct(
         drop(lane);
         tokio::task::yield_now().await;
     });
-    finish(job, cwd, done, cpp.stderr)
+    finish(job, cwd, &note.host, done, cpp.stderr)
 }
 
 /// Apply a remote result: outputs into place, output replayed, the compiler's status.
-fn finish(job: &CompileJob, cwd: &Path, done: Completed, cpp_stderr: Vec<u8>) -> Outcome {
-    let mut wanted = vec![job.output.clone()];
-    wanted.extend(job.extra_outputs.iter().cloned());
+fn finish(
+    job: &CompileJob,
+    cwd: &Path,
+    host: &str,
+    done: Completed,
+    cpp_stderr: Vec<u8>,
+) -> Outcome {
+    let wanted = outputs::Wanted {
+        main: &job.output,
+        extra: &job.extra_outputs,
+        assemble_only: job.assemble_only,
+    };
     if done.exit_code == 0 {
-        if let Err(e) = outputs::write_all(cwd, &done, &wanted) {
+        if let Err(e) = outputs::write_all(cwd, &done, wanted) {
             return Outcome::Failed(Failure {
-                message: e.to_string(),
+                message: format!("{host}: {e}"),
                 code: ExitCode::IoError.code(),
             });
         }
@@ -377,10 +387,14 @@ fn finish(job: &CompileJob, cwd: &Path, done: Completed, cpp_stderr: Vec<u8>) ->
         // Like gcc, a failed compile leaves no stale object behind.
         let _ = std::fs::remove_file(cwd.join(&job.output));
     }
+    // The local preprocessor's warnings come first, as in a local compile; only the
+    // server's part is sanitized.
     let mut err = cpp_stderr;
-    err.extend_from_slice(&done.stderr);
+    err.extend_from_slice(&outputs::sanitize(
+        &done.stderr[..done.stderr.len().min(outputs::MAX_REPLAY)],
+    ));
     outputs::replay(false, &done.stdout);
-    outputs::replay(true, &err);
+    outputs::replay_local(true, &err);
     Outcome::Done(done.exit_code)
 }
 
@@ -513,6 +527,9 @@ fn splitmix(mut x: u64) -> u64 {
     x ^ (x >> 31)
 }
 
+/// Most characters of a failure message in the one warning line.
+const MAX_WARNING: usize = 400;
+
 /// The single fallback point.
 fn fallback(
     real: &Path,
@@ -520,11 +537,18 @@ fn fallback(
     failure: Failure,
     enabled: bool,
 ) -> std::process::ExitCode {
+    // The message may quote a server (a refusal, a fault): one printable line.
+    let message: String = failure
+        .message
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .take(MAX_WARNING)
+        .collect();
     if !enabled {
-        eprintln!("hoardcc: error: {} (fallback is off)", failure.message);
+        eprintln!("hoardcc: error: {message} (fallback is off)");
         return std::process::ExitCode::from(failure.code);
     }
-    eprintln!("hoardcc: warning: {}; compiling locally", failure.message);
+    eprintln!("hoardcc: warning: {message}; compiling locally");
     exit_with(run_local(real, args))
 }
 

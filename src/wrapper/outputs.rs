@@ -1,19 +1,41 @@
-//! Last wrapper stage: apply a remote result. Each output goes to a temp file in its
-//! target directory and is renamed into place, so a reader never sees a partial `.o`;
-//! stdout and stderr are replayed in single writes so parallel jobs don't interleave
-//! mid-line. Neighbours: `mux::transport` (produces `Completed`), `wrapper::mod`.
+//! Last wrapper stage: apply a remote result. What a server sends is checked before it is
+//! used: every output must be one the job asked for, once, within [`MAX_OUTPUT`] bytes,
+//! and look like what the compile makes (an ELF object for `-c`, NUL-free text for `-S`);
+//! anything else is refused and the wrapper compiles locally. Each output goes to a temp
+//! file in its target directory and is renamed into place, so a reader never sees a
+//! partial `.o`. stdout and stderr are replayed through [`sanitize`] (SGR colour and
+//! gcc's OSC 8 links kept, every other terminal control dropped), in single writes so
+//! parallel jobs don't interleave mid-line. Neighbours: `mux::transport` (produces
+//! `Completed`), `wrapper::mod`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use crate::mux::transport::Completed;
 
+/// Most bytes of one output file from a server.
+pub const MAX_OUTPUT: u64 = 512 << 20;
+/// Most bytes of all output files of one job together.
+pub const MAX_OUTPUTS_TOTAL: u64 = 1 << 30;
+/// Most bytes of stdout (and, separately, of stderr) replayed from a server.
+pub const MAX_REPLAY: usize = 64 << 20;
+
+/// Why a server's outputs were refused (the wrapper then compiles locally).
 #[derive(Debug, thiserror::Error)]
 pub enum OutputError {
     #[error("the server returned an output we did not ask for: {0}")]
     Unexpected(String),
+    #[error("the server returned {0} twice")]
+    Duplicate(String),
     #[error("the server did not return {0}")]
     Missing(String),
+    #[error("the server's {name} is {len} bytes, more than the {max} allowed")]
+    TooLarge { name: String, len: u64, max: u64 },
+    #[error("the server's {name} is not {expected}")]
+    Malformed {
+        name: String,
+        expected: &'static str,
+    },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -21,23 +43,92 @@ pub enum OutputError {
     },
 }
 
-/// Write every output of `done` atomically. `wanted` lists the names the job asked for;
-/// the first is required (when the compile succeeded), the rest are optional.
-/// Nothing is renamed into place unless every file was written to its temp file.
-pub fn write_all(cwd: &Path, done: &Completed, wanted: &[String]) -> Result<(), OutputError> {
-    if done.exit_code == 0 {
-        if let Some(first) = wanted.first() {
-            if !done.outputs.iter().any(|(n, _)| n == first) {
-                return Err(OutputError::Missing(first.clone()));
+/// What a job's outputs must be.
+#[derive(Debug, Clone, Copy)]
+pub struct Wanted<'a> {
+    /// The main output (`-o`), required when the compile succeeded.
+    pub main: &'a str,
+    /// Optional further outputs (`.dwo`), ELF objects.
+    pub extra: &'a [String],
+    /// `-S`: the main output is assembly text, not an object.
+    pub assemble_only: bool,
+}
+
+/// An object file: an ELF header (magic, a known class, byte order and version), or LLVM
+/// bitcode, raw or in its wrapper (what clang's `-flto` writes for `-c`).
+fn is_object(data: &[u8]) -> bool {
+    let elf = data.len() >= 52
+        && data.starts_with(b"\x7fELF")
+        && matches!(data[4], 1 | 2)
+        && matches!(data[5], 1 | 2)
+        && data[6] == 1;
+    let bitcode = data.len() >= 8
+        && (data.starts_with(b"BC\xc0\xde") || data.starts_with(b"\xde\xc0\x17\x0b"));
+    elf || bitcode
+}
+
+/// Checks every output of `done` against `wanted` (names, count, sizes, contents).
+///
+/// # Errors
+/// The first [`OutputError`] found; nothing is written.
+pub fn check(done: &Completed, wanted: Wanted<'_>) -> Result<(), OutputError> {
+    check_within(done, wanted, (MAX_OUTPUT, MAX_OUTPUTS_TOTAL))
+}
+
+/// [`check`] with the (per file, total) size bounds given.
+fn check_within(
+    done: &Completed,
+    wanted: Wanted<'_>,
+    (max_one, max_total): (u64, u64),
+) -> Result<(), OutputError> {
+    if done.exit_code == 0 && !done.outputs.iter().any(|(n, _)| n == wanted.main) {
+        return Err(OutputError::Missing(wanted.main.to_string()));
+    }
+    let mut total = 0u64;
+    for (i, (name, data)) in done.outputs.iter().enumerate() {
+        let is_main = name == wanted.main;
+        if !is_main && !wanted.extra.iter().any(|w| w == name) {
+            return Err(OutputError::Unexpected(name.clone()));
+        }
+        if done.outputs[..i].iter().any(|(n, _)| n == name) {
+            return Err(OutputError::Duplicate(name.clone()));
+        }
+        let len = data.len() as u64;
+        total += len;
+        for (len, max) in [(len, max_one), (total, max_total)] {
+            if len > max {
+                return Err(OutputError::TooLarge {
+                    name: name.clone(),
+                    len,
+                    max,
+                });
             }
         }
+        let (ok, expected) = if is_main && wanted.assemble_only {
+            (!data.contains(&0), "assembly text")
+        } else {
+            (is_object(data), "an ELF object (or LLVM bitcode)")
+        };
+        if !ok {
+            return Err(OutputError::Malformed {
+                name: name.clone(),
+                expected,
+            });
+        }
     }
+    Ok(())
+}
+
+/// Checks every output of `done` ([`check`]) and writes them atomically: nothing is
+/// renamed into place unless every file was written to its temp file.
+///
+/// # Errors
+/// [`OutputError`]: a refused output (nothing written), or a write failure.
+pub fn write_all(cwd: &Path, done: &Completed, wanted: Wanted<'_>) -> Result<(), OutputError> {
+    check(done, wanted)?;
     let mask = current_umask();
     let mut staged = Vec::with_capacity(done.outputs.len());
     for (name, data) in &done.outputs {
-        if !wanted.iter().any(|w| w == name) {
-            return Err(OutputError::Unexpected(name.clone()));
-        }
         let path = cwd.join(name);
         let dir = path
             .parent()
@@ -77,8 +168,14 @@ fn current_umask() -> u32 {
     old.bits()
 }
 
-/// Write `bytes` to stdout or stderr in one write call (after building the whole text).
+/// Write a server's `bytes` to stdout or stderr, [`sanitize`]d and bounded by
+/// [`MAX_REPLAY`], in one write call.
 pub fn replay(to_stderr: bool, bytes: &[u8]) {
+    replay_local(to_stderr, &sanitize(&bytes[..bytes.len().min(MAX_REPLAY)]));
+}
+
+/// Write our own (trusted) `bytes` as they are, in one write call.
+pub fn replay_local(to_stderr: bool, bytes: &[u8]) {
     if bytes.is_empty() {
         return;
     }
@@ -87,6 +184,165 @@ pub fn replay(to_stderr: bool, bytes: &[u8]) {
     } else {
         std::io::stdout().lock().write_all(bytes)
     };
+}
+
+const ESC: u8 = 0x1b;
+const BEL: u8 = 0x07;
+/// Longest SGR parameter string kept (gcc's are a few bytes: `01;31`).
+const MAX_SGR_PARAMS: usize = 32;
+/// Longest OSC 8 link target kept.
+const MAX_URL: usize = 2048;
+/// Longest OSC 8 parameter string kept (`id=…`).
+const MAX_LINK_PARAMS: usize = 64;
+
+/// Makes a server's diagnostics safe for the user's terminal. Kept: text (UTF-8, or
+/// other bytes from 0xA0 up, for non-UTF-8 locales), `\n`, `\t`, `\r` before `\n`, SGR
+/// colour (`ESC [ digits;… m`, what `-fdiagnostics-color` emits, and the `ESC [ K` gcc
+/// puts after it), and OSC 8 hyperlinks (`ESC ] 8 ; ; URL ST`, what gcc 12's
+/// `-fdiagnostics-urls` emits) whose target is a printable http(s)/file URL. Dropped:
+/// every other escape or control sequence whole (title changes, screen clears, cursor
+/// moves, DCS/APC strings, C1 controls, also in their UTF-8 form) and every other control
+/// byte (a bare `\r` could hide text by rewriting a line).
+pub fn sanitize(bytes: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let rest = &bytes[i..];
+        let b = rest[0];
+        let (keep, len) = match b {
+            ESC => match kept_escape(rest) {
+                Some(n) => (true, n),
+                None => (false, escape_len(rest)),
+            },
+            b'\n' | b'\t' => (true, 1),
+            b'\r' => (rest.get(1) == Some(&b'\n'), 1),
+            0x00..=0x1f | 0x7f => (false, 1),
+            0x20..=0x7e => (true, 1),
+            _ => utf8_char(rest),
+        };
+        if keep {
+            out.extend_from_slice(&rest[..len]);
+        }
+        i += len;
+    }
+    out
+}
+
+/// A non-ASCII character at the start of `s`: (keep, length). A C1 control (U+0080 to
+/// U+009F) is dropped; a byte that starts no valid UTF-8 character is kept alone when it
+/// is printable in ISO 8859 (0xA0 and up) and dropped otherwise (0x80–0x9F are the 8-bit
+/// C1 controls, CSI among them).
+fn utf8_char(s: &[u8]) -> (bool, usize) {
+    let width = match s[0] {
+        0xc2..=0xdf => 2,
+        0xe0..=0xef => 3,
+        0xf0..=0xf4 => 4,
+        _ => 0,
+    };
+    if width > 0 && s.len() >= width {
+        if let Ok(text) = std::str::from_utf8(&s[..width]) {
+            let c = text.chars().next().expect("one character");
+            return (!c.is_control(), width);
+        }
+    }
+    (s[0] >= 0xa0, 1)
+}
+
+/// The length of the SGR, `ESC [ K` or OSC 8 sequence at the start of `s`, if it is one
+/// that is kept.
+fn kept_escape(s: &[u8]) -> Option<usize> {
+    match s.get(1)? {
+        b'[' => {
+            let params = s[2..]
+                .iter()
+                .take(MAX_SGR_PARAMS + 1)
+                .take_while(|b| b.is_ascii_digit() || **b == b';')
+                .count();
+            let fin = *s.get(2 + params)?;
+            (params <= MAX_SGR_PARAMS && (fin == b'm' || (fin == b'K' && params == 0)))
+                .then_some(3 + params)
+        }
+        b']' => osc8_len(s),
+        _ => None,
+    }
+}
+
+/// `ESC ] 8 ; PARAMS ; URL ST` with ST = `ESC \` or BEL, PARAMS of `[A-Za-z0-9:=_-]`,
+/// and URL empty (the end of a link) or a printable `http://`, `https://` or `file://`
+/// URL.
+fn osc8_len(s: &[u8]) -> Option<usize> {
+    let body = s.strip_prefix(b"\x1b]8;")?;
+    let params = body
+        .iter()
+        .take(MAX_LINK_PARAMS + 1)
+        .take_while(|b| b.is_ascii_alphanumeric() || b":=_-".contains(b))
+        .count();
+    if params > MAX_LINK_PARAMS || body.get(params) != Some(&b';') {
+        return None;
+    }
+    let url_start = params + 1;
+    let url_len = body[url_start..]
+        .iter()
+        .take(MAX_URL + 1)
+        .take_while(|b| (0x21..=0x7e).contains(*b))
+        .count();
+    if url_len > MAX_URL {
+        return None;
+    }
+    let url = &body[url_start..url_start + url_len];
+    let scheme_ok = url.is_empty()
+        || [&b"https://"[..], b"http://", b"file://"]
+            .iter()
+            .any(|p| url.starts_with(p));
+    // A printable ESC-free URL cannot contain ST's `ESC`; a `\` in it is only ST after ESC.
+    let after = &body[url_start + url_len..];
+    let st = if after.starts_with(&[ESC, b'\\']) {
+        2
+    } else if after.first() == Some(&BEL) {
+        1
+    } else {
+        return None;
+    };
+    scheme_ok.then_some(4 + url_start + url_len + st)
+}
+
+/// The length of the (dropped) escape sequence at the start of `s`: a CSI sequence to
+/// its final byte; an OSC, DCS, SOS, PM or APC string to its terminator (when it has
+/// none, only `ESC` and the introducer go, and the rest stays visible as text); any other
+/// `ESC` sequence through its final byte.
+fn escape_len(s: &[u8]) -> usize {
+    match s.get(1) {
+        None => 1,
+        Some(b'[') => {
+            let body = s[2..]
+                .iter()
+                .take_while(|b| (0x20..=0x3f).contains(*b))
+                .count();
+            match s.get(2 + body) {
+                Some(0x40..=0x7e) => 3 + body,
+                _ => 2 + body,
+            }
+        }
+        Some(b']' | b'P' | b'X' | b'^' | b'_') => {
+            let osc = s[1] == b']';
+            let end = s[2..].iter().enumerate().find_map(|(j, &b)| match b {
+                BEL if osc => Some(j + 1),
+                ESC if s.get(2 + j + 1) == Some(&b'\\') => Some(j + 2),
+                _ => None,
+            });
+            end.map_or(2, |e| 2 + e)
+        }
+        Some(_) => {
+            let inter = s[1..]
+                .iter()
+                .take_while(|b| (0x20..=0x2f).contains(*b))
+                .count();
+            match s.get(1 + inter) {
+                Some(0x30..=0x7e) => 2 + inter,
+                _ => 1 + inter,
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -105,18 +361,35 @@ mod tests {
         }
     }
 
+    /// A minimal 64-bit little-endian ELF header followed by `tag`.
+    fn elf(tag: &[u8]) -> Vec<u8> {
+        let mut v = b"\x7fELF\x02\x01\x01".to_vec();
+        v.resize(64, 0);
+        v.extend_from_slice(tag);
+        v
+    }
+
+    fn object<'a>(main: &'a str, extra: &'a [String]) -> Wanted<'a> {
+        Wanted {
+            main,
+            extra,
+            assemble_only: false,
+        }
+    }
+
     #[test]
     fn writes_outputs_into_place_and_leaves_no_temp_files() {
         let t = tempfile::tempdir().unwrap();
         std::fs::create_dir(t.path().join("obj")).unwrap();
+        let (o, d) = (elf(b"OBJ"), elf(b"DWO"));
         write_all(
             t.path(),
-            &done(vec![("obj/a.o", b"OBJ"), ("obj/a.dwo", b"DWO")]),
-            &["obj/a.o".into(), "obj/a.dwo".into()],
+            &done(vec![("obj/a.o", &o), ("obj/a.dwo", &d)]),
+            object("obj/a.o", &["obj/a.dwo".into()]),
         )
         .unwrap();
-        assert_eq!(std::fs::read(t.path().join("obj/a.o")).unwrap(), b"OBJ");
-        assert_eq!(std::fs::read(t.path().join("obj/a.dwo")).unwrap(), b"DWO");
+        assert_eq!(std::fs::read(t.path().join("obj/a.o")).unwrap(), o);
+        assert_eq!(std::fs::read(t.path().join("obj/a.dwo")).unwrap(), d);
         let left: Vec<_> = std::fs::read_dir(t.path().join("obj"))
             .unwrap()
             .map(|e| e.unwrap().file_name())
@@ -127,13 +400,16 @@ mod tests {
     #[test]
     fn refuses_names_not_asked_for_and_writes_nothing() {
         let t = tempfile::tempdir().unwrap();
-        let err = write_all(
-            t.path(),
-            &done(vec![("a.o", b"x"), ("../evil", b"y")]),
-            &["a.o".into()],
-        )
-        .unwrap_err();
-        assert!(matches!(err, OutputError::Unexpected(_)));
+        let o = elf(b"");
+        for evil in ["../evil", "b.o", "/tmp/x.o", "a.o/", ""] {
+            let err = write_all(
+                t.path(),
+                &done(vec![("a.o", &o), (evil, &o)]),
+                object("a.o", &[]),
+            )
+            .unwrap_err();
+            assert!(matches!(err, OutputError::Unexpected(_)), "{evil}: {err}");
+        }
         assert!(
             !t.path().join("a.o").exists(),
             "nothing is renamed into place on error"
@@ -141,10 +417,104 @@ mod tests {
     }
 
     #[test]
+    fn refuses_duplicates() {
+        let t = tempfile::tempdir().unwrap();
+        let (a, b) = (elf(b"1"), elf(b"2"));
+        let extra = ["a.dwo".to_string()];
+        for outs in [
+            vec![("a.o", &a), ("a.o", &b)],
+            vec![("a.o", &a), ("a.dwo", &a), ("a.dwo", &b)],
+        ] {
+            let outs = outs.into_iter().map(|(n, d)| (n, &d[..])).collect();
+            let err = write_all(t.path(), &done(outs), object("a.o", &extra)).unwrap_err();
+            assert!(matches!(err, OutputError::Duplicate(_)), "{err}");
+        }
+        assert!(std::fs::read_dir(t.path()).unwrap().next().is_none());
+    }
+
+    #[test]
+    fn objects_must_be_elf_and_assembly_text() {
+        let t = tempfile::tempdir().unwrap();
+        let truncated = elf(b"")[..40].to_vec();
+        let mut bad_class = elf(b"");
+        bad_class[4] = 9;
+        for bad in [
+            &b""[..],
+            b"#!/bin/sh\nrm -rf ~\n",
+            b"\x7fELX\x02\x01\x01",
+            &truncated,
+            &bad_class,
+            b"MZ\x90\x00",
+        ] {
+            let err =
+                write_all(t.path(), &done(vec![("a.o", bad)]), object("a.o", &[])).unwrap_err();
+            assert!(matches!(err, OutputError::Malformed { .. }), "{err}");
+        }
+        // clang -flto writes LLVM bitcode.
+        for bitcode in [
+            &b"BC\xc0\xde\x35\x14\x00\x00"[..],
+            b"\xde\xc0\x17\x0b\0\0\0\0",
+        ] {
+            check(&done(vec![("a.o", bitcode)]), object("a.o", &[])).unwrap();
+        }
+        let err = check(&done(vec![("a.o", b"BC\xc0\xde")]), object("a.o", &[])).unwrap_err();
+        assert!(matches!(err, OutputError::Malformed { .. }), "{err}");
+        // The extra outputs (.dwo) are objects too.
+        let o = elf(b"");
+        let extra = ["a.dwo".to_string()];
+        let err = write_all(
+            t.path(),
+            &done(vec![("a.o", &o), ("a.dwo", b"text")]),
+            object("a.o", &extra),
+        )
+        .unwrap_err();
+        assert!(matches!(err, OutputError::Malformed { .. }), "{err}");
+        assert!(std::fs::read_dir(t.path()).unwrap().next().is_none());
+        // -S: text without NUL.
+        let asm = Wanted {
+            main: "a.s",
+            extra: &[],
+            assemble_only: true,
+        };
+        write_all(t.path(), &done(vec![("a.s", b"\t.file \"a.c\"\n")]), asm).unwrap();
+        let err = write_all(t.path(), &done(vec![("a.s", b"\t.text\0\n")]), asm).unwrap_err();
+        assert!(matches!(err, OutputError::Malformed { .. }), "{err}");
+    }
+
+    #[test]
+    fn sizes_are_bounded() {
+        // Small bounds for the test; `check` uses MAX_OUTPUT and MAX_OUTPUTS_TOTAL.
+        let bounds = (100, 250);
+        let mut big = elf(b"");
+        big.resize(101, 0);
+        let err = check_within(&done(vec![("a.o", &big)]), object("a.o", &[]), bounds).unwrap_err();
+        assert!(
+            matches!(
+                err,
+                OutputError::TooLarge {
+                    len: 101,
+                    max: 100,
+                    ..
+                }
+            ),
+            "{err}"
+        );
+        big.truncate(100);
+        check_within(&done(vec![("a.o", &big)]), object("a.o", &[]), bounds).unwrap();
+        let extra = ["a.dwo".to_string(), "b.dwo".to_string()];
+        let three = done(vec![("a.o", &big), ("a.dwo", &big), ("b.dwo", &big)]);
+        let err = check_within(&three, object("a.o", &extra), bounds).unwrap_err();
+        assert!(
+            matches!(&err, OutputError::TooLarge { name, len: 300, max: 250 } if name == "b.dwo"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn missing_main_output_is_an_error() {
         let t = tempfile::tempdir().unwrap();
         assert!(matches!(
-            write_all(t.path(), &done(vec![]), &["a.o".into()]),
+            write_all(t.path(), &done(vec![]), object("a.o", &[])),
             Err(OutputError::Missing(_))
         ));
     }
@@ -153,7 +523,139 @@ mod tests {
     fn existing_output_is_replaced_whole() {
         let t = tempfile::tempdir().unwrap();
         std::fs::write(t.path().join("a.o"), b"old old old").unwrap();
-        write_all(t.path(), &done(vec![("a.o", b"new")]), &["a.o".into()]).unwrap();
-        assert_eq!(std::fs::read(t.path().join("a.o")).unwrap(), b"new");
+        let o = elf(b"new");
+        write_all(t.path(), &done(vec![("a.o", &o)]), object("a.o", &[])).unwrap();
+        assert_eq!(std::fs::read(t.path().join("a.o")).unwrap(), o);
+    }
+
+    fn clean(s: &[u8]) -> String {
+        String::from_utf8_lossy(&sanitize(s)).into_owned()
+    }
+
+    #[test]
+    fn sgr_colour_and_gcc_links_are_kept() {
+        // What gcc 12 prints with -fdiagnostics-color=always -fdiagnostics-urls=always.
+        let gcc = "\x1b[01m\x1b[Ka.c:1:5:\x1b[m\x1b[K \x1b[01;35m\x1b[Kwarning: \x1b[m\x1b[Kunused \
+                   [\x1b[01;35m\x1b[K\x1b]8;;https://gcc.gnu.org/onlinedocs/gcc/Warning-Options.html#index-Wunused-variable\x1b\\-Wunused-variable\x1b]8;;\x1b\\\x1b[m\x1b[K]\n\
+                   \t| ‘x’ « é » 日本\r\n";
+        assert_eq!(clean(gcc.as_bytes()), gcc);
+        // The BEL-terminated form and an id parameter.
+        let bel = "\x1b]8;id=w1;file:///usr/include/stdio.h\x07stdio.h\x1b]8;;\x07\n";
+        assert_eq!(clean(bel.as_bytes()), bel);
+        // ISO 8859-1 text from a non-UTF-8 locale.
+        assert_eq!(sanitize(b"caf\xe9\n"), b"caf\xe9\n");
+    }
+
+    #[test]
+    fn other_controls_are_dropped() {
+        let cases: &[(&[u8], &str)] = &[
+            (b"\x1b]0;title\x07a.c: error\n", "a.c: error\n"),
+            (b"\x1b]2;title\x1b\\x\n", "x\n"),
+            (b"\x1b[2J\x1b[Hx\x1b[3;1Hy\x1b[?1049h\n", "xy\n"),
+            (b"\x1b[6n\x1b[21t\x1b[0c", ""),
+            (b"\x1b[2K\x1b[1K", ""),
+            (b"\x1bc\x1b7\x1b8\x1b(0\x1b)B\x1b#8\x1bM", ""),
+            (
+                b"\x1bP+q544e\x1b\\\x1b_apc\x1b\\\x1b^pm\x1b\\\x1bXsos\x1b\\ok",
+                "ok",
+            ),
+            (b"a\rb\x08\x07\x00\x7f\x0b\x0c\x1a\x1c\n", "ab\n"),
+            // C1 controls: 8-bit and as UTF-8.
+            (b"\x9b2J\x9d0;t\x07\xc2\x9b2J\xc2\x85z\n", "2J0;t2Jz\n"),
+            // Colour that is not plain SGR, and overlong parameter strings.
+            (b"\x1b[38:2:1:2:3mx\x1b[m", "x\x1b[m"),
+        ];
+        for (input, want) in cases {
+            assert_eq!(clean(input), *want, "{}", input.escape_ascii());
+        }
+        let long = format!("\x1b[{}m", "1;".repeat(40));
+        assert!(!clean(long.as_bytes()).contains('\x1b'));
+    }
+
+    #[test]
+    fn links_that_are_not_gcc_urls_are_dropped() {
+        for bad in [
+            &b"\x1b]8;;javascript:alert(1)\x1b\\x"[..],
+            b"\x1b]8;;https://a b\x1b\\",
+            b"\x1b]8;;https://a\x1b]0;t\x07\x1b\\",
+            b"\x1b]8;p=\x1b[2J;https://a\x1b\\",
+            b"\x1b]8;;https://a",
+        ] {
+            let out = sanitize(bad);
+            assert!(
+                !out.windows(2).any(|w| w == b"\x1b]"),
+                "{} -> {}",
+                bad.escape_ascii(),
+                out.escape_ascii()
+            );
+        }
+        let long = format!("\x1b]8;;https://{}\x1b\\", "a".repeat(MAX_URL));
+        assert!(!sanitize(long.as_bytes()).contains(&0x1b));
+    }
+
+    #[test]
+    fn unterminated_strings_keep_the_text_visible() {
+        assert_eq!(clean(b"\x1b]0;no end\nnext\n"), "0;no end\nnext\n");
+        assert_eq!(clean(b"x\x1b"), "x");
+        assert_eq!(clean(b"\x1b["), "");
+        assert_eq!(clean(b"\x1b[12"), "12".get(2..).unwrap());
+    }
+
+    #[test]
+    fn no_escape_survives_any_input() {
+        // Every kept ESC starts an SGR, `ESC [ K` or OSC 8 sequence: feed bytes that
+        // mix sequence fragments and check what comes out.
+        let pieces: [&[u8]; 12] = [
+            b"\x1b",
+            b"[",
+            b"]",
+            b"8;;",
+            b"https://x",
+            b"\x07",
+            b"\\",
+            b"m",
+            b"2J",
+            b"\r",
+            b"\xc2",
+            b"\x9b",
+        ];
+        let mut seed = 0x2545_f491_4f6c_dd1du64;
+        for _ in 0..20_000 {
+            let mut input = Vec::new();
+            for _ in 0..12 {
+                seed ^= seed << 13;
+                seed ^= seed >> 7;
+                seed ^= seed << 17;
+                input.extend_from_slice(pieces[(seed % 12) as usize]);
+            }
+            let out = sanitize(&input);
+            let mut i = 0;
+            while i < out.len() {
+                match out[i] {
+                    ESC => {
+                        let n = kept_escape(&out[i..]).unwrap_or_else(|| {
+                            panic!("{} -> {}", input.escape_ascii(), out.escape_ascii())
+                        });
+                        i += n;
+                    }
+                    b'\r' => {
+                        assert_eq!(out.get(i + 1), Some(&b'\n'));
+                        i += 1;
+                    }
+                    b => {
+                        assert!(
+                            b >= 0x20 && b != 0x7f && !(0x80..0xa0).contains(&b)
+                                || b == b'\n'
+                                || b == b'\t'
+                                || b == 0xc2,
+                            "{b:#x} in {}",
+                            out.escape_ascii()
+                        );
+                        i += 1;
+                    }
+                }
+            }
+            assert_eq!(sanitize(&out), out, "sanitize is idempotent");
+        }
     }
 }

@@ -165,6 +165,10 @@ pub fn context_files(
         let Ok(name) = std::str::from_utf8(name) else {
             continue;
         };
+        // A server refuses names it could read as options (`args::check_name`).
+        if crate::args::check_name(name).is_err() {
+            continue;
+        }
         if !names.iter().any(|n| n == name) {
             names.push(name.to_string());
         }

@@ -1,13 +1,14 @@
 //! Test fixtures for the integration binary: a private real OpenSSH sshd on a random loopback
 //! port ([`Sshd`]), a stock TCP distccd ([`Distccd`]), small C/C++ projects ([`Project`]),
 //! process helpers (timeouts, free ports, deadline polling) and a fault-injecting TCP proxy
-//! ([`Proxy`]).
+//! ([`Proxy`]), and the attacker's side of the security tests ([`attack`]).
 //!
 //! Everything here is blocking std code; tokio tests call it directly (or from
 //! `spawn_blocking`) and isolate a `tokio::process::Command` with
 //! `sshd.apply_env(cmd.as_std_mut())`.
 #![allow(dead_code, unused_imports)]
 
+pub mod attack;
 mod distccd;
 mod process;
 mod project;
@@ -20,4 +21,4 @@ pub use process::{
 };
 pub use project::Project;
 pub use proxy::{Proxy, PROXY_ALIAS};
-pub use sshd::{removed_env_keys, Sshd, SshdOptions, ALIAS, TEST_USER};
+pub use sshd::{removed_env_keys, Sshd, SshdOptions, ALIAS, FORCED_ALIAS, TEST_USER};

@@ -25,6 +25,10 @@ use super::process::{
 /// The `Host` alias written to the client's `~/.ssh/config`.
 pub const ALIAS: &str = "hoardtest";
 
+/// The `Host` alias that logs in with the compile-only key: `restrict,command="<serve>"` in
+/// `authorized_keys`, the way `contrib/authorized_keys.example` installs a build key.
+pub const FORCED_ALIAS: &str = "hoardtest-forced";
+
 /// Name of the system user that logs in when the tests run as root.
 pub const TEST_USER: &str = "hoardtest";
 
@@ -48,6 +52,14 @@ pub struct SshdOptions {
     /// Extra `KEY=VALUE` variables for `hoardcc serve`, set on the `Subsystem` line through
     /// `env` (e.g. a `PATH` with a slow `gcc` in front).
     pub server_env: Vec<(String, String)>,
+    /// Run sshd (and so every `hoardcc serve`) in a private mount namespace with its own
+    /// empty tmpfs on `/tmp` and `/run` (the fixture's files then live under `/var/tmp`), so
+    /// a test may squat the server's default directories without touching the host's.
+    /// The test reaches that `/tmp` through [`Sshd::server_path`].
+    pub private_tmp: bool,
+    /// `RLIMIT_AS` for sshd and everything it starts (a safety net for tests whose attack,
+    /// on an unfixed server, would eat the machine's memory).
+    pub address_space_limit: Option<u64>,
 }
 
 impl Default for SshdOptions {
@@ -58,6 +70,8 @@ impl Default for SshdOptions {
             extra: Vec::new(),
             server_toml: None,
             server_env: Vec::new(),
+            private_tmp: false,
+            address_space_limit: None,
         }
     }
 }
@@ -88,10 +102,14 @@ impl Sshd {
     /// Panics (with sshd's log) if sshd cannot be started or the login does not work.
     pub fn start(opts: SshdOptions) -> Sshd {
         let login_user = login_user();
-        let root = tempfile::Builder::new()
-            .prefix("hoardcc-sshd-")
-            .tempdir()
-            .expect("create sshd fixture dir");
+        let mut builder = tempfile::Builder::new();
+        builder.prefix("hoardcc-sshd-");
+        let root = if opts.private_tmp {
+            builder.tempdir_in("/var/tmp")
+        } else {
+            builder.tempdir()
+        }
+        .expect("create sshd fixture dir");
         chmod(root.path(), 0o755);
         let mut sshd = Sshd {
             daemon: None,
@@ -159,6 +177,55 @@ impl Sshd {
     /// The client's private key `~/.ssh/id_ed25519` (authorised on the server).
     pub fn client_key_path(&self) -> PathBuf {
         self.client_home().join(".ssh/id_ed25519")
+    }
+
+    /// The compile-only key `~/.ssh/id_forced`: authorised as
+    /// `restrict,command="<serve_command>"`, whatever the client asks to run.
+    pub fn forced_key_path(&self) -> PathBuf {
+        self.client_home().join(".ssh/id_forced")
+    }
+
+    /// The `Host` alias that logs in with [`Sshd::forced_key_path`] ([`FORCED_ALIAS`]).
+    pub fn forced_alias(&self) -> &str {
+        FORCED_ALIAS
+    }
+
+    /// A `Command` for `ssh -T -F <config> hoardtest-forced <remote...>` with
+    /// [`Sshd::apply_env`] applied: whatever `remote` says, sshd runs the forced `serve`.
+    pub fn forced_ssh(&self, remote: &[&str]) -> Command {
+        let argv = self.ssh_command();
+        let mut cmd = Command::new(&argv[0]);
+        cmd.args(&argv[1..])
+            .arg("-T")
+            .arg(FORCED_ALIAS)
+            .args(remote);
+        self.apply_env(&mut cmd);
+        cmd
+    }
+
+    /// The login user's home directory on the server (from the password database).
+    pub fn login_home(&self) -> PathBuf {
+        nix::unistd::User::from_name(&self.login_user)
+            .ok()
+            .flatten()
+            .map(|u| u.dir)
+            .expect("login user has a passwd entry")
+    }
+
+    /// Process id of the listening sshd (inside its namespace when `private_tmp`).
+    pub fn sshd_pid(&self) -> Option<i32> {
+        self.daemon.as_ref().map(|d| d.pid().as_raw())
+    }
+
+    /// `path` as the server's processes see it: through `/proc/<sshd>/root` when sshd runs
+    /// in a private mount namespace (`private_tmp`), else `path` itself.
+    pub fn server_path(&self, path: &Path) -> PathBuf {
+        match (self.opts.private_tmp, self.sshd_pid()) {
+            (true, Some(pid)) => {
+                Path::new(&format!("/proc/{pid}/root")).join(path.strip_prefix("/").unwrap_or(path))
+            }
+            _ => path.to_path_buf(),
+        }
     }
 
     /// The `sshd_config` sshd was started with.
@@ -234,18 +301,25 @@ impl Sshd {
     }
 
     /// The server's private compile-slot directory (`HOARDCC_SLOT_DIR` of every `serve`), so
-    /// fixtures do not share the host-wide `/tmp/hoardcc-slots` with each other.
+    /// fixtures do not share the default slot directory with each other.
     pub fn slot_dir(&self) -> PathBuf {
         self.server_dir().join("slots")
     }
 
     /// The command the `Subsystem` line runs: `/usr/bin/env HOARDCC_SLOT_DIR=… [HOARDCC_SERVER_CONFIG=…]
-    /// [server_env…] <bin>/hoardcc serve`. Usable as an exec command too.
+    /// [server_env…] <bin>/hoardcc serve`. Usable as an exec command too. With
+    /// `server_env` holding `HOARDCC_SLOT_DIR=` (empty), the variable is left out, so the
+    /// server uses its default slot directory.
     pub fn serve_command(&self) -> String {
-        let mut cmd = format!(
-            "/usr/bin/env HOARDCC_SLOT_DIR={}",
-            self.slot_dir().display()
-        );
+        let default_slots = self
+            .opts
+            .server_env
+            .iter()
+            .any(|(k, v)| k == "HOARDCC_SLOT_DIR" && v.is_empty());
+        let mut cmd = "/usr/bin/env".to_string();
+        if !default_slots {
+            let _ = write!(cmd, " HOARDCC_SLOT_DIR={}", self.slot_dir().display());
+        }
         if self.opts.server_toml.is_some() {
             let _ = write!(
                 cmd,
@@ -254,6 +328,9 @@ impl Sshd {
             );
         }
         for (k, v) in &self.opts.server_env {
+            if k == "HOARDCC_SLOT_DIR" && v.is_empty() {
+                continue;
+            }
             let _ = write!(cmd, " {k}={v}");
         }
         let _ = write!(cmd, " {} serve", self.server_hoardcc().display());
@@ -413,13 +490,19 @@ impl Sshd {
 
         keygen(&self.host_key_path());
         keygen(&self.client_key_path());
+        keygen(&self.forced_key_path());
         let client_pub = std::fs::read_to_string(self.client_key_path().with_extension("pub"))
             .expect("read client .pub");
-        write_file(
-            &self.server_dir().join("authorized_keys"),
-            &client_pub,
-            0o644,
+        let forced_pub = std::fs::read_to_string(self.forced_key_path().with_extension("pub"))
+            .expect("read forced .pub");
+        // The compile-only key: sshd runs `serve` whatever the client asks for.
+        let keys = format!(
+            "{}\nrestrict,command=\"{}\" {}",
+            client_pub.trim_end(),
+            self.serve_command(),
+            forced_pub
         );
+        write_file(&self.server_dir().join("authorized_keys"), &keys, 0o644);
         // The login user (another uid when running as root) creates its slot files here.
         std::fs::create_dir_all(self.slot_dir()).expect("mkdir slots");
         chmod(&self.slot_dir(), 0o1777);
@@ -433,8 +516,39 @@ impl Sshd {
     }
 
     fn sshd_command(&self) -> Command {
-        let mut cmd = Command::new(SSHD);
+        let mut cmd = if self.opts.private_tmp {
+            // A private mount namespace with empty /tmp and /run (sshd needs /run/sshd).
+            let mut c = Command::new("unshare");
+            c.args(["--mount", "--propagation", "private", "--", "/bin/sh", "-c"])
+                .arg(
+                    "mount -t tmpfs -o mode=1777 tmpfs /tmp && \
+                     mount -t tmpfs -o mode=755 tmpfs /run && mkdir -p /run/sshd && \
+                     exec \"$@\"",
+                )
+                .arg("sh")
+                .arg(SSHD);
+            c
+        } else {
+            Command::new(SSHD)
+        };
         cmd.arg("-D").arg("-e").arg("-f").arg(self.config_path());
+        if let Some(limit) = self.opts.address_space_limit {
+            use std::os::unix::process::CommandExt;
+            // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let lim = nix::libc::rlimit {
+                        rlim_cur: limit,
+                        rlim_max: limit,
+                    };
+                    if nix::libc::setrlimit(nix::libc::RLIMIT_AS, &lim) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        }
         cmd
     }
 
@@ -503,7 +617,11 @@ impl Sshd {
     }
 
     fn write_client_config(&self) {
-        let c = self.client_host_block(ALIAS, self.port);
+        let mut c = self.client_host_block(ALIAS, self.port);
+        c.push_str(&self.client_host_block(FORCED_ALIAS, self.port).replace(
+            &format!("{}/.ssh/id_ed25519", self.client_home().display()),
+            &self.forced_key_path().display().to_string(),
+        ));
         write_file(&self.ssh_config_path(), &c, 0o600);
     }
 
