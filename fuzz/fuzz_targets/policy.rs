@@ -1,16 +1,18 @@
 //! Fuzz target `policy`: the option policy, on both sides: the server's check of a compile
-//! argv and the client's classification of a full command line. The functions are named in
-//! `hoardcc_fuzz::policy`, so a new policy is swapped in there.
+//! argv and of names, its reading of a stock distcc argv, and the client's classification of a
+//! full command line. The functions are named in `hoardcc_fuzz::policy`, so a new policy is
+//! swapped in there.
 //!
 //! Input: one byte choosing the compiler name, then arguments separated by NUL bytes
 //! (arguments starting with `@` are dropped, so no response file is read).
 //!
 //! Properties: no panic; a refusal is one line; whatever the client would send remotely the
-//! server accepts (the two sides do not drift); a remote job's derived command lines build.
+//! server accepts, arguments and names (the two sides do not drift); a stock distcc plan holds
+//! only allowed arguments and names; a remote job's derived command lines build.
 #![no_main]
 
 use hoardcc::args::{Classified, CppStyle};
-use hoardcc_fuzz::policy::{client_classify, server_check};
+use hoardcc_fuzz::policy::{client_classify, distcc_plan, name_check, server_check};
 use libfuzzer_sys::fuzz_target;
 
 const COMPILERS: &[&str] = &[
@@ -38,6 +40,20 @@ fuzz_target!(|data: &[u8]| {
             !msg.is_empty() && !msg.contains('\n'),
             "refusal is not one line: {msg:?}"
         );
+    }
+    let mut argv = vec![compiler.to_string()];
+    argv.extend(args.iter().cloned());
+    if let Ok(plan) = distcc_plan(&argv) {
+        if let Err(msg) = server_check(&plan.args) {
+            panic!(
+                "a distcc plan holds refused arguments {:?}: {msg}",
+                plan.args
+            );
+        }
+        assert_eq!(name_check(&plan.input), Ok(()), "{plan:?}");
+        if let Some(o) = &plan.output {
+            assert_eq!(name_check(o), Ok(()), "{plan:?}");
+        }
     }
     let Ok(Classified::Remote(job)) = client_classify(compiler, &args) else {
         return;

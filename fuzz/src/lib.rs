@@ -77,17 +77,27 @@ pub fn block_on<F: Future>(fut: F) -> F::Output {
 pub mod policy {
     use std::path::Path;
 
-    use hoardcc::args::{ArgsError, Classified};
+    use hoardcc::args::{ArgsError, Classified, DistccPlan, PlanError};
 
     /// The server's check of a compile argv (refuse or accept, with one line naming why).
     pub fn server_check(args: &[String]) -> Result<(), String> {
-        hoardcc::args::check_server_args(args)
+        hoardcc::args::check_server_args(args).map_err(|r| r.to_string())
+    }
+
+    /// The server's check of a name that travels with a job (source, output, context file).
+    pub fn name_check(name: &str) -> Result<(), String> {
+        hoardcc::args::check_name(name).map_err(|r| r.to_string())
     }
 
     /// The client's classification of a full command line (`args` is argv\[1..]).
     pub fn client_classify(compiler: &str, args: &[String]) -> Result<Classified, ArgsError> {
         // `@file` arguments are removed by the target, so no file is ever read here.
         hoardcc::args::classify(compiler, args, Path::new("/nonexistent/hoardcc-fuzz"))
+    }
+
+    /// The server's reading of a stock distcc client's argv (compiler first).
+    pub fn distcc_plan(argv: &[String]) -> Result<DistccPlan, PlanError> {
+        hoardcc::args::distcc_plan(argv)
     }
 }
 
