@@ -630,10 +630,6 @@ fn decide(compiler: &str, scan: Scan) -> Classified {
     if scan.output.as_deref() == Some("-") {
         return Local(LocalReason::OutputToStdout);
     }
-    if scan.output.as_deref() == Some("") {
-        // `-o ''` / `--output=`: gcc refuses it ("output filename may not be empty").
-        return Local(LocalReason::MissingOperand("-o".into()));
-    }
     let family = Family::from_compiler(compiler);
     let assemble_only = scan.assemble;
     let output_given = scan.output.is_some();
