@@ -49,7 +49,8 @@ fn last_job(log: &Path) -> Vec<String> {
     line.split('\t').map(str::to_string).collect()
 }
 
-/// Every regular file under `dir` (relative name → contents), skipping `skip`.
+/// Every regular file under `dir` (relative name → contents), skipping those called
+/// one of `skip`.
 fn files(dir: &Path, skip: &[&str]) -> BTreeMap<String, Vec<u8>> {
     let mut out = BTreeMap::new();
     let mut todo = vec![dir.to_path_buf()];
@@ -57,7 +58,7 @@ fn files(dir: &Path, skip: &[&str]) -> BTreeMap<String, Vec<u8>> {
         for e in std::fs::read_dir(&d).unwrap() {
             let p = e.unwrap().path();
             let name = p.strip_prefix(dir).unwrap().display().to_string();
-            if skip.contains(&name.as_str()) {
+            if skip.iter().any(|s| p.file_name().is_some_and(|f| f == *s)) {
                 continue;
             }
             if p.is_dir() {
@@ -89,7 +90,10 @@ fn same_as_alone(
     for name in after_local.keys().filter(|n| !before.contains_key(*n)) {
         std::fs::remove_file(dir.join(name)).unwrap();
     }
-    for (name, data) in before.iter().filter(|(n, d)| after_local.get(*n) != Some(*d)) {
+    for (name, data) in before
+        .iter()
+        .filter(|(n, d)| after_local.get(*n) != Some(*d))
+    {
         std::fs::write(dir.join(name), data).unwrap();
     }
     let remote = through_hoardcc(sshd, dir, log, args);
@@ -120,7 +124,8 @@ fn never(_: &str) -> bool {
     false
 }
 
-const HEADER: &str = "#ifndef G_H\n#define G_H\nstatic inline int g(int a) { int unused_h; return a; }\n#endif\n";
+const HEADER: &str =
+    "#ifndef G_H\n#define G_H\nstatic inline int g(int a) { int unused_h; return a; }\n#endif\n";
 const WARN: &str = "#include <stdio.h>\n#include \"g.h\"\nint f(int a) {\n  int unused_c;\n  return g(a) + printf(\"%d\\n\", a);\n}\n";
 const CLEAN: &str = "#include <stdio.h>\n#include \"g2.h\"\nint f(int a) {\n  return twice(a) + printf(\"%s %d\\n\", __FILE__, a);\n}\n";
 const CLEAN_HEADER: &str = "static inline int twice(int a) { return a + a; }\n";
@@ -170,15 +175,37 @@ fn absolute_sources_keep_their_caret_lines() {
             assert_eq!(job[0], "remote", "{args:?}: {job:?}");
         }
         // The quoted lines really are there (the comparison above would pass without).
-        let mut args = vec![cc, "-Wall", inc.as_str(), "-c", warn.as_str(), "-o", "warn.o"];
+        let args = [
+            cc,
+            "-Wall",
+            inc.as_str(),
+            "-c",
+            warn.as_str(),
+            "-o",
+            "warn.o",
+        ];
         let out = through_hoardcc(&sshd, &build, &log, &args);
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.contains("int unused_c;"), "{cc}: {err}");
         assert!(err.contains("int unused_h;"), "{cc}: {err}");
         assert!(!err.contains("hoardcc-job"), "{cc}: {err}");
+        // A relative source with headers found through an absolute `-I` quotes them too.
+        let args = [
+            cc,
+            "-Wall",
+            inc.as_str(),
+            "-c",
+            "src/warn.c",
+            "-o",
+            "warn.o",
+        ];
+        let job = same_as_alone(&sshd, t.path(), &log, &args, &never);
+        assert_eq!(job[0], "remote", "{args:?}: {job:?}");
+        let err = String::from_utf8_lossy(&alone(t.path(), &args).stderr).into_owned();
+        assert!(err.contains("int unused_h;"), "{cc}: {err}");
         // Objects (with `__FILE__` in them) match, with and without debug info.
         for flags in [&["-O2"][..], &["-O2", g]] {
-            args = vec![cc];
+            let mut args = vec![cc];
             args.extend_from_slice(flags);
             args.extend([inc.as_str(), "-c", clean.as_str(), "-o", "clean.o"]);
             let job = same_as_alone(&sshd, &build, &log, &args, &never);
@@ -227,9 +254,16 @@ fn lto_with_debug_links_the_same_program() {
     let sshd = Sshd::start(SshdOptions::default());
     let p = Project::c_multi();
     let log = p.dir().join("joblog");
-    for (flags, remote) in [(&["-O2", "-flto", "-g"][..], false), (&["-O2", "-flto"], true)] {
+    for (flags, remote) in [
+        (&["-O2", "-flto", "-g"][..], false),
+        (&["-O2", "-flto"], true),
+    ] {
         let link = |prog: &str| {
-            let objs: Vec<String> = p.objects().iter().map(|o| o.display().to_string()).collect();
+            let objs: Vec<String> = p
+                .objects()
+                .iter()
+                .map(|o| o.display().to_string())
+                .collect();
             let mut args: Vec<&str> = vec!["gcc"];
             args.extend_from_slice(flags);
             args.extend(objs.iter().map(String::as_str));
@@ -291,7 +325,10 @@ fn side_file_options_leave_their_files() {
     if on_path("clang") {
         cases.push((&["clang", "-O2", "-ftime-trace"], false));
         cases.push((&["clang", "-O2", "-fsave-optimization-record"], false));
-        cases.push((&["clang", "-O2", "-foptimization-record-file=rec.yaml"], false));
+        cases.push((
+            &["clang", "-O2", "-foptimization-record-file=rec.yaml"],
+            false,
+        ));
     }
     for (opts, remote) in cases {
         let mut args = opts.to_vec();
@@ -312,11 +349,27 @@ fn json_diagnostics_are_one_document() {
     let sshd = Sshd::start(SshdOptions::default());
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("joblog");
-    std::fs::write(dir.path().join("w.c"), "int f(int a) { int b; return a; }\n").unwrap();
+    std::fs::write(
+        dir.path().join("w.c"),
+        "int f(int a) { int b; return a; }\n",
+    )
+    .unwrap();
     std::fs::write(dir.path().join("ok.c"), "int f(int a) { return a; }\n").unwrap();
-    std::fs::write(dir.path().join("cpp.c"), "#warning from cpp\nint f(int a) { int b; return a; }\n").unwrap();
+    std::fs::write(
+        dir.path().join("cpp.c"),
+        "#warning from cpp\nint f(int a) { int b; return a; }\n",
+    )
+    .unwrap();
     for (src, remote) in [("w.c", true), ("ok.c", true), ("cpp.c", false)] {
-        let args = ["gcc", "-fdiagnostics-format=json", "-Wall", "-c", src, "-o", "x.o"];
+        let args = [
+            "gcc",
+            "-fdiagnostics-format=json",
+            "-Wall",
+            "-c",
+            src,
+            "-o",
+            "x.o",
+        ];
         let job = same_as_alone(&sshd, dir.path(), &log, &args, &never);
         assert_eq!(job[0] == "remote", remote, "{src}: {job:?}");
     }
@@ -324,7 +377,14 @@ fn json_diagnostics_are_one_document() {
         &sshd,
         dir.path(),
         &log,
-        &["gcc", "-fdiagnostics-format=json", "-c", "ok.c", "-o", "x.o"],
+        &[
+            "gcc",
+            "-fdiagnostics-format=json",
+            "-c",
+            "ok.c",
+            "-o",
+            "x.o",
+        ],
     );
     assert_eq!(String::from_utf8_lossy(&out.stderr), "[]\n");
 }

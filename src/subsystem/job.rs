@@ -588,14 +588,26 @@ mod tests {
 # 1 \"/tmp/j/root/src/p/inc/g.h\" 1\nint g;\n# 2 \"/tmp/j/root/src/p/a.c\" 2\n\
 int x; // # 1 \"/src/p/a.c\"\n"
         );
-        assert_eq!(root_markers(text, Path::new("/tmp/j/root"), &["rel.h"]), None);
+        assert_eq!(
+            root_markers(text, Path::new("/tmp/j/root"), &["rel.h"]),
+            None
+        );
         assert_eq!(root_markers(text, Path::new("/tmp/\"j/root"), &names), None);
         assert_eq!(
-            strip_root(b"/tmp/j/root/src/p/a.c:2:3: warning\n/tmp/j/rootx /tmp/j/root", b"/tmp/j/root"),
+            strip_root(
+                b"/tmp/j/root/src/p/a.c:2:3: warning\n/tmp/j/rootx /tmp/j/root",
+                b"/tmp/j/root"
+            ),
             b"/src/p/a.c:2:3: warning\n/tmp/j/rootx /tmp/j/root".to_vec()
         );
-        assert_eq!(side_name_for("src/a.c").as_deref(), Some(".hoardcc-src/src/a.c"));
-        assert_eq!(side_name_for("/src/a.c").as_deref(), Some("/.hoardcc-src/src/a.c"));
+        assert_eq!(
+            side_name_for("src/a.c").as_deref(),
+            Some(".hoardcc-src/src/a.c")
+        );
+        assert_eq!(
+            side_name_for("/src/a.c").as_deref(),
+            Some("/.hoardcc-src/src/a.c")
+        );
         assert_eq!(side_name_for("/src/../a.c"), None);
         assert_eq!(side_name_for("../a.c"), None);
         assert_eq!(side_name_for("/"), None);

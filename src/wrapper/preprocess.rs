@@ -290,8 +290,14 @@ mod tests {
     fn json_diagnostics_lose_the_empty_cpp_document() {
         let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert!(json_diagnostics(&a(&["-fdiagnostics-format=json"])));
-        assert!(json_diagnostics(&a(&["-fdiagnostics-format=text", "-fdiagnostics-format=json-stderr"])));
-        assert!(!json_diagnostics(&a(&["-fdiagnostics-format=json", "-fdiagnostics-format=text"])));
+        assert!(json_diagnostics(&a(&[
+            "-fdiagnostics-format=text",
+            "-fdiagnostics-format=json-stderr"
+        ])));
+        assert!(!json_diagnostics(&a(&[
+            "-fdiagnostics-format=json",
+            "-fdiagnostics-format=text"
+        ])));
         assert!(!json_diagnostics(&a(&["-Wall"])));
         assert_eq!(json_cpp_stderr(b"[]\n".to_vec()).unwrap(), b"");
         assert_eq!(json_cpp_stderr(Vec::new()).unwrap(), b"");
