@@ -1,6 +1,6 @@
 //! Drop-in exactness over the real sshd (issue 8, bugs 4 to 8): caret lines for sources
 //! and headers named by absolute paths (gcc and clang), clang `-g` with DWARF 5 and
-//! `-flto -g` (local, by the option table's combinations), options that write side files
+//! `-flto` (local, by the option table's combinations), options that write side files
 //! (their files appear as with the compiler alone), and JSON diagnostics (one document).
 //! Each compile runs twice in the same directory, once as the compiler alone and once as
 //! `hoardcc COMPILER`, and the two are compared. Neighbours: `e2e` (objects, fallbacks),
@@ -247,53 +247,73 @@ fn clang_dwarf5_debug_runs_locally() {
     }
 }
 
-/// Bug 6: `-flto -g` runs locally, so the linked program names no job directory and is the
-/// same as a local build's; `-flto` alone runs remotely and links the same program.
+/// Bug 6: `-flto` runs locally (the LTO bytecode keeps the compiler's working directory
+/// unmapped), so the linked program names no job directory and is the same as a local
+/// build's, with `-g` and without, and so are the link's own diagnostics.
 #[test]
-fn lto_with_debug_links_the_same_program() {
+fn lto_links_the_same_program_and_diagnostics() {
     let sshd = Sshd::start(SshdOptions::default());
     let p = Project::c_multi();
+    // Two units whose declarations disagree: the link warns (-Wlto-type-mismatch),
+    // naming both files.
+    std::fs::write(
+        p.dir().join("b.c"),
+        "extern long shared[2];\nlong get(void) { return shared[1]; }\n",
+    )
+    .unwrap();
+    std::fs::write(
+        p.dir().join("c.c"),
+        "int shared[3] = {1, 2, 3};\nlong get(void);\nint main(void) { return (int)get(); }\n",
+    )
+    .unwrap();
     let log = p.dir().join("joblog");
-    for (flags, remote) in [
-        (&["-O2", "-flto", "-g"][..], false),
-        (&["-O2", "-flto"], true),
-    ] {
-        let link = |prog: &str| {
-            let objs: Vec<String> = p
-                .objects()
-                .iter()
-                .map(|o| o.display().to_string())
-                .collect();
-            let mut args: Vec<&str> = vec!["gcc"];
-            args.extend_from_slice(flags);
-            args.extend(objs.iter().map(String::as_str));
-            args.extend(["-o", prog]);
-            let out = alone(p.dir(), &args);
-            assert!(out.status.success(), "link: {out:?}");
-            std::fs::read(p.dir().join(prog)).unwrap()
-        };
-        for src in p.sources() {
-            let mut args = vec!["gcc"];
-            args.extend_from_slice(flags);
-            args.extend(["-c", src.to_str().unwrap()]);
-            assert!(alone(p.dir(), &args).status.success());
+    let sources: Vec<String> = p
+        .sources()
+        .iter()
+        .map(|s| s.display().to_string())
+        .collect();
+    let pair = vec!["b.c".to_string(), "c.c".to_string()];
+    for flags in [&["-O2", "-flto", "-g"][..], &["-O2", "-flto"]] {
+        for units in [&sources, &pair] {
+            let objs: Vec<String> = units.iter().map(|s| s.replace(".c", ".o")).collect();
+            let link = |prog: &str| {
+                let mut args: Vec<&str> = vec!["gcc"];
+                args.extend_from_slice(flags);
+                args.extend(objs.iter().map(String::as_str));
+                args.extend(["-o", prog]);
+                let out = alone(p.dir(), &args);
+                assert!(out.status.success(), "link: {out:?}");
+                (std::fs::read(p.dir().join(prog)).unwrap(), out.stderr)
+            };
+            for src in units {
+                let mut args = vec!["gcc"];
+                args.extend_from_slice(flags);
+                args.extend(["-c", src.as_str()]);
+                assert!(alone(p.dir(), &args).status.success());
+            }
+            let (local, local_err) = link("local-prog");
+            for src in units {
+                let mut args = vec!["gcc"];
+                args.extend_from_slice(flags);
+                args.extend(["-c", src.as_str()]);
+                let out = through_hoardcc(&sshd, p.dir(), &log, &args);
+                assert!(out.status.success(), "{args:?}: {out:?}");
+                let job = last_job(&log);
+                assert_eq!(job[0], "local", "{args:?}: {job:?}");
+                assert!(job[1].contains("-flto"), "{job:?}");
+            }
+            let (ours, our_err) = link("hoardcc-prog");
+            assert!(
+                !ours.windows(12).any(|w| w == b"hoardcc-job-"),
+                "{flags:?}: the program names the server's job directory"
+            );
+            assert!(ours == local, "{flags:?}: the programs differ");
+            assert_eq!(
+                String::from_utf8_lossy(&our_err),
+                String::from_utf8_lossy(&local_err),
+                "{flags:?}: the link's diagnostics differ"
+            );
         }
-        let local = link("local-prog");
-        for src in p.sources() {
-            let mut args = vec!["gcc"];
-            args.extend_from_slice(flags);
-            args.extend(["-c", src.to_str().unwrap()]);
-            let out = through_hoardcc(&sshd, p.dir(), &log, &args);
-            assert!(out.status.success(), "{args:?}: {out:?}");
-            let job = last_job(&log);
-            assert_eq!(job[0] == "remote", remote, "{args:?}: {job:?}");
-        }
-        let ours = link("hoardcc-prog");
-        assert!(
-            !ours.windows(12).any(|w| w == b"hoardcc-job-"),
-            "{flags:?}: the program names the server's job directory"
-        );
-        assert!(ours == local, "{flags:?}: the programs differ");
     }
 }
 

@@ -603,7 +603,7 @@ fn classify_expanded(compiler: &str, args: &[String]) -> Classified {
 fn combination_holds(when: When, family: Family, debug: bool, lto: bool, args: &[String]) -> bool {
     match when {
         When::ClangDwarf5 => family == Family::Clang && debug && dwarf_version(args) >= 5,
-        When::LtoDebug => lto && debug,
+        When::Lto => lto,
     }
 }
 

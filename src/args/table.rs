@@ -82,7 +82,7 @@ pub(crate) enum Kind {
     /// `-fopt-info…`: to stderr it is an ordinary option; `-fopt-info…=FILE` writes FILE,
     /// which stays on the server, so that form keeps the compile local.
     OptInfo,
-    /// `-flto`, `-flto=…`, `-fno-lto`: ordinary options, tracked for [`COMBINATIONS`].
+    /// `-flto`, `-flto=…`, `-fno-lto`: tracked for [`COMBINATIONS`] (the last one wins).
     Lto,
     /// The compile must stay local.
     Local(LocalKind),
@@ -255,8 +255,8 @@ pub(crate) static ARGS: &[ArgSpec] = &[
 pub(crate) enum When {
     /// clang with debug info in DWARF 5 (`-g` with clang 14's default, or `-gdwarf-5`).
     ClangDwarf5,
-    /// Link-time optimisation with debug info (`-flto -g`).
-    LtoDebug,
+    /// Link-time optimisation in effect (`-flto…` not cancelled by a later `-fno-lto`).
+    Lto,
 }
 
 /// One row of [`COMBINATIONS`]: the condition, and the reason the job log gives.
@@ -275,10 +275,10 @@ pub(crate) static COMBINATIONS: &[Combination] = &[
                  reproduce (-gdwarf-4 compiles remotely)",
     },
     Combination {
-        when: When::LtoDebug,
-        reason: "-flto with -g: the LTO bytecode records the compiler's working \
-                 directory unmapped, and the linked program would name the server's \
-                 job directory",
+        when: When::Lto,
+        reason: "-flto: the LTO bytecode records the compiler's working directory \
+                 unmapped, so the link would name the server's job directory in debug \
+                 info and in its diagnostics (the optimisation runs at link time, here)",
     },
 ];
 
