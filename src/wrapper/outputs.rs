@@ -1,9 +1,14 @@
 //! Last wrapper stage: apply a remote result. What a server sends is checked before it is
 //! used: every output must be one the job asked for, once, within [`MAX_OUTPUT`] bytes,
 //! and look like what the compile makes (an ELF object for `-c`, NUL-free text for `-S`);
-//! anything else is refused and the wrapper compiles locally. Each output goes to a temp
-//! file in its target directory and is renamed into place, so a reader never sees a
-//! partial `.o`. stdout and stderr are replayed through [`sanitize`] (SGR colour and
+//! anything else is refused and the wrapper compiles locally. Each output that is (or
+//! will be) a regular file goes to a temp file in its target directory and is renamed
+//! into place, so a reader never sees a partial `.o` (GNU as and clang also replace the
+//! file rather than write into it). An output that is not a regular file (`/dev/null`, a
+//! FIFO), or whose directory we may not create files in, is opened and written in place,
+//! the way the compiler writes it; [`local_reason`] sends the cases the compiler itself
+//! refuses or fails on (no such directory, output = input, unwritable) to a local compile
+//! before anything is distributed, so the user sees the compiler's own message. stdout and stderr are replayed through [`sanitize`] (SGR colour and
 //! gcc's OSC 8 links kept, every other terminal control dropped), in single writes so
 //! parallel jobs don't interleave mid-line. Neighbours: `mux::transport` (produces
 //! `Completed`), `wrapper::mod`.
@@ -128,16 +133,18 @@ pub fn write_all(cwd: &Path, done: &Completed, wanted: Wanted<'_>) -> Result<(),
     check(done, wanted)?;
     let mask = current_umask();
     let mut staged = Vec::with_capacity(done.outputs.len());
+    let mut in_place = Vec::new();
     for (name, data) in &done.outputs {
         let path = cwd.join(name);
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(cwd);
+        let dir = dir_of(cwd, &path);
         let werr = |source| OutputError::Write {
             path: path.clone(),
             source,
         };
+        if writes_in_place(&path, dir) {
+            in_place.push((path, data));
+            continue;
+        }
         let mut tmp = tempfile::Builder::new()
             .prefix(".hoardcc-")
             .suffix(".tmp")
@@ -152,6 +159,9 @@ pub fn write_all(cwd: &Path, done: &Completed, wanted: Wanted<'_>) -> Result<(),
         .map_err(werr)?;
         staged.push((tmp, path));
     }
+    for (path, data) in in_place {
+        write_in_place(&path, data).map_err(|source| OutputError::Write { path, source })?;
+    }
     for (tmp, path) in staged {
         tmp.persist(&path).map_err(|e| OutputError::Write {
             path: path.clone(),
@@ -159,6 +169,80 @@ pub fn write_all(cwd: &Path, done: &Completed, wanted: Wanted<'_>) -> Result<(),
         })?;
     }
     Ok(())
+}
+
+/// The directory `path` (under `cwd`) is created in.
+fn dir_of<'a>(cwd: &'a Path, path: &'a Path) -> &'a Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(cwd)
+}
+
+fn may_write(p: &Path) -> bool {
+    nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
+/// True when `path` must be written where it is rather than replaced by a rename: it is
+/// there and not a regular file or a symlink (a device, a FIFO), or its directory takes
+/// no new files (then the compiler, too, truncates and writes the file it finds).
+fn writes_in_place(path: &Path, dir: &Path) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => {
+            let t = m.file_type();
+            !(t.is_file() || t.is_symlink()) || !may_write(dir)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Open the existing `path` for writing (following symlinks, creating nothing), truncate
+/// it when it is a regular file, and write `data`.
+fn write_in_place(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    if f.metadata()?.is_file() {
+        f.set_len(0)?;
+    }
+    f.write_all(data)?;
+    f.flush()
+}
+
+/// Why `outputs` (names under `cwd`) of a compile of `source` must be left to the
+/// compiler run locally, if they must: the output's directory does not exist, an output
+/// is the source file itself (compared by device and inode, not by spelling), or an
+/// output cannot be written (an existing file we may not write, a new one in a directory
+/// we may not create it in, a directory). gcc reports each of these itself, at once.
+pub fn local_reason<'a>(
+    cwd: &Path,
+    source: &str,
+    outputs: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let src = std::fs::metadata(cwd.join(source)).ok();
+    for name in outputs {
+        let path = cwd.join(name);
+        let dir = dir_of(cwd, &path);
+        if !std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+            return Some(format!("the directory of output {name} does not exist"));
+        }
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => return Some(format!("output {name} is a directory")),
+            Ok(m)
+                if m.is_file()
+                    && src
+                        .as_ref()
+                        .is_some_and(|s| (s.dev(), s.ino()) == (m.dev(), m.ino())) =>
+            {
+                return Some(format!("output {name} is the input file"));
+            }
+            Ok(_) if !may_write(&path) => return Some(format!("output {name} is not writable")),
+            Ok(_) => {}
+            Err(_) if !may_write(dir) => {
+                return Some(format!("cannot create output {name} in its directory"))
+            }
+            Err(_) => {}
+        }
+    }
+    None
 }
 
 fn current_umask() -> u32 {
