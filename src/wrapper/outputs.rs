@@ -208,7 +208,8 @@ fn write_in_place(path: &Path, data: &[u8]) -> std::io::Result<()> {
 
 /// Why `outputs` (names under `cwd`) of a compile of `source` must be left to the
 /// compiler run locally, if they must: the output's directory does not exist, an output
-/// is the source file itself (compared by device and inode, not by spelling), or an
+/// is the source file itself (compared by device and inode, not by spelling; also
+/// `-x c /dev/null -o /dev/null`, which gcc accepts but a server refuses), or an
 /// output cannot be written (an existing file we may not write, a new one in a directory
 /// we may not create it in, a directory). gcc reports each of these itself, at once.
 pub fn local_reason<'a>(
@@ -227,10 +228,9 @@ pub fn local_reason<'a>(
         match std::fs::metadata(&path) {
             Ok(m) if m.is_dir() => return Some(format!("output {name} is a directory")),
             Ok(m)
-                if m.is_file()
-                    && src
-                        .as_ref()
-                        .is_some_and(|s| (s.dev(), s.ino()) == (m.dev(), m.ino())) =>
+                if src
+                    .as_ref()
+                    .is_some_and(|s| (s.dev(), s.ino()) == (m.dev(), m.ino())) =>
             {
                 return Some(format!("output {name} is the input file"));
             }
@@ -610,6 +610,84 @@ mod tests {
         let o = elf(b"new");
         write_all(t.path(), &done(vec![("a.o", &o)]), object("a.o", &[])).unwrap();
         assert_eq!(std::fs::read(t.path().join("a.o")).unwrap(), o);
+    }
+
+    /// A FIFO stays a FIFO: the output is written into it (as the compiler would), not
+    /// renamed over it.
+    #[test]
+    fn a_fifo_output_is_written_in_place() {
+        use std::io::Read;
+        let t = tempfile::tempdir().unwrap();
+        let fifo = t.path().join("a.o");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        let reader = {
+            let fifo = fifo.clone();
+            std::thread::spawn(move || {
+                let mut got = Vec::new();
+                std::fs::File::open(fifo)
+                    .unwrap()
+                    .read_to_end(&mut got)
+                    .unwrap();
+                got
+            })
+        };
+        let o = elf(b"through the pipe");
+        write_all(t.path(), &done(vec![("a.o", &o)]), object("a.o", &[])).unwrap();
+        assert_eq!(reader.join().unwrap(), o);
+        let m = std::fs::symlink_metadata(&fifo).unwrap();
+        assert!(
+            std::os::unix::fs::FileTypeExt::is_fifo(&m.file_type()),
+            "{m:?}"
+        );
+        assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 1);
+    }
+
+    /// A regular output reached through a symlink is replaced (GNU as unlinks it too).
+    /// (`/dev/null` itself is tested in a private mount namespace, tests/dropin.rs.)
+    #[test]
+    fn symlinks_are_replaced() {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(t.path().join("target.o"), b"old").unwrap();
+        std::os::unix::fs::symlink("target.o", t.path().join("a.o")).unwrap();
+        let o = elf(b"new");
+        write_all(t.path(), &done(vec![("a.o", &o)]), object("a.o", &[])).unwrap();
+        assert!(std::fs::symlink_metadata(t.path().join("a.o"))
+            .unwrap()
+            .is_file());
+        assert_eq!(std::fs::read(t.path().join("target.o")).unwrap(), b"old");
+    }
+
+    #[test]
+    fn outputs_the_compiler_must_handle_itself() {
+        let t = tempfile::tempdir().unwrap();
+        let d = t.path();
+        std::fs::write(d.join("same.c"), b"int x;\n").unwrap();
+        std::fs::hard_link(d.join("same.c"), d.join("link.c")).unwrap();
+        std::fs::create_dir(d.join("sub")).unwrap();
+        let reason = |src: &str, out: &str| local_reason(d, src, [out]);
+        assert_eq!(reason("same.c", "a.o"), None);
+        assert_eq!(reason("same.c", "sub/a.o"), None);
+        assert_eq!(reason("same.c", "/dev/null"), None);
+        // gcc accepts `-x c /dev/null -o /dev/null` (kernel flag probes); a server
+        // refuses an output named like its source, so such probes stay local.
+        assert!(reason("/dev/null", "/dev/null").is_some());
+        for (src, out) in [
+            ("same.c", "same.c"),
+            ("same.c", "./same.c"),
+            ("./same.c", "sub/../same.c"),
+            ("link.c", "same.c"),
+        ] {
+            let r = reason(src, out).unwrap_or_else(|| panic!("{src} -o {out}"));
+            assert!(r.contains("is the input file"), "{r}");
+        }
+        let r = reason("same.c", "nodir/a.o").unwrap();
+        assert!(r.contains("does not exist"), "{r}");
+        let r = reason("same.c", "same.c/a.o").unwrap();
+        assert!(r.contains("does not exist"), "{r}");
+        let r = reason("same.c", "sub").unwrap();
+        assert!(r.contains("is a directory"), "{r}");
+        // The main output is not the only one checked.
+        assert!(local_reason(d, "same.c", ["a.o", "nodir/a.dwo"]).is_some());
     }
 
     fn clean(s: &[u8]) -> String {
