@@ -407,3 +407,59 @@ fn job_log_reasons_name_syntax_checks_and_headers() {
         }
     }
 }
+
+/// Bug 9: `hoardcc hosts` and `hoardcc status` agree on a host's slots when the server
+/// allows fewer than the host list says (`@hoardtest/4`, server `max_jobs = 1`).
+#[test]
+fn hosts_and_status_agree_on_slots() {
+    let sshd = Sshd::start(SshdOptions {
+        server_toml: Some("[server]\nmax_jobs = 1\n".into()),
+        ..SshdOptions::default()
+    });
+    let t = project();
+    let dir = t.path();
+    let hoardcc = |args: &[&str]| {
+        let mut cmd = Command::new(hoardcc_bin());
+        sshd.apply_env(&mut cmd);
+        cmd.current_dir(dir)
+            .env("HOARDCC_HOSTS", "@hoardtest/4")
+            .env("HOARDCC_IDLE_TIMEOUT", "30")
+            .env("HOARDCC_FALLBACK", "0")
+            .env("HOARDCC_JOBLOG", dir.join("joblog"))
+            .args(args);
+        run_with_timeout(&mut cmd, T, "hoardcc")
+    };
+    // Before any job the list is all there is.
+    let before = hoardcc(&["hosts"]);
+    assert!(
+        text(&before.stdout).contains("hoardtest\t4 slots"),
+        "{before:?}"
+    );
+    // One job through the mux: it learns what the server allows.
+    let out = hoardcc(&["gcc", "-c", "a.c", "-o", "a.o"]);
+    let stop = || {
+        let _ = hoardcc(&["mux", "--stop"]);
+    };
+    if !out.status.success() {
+        stop();
+        panic!("compile: {}", text(&out.stderr));
+    }
+    let hosts = text(&hoardcc(&["hosts"]).stdout);
+    let status = text(&hoardcc(&["status"]).stdout);
+    stop();
+    let host_line = hosts
+        .lines()
+        .find(|l| l.starts_with("hoardtest\t"))
+        .unwrap_or_default();
+    assert!(
+        host_line.contains("\t1 slots") && host_line.contains("the host list says 4"),
+        "hosts:\n{hosts}\nstatus:\n{status}"
+    );
+    let row = status
+        .lines()
+        .find(|l| l.starts_with("hoardtest "))
+        .unwrap_or_default();
+    let cols: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(cols.get(1), Some(&"1"), "status:\n{status}");
+    assert!(status.contains("the host list says 4"), "status:\n{status}");
+}
