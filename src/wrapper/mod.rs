@@ -615,3 +615,32 @@ fn run_local(real: &Path, args: &[String]) -> i32 {
 fn exit_with(code: i32) -> std::process::ExitCode {
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::on_host_message;
+
+    #[test]
+    fn a_message_names_its_host_once() {
+        for (host, msg, want) in [
+            (
+                "127.0.0.1",
+                "127.0.0.1 refused the job: x",
+                "127.0.0.1 refused the job: x",
+            ),
+            (
+                "me@build1",
+                "ssh to build1: timed out",
+                "ssh to build1: timed out",
+            ),
+            (
+                "me@build1",
+                "cc1 killed by signal 9",
+                "me@build1: cc1 killed by signal 9",
+            ),
+            ("build1", "", "build1: "),
+        ] {
+            assert_eq!(on_host_message(host, msg), want);
+        }
+    }
+}
