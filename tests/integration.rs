@@ -21,3 +21,5 @@ mod faults;
 mod server_faults;
 // Red team: a compile-only `restrict,command=` key against the real sshd (issue 7).
 mod security;
+// Drop-in exactness (issue 8): masquerade next to ccache, -o /dev/null, output = input.
+mod dropin;
