@@ -19,3 +19,5 @@ mod faults;
 mod server_faults;
 // Red team: a compile-only `restrict,command=` key against the real sshd (issue 7).
 mod security;
+// Drop-in exactness: one table of invocations run as `CC …` and `hoardcc CC …` (issue 8).
+mod conformance;
