@@ -289,7 +289,7 @@ impl Ctx<'_> {
             .lines()
             .map(str::to_string)
             .collect();
-        match row.expect_for(cc) {
+        match row.expect {
             Where::Remote => {
                 if lines.len() != 1 || !lines[0].starts_with("remote\t") {
                     let _ = writeln!(diffs, "  expected one remote job; job log: {lines:?}");
