@@ -27,7 +27,10 @@ fn require(tool: &str) {
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success());
-    assert!(found, "{tool} is not installed (.ci/run installs it with apt-get)");
+    assert!(
+        found,
+        "{tool} is not installed (.ci/run installs it with apt-get)"
+    );
 }
 
 fn ok(out: &Output, what: &str) {
@@ -142,11 +145,17 @@ fn cmake_ninja_launcher_builds_identical_objects() {
         fixture_env(&sshd, &mut configure, None)
             .current_dir(p.dir())
             .args(["-S", ".", "-B", "build", "-G", "Ninja"])
-            .args(["-DCMAKE_BUILD_TYPE=RelWithDebInfo", "-DCMAKE_C_COMPILER=gcc"]);
+            .args([
+                "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+                "-DCMAKE_C_COMPILER=gcc",
+            ]);
         if let Some(l) = &launcher {
             configure.arg(format!("-DCMAKE_C_COMPILER_LAUNCHER={}", l.display()));
         }
-        ok(&run_with_timeout(&mut configure, T, "cmake"), "cmake configure");
+        ok(
+            &run_with_timeout(&mut configure, T, "cmake"),
+            "cmake configure",
+        );
         let _ = std::fs::remove_file(&log);
         let mut ninja = Command::new("ninja");
         fixture_env(&sshd, &mut ninja, Some(&log))
@@ -156,10 +165,15 @@ fn cmake_ninja_launcher_builds_identical_objects() {
         let run = run_with_timeout(&mut Command::new(build.join("prog")), T, "prog");
         assert_eq!(String::from_utf8_lossy(&run.stdout), p.expected_stdout());
         let files = files_under(&build, &keep);
-        let objects = files.keys().filter(|k| k.extension().is_some_and(|e| e == "o"));
+        let objects = files
+            .keys()
+            .filter(|k| k.extension().is_some_and(|e| e == "o"));
         assert_eq!(objects.count(), 4, "{:?}", files.keys());
         assert_eq!(
-            files.keys().filter(|k| k.extension().is_some_and(|e| e == "d")).count(),
+            files
+                .keys()
+                .filter(|k| k.extension().is_some_and(|e| e == "d"))
+                .count(),
             4,
             "a kept .d per object: {:?}",
             files.keys()
@@ -232,7 +246,11 @@ fn ccache_prefix_first_build_remote_then_all_hits() {
     let mut zero = Command::new("ccache");
     sshd.apply_env(&mut zero);
     ok(
-        &run_with_timeout(ccache_env(&mut zero, cache.path()).arg("-z"), T, "ccache -z"),
+        &run_with_timeout(
+            ccache_env(&mut zero, cache.path()).arg("-z"),
+            T,
+            "ccache -z",
+        ),
         "ccache -z",
     );
 
@@ -323,11 +341,28 @@ fn masquerade_next_to_ccache_under_make_never_loops() {
     let mut plain_make = Command::new("make");
     sshd.apply_env(&mut plain_make);
     plain_make.current_dir(p.dir()).arg("-j2");
-    ok(&run_with_timeout(&mut plain_make, T, "plain make"), "plain make");
+    ok(
+        &run_with_timeout(&mut plain_make, T, "plain make"),
+        "plain make",
+    );
     let plain = files_under(p.dir(), &objects);
     for (order, path) in [
-        ("ccache first", format!("{}:{}:{system}", ccache_dir.display(), masq.path().display())),
-        ("hoardcc first", format!("{}:{}:{system}", masq.path().display(), ccache_dir.display())),
+        (
+            "ccache first",
+            format!(
+                "{}:{}:{system}",
+                ccache_dir.display(),
+                masq.path().display()
+            ),
+        ),
+        (
+            "hoardcc first",
+            format!(
+                "{}:{}:{system}",
+                masq.path().display(),
+                ccache_dir.display()
+            ),
+        ),
     ] {
         clean();
         let cache = tempfile::tempdir().unwrap();
@@ -347,7 +382,10 @@ fn masquerade_next_to_ccache_under_make_never_loops() {
         // CCACHE_PREFIX, and nothing else. (Counted as notes, not lines: two processes of
         // `make -j2` may interleave their writes.)
         let err = String::from_utf8_lossy(&out.stderr);
-        let notes: Vec<&str> = err.split("hoardcc: ").filter(|n| !n.trim().is_empty()).collect();
+        let notes: Vec<&str> = err
+            .split("hoardcc: ")
+            .filter(|n| !n.trim().is_empty())
+            .collect();
         assert!(
             notes.len() <= p.sources().len() + 1
                 && (err.trim().is_empty() || err.starts_with("hoardcc: "))
