@@ -127,11 +127,23 @@ fn show_hosts() -> std::process::ExitCode {
     ) {
         Ok(Some((list, source))) => {
             println!("# from {source:?}");
+            // A running mux knows what each server allows: show the slots it uses, as
+            // `hoardcc status` does.
+            let status = mux::client::running_status(&paths);
             for h in &list.hosts {
+                let report = status.as_ref().and_then(|r| {
+                    r.hosts
+                        .iter()
+                        .find(|r| r.host == h.key() && r.slots == h.slots)
+                });
+                let slots = report.map_or(h.slots, |r| r.effective_slots());
+                let note = report
+                    .and_then(|r| r.slots_note())
+                    .map(|n| format!(" ({n})"))
+                    .unwrap_or_default();
                 println!(
-                    "{}\t{} slots{}{}",
+                    "{}\t{slots} slots{}{}{note}",
                     h.key(),
-                    h.slots,
                     if h.lzo { ",lzo" } else { "" },
                     if h.down { " (down)" } else { "" }
                 );

@@ -424,6 +424,8 @@ fn fallback_when_the_server_refuses_the_compiler() {
     ok(&out, "refused → local");
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("refused") && err.lines().count() == 1, "{err}");
+    // The host is named once (not `hoardtest: hoardtest refused …`).
+    assert_eq!(err.matches("hoardtest").count(), 1, "{err}");
     assert!(p.dir().join("vec.o").exists());
     let mut cmd = hoardcc(
         &sshd,

@@ -19,6 +19,8 @@ mod faults;
 mod server_faults;
 // Red team: a compile-only `restrict,command=` key against the real sshd (issue 7).
 mod security;
+// Drop-in exactness (issue 8): masquerade next to ccache, -o /dev/null, output = input.
+mod dropin;
 // Drop-in exactness: one table of invocations run as `CC …` and `hoardcc CC …` (issue 8).
 mod conformance;
 // Real build tools: CMake + Ninja launcher, ccache with CCACHE_PREFIX, masquerade next to ccache.

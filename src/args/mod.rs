@@ -601,6 +601,15 @@ fn decide(compiler: &str, scan: Scan) -> Classified {
         return Local(LocalReason::DependenciesOnly);
     }
     if !scan.compile && !scan.assemble {
+        // Without -c or -S the driver links, unless it only checks syntax or only
+        // builds precompiled headers: say which, for the job log.
+        if scan.option_reason == Some(LocalReason::SyntaxOnly) {
+            return Local(LocalReason::SyntaxOnly);
+        }
+        let header = |i: &Input| matches!(i.kind, InputKind::Header);
+        if !scan.inputs.is_empty() && scan.inputs.iter().all(header) {
+            return Local(LocalReason::PrecompiledHeader(scan.inputs[0].name.clone()));
+        }
         return Local(LocalReason::Linking);
     }
     if let Some(reason) = scan.option_reason {

@@ -413,6 +413,12 @@ fn connect_existing(paths: &Paths) -> Result<MuxClient, MuxClientError> {
     }
 }
 
+/// The running mux's status, when one is running and answers (never starts one).
+pub fn running_status(paths: &Paths) -> Option<StatusReport> {
+    let doc = connect_existing(paths).and_then(|mut c| c.status()).ok()?;
+    StatusReport::from_json(&doc).ok()
+}
+
 fn env_paths() -> Paths {
     Paths::from_env(&|k: &str| std::env::var(k).ok())
 }

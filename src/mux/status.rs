@@ -64,6 +64,26 @@ pub struct HostReport {
     pub last_error: Option<String>,
 }
 
+impl HostReport {
+    /// The slots the mux uses on this host: the host list's limit, or fewer when the
+    /// server advertised fewer. `hoardcc status` and `hoardcc hosts` both show this.
+    pub fn effective_slots(&self) -> u32 {
+        self.server_slots
+            .map_or(self.slots, |ss| ss.min(self.slots))
+    }
+
+    /// Why [`effective_slots`](Self::effective_slots) is below the host list's number.
+    pub fn slots_note(&self) -> Option<String> {
+        (self.effective_slots() < self.slots).then(|| {
+            format!(
+                "the server allows {}; the host list says {}",
+                self.effective_slots(),
+                self.slots
+            )
+        })
+    }
+}
+
 /// One job in flight.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobReport {
@@ -123,10 +143,7 @@ pub fn render_text(r: &StatusReport) -> String {
             "WIRE"
         ));
         for h in &r.hosts {
-            let slots = match h.server_slots {
-                Some(ss) if ss < h.slots => format!("{ss}"),
-                _ => format!("{}", h.slots),
-            };
+            let slots = h.effective_slots().to_string();
             s.push_str(&format!(
                 "{:<28} {:>5} {:>7} {:>5} {:>9} {:>6} {:>6} {:>6} {:>8} {:>8}  {}\n",
                 h.host,
@@ -141,6 +158,9 @@ pub fn render_text(r: &StatusReport) -> String {
                 opt(&h.backoff_remaining_ms.map(|ms| ms.div_ceil(1000)), "s"),
                 h.wire.as_deref().unwrap_or("-"),
             ));
+            if let Some(n) = h.slots_note() {
+                s.push_str(&format!("    slots: {n}\n"));
+            }
             if let Some(e) = &h.last_error {
                 s.push_str(&format!("    last error: {e}\n"));
             }

@@ -58,19 +58,35 @@ enum Outcome {
 pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
     let env = |k: &str| std::env::var(k).ok();
     let self_exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hoardcc"));
-    let real = match masquerade::find_real_compiler(
+    let outer_var = std::env::var_os(masquerade::RECURSION_GUARD);
+    let outer = outer_var
+        .as_deref()
+        .map(masquerade::guard_list)
+        .unwrap_or_default();
+    let resolved = match masquerade::find_real_compiler(
         &compiler,
         std::env::var_os("PATH").as_deref(),
         &self_exe,
+        &outer,
     ) {
-        Ok(p) => p,
+        Ok(r) => r,
         Err(e) => {
             eprintln!("hoardcc: error: {e}");
             return ExitCode::CompilerMissing.into();
         }
     };
+    // Another wrapper next to ours on PATH would have made a loop: say so, once.
+    if let Some(note) = resolved.loop_note() {
+        eprintln!("{note}");
+    }
+    let real = resolved.path;
+    let _ = GUARD.set(
+        masquerade::guard_value(&outer, &real)
+            .to_string_lossy()
+            .into_owned(),
+    );
     // Re-entered from inside a compiler we started: never distribute twice.
-    if env(masquerade::RECURSION_GUARD).is_some() {
+    if outer_var.is_some() {
         return exit_with(run_local(&real, &args));
     }
     let paths = Paths::from_env(&env);
@@ -164,6 +180,12 @@ fn distribute(
         }
     };
     note.source = job.source.clone();
+    // Outputs the compiler itself must deal with (a missing directory, the source as
+    // output, a file that cannot be written): it prints its own message.
+    let wanted = std::iter::once(&job.output).chain(&job.extra_outputs);
+    if let Some(reason) = outputs::local_reason(cwd, &job.source, wanted.map(String::as_str)) {
+        return Outcome::Local(reason);
+    }
     let list = match resolve_hosts(config, paths, env) {
         Ok(Some(l)) => l,
         Ok(None) => return Outcome::Local("no hosts".into()),
@@ -229,7 +251,7 @@ fn via_mux(
     let spec = job_spec(job, cwd, wire, &cpp.source, env);
     let on_host = |message: String, code: u8| {
         Some(Outcome::Failed(Failure {
-            message: format!("{}: {message}", note.host),
+            message: on_host_message(&note.host, &message),
             code,
         }))
     };
@@ -317,7 +339,7 @@ fn direct(
     let on_host = |e: TransportError| {
         let f = Failure::from(e);
         Outcome::Failed(Failure {
-            message: format!("{}: {}", host.key(), f.message),
+            message: on_host_message(&host.key(), &f.message),
             code: f.code,
         })
     };
@@ -379,14 +401,12 @@ fn finish(
     if done.exit_code == 0 {
         if let Err(e) = outputs::write_all(cwd, &done, wanted) {
             return Outcome::Failed(Failure {
-                message: format!("{host}: {e}"),
+                message: on_host_message(host, &e.to_string()),
                 code: ExitCode::IoError.code(),
             });
         }
-    } else {
-        // Like gcc, a failed compile leaves no stale object behind.
-        let _ = std::fs::remove_file(cwd.join(&job.output));
     }
+    // A failed compile writes nothing: like gcc, an output that was there stays.
     // The local preprocessor's warnings come first, as in a local compile; only the
     // server's part is sanitized.
     let mut err = cpp_stderr;
@@ -560,8 +580,26 @@ fn fallback_enabled(env: &dyn Fn(&str) -> Option<String>) -> bool {
     }
 }
 
+/// The [`masquerade::RECURSION_GUARD`] value for the compilers this process runs (set
+/// once the real compiler is known).
+static GUARD: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
 fn guard() -> (&'static str, &'static str) {
-    (masquerade::RECURSION_GUARD, "1")
+    (
+        masquerade::RECURSION_GUARD,
+        GUARD.get().map_or("1", String::as_str),
+    )
+}
+
+/// `message` about `host`, naming the host once: transport errors mostly name it
+/// already (`127.0.0.1 refused the job: …`).
+fn on_host_message(host: &str, message: &str) -> String {
+    let bare = host.rsplit('@').next().unwrap_or(host);
+    if message.contains(host) || (!bare.is_empty() && message.contains(bare)) {
+        message.to_string()
+    } else {
+        format!("{host}: {message}")
+    }
 }
 
 fn run_local(real: &Path, args: &[String]) -> i32 {
@@ -576,4 +614,33 @@ fn run_local(real: &Path, args: &[String]) -> i32 {
 
 fn exit_with(code: i32) -> std::process::ExitCode {
     std::process::ExitCode::from(u8::try_from(code).unwrap_or(1))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::on_host_message;
+
+    #[test]
+    fn a_message_names_its_host_once() {
+        for (host, msg, want) in [
+            (
+                "127.0.0.1",
+                "127.0.0.1 refused the job: x",
+                "127.0.0.1 refused the job: x",
+            ),
+            (
+                "me@build1",
+                "ssh to build1: timed out",
+                "ssh to build1: timed out",
+            ),
+            (
+                "me@build1",
+                "cc1 killed by signal 9",
+                "me@build1: cc1 killed by signal 9",
+            ),
+            ("build1", "", "build1: "),
+        ] {
+            assert_eq!(on_host_message(host, msg), want);
+        }
+    }
 }

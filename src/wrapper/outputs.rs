@@ -1,9 +1,14 @@
 //! Last wrapper stage: apply a remote result. What a server sends is checked before it is
 //! used: every output must be one the job asked for, once, within [`MAX_OUTPUT`] bytes,
 //! and look like what the compile makes (an ELF object for `-c`, NUL-free text for `-S`);
-//! anything else is refused and the wrapper compiles locally. Each output goes to a temp
-//! file in its target directory and is renamed into place, so a reader never sees a
-//! partial `.o`. stdout and stderr are replayed through [`sanitize`] (SGR colour and
+//! anything else is refused and the wrapper compiles locally. Each output that is (or
+//! will be) a regular file goes to a temp file in its target directory and is renamed
+//! into place, so a reader never sees a partial `.o` (GNU as and clang also replace the
+//! file rather than write into it). An output that is not a regular file (`/dev/null`, a
+//! FIFO), or whose directory we may not create files in, is opened and written in place,
+//! the way the compiler writes it; [`local_reason`] sends the cases the compiler itself
+//! refuses or fails on (no such directory, output = input, unwritable) to a local compile
+//! before anything is distributed, so the user sees the compiler's own message. stdout and stderr are replayed through [`sanitize`] (SGR colour and
 //! gcc's OSC 8 links kept, every other terminal control dropped), in single writes so
 //! parallel jobs don't interleave mid-line. Neighbours: `mux::transport` (produces
 //! `Completed`), `wrapper::mod`.
@@ -128,16 +133,18 @@ pub fn write_all(cwd: &Path, done: &Completed, wanted: Wanted<'_>) -> Result<(),
     check(done, wanted)?;
     let mask = current_umask();
     let mut staged = Vec::with_capacity(done.outputs.len());
+    let mut in_place = Vec::new();
     for (name, data) in &done.outputs {
         let path = cwd.join(name);
-        let dir = path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .unwrap_or(cwd);
+        let dir = dir_of(cwd, &path);
         let werr = |source| OutputError::Write {
             path: path.clone(),
             source,
         };
+        if writes_in_place(&path, dir) {
+            in_place.push((path, data));
+            continue;
+        }
         let mut tmp = tempfile::Builder::new()
             .prefix(".hoardcc-")
             .suffix(".tmp")
@@ -152,6 +159,9 @@ pub fn write_all(cwd: &Path, done: &Completed, wanted: Wanted<'_>) -> Result<(),
         .map_err(werr)?;
         staged.push((tmp, path));
     }
+    for (path, data) in in_place {
+        write_in_place(&path, data).map_err(|source| OutputError::Write { path, source })?;
+    }
     for (tmp, path) in staged {
         tmp.persist(&path).map_err(|e| OutputError::Write {
             path: path.clone(),
@@ -159,6 +169,80 @@ pub fn write_all(cwd: &Path, done: &Completed, wanted: Wanted<'_>) -> Result<(),
         })?;
     }
     Ok(())
+}
+
+/// The directory `path` (under `cwd`) is created in.
+fn dir_of<'a>(cwd: &'a Path, path: &'a Path) -> &'a Path {
+    path.parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(cwd)
+}
+
+fn may_write(p: &Path) -> bool {
+    nix::unistd::access(p, nix::unistd::AccessFlags::W_OK).is_ok()
+}
+
+/// True when `path` must be written where it is rather than replaced by a rename: it is
+/// there and not a regular file or a symlink (a device, a FIFO), or its directory takes
+/// no new files (then the compiler, too, truncates and writes the file it finds).
+fn writes_in_place(path: &Path, dir: &Path) -> bool {
+    match std::fs::symlink_metadata(path) {
+        Ok(m) => {
+            let t = m.file_type();
+            !(t.is_file() || t.is_symlink()) || !may_write(dir)
+        }
+        Err(_) => false,
+    }
+}
+
+/// Open the existing `path` for writing (following symlinks, creating nothing), truncate
+/// it when it is a regular file, and write `data`.
+fn write_in_place(path: &Path, data: &[u8]) -> std::io::Result<()> {
+    let mut f = std::fs::OpenOptions::new().write(true).open(path)?;
+    if f.metadata()?.is_file() {
+        f.set_len(0)?;
+    }
+    f.write_all(data)?;
+    f.flush()
+}
+
+/// Why `outputs` (names under `cwd`) of a compile of `source` must be left to the
+/// compiler run locally, if they must: the output's directory does not exist, an output
+/// is the source file itself (compared by device and inode, not by spelling; also
+/// `-x c /dev/null -o /dev/null`, which gcc accepts but a server refuses), or an
+/// output cannot be written (an existing file we may not write, a new one in a directory
+/// we may not create it in, a directory). gcc reports each of these itself, at once.
+pub fn local_reason<'a>(
+    cwd: &Path,
+    source: &str,
+    outputs: impl IntoIterator<Item = &'a str>,
+) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let src = std::fs::metadata(cwd.join(source)).ok();
+    for name in outputs {
+        let path = cwd.join(name);
+        let dir = dir_of(cwd, &path);
+        if !std::fs::metadata(dir).is_ok_and(|m| m.is_dir()) {
+            return Some(format!("the directory of output {name} does not exist"));
+        }
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => return Some(format!("output {name} is a directory")),
+            Ok(m)
+                if src
+                    .as_ref()
+                    .is_some_and(|s| (s.dev(), s.ino()) == (m.dev(), m.ino())) =>
+            {
+                return Some(format!("output {name} is the input file"));
+            }
+            Ok(_) if !may_write(&path) => return Some(format!("output {name} is not writable")),
+            Ok(_) => {}
+            Err(_) if !may_write(dir) => {
+                return Some(format!("cannot create output {name} in its directory"))
+            }
+            Err(_) => {}
+        }
+    }
+    None
 }
 
 fn current_umask() -> u32 {
@@ -346,316 +430,4 @@ fn escape_len(s: &[u8]) -> usize {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn done(outputs: Vec<(&str, &[u8])>) -> Completed {
-        Completed {
-            exit_code: 0,
-            stdout: vec![],
-            stderr: vec![],
-            outputs: outputs
-                .into_iter()
-                .map(|(n, d)| (n.to_string(), d.to_vec()))
-                .collect(),
-        }
-    }
-
-    /// A minimal 64-bit little-endian ELF header followed by `tag`.
-    fn elf(tag: &[u8]) -> Vec<u8> {
-        let mut v = b"\x7fELF\x02\x01\x01".to_vec();
-        v.resize(64, 0);
-        v.extend_from_slice(tag);
-        v
-    }
-
-    fn object<'a>(main: &'a str, extra: &'a [String]) -> Wanted<'a> {
-        Wanted {
-            main,
-            extra,
-            assemble_only: false,
-        }
-    }
-
-    #[test]
-    fn writes_outputs_into_place_and_leaves_no_temp_files() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::create_dir(t.path().join("obj")).unwrap();
-        let (o, d) = (elf(b"OBJ"), elf(b"DWO"));
-        write_all(
-            t.path(),
-            &done(vec![("obj/a.o", &o), ("obj/a.dwo", &d)]),
-            object("obj/a.o", &["obj/a.dwo".into()]),
-        )
-        .unwrap();
-        assert_eq!(std::fs::read(t.path().join("obj/a.o")).unwrap(), o);
-        assert_eq!(std::fs::read(t.path().join("obj/a.dwo")).unwrap(), d);
-        let left: Vec<_> = std::fs::read_dir(t.path().join("obj"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
-        assert_eq!(left.len(), 2, "{left:?}");
-    }
-
-    #[test]
-    fn refuses_names_not_asked_for_and_writes_nothing() {
-        let t = tempfile::tempdir().unwrap();
-        let o = elf(b"");
-        for evil in ["../evil", "b.o", "/tmp/x.o", "a.o/", ""] {
-            let err = write_all(
-                t.path(),
-                &done(vec![("a.o", &o), (evil, &o)]),
-                object("a.o", &[]),
-            )
-            .unwrap_err();
-            assert!(matches!(err, OutputError::Unexpected(_)), "{evil}: {err}");
-        }
-        assert!(
-            !t.path().join("a.o").exists(),
-            "nothing is renamed into place on error"
-        );
-    }
-
-    #[test]
-    fn refuses_duplicates() {
-        let t = tempfile::tempdir().unwrap();
-        let (a, b) = (elf(b"1"), elf(b"2"));
-        let extra = ["a.dwo".to_string()];
-        for outs in [
-            vec![("a.o", &a), ("a.o", &b)],
-            vec![("a.o", &a), ("a.dwo", &a), ("a.dwo", &b)],
-        ] {
-            let outs = outs.into_iter().map(|(n, d)| (n, &d[..])).collect();
-            let err = write_all(t.path(), &done(outs), object("a.o", &extra)).unwrap_err();
-            assert!(matches!(err, OutputError::Duplicate(_)), "{err}");
-        }
-        assert!(std::fs::read_dir(t.path()).unwrap().next().is_none());
-    }
-
-    #[test]
-    fn objects_must_be_elf_and_assembly_text() {
-        let t = tempfile::tempdir().unwrap();
-        let truncated = elf(b"")[..40].to_vec();
-        let mut bad_class = elf(b"");
-        bad_class[4] = 9;
-        for bad in [
-            &b""[..],
-            b"#!/bin/sh\nrm -rf ~\n",
-            b"\x7fELX\x02\x01\x01",
-            &truncated,
-            &bad_class,
-            b"MZ\x90\x00",
-        ] {
-            let err =
-                write_all(t.path(), &done(vec![("a.o", bad)]), object("a.o", &[])).unwrap_err();
-            assert!(matches!(err, OutputError::Malformed { .. }), "{err}");
-        }
-        // clang -flto writes LLVM bitcode.
-        for bitcode in [
-            &b"BC\xc0\xde\x35\x14\x00\x00"[..],
-            b"\xde\xc0\x17\x0b\0\0\0\0",
-        ] {
-            check(&done(vec![("a.o", bitcode)]), object("a.o", &[])).unwrap();
-        }
-        let err = check(&done(vec![("a.o", b"BC\xc0\xde")]), object("a.o", &[])).unwrap_err();
-        assert!(matches!(err, OutputError::Malformed { .. }), "{err}");
-        // The extra outputs (.dwo) are objects too.
-        let o = elf(b"");
-        let extra = ["a.dwo".to_string()];
-        let err = write_all(
-            t.path(),
-            &done(vec![("a.o", &o), ("a.dwo", b"text")]),
-            object("a.o", &extra),
-        )
-        .unwrap_err();
-        assert!(matches!(err, OutputError::Malformed { .. }), "{err}");
-        assert!(std::fs::read_dir(t.path()).unwrap().next().is_none());
-        // -S: text without NUL.
-        let asm = Wanted {
-            main: "a.s",
-            extra: &[],
-            assemble_only: true,
-        };
-        write_all(t.path(), &done(vec![("a.s", b"\t.file \"a.c\"\n")]), asm).unwrap();
-        let err = write_all(t.path(), &done(vec![("a.s", b"\t.text\0\n")]), asm).unwrap_err();
-        assert!(matches!(err, OutputError::Malformed { .. }), "{err}");
-    }
-
-    #[test]
-    fn sizes_are_bounded() {
-        // Small bounds for the test; `check` uses MAX_OUTPUT and MAX_OUTPUTS_TOTAL.
-        let bounds = (100, 250);
-        let mut big = elf(b"");
-        big.resize(101, 0);
-        let err = check_within(&done(vec![("a.o", &big)]), object("a.o", &[]), bounds).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                OutputError::TooLarge {
-                    len: 101,
-                    max: 100,
-                    ..
-                }
-            ),
-            "{err}"
-        );
-        big.truncate(100);
-        check_within(&done(vec![("a.o", &big)]), object("a.o", &[]), bounds).unwrap();
-        let extra = ["a.dwo".to_string(), "b.dwo".to_string()];
-        let three = done(vec![("a.o", &big), ("a.dwo", &big), ("b.dwo", &big)]);
-        let err = check_within(&three, object("a.o", &extra), bounds).unwrap_err();
-        assert!(
-            matches!(&err, OutputError::TooLarge { name, len: 300, max: 250 } if name == "b.dwo"),
-            "{err}"
-        );
-    }
-
-    #[test]
-    fn missing_main_output_is_an_error() {
-        let t = tempfile::tempdir().unwrap();
-        assert!(matches!(
-            write_all(t.path(), &done(vec![]), object("a.o", &[])),
-            Err(OutputError::Missing(_))
-        ));
-    }
-
-    #[test]
-    fn existing_output_is_replaced_whole() {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::write(t.path().join("a.o"), b"old old old").unwrap();
-        let o = elf(b"new");
-        write_all(t.path(), &done(vec![("a.o", &o)]), object("a.o", &[])).unwrap();
-        assert_eq!(std::fs::read(t.path().join("a.o")).unwrap(), o);
-    }
-
-    fn clean(s: &[u8]) -> String {
-        String::from_utf8_lossy(&sanitize(s)).into_owned()
-    }
-
-    #[test]
-    fn sgr_colour_and_gcc_links_are_kept() {
-        // What gcc 12 prints with -fdiagnostics-color=always -fdiagnostics-urls=always.
-        let gcc = "\x1b[01m\x1b[Ka.c:1:5:\x1b[m\x1b[K \x1b[01;35m\x1b[Kwarning: \x1b[m\x1b[Kunused \
-                   [\x1b[01;35m\x1b[K\x1b]8;;https://gcc.gnu.org/onlinedocs/gcc/Warning-Options.html#index-Wunused-variable\x1b\\-Wunused-variable\x1b]8;;\x1b\\\x1b[m\x1b[K]\n\
-                   \t| ‘x’ « é » 日本\r\n";
-        assert_eq!(clean(gcc.as_bytes()), gcc);
-        // The BEL-terminated form and an id parameter.
-        let bel = "\x1b]8;id=w1;file:///usr/include/stdio.h\x07stdio.h\x1b]8;;\x07\n";
-        assert_eq!(clean(bel.as_bytes()), bel);
-        // ISO 8859-1 text from a non-UTF-8 locale.
-        assert_eq!(sanitize(b"caf\xe9\n"), b"caf\xe9\n");
-    }
-
-    #[test]
-    fn other_controls_are_dropped() {
-        let cases: &[(&[u8], &str)] = &[
-            (b"\x1b]0;title\x07a.c: error\n", "a.c: error\n"),
-            (b"\x1b]2;title\x1b\\x\n", "x\n"),
-            (b"\x1b[2J\x1b[Hx\x1b[3;1Hy\x1b[?1049h\n", "xy\n"),
-            (b"\x1b[6n\x1b[21t\x1b[0c", ""),
-            (b"\x1b[2K\x1b[1K", ""),
-            (b"\x1bc\x1b7\x1b8\x1b(0\x1b)B\x1b#8\x1bM", ""),
-            (
-                b"\x1bP+q544e\x1b\\\x1b_apc\x1b\\\x1b^pm\x1b\\\x1bXsos\x1b\\ok",
-                "ok",
-            ),
-            (b"a\rb\x08\x07\x00\x7f\x0b\x0c\x1a\x1c\n", "ab\n"),
-            // C1 controls: 8-bit and as UTF-8.
-            (b"\x9b2J\x9d0;t\x07\xc2\x9b2J\xc2\x85z\n", "2J0;t2Jz\n"),
-            // Colour that is not plain SGR, and overlong parameter strings.
-            (b"\x1b[38:2:1:2:3mx\x1b[m", "x\x1b[m"),
-        ];
-        for (input, want) in cases {
-            assert_eq!(clean(input), *want, "{}", input.escape_ascii());
-        }
-        let long = format!("\x1b[{}m", "1;".repeat(40));
-        assert!(!clean(long.as_bytes()).contains('\x1b'));
-    }
-
-    #[test]
-    fn links_that_are_not_gcc_urls_are_dropped() {
-        for bad in [
-            &b"\x1b]8;;javascript:alert(1)\x1b\\x"[..],
-            b"\x1b]8;;https://a b\x1b\\",
-            b"\x1b]8;;https://a\x1b]0;t\x07\x1b\\",
-            b"\x1b]8;p=\x1b[2J;https://a\x1b\\",
-            b"\x1b]8;;https://a",
-        ] {
-            let out = sanitize(bad);
-            assert!(
-                !out.windows(2).any(|w| w == b"\x1b]"),
-                "{} -> {}",
-                bad.escape_ascii(),
-                out.escape_ascii()
-            );
-        }
-        let long = format!("\x1b]8;;https://{}\x1b\\", "a".repeat(MAX_URL));
-        assert!(!sanitize(long.as_bytes()).contains(&0x1b));
-    }
-
-    #[test]
-    fn unterminated_strings_keep_the_text_visible() {
-        assert_eq!(clean(b"\x1b]0;no end\nnext\n"), "0;no end\nnext\n");
-        assert_eq!(clean(b"x\x1b"), "x");
-        assert_eq!(clean(b"\x1b["), "");
-        assert_eq!(clean(b"\x1b[12"), "12".get(2..).unwrap());
-    }
-
-    #[test]
-    fn no_escape_survives_any_input() {
-        // Every kept ESC starts an SGR, `ESC [ K` or OSC 8 sequence: feed bytes that
-        // mix sequence fragments and check what comes out.
-        let pieces: [&[u8]; 12] = [
-            b"\x1b",
-            b"[",
-            b"]",
-            b"8;;",
-            b"https://x",
-            b"\x07",
-            b"\\",
-            b"m",
-            b"2J",
-            b"\r",
-            b"\xc2",
-            b"\x9b",
-        ];
-        let mut seed = 0x2545_f491_4f6c_dd1du64;
-        for _ in 0..20_000 {
-            let mut input = Vec::new();
-            for _ in 0..12 {
-                seed ^= seed << 13;
-                seed ^= seed >> 7;
-                seed ^= seed << 17;
-                input.extend_from_slice(pieces[(seed % 12) as usize]);
-            }
-            let out = sanitize(&input);
-            let mut i = 0;
-            while i < out.len() {
-                match out[i] {
-                    ESC => {
-                        let n = kept_escape(&out[i..]).unwrap_or_else(|| {
-                            panic!("{} -> {}", input.escape_ascii(), out.escape_ascii())
-                        });
-                        i += n;
-                    }
-                    b'\r' => {
-                        assert_eq!(out.get(i + 1), Some(&b'\n'));
-                        i += 1;
-                    }
-                    b => {
-                        assert!(
-                            b >= 0x20 && b != 0x7f && !(0x80..0xa0).contains(&b)
-                                || b == b'\n'
-                                || b == b'\t'
-                                || b == 0xc2,
-                            "{b:#x} in {}",
-                            out.escape_ascii()
-                        );
-                        i += 1;
-                    }
-                }
-            }
-            assert_eq!(sanitize(&out), out, "sanitize is idempotent");
-        }
-    }
-}
+mod tests;
