@@ -7,6 +7,8 @@ mod support;
 mod fixture;
 // End to end through the real sshd and gcc; stock distcc interop both ways; fallbacks.
 mod e2e;
+// Drop-in exactness over the real sshd: caret lines, clang -g, -flto -g, side files, JSON (issue 8).
+mod fidelity;
 // SSH client layer (mux::ssh) against the private sshd.
 mod ssh;
 // The mux against the real sshd: lane reuse, MaxSessions, auto-spawn, make hang, BUSY, idle exit.

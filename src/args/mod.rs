@@ -22,7 +22,7 @@ pub use language::Language;
 pub use policy::{check_name, check_server_args, Refusal};
 
 use language::InputKind;
-use table::{Kind, LocalKind, Value};
+use table::{Kind, LocalKind, Value, When};
 
 /// The compiler drivers hoardcc knows; [`is_compiler_name`] adds their target-prefixed and
 /// versioned variants. The server's default allow-list and the wrapper's masquerade
@@ -154,6 +154,9 @@ pub enum LocalReason {
     NotAllowed(String),
     /// A source or output name a server would refuse ([`check_name`]); holds the name.
     BadName(String),
+    /// Options the server accepts one by one, whose combination would give a different
+    /// result remotely (a row of the option table's `COMBINATIONS`); holds the reason.
+    WouldDiffer(&'static str),
 }
 
 impl fmt::Display for LocalReason {
@@ -186,6 +189,7 @@ impl fmt::Display for LocalReason {
             ServerRefuses(m) => write!(f, "server would refuse: {m}"),
             NotAllowed(o) => write!(f, "{o} is not on the build servers' option allow-list"),
             BadName(n) => write!(f, "file name {n:?} could be read as an option"),
+            WouldDiffer(why) => f.write_str(why),
         }
     }
 }
@@ -412,6 +416,7 @@ struct Scan {
     dep_target: bool,
     debug: bool,
     split_dwarf: bool,
+    lto: bool,
 }
 
 impl Scan {
@@ -569,6 +574,16 @@ fn classify_expanded(compiler: &str, args: &[String]) -> Classified {
                 }
                 scan.compile_args.extend(tokens);
             }
+            Kind::OptInfo if operand.contains('=') => {
+                scan.local(LocalReason::ExtraOutput(arg.clone()));
+            }
+            Kind::OptInfo | Kind::Lto => {
+                if kind == Kind::Lto {
+                    scan.lto = arg != "-fno-lto";
+                }
+                scan.cpp_args.extend(tokens.iter().cloned());
+                scan.compile_args.extend(tokens);
+            }
             Kind::Local(LocalKind::Info) => {
                 scan.info.get_or_insert_with(|| arg.clone());
             }
@@ -582,6 +597,28 @@ fn classify_expanded(compiler: &str, args: &[String]) -> Classified {
         }
     }
     decide(compiler, scan)
+}
+
+/// Whether `when` holds for a compile by `family` with these remote arguments.
+fn combination_holds(when: When, family: Family, debug: bool, lto: bool, args: &[String]) -> bool {
+    match when {
+        When::ClangDwarf5 => family == Family::Clang && debug && dwarf_version(args) >= 5,
+        When::Lto => lto,
+    }
+}
+
+/// The DWARF version clang uses for `args`: the last `-gdwarf-N`, else the last
+/// `-fdebug-default-version=N`, else 5 (clang 14's default; older clangs default to 4,
+/// and assuming 5 only keeps more compiles local).
+fn dwarf_version(args: &[String]) -> u32 {
+    let last = |prefix: &str| {
+        args.iter()
+            .rev()
+            .find_map(|a| a.strip_prefix(prefix)?.parse::<u32>().ok())
+    };
+    last("-gdwarf-")
+        .or_else(|| last("-fdebug-default-version="))
+        .unwrap_or(5)
 }
 
 /// Turn a finished scan into the outcome, in a fixed order of precedence: driver errors and
@@ -658,6 +695,12 @@ fn decide(compiler: &str, scan: Scan) -> Classified {
     }
     if let Err(refusal) = check_server_args(&compile_args) {
         return Local(LocalReason::NotAllowed(refusal.option));
+    }
+    if let Some(row) = table::COMBINATIONS
+        .iter()
+        .find(|row| combination_holds(row.when, family, scan.debug, scan.lto, &compile_args))
+    {
+        return Local(LocalReason::WouldDiffer(row.reason));
     }
     let names = std::iter::once(&input.name)
         .chain(std::iter::once(&output))

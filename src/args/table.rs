@@ -79,6 +79,11 @@ pub(crate) enum Kind {
     DepTarget,
     /// `-Wa,…`: checked piece by piece for listing/dependency outputs.
     AsmPass,
+    /// `-fopt-info…`: to stderr it is an ordinary option; `-fopt-info…=FILE` writes FILE,
+    /// which stays on the server, so that form keeps the compile local.
+    OptInfo,
+    /// `-flto`, `-flto=…`, `-fno-lto`: tracked for [`COMBINATIONS`] (the last one wins).
+    Lto,
     /// The compile must stay local.
     Local(LocalKind),
 }
@@ -109,6 +114,7 @@ pub(crate) static ARGS: &[ArgSpec] = &[
     a("--help", Prefix, Local(Info)),
     a("--output", Either, Output),
     a("--param", Either, Common),
+    a("--save-stats", Prefix, Local(AuxOutput)),
     a("--specs", Either, Local(Toolchain)),
     a("--sysroot", Either, Cpp),
     a("--target-help", Flag, Local(Info)),
@@ -161,9 +167,18 @@ pub(crate) static ARGS: &[ArgSpec] = &[
     a("-fcallgraph-info", Prefix, Local(AuxOutput)),
     a("-fcreate-profile", Prefix, Local(Profile)),
     a("-fcs-profile-generate", Prefix, Local(Profile)),
+    a("-fdeps-", Prefix, Local(AuxOutput)),
+    a("-fdiagnostics-format=json-file", Flag, Local(AuxOutput)),
+    a("-fdiagnostics-format=sarif-file", Flag, Local(AuxOutput)),
     a("-fdump-", Prefix, Local(AuxOutput)),
+    a("-flto", Flag, Lto),
+    a("-flto=", Prefix, Lto),
+    a("-fno-lto", Flag, Lto),
+    a("-fopt-info", Prefix, OptInfo),
+    a("-foptimization-record-file=", Prefix, Local(AuxOutput)),
     a("-fpass-plugin=", Prefix, Local(Toolchain)),
     a("-fplugin", Prefix, Local(Toolchain)),
+    a("-fproc-stat-report", Prefix, Local(AuxOutput)),
     a("-fprofile-", Prefix, Local(Profile)),
     a("-framework", Separate, Linker),
     a("-fsanitize-blacklist=", Prefix, Local(ReadsFile)),
@@ -215,6 +230,7 @@ pub(crate) static ARGS: &[ArgSpec] = &[
     a("-rdynamic", Flag, Linker),
     a("-remap", Flag, Cpp),
     a("-s", Flag, Linker),
+    a("-save-stats", Prefix, Local(AuxOutput)),
     a("-save-temps", Prefix, Local(SaveTemps)),
     a("-shared", Flag, Linker),
     a("-shared-libgcc", Flag, Linker),
@@ -231,6 +247,39 @@ pub(crate) static ARGS: &[ArgSpec] = &[
     a("-wrapper", Separate, Local(Toolchain)),
     a("-x", Either, Lang),
     a("-z", Either, Linker),
+];
+
+/// A condition on the whole command line that keeps a compile local although the server
+/// accepts each of its options: the remote result would differ from the compiler's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum When {
+    /// clang with debug info in DWARF 5 (`-g` with clang 14's default, or `-gdwarf-5`).
+    ClangDwarf5,
+    /// Link-time optimisation in effect (`-flto…` not cancelled by a later `-fno-lto`).
+    Lto,
+}
+
+/// One row of [`COMBINATIONS`]: the condition, and the reason the job log gives.
+#[derive(Debug)]
+pub(crate) struct Combination {
+    pub when: When,
+    pub reason: &'static str,
+}
+
+/// The combinations that run locally, checked in order after the options are scanned.
+pub(crate) static COMBINATIONS: &[Combination] = &[
+    Combination {
+        when: When::ClangDwarf5,
+        reason: "clang -g with DWARF 5: the line table records MD5 checksums of the \
+                 original files, which the preprocessed text sent to a server cannot \
+                 reproduce (-gdwarf-4 compiles remotely)",
+    },
+    Combination {
+        when: When::Lto,
+        reason: "-flto: the LTO bytecode records the compiler's working directory \
+                 unmapped, so the link would name the server's job directory in debug \
+                 info and in its diagnostics (the optimisation runs at link time, here)",
+    },
 ];
 
 /// `-fprofile-*` options that neither read nor write profile files on their own.

@@ -223,6 +223,39 @@ const CASES: &[(&str, Want)] = &[
     ("-c -D -fplugin=x foo.c", L("NotAllowed")),
     ("-c -mllvm -info-output-file=/tmp/x foo.c", L("NotAllowed")),
     ("-c -ftime-trace foo.c", L("ExtraOutput")),
+    // Options that write side files (issue 8): the file would stay on the server.
+    ("-c -fopt-info-all=opt.txt foo.c", L("ExtraOutput")),
+    ("-c -fopt-info-vec=opt.txt foo.c", L("ExtraOutput")),
+    ("-c -fopt-info-vec-missed=opt.txt foo.c", L("ExtraOutput")),
+    ("-c -fopt-info-vec-missed foo.c", R("foo.c", "foo.o")),
+    ("-c -fcallgraph-info foo.c", L("ExtraOutput")),
+    ("-c -fcallgraph-info=su,da foo.c", L("ExtraOutput")),
+    ("-c -fsave-optimization-record foo.c", L("ExtraOutput")),
+    ("-c -fsave-optimization-record=yaml foo.c", L("ExtraOutput")),
+    ("-c -foptimization-record-file=x.yaml foo.c", L("ExtraOutput")),
+    ("-c -ftime-trace=t.json foo.c", L("ExtraOutput")),
+    ("-c -fproc-stat-report=s.csv foo.c", L("ExtraOutput")),
+    ("-c -save-stats foo.c", L("ExtraOutput")),
+    ("-c -save-stats=obj foo.c", L("ExtraOutput")),
+    ("-c --save-stats=cwd foo.c", L("ExtraOutput")),
+    ("-c -fdump-ipa-all foo.c", L("ExtraOutput")),
+    ("-c -fdump-final-insns=x foo.c", L("ExtraOutput")),
+    ("-c -fdiagnostics-format=sarif-file foo.c", L("ExtraOutput")),
+    ("-c -fdiagnostics-format=json-file foo.c", L("ExtraOutput")),
+    ("-c -fdiagnostics-format=json foo.c", R("foo.c", "foo.o")),
+    ("-c -fdeps-format=p1689r5 foo.cc", L("ExtraOutput")),
+    ("-c -fno-stack-usage foo.c", R("foo.c", "foo.o")),
+    ("-c -da foo.c", L("NotAllowed")),
+    // Combinations whose remote result would differ (issue 8).
+    ("-c -flto -g foo.c", L("WouldDiffer")),
+    ("-c -g -flto=auto foo.c", L("WouldDiffer")),
+    ("-c -flto foo.c", L("WouldDiffer")),
+    ("-c -flto=thin foo.c", L("WouldDiffer")),
+    ("-c -fno-lto -flto foo.c", L("WouldDiffer")),
+    ("-c -flto -fno-lto -g foo.c", R("foo.c", "foo.o")),
+    ("-c -fno-lto foo.c", R("foo.c", "foo.o")),
+    ("-c -flto-partition=one -g foo.c", R("foo.c", "foo.o")),
+    ("-c -ffat-lto-objects foo.c", R("foo.c", "foo.o")),
     ("-c -fsome-new-flag foo.c", L("NotAllowed")),
     ("-c -Wl foo.c", L("NotAllowed")),
     ("-c @foo.c", L("BadName")),
@@ -276,6 +309,7 @@ fn classification_table() {
         "ServerRefuses",
         "NotAllowed",
         "BadName",
+        "WouldDiffer",
     ];
     for name in REASONS {
         assert!(
@@ -310,6 +344,41 @@ fn classification_table() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// clang's DWARF 5 line table cannot be reproduced remotely; DWARF 4, and no debug info,
+/// can (issue 8).
+#[test]
+fn clang_dwarf5_debug_stays_local() {
+    for line in [
+        "-c -g foo.c",
+        "-c -O2 -g foo.c",
+        "-c -gdwarf-5 foo.c",
+        "-c -gline-tables-only foo.c",
+        "-c -gdwarf-4 -gdwarf-5 foo.c",
+        "-c -g -fdebug-default-version=5 foo.c",
+    ] {
+        for cc in ["clang", "clang++-14", "x86_64-linux-gnu-clang"] {
+            match run(cc, line) {
+                Classified::Local(LocalReason::WouldDiffer(why)) => {
+                    assert!(why.contains("DWARF 5"), "{why}")
+                }
+                other => panic!("{cc} {line}: {other:?}"),
+            }
+        }
+    }
+    for line in [
+        "-c -O2 foo.c",
+        "-c -g -gdwarf-4 foo.c",
+        "-c -gdwarf-4 foo.c",
+        "-c -g -fdebug-default-version=4 foo.c",
+        "-c -g -g0 foo.c",
+    ] {
+        remote("clang", line);
+    }
+    // gcc's DWARF 5 objects match.
+    remote("gcc", "-c -g foo.c");
+    remote("gcc", "-c -gdwarf-5 foo.c");
 }
 
 #[test]
@@ -395,10 +464,10 @@ fn split_dwarf_outputs() {
         .extra_outputs
         .is_empty());
     assert_eq!(
-        remote("clang", "-c -g -gsplit-dwarf a.c").extra_outputs,
+        remote("clang", "-c -g -gdwarf-4 -gsplit-dwarf a.c").extra_outputs,
         vec!["a.dwo".to_string()]
     );
-    assert!(remote("clang", "-c -g -gsplit-dwarf=single a.c")
+    assert!(remote("clang", "-c -g -gdwarf-4 -gsplit-dwarf=single a.c")
         .extra_outputs
         .is_empty());
     // -S never writes a .dwo (the assembler splits it).
@@ -422,8 +491,8 @@ fn preprocess_args_basic() {
         argv("-g -E -fdirectives-only foo.c")
     );
     assert_eq!(
-        cpp("clang", "-c -g foo.c", CppStyle::DirectivesOnly),
-        argv("-g -E -frewrite-includes foo.c")
+        cpp("clang", "-c -gdwarf-4 foo.c", CppStyle::DirectivesOnly),
+        argv("-gdwarf-4 -E -frewrite-includes foo.c")
     );
     // -x goes right before the source; linker options stay for the driver's warnings;
     // -P/-C never reach cpp (they would drop line markers / keep comments).

@@ -128,6 +128,20 @@ pub struct Prepared {
     pub output: (String, PathBuf),
     /// Extra outputs (returned when they exist).
     pub extra_outputs: Vec<(String, PathBuf)>,
+    /// The job root as the compiler saw it in file names it reports, when line markers
+    /// were pointed into the root ([`root_markers`]): removed from its stderr.
+    pub root_in_names: Option<Vec<u8>>,
+}
+
+impl Prepared {
+    /// The compiler's stderr as the client must see it: file names that were pointed into
+    /// the job root (`ROOT/abs/inc/g.h`) get their client names back (`/abs/inc/g.h`).
+    pub fn client_stderr(&self, stderr: &[u8]) -> Vec<u8> {
+        match &self.root_in_names {
+            Some(root) => strip_root(stderr, root),
+            None => stderr.to_vec(),
+        }
+    }
 }
 
 /// Validates `job` and stages it: [`check`], then [`stage`].
@@ -230,17 +244,16 @@ pub fn stage(
     sandbox: &Sandbox,
 ) -> Result<Prepared, PrepareError> {
     let workdir = WorkDir::create(tmpdir, &job.cwd)?;
-    // Directives-only text goes to a side path, `.hoardcc-src/<name>`, mapped back to
-    // `<name>` in debug info, so the client's original text (a context file) can sit at
-    // `<name>` for the compiler to quote in diagnostics. Names with `..` or absolute ones
-    // compile in place.
+    // Directives-only text goes to a side path, `.hoardcc-src/<name>` (for an absolute
+    // name, `/.hoardcc-src/<name>`, under the root), mapped back to `<name>` in debug
+    // info, so the client's original text (a context file) can sit at `<name>` for the
+    // compiler to quote in diagnostics. Names with `..` compile in place.
     // With `-g3` the side path shows in the macro table, so those compile in place
     // (identical objects, no caret lines).
     let macro_debug = job.args.iter().any(|a| a == "-g3" || a == "-ggdb3");
-    let side_name = (job.source_kind == SourceKind::DirectivesOnly
-        && !macro_debug
-        && is_plain_relative(&job.source_name))
-    .then(|| format!("{SIDE_DIR}/{}", job.source_name));
+    let side_name = (job.source_kind == SourceKind::DirectivesOnly && !macro_debug)
+        .then(|| side_name_for(&job.source_name))
+        .flatten();
     let compile_name = side_name.as_deref().unwrap_or(&job.source_name);
     let source_path = workdir.prepare(compile_name)?;
     let output_path = workdir.prepare(&job.output_name)?;
@@ -259,8 +272,7 @@ pub fn stage(
         .unpack(limits.max_job_bytes)
         .map_err(|e| PrepareError::Server(format!("bad source blob: {e}")))?;
     let mut job_bytes = source.len() as u64;
-    std::fs::write(&source_path, source)
-        .map_err(|e| PrepareError::Server(format!("writing the source: {e}")))?;
+    let mut written: Vec<&str> = Vec::new();
     for file in &job.context {
         let path = workdir.prepare(&file.name)?;
         if path == source_path
@@ -276,20 +288,57 @@ pub fn stage(
         job_bytes += data.len() as u64;
         std::fs::write(&path, data)
             .map_err(|e| PrepareError::Server(format!("writing a context file: {e}")))?;
+        written.push(&file.name);
     }
+    // gcc quotes source lines by opening the file a line marker names: for absolute
+    // names that is a path outside the job directory, so those markers are pointed at
+    // the client's text under the root, and the root is mapped away again in debug info,
+    // `__FILE__` and stderr. clang quotes from the text it compiles and needs none of it.
+    let gcc_family = no_caret_flag(&job.compiler).is_some() && !job.compiler.contains("clang");
+    let rooted = (side_name.is_some() && gcc_family)
+        .then(|| root_markers(&source, workdir.root(), &written))
+        .flatten();
+    let root_in_names = rooted
+        .as_ref()
+        .map(|_| workdir.root().as_os_str().as_encoded_bytes().to_vec());
+    let source = rooted.unwrap_or(source);
+    std::fs::write(&source_path, source)
+        .map_err(|e| PrepareError::Server(format!("writing the source: {e}")))?;
 
     let mut args: Vec<OsString> = job.args.iter().map(OsString::from).collect();
     // Both source kinds compile in the mirrored cwd. For `DirectivesOnly` (compiled as
     // source) DW_AT_comp_dir and file names are `root/<client path>` and the map drops
     // `root`; for `Preprocessed` input the `.i` line markers already carry the client's
     // names and the map is harmless.
-    let mut map = OsString::from("-fdebug-prefix-map=");
-    map.push(workdir.root());
-    map.push("=");
-    args.push(map);
-    args.extend(client_prefix_maps(&job.args, workdir.root()));
-    if side_name.is_some() {
-        args.push(format!("-fdebug-prefix-map={SIDE_DIR}/=").into());
+    let root_map = |flag: &str, under: &str| {
+        let mut map = OsString::from(flag);
+        map.push(workdir.root());
+        map.push(under);
+        map.push("=");
+        map
+    };
+    args.push(root_map("-fdebug-prefix-map=", ""));
+    if root_in_names.is_some() {
+        args.push(root_map("-fmacro-prefix-map=", ""));
+    }
+    let side_root = workdir.root().join(SIDE_DIR);
+    match side_name.as_deref() {
+        Some(side) if side.starts_with('/') => {
+            // `ROOT/.hoardcc-src/abs/a.c` → `/abs/a.c`; the client's maps, rebased onto
+            // both roots, come later and so win, as on the client.
+            for flag in ["-fdebug-prefix-map=", "-fmacro-prefix-map="] {
+                args.push(root_map(flag, &format!("/{SIDE_DIR}")));
+            }
+            args.extend(client_prefix_maps(&job.args, workdir.root()));
+            args.extend(client_prefix_maps(&job.args, &side_root));
+        }
+        Some(_) => {
+            args.extend(client_prefix_maps(&job.args, workdir.root()));
+            args.push(format!("-fdebug-prefix-map={SIDE_DIR}/=").into());
+            // `__BASE_FILE__` names the file compiled.
+            args.push(format!("-fmacro-prefix-map={SIDE_DIR}/=").into());
+        }
+        None => args.extend(client_prefix_maps(&job.args, workdir.root())),
     }
     if job.source_kind == SourceKind::DirectivesOnly {
         // Every #include was already resolved on the client; without this the server's
@@ -325,6 +374,7 @@ pub fn stage(
         command,
         output: (job.output_name.clone(), output_path),
         extra_outputs,
+        root_in_names,
     })
 }
 
@@ -354,6 +404,76 @@ fn no_caret_flag(compiler: &str) -> Option<&'static str> {
 /// Where directives-only sources are written, relative to the mirrored cwd.
 const SIDE_DIR: &str = ".hoardcc-src";
 
+/// The side path for a directives-only source called `name`: `.hoardcc-src/<name>` for a
+/// plain relative name, `/.hoardcc-src/<name>` (under the root) for a plain absolute one,
+/// none for names with `.`, `..` or empty components (those compile in place).
+fn side_name_for(name: &str) -> Option<String> {
+    match name.strip_prefix('/') {
+        Some(rest) => is_plain_relative(rest).then(|| format!("/{SIDE_DIR}/{rest}")),
+        None => is_plain_relative(name).then(|| format!("{SIDE_DIR}/{name}")),
+    }
+}
+
+/// `text` with every line marker that names one of the absolute `names` (files written
+/// under `root`) naming `root/<name>` instead. `None` when nothing changes, or when the
+/// root cannot be spelt in a marker without escapes.
+fn root_markers(text: &[u8], root: &Path, names: &[&str]) -> Option<Vec<u8>> {
+    let root = root.to_str()?;
+    if root.contains(['"', '\\']) || root.chars().any(char::is_control) {
+        return None;
+    }
+    let absolute: Vec<&str> = names
+        .iter()
+        .copied()
+        .filter(|n| n.starts_with('/') && !n.contains(['"', '\\']))
+        .collect();
+    if absolute.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(text.len() + 4096);
+    let mut changed = false;
+    for line in text.split_inclusive(|&b| b == b'\n') {
+        let ours = marker_name(line).is_some_and(|n| absolute.iter().any(|a| a.as_bytes() == n));
+        match line.iter().position(|&b| b == b'"').filter(|_| ours) {
+            Some(quote) => {
+                out.extend_from_slice(&line[..=quote]);
+                out.extend_from_slice(root.as_bytes());
+                out.extend_from_slice(&line[quote + 1..]);
+                changed = true;
+            }
+            None => out.extend_from_slice(line),
+        }
+    }
+    changed.then_some(out)
+}
+
+/// The file name of a line marker (`# 12 "name" 1 3`), if `line` is one.
+fn marker_name(line: &[u8]) -> Option<&[u8]> {
+    let rest = line.strip_prefix(b"# ")?;
+    let digits = rest.iter().take_while(|b| b.is_ascii_digit()).count();
+    let rest = rest[digits..].strip_prefix(b" \"")?;
+    if digits == 0 {
+        return None;
+    }
+    let end = rest.iter().position(|&b| b == b'"')?;
+    Some(&rest[..end])
+}
+
+/// `bytes` with every `root` that is followed by `/` removed.
+fn strip_root(bytes: &[u8], root: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i..].starts_with(root) && bytes.get(i + root.len()) == Some(&b'/') {
+            i += root.len();
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    out
+}
+
 /// A relative path with no `.`/`..` components and no empty ones.
 fn is_plain_relative(name: &str) -> bool {
     !name.starts_with('/')
@@ -367,7 +487,11 @@ fn is_plain_relative(name: &str) -> bool {
 /// first matching map, checking the last-given first, so these copies (`ROOT/OLD=NEW`)
 /// come after ours and win for paths under OLD, as the originals do on the client.
 fn client_prefix_maps(args: &[String], root: &Path) -> Vec<OsString> {
-    const MAPS: [&str; 2] = ["-fdebug-prefix-map=", "-ffile-prefix-map="];
+    const MAPS: [&str; 3] = [
+        "-fdebug-prefix-map=",
+        "-ffile-prefix-map=",
+        "-fmacro-prefix-map=",
+    ];
     args.iter()
         .filter_map(|arg| {
             let flag = MAPS.iter().find(|m| arg.starts_with(*m))?;
@@ -450,6 +574,43 @@ mod tests {
         }
         // Nothing was staged for any of them.
         assert_eq!(std::fs::read_dir(t.path()).unwrap().count(), 0);
+    }
+
+    #[test]
+    fn absolute_markers_point_into_the_root() {
+        let text = b"# 0 \"/src/p/a.c\"\n# 0 \"/build//\"\n# 1 \"/usr/include/stdio.h\" 1 3 4\n\
+# 1 \"/src/p/inc/g.h\" 1\nint g;\n# 2 \"/src/p/a.c\" 2\nint x; // # 1 \"/src/p/a.c\"\n";
+        let names = ["/src/p/a.c", "/src/p/inc/g.h", "rel.h"];
+        let out = root_markers(text, Path::new("/tmp/j/root"), &names).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "# 0 \"/tmp/j/root/src/p/a.c\"\n# 0 \"/build//\"\n# 1 \"/usr/include/stdio.h\" 1 3 4\n\
+# 1 \"/tmp/j/root/src/p/inc/g.h\" 1\nint g;\n# 2 \"/tmp/j/root/src/p/a.c\" 2\n\
+int x; // # 1 \"/src/p/a.c\"\n"
+        );
+        assert_eq!(
+            root_markers(text, Path::new("/tmp/j/root"), &["rel.h"]),
+            None
+        );
+        assert_eq!(root_markers(text, Path::new("/tmp/\"j/root"), &names), None);
+        assert_eq!(
+            strip_root(
+                b"/tmp/j/root/src/p/a.c:2:3: warning\n/tmp/j/rootx /tmp/j/root",
+                b"/tmp/j/root"
+            ),
+            b"/src/p/a.c:2:3: warning\n/tmp/j/rootx /tmp/j/root".to_vec()
+        );
+        assert_eq!(
+            side_name_for("src/a.c").as_deref(),
+            Some(".hoardcc-src/src/a.c")
+        );
+        assert_eq!(
+            side_name_for("/src/a.c").as_deref(),
+            Some("/.hoardcc-src/src/a.c")
+        );
+        assert_eq!(side_name_for("/src/../a.c"), None);
+        assert_eq!(side_name_for("../a.c"), None);
+        assert_eq!(side_name_for("/"), None);
     }
 
     #[test]

@@ -745,7 +745,7 @@ fn result_message(id: u64, f: exec::Finished, prepared: &job::Prepared, version:
         id,
         exit_code: f.exit_code,
         stdout: Blob::pack(&f.stdout),
-        stderr: Blob::pack(&f.stderr),
+        stderr: Blob::pack(&prepared.client_stderr(&f.stderr)),
         outputs,
     };
     let size: u64 = [&result.stdout, &result.stderr]

@@ -423,6 +423,7 @@ fn finish(
 fn cpp_failed(e: preprocess::PreprocessError) -> Outcome {
     match e {
         preprocess::PreprocessError::Failed { .. } => Outcome::Local("preprocessor failed".into()),
+        preprocess::PreprocessError::JsonDiagnostics => Outcome::Local(e.to_string()),
         other => Outcome::Failed(Failure {
             message: other.to_string(),
             code: ExitCode::LocalCppFailed.code(),

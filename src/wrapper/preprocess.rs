@@ -26,6 +26,10 @@ pub enum PreprocessError {
     /// The preprocessor itself failed: the user's error (missing header, `#error`).
     #[error("preprocessor exited with {code}")]
     Failed { code: i32, stderr: Vec<u8> },
+    /// The preprocessor reported diagnostics as a JSON document: the compiler alone
+    /// prints one document for the whole compile, which two documents cannot match.
+    #[error("the preprocessor's JSON diagnostics cannot be merged with the compiler's")]
+    JsonDiagnostics,
 }
 
 /// Run `real_compiler` to preprocess `job` in `style`.
@@ -57,10 +61,34 @@ pub fn run(
         CppStyle::DirectivesOnly => strip_builtin_section(out.stdout),
         CppStyle::Classic => out.stdout,
     };
-    Ok(Preprocessed {
-        source,
-        stderr: out.stderr,
-    })
+    let stderr = if json_diagnostics(&job.compile_args) {
+        json_cpp_stderr(out.stderr)?
+    } else {
+        out.stderr
+    };
+    Ok(Preprocessed { source, stderr })
+}
+
+/// Whether the last `-fdiagnostics-format=` in `args` prints JSON to stderr (gcc's
+/// `json`, and `json-stderr` from gcc 13).
+pub fn json_diagnostics(args: &[String]) -> bool {
+    args.iter()
+        .rev()
+        .find_map(|a| a.strip_prefix("-fdiagnostics-format="))
+        .is_some_and(|v| v == "json" || v == "json-stderr")
+}
+
+/// With JSON diagnostics, the preprocessor prints a document of its own (`[]` when it has
+/// nothing to say) and so does the server's compiler; gcc alone prints one. An empty
+/// document is dropped; any other cannot be merged in gcc's order, so the compile runs
+/// locally ([`PreprocessError::JsonDiagnostics`]).
+fn json_cpp_stderr(stderr: Vec<u8>) -> Result<Vec<u8>, PreprocessError> {
+    let text = stderr.trim_ascii();
+    if text.is_empty() || text == b"[]" {
+        Ok(Vec::new())
+    } else {
+        Err(PreprocessError::JsonDiagnostics)
+    }
 }
 
 /// Drop the `# 0 "<built-in>"` section (the compiler's predefined macros) from
@@ -256,6 +284,27 @@ mod tests {
             command_line_macros(&a),
             vec!["-DA=1", "-DB", "-UC", "-UD", "-Dx"]
         );
+    }
+
+    #[test]
+    fn json_diagnostics_lose_the_empty_cpp_document() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(json_diagnostics(&a(&["-fdiagnostics-format=json"])));
+        assert!(json_diagnostics(&a(&[
+            "-fdiagnostics-format=text",
+            "-fdiagnostics-format=json-stderr"
+        ])));
+        assert!(!json_diagnostics(&a(&[
+            "-fdiagnostics-format=json",
+            "-fdiagnostics-format=text"
+        ])));
+        assert!(!json_diagnostics(&a(&["-Wall"])));
+        assert_eq!(json_cpp_stderr(b"[]\n".to_vec()).unwrap(), b"");
+        assert_eq!(json_cpp_stderr(Vec::new()).unwrap(), b"");
+        assert!(matches!(
+            json_cpp_stderr(b"[{\"kind\": \"warning\"}]\n".to_vec()),
+            Err(PreprocessError::JsonDiagnostics)
+        ));
     }
 
     #[test]
