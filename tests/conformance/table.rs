@@ -203,6 +203,7 @@ const CONFTEST_CHOKE: &str = "/* confdefs.h */\n/* end confdefs.h.  */\n\
 /// files, which a compile of the preprocessed text cannot reproduce (issue 8 #5).
 const CLANG_DWARF5: Where =
     Where::Local("clang -g with DWARF 5: compiled here until the line table matches");
+const LTO: &str = "-flto: the bytecode would name the server's job directory";
 const CPP_FAILED: &str = "the local preprocessor failed: the compiler, run here, reports it";
 const DEV_NULL_PROBE: &str = "the source is /dev/null (a device): left to the compiler";
 
@@ -252,13 +253,26 @@ pub fn rows() -> Vec<Row> {
         remote("S", &["-S", "a.c"]),
         remote("S-o", &["-S", "-O2", "a.c", "-o", "out.s"]),
         remote("S-g", &["-S", "-g", "a.c"]).clang(CLANG_DWARF5),
-        // LTO (issue 8 #6); gcc's LTO section names are random without -frandom-seed.
-        remote("flto", &["-flto", "-frandom-seed=1", "-O2", "-c", "a.c"]),
+        // LTO (issue 8 #6): the bytecode records the source's name and directory as the
+        // server saw them (clang's `source_filename` is `.hoardcc-src/a.c`), which the link
+        // would name. gcc's LTO section names are random without -frandom-seed.
+        local(
+            "flto",
+            &["-flto", "-frandom-seed=1", "-O2", "-c", "a.c"],
+            LTO,
+        ),
         local(
             "flto-g",
             &["-flto", "-frandom-seed=1", "-g", "-O2", "-c", "a.c"],
-            "-flto -g: the LTO bytecode records the working directory unmapped",
+            LTO,
         ),
+        local(
+            "flto-auto",
+            &["-flto=auto", "-O2", "-c", "util.c", "-o", "u.o"],
+            LTO,
+        )
+        .only(Drivers::Gnu)
+        .loose(".o"),
         remote(
             "clang-gdwarf-4-abs",
             &["-g", "-gdwarf-4", "-Wall", "-c", "{dir}/warn.c"],
@@ -316,6 +330,12 @@ pub fn rows() -> Vec<Row> {
         .only(Drivers::Gnu),
         remote("json-error", &["-fdiagnostics-format=json", "-c", "err.c"]).only(Drivers::Gnu),
         remote("json-clean", &["-fdiagnostics-format=json", "-c", "a.c"]).only(Drivers::Gnu),
+        local(
+            "json-cpp-warning",
+            &["-fdiagnostics-format=json", "-c", "cppwarn.c"],
+            "json diagnostics with a preprocessor diagnostic: gcc prints one JSON document",
+        )
+        .only(Drivers::Gnu),
         // Spaces and unicode in paths.
         remote(
             "space-dir",
