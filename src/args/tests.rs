@@ -549,10 +549,28 @@ fn preprocess_args_dependency_rewrites() {
         cpp("gcc", "-c -MD -MQ tgt -MFx.d -MP foo.c -o x.o", c),
         argv("-MD -MQ tgt -MFx.d -MP -E foo.c")
     );
-    // -Wp,-MD,file passes through untouched.
+    // -Wp,-MD,file passes through untouched: gcc's cc1 reads it itself.
     assert_eq!(
         cpp("gcc", "-c -Wp,-MMD,.foo.d foo.c -o x.o", c),
         argv("-Wp,-MMD,.foo.d -E foo.c")
+    );
+    // clang's driver reads -Wp,-MMD,file as -MMD -MF file and names the target after -o
+    // (the kernel's `-Wp,-MMD,dir/.x.o.d -o dir/x.o`).
+    assert_eq!(
+        cpp("clang", "-c -Wp,-MMD,deps/.foo.o.d foo.c -o deps/foo.o", c),
+        argv("-Wp,-MMD,deps/.foo.o.d -E -MQ deps/foo.o foo.c")
+    );
+    assert_eq!(
+        cpp("clang", "-c -Wp,-MD foo.c -o obj/foo.o", c),
+        argv("-Wp,-MD -E -MF obj/foo.d -MQ obj/foo.o foo.c")
+    );
+    assert_eq!(
+        cpp("clang", "-c -Wp,-MD,x.d foo.c", c),
+        argv("-Wp,-MD,x.d -E foo.c")
+    );
+    assert_eq!(
+        cpp("clang", "-c -Wp,-DX foo.c -o x.o", c),
+        argv("-Wp,-DX -E foo.c")
     );
     // -S without -o: deps to foo.d, target left to cpp (foo.o, as gcc does).
     assert_eq!(

@@ -386,6 +386,8 @@ pub fn rows() -> Vec<Row> {
             "kernel-Wp-MMD",
             &["-Wp,-MMD,deps/.a.o.d", "-O2", "-c", "-o", "deps/a.o", "a.c"],
         ),
+        // clang reads a bare -Wp,-MD as -MD: deps/a.d, target deps/a.o.
+        remote("Wp-MD-no-file", &["-Wp,-MD", "-c", "-o", "deps/a.o", "a.c"]).only(Drivers::Clang),
         local(
             "M",
             &["-M", "a.c"],
