@@ -406,7 +406,11 @@ fn finish(
             });
         }
     }
-    // A failed compile writes nothing: like gcc, an output that was there stays.
+    // A failed compile writes nothing; an output that was there stays (gcc) or goes (clang).
+    if done.exit_code != 0 {
+        let gcc_deletes = job.assemble_only || job.compile_args.iter().any(|a| a == "-pipe");
+        outputs::after_failure(cwd, &job.output, job.family, gcc_deletes);
+    }
     // The local preprocessor's warnings come first, as in a local compile; only the
     // server's part is sanitized.
     let mut err = cpp_stderr;

@@ -314,10 +314,20 @@ pub fn rows() -> Vec<Row> {
             "color-always",
             &["-fdiagnostics-color=always", "-Wall", "-c", "warn.c"],
         ),
-        // Issue 8 #9: gcc leaves an existing output alone when the compile fails (clang deletes it).
+        // Issue 8 #9: gcc -c leaves an existing output alone when the compile fails; gcc
+        // -S or -pipe and clang delete it (a symlink: the link).
         remote(
             "error-with-existing-output",
             &["-c", "err.c", "-o", "existing.o"],
+        ),
+        remote(
+            "error-with-existing-symlink",
+            &["-c", "err.c", "-o", "sym.o"],
+        ),
+        remote("error-S-existing", &["-S", "err.c", "-o", "existing.o"]),
+        remote(
+            "error-pipe-existing",
+            &["-pipe", "-c", "err.c", "-o", "existing.o"],
         ),
         remote("cpp-warning", &["-c", "cppwarn.c"]),
         local("missing-header", &["-c", "missing.c"], CPP_FAILED),
