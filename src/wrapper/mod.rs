@@ -271,7 +271,7 @@ fn via_mux(
                 })
             })();
             match done {
-                Ok(done) => Some(finish(job, cwd, &note.host, done, cpp.stderr)),
+                Ok(done) => Some(finish(job, cwd, &note.host, done)),
                 Err(e) => on_host(e.to_string(), ExitCode::ProtocolError.code()),
             }
         }
@@ -382,17 +382,11 @@ fn direct(
         drop(lane);
         tokio::task::yield_now().await;
     });
-    finish(job, cwd, &note.host, done, cpp.stderr)
+    finish(job, cwd, &note.host, done)
 }
 
 /// Apply a remote result: outputs into place, output replayed, the compiler's status.
-fn finish(
-    job: &CompileJob,
-    cwd: &Path,
-    host: &str,
-    done: Completed,
-    cpp_stderr: Vec<u8>,
-) -> Outcome {
+fn finish(job: &CompileJob, cwd: &Path, host: &str, done: Completed) -> Outcome {
     let wanted = outputs::Wanted {
         main: &job.output,
         extra: &job.extra_outputs,
@@ -406,19 +400,14 @@ fn finish(
             });
         }
     }
-    // A failed compile writes nothing; an output that was there stays (gcc) or goes (clang).
+    // A failed compile writes nothing; an output that was there stays or goes as the
+    // compiler alone would have it.
     if done.exit_code != 0 {
         let gcc_deletes = job.assemble_only || job.compile_args.iter().any(|a| a == "-pipe");
         outputs::after_failure(cwd, &job.output, job.family, gcc_deletes);
     }
-    // The local preprocessor's warnings come first, as in a local compile; only the
-    // server's part is sanitized.
-    let mut err = cpp_stderr;
-    err.extend_from_slice(&outputs::sanitize(
-        &done.stderr[..done.stderr.len().min(outputs::MAX_REPLAY)],
-    ));
     outputs::replay(false, &done.stdout);
-    outputs::replay_local(true, &err);
+    outputs::replay(true, &done.stderr);
     Outcome::Done(done.exit_code)
 }
 
@@ -427,7 +416,7 @@ fn finish(
 fn cpp_failed(e: preprocess::PreprocessError) -> Outcome {
     match e {
         preprocess::PreprocessError::Failed { .. } => Outcome::Local("preprocessor failed".into()),
-        preprocess::PreprocessError::JsonDiagnostics => Outcome::Local(e.to_string()),
+        preprocess::PreprocessError::Diagnostics => Outcome::Local(e.to_string()),
         other => Outcome::Failed(Failure {
             message: other.to_string(),
             code: ExitCode::LocalCppFailed.code(),

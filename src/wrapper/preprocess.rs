@@ -9,11 +9,10 @@ use std::process::{Command, Stdio};
 
 use crate::args::{CompileJob, CppStyle};
 
-/// What the local preprocessor produced.
+/// What the local preprocessor produced. It printed nothing: a preprocessor with
+/// something to say ends the job's distribution ([`PreprocessError::Diagnostics`]).
 pub struct Preprocessed {
     pub source: Vec<u8>,
-    /// cpp's own diagnostics (`#warning`, …): replayed before the compiler's.
-    pub stderr: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,10 +25,15 @@ pub enum PreprocessError {
     /// The preprocessor itself failed: the user's error (missing header, `#error`).
     #[error("preprocessor exited with {code}")]
     Failed { code: i32, stderr: Vec<u8> },
-    /// The preprocessor reported diagnostics as a JSON document: the compiler alone
-    /// prints one document for the whole compile, which two documents cannot match.
-    #[error("the preprocessor's JSON diagnostics cannot be merged with the compiler's")]
-    JsonDiagnostics,
+    /// The preprocessor printed diagnostics (`#warning`, `#pragma message`, a macro
+    /// redefined, gcc's JSON document with something in it). The compiler alone prints
+    /// them among its own, in source order (gcc's C front end, which lexes as it parses)
+    /// and counted in one `N warnings generated.` line (clang); clang's
+    /// `-frewrite-includes` text also keeps `#warning`, so the server would print it
+    /// again. Printing the preprocessor's first and the server's after cannot read the
+    /// same, so such a compile runs locally.
+    #[error("the preprocessor printed diagnostics, which must interleave with the compiler's")]
+    Diagnostics,
 }
 
 /// Run `real_compiler` to preprocess `job` in `style`.
@@ -61,12 +65,15 @@ pub fn run(
         CppStyle::DirectivesOnly => strip_builtin_section(out.stdout),
         CppStyle::Classic => out.stdout,
     };
-    let stderr = if json_diagnostics(&job.compile_args) {
-        json_cpp_stderr(out.stderr)?
+    let quiet = if json_diagnostics(&job.compile_args) {
+        json_is_empty(&out.stderr)
     } else {
-        out.stderr
+        out.stderr.is_empty()
     };
-    Ok(Preprocessed { source, stderr })
+    if !quiet {
+        return Err(PreprocessError::Diagnostics);
+    }
+    Ok(Preprocessed { source })
 }
 
 /// Whether the last `-fdiagnostics-format=` in `args` prints JSON to stderr (gcc's
@@ -80,15 +87,10 @@ pub fn json_diagnostics(args: &[String]) -> bool {
 
 /// With JSON diagnostics, the preprocessor prints a document of its own (`[]` when it has
 /// nothing to say) and so does the server's compiler; gcc alone prints one. An empty
-/// document is dropped; any other cannot be merged in gcc's order, so the compile runs
-/// locally ([`PreprocessError::JsonDiagnostics`]).
-fn json_cpp_stderr(stderr: Vec<u8>) -> Result<Vec<u8>, PreprocessError> {
+/// document is dropped.
+fn json_is_empty(stderr: &[u8]) -> bool {
     let text = stderr.trim_ascii();
-    if text.is_empty() || text == b"[]" {
-        Ok(Vec::new())
-    } else {
-        Err(PreprocessError::JsonDiagnostics)
-    }
+    text.is_empty() || text == b"[]"
 }
 
 /// Drop the `# 0 "<built-in>"` section (the compiler's predefined macros) from
@@ -299,12 +301,9 @@ mod tests {
             "-fdiagnostics-format=text"
         ])));
         assert!(!json_diagnostics(&a(&["-Wall"])));
-        assert_eq!(json_cpp_stderr(b"[]\n".to_vec()).unwrap(), b"");
-        assert_eq!(json_cpp_stderr(Vec::new()).unwrap(), b"");
-        assert!(matches!(
-            json_cpp_stderr(b"[{\"kind\": \"warning\"}]\n".to_vec()),
-            Err(PreprocessError::JsonDiagnostics)
-        ));
+        assert!(json_is_empty(b"[]\n"));
+        assert!(json_is_empty(b""));
+        assert!(!json_is_empty(b"[{\"kind\": \"warning\"}]\n"));
     }
 
     #[test]

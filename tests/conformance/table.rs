@@ -150,6 +150,10 @@ pub const LAYOUT: &[(&str, &str)] = &[
         "int broken(int x)\n{\n    return x + undeclared_name;\n}\nint also(void) { return 1 }\n",
     ),
     ("cppwarn.c", "#warning \"this is a preprocessor warning\"\nint w(void) { return 0; }\n"),
+    (
+        "cppmix.c",
+        "int f(void) { int u; return 0; }\n#warning \"late\"\nint g(void) { int v; return 0; }\n",
+    ),
     ("missing.c", "#include \"no_such_header.h\"\nint m(void) { return 0; }\n"),
     (
         "vec.c",
@@ -205,6 +209,7 @@ const CLANG_DWARF5: Where =
     Where::Local("clang -g with DWARF 5: compiled here until the line table matches");
 const LTO: &str = "-flto: the bytecode would name the server's job directory";
 const CPP_FAILED: &str = "the local preprocessor failed: the compiler, run here, reports it";
+const CPP_SAID: &str = "the preprocessor printed diagnostics: they interleave with the compiler's";
 const DEV_NULL_PROBE: &str = "the source is /dev/null (a device): left to the compiler";
 
 /// The rows. Remote rows are `-c`/`-S` compiles of one source; Local rows say why.
@@ -329,7 +334,10 @@ pub fn rows() -> Vec<Row> {
             "error-pipe-existing",
             &["-pipe", "-c", "err.c", "-o", "existing.o"],
         ),
-        remote("cpp-warning", &["-c", "cppwarn.c"]),
+        // The preprocessor's own diagnostics interleave with the compiler's (and clang's
+        // -frewrite-includes text keeps #warning): compiled here.
+        local("cpp-warning", &["-c", "cppwarn.c"], CPP_SAID),
+        local("cpp-warning-mixed", &["-Wall", "-c", "cppmix.c"], CPP_SAID),
         local("missing-header", &["-c", "missing.c"], CPP_FAILED),
         local("missing-source", &["-c", "nosuch.c"], CPP_FAILED),
         // Issue 8 #8: json diagnostics (gcc only; clang 14 has no json format).
