@@ -615,7 +615,29 @@ fn combination_holds(when: When, family: Family, debug: bool, lto: bool, args: &
     match when {
         When::ClangDwarf5 => family == Family::Clang && debug && dwarf_version(args) >= 5,
         When::Lto => lto,
+        When::GccPedantic => family == Family::Gcc && gcc_pedantic(args),
     }
+}
+
+/// Whether gcc prints pedantic warnings for `args`: the last pedantic switch turns them on
+/// and no `-w` silences every warning.
+fn gcc_pedantic(args: &[String]) -> bool {
+    let on = |a: &str| {
+        matches!(
+            a,
+            "-pedantic"
+                | "--pedantic"
+                | "-Wpedantic"
+                | "-pedantic-errors"
+                | "--pedantic-errors"
+                | "-Werror=pedantic"
+        )
+    };
+    let last = args
+        .iter()
+        .rev()
+        .find(|a| on(a) || a.as_str() == "-Wno-pedantic");
+    last.is_some_and(|a| on(a)) && !args.iter().any(|a| a == "-w")
 }
 
 /// The DWARF version clang uses for `args`: the last `-gdwarf-N`, else the last

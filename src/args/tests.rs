@@ -251,6 +251,14 @@ const CASES: &[(&str, Want)] = &[
     ("-c -g -flto=auto foo.c", L("WouldDiffer")),
     ("-c -flto foo.c", L("WouldDiffer")),
     ("-c -flto=thin foo.c", L("WouldDiffer")),
+    ("-c -std=c11 -pedantic foo.c", L("WouldDiffer")),
+    ("-c -Wpedantic foo.c", L("WouldDiffer")),
+    ("-c -pedantic-errors foo.c", L("WouldDiffer")),
+    ("-c --pedantic foo.c", L("NotAllowed")),
+    ("-c -Werror=pedantic foo.c", L("WouldDiffer")),
+    ("-c -Wno-pedantic -pedantic foo.c", L("WouldDiffer")),
+    ("-c -pedantic -Wno-pedantic foo.c", R("foo.c", "foo.o")),
+    ("-c -pedantic-errors -w foo.c", R("foo.c", "foo.o")),
     ("-c -fno-lto -flto foo.c", L("WouldDiffer")),
     ("-c -flto -fno-lto -g foo.c", R("foo.c", "foo.o")),
     ("-c -fno-lto foo.c", R("foo.c", "foo.o")),
@@ -344,6 +352,13 @@ fn classification_table() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// clang accepts the line markers of its own rewritten text under -pedantic: remote.
+#[test]
+fn clang_pedantic_compiles_remotely() {
+    remote("clang", "-c -std=c11 -pedantic -Wall foo.c");
+    remote("clang++", "-c -pedantic-errors foo.cc");
 }
 
 /// clang's DWARF 5 line table cannot be reproduced remotely; DWARF 4, and no debug info,

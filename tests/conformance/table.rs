@@ -209,6 +209,8 @@ const CLANG_DWARF5: Where =
     Where::Local("clang -g with DWARF 5: compiled here until the line table matches");
 const LTO: &str = "-flto: the bytecode would name the server's job directory";
 const CPP_FAILED: &str = "the local preprocessor failed: the compiler, run here, reports it";
+const GCC_PEDANTIC: &str =
+    "gcc -pedantic: the line markers of the directives-only text would draw warnings";
 const CPP_SAID: &str = "the preprocessor printed diagnostics: they interleave with the compiler's";
 const DEV_NULL_PROBE: &str = "the source is /dev/null (a device): left to the compiler";
 
@@ -232,11 +234,31 @@ pub fn rows() -> Vec<Row> {
         remote("output-symlink", &["-c", "a.c", "-o", "sym.o"]),
         remote("response-file", &["@args.rsp"]),
         remote("fPIC", &["-fPIC", "-O2", "-c", "util.c"]),
-        remote(
+        // gcc -pedantic would warn about the line markers of the directives-only text.
+        local(
             "std-pedantic",
             &["-std=c11", "-pedantic", "-Wall", "-c", "a.c"],
+            GCC_PEDANTIC,
         )
+        .clang(Where::Remote)
         .only(Drivers::C),
+        local(
+            "Wpedantic-g-warns",
+            &["-Wpedantic", "-g", "-c", "warn.c", "-o", "warn.o"],
+            GCC_PEDANTIC,
+        )
+        .clang(CLANG_DWARF5),
+        local(
+            "pedantic-errors",
+            &["-std=c99", "-pedantic-errors", "-c", "a.c"],
+            GCC_PEDANTIC,
+        )
+        .clang(Where::Remote),
+        remote("pedantic-w", &["-pedantic-errors", "-w", "-c", "a.c"]),
+        remote(
+            "pedantic-then-no",
+            &["-pedantic", "-Wno-pedantic", "-c", "a.c"],
+        ),
         remote("cxx-template", &["-std=c++17", "-O2", "-c", "tmpl.cpp"]),
         // Debug info (issue 8 #5: clang's DWARF 5 line table).
         remote("g", &["-g", "-c", "a.c", "-o", "a.o"]).clang(CLANG_DWARF5),
