@@ -379,17 +379,18 @@ fn masquerade_next_to_ccache_under_make_never_loops() {
         let (out, most) = run_bounded(&mut make, order);
         ok(&out, order);
         // At most one note per compiler run (4 compiles and the link), each naming
-        // CCACHE_PREFIX, and nothing else. (Counted as notes, not lines: two processes of
-        // `make -j2` may interleave their writes.)
+        // CCACHE_PREFIX, and nothing else; each note is written in one write(2), so the
+        // lines of `make -j2`'s two compiles never split or join.
         let err = String::from_utf8_lossy(&out.stderr);
-        let notes: Vec<&str> = err
-            .split("hoardcc: ")
-            .filter(|n| !n.trim().is_empty())
-            .collect();
+        let lines: Vec<&str> = err.lines().collect();
         assert!(
-            notes.len() <= p.sources().len() + 1
-                && (err.trim().is_empty() || err.starts_with("hoardcc: "))
-                && notes.iter().all(|n| n.contains("CCACHE_PREFIX")),
+            lines.len() <= p.sources().len() + 1
+                && err.ends_with('\n') == !err.is_empty()
+                && lines.iter().all(|l| {
+                    l.starts_with("hoardcc: note: ")
+                        && l.contains("CCACHE_PREFIX")
+                        && l.matches("hoardcc: ").count() == 1
+                }),
             "{order}: stderr\n{err}"
         );
         assert_same_files(&plain, &files_under(p.dir(), &objects), order);

@@ -71,13 +71,14 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
     ) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("hoardcc: error: {e}");
+            say(&format!("hoardcc: error: {e}"));
             return ExitCode::CompilerMissing.into();
         }
     };
-    // Another wrapper next to ours on PATH would have made a loop: say so, once.
+    // Another wrapper next to ours on PATH would have made a loop: say so, once, in one
+    // write(2), so the line stays whole among a parallel build's output.
     if let Some(note) = resolved.loop_note() {
-        eprintln!("{note}");
+        say(&note);
     }
     let real = resolved.path;
     let _ = GUARD.set(
@@ -507,11 +508,11 @@ fn resolve_hosts(
         code: ExitCode::BadHostspec.code(),
     })?;
     let Some((list, _source)) = resolved else {
-        eprintln!("hoardcc: warning: no hosts are set (HOARDCC_HOSTS, DISTCC_HOSTS or ~/.distcc/hosts); compiling locally");
+        say("hoardcc: warning: no hosts are set (HOARDCC_HOSTS, DISTCC_HOSTS or ~/.distcc/hosts); compiling locally");
         return Ok(None);
     };
     if list.ordered(0).is_empty() {
-        eprintln!("hoardcc: warning: the host list is empty; compiling locally");
+        say("hoardcc: warning: the host list is empty; compiling locally");
         return Ok(None);
     }
     Ok(Some(list))
@@ -559,10 +560,10 @@ fn fallback(
         .take(MAX_WARNING)
         .collect();
     if !enabled {
-        eprintln!("hoardcc: error: {message} (fallback is off)");
+        say(&format!("hoardcc: error: {message} (fallback is off)"));
         return std::process::ExitCode::from(failure.code);
     }
-    eprintln!("hoardcc: warning: {message}; compiling locally");
+    say(&format!("hoardcc: warning: {message}; compiling locally"));
     exit_with(run_local(real, args))
 }
 
@@ -600,10 +601,19 @@ fn run_local(real: &Path, args: &[String]) -> i32 {
     match local::run(real, args, guard()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hoardcc: error: cannot run {}: {e}", real.display());
+            say(&format!(
+                "hoardcc: error: cannot run {}: {e}",
+                real.display()
+            ));
             i32::from(ExitCode::CompilerMissing.code())
         }
     }
+}
+
+/// One line of our own on stderr, newline included, in a single write(2): a parallel
+/// build's other output cannot split it.
+fn say(line: &str) {
+    outputs::replay_local(true, format!("{line}\n").as_bytes());
 }
 
 fn exit_with(code: i32) -> std::process::ExitCode {
