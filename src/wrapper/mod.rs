@@ -272,7 +272,7 @@ fn via_mux(
                 })
             })();
             match done {
-                Ok(done) => Some(finish(job, cwd, &note.host, done)),
+                Ok(done) => Some(finish(job, cwd, &note.host, done, &cpp.driver_notes)),
                 Err(e) => on_host(e.to_string(), ExitCode::ProtocolError.code()),
             }
         }
@@ -383,11 +383,17 @@ fn direct(
         drop(lane);
         tokio::task::yield_now().await;
     });
-    finish(job, cwd, &note.host, done)
+    finish(job, cwd, &note.host, done, &cpp.driver_notes)
 }
 
 /// Apply a remote result: outputs into place, output replayed, the compiler's status.
-fn finish(job: &CompileJob, cwd: &Path, host: &str, done: Completed) -> Outcome {
+fn finish(
+    job: &CompileJob,
+    cwd: &Path,
+    host: &str,
+    done: Completed,
+    driver_notes: &[u8],
+) -> Outcome {
     let wanted = outputs::Wanted {
         main: &job.output,
         extra: &job.extra_outputs,
@@ -407,8 +413,14 @@ fn finish(job: &CompileJob, cwd: &Path, host: &str, done: Completed) -> Outcome 
         let gcc_deletes = job.assemble_only || job.compile_args.iter().any(|a| a == "-pipe");
         outputs::after_failure(cwd, &job.output, job.family, gcc_deletes);
     }
+    // clang's driver warnings (from the local preprocessor run) come first, as clang
+    // alone prints them before compiling; only the server's part is sanitized.
+    let mut err = driver_notes.to_vec();
+    err.extend_from_slice(&outputs::sanitize(
+        &done.stderr[..done.stderr.len().min(outputs::MAX_REPLAY)],
+    ));
     outputs::replay(false, &done.stdout);
-    outputs::replay(true, &done.stderr);
+    outputs::replay_local(true, &err);
     Outcome::Done(done.exit_code)
 }
 

@@ -7,12 +7,16 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::args::{CompileJob, CppStyle};
+use crate::args::{CompileJob, CppStyle, Family};
 
-/// What the local preprocessor produced. It printed nothing: a preprocessor with
-/// something to say ends the job's distribution ([`PreprocessError::Diagnostics`]).
+/// What the local preprocessor produced. It printed no diagnostics of the source: a
+/// preprocessor with something to say ends the job's distribution
+/// ([`PreprocessError::Diagnostics`]).
 pub struct Preprocessed {
     pub source: Vec<u8>,
+    /// clang's driver warnings about the command line (`clang: warning: -Wl,…: 'linker'
+    /// input unused`), which clang alone prints before it compiles: replayed first.
+    pub driver_notes: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -65,15 +69,45 @@ pub fn run(
         CppStyle::DirectivesOnly => strip_builtin_section(out.stdout),
         CppStyle::Classic => out.stdout,
     };
+    let (driver_notes, rest) = match job.family {
+        Family::Clang => split_driver_notes(&out.stderr),
+        Family::Gcc => (&[][..], &out.stderr[..]),
+    };
     let quiet = if json_diagnostics(&job.compile_args) {
-        json_is_empty(&out.stderr)
+        json_is_empty(rest)
     } else {
-        out.stderr.is_empty()
+        rest.is_empty()
     };
     if !quiet {
         return Err(PreprocessError::Diagnostics);
     }
-    Ok(Preprocessed { source })
+    Ok(Preprocessed {
+        source,
+        driver_notes: driver_notes.to_vec(),
+    })
+}
+
+/// The leading lines of clang's stderr that its driver printed about the command line
+/// (`clang: warning: …`, `clang++: warning: …`), and the rest.
+fn split_driver_notes(stderr: &[u8]) -> (&[u8], &[u8]) {
+    let mut end = 0;
+    for line in stderr[..].split_inclusive(|&b| b == b'\n') {
+        let driver = line
+            .windows(b": warning: ".len())
+            .position(|w| w == b": warning: ")
+            .is_some_and(|at| {
+                let who = &line[..at];
+                who.starts_with(b"clang")
+                    && !who.contains(&b'/')
+                    && !who.contains(&b':')
+                    && !who.contains(&b' ')
+            });
+        if !driver || !line.ends_with(b"\n") {
+            break;
+        }
+        end += line.len();
+    }
+    stderr.split_at(end)
 }
 
 /// Whether the last `-fdiagnostics-format=` in `args` prints JSON to stderr (gcc's
@@ -304,6 +338,26 @@ mod tests {
         assert!(json_is_empty(b"[]\n"));
         assert!(json_is_empty(b""));
         assert!(!json_is_empty(b"[{\"kind\": \"warning\"}]\n"));
+    }
+
+    #[test]
+    fn clang_driver_notes_are_split_from_source_diagnostics() {
+        let both =
+            b"clang: warning: -Wl,-z: 'linker' input unused [-Wunused-command-line-argument]\n\
+            clang++: warning: argument unused during compilation: '-L/x'\n\
+            a.c:1:2: warning: hi [-W#warnings]\n#warning hi\n ^\n1 warning generated.\n";
+        let (notes, rest) = split_driver_notes(both);
+        assert_eq!(notes.split(|&b| b == b'\n').count(), 3);
+        assert!(rest.starts_with(b"a.c:1:2: warning: hi"));
+        let only = b"clang: warning: -lm: 'linker' input unused\n";
+        assert_eq!(split_driver_notes(only), (&only[..], &b""[..]));
+        // A source's diagnostic first, or a file named like clang: nothing is a note.
+        for text in [
+            &b"a.c:1:2: warning: x\nclang: warning: y\n"[..],
+            b"clang.c:1: warning: x\n",
+        ] {
+            assert_eq!(split_driver_notes(text).0, b"");
+        }
     }
 
     #[test]

@@ -676,6 +676,13 @@ pub fn rows() -> Vec<Row> {
             &["-Wall", "-x", "c", "-c", "vec.c", "-o", "vec.o"],
         )
         .only(Drivers::C),
+        // clang's driver warns about linker inputs first ("'linker' input unused").
         remote("Wl-with-c", &["-Wl,--as-needed", "-c", "a.c"]),
+        remote("l-with-c", &["-c", "warn.c", "-Wall", "-lm"]),
+        local(
+            "Wl-with-cpp-warning",
+            &["-Wl,--as-needed", "-c", "cppwarn.c"],
+            CPP_SAID,
+        ),
     ]
 }
