@@ -23,3 +23,7 @@ mod server_faults;
 mod security;
 // Drop-in exactness (issue 8): masquerade next to ccache, -o /dev/null, output = input.
 mod dropin;
+// Drop-in exactness: one table of invocations run as `CC …` and `hoardcc CC …` (issue 8).
+mod conformance;
+// Real build tools: CMake + Ninja launcher, ccache with CCACHE_PREFIX, masquerade next to ccache.
+mod tools;

@@ -414,6 +414,10 @@ struct Scan {
     make_deps: bool,
     dep_file: bool,
     dep_target: bool,
+    /// `-Wp,-MD[,FILE]` or `-Wp,-MMD[,FILE]`: clang's driver reads it as `-MD`/`-MMD`
+    /// (with `-MF FILE` when it has exactly one file) and names the target after `-o`;
+    /// gcc hands it to cc1 as is. Holds whether a file was given.
+    wp_make_deps: Option<bool>,
     debug: bool,
     split_dwarf: bool,
     lto: bool,
@@ -536,6 +540,13 @@ fn classify_expanded(compiler: &str, args: &[String]) -> Classified {
                 }
                 scan.cpp_args.extend(tokens);
             }
+            Kind::Cpp if spec.name == "-Wp," => {
+                let pieces: Vec<&str> = operand.split(',').collect();
+                if matches!(pieces[0], "-MD" | "-MMD") {
+                    scan.wp_make_deps = Some(pieces.len() == 2);
+                }
+                scan.cpp_args.extend(tokens);
+            }
             Kind::Cpp | Kind::Linker => scan.cpp_args.extend(tokens),
             Kind::Ignore => {}
             Kind::Compile => scan.compile = true,
@@ -604,7 +615,29 @@ fn combination_holds(when: When, family: Family, debug: bool, lto: bool, args: &
     match when {
         When::ClangDwarf5 => family == Family::Clang && debug && dwarf_version(args) >= 5,
         When::Lto => lto,
+        When::GccPedantic => family == Family::Gcc && gcc_pedantic(args),
     }
+}
+
+/// Whether gcc prints pedantic warnings for `args`: the last pedantic switch turns them on
+/// and no `-w` silences every warning.
+fn gcc_pedantic(args: &[String]) -> bool {
+    let on = |a: &str| {
+        matches!(
+            a,
+            "-pedantic"
+                | "--pedantic"
+                | "-Wpedantic"
+                | "-pedantic-errors"
+                | "--pedantic-errors"
+                | "-Werror=pedantic"
+        )
+    };
+    let last = args
+        .iter()
+        .rev()
+        .find(|a| on(a) || a.as_str() == "-Wno-pedantic");
+    last.is_some_and(|a| on(a)) && !args.iter().any(|a| a == "-w")
 }
 
 /// The DWARF version clang uses for `args`: the last `-gdwarf-N`, else the last
@@ -623,7 +656,7 @@ fn dwarf_version(args: &[String]) -> u32 {
 
 /// Turn a finished scan into the outcome, in a fixed order of precedence: driver errors and
 /// information requests, then the mode, then options, then the inputs.
-fn decide(compiler: &str, scan: Scan) -> Classified {
+fn decide(compiler: &str, mut scan: Scan) -> Classified {
     use Classified::Local;
     if let Some(o) = scan.info {
         return Local(LocalReason::Info(o));
@@ -677,6 +710,10 @@ fn decide(compiler: &str, scan: Scan) -> Classified {
         return Local(LocalReason::OutputToStdout);
     }
     let family = Family::from_compiler(compiler);
+    if let (Family::Clang, Some(file)) = (family, scan.wp_make_deps) {
+        scan.make_deps = true;
+        scan.dep_file |= file;
+    }
     let assemble_only = scan.assemble;
     let output_given = scan.output.is_some();
     let output = scan.output.unwrap_or_else(|| {

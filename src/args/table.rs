@@ -257,6 +257,9 @@ pub(crate) enum When {
     ClangDwarf5,
     /// Link-time optimisation in effect (`-flto…` not cancelled by a later `-fno-lto`).
     Lto,
+    /// gcc with pedantic warnings in effect (`-pedantic`, `-Wpedantic`, `-pedantic-errors`,
+    /// `-Werror=pedantic`, not cancelled by a later `-Wno-pedantic`) and not silenced by `-w`.
+    GccPedantic,
 }
 
 /// One row of [`COMBINATIONS`]: the condition, and the reason the job log gives.
@@ -279,6 +282,13 @@ pub(crate) static COMBINATIONS: &[Combination] = &[
         reason: "-flto: the LTO bytecode records the compiler's working directory \
                  unmapped, so the link would name the server's job directory in debug \
                  info and in its diagnostics (the optimisation runs at link time, here)",
+    },
+    Combination {
+        when: When::GccPedantic,
+        reason: "gcc -pedantic: the server compiles the directives-only text, whose line \
+                 markers (`# 1 \"a.c\"`) gcc -pedantic warns about (\"style of line directive \
+                 is a GCC extension\"); -fpreprocessed, which accepts them, changes -g objects \
+                 (DW_AT_producer records -fdirectives-only)",
     },
 ];
 

@@ -251,6 +251,14 @@ const CASES: &[(&str, Want)] = &[
     ("-c -g -flto=auto foo.c", L("WouldDiffer")),
     ("-c -flto foo.c", L("WouldDiffer")),
     ("-c -flto=thin foo.c", L("WouldDiffer")),
+    ("-c -std=c11 -pedantic foo.c", L("WouldDiffer")),
+    ("-c -Wpedantic foo.c", L("WouldDiffer")),
+    ("-c -pedantic-errors foo.c", L("WouldDiffer")),
+    ("-c --pedantic foo.c", L("NotAllowed")),
+    ("-c -Werror=pedantic foo.c", L("WouldDiffer")),
+    ("-c -Wno-pedantic -pedantic foo.c", L("WouldDiffer")),
+    ("-c -pedantic -Wno-pedantic foo.c", R("foo.c", "foo.o")),
+    ("-c -pedantic-errors -w foo.c", R("foo.c", "foo.o")),
     ("-c -fno-lto -flto foo.c", L("WouldDiffer")),
     ("-c -flto -fno-lto -g foo.c", R("foo.c", "foo.o")),
     ("-c -fno-lto foo.c", R("foo.c", "foo.o")),
@@ -344,6 +352,13 @@ fn classification_table() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// clang accepts the line markers of its own rewritten text under -pedantic: remote.
+#[test]
+fn clang_pedantic_compiles_remotely() {
+    remote("clang", "-c -std=c11 -pedantic -Wall foo.c");
+    remote("clang++", "-c -pedantic-errors foo.cc");
 }
 
 /// clang's DWARF 5 line table cannot be reproduced remotely; DWARF 4, and no debug info,
@@ -549,10 +564,28 @@ fn preprocess_args_dependency_rewrites() {
         cpp("gcc", "-c -MD -MQ tgt -MFx.d -MP foo.c -o x.o", c),
         argv("-MD -MQ tgt -MFx.d -MP -E foo.c")
     );
-    // -Wp,-MD,file passes through untouched.
+    // -Wp,-MD,file passes through untouched: gcc's cc1 reads it itself.
     assert_eq!(
         cpp("gcc", "-c -Wp,-MMD,.foo.d foo.c -o x.o", c),
         argv("-Wp,-MMD,.foo.d -E foo.c")
+    );
+    // clang's driver reads -Wp,-MMD,file as -MMD -MF file and names the target after -o
+    // (the kernel's `-Wp,-MMD,dir/.x.o.d -o dir/x.o`).
+    assert_eq!(
+        cpp("clang", "-c -Wp,-MMD,deps/.foo.o.d foo.c -o deps/foo.o", c),
+        argv("-Wp,-MMD,deps/.foo.o.d -E -MQ deps/foo.o foo.c")
+    );
+    assert_eq!(
+        cpp("clang", "-c -Wp,-MD foo.c -o obj/foo.o", c),
+        argv("-Wp,-MD -E -MF obj/foo.d -MQ obj/foo.o foo.c")
+    );
+    assert_eq!(
+        cpp("clang", "-c -Wp,-MD,x.d foo.c", c),
+        argv("-Wp,-MD,x.d -E foo.c")
+    );
+    assert_eq!(
+        cpp("clang", "-c -Wp,-DX foo.c -o x.o", c),
+        argv("-Wp,-DX -E foo.c")
     );
     // -S without -o: deps to foo.d, target left to cpp (foo.o, as gcc does).
     assert_eq!(

@@ -71,13 +71,14 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
     ) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("hoardcc: error: {e}");
+            say(&format!("hoardcc: error: {e}"));
             return ExitCode::CompilerMissing.into();
         }
     };
-    // Another wrapper next to ours on PATH would have made a loop: say so, once.
+    // Another wrapper next to ours on PATH would have made a loop: say so, once, in one
+    // write(2), so the line stays whole among a parallel build's output.
     if let Some(note) = resolved.loop_note() {
-        eprintln!("{note}");
+        say(&note);
     }
     let real = resolved.path;
     let _ = GUARD.set(
@@ -271,7 +272,7 @@ fn via_mux(
                 })
             })();
             match done {
-                Ok(done) => Some(finish(job, cwd, &note.host, done, cpp.stderr)),
+                Ok(done) => Some(finish(job, cwd, &note.host, done, &cpp.driver_notes)),
                 Err(e) => on_host(e.to_string(), ExitCode::ProtocolError.code()),
             }
         }
@@ -382,7 +383,7 @@ fn direct(
         drop(lane);
         tokio::task::yield_now().await;
     });
-    finish(job, cwd, &note.host, done, cpp.stderr)
+    finish(job, cwd, &note.host, done, &cpp.driver_notes)
 }
 
 /// Apply a remote result: outputs into place, output replayed, the compiler's status.
@@ -391,7 +392,7 @@ fn finish(
     cwd: &Path,
     host: &str,
     done: Completed,
-    cpp_stderr: Vec<u8>,
+    driver_notes: &[u8],
 ) -> Outcome {
     let wanted = outputs::Wanted {
         main: &job.output,
@@ -406,10 +407,15 @@ fn finish(
             });
         }
     }
-    // A failed compile writes nothing: like gcc, an output that was there stays.
-    // The local preprocessor's warnings come first, as in a local compile; only the
-    // server's part is sanitized.
-    let mut err = cpp_stderr;
+    // A failed compile writes nothing; an output that was there stays or goes as the
+    // compiler alone would have it.
+    if done.exit_code != 0 {
+        let gcc_deletes = job.assemble_only || job.compile_args.iter().any(|a| a == "-pipe");
+        outputs::after_failure(cwd, &job.output, job.family, gcc_deletes);
+    }
+    // clang's driver warnings (from the local preprocessor run) come first, as clang
+    // alone prints them before compiling; only the server's part is sanitized.
+    let mut err = driver_notes.to_vec();
     err.extend_from_slice(&outputs::sanitize(
         &done.stderr[..done.stderr.len().min(outputs::MAX_REPLAY)],
     ));
@@ -423,7 +429,7 @@ fn finish(
 fn cpp_failed(e: preprocess::PreprocessError) -> Outcome {
     match e {
         preprocess::PreprocessError::Failed { .. } => Outcome::Local("preprocessor failed".into()),
-        preprocess::PreprocessError::JsonDiagnostics => Outcome::Local(e.to_string()),
+        preprocess::PreprocessError::Diagnostics => Outcome::Local(e.to_string()),
         other => Outcome::Failed(Failure {
             message: other.to_string(),
             code: ExitCode::LocalCppFailed.code(),
@@ -514,11 +520,11 @@ fn resolve_hosts(
         code: ExitCode::BadHostspec.code(),
     })?;
     let Some((list, _source)) = resolved else {
-        eprintln!("hoardcc: warning: no hosts are set (HOARDCC_HOSTS, DISTCC_HOSTS or ~/.distcc/hosts); compiling locally");
+        say("hoardcc: warning: no hosts are set (HOARDCC_HOSTS, DISTCC_HOSTS or ~/.distcc/hosts); compiling locally");
         return Ok(None);
     };
     if list.ordered(0).is_empty() {
-        eprintln!("hoardcc: warning: the host list is empty; compiling locally");
+        say("hoardcc: warning: the host list is empty; compiling locally");
         return Ok(None);
     }
     Ok(Some(list))
@@ -566,10 +572,10 @@ fn fallback(
         .take(MAX_WARNING)
         .collect();
     if !enabled {
-        eprintln!("hoardcc: error: {message} (fallback is off)");
+        say(&format!("hoardcc: error: {message} (fallback is off)"));
         return std::process::ExitCode::from(failure.code);
     }
-    eprintln!("hoardcc: warning: {message}; compiling locally");
+    say(&format!("hoardcc: warning: {message}; compiling locally"));
     exit_with(run_local(real, args))
 }
 
@@ -607,10 +613,19 @@ fn run_local(real: &Path, args: &[String]) -> i32 {
     match local::run(real, args, guard()) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("hoardcc: error: cannot run {}: {e}", real.display());
+            say(&format!(
+                "hoardcc: error: cannot run {}: {e}",
+                real.display()
+            ));
             i32::from(ExitCode::CompilerMissing.code())
         }
     }
+}
+
+/// One line of our own on stderr, newline included, in a single write(2): a parallel
+/// build's other output cannot split it.
+fn say(line: &str) {
+    outputs::replay_local(true, format!("{line}\n").as_bytes());
 }
 
 fn exit_with(code: i32) -> std::process::ExitCode {

@@ -245,6 +245,25 @@ pub fn local_reason<'a>(
     None
 }
 
+/// After a failed compile, do with the existing main output `name` (under `cwd`) what the
+/// compiler alone does. gcc's driver deletes the outputs of the commands it ran when one
+/// fails, if they are regular files (following a symlink, whose link it removes): with
+/// `-S` or `-pipe` that includes `-o` (cc1 or the piped assembler was given it), with a
+/// plain `-c` it does not (the assembler never started). clang's driver always removes its
+/// result file when it is a regular file it may write. A device such as `/dev/null`
+/// stays; so do further outputs (`.dwo`).
+pub fn after_failure(cwd: &Path, name: &str, family: crate::args::Family, gcc_deletes: bool) {
+    let path = cwd.join(name);
+    let regular = std::fs::metadata(&path).is_ok_and(|m| m.is_file());
+    let delete = match family {
+        crate::args::Family::Gcc => regular && gcc_deletes,
+        crate::args::Family::Clang => regular && may_write(&path),
+    };
+    if delete {
+        let _ = std::fs::remove_file(&path);
+    }
+}
+
 fn current_umask() -> u32 {
     use nix::sys::stat::{umask, Mode};
     let old = umask(Mode::from_bits_truncate(0o022));

@@ -7,13 +7,16 @@
 use std::path::Path;
 use std::process::{Command, Stdio};
 
-use crate::args::{CompileJob, CppStyle};
+use crate::args::{CompileJob, CppStyle, Family};
 
-/// What the local preprocessor produced.
+/// What the local preprocessor produced. It printed no diagnostics of the source: a
+/// preprocessor with something to say ends the job's distribution
+/// ([`PreprocessError::Diagnostics`]).
 pub struct Preprocessed {
     pub source: Vec<u8>,
-    /// cpp's own diagnostics (`#warning`, …): replayed before the compiler's.
-    pub stderr: Vec<u8>,
+    /// clang's driver warnings about the command line (`clang: warning: -Wl,…: 'linker'
+    /// input unused`), which clang alone prints before it compiles: replayed first.
+    pub driver_notes: Vec<u8>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -26,10 +29,15 @@ pub enum PreprocessError {
     /// The preprocessor itself failed: the user's error (missing header, `#error`).
     #[error("preprocessor exited with {code}")]
     Failed { code: i32, stderr: Vec<u8> },
-    /// The preprocessor reported diagnostics as a JSON document: the compiler alone
-    /// prints one document for the whole compile, which two documents cannot match.
-    #[error("the preprocessor's JSON diagnostics cannot be merged with the compiler's")]
-    JsonDiagnostics,
+    /// The preprocessor printed diagnostics (`#warning`, `#pragma message`, a macro
+    /// redefined, gcc's JSON document with something in it). The compiler alone prints
+    /// them among its own, in source order (gcc's C front end, which lexes as it parses)
+    /// and counted in one `N warnings generated.` line (clang); clang's
+    /// `-frewrite-includes` text also keeps `#warning`, so the server would print it
+    /// again. Printing the preprocessor's first and the server's after cannot read the
+    /// same, so such a compile runs locally.
+    #[error("the preprocessor printed diagnostics, which must interleave with the compiler's")]
+    Diagnostics,
 }
 
 /// Run `real_compiler` to preprocess `job` in `style`.
@@ -61,12 +69,45 @@ pub fn run(
         CppStyle::DirectivesOnly => strip_builtin_section(out.stdout),
         CppStyle::Classic => out.stdout,
     };
-    let stderr = if json_diagnostics(&job.compile_args) {
-        json_cpp_stderr(out.stderr)?
-    } else {
-        out.stderr
+    let (driver_notes, rest) = match job.family {
+        Family::Clang => split_driver_notes(&out.stderr),
+        Family::Gcc => (&[][..], &out.stderr[..]),
     };
-    Ok(Preprocessed { source, stderr })
+    let quiet = if json_diagnostics(&job.compile_args) {
+        json_is_empty(rest)
+    } else {
+        rest.is_empty()
+    };
+    if !quiet {
+        return Err(PreprocessError::Diagnostics);
+    }
+    Ok(Preprocessed {
+        source,
+        driver_notes: driver_notes.to_vec(),
+    })
+}
+
+/// The leading lines of clang's stderr that its driver printed about the command line
+/// (`clang: warning: …`, `clang++: warning: …`), and the rest.
+fn split_driver_notes(stderr: &[u8]) -> (&[u8], &[u8]) {
+    let mut end = 0;
+    for line in stderr[..].split_inclusive(|&b| b == b'\n') {
+        let driver = line
+            .windows(b": warning: ".len())
+            .position(|w| w == b": warning: ")
+            .is_some_and(|at| {
+                let who = &line[..at];
+                who.starts_with(b"clang")
+                    && !who.contains(&b'/')
+                    && !who.contains(&b':')
+                    && !who.contains(&b' ')
+            });
+        if !driver || !line.ends_with(b"\n") {
+            break;
+        }
+        end += line.len();
+    }
+    stderr.split_at(end)
 }
 
 /// Whether the last `-fdiagnostics-format=` in `args` prints JSON to stderr (gcc's
@@ -80,15 +121,10 @@ pub fn json_diagnostics(args: &[String]) -> bool {
 
 /// With JSON diagnostics, the preprocessor prints a document of its own (`[]` when it has
 /// nothing to say) and so does the server's compiler; gcc alone prints one. An empty
-/// document is dropped; any other cannot be merged in gcc's order, so the compile runs
-/// locally ([`PreprocessError::JsonDiagnostics`]).
-fn json_cpp_stderr(stderr: Vec<u8>) -> Result<Vec<u8>, PreprocessError> {
+/// document is dropped.
+fn json_is_empty(stderr: &[u8]) -> bool {
     let text = stderr.trim_ascii();
-    if text.is_empty() || text == b"[]" {
-        Ok(Vec::new())
-    } else {
-        Err(PreprocessError::JsonDiagnostics)
-    }
+    text.is_empty() || text == b"[]"
 }
 
 /// Drop the `# 0 "<built-in>"` section (the compiler's predefined macros) from
@@ -299,12 +335,29 @@ mod tests {
             "-fdiagnostics-format=text"
         ])));
         assert!(!json_diagnostics(&a(&["-Wall"])));
-        assert_eq!(json_cpp_stderr(b"[]\n".to_vec()).unwrap(), b"");
-        assert_eq!(json_cpp_stderr(Vec::new()).unwrap(), b"");
-        assert!(matches!(
-            json_cpp_stderr(b"[{\"kind\": \"warning\"}]\n".to_vec()),
-            Err(PreprocessError::JsonDiagnostics)
-        ));
+        assert!(json_is_empty(b"[]\n"));
+        assert!(json_is_empty(b""));
+        assert!(!json_is_empty(b"[{\"kind\": \"warning\"}]\n"));
+    }
+
+    #[test]
+    fn clang_driver_notes_are_split_from_source_diagnostics() {
+        let both =
+            b"clang: warning: -Wl,-z: 'linker' input unused [-Wunused-command-line-argument]\n\
+            clang++: warning: argument unused during compilation: '-L/x'\n\
+            a.c:1:2: warning: hi [-W#warnings]\n#warning hi\n ^\n1 warning generated.\n";
+        let (notes, rest) = split_driver_notes(both);
+        assert_eq!(notes.split(|&b| b == b'\n').count(), 3);
+        assert!(rest.starts_with(b"a.c:1:2: warning: hi"));
+        let only = b"clang: warning: -lm: 'linker' input unused\n";
+        assert_eq!(split_driver_notes(only), (&only[..], &b""[..]));
+        // A source's diagnostic first, or a file named like clang: nothing is a note.
+        for text in [
+            &b"a.c:1:2: warning: x\nclang: warning: y\n"[..],
+            b"clang.c:1: warning: x\n",
+        ] {
+            assert_eq!(split_driver_notes(text).0, b"");
+        }
     }
 
     #[test]

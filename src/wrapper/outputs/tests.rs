@@ -259,6 +259,37 @@ fn outputs_the_compiler_must_handle_itself() {
     assert!(local_reason(d, "same.c", ["a.o", "nodir/a.dwo"]).is_some());
 }
 
+#[test]
+fn a_failed_compile_keeps_or_removes_the_old_output_by_family() {
+    use crate::args::Family;
+    let t = tempfile::tempdir().unwrap();
+    let p = |n: &str| t.path().join(n);
+    std::fs::write(p("old.o"), "old").unwrap();
+    after_failure(t.path(), "old.o", Family::Gcc, false);
+    assert!(p("old.o").exists(), "gcc -c leaves the old output");
+    after_failure(t.path(), "old.o", Family::Gcc, true);
+    assert!(!p("old.o").exists(), "gcc -S (or -pipe) removes it");
+    std::fs::write(p("old.o"), "old").unwrap();
+    after_failure(t.path(), "old.o", Family::Clang, false);
+    assert!(!p("old.o").exists(), "clang removes it");
+    // A symlink to a regular file: the link goes, its target stays.
+    std::fs::write(p("target.o"), "t").unwrap();
+    std::os::unix::fs::symlink("target.o", p("link.o")).unwrap();
+    after_failure(t.path(), "link.o", Family::Clang, false);
+    assert!(std::fs::symlink_metadata(p("link.o")).is_err());
+    assert!(p("target.o").exists());
+    // Not a regular file (a FIFO stands in for /dev/null), or not there: nothing happens.
+    nix::unistd::mkfifo(
+        &p("fifo.o"),
+        nix::sys::stat::Mode::from_bits_truncate(0o600),
+    )
+    .unwrap();
+    after_failure(t.path(), "fifo.o", Family::Clang, false);
+    after_failure(t.path(), "fifo.o", Family::Gcc, true);
+    assert!(std::fs::symlink_metadata(p("fifo.o")).is_ok());
+    after_failure(t.path(), "absent.o", Family::Clang, false);
+}
+
 fn clean(s: &[u8]) -> String {
     String::from_utf8_lossy(&sanitize(s)).into_owned()
 }
