@@ -5,7 +5,10 @@
 //!
 //! Properties: no panic, bounded allocation; a request or response that decodes writes back
 //! and reads back equal (a failed compile's response carries no object, as distccd sends it);
-//! wait-status conversions are inverse on exit codes.
+//! wait-status conversions are inverse on exit codes. The write-back is checked for protocol 1
+//! only: protocol 2 re-encodes with LZO, whose compressor (a fresh 64 Ki-entry dictionary per
+//! call, instrumented) took 95% of the time, 1.1 k inputs/s; the LZO round trip is the `native`
+//! target's, and every protocol-2 input is still decoded here.
 #![no_main]
 
 use hoardcc::proto::distcc::{
@@ -26,6 +29,9 @@ fuzz_target!(
                 let Ok(req) = block_on(read_request(&mut rest)) else {
                     return;
                 };
+                if req.version >= 2 {
+                    return;
+                }
                 let mut again = Vec::new();
                 block_on(write_request(&mut again, &req)).expect("a decoded request encodes");
                 let back = block_on(read_request(&mut &again[..])).expect("and decodes");
@@ -37,6 +43,14 @@ fuzz_target!(
                     return;
                 };
                 assert_eq!(resp.version, version);
+                let code = exit_code_from_wait_status(resp.status);
+                // 128 + signal; a "stopped" status can claim signals up to 255.
+                assert!((0..=383).contains(&code), "exit code {code} from {:#x}", resp.status);
+                let c = code & 0x7f;
+                assert_eq!(exit_code_from_wait_status(wait_status_from_exit_code(c)), c);
+                if version >= 2 {
+                    return;
+                }
                 let mut again = Vec::new();
                 block_on(write_response(&mut again, &resp)).expect("a decoded response encodes");
                 let back = block_on(read_response(&mut &again[..], version)).expect("and decodes");
@@ -45,11 +59,6 @@ fuzz_target!(
                     ..resp.clone()
                 };
                 assert_eq!(back, expected);
-                let code = exit_code_from_wait_status(resp.status);
-                // 128 + signal; a "stopped" status can claim signals up to 255.
-                assert!((0..=383).contains(&code), "exit code {code} from {:#x}", resp.status);
-                let c = code & 0x7f;
-                assert_eq!(exit_code_from_wait_status(wait_status_from_exit_code(c)), c);
             }
         }
     }
