@@ -12,6 +12,7 @@
 //! [`subsystem`] (server).
 
 pub mod args;
+pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod hosts;

@@ -1,11 +1,11 @@
 //! The multi-call binary: chooses the mode from argv[0] and argv[1], then hands over to
-//! `wrapper::main`, `subsystem::main` or `subsystem::distccd_main`. The compiler's argv
+//! `wrapper::main`, `subsystem::main`, `subsystem::distccd_main` or `cli`. The compiler's argv
 //! never goes through clap; only hoardcc's own subcommands and flags do.
 
 use std::path::Path;
 
 use clap::{Parser, Subcommand};
-use hoardcc::{hosts, mux, paths::Paths, subsystem, wrapper};
+use hoardcc::{cli, mux, subsystem, wrapper};
 
 /// Words that are hoardcc subcommands rather than a compiler name.
 const SUBCOMMANDS: &[&str] = &["serve", "hosts", "mux", "status", "help"];
@@ -91,72 +91,18 @@ fn main() -> std::process::ExitCode {
         Some(Command::Serve { inetd }) => subsystem::main(subsystem::ServeArgs {
             inetd: inetd || cli.inetd,
         }),
-        Some(Command::Hosts) => show_hosts(),
-        Some(Command::Mux { stop: true, .. }) => mux::client::stop_main(),
+        Some(Command::Hosts) => cli::hosts_main(),
+        Some(Command::Mux { stop: true, .. }) => cli::stop_main(),
         Some(Command::Mux { foreground, .. }) => mux::daemon::main(mux::daemon::MuxArgs {
             foreground,
             stop: false,
         }),
-        Some(Command::Status { json }) => mux::client::status_main(json),
+        Some(Command::Status { json }) => cli::status_main(json),
         None if cli.inetd => subsystem::main(subsystem::ServeArgs { inetd: true }),
-        None if cli.show_hosts => mux::client::status_main(false),
+        None if cli.show_hosts => cli::status_main(false),
         None => {
             eprintln!("hoardcc: usage: hoardcc COMPILER [ARGS...]   (hoardcc --help for more)");
             hoardcc::exit::ExitCode::BadArguments.into()
-        }
-    }
-}
-
-fn show_hosts() -> std::process::ExitCode {
-    let env = |k: &str| std::env::var(k).ok();
-    let paths = Paths::from_env(&env);
-    let config = match hoardcc::config::load(&paths, &env) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("hoardcc: error: {e}");
-            return hoardcc::exit::ExitCode::BadArguments.into();
-        }
-    };
-    let file = paths.config_file();
-    let read = |p: &Path| std::fs::read_to_string(p).ok();
-    match hosts::resolve(
-        &env,
-        config.hosts.as_deref().map(|h| (h, file.as_path())),
-        paths.home.as_deref(),
-        &read,
-    ) {
-        Ok(Some((list, source))) => {
-            println!("# from {source:?}");
-            // A running mux knows what each server allows: show the slots it uses, as
-            // `hoardcc status` does.
-            let status = mux::client::running_status(&paths);
-            for h in &list.hosts {
-                let report = status.as_ref().and_then(|r| {
-                    r.hosts
-                        .iter()
-                        .find(|r| r.host == h.key() && r.slots == h.slots)
-                });
-                let slots = report.map_or(h.slots, |r| r.effective_slots());
-                let note = report
-                    .and_then(|r| r.slots_note())
-                    .map(|n| format!(" ({n})"))
-                    .unwrap_or_default();
-                println!(
-                    "{}\t{slots} slots{}{}{note}",
-                    h.key(),
-                    if h.lzo { ",lzo" } else { "" },
-                    if h.down { " (down)" } else { "" }
-                );
-            }
-            std::process::ExitCode::SUCCESS
-        }
-        Ok(None) => {
-            eprintln!("hoardcc: no hosts are set (HOARDCC_HOSTS, DISTCC_HOSTS, config file, ~/.distcc/hosts, /etc/distcc/hosts)");
-            hoardcc::exit::ExitCode::NoHosts.into()
-        }
-        Err(e) => {
-            eprintln!("hoardcc: error: {e}");
-            hoardcc::exit::ExitCode::BadHostspec.into()
         }
     }
 }

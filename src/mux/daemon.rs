@@ -1,5 +1,5 @@
 //! Stage: the per-user mux daemon (`hoardcc mux`). It listens on the private Unix socket
-//! `Paths::mux_socket()`; each wrapper (`mux::client`) connects for one job: `Reserve`
+//! `Paths::mux_socket()`; each wrapper (`wrapper::mux_client`) connects for one job: `Reserve`
 //! (the scheduler, `mux::scheduler`, picks a slot; the reply comes at once while the lane
 //! may still be connecting, so the wrapper preprocesses meanwhile), then `Run` (a lane
 //! from the pool, `mux::pool`, runs it through `mux::transport`; one retry on another
@@ -98,7 +98,7 @@ pub enum DaemonError {
 /// `hoardcc mux [--foreground] [--stop]`.
 pub fn main(args: MuxArgs) -> std::process::ExitCode {
     if args.stop {
-        return crate::mux::client::stop_main();
+        return crate::cli::stop_main();
     }
     let env = |k: &str| std::env::var(k).ok();
     let paths = Paths::from_env(&env);

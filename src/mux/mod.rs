@@ -3,7 +3,6 @@
 //! scheduler) serves the same boundary. Neighbours: `wrapper` (caller), `proto`
 //! (what travels), `subsystem` (the other end).
 
-pub mod client;
 pub mod daemon;
 pub mod known_hosts;
 pub mod pool;

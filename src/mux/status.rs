@@ -1,7 +1,7 @@
 //! Stage: mux reporting — the document behind `hoardcc status`. The daemon
 //! (`mux::daemon`) builds a [`StatusReport`] from the scheduler (`mux::scheduler`) and
 //! the pool (`mux::pool`) and sends it as JSON in `MuxReply::Status`; the client
-//! (`mux::client::status_main`) prints it as JSON or as the text table of
+//! (`cli::status_main`) prints it as JSON or as the text table of
 //! [`render_text`].
 
 use serde::{Deserialize, Serialize};

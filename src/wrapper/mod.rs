@@ -10,6 +10,7 @@
 
 pub mod local;
 pub mod masquerade;
+pub mod mux_client;
 pub mod outputs;
 pub mod preprocess;
 
@@ -19,7 +20,6 @@ use crate::args::{self, Classified, CompileJob, CppStyle};
 use crate::config::{self, Config};
 use crate::exit::ExitCode;
 use crate::hosts::{self, HostList, HostSpec};
-use crate::mux;
 use crate::mux::ssh::SshSettings;
 use crate::mux::transport::{self, Completed, JobSpec, Lane, TransportError, Wire};
 use crate::paths::Paths;
@@ -139,7 +139,7 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
 struct Note {
     source: String,
     host: String,
-    slot: Option<mux::client::MuxClient>,
+    slot: Option<mux_client::MuxClient>,
 }
 
 /// One line per compile, appended in a single write (O_APPEND keeps lines whole).
@@ -212,7 +212,7 @@ fn via_mux(
     note: &mut Note,
 ) -> Option<Outcome> {
     let self_exe = std::env::current_exe().ok()?;
-    let mut client = match mux::client::connect_or_spawn(paths, &self_exe) {
+    let mut client = match mux_client::connect_or_spawn(paths, &self_exe) {
         Ok(c) => c,
         Err(e) => {
             tracing::warn!(error = %e, "mux unavailable; connecting directly");

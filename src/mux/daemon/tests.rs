@@ -3,8 +3,8 @@
 //! mismatch, stop and idle exit.
 
 use super::*;
-use crate::mux::client::MuxClient;
 use crate::proto::distcc::{self, DistccResponse};
+use crate::wrapper::mux_client::MuxClient;
 use std::sync::atomic::AtomicU32;
 use tokio::net::TcpListener;
 

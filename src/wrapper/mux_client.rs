@@ -3,9 +3,9 @@
 //! (`mux::daemon`) on `Paths::mux_socket()`, starting one if none answers — single flight
 //! under an exclusive `flock` on `runtime_dir/mux.lock`, so a `make -j64` start spawns one
 //! daemon — and replaces a mux of another version. [`MuxClient`] then carries one job:
-//! `reserve`, preprocess, `run`. Also the `hoardcc status` and `hoardcc mux --stop`
-//! commands. Neighbours: `wrapper` (caller), `proto::frame::blocking` (framing),
-//! `proto::msg` (the `MuxRequest`/`MuxReply` contract).
+//! `reserve`, preprocess, `run`. The `hoardcc status` and `hoardcc mux --stop` commands
+//! (`cli`) use it too. Neighbours: `wrapper` (caller), `cli`, `proto::frame::blocking`
+//! (framing), `proto::msg` (the `MuxRequest`/`MuxReply` contract).
 
 use std::fs::File;
 use std::io;
@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::mux::daemon::mux_version;
-use crate::mux::status::{render_text, StatusReport};
+use crate::mux::status::StatusReport;
 use crate::paths::{self, Paths};
 use crate::proto::frame::blocking;
 use crate::proto::msg::{Blob, JobSpec, MuxReply, MuxRequest};
@@ -25,7 +25,7 @@ pub const SPAWN_DEADLINE: Duration = Duration::from_secs(5);
 /// Read/write timeout for the short requests (Status, Stop) and for every write.
 const SHORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `hoardcc mux --stop` waits for the daemon to exit (its jobs get a grace period).
-const STOP_DEADLINE: Duration = Duration::from_secs(15);
+pub(crate) const STOP_DEADLINE: Duration = Duration::from_secs(15);
 /// First and longest pause between connection attempts while a mux starts.
 const RETRY_FIRST: Duration = Duration::from_millis(5);
 const RETRY_MAX: Duration = Duration::from_millis(100);
@@ -206,7 +206,7 @@ fn lock(path: &Path, deadline: Instant) -> Result<nix::fcntl::Flock<File>, MuxCl
 }
 
 /// Wait until the socket file is gone (an old mux shutting down), up to `deadline`.
-fn wait_socket_gone(socket: &Path, deadline: Instant) -> bool {
+pub(crate) fn wait_socket_gone(socket: &Path, deadline: Instant) -> bool {
     let mut pause = RETRY_FIRST;
     while socket.exists() {
         if Instant::now() >= deadline {
@@ -220,7 +220,7 @@ fn wait_socket_gone(socket: &Path, deadline: Instant) -> bool {
 
 /// Wait (without polling: a pidfd becomes readable when the process exits) until process
 /// `pid` is gone or `deadline` passes. True when it is gone.
-fn wait_process_gone(pid: u32, deadline: Instant) -> bool {
+pub(crate) fn wait_process_gone(pid: u32, deadline: Instant) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
     use std::os::fd::{FromRawFd, OwnedFd};
     let Ok(raw_pid) = nix::libc::pid_t::try_from(pid) else {
@@ -401,7 +401,7 @@ impl MuxClient {
 }
 
 /// Connect to a running mux without starting one.
-fn connect_existing(paths: &Paths) -> Result<MuxClient, MuxClientError> {
+pub(crate) fn connect_existing(paths: &Paths) -> Result<MuxClient, MuxClientError> {
     let socket = paths.mux_socket();
     match try_connect(&socket)? {
         Some(stream) => Ok(MuxClient {
@@ -417,79 +417,6 @@ fn connect_existing(paths: &Paths) -> Result<MuxClient, MuxClientError> {
 pub fn running_status(paths: &Paths) -> Option<StatusReport> {
     let doc = connect_existing(paths).and_then(|mut c| c.status()).ok()?;
     StatusReport::from_json(&doc).ok()
-}
-
-fn env_paths() -> Paths {
-    Paths::from_env(&|k: &str| std::env::var(k).ok())
-}
-
-/// `hoardcc status [--json]`: print the running mux's hosts, connections, lanes, jobs and
-/// per-host counters. Without a mux it says so (exit 0: nothing is wrong).
-pub fn status_main(json: bool) -> std::process::ExitCode {
-    let paths = env_paths();
-    let result = connect_existing(&paths).and_then(|mut c| c.status());
-    match result {
-        Ok(doc) if json => {
-            println!("{doc}");
-            std::process::ExitCode::SUCCESS
-        }
-        Ok(doc) => match StatusReport::from_json(&doc) {
-            Ok(r) => {
-                print!("{}", render_text(&r));
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("hoardcc status: unreadable status from the mux: {e}");
-                crate::exit::ExitCode::ProtocolError.into()
-            }
-        },
-        Err(MuxClientError::NotRunning(p)) => {
-            if json {
-                println!("{{\"running\": false}}");
-            } else {
-                println!("no mux running ({})", p.display());
-            }
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("hoardcc status: {e}");
-            crate::exit::ExitCode::ConnectFailed.into()
-        }
-    }
-}
-
-/// `hoardcc mux --stop`: ask the running mux to exit and wait until its socket is gone.
-pub fn stop_main() -> std::process::ExitCode {
-    let paths = env_paths();
-    let stopped = connect_existing(&paths).and_then(|mut c| {
-        let pid = c
-            .status()
-            .ok()
-            .and_then(|doc| StatusReport::from_json(&doc).ok())
-            .map(|r| r.pid);
-        c.stop().map(|()| pid)
-    });
-    match stopped {
-        Ok(pid) => {
-            let deadline = Instant::now() + STOP_DEADLINE;
-            let gone = wait_socket_gone(&paths.mux_socket(), deadline)
-                && pid.is_none_or(|p| wait_process_gone(p, deadline));
-            if gone {
-                eprintln!("hoardcc mux: stopped");
-            } else {
-                eprintln!("hoardcc mux: asked to stop; it is still running");
-            }
-            std::process::ExitCode::SUCCESS
-        }
-        Err(MuxClientError::NotRunning(_)) => {
-            eprintln!("hoardcc mux: not running");
-            std::process::ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("hoardcc mux --stop: {e}");
-            crate::exit::ExitCode::ConnectFailed.into()
-        }
-    }
 }
 
 #[cfg(test)]
