@@ -193,15 +193,32 @@ fn distribute(
         Err(f) => return Outcome::Failed(f),
     };
     if env("HOARDCC_MUX").is_none_or(|v| v.trim() != "0") {
-        if let Some(outcome) = via_mux(real, &job, cwd, &list, paths, env, note) {
+        let deadline = mux_reply_deadline(config);
+        if let Some(outcome) = via_mux(real, &job, cwd, &list, paths, env, note, deadline) {
             return outcome;
         }
     }
     direct(real, &job, cwd, &list, config, paths, env, note)
 }
 
+/// Margin on top of the longest job the mux can legitimately take, in
+/// [`mux_reply_deadline`].
+const MUX_REPLY_MARGIN: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The longest silence from the mux that a healthy one cannot cause: a job that runs
+/// twice (the mux's one retry), each time connecting, compiling up to the compile
+/// timeout and then up to one I/O timeout of silence, plus a margin. Defaults: 2 × (10 s
+/// + 1200 s + 300 s) + 120 s = 52 min 20 s. A wait in the mux's queue longer than that
+/// is taken for a stuck mux too: the job compiles locally.
+fn mux_reply_deadline(config: &Config) -> std::time::Duration {
+    let one = config.ssh.connect_timeout + config.server.compile_timeout + config.ssh.io_timeout;
+    one * 2 + MUX_REPLY_MARGIN
+}
+
 /// The usual path: the per-user mux holds the connections and picks the host. `None`
-/// when the mux cannot be reached at all (then the job goes direct).
+/// when the mux cannot be reached at all (then the job goes direct). A mux that sends
+/// nothing for `deadline` is stuck: the job falls back locally with one warning.
+#[allow(clippy::too_many_arguments)]
 fn via_mux(
     real: &Path,
     job: &CompileJob,
@@ -210,10 +227,11 @@ fn via_mux(
     paths: &Paths,
     env: &dyn Fn(&str) -> Option<String>,
     note: &mut Note,
+    deadline: std::time::Duration,
 ) -> Option<Outcome> {
     let self_exe = std::env::current_exe().ok()?;
     let mut client = match mux_client::connect_or_spawn(paths, &self_exe) {
-        Ok(c) => c,
+        Ok(c) => c.with_reply_deadline(deadline),
         Err(e) => {
             tracing::warn!(error = %e, "mux unavailable; connecting directly");
             return None;
@@ -239,6 +257,12 @@ fn via_mux(
         Ok(other) => {
             tracing::warn!(reply = ?other, "unexpected mux reply; connecting directly");
             return None;
+        }
+        Err(e @ mux_client::MuxClientError::NoAnswer { .. }) => {
+            return Some(Outcome::Failed(Failure {
+                message: e.to_string(),
+                code: ExitCode::Timeout.code(),
+            }))
         }
         Err(e) => {
             tracing::warn!(error = %e, "mux failed; connecting directly");
@@ -284,6 +308,9 @@ fn via_mux(
                 .collect(),
             ExitCode::ProtocolError.code(),
         ),
+        Err(e @ mux_client::MuxClientError::NoAnswer { .. }) => {
+            on_host(e.to_string(), ExitCode::Timeout.code())
+        }
         Err(e) => on_host(format!("mux: {e}"), ExitCode::IoError.code()),
     }
 }
@@ -634,7 +661,134 @@ fn exit_with(code: i32) -> std::process::ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use super::on_host_message;
+    use super::*;
+    use crate::proto::frame::blocking;
+    use crate::proto::msg::MuxRequest;
+    use std::os::unix::net::UnixListener;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    /// A stuck mux on `paths.mux_socket()`: it reads every request and answers the first
+    /// `Reserve` with `Reserved` only if `reserve` is set, then says nothing more until
+    /// `end` fires. Sends the requests it read, in order, on the returned channel.
+    fn stuck_mux(
+        paths: &Paths,
+        reserve: bool,
+    ) -> (
+        mpsc::Receiver<&'static str>,
+        mpsc::Sender<()>,
+        std::thread::JoinHandle<()>,
+    ) {
+        std::fs::create_dir_all(&paths.runtime_dir).unwrap();
+        let listener = UnixListener::bind(paths.mux_socket()).unwrap();
+        let (seen_tx, seen_rx) = mpsc::channel();
+        let (end_tx, end_rx) = mpsc::channel::<()>();
+        let fake = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            while let Ok(Some(req)) = blocking::read_message::<_, MuxRequest>(&mut s) {
+                let name = match req {
+                    MuxRequest::Reserve { .. } => "reserve",
+                    MuxRequest::Run { .. } => "run",
+                    _ => "other",
+                };
+                let _ = seen_tx.send(name);
+                if name == "reserve" && reserve {
+                    let reply = MuxReply::Reserved {
+                        host: "@stuck".into(),
+                        wire: Wire::Native,
+                    };
+                    blocking::write_message(&mut s, &reply).unwrap();
+                } else {
+                    break;
+                }
+            }
+            let _ = end_rx.recv();
+        });
+        (seen_rx, end_tx, fake)
+    }
+
+    /// Run `via_mux` on `gcc -c a.c` against a stuck mux with a short deadline; the
+    /// outcome as (message, exit code) and the requests the mux saw.
+    fn against_stuck_mux(reserve: bool) -> (String, u8, Vec<&'static str>) {
+        let dir = tempfile::tempdir().unwrap();
+        let runtime = dir.path().join("run");
+        let paths = Paths::from_env(&|k: &str| {
+            (k == "XDG_RUNTIME_DIR").then(|| runtime.to_string_lossy().into_owned())
+        });
+        assert!(paths.mux_socket().starts_with(dir.path()));
+        std::fs::write(dir.path().join("a.c"), "int x;\n").unwrap();
+        // Absolute names: the preprocessor runs in this process's directory.
+        let at = |n: &str| dir.path().join(n).to_string_lossy().into_owned();
+        let args = vec!["-c".to_string(), at("a.c"), "-o".into(), at("a.o")];
+        let Ok(Classified::Remote(job)) = args::classify("gcc", &args, dir.path()) else {
+            panic!("gcc -c a.c should be remote");
+        };
+        let list = hosts::parse("@stuck/1").unwrap();
+        let (seen, end, fake) = stuck_mux(&paths, reserve);
+        let (tx, rx) = mpsc::channel();
+        let cwd = dir.path().to_path_buf();
+        let worker = std::thread::spawn(move || {
+            let mut note = Note::default();
+            let deadline = Duration::from_millis(300);
+            let real = Path::new("/usr/bin/gcc");
+            let outcome = via_mux(
+                real,
+                &job,
+                &cwd,
+                &list,
+                &paths,
+                &|_| None,
+                &mut note,
+                deadline,
+            );
+            let summary = match outcome {
+                Some(Outcome::Failed(f)) => (f.message, f.code),
+                Some(Outcome::Local(r)) => (format!("local: {r}"), 0),
+                Some(Outcome::Done(c)) => (format!("done: {c}"), 0),
+                None => ("went direct".to_string(), 0),
+            };
+            tx.send(summary).unwrap();
+        });
+        let (message, code) = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("via_mux returned despite a silent mux");
+        worker.join().unwrap();
+        end.send(()).unwrap();
+        fake.join().unwrap();
+        (message, code, seen.try_iter().collect())
+    }
+
+    #[test]
+    fn a_mux_silent_on_reserve_means_a_local_fallback() {
+        let (message, code, seen) = against_stuck_mux(false);
+        assert_eq!(seen, ["reserve"]);
+        assert_eq!(code, ExitCode::Timeout.code(), "{message}");
+        assert_eq!(message, "the mux sent nothing for 300ms");
+    }
+
+    #[test]
+    fn a_mux_silent_on_run_means_a_local_fallback() {
+        if !Path::new("/usr/bin/gcc").exists() {
+            eprintln!("skipped: no /usr/bin/gcc");
+            return;
+        }
+        let (message, code, seen) = against_stuck_mux(true);
+        assert_eq!(seen, ["reserve", "run"], "{message}");
+        assert_eq!(code, ExitCode::Timeout.code(), "{message}");
+        assert_eq!(message, "@stuck: the mux sent nothing for 300ms");
+    }
+
+    #[test]
+    fn the_mux_deadline_outlasts_a_retried_compile_at_its_timeout() {
+        let config = Config::default();
+        let one =
+            config.ssh.connect_timeout + config.server.compile_timeout + config.ssh.io_timeout;
+        assert_eq!(mux_reply_deadline(&config), one * 2 + MUX_REPLY_MARGIN);
+        assert_eq!(mux_reply_deadline(&config), Duration::from_secs(3140));
+        let mut long = config.clone();
+        long.server.compile_timeout = Duration::from_secs(7200);
+        assert!(mux_reply_deadline(&long) > Duration::from_secs(2 * 7200));
+    }
 
     #[test]
     fn a_message_names_its_host_once() {

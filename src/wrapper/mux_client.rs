@@ -76,6 +76,13 @@ pub enum MuxClientError {
     /// The mux answered something that does not fit the request.
     #[error("unexpected reply from the mux: {0}")]
     Unexpected(String),
+    /// The mux sent nothing for the whole reply deadline ([`MuxClient::with_reply_deadline`]):
+    /// it is stuck, and the wrapper compiles locally rather than hang the build.
+    #[error("the mux sent nothing for {after:?}")]
+    NoAnswer {
+        /// The deadline.
+        after: Duration,
+    },
     /// The mux still speaks another version after being replaced.
     #[error("the mux speaks version {0}, not {ours}", ours = mux_version())]
     WrongVersion(String),
@@ -86,6 +93,8 @@ pub struct MuxClient {
     stream: UnixStream,
     paths: Paths,
     self_exe: PathBuf,
+    /// Longest silence allowed while waiting for the `Reserve` and `Run` replies.
+    reply_deadline: Option<Duration>,
 }
 
 /// Connect to the running mux, or start `self_exe mux` and connect to it (single flight
@@ -99,6 +108,7 @@ pub fn connect_or_spawn(paths: &Paths, self_exe: &Path) -> Result<MuxClient, Mux
         stream,
         paths: paths.clone(),
         self_exe: self_exe.to_path_buf(),
+        reply_deadline: None,
     })
 }
 
@@ -284,7 +294,17 @@ impl MuxClient {
             stream,
             paths: paths.clone(),
             self_exe: self_exe.to_path_buf(),
+            reply_deadline: None,
         }
+    }
+
+    /// Bound the wait for the `Reserve` and `Run` replies: past `deadline` without a byte
+    /// from the mux they fail with [`MuxClientError::NoAnswer`]. The bound is on silence
+    /// (each read), so a reply that is arriving never trips it.
+    #[must_use]
+    pub fn with_reply_deadline(mut self, deadline: Duration) -> MuxClient {
+        self.reply_deadline = Some(deadline);
+        self
     }
 
     fn request(
@@ -295,14 +315,26 @@ impl MuxClient {
         self.stream.set_write_timeout(Some(SHORT_TIMEOUT))?;
         blocking::write_message(&mut self.stream, req)?;
         self.stream.set_read_timeout(read_timeout)?;
-        match blocking::read_message::<_, MuxReply>(&mut self.stream)? {
-            Some(r) => Ok(r),
-            None => Err(MuxClientError::Closed),
+        match blocking::read_message::<_, MuxReply>(&mut self.stream) {
+            Ok(Some(r)) => Ok(r),
+            Ok(None) => Err(MuxClientError::Closed),
+            Err(crate::proto::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(MuxClientError::NoAnswer {
+                    after: read_timeout.unwrap_or_default(),
+                })
+            }
+            Err(e) => Err(e.into()),
         }
     }
 
     /// Ask for a slot for one job (`hosts_text`: the host list the wrapper resolved;
-    /// `file`: the source, for status). Waits in the mux's queue as long as it takes.
+    /// `file`: the source, for status). Waits in the mux's queue as long as it takes, up to
+    /// the reply deadline if one is set.
     /// A mux of another version is stopped and replaced, once.
     ///
     /// Returns `Reserved`, `Local` or `Failed`. After `Local` keep the client open while
@@ -316,13 +348,13 @@ impl MuxClient {
             file: file.to_string(),
             client_version: mux_version(),
         };
-        match self.request(&req, None)? {
+        match self.request(&req, self.reply_deadline)? {
             MuxReply::WrongVersion {
                 mux_version: theirs,
             } => {
                 tracing::info!("the mux speaks {theirs}; replacing it");
                 self.replace()?;
-                match self.request(&req, None)? {
+                match self.request(&req, self.reply_deadline)? {
                     MuxReply::WrongVersion { mux_version } => {
                         Err(MuxClientError::WrongVersion(mux_version))
                     }
@@ -353,8 +385,8 @@ impl MuxClient {
         Ok(())
     }
 
-    /// Run the job on the reserved slot. No read timeout: the mux enforces the transport
-    /// timeouts, and a dead mux closes the socket.
+    /// Run the job on the reserved slot. The mux enforces the transport timeouts and a dead
+    /// mux closes the socket; the reply deadline, if set, catches a stuck one.
     ///
     /// Returns `Done` or `Failed`.
     ///
@@ -365,7 +397,7 @@ impl MuxClient {
             spec: spec.clone(),
             source: Blob::raw(source.to_vec()),
         };
-        match self.request(&req, None)? {
+        match self.request(&req, self.reply_deadline)? {
             r @ (MuxReply::Done(_) | MuxReply::Failed { .. }) => Ok(r),
             other => Err(MuxClientError::Unexpected(
                 format!("{other:?}").chars().take(80).collect(),
@@ -408,6 +440,7 @@ pub(crate) fn connect_existing(paths: &Paths) -> Result<MuxClient, MuxClientErro
             stream,
             paths: paths.clone(),
             self_exe: PathBuf::new(),
+            reply_deadline: None,
         }),
         None => Err(MuxClientError::NotRunning(socket)),
     }
@@ -422,6 +455,50 @@ pub fn running_status(paths: &Paths) -> Option<StatusReport> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::os::unix::net::UnixListener;
+    use std::sync::mpsc;
+
+    /// A mux that accepts, reads the request and never answers: `reserve` gives up after
+    /// the reply deadline with `NoAnswer` (and without a deadline it would still wait).
+    #[test]
+    fn a_silent_mux_trips_the_reply_deadline() {
+        let dir = tempfile::tempdir().unwrap();
+        let sock = dir.path().join("mux.sock");
+        let listener = UnixListener::bind(&sock).unwrap();
+        let (got_tx, got_rx) = mpsc::channel();
+        let (end_tx, end_rx) = mpsc::channel::<()>();
+        let fake = std::thread::spawn(move || {
+            let (mut s, _) = listener.accept().unwrap();
+            let req: Option<MuxRequest> = blocking::read_message(&mut s).unwrap();
+            got_tx.send(req.is_some()).unwrap();
+            // Hold the connection open, silent, until the test is done.
+            let _ = end_rx.recv();
+        });
+        let paths = Paths::from_env(&|_: &str| None);
+        let stream = UnixStream::connect(&sock).unwrap();
+        let deadline = Duration::from_millis(300);
+        let client = MuxClient::from_stream(stream, &paths, Path::new("/nonexistent"))
+            .with_reply_deadline(deadline);
+        let (done_tx, done_rx) = mpsc::channel();
+        let start = Instant::now();
+        let caller = std::thread::spawn(move || {
+            let mut client = client;
+            done_tx.send(client.reserve("@h/1", "a.c")).unwrap();
+            client
+        });
+        assert!(got_rx.recv_timeout(Duration::from_secs(60)).unwrap());
+        let r = done_rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("reserve returned");
+        assert!(
+            matches!(r, Err(MuxClientError::NoAnswer { after }) if after == deadline),
+            "{r:?}"
+        );
+        assert!(start.elapsed() >= deadline);
+        drop(caller.join().unwrap());
+        end_tx.send(()).unwrap();
+        fake.join().unwrap();
+    }
 
     #[test]
     fn wait_process_gone_sees_an_exit_and_respects_its_deadline() {
