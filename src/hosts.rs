@@ -129,6 +129,24 @@ impl HostList {
         hosts
     }
 
+    /// One host for a lone job, in proportion to each host's slots over
+    /// [`ordered`](Self::ordered)`(seed)`, so parallel processes with different seeds
+    /// spread over the list. `None` when the pick is a `localhost` slot (or no host is up).
+    pub fn pick_weighted(&self, seed: u64) -> Option<HostSpec> {
+        let ordered = self.ordered(seed);
+        let total: u64 = ordered.iter().map(|h| u64::from(h.slots.max(1))).sum();
+        let mut state = seed;
+        let mut pick = splitmix64(&mut state) % total.max(1);
+        for h in ordered {
+            let w = u64::from(h.slots.max(1));
+            if pick < w {
+                return if h.is_local() { None } else { Some(h) };
+            }
+            pick -= w;
+        }
+        None
+    }
+
     /// True when no host at all is listed (`,down` hosts count as listed).
     pub fn is_empty(&self) -> bool {
         self.hosts.is_empty()
@@ -865,6 +883,34 @@ mod tests {
         assert_eq!(sorted, ["h1", "h2", "h3", "h4", "h5", "h6", "h7", "h8"]);
         let distinct: std::collections::HashSet<Vec<String>> = (0..20).map(order).collect();
         assert!(distinct.len() > 1, "different seeds give different orders");
+    }
+
+    #[test]
+    fn pick_weighted_follows_the_slots_and_skips_localhost() {
+        let list = parse("@a/3 @b/1 @c/4,down").unwrap();
+        let mut count: HashMap<String, u32> = HashMap::new();
+        for seed in 0..4000 {
+            let h = list.pick_weighted(seed).expect("a remote host");
+            assert_eq!(
+                list.pick_weighted(seed),
+                Some(h.clone()),
+                "same seed, same host"
+            );
+            *count.entry(h.token).or_default() += 1;
+        }
+        assert_eq!(count.len(), 2, "{count:?}: a down host is never picked");
+        let (a, b) = (count["@a/3"], count["@b/1"]);
+        // 3000 : 1000 expected; splitmix64 keeps well inside these bounds.
+        assert!((2700..3300).contains(&a) && a + b == 4000, "{count:?}");
+        let half = parse("localhost/1 @a/1").unwrap();
+        let local = (0..1000)
+            .filter(|&s| half.pick_weighted(s).is_none())
+            .count();
+        assert!(
+            (400..600).contains(&local),
+            "{local} of 1000 picks were local"
+        );
+        assert_eq!(parse("@a,down").unwrap().pick_weighted(7), None);
     }
 
     fn files_of(files: &[(&str, &str)]) -> impl Fn(&Path) -> Option<String> {

@@ -6,8 +6,11 @@
 //! Any failure of distribution (not the compiler's own error) ends in exactly one place,
 //! [`fallback`]: one local compile with a one-line warning, or, with
 //! `HOARDCC_FALLBACK=0`/`DISTCC_FALLBACK=0`, a distcc exit code and no output file.
-//! Neighbours: `args`, `hosts`, `config` (pure inputs), `mux::transport` (the remote).
+//! The remote is reached through the per-user mux (`mux_client`); only the degraded
+//! direct path (`direct`, `HOARDCC_MUX=0` or no mux) opens a lane itself.
+//! Neighbours: `args`, `hosts`, `config` (pure inputs), `mux_client` (the mux), `direct`.
 
+pub mod direct;
 pub mod local;
 pub mod masquerade;
 pub mod mux_client;
@@ -19,9 +22,8 @@ use std::path::{Path, PathBuf};
 use crate::args::{self, Classified, CompileJob, CppStyle};
 use crate::config::{self, Config};
 use crate::exit::ExitCode;
-use crate::hosts::{self, HostList, HostSpec};
-use crate::mux::ssh::SshSettings;
-use crate::mux::transport::{self, Completed, JobSpec, Lane, TransportError, Wire};
+use crate::hosts::{self, HostList};
+use crate::mux::transport::{Completed, JobSpec, Wire};
 use crate::paths::Paths;
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::MuxReply;
@@ -32,15 +34,6 @@ struct Failure {
     message: String,
     /// distcc exit code (100–120), used when fallback is off.
     code: u8,
-}
-
-impl From<TransportError> for Failure {
-    fn from(e: TransportError) -> Self {
-        Failure {
-            code: e.exit_code().code(),
-            message: e.to_string(),
-        }
-    }
 }
 
 /// What the pipeline decided.
@@ -198,7 +191,7 @@ fn distribute(
             return outcome;
         }
     }
-    direct(real, &job, cwd, &list, config, paths, env, note)
+    direct::run(real, &job, cwd, &list, config, paths, env, note)
 }
 
 /// Margin on top of the longest job the mux can legitimately take, in
@@ -313,104 +306,6 @@ fn via_mux(
         }
         Err(e) => on_host(format!("mux: {e}"), ExitCode::IoError.code()),
     }
-}
-
-/// How long a direct job keeps asking a full (BUSY) server before it gives up and
-/// falls back locally.
-const DIRECT_BUSY_PATIENCE: std::time::Duration = std::time::Duration::from_secs(20);
-/// The first pause after a BUSY answer on the direct path; it doubles up to
-/// [`DIRECT_BUSY_MAX_PAUSE`].
-const DIRECT_BUSY_FIRST_PAUSE: std::time::Duration = std::time::Duration::from_millis(100);
-const DIRECT_BUSY_MAX_PAUSE: std::time::Duration = std::time::Duration::from_secs(1);
-
-/// Without the mux (`HOARDCC_MUX=0`, or it cannot start): one connection for this job.
-#[allow(clippy::too_many_arguments)]
-fn direct(
-    real: &Path,
-    job: &CompileJob,
-    cwd: &Path,
-    list: &HostList,
-    config: &Config,
-    paths: &Paths,
-    env: &dyn Fn(&str) -> Option<String>,
-    note: &mut Note,
-) -> Outcome {
-    let Some(host) = pick_host(list) else {
-        return Outcome::Local("localhost slot".into());
-    };
-    note.host = host.key();
-    let home = paths.home.clone().unwrap_or_else(|| PathBuf::from("/"));
-    let settings = SshSettings::from_config(config, env, home);
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(r) => r,
-        Err(e) => {
-            return Outcome::Failed(Failure {
-                message: format!("cannot start runtime: {e}"),
-                code: ExitCode::DistccFailed.code(),
-            })
-        }
-    };
-    // Channels and connections close themselves on drop by spawning a task: keep the
-    // runtime entered until they are gone (declared first, so dropped last).
-    let _entered = runtime.enter();
-
-    // Connect while the preprocessor runs: the wire is usually known before connecting.
-    let guessed = transport::expected_wire(&host);
-    let (lane, cpp) = std::thread::scope(|s| {
-        let cpp = s.spawn(|| preprocess::run(real, job, style_for(guessed), guard()));
-        let lane = runtime.block_on(Lane::open(&host, &settings));
-        (lane, cpp.join())
-    });
-    let on_host = |e: TransportError| {
-        let f = Failure::from(e);
-        Outcome::Failed(Failure {
-            message: on_host_message(&host.key(), &f.message),
-            code: f.code,
-        })
-    };
-    let mut lane = match lane {
-        Ok(l) => l,
-        Err(e) => return on_host(e),
-    };
-    let cpp = match cpp {
-        Ok(Ok(p)) if lane.wire() == guessed => p,
-        Ok(Ok(_)) => match preprocess::run(real, job, style_for(lane.wire()), guard()) {
-            Ok(p) => p,
-            Err(e) => return cpp_failed(e),
-        },
-        Ok(Err(e)) => return cpp_failed(e),
-        Err(_) => {
-            return Outcome::Failed(Failure {
-                message: "preprocessor thread panicked".into(),
-                code: ExitCode::LocalCppFailed.code(),
-            })
-        }
-    };
-    let spec = job_spec(job, cwd, lane.wire(), &cpp.source, env);
-    // Without the mux nobody can wake this job when a server slot frees: a server that
-    // is full (BUSY) is asked again after a growing pause, a bounded number of times.
-    let mut pause = DIRECT_BUSY_FIRST_PAUSE;
-    let give_up = std::time::Instant::now() + DIRECT_BUSY_PATIENCE;
-    let done = loop {
-        match runtime.block_on(lane.run(&spec, &cpp.source)) {
-            Ok(d) => break d,
-            Err(TransportError::Busy { .. }) if std::time::Instant::now() + pause < give_up => {
-                tracing::debug!(host = %host.key(), ?pause, "server busy; asking again");
-                std::thread::sleep(pause);
-                pause = (pause * 2).min(DIRECT_BUSY_MAX_PAUSE);
-            }
-            Err(e) => return on_host(e),
-        }
-    };
-    // Let the channel close go out before the process exits.
-    runtime.block_on(async move {
-        drop(lane);
-        tokio::task::yield_now().await;
-    });
-    finish(job, cwd, &note.host, done, &cpp.driver_notes)
 }
 
 /// Apply a remote result: outputs into place, output replayed, the compiler's status.
@@ -555,30 +450,6 @@ fn resolve_hosts(
         return Ok(None);
     }
     Ok(Some(list))
-}
-
-/// Without the mux, spread parallel jobs over the list in proportion to each host's
-/// slots. `None` means the pick was a `localhost` slot.
-fn pick_host(list: &HostList) -> Option<HostSpec> {
-    let seed = u64::from(std::process::id());
-    let ordered = list.ordered(seed);
-    let total: u64 = ordered.iter().map(|h| u64::from(h.slots.max(1))).sum();
-    let mut pick = splitmix(seed) % total.max(1);
-    for h in ordered {
-        let w = u64::from(h.slots.max(1));
-        if pick < w {
-            return if h.is_local() { None } else { Some(h) };
-        }
-        pick -= w;
-    }
-    None
-}
-
-fn splitmix(mut x: u64) -> u64 {
-    x = x.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    x ^ (x >> 31)
 }
 
 /// Most characters of a failure message in the one warning line.
