@@ -12,6 +12,7 @@ use super::tests::{
 use super::*;
 use crate::proto::distcc::{write_request, DistccRequest};
 use crate::proto::msg::Codec;
+use crate::proto::msg::{Blob, Message, OutputFile};
 
 /// The job directories in `tmp` (the server's `tmpdir`).
 fn job_dirs(tmp: &Path) -> Vec<String> {

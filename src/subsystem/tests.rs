@@ -13,6 +13,7 @@ use super::*;
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::distcc::{read_response, write_request, DistccRequest};
 use crate::proto::msg::SourceKind;
+use crate::proto::msg::{Blob, Job, JobResult, Message};
 
 /// Bound on every wait in these tests.
 pub(super) const WAIT: Duration = Duration::from_secs(60);
