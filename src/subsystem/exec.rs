@@ -309,7 +309,8 @@ mod tests {
             trigger.cancel();
         });
         assert!(matches!(res, Err(ExecError::Cancelled)));
-        assert!(started.elapsed() < Duration::from_secs(5));
+        // Killed, not waited for: far below the child's 300 s (CI-safe margin).
+        assert!(started.elapsed() < Duration::from_secs(60));
     }
 
     #[tokio::test]
