@@ -7,9 +7,19 @@
 //!            ◄─ wrapper::outputs (atomic rename, stderr replay, exit status)
 //! ```
 //!
+//! Architecture. `main` picks the mode from argv and hands over to one stage:
+//! - [`wrapper`]: the client pipeline for one compile (classify, local cpp, ask the mux
+//!   through [`wrapper::mux_client`], write outputs, replay diagnostics, exit status);
+//! - [`mux`]: the per-user daemon that hoards SSH connections, schedules jobs on hosts
+//!   and runs them on lanes (the only code that knows russh);
+//! - [`subsystem`]: `hoardcc serve` on the build server (admit, compile, answer);
+//! - [`cli`]: the small `hoardcc hosts`, `status` and `mux --stop` commands.
+//!
 //! Pure modules (no I/O): [`hosts`], [`args`], [`proto`], [`config`], [`paths`], [`exit`].
-//! Stages with I/O: [`wrapper`] (client), [`mux`] (connections and scheduling),
-//! [`subsystem`] (server).
+//!
+//! The rule: the wrapper reaches a server only through the mux. The one named exception
+//! is [`wrapper::direct`], the degraded path (`HOARDCC_MUX=0`, or no mux can be reached
+//! or started) that opens one lane itself.
 
 pub mod args;
 pub mod cli;
