@@ -200,8 +200,8 @@ const MUX_REPLY_MARGIN: std::time::Duration = std::time::Duration::from_secs(120
 
 /// The longest silence from the mux that a healthy one cannot cause: a job that runs
 /// twice (the mux's one retry), each time connecting, compiling up to the compile
-/// timeout and then up to one I/O timeout of silence, plus a margin. Defaults: 2 × (10 s
-/// + 1200 s + 300 s) + 120 s = 52 min 20 s. A wait in the mux's queue longer than that
+/// timeout and then up to one I/O timeout of silence, plus a margin. Defaults:
+/// 2 × (10 s + 1200 s + 300 s) + 120 s = 52 min 20 s. A wait in the mux's queue longer than that
 /// is taken for a stuck mux too: the job compiles locally.
 fn mux_reply_deadline(config: &Config) -> std::time::Duration {
     let one = config.ssh.connect_timeout + config.server.compile_timeout + config.ssh.io_timeout;
