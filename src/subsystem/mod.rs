@@ -407,10 +407,9 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 
 /// This host's name, for the hello's agent string.
 pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    nix::unistd::gethostname()
         .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|s| s.trim().to_owned())
+        .map(|s| s.to_string_lossy().trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown-host".into())
 }
