@@ -222,7 +222,10 @@ fn wait_socket_gone(socket: &Path, deadline: Instant) -> bool {
 /// `pid` is gone or `deadline` passes. True when it is gone.
 fn wait_process_gone(pid: u32, deadline: Instant) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    let Some(target) = i32::try_from(pid).ok().and_then(rustix::process::Pid::from_raw) else {
+    let Some(target) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
     let fd = match rustix::process::pidfd_open(target, rustix::process::PidfdFlags::empty()) {
