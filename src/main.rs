@@ -93,7 +93,7 @@ fn main() -> std::process::ExitCode {
         }),
         Some(Command::Hosts) => show_hosts(),
         Some(Command::Mux { stop: true, .. }) => mux::client::stop_main(),
-        Some(Command::Mux { foreground, .. }) => mux::daemon::main(mux::daemon::MuxArgs {
+        Some(Command::Mux { foreground, .. }) => mux::main(mux::MuxArgs {
             foreground,
             stop: false,
         }),

@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::mux::daemon::mux_version;
+use crate::mux::mux_version;
 use crate::mux::status::{render_text, StatusReport};
 use crate::paths::{self, Paths};
 use crate::proto::frame::blocking;

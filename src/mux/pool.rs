@@ -9,7 +9,7 @@
 //! drained and a dead lane is noticed at once. Hosts without our subsystem get one
 //! `distccd --inetd` exec channel per job on the hoarded connection; TCP hosts get a
 //! fresh TCP connection per job. Neighbours: `mux::transport` (lanes), `mux::ssh`
-//! (connections), `mux::scheduler` (told the servers' advertised slots), `mux::daemon`
+//! (connections), `mux::scheduler` (told the servers' advertised slots), `mux::job`
 //! (the caller: [`Pool::checkout`] / [`Pool::checkin`] around each job).
 
 use std::collections::{HashMap, VecDeque};

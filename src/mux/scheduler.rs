@@ -1,5 +1,5 @@
 //! Stage: mux scheduling — the one waiting room for all of a user's jobs. The daemon
-//! (`mux::daemon`, one task per wrapper connection) asks here for a slot before it
+//! (`mux::job`, for one wrapper connection of `mux::conn`) asks here for a slot before it
 //! replies `Reserved`/`Local`; the pool (`mux::pool`) then supplies a lane on the chosen
 //! host. [`Scheduler`] is pure decision logic (no I/O, time passed in); [`SchedHandle`]
 //! wraps it for async callers with a FIFO waiter queue (no polling: a waiter wakes when a

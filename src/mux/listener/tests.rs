@@ -3,8 +3,13 @@
 //! mismatch, stop and idle exit.
 
 use super::*;
+use crate::exit::ExitCode;
 use crate::mux::client::MuxClient;
+use crate::mux::status::StatusReport;
+use crate::mux::transport::Wire;
+use crate::proto::compress::MAX_BLOB;
 use crate::proto::distcc::{self, DistccResponse};
+use crate::proto::msg::{Blob, JobSpec, MuxReply, MuxRequest};
 use std::sync::atomic::AtomicU32;
 use tokio::net::TcpListener;
 
