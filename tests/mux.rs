@@ -38,7 +38,7 @@ const REFUSED: &str = "no more sessions";
 /// modules stay at `warn`, so its stderr stays clean).
 const MUX_LOG: &str = "warn,hoardcc::mux::listener=debug,hoardcc::mux::conn=debug,\
                        hoardcc::mux::job=debug,hoardcc::mux::pool=debug,\
-                       hoardcc::mux::scheduler=debug,hoardcc::mux::transport=debug";
+                       hoardcc::mux::scheduler=debug,hoardcc::mux::lane=debug";
 
 /// A directory of small C sources and the job log the wrappers append to.
 struct Work {

@@ -1,5 +1,5 @@
 //! Stage: one job in the mux — reserve a slot (`mux::scheduler`), run attempts on a
-//! lane from `mux::pool` (`mux::transport`), and the one retry policy. Neighbours:
+//! lane from `mux::pool` (`mux::lane`), and the one retry policy. Neighbours:
 //! `mux::conn` (asks for it), `mux::listener` (the shared [`Daemon`] state).
 
 use std::time::Duration;
@@ -11,7 +11,7 @@ use crate::hosts::{self, HostSpec};
 use crate::mux::conn::failed;
 use crate::mux::listener::{Daemon, JobInfo};
 use crate::mux::scheduler::{Grant, Outcome, SlotGuard, Want};
-use crate::mux::transport::{Completed, TransportError, Wire};
+use crate::mux::lane::{Completed, TransportError, Wire};
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::{Blob, JobResult, JobSpec, MuxReply, OutputFile};
 

@@ -19,6 +19,7 @@ pub mod client;
 pub mod conn;
 pub mod job;
 pub mod known_hosts;
+pub mod lane;
 pub mod listener;
 pub mod pool;
 pub mod process;
@@ -26,7 +27,6 @@ pub mod scheduler;
 pub mod ssh;
 pub mod ssh_config;
 pub mod status;
-pub mod transport;
 
 use std::io;
 use std::os::fd::AsRawFd;

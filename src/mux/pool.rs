@@ -8,7 +8,7 @@
 //! task that waits on (a job taking it, `Lane::idle_watch`), so idle channels are always
 //! drained and a dead lane is noticed at once. Hosts without our subsystem get one
 //! `distccd --inetd` exec channel per job on the hoarded connection; TCP hosts get a
-//! fresh TCP connection per job. Neighbours: `mux::transport` (lanes), `mux::ssh`
+//! fresh TCP connection per job. Neighbours: `mux::lane` (lanes), `mux::ssh`
 //! (connections), `mux::scheduler` (told the servers' advertised slots), `mux::job`
 //! (the caller: [`Pool::checkout`] / [`Pool::checkin`] around each job).
 
@@ -28,7 +28,7 @@ use crate::hosts::{HostKind, HostSpec};
 use crate::mux::scheduler::SchedHandle;
 use crate::mux::ssh::{Connection, SshError, SshSettings};
 use crate::mux::ssh_config;
-use crate::mux::transport::{self, Lane, TransportError, Wire};
+use crate::mux::lane::{self, Lane, TransportError, Wire};
 
 /// Minimum gap between two connection starts to one host (sshd MaxStartups).
 pub const CONNECT_GAP: Duration = Duration::from_millis(100);
@@ -271,7 +271,7 @@ impl Pool {
                 return w;
             }
         }
-        transport::expected_wire(spec)
+        lane::expected_wire(spec)
     }
 
     /// Start connecting to an SSH host and opening lanes up to its slot limit, in the
@@ -504,7 +504,7 @@ impl Pool {
                 HostKind::Ssh {
                     command: Some(c), ..
                 } => Some(c.clone()),
-                _ if distcc_exec => Some(transport::DEFAULT_DISTCCD.to_string()),
+                _ if distcc_exec => Some(lane::DEFAULT_DISTCCD.to_string()),
                 _ => None,
             };
             let mut set = JoinSet::new();

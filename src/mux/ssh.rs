@@ -3,7 +3,7 @@
 //! known_hosts with [`super::known_hosts`] (fail closed, never trust on first use),
 //! authenticates with ssh-agent and identity files (never prompting: make has no tty), and
 //! then opens session channels for the `hoardcc` subsystem or an exec command. Neighbours:
-//! `mux::transport` and the mux daemon's pool (callers), sshd (the other end).
+//! `mux::lane` and the mux daemon's pool (callers), sshd (the other end).
 //!
 //! Client settings follow the measurements in notes/russh.md: `nodelay` (Nagle costs ~44 ms
 //! per job), a 16 MiB window, AES-GCM first, keepalives so a dead peer is noticed.

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 
 use crate::mux::listener::Daemon;
 use crate::mux::mux_version;
-use crate::mux::transport::Wire;
+use crate::mux::lane::Wire;
 
 /// Everything `hoardcc status` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

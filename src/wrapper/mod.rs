@@ -6,7 +6,7 @@
 //! Any failure of distribution (not the compiler's own error) ends in exactly one place,
 //! [`fallback`]: one local compile with a one-line warning, or, with
 //! `HOARDCC_FALLBACK=0`/`DISTCC_FALLBACK=0`, a distcc exit code and no output file.
-//! Neighbours: `args`, `hosts`, `config` (pure inputs), `mux::transport` (the remote).
+//! Neighbours: `args`, `hosts`, `config` (pure inputs), `mux::lane` (the remote).
 
 pub mod local;
 pub mod masquerade;
@@ -21,7 +21,7 @@ use crate::exit::ExitCode;
 use crate::hosts::{self, HostList, HostSpec};
 use crate::mux;
 use crate::mux::ssh::SshSettings;
-use crate::mux::transport::{self, Completed, JobSpec, Lane, TransportError, Wire};
+use crate::mux::lane::{self, Completed, JobSpec, Lane, TransportError, Wire};
 use crate::paths::Paths;
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::MuxReply;
@@ -331,7 +331,7 @@ fn direct(
     let _entered = runtime.enter();
 
     // Connect while the preprocessor runs: the wire is usually known before connecting.
-    let guessed = transport::expected_wire(&host);
+    let guessed = lane::expected_wire(&host);
     let (lane, cpp) = std::thread::scope(|s| {
         let cpp = s.spawn(|| preprocess::run(real, job, style_for(guessed), guard()));
         let lane = runtime.block_on(Lane::open(&host, &settings));

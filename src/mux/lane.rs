@@ -1,10 +1,12 @@
-//! Stage: transport — the one boundary between the wrapper and a remote compile.
+//! Stage: lane — one job on one remote, the boundary between the mux and a remote
+//! compile.
 //!
 //! Given a host from the host list, [`Lane::open`] reaches it (a native `hoardcc`
 //! subsystem lane over ssh, a stock `distccd --inetd` on an ssh exec channel, or a stock
-//! `distccd` over TCP) and [`Lane::run`] runs one job on it. The wrapper calls this
-//! in-process; the mux daemon serves the same calls with hoarded connections.
-//! Neighbours: `mux::ssh` (connections), `proto` (wire formats), `wrapper` (caller).
+//! `distccd` over TCP) and [`Lane::run`] runs one job on it. The mux (`mux::job`, with
+//! lanes from `mux::pool`) runs every job here; the wrapper's direct path
+//! (`HOARDCC_MUX=0`) calls it in-process. Neighbours: `mux::ssh` (connections), `proto`
+//! (wire formats), `subsystem` (the other end).
 
 use std::time::Duration;
 
