@@ -9,9 +9,9 @@ use tokio::time::Instant;
 use crate::exit::ExitCode;
 use crate::hosts::{self, HostSpec};
 use crate::mux::conn::failed;
+use crate::mux::lane::{Completed, TransportError, Wire};
 use crate::mux::listener::{Daemon, JobInfo};
 use crate::mux::scheduler::{Grant, Outcome, SlotGuard, Want};
-use crate::mux::lane::{Completed, TransportError, Wire};
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::{Blob, JobResult, JobSpec, MuxReply, OutputFile};
 

@@ -15,8 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::exit::ExitCode;
 use crate::hosts::{HostKind, HostSpec};
-use crate::mux::ssh::{Connection, SshError, SshSettings, Stream};
-use crate::mux::ssh_config;
+use crate::mux::ssh::{self, Connection, SshError, SshSettings, Stream};
 use crate::proto::distcc::{self, DistccRequest};
 use crate::proto::fault::{self, Ended, Fault};
 use crate::proto::frame;
@@ -357,16 +356,8 @@ fn resolve_destination(
     alias: &str,
     user: Option<&str>,
     settings: &SshSettings,
-) -> Result<ssh_config::Destination, TransportError> {
-    let config_path = settings.home.join(".ssh").join("config");
-    let text = std::fs::read_to_string(&config_path).ok();
-    Ok(ssh_config::resolve(
-        alias,
-        user,
-        text.as_deref(),
-        &settings.home,
-        &settings.local_user,
-    )?)
+) -> Result<ssh::Destination, TransportError> {
+    Ok(ssh::config::destination(alias, user, settings)?)
 }
 
 /// The server a native job runs on.

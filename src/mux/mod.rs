@@ -18,14 +18,12 @@
 pub mod client;
 pub mod conn;
 pub mod job;
-pub mod known_hosts;
 pub mod lane;
 pub mod listener;
 pub mod pool;
 pub mod process;
 pub mod scheduler;
 pub mod ssh;
-pub mod ssh_config;
 pub mod status;
 
 use std::io;

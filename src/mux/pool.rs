@@ -25,10 +25,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::exit::ExitCode;
 use crate::hosts::{HostKind, HostSpec};
-use crate::mux::scheduler::SchedHandle;
-use crate::mux::ssh::{Connection, SshError, SshSettings};
-use crate::mux::ssh_config;
 use crate::mux::lane::{self, Lane, TransportError, Wire};
+use crate::mux::scheduler::SchedHandle;
+use crate::mux::ssh::{self, Connection, SshError, SshSettings};
 
 /// Minimum gap between two connection starts to one host (sshd MaxStartups).
 pub const CONNECT_GAP: Duration = Duration::from_millis(100);
@@ -645,15 +644,8 @@ impl Pool {
             });
         };
         let settings = &self.inner.settings;
-        let config_text = std::fs::read_to_string(settings.home.join(".ssh").join("config")).ok();
-        let dest = ssh_config::resolve(
-            host,
-            user.as_deref(),
-            config_text.as_deref(),
-            &settings.home,
-            &settings.local_user,
-        )
-        .map_err(|e| PoolError::from(TransportError::Ssh(e)))?;
+        let dest = ssh::config::destination(host, user.as_deref(), settings)
+            .map_err(|e| PoolError::from(TransportError::Ssh(e)))?;
         let conn = Connection::connect(&dest, settings).await.map_err(|e| {
             let e = TransportError::Ssh(e);
             PoolError::from(&e)

@@ -8,9 +8,9 @@
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
+use crate::mux::lane::Wire;
 use crate::mux::listener::Daemon;
 use crate::mux::mux_version;
-use crate::mux::lane::Wire;
 
 /// Everything `hoardcc status` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -5,8 +5,8 @@
 use super::*;
 use crate::exit::ExitCode;
 use crate::mux::client::MuxClient;
-use crate::mux::status::StatusReport;
 use crate::mux::lane::Wire;
+use crate::mux::status::StatusReport;
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::distcc::{self, DistccResponse};
 use crate::proto::msg::{Blob, JobSpec, MuxReply, MuxRequest};
