@@ -9,8 +9,9 @@
 //! drained and a dead lane is noticed at once. Hosts without our subsystem get one
 //! `distccd --inetd` exec channel per job on the hoarded connection; TCP hosts get a
 //! fresh TCP connection per job. Neighbours: `mux::lane` (lanes), `mux::ssh`
-//! (connections), `mux::scheduler` (told the servers' advertised slots), `mux::job`
-//! (the caller: [`Pool::checkout`] / [`Pool::checkin`] around each job).
+//! (connections), `mux::scheduler` (owns the per-host slot state: told each server's
+//! advertised slots, asked how many lanes a host wants), `mux::job` (the caller:
+//! [`Pool::checkout`] / [`Pool::checkin`] around each job).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -143,8 +144,6 @@ struct HostState {
     distcc_exec: bool,
     /// The wire lanes turned out to speak, once one opened.
     wire: Option<Wire>,
-    /// The server's advertised slots (native hello).
-    server_slots: Option<u32>,
     last_connect: Option<Instant>,
     last_error: Option<String>,
     connections_made: u64,
@@ -165,17 +164,6 @@ impl HostPool {
 
     fn state(&self) -> std::sync::MutexGuard<'_, HostState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Lanes wanted open: the list's `/N`, capped by the server's slots.
-    fn target(&self, st: &HostState) -> u32 {
-        let slots = self
-            .spec
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .slots
-            .max(1);
-        st.server_slots.map_or(slots, |s| slots.min(s.max(1)))
     }
 }
 
@@ -257,6 +245,18 @@ impl Pool {
         hp.clone()
     }
 
+    /// Lanes wanted open to `hp`: the scheduler's per-host target (the list's `/N`
+    /// capped by the server's advertised slots), or the list's `/N` for a host it does
+    /// not know.
+    fn target(&self, hp: &HostPool) -> u32 {
+        let known = self
+            .inner
+            .sched
+            .as_ref()
+            .and_then(|s| s.with(|s| s.host(&hp.key).map(|h| h.lane_target())));
+        known.unwrap_or_else(|| hp.spec().slots.max(1))
+    }
+
     /// The wire the host's lanes turned out to speak, once one has opened.
     pub fn known_wire(&self, spec: &HostSpec) -> Option<Wire> {
         self.host_pool(spec).state().wire
@@ -281,7 +281,7 @@ impl Pool {
         }
         let hp = self.host_pool(spec);
         let mut st = hp.state();
-        if !st.opener_running && hp.lanes.load(Ordering::SeqCst) < hp.target(&st) {
+        if !st.opener_running && hp.lanes.load(Ordering::SeqCst) < self.target(&hp) {
             st.opener_running = true;
             drop(st);
             self.spawn_opener(hp);
@@ -477,7 +477,7 @@ impl Pool {
     async fn opener(&self, hp: &Arc<HostPool>) {
         let mut failed_rounds = 0u32;
         loop {
-            let Some((need, known_wire)) = opener_need(hp) else {
+            let Some((need, known_wire)) = opener_need(hp, self.target(hp)) else {
                 return;
             };
             let entry = match self.connection_with_room(hp).await {
@@ -581,7 +581,6 @@ impl Pool {
         }
         if let Some(hello) = &lane.server_hello {
             if hello.slots > 0 {
-                st.server_slots = Some(hello.slots);
                 if let Some(s) = &self.inner.sched {
                     s.with(|s| s.set_server_slots(&hp.key, hello.slots));
                 }
@@ -716,11 +715,11 @@ struct ConnEntryRef {
 /// What the opener still has to open on `hp`: (lanes, whether the wire is known), or
 /// `None` when nothing is needed; then the opener is done, and says so under the same
 /// lock as its last look at the waiters (a job queued after it sees no opener).
-fn opener_need(hp: &HostPool) -> Option<(usize, bool)> {
+fn opener_need(hp: &HostPool, target: u32) -> Option<(usize, bool)> {
     let mut st = hp.state();
     st.waiters.retain(|w| !w.is_closed());
     let lanes = hp.lanes.load(Ordering::SeqCst);
-    let deficit = hp.target(&st).saturating_sub(lanes) as usize;
+    let deficit = target.saturating_sub(lanes) as usize;
     let need = deficit.max(st.waiters.len());
     if need == 0 {
         st.opener_running = false;

@@ -114,13 +114,17 @@ impl HostState {
         }
     }
 
+    /// Lanes worth keeping open to the host (the pool asks): the list's `/N`, capped by
+    /// the server's advertised slots.
+    pub fn lane_target(&self) -> u32 {
+        let slots = self.spec.slots.max(1);
+        self.server_slots.map_or(slots, |s| slots.min(s.max(1)))
+    }
+
     /// Slots usable now: the list's `/N`, capped by the server's advertised slots, and
     /// frozen at the running count while the host is paused for Busy.
     pub fn limit(&self, now: Instant) -> u32 {
-        let mut limit = self.spec.slots.max(1);
-        if let Some(s) = self.server_slots {
-            limit = limit.min(s.max(1));
-        }
+        let mut limit = self.lane_target();
         if self.busy_until.is_some_and(|t| now < t) {
             limit = limit.min(self.running);
         }

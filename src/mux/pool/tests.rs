@@ -124,3 +124,24 @@ async fn opener_fails_every_waiter_when_it_cannot_connect() {
         .as_deref()
         .is_some_and(|m| m.contains("not an ssh host")));
 }
+
+#[test]
+fn lane_target_comes_from_the_scheduler() {
+    let sched = SchedHandle::new(Duration::from_secs(60));
+    let pool = Pool::new(
+        pool().inner.settings.clone(),
+        8,
+        Some(sched.clone()),
+        CancellationToken::new(),
+        TaskTracker::new(),
+    );
+    let spec = tcp(4);
+    let hp = pool.host_pool(&spec);
+    // Unknown to the scheduler: the list's `/N`.
+    assert_eq!(pool.target(&hp), 4);
+    let key = sched.with(|s| s.register(&spec));
+    assert_eq!(pool.target(&hp), 4);
+    // The server advertised fewer slots: the pool opens no more lanes than that.
+    sched.with(|s| s.set_server_slots(&key, 2));
+    assert_eq!(pool.target(&hp), 2);
+}
