@@ -3,8 +3,11 @@
 //! (SSH timeouts, backoff, idle exit, channels) and the subsystem (compiler allow-list, limits)
 //! read. The host list itself is parsed by [`crate::hosts`]; here it is only carried as text.
 //!
-//! Two levels: [`RawConfig`] is exactly what the file says (every field optional, unknown keys
-//! rejected with the TOML error location), and [`Config`] is the resolved result.
+//! Two levels: [`FileConfig`] is the file as written, in its own units, with every key
+//! defaulted (`#[serde(default)]`; unknown keys rejected with the TOML error location), and
+//! [`Config`] is the validated result. Several files merge as TOML tables before that one
+//! deserialisation (later file's keys over earlier's, table by table), so a new key needs
+//! only its field, its default and its line in [`FileConfig::resolve`].
 //! Precedence: environment beats file beats defaults. [`Config::from_parts`] is pure; [`load`]
 //! and [`load_server`] only add the file reads.
 //!
@@ -41,7 +44,6 @@
 //! idle_timeout_secs = 600          # HOARDCC_IDLE_TIMEOUT
 //! channels_per_connection = 8
 //! ```
-
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -49,153 +51,275 @@ use serde::Deserialize;
 
 use crate::paths::{Paths, SYSTEM_SERVER_CONFIG};
 
-/// The config file as written: every field optional, unknown keys are errors.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawConfig {
+/// The config file as written, in the file's units; a missing key takes its default here
+/// (the only place defaults are written), an unknown key is an error.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileConfig {
     /// Host list in `DISTCC_HOSTS` syntax.
     pub hosts: Option<String>,
     /// Compile locally when distribution fails.
-    pub fallback: Option<bool>,
+    pub fallback: bool,
     /// Seconds a failed host is skipped; 0 disables backoff.
-    pub backoff_secs: Option<u64>,
+    pub backoff_secs: u64,
     /// `[ssh]` table.
-    pub ssh: Option<RawSsh>,
+    pub ssh: FileSsh,
     /// `[server]` table.
-    pub server: Option<RawServer>,
+    pub server: FileServer,
     /// `[mux]` table.
-    pub mux: Option<RawMux>,
+    pub mux: FileMux,
 }
 
 /// The `[ssh]` table as written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawSsh {
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileSsh {
     /// See [`SshSettings::connect_timeout`].
-    pub connect_timeout_secs: Option<u64>,
+    pub connect_timeout_secs: u64,
     /// See [`SshSettings::keepalive_interval`].
-    pub keepalive_interval_secs: Option<u64>,
+    pub keepalive_interval_secs: u64,
     /// See [`SshSettings::keepalive_max`].
-    pub keepalive_max: Option<u32>,
+    pub keepalive_max: u32,
     /// See [`SshSettings::io_timeout`].
-    pub io_timeout_secs: Option<u64>,
+    pub io_timeout_secs: u64,
 }
 
 /// The `[server]` table as written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawServer {
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileServer {
     /// See [`ServerSettings::compilers`].
-    pub compilers: Option<Vec<String>>,
+    pub compilers: Vec<String>,
     /// See [`ServerSettings::default_compilers`].
-    pub default_compilers: Option<bool>,
+    pub default_compilers: bool,
     /// See [`ServerSettings::compile_timeout`].
-    pub compile_timeout_secs: Option<u64>,
+    pub compile_timeout_secs: u64,
     /// See [`ServerSettings::max_jobs`].
     pub max_jobs: Option<u32>,
     /// See [`ServerSettings::tmpdir`].
     pub tmpdir: Option<PathBuf>,
     /// See [`ServerSettings::heartbeat`].
-    pub heartbeat_secs: Option<u64>,
+    pub heartbeat_secs: u64,
     // Admission limits: see [`Admission`].
     /// See [`Admission::max_job_bytes`] (MiB).
-    pub max_job_mib: Option<u64>,
+    pub max_job_mib: u64,
     /// See [`Admission::max_context_files`].
-    pub max_context_files: Option<u32>,
+    pub max_context_files: u32,
     /// See [`Admission::max_extra_outputs`].
-    pub max_extra_outputs: Option<u32>,
+    pub max_extra_outputs: u32,
     /// See [`Admission::max_queued_bytes`] (MiB).
-    pub max_queued_mib: Option<u64>,
+    pub max_queued_mib: u64,
     /// See [`Admission::idle_timeout`].
-    pub idle_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: u64,
     /// See [`Admission::frame_timeout`].
-    pub frame_timeout_secs: Option<u64>,
+    pub frame_timeout_secs: u64,
     /// See [`Admission::slot_wait`].
-    pub slot_wait_secs: Option<u64>,
+    pub slot_wait_secs: u64,
     /// See [`ServerSettings::sandbox`].
-    pub sandbox: Option<SandboxMode>,
+    pub sandbox: SandboxMode,
     /// See [`ServerSettings::sandbox_paths`].
-    pub sandbox_paths: Option<Vec<PathBuf>>,
+    pub sandbox_paths: Vec<PathBuf>,
     /// See [`ServerSettings::max_memory`] (MiB, 0 = no limit).
-    pub max_memory_mib: Option<u64>,
+    pub max_memory_mib: u64,
     /// See [`ServerSettings::max_file_size`] (MiB, 0 = no limit).
-    pub max_file_size_mib: Option<u64>,
+    pub max_file_size_mib: u64,
     /// See [`ServerSettings::max_open_files`].
-    pub max_open_files: Option<u32>,
+    pub max_open_files: u32,
 }
 
 /// The `[mux]` table as written.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RawMux {
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FileMux {
     /// See [`MuxSettings::idle_timeout`].
-    pub idle_timeout_secs: Option<u64>,
+    pub idle_timeout_secs: u64,
     /// See [`MuxSettings::channels_per_connection`].
-    pub channels_per_connection: Option<u32>,
+    pub channels_per_connection: u32,
 }
 
-/// `later` wins where it says something.
-fn pick<T>(earlier: Option<T>, later: Option<T>) -> Option<T> {
-    later.or(earlier)
-}
-
-/// Merge two optional tables field by field.
-fn merge_table<T>(earlier: Option<T>, later: Option<T>, merge: fn(T, T) -> T) -> Option<T> {
-    match (earlier, later) {
-        (Some(a), Some(b)) => Some(merge(a, b)),
-        (a, b) => b.or(a),
+impl Default for FileConfig {
+    fn default() -> Self {
+        FileConfig {
+            hosts: None,
+            fallback: true,
+            backoff_secs: 60,
+            ssh: FileSsh::default(),
+            server: FileServer::default(),
+            mux: FileMux::default(),
+        }
     }
 }
 
-impl RawConfig {
-    /// Parse TOML text.
+impl Default for FileSsh {
+    fn default() -> Self {
+        FileSsh {
+            connect_timeout_secs: 10,
+            keepalive_interval_secs: 15,
+            keepalive_max: 3,
+            io_timeout_secs: 300,
+        }
+    }
+}
+
+impl Default for FileServer {
+    fn default() -> Self {
+        FileServer {
+            compilers: Vec::new(),
+            default_compilers: true,
+            compile_timeout_secs: 20 * 60,
+            max_jobs: None,
+            tmpdir: None,
+            heartbeat_secs: 5,
+            max_job_mib: 256,
+            max_context_files: 4096,
+            max_extra_outputs: 16,
+            max_queued_mib: 64,
+            idle_timeout_secs: 300,
+            frame_timeout_secs: 60,
+            slot_wait_secs: 60,
+            sandbox: SandboxMode::Landlock,
+            sandbox_paths: Vec::new(),
+            max_memory_mib: 8192,
+            max_file_size_mib: 1024,
+            max_open_files: 256,
+        }
+    }
+}
+
+impl Default for FileMux {
+    fn default() -> Self {
+        FileMux {
+            idle_timeout_secs: 600,
+            channels_per_connection: 8,
+        }
+    }
+}
+
+/// Parse one file's text as a TOML table (for [`merge_tables`]).
+///
+/// # Errors
+/// [`ConfigError::Parse`] (with `path: None`) carrying the TOML error and its location.
+pub fn parse_table(text: &str) -> Result<toml::Table, ConfigError> {
+    text.parse::<toml::Table>().map_err(parse_error)
+}
+
+/// Overlay `later` on `earlier`, table by table: a key `later` sets wins, except that two
+/// tables under the same key are merged the same way (lists are replaced, not joined).
+pub fn merge_tables(mut earlier: toml::Table, later: toml::Table) -> toml::Table {
+    for (key, value) in later {
+        match (earlier.get_mut(&key), value) {
+            (Some(toml::Value::Table(old)), toml::Value::Table(new)) => {
+                let old = std::mem::take(old);
+                earlier.insert(key, toml::Value::Table(merge_tables(old, new)));
+            }
+            (_, value) => {
+                earlier.insert(key, value);
+            }
+        }
+    }
+    earlier
+}
+
+fn parse_error(e: impl std::fmt::Display) -> ConfigError {
+    ConfigError::Parse {
+        path: None,
+        message: e.to_string(),
+    }
+}
+
+impl FileConfig {
+    /// Parse TOML text (errors carry the line and column).
     ///
     /// # Errors
     /// [`ConfigError::Parse`] (with `path: None`) carrying the TOML error and its location.
-    pub fn parse(text: &str) -> Result<RawConfig, ConfigError> {
-        toml::from_str(text).map_err(|e| ConfigError::Parse {
-            path: None,
-            message: e.to_string(),
-        })
+    pub fn parse(text: &str) -> Result<FileConfig, ConfigError> {
+        toml::from_str(text).map_err(parse_error)
     }
 
-    /// Overlay `later` on `self`: each field `later` sets wins (lists are replaced, not joined).
-    pub fn merge(self, later: RawConfig) -> RawConfig {
-        RawConfig {
-            hosts: pick(self.hosts, later.hosts),
-            fallback: pick(self.fallback, later.fallback),
-            backoff_secs: pick(self.backoff_secs, later.backoff_secs),
-            ssh: merge_table(self.ssh, later.ssh, |a, b| RawSsh {
-                connect_timeout_secs: pick(a.connect_timeout_secs, b.connect_timeout_secs),
-                keepalive_interval_secs: pick(a.keepalive_interval_secs, b.keepalive_interval_secs),
-                keepalive_max: pick(a.keepalive_max, b.keepalive_max),
-                io_timeout_secs: pick(a.io_timeout_secs, b.io_timeout_secs),
-            }),
-            server: merge_table(self.server, later.server, |a, b| RawServer {
-                compilers: pick(a.compilers, b.compilers),
-                default_compilers: pick(a.default_compilers, b.default_compilers),
-                compile_timeout_secs: pick(a.compile_timeout_secs, b.compile_timeout_secs),
-                max_jobs: pick(a.max_jobs, b.max_jobs),
-                tmpdir: pick(a.tmpdir, b.tmpdir),
-                heartbeat_secs: pick(a.heartbeat_secs, b.heartbeat_secs),
-                max_job_mib: pick(a.max_job_mib, b.max_job_mib),
-                max_context_files: pick(a.max_context_files, b.max_context_files),
-                max_extra_outputs: pick(a.max_extra_outputs, b.max_extra_outputs),
-                max_queued_mib: pick(a.max_queued_mib, b.max_queued_mib),
-                idle_timeout_secs: pick(a.idle_timeout_secs, b.idle_timeout_secs),
-                frame_timeout_secs: pick(a.frame_timeout_secs, b.frame_timeout_secs),
-                slot_wait_secs: pick(a.slot_wait_secs, b.slot_wait_secs),
-                sandbox: pick(a.sandbox, b.sandbox),
-                sandbox_paths: pick(a.sandbox_paths, b.sandbox_paths),
-                max_memory_mib: pick(a.max_memory_mib, b.max_memory_mib),
-                max_file_size_mib: pick(a.max_file_size_mib, b.max_file_size_mib),
-                max_open_files: pick(a.max_open_files, b.max_open_files),
-            }),
-            mux: merge_table(self.mux, later.mux, |a, b| RawMux {
-                idle_timeout_secs: pick(a.idle_timeout_secs, b.idle_timeout_secs),
-                channels_per_connection: pick(a.channels_per_connection, b.channels_per_connection),
-            }),
-        }
+    /// Deserialise a (merged) table.
+    ///
+    /// # Errors
+    /// [`ConfigError::Parse`] for an unknown or mistyped key (without a line: tables that
+    /// came from files were already checked by [`FileConfig::parse`]).
+    pub fn from_table(table: toml::Table) -> Result<FileConfig, ConfigError> {
+        table.try_into().map_err(parse_error)
+    }
+
+    /// Check every bound and convert to [`Config`] (no environment).
+    ///
+    /// # Errors
+    /// [`ConfigError::Value`] naming the dotted key (without a path; callers add it).
+    pub fn resolve(self) -> Result<Config, ConfigError> {
+        let FileConfig {
+            hosts,
+            fallback,
+            backoff_secs,
+            ssh,
+            server: s,
+            mux,
+        } = self;
+        Ok(Config {
+            hosts,
+            fallback,
+            backoff: Duration::from_secs(backoff_secs),
+            ssh: SshSettings {
+                connect_timeout: positive_secs(
+                    ssh.connect_timeout_secs,
+                    "ssh.connect_timeout_secs",
+                )?,
+                keepalive_interval: positive_secs(
+                    ssh.keepalive_interval_secs,
+                    "ssh.keepalive_interval_secs",
+                )?,
+                keepalive_max: positive_count(ssh.keepalive_max, "ssh.keepalive_max")?,
+                io_timeout: positive_secs(ssh.io_timeout_secs, "ssh.io_timeout_secs")?,
+            },
+            server: ServerSettings {
+                admission: Admission {
+                    max_job_bytes: admission_mib(s.max_job_mib, "server.max_job_mib")?,
+                    max_context_files: positive_count(
+                        s.max_context_files,
+                        "server.max_context_files",
+                    )?,
+                    max_extra_outputs: s.max_extra_outputs,
+                    max_queued_bytes: admission_mib(s.max_queued_mib, "server.max_queued_mib")?,
+                    idle_timeout: positive_secs(s.idle_timeout_secs, "server.idle_timeout_secs")?,
+                    frame_timeout: positive_secs(
+                        s.frame_timeout_secs,
+                        "server.frame_timeout_secs",
+                    )?,
+                    slot_wait: Duration::from_secs(s.slot_wait_secs),
+                },
+                compilers: s.compilers,
+                default_compilers: s.default_compilers,
+                compile_timeout: positive_secs(
+                    s.compile_timeout_secs,
+                    "server.compile_timeout_secs",
+                )?,
+                max_jobs: s
+                    .max_jobs
+                    .map(|n| positive_count(n, "server.max_jobs"))
+                    .transpose()?,
+                tmpdir: s.tmpdir,
+                heartbeat: positive_secs(s.heartbeat_secs, "server.heartbeat_secs")?,
+                sandbox: s.sandbox,
+                sandbox_paths: sandbox_paths(s.sandbox_paths)?,
+                max_memory: mib_limit(s.max_memory_mib, "server.max_memory_mib")?,
+                max_file_size: mib_limit(s.max_file_size_mib, "server.max_file_size_mib")?,
+                max_open_files: if s.max_open_files < MIN_OPEN_FILES {
+                    return Err(value_error("server.max_open_files", "must be at least 16"));
+                } else {
+                    s.max_open_files
+                },
+            },
+            mux: MuxSettings {
+                idle_timeout: positive_secs(mux.idle_timeout_secs, "mux.idle_timeout_secs")?,
+                channels_per_connection: positive_count(
+                    mux.channels_per_connection,
+                    "mux.channels_per_connection",
+                )?,
+            },
+        })
     }
 }
 
@@ -305,20 +429,6 @@ pub struct Admission {
     pub slot_wait: Duration,
 }
 
-impl Default for Admission {
-    fn default() -> Self {
-        Admission {
-            max_job_bytes: 256 << 20,
-            max_context_files: 4096,
-            max_extra_outputs: 16,
-            max_queued_bytes: 64 << 20,
-            idle_timeout: Duration::from_secs(300),
-            frame_timeout: Duration::from_secs(60),
-            slot_wait: Duration::from_secs(60),
-        }
-    }
-}
-
 /// Largest MiB value accepted for the size limits (the frame limit is 256 MiB anyway).
 const MAX_MIB: u64 = 4096;
 
@@ -332,55 +442,36 @@ pub struct MuxSettings {
     pub channels_per_connection: u32,
 }
 
+impl Default for Config {
+    /// The defaults of [`FileConfig`], resolved.
+    fn default() -> Self {
+        FileConfig::default()
+            .resolve()
+            .expect("the built-in defaults are within every bound")
+    }
+}
+
 impl Default for SshSettings {
     fn default() -> Self {
-        SshSettings {
-            connect_timeout: Duration::from_secs(10),
-            keepalive_interval: Duration::from_secs(15),
-            keepalive_max: 3,
-            io_timeout: Duration::from_secs(300),
-        }
+        Config::default().ssh
     }
 }
 
 impl Default for ServerSettings {
     fn default() -> Self {
-        ServerSettings {
-            compilers: Vec::new(),
-            default_compilers: true,
-            compile_timeout: Duration::from_secs(20 * 60),
-            max_jobs: None,
-            tmpdir: None,
-            heartbeat: Duration::from_secs(5),
-            admission: Admission::default(),
-            sandbox: SandboxMode::Landlock,
-            sandbox_paths: Vec::new(),
-            max_memory: Some(8 << 30),
-            max_file_size: Some(1 << 30),
-            max_open_files: 256,
-        }
+        Config::default().server
+    }
+}
+
+impl Default for Admission {
+    fn default() -> Self {
+        Config::default().server.admission
     }
 }
 
 impl Default for MuxSettings {
     fn default() -> Self {
-        MuxSettings {
-            idle_timeout: Duration::from_secs(600),
-            channels_per_connection: 8,
-        }
-    }
-}
-
-impl Default for Config {
-    fn default() -> Self {
-        Config {
-            hosts: None,
-            fallback: true,
-            backoff: Duration::from_secs(60),
-            ssh: SshSettings::default(),
-            server: ServerSettings::default(),
-            mux: MuxSettings::default(),
-        }
+        Config::default().mux
     }
 }
 
@@ -459,74 +550,35 @@ impl ConfigError {
 
 const POSITIVE: &str = "must be a positive number of seconds";
 
-/// A positive duration from the file.
-fn positive_secs(
-    value: Option<u64>,
-    key: &'static str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(0) => Err(ConfigError::Value {
-            path: None,
-            key,
-            problem: POSITIVE,
-        }),
-        Some(s) => Ok(Duration::from_secs(s)),
+fn value_error(key: &'static str, problem: &'static str) -> ConfigError {
+    ConfigError::Value {
+        path: None,
+        key,
+        problem,
     }
 }
 
-/// The `[server]` admission keys over `d`.
-fn admission(server: &RawServer, d: &Admission) -> Result<Admission, ConfigError> {
-    let mib = |v: Option<u64>, key, default: u64| match v {
-        None => Ok(default),
-        Some(n) if (1..=MAX_MIB).contains(&n) => Ok(n << 20),
-        Some(_) => Err(ConfigError::Value {
-            path: None,
-            key,
-            problem: "must be between 1 and 4096 (MiB)",
-        }),
-    };
-    let idle = positive_secs(
-        server.idle_timeout_secs,
-        "server.idle_timeout_secs",
-        d.idle_timeout,
-    )?;
-    Ok(Admission {
-        max_job_bytes: mib(server.max_job_mib, "server.max_job_mib", d.max_job_bytes)?,
-        max_context_files: positive_count(
-            server.max_context_files,
-            "server.max_context_files",
-            d.max_context_files,
-        )?,
-        max_extra_outputs: server.max_extra_outputs.unwrap_or(d.max_extra_outputs),
-        max_queued_bytes: mib(
-            server.max_queued_mib,
-            "server.max_queued_mib",
-            d.max_queued_bytes,
-        )?,
-        idle_timeout: idle,
-        frame_timeout: positive_secs(
-            server.frame_timeout_secs,
-            "server.frame_timeout_secs",
-            d.frame_timeout,
-        )?,
-        slot_wait: server
-            .slot_wait_secs
-            .map(Duration::from_secs)
-            .unwrap_or(d.slot_wait),
-    })
+/// A positive duration from the file.
+fn positive_secs(secs: u64, key: &'static str) -> Result<Duration, ConfigError> {
+    match secs {
+        0 => Err(value_error(key, POSITIVE)),
+        s => Ok(Duration::from_secs(s)),
+    }
 }
 
-fn positive_count(value: Option<u32>, key: &'static str, default: u32) -> Result<u32, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(0) => Err(ConfigError::Value {
-            path: None,
-            key,
-            problem: "must be at least 1",
-        }),
-        Some(n) => Ok(n),
+fn positive_count(n: u32, key: &'static str) -> Result<u32, ConfigError> {
+    match n {
+        0 => Err(value_error(key, "must be at least 1")),
+        n => Ok(n),
+    }
+}
+
+/// An admission size limit in MiB, as bytes.
+fn admission_mib(mib: u64, key: &'static str) -> Result<u64, ConfigError> {
+    if (1..=MAX_MIB).contains(&mib) {
+        Ok(mib << 20)
+    } else {
+        Err(value_error(key, "must be between 1 and 4096 (MiB)"))
     }
 }
 
@@ -535,34 +587,23 @@ fn positive_count(value: Option<u32>, key: &'static str, default: u32) -> Result
 const MIN_OPEN_FILES: u32 = 16;
 
 /// A size limit given in MiB: 0 = no limit; too large to count in bytes is an error.
-fn mib_limit(
-    value: Option<u64>,
-    key: &'static str,
-    default: Option<u64>,
-) -> Result<Option<u64>, ConfigError> {
-    match value {
-        None => Ok(default),
-        Some(0) => Ok(None),
-        Some(mib) => mib
+fn mib_limit(mib: u64, key: &'static str) -> Result<Option<u64>, ConfigError> {
+    match mib {
+        0 => Ok(None),
+        mib => mib
             .checked_mul(1 << 20)
             .map(Some)
-            .ok_or(ConfigError::Value {
-                path: None,
-                key,
-                problem: "is too large",
-            }),
+            .ok_or(value_error(key, "is too large")),
     }
 }
 
 /// `sandbox_paths` must be absolute (a relative one would depend on the server's cwd).
-fn sandbox_paths(value: Option<Vec<PathBuf>>) -> Result<Vec<PathBuf>, ConfigError> {
-    let paths = value.unwrap_or_default();
+fn sandbox_paths(paths: Vec<PathBuf>) -> Result<Vec<PathBuf>, ConfigError> {
     if paths.iter().any(|p| !p.is_absolute()) {
-        return Err(ConfigError::Value {
-            path: None,
-            key: "server.sandbox_paths",
-            problem: "must hold absolute paths",
-        });
+        return Err(value_error(
+            "server.sandbox_paths",
+            "must hold absolute paths",
+        ));
     }
     Ok(paths)
 }
@@ -604,112 +645,22 @@ impl Config {
         file: Option<&str>,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let raw = match file {
-            Some(text) => RawConfig::parse(text)?,
-            None => RawConfig::default(),
+        let file = match file {
+            Some(text) => FileConfig::parse(text)?,
+            None => FileConfig::default(),
         };
-        Config::from_raw(raw, env)
+        Config::from_file(file, env)
     }
 
-    /// Resolve already-parsed file settings with the environment.
+    /// Validate already-parsed file settings, then apply the environment.
     ///
     /// # Errors
     /// As [`Config::from_parts`].
-    pub fn from_raw(
-        raw: RawConfig,
+    pub fn from_file(
+        file: FileConfig,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Config, ConfigError> {
-        let d = Config::default();
-        let ssh = raw.ssh.unwrap_or_default();
-        let server = raw.server.unwrap_or_default();
-        let admission = admission(&server, &d.server.admission)?;
-        let mux = raw.mux.unwrap_or_default();
-        let mut config = Config {
-            hosts: raw.hosts,
-            fallback: raw.fallback.unwrap_or(d.fallback),
-            backoff: raw
-                .backoff_secs
-                .map(Duration::from_secs)
-                .unwrap_or(d.backoff),
-            ssh: SshSettings {
-                connect_timeout: positive_secs(
-                    ssh.connect_timeout_secs,
-                    "ssh.connect_timeout_secs",
-                    d.ssh.connect_timeout,
-                )?,
-                keepalive_interval: positive_secs(
-                    ssh.keepalive_interval_secs,
-                    "ssh.keepalive_interval_secs",
-                    d.ssh.keepalive_interval,
-                )?,
-                keepalive_max: positive_count(
-                    ssh.keepalive_max,
-                    "ssh.keepalive_max",
-                    d.ssh.keepalive_max,
-                )?,
-                io_timeout: positive_secs(
-                    ssh.io_timeout_secs,
-                    "ssh.io_timeout_secs",
-                    d.ssh.io_timeout,
-                )?,
-            },
-            server: ServerSettings {
-                compilers: server.compilers.unwrap_or_default(),
-                default_compilers: server
-                    .default_compilers
-                    .unwrap_or(d.server.default_compilers),
-                compile_timeout: positive_secs(
-                    server.compile_timeout_secs,
-                    "server.compile_timeout_secs",
-                    d.server.compile_timeout,
-                )?,
-                max_jobs: match server.max_jobs {
-                    None => None,
-                    Some(n) => Some(positive_count(Some(n), "server.max_jobs", 1)?),
-                },
-                tmpdir: server.tmpdir,
-                heartbeat: positive_secs(
-                    server.heartbeat_secs,
-                    "server.heartbeat_secs",
-                    d.server.heartbeat,
-                )?,
-                admission,
-                sandbox: server.sandbox.unwrap_or(d.server.sandbox),
-                sandbox_paths: sandbox_paths(server.sandbox_paths)?,
-                max_memory: mib_limit(
-                    server.max_memory_mib,
-                    "server.max_memory_mib",
-                    d.server.max_memory,
-                )?,
-                max_file_size: mib_limit(
-                    server.max_file_size_mib,
-                    "server.max_file_size_mib",
-                    d.server.max_file_size,
-                )?,
-                max_open_files: match server.max_open_files {
-                    Some(n) if n < MIN_OPEN_FILES => {
-                        return Err(ConfigError::Value {
-                            path: None,
-                            key: "server.max_open_files",
-                            problem: "must be at least 16",
-                        })
-                    }
-                    n => n.unwrap_or(d.server.max_open_files),
-                },
-            },
-            mux: MuxSettings {
-                idle_timeout: positive_secs(
-                    mux.idle_timeout_secs,
-                    "mux.idle_timeout_secs",
-                    d.mux.idle_timeout,
-                )?,
-                channels_per_connection: positive_count(
-                    mux.channels_per_connection,
-                    "mux.channels_per_connection",
-                    d.mux.channels_per_connection,
-                )?,
-            },
-        };
+        let mut config = file.resolve()?;
         // distcc `dcc_getenv_bool`-style: "0" means off, anything else on. HOARDCC_ wins.
         if let Some(v) = env("HOARDCC_FALLBACK").or_else(|| env("DISTCC_FALLBACK")) {
             config.fallback = v.trim() != "0";
@@ -727,16 +678,24 @@ impl Config {
     }
 }
 
-/// Read a config file: `Ok(None)` when it does not exist.
-fn read_raw(path: &Path) -> Result<Option<RawConfig>, ConfigError> {
-    match std::fs::read_to_string(path) {
-        Ok(text) => RawConfig::parse(&text).map(Some).map_err(|e| e.at(path)),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(error) => Err(ConfigError::Read {
-            path: path.to_path_buf(),
-            error,
-        }),
-    }
+/// Read and check one config file: `Ok(None)` when it does not exist, else its table.
+/// Every parse and value error is reported here, with the file's path and the line.
+fn read_file(path: &Path) -> Result<Option<toml::Table>, ConfigError> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(error) => {
+            return Err(ConfigError::Read {
+                path: path.to_path_buf(),
+                error,
+            })
+        }
+    };
+    let checked = FileConfig::parse(&text).and_then(FileConfig::resolve);
+    checked
+        .and_then(|_| parse_table(&text))
+        .map(Some)
+        .map_err(|e| e.at(path))
 }
 
 /// Load the client config: `paths.config_file()` if it exists (a missing file means defaults),
@@ -747,13 +706,14 @@ fn read_raw(path: &Path) -> Result<Option<RawConfig>, ConfigError> {
 /// [`ConfigError::Env`] naming the variable.
 pub fn load(paths: &Paths, env: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigError> {
     let path = paths.config_file();
-    let raw = read_raw(&path)?.unwrap_or_default();
-    Config::from_raw(raw, env).map_err(|e| e.at(&path))
+    let table = read_file(&path)?.unwrap_or_default();
+    Config::from_file(FileConfig::from_table(table).map_err(|e| e.at(&path))?, env)
 }
 
 /// Load the server config: `/etc/hoardcc/server.toml`, then the user's
-/// `<config_dir>/server.toml` (later wins per field; missing files are skipped), or only the
-/// file named by `HOARDCC_SERVER_CONFIG` (which must exist), then environment overrides.
+/// `<config_dir>/server.toml` (later wins per key, table by table; missing files are
+/// skipped), or only the file named by `HOARDCC_SERVER_CONFIG` (which must exist), then
+/// environment overrides.
 ///
 /// # Errors
 /// As [`load`].
@@ -770,38 +730,30 @@ fn load_server_from(
     paths: &Paths,
     env: &dyn Fn(&str) -> Option<String>,
 ) -> Result<Config, ConfigError> {
-    let files = match env("HOARDCC_SERVER_CONFIG").filter(|v| !v.trim().is_empty()) {
+    let tables = match env("HOARDCC_SERVER_CONFIG").filter(|v| !v.trim().is_empty()) {
         Some(named) => {
             let path = PathBuf::from(named);
             // Named explicitly, so a missing file is an error rather than "defaults".
-            let raw = read_raw(&path)?.ok_or_else(|| ConfigError::Read {
+            let table = read_file(&path)?.ok_or_else(|| ConfigError::Read {
                 path: path.clone(),
                 error: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     "file named by HOARDCC_SERVER_CONFIG does not exist",
                 ),
             })?;
-            vec![(path, raw)]
+            vec![table]
         }
         None => {
-            let mut files = Vec::new();
+            let mut tables = Vec::new();
             for path in [system_file.to_path_buf(), paths.server_config_file()] {
-                if let Some(raw) = read_raw(&path)? {
-                    files.push((path, raw));
-                }
+                tables.extend(read_file(&path)?);
             }
-            files
+            tables
         }
     };
-    // Validate each file on its own first, so a bad value is reported with its file.
-    let no_env = |_: &str| None;
-    for (path, raw) in &files {
-        Config::from_raw(raw.clone(), &no_env).map_err(|e| e.at(path))?;
-    }
-    let merged = files
-        .into_iter()
-        .fold(RawConfig::default(), |acc, (_, raw)| acc.merge(raw));
-    Config::from_raw(merged, env)
+    // Each file was checked on its own by `read_file`, so errors named their file.
+    let merged = tables.into_iter().fold(toml::Table::new(), merge_tables);
+    Config::from_file(FileConfig::from_table(merged)?, env)
 }
 
 #[cfg(test)]

@@ -1,8 +1,9 @@
 //! The multi-call binary: chooses the mode from argv[0] and argv[1], then hands over to
-//! `wrapper::main`, `subsystem::main` or `subsystem::distccd_main`. The compiler's argv
-//! never goes through clap; only hoardcc's own subcommands and flags do.
+//! `wrapper::main` or `subsystem::main` (also for `distccd --inetd`). The compiler's argv
+//! never goes through clap; only hoardcc's own subcommands and flags do. It also sets up
+//! logging, once, with the chosen mode's defaults ([`init_logging`]).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use clap::{Parser, Subcommand};
 use hoardcc::{hosts, mux, paths::Paths, subsystem, wrapper};
@@ -68,16 +69,27 @@ fn main() -> std::process::ExitCode {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    init_tracing();
 
     if base == "distccd" {
-        return subsystem::distccd_main(argv);
+        let opts = match subsystem::parse_distccd_args(&argv) {
+            Ok(o) => o,
+            Err(msg) => {
+                eprintln!("distccd (hoardcc): {msg}");
+                return hoardcc::exit::ExitCode::BadArguments.into();
+            }
+        };
+        init_logging(LogMode::Server {
+            file: opts.log_file,
+        });
+        return subsystem::main(subsystem::ServeArgs { inetd: true });
     }
     if wrapper::masquerade::is_masquerade_name(&base) {
+        init_logging(LogMode::Client);
         return wrapper::main(argv0, argv[1..].to_vec());
     }
     match argv.get(1) {
         Some(first) if !first.starts_with('-') && !SUBCOMMANDS.contains(&first.as_str()) => {
+            init_logging(LogMode::Client);
             return wrapper::main(first.clone(), argv[2..].to_vec());
         }
         None => {
@@ -87,6 +99,12 @@ fn main() -> std::process::ExitCode {
         _ => {}
     }
     let cli = Cli::parse_from(&argv);
+    init_logging(match cli.command {
+        Some(Command::Serve { .. }) => LogMode::Server { file: None },
+        None if cli.inetd => LogMode::Server { file: None },
+        Some(Command::Mux { stop: false, .. }) => LogMode::Mux,
+        _ => LogMode::Client,
+    });
     match cli.command {
         Some(Command::Serve { inetd }) => subsystem::main(subsystem::ServeArgs {
             inetd: inetd || cli.inetd,
@@ -161,16 +179,54 @@ fn show_hosts() -> std::process::ExitCode {
     }
 }
 
-/// Logs go to stderr only (stdout is the protocol in `serve`). HOARDCC_LOG sets the filter.
-fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HOARDCC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+/// The log defaults of one mode.
+enum LogMode {
+    /// The wrapper and the short CLI commands: warnings on stderr.
+    Client,
+    /// The mux daemon: `info` on stderr, which the daemon points at `mux.log` when it
+    /// detaches (the writer opens fd 2 on every line, so that redirection is followed).
+    Mux,
+    /// `hoardcc serve` and `distccd --inetd`: warnings on stderr (stdout is the protocol),
+    /// or into `--log-file F` when distccd is given one.
+    Server {
+        /// `distccd --log-file F`.
+        file: Option<PathBuf>,
+    },
+}
+
+/// The one place logging is set up. `HOARDCC_LOG` (an `EnvFilter`) replaces the mode's
+/// default level.
+fn init_logging(mode: LogMode) {
     use std::io::IsTerminal;
-    let ansi = std::io::stderr().is_terminal();
-    let _ = tracing_subscriber::fmt()
+    let default = match mode {
+        LogMode::Mux => "info",
+        LogMode::Client | LogMode::Server { .. } => "warn",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HOARDCC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(ansi)
-        .with_target(false)
-        .try_init();
+        .with_target(false);
+    let file = match &mode {
+        LogMode::Server { file: Some(path) } => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| eprintln!("hoardcc: cannot open log file {}: {e}", path.display()))
+            .ok(),
+        _ => None,
+    };
+    let ansi = !matches!(mode, LogMode::Mux) && std::io::stderr().is_terminal();
+    // Nothing else installs a subscriber, so this cannot fail; if it did, logs are lost,
+    // not the job.
+    let _ = match file {
+        Some(f) => builder
+            .with_ansi(false)
+            .with_writer(std::sync::Mutex::new(f))
+            .try_init(),
+        None => builder
+            .with_ansi(ansi)
+            .with_writer(std::io::stderr)
+            .try_init(),
+    };
 }

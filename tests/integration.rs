@@ -25,5 +25,7 @@ mod security;
 mod dropin;
 // Drop-in exactness: one table of invocations run as `CC …` and `hoardcc CC …` (issue 8).
 mod conformance;
+// Logging per mode (set up once in main.rs): distccd --log-file, serve's stderr.
+mod logging;
 // Real build tools: CMake + Ninja launcher, ccache with CCACHE_PREFIX, masquerade next to ccache.
 mod tools;

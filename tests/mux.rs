@@ -634,6 +634,27 @@ fn mux_stop_ends_it() {
     eprintln!("stopped mux {pid}");
 }
 
+/// With `HOARDCC_LOG` unset, the mux logs at its `info` default into `mux.log` (it used
+/// to hold warnings only), while the wrapper that spawned it stays quiet at `warn`.
+#[test]
+fn mux_log_has_info_lines_by_default() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let mux = Mux::new(&sshd);
+    let work = Work::new(1);
+    let mut cmd = compile(&sshd, &work, "@hoardtest/2", 0);
+    cmd.env_remove("HOARDCC_LOG");
+    let out = run_with_timeout(&mut cmd, T, "compile");
+    ok_quiet(&out, "compile", &mux);
+    work.assert_all_remote(1);
+    let log = mux.log();
+    assert!(
+        log.contains("INFO") && log.contains("mux listening"),
+        "{log}"
+    );
+    // Nothing at debug: the default is `info`, not everything.
+    assert!(!log.contains("DEBUG"), "{log}");
+}
+
 /// A socket file left by a mux that died (nothing listens on it) is replaced by the first
 /// wrapper's new mux.
 #[test]

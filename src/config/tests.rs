@@ -256,18 +256,17 @@ fn wrong_types_and_values_rejected() {
 
 #[test]
 fn merge_later_wins_per_field() {
-    let a = RawConfig::parse(
+    let a = parse_table(
         "backoff_secs = 1\n[server]\ncompilers = [\"a\"]\nmax_jobs = 2\n[ssh]\nkeepalive_max = 9",
     )
     .unwrap();
-    let b = RawConfig::parse("[server]\nmax_jobs = 3\n[mux]\nchannels_per_connection = 2").unwrap();
-    let m = a.merge(b);
-    assert_eq!(m.backoff_secs, Some(1));
-    let server = m.server.clone().unwrap();
-    assert_eq!(server.compilers, Some(vec!["a".to_string()]));
-    assert_eq!(server.max_jobs, Some(3));
-    assert_eq!(m.ssh.unwrap().keepalive_max, Some(9));
-    assert_eq!(m.mux.unwrap().channels_per_connection, Some(2));
+    let b = parse_table("[server]\nmax_jobs = 3\n[mux]\nchannels_per_connection = 2").unwrap();
+    let m = FileConfig::from_table(merge_tables(a, b)).unwrap();
+    assert_eq!(m.backoff_secs, 1);
+    assert_eq!(m.server.compilers, vec!["a".to_string()]);
+    assert_eq!(m.server.max_jobs, Some(3));
+    assert_eq!(m.ssh.keepalive_max, 9);
+    assert_eq!(m.mux.channels_per_connection, 2);
 }
 
 fn paths_in(dir: &Path) -> Paths {

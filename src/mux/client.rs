@@ -222,22 +222,18 @@ fn wait_socket_gone(socket: &Path, deadline: Instant) -> bool {
 /// `pid` is gone or `deadline` passes. True when it is gone.
 fn wait_process_gone(pid: u32, deadline: Instant) -> bool {
     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
-    use std::os::fd::{FromRawFd, OwnedFd};
-    let Ok(raw_pid) = nix::libc::pid_t::try_from(pid) else {
+    let Some(target) = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+    else {
         return false;
     };
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1; no memory is
-    // passed.
-    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, raw_pid, 0) };
-    if fd < 0 {
-        return match nix::errno::Errno::last() {
-            nix::errno::Errno::ESRCH => true,
-            // No pidfd (a kernel before 5.3, a seccomp filter): look at /proc instead.
-            _ => wait_process_gone_by_proc(pid, deadline),
-        };
-    }
-    // SAFETY: the syscall returned a fresh fd that nothing else owns.
-    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let fd = match rustix::process::pidfd_open(target, rustix::process::PidfdFlags::empty()) {
+        Ok(fd) => fd,
+        Err(rustix::io::Errno::SRCH) => return true,
+        // No pidfd (a kernel before 5.3, a seccomp filter): look at /proc instead.
+        Err(_) => return wait_process_gone_by_proc(pid, deadline),
+    };
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {

@@ -116,12 +116,12 @@ pub fn main(args: MuxArgs) -> std::process::ExitCode {
             return ExitCode::BindFailed.into();
         }
     };
-    if args.foreground {
-        init_logging();
-    } else {
+    // Logging was set up by `main.rs` (`info` on stderr), which the daemon child points at
+    // `mux.log`.
+    if !args.foreground {
         match daemonize(&paths, listener.as_raw_fd()) {
             Ok(true) => return std::process::ExitCode::SUCCESS, // the parent
-            Ok(false) => init_logging(),
+            Ok(false) => {}
             Err(e) => {
                 eprintln!("hoardcc mux: {e}");
                 let _ = std::fs::remove_file(&socket);
@@ -157,16 +157,6 @@ pub fn main(args: MuxArgs) -> std::process::ExitCode {
             ExitCode::DistccFailed.into()
         }
     }
-}
-
-fn init_logging() {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HOARDCC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
-        .with_ansi(false)
-        .try_init();
 }
 
 fn spawn_signal_watch(shutdown: CancellationToken) {

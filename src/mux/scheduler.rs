@@ -4,7 +4,8 @@
 //! host. [`Scheduler`] is pure decision logic (no I/O, time passed in); [`SchedHandle`]
 //! wraps it for async callers with a FIFO waiter queue (no polling: a waiter wakes when a
 //! slot is released or a backoff/busy period it waits on ends) and [`SlotGuard`] frees a
-//! slot whatever happens to the job.
+//! slot whatever happens to the job. The per-host slot state lives here alone: the pool
+//! asks [`HostState::lane_target`] how many lanes a host wants.
 //!
 //! Policy: per-host slot limits from the host list (`/N`, capped by the server's advertised
 //! `slots`); among hosts with a free slot the one expected to finish first (lowest measured

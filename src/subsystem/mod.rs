@@ -141,31 +141,6 @@ impl ServeError {
     }
 }
 
-fn init_logging(log_file: Option<&std::path::Path>) {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("HOARDCC_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_target(false)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
-    let file = log_file.and_then(|p| {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(p)
-            .map_err(|e| eprintln!("hoardcc: cannot open log file {}: {e}", p.display()))
-            .ok()
-    });
-    // `try_init`: main may have installed a subscriber already; that one then wins.
-    let _ = match file {
-        Some(f) => builder
-            .with_ansi(false)
-            .with_writer(std::sync::Mutex::new(f))
-            .try_init(),
-        None => builder.with_writer(std::io::stderr).try_init(),
-    };
-}
-
 /// Loads the server configuration and serves stdin/stdout on a current-thread runtime.
 fn run_stdio() -> std::process::ExitCode {
     let env = |k: &str| std::env::var(k).ok();
@@ -207,37 +182,28 @@ fn run_stdio() -> std::process::ExitCode {
     }
 }
 
-/// `hoardcc serve [--inetd]`: the subsystem entry point.
+/// `hoardcc serve [--inetd]` and `distccd --inetd`: the subsystem entry point (`main.rs`
+/// has set up logging, with `distccd --log-file F` read by [`parse_distccd_args`]).
 pub fn main(args: ServeArgs) -> std::process::ExitCode {
-    init_logging(None);
     tracing::debug!("hoardcc serve starting (inetd: {})", args.inetd);
-    run_stdio()
-}
-
-/// Entry point when invoked as `distccd` (a masquerade link): stock distcc's ssh mode runs
-/// `distccd --inetd --enable-tcp-insecure` on the server. Stock flags are accepted and
-/// ignored (`--log-file F` is honoured); without `--inetd` this refuses with exit 101,
-/// because daemon mode is not supported (sshd is the daemon).
-pub fn distccd_main(argv: Vec<String>) -> std::process::ExitCode {
-    let opts = match parse_distccd_args(&argv) {
-        Ok(o) => o,
-        Err(msg) => {
-            eprintln!("distccd (hoardcc): {msg}");
-            return crate::exit::ExitCode::BadArguments.into();
-        }
-    };
-    init_logging(opts.log_file.as_deref());
     run_stdio()
 }
 
 /// The stock distccd flags that matter to us.
 #[derive(Debug, Default, PartialEq, Eq)]
-struct DistccdOpts {
-    log_file: Option<PathBuf>,
+pub struct DistccdOpts {
+    /// `--log-file F`: where the server's log lines go instead of stderr.
+    pub log_file: Option<PathBuf>,
 }
 
-/// Parses stock distccd flags: `--inetd` is required; the rest is ignored.
-fn parse_distccd_args(argv: &[String]) -> Result<DistccdOpts, String> {
+/// Parses the argv of `distccd` (a masquerade link): stock distcc's ssh mode runs
+/// `distccd --inetd --enable-tcp-insecure` on the server. Stock flags are accepted and
+/// ignored (`--log-file F` is honoured); without `--inetd` this is an error, because daemon
+/// mode is not supported (sshd is the daemon).
+///
+/// # Errors
+/// The message to print (the caller exits 101).
+pub fn parse_distccd_args(argv: &[String]) -> Result<DistccdOpts, String> {
     const WITH_VALUE: [&str; 18] = [
         "--log-file",
         "--log-level",
@@ -407,10 +373,9 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
 
 /// This host's name, for the hello's agent string.
 pub(crate) fn hostname() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
+    nix::unistd::gethostname()
         .ok()
-        .or_else(|| std::fs::read_to_string("/etc/hostname").ok())
-        .map(|s| s.trim().to_owned())
+        .map(|s| s.to_string_lossy().trim().to_owned())
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "unknown-host".into())
 }
