@@ -29,13 +29,6 @@ pub(crate) struct Held {
     hosts: Vec<HostSpec>,
 }
 
-/// Serve wrappers on `listener` until `shutdown` is cancelled, a `Stop` arrives, or no
-/// wrapper was connected for `config.mux.idle_timeout`. Uses the process environment
-/// (`HOME`, `SSH_AUTH_SOCK`, `USER`) for ssh settings. On return every ssh connection is
-/// closed and the socket file (if it is still this listener's) is removed.
-///
-/// # Errors
-
 impl Daemon {
     fn set_job(&self, id: u64, file: Option<&str>, state: &'static str, host: Option<&str>) {
         let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
