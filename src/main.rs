@@ -112,7 +112,7 @@ fn main() -> std::process::ExitCode {
         }),
         Some(Command::Hosts) => cli::hosts_main(),
         Some(Command::Mux { stop: true, .. }) => cli::stop_main(),
-        Some(Command::Mux { foreground, .. }) => mux::daemon::main(mux::daemon::MuxArgs {
+        Some(Command::Mux { foreground, .. }) => mux::main(mux::MuxArgs {
             foreground,
             stop: false,
         }),

@@ -36,8 +36,9 @@ const REFUSED: &str = "no more sessions";
 
 /// Debug logging for the mux's own modules only (the wrapper shares the variable; its
 /// modules stay at `warn`, so its stderr stays clean).
-const MUX_LOG: &str = "warn,hoardcc::mux::daemon=debug,hoardcc::mux::pool=debug,\
-                       hoardcc::mux::scheduler=debug,hoardcc::mux::transport=debug";
+const MUX_LOG: &str = "warn,hoardcc::mux::listener=debug,hoardcc::mux::conn=debug,\
+                       hoardcc::mux::job=debug,hoardcc::mux::pool=debug,\
+                       hoardcc::mux::scheduler=debug,hoardcc::mux::lane=debug";
 
 /// A directory of small C sources and the job log the wrappers append to.
 struct Work {
@@ -893,7 +894,7 @@ fn make_returns_while_the_mux_lives_on() {
     eprintln!("mux {pid} fds: {fds:?}");
 }
 
-/// Where the mux logs each `Busy` answer it reschedules (debug, `mux::daemon`).
+/// Where the mux logs each `Busy` answer it reschedules (debug, `mux::job`).
 const BUSY_LINE: &str = "busy: rescheduling";
 
 /// The server admits one compile at a time (`max_jobs = 1`) while the list says `/4`,

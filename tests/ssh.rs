@@ -2,13 +2,13 @@
 //! key-file authentication, refusal of unknown and changed host keys, exec round trips, a
 //! refused subsystem that returns at once, and MaxSessions surfacing as `SessionLimit`.
 //!
-//! Neighbours: tests/support (the sshd fixture); src/mux/{ssh,known_hosts,ssh_config}.rs.
+//! Neighbours: tests/support (the sshd fixture); src/mux/ssh/.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use hoardcc::mux::ssh::config::{self as ssh_config, Destination};
 use hoardcc::mux::ssh::{Connection, SshError, SshSettings};
-use hoardcc::mux::ssh_config::{self, Destination};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::support::{Sshd, SshdOptions};

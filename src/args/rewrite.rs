@@ -2,7 +2,7 @@
 //! into the argv for the local preprocessor ([`CompileJob::preprocess_args`]) and for a stock
 //! distccd ([`CompileJob::distcc_argv`]), like distcc's `strip.c`. What a server accepts is
 //! decided by [`super::policy`]. Neighbours: [`super::classify`] builds the job;
-//! `wrapper::preprocess` runs the cpp argv; `mux::transport` sends the distcc argv.
+//! `wrapper::preprocess` runs the cpp argv; `mux::lane` sends the distcc argv.
 
 use super::language::{self, x_to_preprocessed};
 use super::{CompileJob, CppStyle, Family};

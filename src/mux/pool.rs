@@ -8,9 +8,10 @@
 //! task that waits on (a job taking it, `Lane::idle_watch`), so idle channels are always
 //! drained and a dead lane is noticed at once. Hosts without our subsystem get one
 //! `distccd --inetd` exec channel per job on the hoarded connection; TCP hosts get a
-//! fresh TCP connection per job. Neighbours: `mux::transport` (lanes), `mux::ssh`
-//! (connections), `mux::scheduler` (told the servers' advertised slots), `mux::daemon`
-//! (the caller: [`Pool::checkout`] / [`Pool::checkin`] around each job).
+//! fresh TCP connection per job. Neighbours: `mux::lane` (lanes), `mux::ssh`
+//! (connections), `mux::scheduler` (owns the per-host slot state: told each server's
+//! advertised slots, asked how many lanes a host wants), `mux::job` (the caller:
+//! [`Pool::checkout`] / [`Pool::checkin`] around each job).
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
@@ -25,10 +26,9 @@ use tokio_util::task::TaskTracker;
 
 use crate::exit::ExitCode;
 use crate::hosts::{HostKind, HostSpec};
+use crate::mux::lane::{self, Lane, TransportError, Wire};
 use crate::mux::scheduler::SchedHandle;
-use crate::mux::ssh::{Connection, SshError, SshSettings};
-use crate::mux::ssh_config;
-use crate::mux::transport::{self, Lane, TransportError, Wire};
+use crate::mux::ssh::{self, Connection, SshError, SshSettings};
 
 /// Minimum gap between two connection starts to one host (sshd MaxStartups).
 pub const CONNECT_GAP: Duration = Duration::from_millis(100);
@@ -144,8 +144,6 @@ struct HostState {
     distcc_exec: bool,
     /// The wire lanes turned out to speak, once one opened.
     wire: Option<Wire>,
-    /// The server's advertised slots (native hello).
-    server_slots: Option<u32>,
     last_connect: Option<Instant>,
     last_error: Option<String>,
     connections_made: u64,
@@ -166,17 +164,6 @@ impl HostPool {
 
     fn state(&self) -> std::sync::MutexGuard<'_, HostState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Lanes wanted open: the list's `/N`, capped by the server's slots.
-    fn target(&self, st: &HostState) -> u32 {
-        let slots = self
-            .spec
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .slots
-            .max(1);
-        st.server_slots.map_or(slots, |s| slots.min(s.max(1)))
     }
 }
 
@@ -258,6 +245,18 @@ impl Pool {
         hp.clone()
     }
 
+    /// Lanes wanted open to `hp`: the scheduler's per-host target (the list's `/N`
+    /// capped by the server's advertised slots), or the list's `/N` for a host it does
+    /// not know.
+    fn target(&self, hp: &HostPool) -> u32 {
+        let known = self
+            .inner
+            .sched
+            .as_ref()
+            .and_then(|s| s.with(|s| s.host(&hp.key).map(|h| h.lane_target())));
+        known.unwrap_or_else(|| hp.spec().slots.max(1))
+    }
+
     /// The wire the host's lanes turned out to speak, once one has opened.
     pub fn known_wire(&self, spec: &HostSpec) -> Option<Wire> {
         self.host_pool(spec).state().wire
@@ -271,7 +270,7 @@ impl Pool {
                 return w;
             }
         }
-        transport::expected_wire(spec)
+        lane::expected_wire(spec)
     }
 
     /// Start connecting to an SSH host and opening lanes up to its slot limit, in the
@@ -282,7 +281,7 @@ impl Pool {
         }
         let hp = self.host_pool(spec);
         let mut st = hp.state();
-        if !st.opener_running && hp.lanes.load(Ordering::SeqCst) < hp.target(&st) {
+        if !st.opener_running && hp.lanes.load(Ordering::SeqCst) < self.target(&hp) {
             st.opener_running = true;
             drop(st);
             self.spawn_opener(hp);
@@ -473,21 +472,13 @@ impl Pool {
     }
 
     /// Open lanes while jobs wait or the host has fewer than its target; one opener per
-    /// host at a time.
+    /// host at a time. Each round opens one batch on one connection; three rounds in a
+    /// row without a lane fail the waiting jobs.
     async fn opener(&self, hp: &Arc<HostPool>) {
         let mut failed_rounds = 0u32;
         loop {
-            let (need, known_wire) = {
-                let mut st = hp.state();
-                st.waiters.retain(|w| !w.is_closed());
-                let lanes = hp.lanes.load(Ordering::SeqCst);
-                let deficit = hp.target(&st).saturating_sub(lanes) as usize;
-                let need = deficit.max(st.waiters.len());
-                if need == 0 {
-                    st.opener_running = false;
-                    return;
-                }
-                (need, st.wire.is_some())
+            let Some((need, known_wire)) = opener_need(hp, self.target(hp)) else {
+                return;
             };
             let entry = match self.connection_with_room(hp).await {
                 Ok(e) => e,
@@ -496,76 +487,9 @@ impl Pool {
                     return;
                 }
             };
-            // Learn the wire from one lane before opening several.
             let room = entry.cap.saturating_sub(entry.lanes.load(Ordering::SeqCst)) as usize;
-            let batch = if known_wire { need.min(room).max(1) } else { 1 };
-            let (distcc_exec, spec) = (hp.state().distcc_exec, hp.spec());
-            let command: Option<String> = match &spec.kind {
-                HostKind::Ssh {
-                    command: Some(c), ..
-                } => Some(c.clone()),
-                _ if distcc_exec => Some(transport::DEFAULT_DISTCCD.to_string()),
-                _ => None,
-            };
-            let mut set = JoinSet::new();
-            for _ in 0..batch {
-                let count = LaneCount::new(&hp.lanes, Some(&entry.lanes));
-                let (conn, spec, command) = (entry.conn.clone(), spec.clone(), command.clone());
-                let settings = self.inner.settings.clone();
-                set.spawn(async move {
-                    let r = Lane::on_connection(conn, &spec, command.as_deref(), &settings).await;
-                    (r, count)
-                });
-            }
-            let mut fatal: Option<PoolError> = None;
-            let mut opened = 0u32;
-            while let Some(joined) = set.join_next().await {
-                let Ok((result, count)) = joined else {
-                    continue;
-                };
-                match result {
-                    Ok(lane) => {
-                        opened += 1;
-                        self.learn(hp, &lane);
-                        let pl = PooledLane {
-                            lane,
-                            reused: false,
-                            jobs: 0,
-                            host_key: hp.key.clone(),
-                            _count: count,
-                        };
-                        self.give(hp, pl);
-                    }
-                    Err(TransportError::Ssh(SshError::SessionLimit { .. })) => {
-                        drop(count);
-                        let mut st = hp.state();
-                        if let Some(c) = st.conns.iter_mut().find(|c| c.id == entry.id) {
-                            c.cap = c.lanes.load(Ordering::SeqCst);
-                            if c.cap == 0 && fatal.is_none() {
-                                fatal = Some(PoolError {
-                                    message: format!(
-                                        "{}: the server refuses every session",
-                                        hp.key
-                                    ),
-                                    exit_code: ExitCode::Busy,
-                                    transient: true,
-                                });
-                            }
-                            tracing::info!(host = %hp.key, cap = c.cap, "MaxSessions reached; next lanes go on a new connection");
-                        }
-                    }
-                    Err(e) => {
-                        drop(count);
-                        tracing::warn!(host = %hp.key, "cannot open a lane: {e}");
-                        hp.state().last_error = Some(e.to_string());
-                        if entry.conn.is_closed() {
-                            hp.state().conns.retain(|c| c.id != entry.id);
-                        } else if fatal.is_none() {
-                            fatal = Some(PoolError::from(&e));
-                        }
-                    }
-                }
-            }
+            let batch = batch_size(need, room, known_wire);
+            let (opened, mut fatal) = self.open_batch(hp, &entry, batch).await;
             failed_rounds = if opened > 0 { 0 } else { failed_rounds + 1 };
             if fatal.is_none() && failed_rounds >= 3 {
                 let last = hp
@@ -586,6 +510,68 @@ impl Pool {
         }
     }
 
+    /// Open `batch` lanes at once on `entry` and hand each to a waiter or the idle set.
+    /// Returns how many opened and the error that ends the opener, if any (a refused
+    /// session only lowers the connection's cap, unless it allows no lane at all).
+    async fn open_batch(
+        &self,
+        hp: &Arc<HostPool>,
+        entry: &ConnEntryRef,
+        batch: usize,
+    ) -> (u32, Option<PoolError>) {
+        let spec = hp.spec();
+        let command = lane_command(&spec, hp.state().distcc_exec);
+        let mut set = JoinSet::new();
+        for _ in 0..batch {
+            let count = LaneCount::new(&hp.lanes, Some(&entry.lanes));
+            let (conn, spec, command) = (entry.conn.clone(), spec.clone(), command.clone());
+            let settings = self.inner.settings.clone();
+            set.spawn(async move {
+                let r = Lane::on_connection(conn, &spec, command.as_deref(), &settings).await;
+                (r, count)
+            });
+        }
+        let mut fatal: Option<PoolError> = None;
+        let mut opened = 0u32;
+        while let Some(joined) = set.join_next().await {
+            let Ok((result, count)) = joined else {
+                continue;
+            };
+            match result {
+                Ok(lane) => {
+                    opened += 1;
+                    self.learn(hp, &lane);
+                    let pl = PooledLane {
+                        lane,
+                        reused: false,
+                        jobs: 0,
+                        host_key: hp.key.clone(),
+                        _count: count,
+                    };
+                    self.give(hp, pl);
+                }
+                Err(TransportError::Ssh(SshError::SessionLimit { .. })) => {
+                    drop(count);
+                    let refused = session_refused(hp, entry.id);
+                    if refused.is_some() && fatal.is_none() {
+                        fatal = refused;
+                    }
+                }
+                Err(e) => {
+                    drop(count);
+                    tracing::warn!(host = %hp.key, "cannot open a lane: {e}");
+                    hp.state().last_error = Some(e.to_string());
+                    if entry.conn.is_closed() {
+                        hp.state().conns.retain(|c| c.id != entry.id);
+                    } else if fatal.is_none() {
+                        fatal = Some(PoolError::from(&e));
+                    }
+                }
+            }
+        }
+        (opened, fatal)
+    }
+
     /// Record what an opened lane taught us about its host.
     fn learn(&self, hp: &Arc<HostPool>, lane: &Lane) {
         let mut st = hp.state();
@@ -595,7 +581,6 @@ impl Pool {
         }
         if let Some(hello) = &lane.server_hello {
             if hello.slots > 0 {
-                st.server_slots = Some(hello.slots);
                 if let Some(s) = &self.inner.sched {
                     s.with(|s| s.set_server_slots(&hp.key, hello.slots));
                 }
@@ -645,15 +630,8 @@ impl Pool {
             });
         };
         let settings = &self.inner.settings;
-        let config_text = std::fs::read_to_string(settings.home.join(".ssh").join("config")).ok();
-        let dest = ssh_config::resolve(
-            host,
-            user.as_deref(),
-            config_text.as_deref(),
-            &settings.home,
-            &settings.local_user,
-        )
-        .map_err(|e| PoolError::from(TransportError::Ssh(e)))?;
+        let dest = ssh::config::destination(host, user.as_deref(), settings)
+            .map_err(|e| PoolError::from(TransportError::Ssh(e)))?;
         let conn = Connection::connect(&dest, settings).await.map_err(|e| {
             let e = TransportError::Ssh(e);
             PoolError::from(&e)
@@ -733,3 +711,58 @@ struct ConnEntryRef {
     lanes: Arc<AtomicU32>,
     cap: u32,
 }
+
+/// What the opener still has to open on `hp`: (lanes, whether the wire is known), or
+/// `None` when nothing is needed; then the opener is done, and says so under the same
+/// lock as its last look at the waiters (a job queued after it sees no opener).
+fn opener_need(hp: &HostPool, target: u32) -> Option<(usize, bool)> {
+    let mut st = hp.state();
+    st.waiters.retain(|w| !w.is_closed());
+    let lanes = hp.lanes.load(Ordering::SeqCst);
+    let deficit = target.saturating_sub(lanes) as usize;
+    let need = deficit.max(st.waiters.len());
+    if need == 0 {
+        st.opener_running = false;
+        return None;
+    }
+    Some((need, st.wire.is_some()))
+}
+
+/// How many lanes to open at once: all that are needed and fit on the connection, but
+/// one alone until a lane has told us the host's wire.
+fn batch_size(need: usize, room: usize, known_wire: bool) -> usize {
+    if known_wire {
+        need.min(room).max(1)
+    } else {
+        1
+    }
+}
+
+/// The exec command for a lane to `spec`: the list's own command, else `distccd` once
+/// the host turned out to have no `hoardcc` subsystem, else `None` (the subsystem).
+fn lane_command(spec: &HostSpec, distcc_exec: bool) -> Option<String> {
+    match &spec.kind {
+        HostKind::Ssh {
+            command: Some(c), ..
+        } => Some(c.clone()),
+        _ if distcc_exec => Some(lane::DEFAULT_DISTCCD.to_string()),
+        _ => None,
+    }
+}
+
+/// The server refused a session on connection `conn_id` (MaxSessions): later lanes go on
+/// another connection. An error when the connection allows no lane at all.
+fn session_refused(hp: &HostPool, conn_id: u64) -> Option<PoolError> {
+    let mut st = hp.state();
+    let c = st.conns.iter_mut().find(|c| c.id == conn_id)?;
+    c.cap = c.lanes.load(Ordering::SeqCst);
+    tracing::info!(host = %hp.key, cap = c.cap, "MaxSessions reached; next lanes go on a new connection");
+    (c.cap == 0).then(|| PoolError {
+        message: format!("{}: the server refuses every session", hp.key),
+        exit_code: ExitCode::Busy,
+        transient: true,
+    })
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,15 +1,21 @@
-//! Stage: mux reporting — the document behind `hoardcc status`. The daemon
-//! (`mux::daemon`) builds a [`StatusReport`] from the scheduler (`mux::scheduler`) and
-//! the pool (`mux::pool`) and sends it as JSON in `MuxReply::Status`; the client
+//! Stage: mux reporting — the document behind `hoardcc status`. The daemon builds a
+//! [`StatusReport`] here from the scheduler (`mux::scheduler`), the pool (`mux::pool`)
+//! and the job table (`mux::listener`); `mux::conn` sends it as JSON in
+//! `MuxReply::Status`; the client
 //! (`cli::status_main`) prints it as JSON or as the text table of
 //! [`render_text`].
 
 use serde::{Deserialize, Serialize};
+use tokio::time::Instant;
+
+use crate::mux::lane::Wire;
+use crate::mux::listener::Daemon;
+use crate::mux::mux_version;
 
 /// Everything `hoardcc status` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StatusReport {
-    /// The mux's version string (see `daemon::mux_version`).
+    /// The mux's version string (see `mux::mux_version`).
     pub version: String,
     /// The daemon's process id.
     pub pid: u32,
@@ -179,6 +185,76 @@ pub fn render_text(r: &StatusReport) -> String {
         }
     }
     s
+}
+
+impl Daemon {
+    /// The report `hoardcc status` shows, from the scheduler, the pool and the job table.
+    pub(crate) fn status(&self) -> StatusReport {
+        let now = Instant::now();
+        let pool = self.pool.status();
+        let (hosts, queued, local_running) = self.sched.with(|s| {
+            let hosts: Vec<HostReport> = s
+                .hosts()
+                .map(|(key, h)| {
+                    let p = pool.iter().find(|p| &p.host == key);
+                    let lanes = p.map_or(0, |p| p.lanes);
+                    let idle = p.map_or(0, |p| p.idle);
+                    HostReport {
+                        host: key.clone(),
+                        slots: h.spec.slots,
+                        server_slots: h.server_slots,
+                        running: h.running,
+                        connections: p.map_or(0, |p| p.connections),
+                        lanes,
+                        idle_lanes: idle,
+                        busy_lanes: lanes.saturating_sub(idle),
+                        wire: p.and_then(|p| p.wire).map(|w| wire_name(w).to_string()),
+                        jobs_ok: h.jobs_ok,
+                        jobs_failed: h.jobs_failed,
+                        jobs_busy: h.jobs_busy,
+                        mean_ms: h.mean_ms(),
+                        ewma_ms: h.ewma_ms.map(|m| m as u64),
+                        backoff_remaining_ms: h
+                            .backoff_until
+                            .filter(|t| *t > now)
+                            .map(|t| (t - now).as_millis() as u64),
+                        last_error: p.and_then(|p| p.last_error.clone()),
+                    }
+                })
+                .collect();
+            (hosts, s.queued() as u32, s.local_running())
+        });
+        let jobs = self
+            .jobs
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .map(|j| JobReport {
+                file: j.file.clone(),
+                state: j.state.to_string(),
+                host: j.host.clone(),
+                secs: (now - j.since).as_secs_f64(),
+            })
+            .collect();
+        StatusReport {
+            version: mux_version(),
+            pid: std::process::id(),
+            uptime_secs: (now - self.started).as_secs(),
+            wrappers: self.activity.count(),
+            queued,
+            local_running,
+            hosts,
+            jobs,
+        }
+    }
+}
+
+fn wire_name(w: Wire) -> &'static str {
+    match w {
+        Wire::Native => "native",
+        Wire::Distcc { lzo: false } => "distcc",
+        Wire::Distcc { lzo: true } => "distcc+lzo",
+    }
 }
 
 #[cfg(test)]

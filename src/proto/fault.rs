@@ -4,7 +4,7 @@
 //! sub-program such as `cc1` died, or an internal compiler error). A fault is never
 //! the job's exit status: the client retries once, then compiles locally, where a
 //! deterministic ICE simply reproduces. Used on both ends: `subsystem` classifies what
-//! its compiler did, `mux::transport` classifies what a stock distccd or an older
+//! its compiler did, `mux::lane` classifies what a stock distccd or an older
 //! hoardcc server reported. Neighbours: `proto::msg` (carries [`Fault`] in
 //! `Message::Fault`), `proto::distcc` (wait statuses).
 

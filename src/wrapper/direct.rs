@@ -1,11 +1,11 @@
 //! Stage: the wrapper's degraded path, without the mux (`HOARDCC_MUX=0`, or no mux can be
 //! reached or started): this one process picks a host, opens its own SSH lane
-//! (`mux::transport::Lane`) on a private tokio runtime, and runs the job there. This is the
+//! (`mux::lane::Lane`) on a private tokio runtime, and runs the job there. This is the
 //! one place where the wrapper reaches a server other than through the mux. The host
 //! choice is `hosts::HostList::pick_weighted` (the hosts' own RNG); the mux's scheduler
 //! needs state shared across jobs, which a lone process does not have. A full server
 //! (`Busy`) is asked again after a growing pause, since no mux can wake this job.
-//! Neighbours: `wrapper` (caller; `finish`, `job_spec`, fallback), `mux::transport`.
+//! Neighbours: `wrapper` (caller; `finish`, `job_spec`, fallback), `mux::lane`.
 
 use std::path::{Path, PathBuf};
 
@@ -17,8 +17,8 @@ use crate::args::CompileJob;
 use crate::config::Config;
 use crate::exit::ExitCode;
 use crate::hosts::HostList;
+use crate::mux::lane::{self, Lane, TransportError};
 use crate::mux::ssh::SshSettings;
-use crate::mux::transport::{self, Lane, TransportError};
 use crate::paths::Paths;
 
 impl From<TransportError> for Failure {
@@ -73,7 +73,7 @@ pub(super) fn run(
     let _entered = runtime.enter();
 
     // Connect while the preprocessor runs: the wire is usually known before connecting.
-    let guessed = transport::expected_wire(&host);
+    let guessed = lane::expected_wire(&host);
     let (lane, cpp) = std::thread::scope(|s| {
         let cpp = s.spawn(|| preprocess::run(real, job, style_for(guessed), guard()));
         let lane = runtime.block_on(Lane::open(&host, &settings));

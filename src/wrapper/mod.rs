@@ -23,7 +23,7 @@ use crate::args::{self, Classified, CompileJob, CppStyle};
 use crate::config::{self, Config};
 use crate::exit::ExitCode;
 use crate::hosts::{self, HostList};
-use crate::mux::transport::{Completed, JobSpec, Wire};
+use crate::mux::lane::{Completed, JobSpec, Wire};
 use crate::paths::Paths;
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::MuxReply;

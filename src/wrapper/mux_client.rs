@@ -1,6 +1,6 @@
 //! Stage: the wrapper's side of the mux socket (blocking, std only: the wrapper needs no
 //! async runtime for it). [`connect_or_spawn`] reaches the per-user mux daemon
-//! (`mux::daemon`) on `Paths::mux_socket()`, starting one if none answers — single flight
+//! (`mux`) on `Paths::mux_socket()`, starting one if none answers — single flight
 //! under an exclusive `flock` on `runtime_dir/mux.lock`, so a `make -j64` start spawns one
 //! daemon — and replaces a mux of another version. [`MuxClient`] then carries one job:
 //! `reserve`, preprocess, `run`. The `hoardcc status` and `hoardcc mux --stop` commands
@@ -14,7 +14,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::mux::daemon::mux_version;
+use crate::mux::mux_version;
 use crate::mux::status::StatusReport;
 use crate::paths::{self, Paths};
 use crate::proto::frame::blocking;

@@ -10,13 +10,13 @@
 //! refuses or fails on (no such directory, output = input, unwritable) to a local compile
 //! before anything is distributed, so the user sees the compiler's own message. stdout and stderr are replayed through [`sanitize`] (SGR colour and
 //! gcc's OSC 8 links kept, every other terminal control dropped), in single writes so
-//! parallel jobs don't interleave mid-line. Neighbours: `mux::transport` (produces
+//! parallel jobs don't interleave mid-line. Neighbours: `mux::lane` (produces
 //! `Completed`), `wrapper::mod`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::mux::transport::Completed;
+use crate::mux::lane::Completed;
 
 /// Most bytes of one output file from a server.
 pub const MAX_OUTPUT: u64 = 512 << 20;

@@ -2,7 +2,7 @@
 //! flags, capturing the output in memory. For our own servers the output is
 //! directives-only (includes resolved, macros kept), so the server compiles it as source
 //! and `-g` objects come out byte-identical; for stock distccd it is a classic `.i`.
-//! Neighbours: `args` (builds the argv), `mux::transport` (sends the result).
+//! Neighbours: `args` (builds the argv), `mux::lane` (sends the result).
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -1,16 +1,17 @@
-//! Stage: connections, destination resolution. Before [`super::ssh::Connection::connect`]
-//! dials a host from the host list, [`resolve`] turns the entry's `user@alias` into what
+//! Stage: connections, destination resolution. Before [`super::Connection::connect`]
+//! dials a host from the host list, [`destination`] (the one reader of the file) turns the entry's `user@alias` into what
 //! OpenSSH would dial: HostName, Port, User, IdentityFile, ProxyJump and
 //! UserKnownHostsFile from `~/.ssh/config`, parsed by the `ssh2-config` crate (which
 //! handles `Include`, `Key=Value`, tabs, globs and negation; see notes/russh.md §6).
-//! Neighbours: `hosts` (gives alias and user), `mux::ssh` (consumes [`Destination`]).
+//! ProxyJump hops resolve here too. Neighbours: `hosts` (gives alias and user),
+//! `mux::ssh` (consumes [`Destination`]), `mux::pool` and `mux::lane` (callers).
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
 use ssh2_config::{ParseRule, SshConfig};
 
-use super::ssh::SshError;
+use super::{SshError, SshSettings};
 
 /// Where and as whom to connect, fully resolved.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,6 +104,69 @@ pub fn resolve(
         proxy_jump,
         user_known_hosts,
     })
+}
+
+/// `alias` (with the host list's `user`) resolved through `settings.home/.ssh/config`:
+/// the one reader of that file. A missing file means OpenSSH's defaults.
+///
+/// # Errors
+/// As [`resolve`].
+pub fn destination(
+    alias: &str,
+    user: Option<&str>,
+    settings: &SshSettings,
+) -> Result<Destination, SshError> {
+    let text = std::fs::read_to_string(settings.home.join(".ssh").join("config")).ok();
+    resolve(
+        alias,
+        user,
+        text.as_deref(),
+        &settings.home,
+        &settings.local_user,
+    )
+}
+
+/// Split a ProxyJump hop `[ssh://][user@]host[:port]` (host may be `[v6]`) into its parts;
+/// `None` when it does not parse.
+pub(super) fn parse_hop(hop: &str) -> Option<(Option<&str>, &str, Option<u16>)> {
+    let hop = hop.trim();
+    let hop = hop.strip_prefix("ssh://").unwrap_or(hop);
+    let (user, rest) = match hop.rsplit_once('@') {
+        Some((u, r)) if !u.is_empty() => (Some(u), r),
+        Some(_) => return None,
+        None => (None, hop),
+    };
+    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
+        let (host, after) = v6.split_once(']')?;
+        match after {
+            "" => (host, None),
+            p => (host, Some(p.strip_prefix(':')?.parse().ok()?)),
+        }
+    } else {
+        match rest.split_once(':') {
+            Some((h, p)) => (h, Some(p.parse().ok()?)),
+            None => (rest, None),
+        }
+    };
+    if host.is_empty() || host.contains([' ', '/', ':']) && !rest.starts_with('[') {
+        return None;
+    }
+    Some((user, host, port))
+}
+
+/// Resolve one ProxyJump hop through the ssh config; `None` when the spec does not parse.
+pub(super) fn resolve_hop(
+    hop: &str,
+    settings: &SshSettings,
+) -> Option<Result<Destination, SshError>> {
+    let (user, host, port) = parse_hop(hop)?;
+    Some(destination(host, user, settings).map(|mut d| {
+        if let Some(p) = port {
+            d.port = p;
+        }
+        d.proxy_jump = None;
+        d
+    }))
 }
 
 /// Expand the ssh_config `%` tokens we can know here: `%%`, `%h` (host name), `%n` (alias),

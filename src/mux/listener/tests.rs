@@ -3,7 +3,12 @@
 //! mismatch, stop and idle exit.
 
 use super::*;
+use crate::exit::ExitCode;
+use crate::mux::lane::Wire;
+use crate::mux::status::StatusReport;
+use crate::proto::compress::MAX_BLOB;
 use crate::proto::distcc::{self, DistccResponse};
+use crate::proto::msg::{Blob, JobSpec, MuxReply, MuxRequest};
 use crate::wrapper::mux_client::MuxClient;
 use std::sync::atomic::AtomicU32;
 use tokio::net::TcpListener;

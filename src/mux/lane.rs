@@ -1,10 +1,12 @@
-//! Stage: transport — the one boundary between the wrapper and a remote compile.
+//! Stage: lane — one job on one remote, the boundary between the mux and a remote
+//! compile.
 //!
 //! Given a host from the host list, [`Lane::open`] reaches it (a native `hoardcc`
 //! subsystem lane over ssh, a stock `distccd --inetd` on an ssh exec channel, or a stock
-//! `distccd` over TCP) and [`Lane::run`] runs one job on it. The wrapper calls this
-//! in-process; the mux daemon serves the same calls with hoarded connections.
-//! Neighbours: `mux::ssh` (connections), `proto` (wire formats), `wrapper` (caller).
+//! `distccd` over TCP) and [`Lane::run`] runs one job on it. The mux (`mux::job`, with
+//! lanes from `mux::pool`) runs every job here; the wrapper's direct path
+//! (`HOARDCC_MUX=0`) calls it in-process. Neighbours: `mux::ssh` (connections), `proto`
+//! (wire formats), `subsystem` (the other end).
 
 use std::time::Duration;
 
@@ -13,8 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::exit::ExitCode;
 use crate::hosts::{HostKind, HostSpec};
-use crate::mux::ssh::{Connection, SshError, SshSettings, Stream};
-use crate::mux::ssh_config;
+use crate::mux::ssh::{self, Connection, SshError, SshSettings, Stream};
 use crate::proto::distcc::{self, DistccRequest};
 use crate::proto::fault::{self, Ended, Fault};
 use crate::proto::frame;
@@ -355,16 +356,8 @@ fn resolve_destination(
     alias: &str,
     user: Option<&str>,
     settings: &SshSettings,
-) -> Result<ssh_config::Destination, TransportError> {
-    let config_path = settings.home.join(".ssh").join("config");
-    let text = std::fs::read_to_string(&config_path).ok();
-    Ok(ssh_config::resolve(
-        alias,
-        user,
-        text.as_deref(),
-        &settings.home,
-        &settings.local_user,
-    )?)
+) -> Result<ssh::Destination, TransportError> {
+    Ok(ssh::config::destination(alias, user, settings)?)
 }
 
 /// The server a native job runs on.

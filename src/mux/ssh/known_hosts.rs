@@ -1,6 +1,7 @@
-//! Stage: connections, host key verification. [`super::ssh`] calls [`check`] from its
-//! russh handler with the key the server presented during key exchange; the verdict
-//! decides whether the connection proceeds (never trust on first use). This is our own
+//! Stage: connections, host key verification. The russh handler [`Verifier`] (used by
+//! `mux::ssh`'s `Connection::connect`) calls [`check`] with the key the server presented
+//! during key exchange; the verdict decides whether the connection proceeds (never trust
+//! on first use) and becomes an `SshError` (`mux::ssh::error`) when it does not. This is our own
 //! reader of OpenSSH's `known_hosts` format because russh's helper misses wildcards,
 //! tab separators, `@revoked` and miscounts line numbers (see notes/russh.md §2).
 //!
@@ -10,11 +11,15 @@
 //! hashed entry `|1|base64(salt)|base64(HMAC-SHA1(salt, name))`.
 
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use data_encoding::BASE64;
 use hmac::{Hmac, KeyInit, Mac};
-use russh::keys::{HashAlg, PublicKey};
+use russh::client;
+use russh::keys::{HashAlg, PublicKey, PublicKeyOrCertificate};
 use sha1::Sha1;
+
+use super::SshError;
 
 /// What the known_hosts files say about a host's key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -230,6 +235,61 @@ pub fn default_files(home: &Path, extra: &[PathBuf]) -> Vec<PathBuf> {
     files.push(PathBuf::from("/etc/ssh/ssh_known_hosts"));
     files.push(PathBuf::from("/etc/ssh/ssh_known_hosts2"));
     files
+}
+
+/// The russh handler: checks the server's key and records the precise verdict so
+/// [`Connection::connect`] can report it (russh itself only says "UnknownKey").
+pub(super) struct Verifier {
+    pub(super) host: String,
+    pub(super) port: u16,
+    pub(super) files: Vec<PathBuf>,
+    pub(super) verdict: Arc<Mutex<Option<SshError>>>,
+}
+
+impl client::Handler for Verifier {
+    type Error = russh::Error;
+
+    async fn check_server_key(
+        &mut self,
+        presented: &PublicKeyOrCertificate,
+    ) -> Result<bool, Self::Error> {
+        // A host certificate is checked as its plain key (no @cert-authority support),
+        // which is OpenSSH's fallback too.
+        let key = match presented {
+            PublicKeyOrCertificate::PublicKey { key, .. } => key.clone(),
+            PublicKeyOrCertificate::Certificate(cert) => {
+                PublicKey::new(cert.public_key().clone(), "")
+            }
+        };
+        let fingerprint = fingerprint(&key);
+        let host = self.host.clone();
+        let port = self.port;
+        let verdict = match check(&host, port, &key, &self.files) {
+            HostKeyStatus::Known => return Ok(true),
+            HostKeyStatus::Unknown => SshError::UnknownHostKey {
+                host,
+                port,
+                key_type: key.algorithm().as_str().to_string(),
+                fingerprint,
+            },
+            HostKeyStatus::Changed { file, line } => SshError::HostKeyChanged {
+                host,
+                port,
+                fingerprint,
+                file,
+                line,
+            },
+            HostKeyStatus::Revoked { file, line } => SshError::HostKeyRevoked {
+                host,
+                port,
+                fingerprint,
+                file,
+                line,
+            },
+        };
+        *self.verdict.lock().unwrap_or_else(|p| p.into_inner()) = Some(verdict);
+        Ok(false)
+    }
 }
 
 #[cfg(test)]
