@@ -44,9 +44,9 @@ pub struct Hello {
     pub min_version: u32,
     /// Capability words, e.g. "lz4", "directives-only", "heartbeat", "busy".
     pub caps: Vec<String>,
-    /// Server: concurrent compiles it allows host-wide. Client: 0.
+    /// Server: concurrent compiles its slot directory allows (host-wide with `/run/hoardcc`, else per user). Client: 0.
     pub slots: u32,
-    /// Server: compiles running host-wide right now. Client: 0.
+    /// Server: compiles holding a slot in that directory right now. Client: 0.
     pub load: u32,
     /// Free text: "hoardcc 0.1.0 on HOSTNAME".
     pub agent: String,
@@ -130,7 +130,7 @@ pub enum Message {
     },
     /// Server → client: the job ran; here is what it did.
     Result(JobResult),
-    /// Server → client: the host-wide compile limit is full; try elsewhere. No penalty.
+    /// Server → client: the slot limit (`max_jobs`) is full; try elsewhere. No penalty.
     Busy {
         id: u64,
     },
