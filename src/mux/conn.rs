@@ -98,9 +98,7 @@ pub(super) async fn serve_wrapper(d: Arc<Daemon>, stream: UnixStream, id: u64, _
                 };
                 r
             }
-            MuxRequest::Status => MuxReply::Status {
-                json: d.status().to_json(),
-            },
+            MuxRequest::Status => MuxReply::Status(Box::new(d.status())),
             MuxRequest::Stop => {
                 stop = true;
                 MuxReply::Stopping

@@ -16,6 +16,7 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 pub const FAULT_VERSION: u32 = 2;
 
 pub use crate::proto::fault::Fault;
+use crate::proto::status::StatusReport;
 
 /// A compressed (or raw) byte payload: preprocessed source, object files, big stderr.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -214,7 +215,7 @@ pub enum MuxRequest {
 }
 
 /// Mux → wrapper.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MuxReply {
     /// A remote slot is held for this connection: preprocess for `wire`, then send Run.
     Reserved { host: String, wire: Wire },
@@ -225,8 +226,9 @@ pub enum MuxReply {
     /// Distribution failed (after the mux's own retries); the wrapper falls back.
     /// `exit_code` is the distcc exit code to use when fallback is off.
     Failed { message: String, exit_code: u8 },
-    /// Answer to Status: a JSON document (see `hoardcc status --json`).
-    Status { json: String },
+    /// Answer to Status: the typed report (`hoardcc status --json` prints it as JSON).
+    /// Boxed: it is much bigger than the other replies.
+    Status(Box<StatusReport>),
     /// Answer to Stop.
     Stopping,
     /// The mux speaks another version: the wrapper replaces it.

@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::mux::mux_version;
-use crate::mux::status::StatusReport;
+use crate::proto::status::StatusReport;
 use crate::paths::{self, Paths};
 use crate::proto::frame::blocking;
 use crate::proto::msg::{Blob, JobSpec, MuxReply, MuxRequest};
@@ -401,13 +401,13 @@ impl MuxClient {
         }
     }
 
-    /// The mux's status document (JSON, see `mux::status::StatusReport`).
+    /// The mux's status report.
     ///
     /// # Errors
     /// Socket or protocol failures.
-    pub fn status(&mut self) -> Result<String, MuxClientError> {
+    pub fn status(&mut self) -> Result<StatusReport, MuxClientError> {
         match self.request(&MuxRequest::Status, Some(SHORT_TIMEOUT))? {
-            MuxReply::Status { json } => Ok(json),
+            MuxReply::Status(report) => Ok(*report),
             other => Err(MuxClientError::Unexpected(
                 format!("{other:?}").chars().take(80).collect(),
             )),
@@ -444,8 +444,7 @@ pub(crate) fn connect_existing(paths: &Paths) -> Result<MuxClient, MuxClientErro
 
 /// The running mux's status, when one is running and answers (never starts one).
 pub fn running_status(paths: &Paths) -> Option<StatusReport> {
-    let doc = connect_existing(paths).and_then(|mut c| c.status()).ok()?;
-    StatusReport::from_json(&doc).ok()
+    connect_existing(paths).and_then(|mut c| c.status()).ok()
 }
 
 #[cfg(test)]

@@ -128,10 +128,9 @@ impl Mux {
 
     async fn status(&self) -> StatusReport {
         let mut c = self.client();
-        let json = tokio::task::spawn_blocking(move || c.status().unwrap())
+        tokio::task::spawn_blocking(move || c.status().unwrap())
             .await
-            .unwrap();
-        StatusReport::from_json(&json).unwrap()
+            .unwrap()
     }
 
     /// Poll the status until `pred` holds (the daemon's state changes asynchronously).
