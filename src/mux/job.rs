@@ -9,11 +9,12 @@ use tokio::time::Instant;
 use crate::exit::ExitCode;
 use crate::hosts::{self, HostSpec};
 use crate::mux::conn::failed;
-use crate::mux::lane::{Completed, TransportError, Wire};
-use crate::mux::listener::{Daemon, JobInfo};
+use crate::mux::lane::{Completed, LaneEvent, TransportError, Wire};
+use crate::mux::listener::Daemon;
 use crate::mux::scheduler::{Grant, Outcome, SlotGuard, Want};
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::{Blob, JobResult, JobSpec, MuxReply, OutputFile};
+use crate::proto::status::JobState;
 
 /// How long a retry may wait for a slot on another host.
 const RETRY_WAIT: Duration = Duration::from_secs(5);
@@ -30,20 +31,29 @@ pub(crate) struct Held {
 }
 
 impl Daemon {
-    fn set_job(&self, id: u64, file: Option<&str>, state: &'static str, host: Option<&str>) {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = jobs.entry(id).or_insert_with(|| JobInfo {
-            file: String::new(),
-            state,
-            host: None,
-            since: Instant::now(),
-        });
-        if let Some(f) = file {
-            entry.file = f.to_string();
+    fn set_job(&self, id: u64, file: Option<&str>, state: JobState, host: Option<&str>) {
+        self.monitor.set_job(id, file, state, host);
+    }
+
+    /// What a lane reports of job `id` on `host`: its state, and bytes for the job and
+    /// the counters.
+    fn lane_event(&self, id: u64, host: &str, e: LaneEvent) {
+        let (state, sent, received) = match e {
+            LaneEvent::Sending { bytes } => (JobState::Sending, bytes, 0),
+            LaneEvent::Compiling => (JobState::Compiling, 0, 0),
+            LaneEvent::Receiving { bytes } => (JobState::Receiving, 0, bytes),
+        };
+        self.monitor.set_state(id, state);
+        if sent + received > 0 {
+            self.monitor.add_bytes(id, sent, received);
+            self.stats.update(|s| {
+                s.bytes_sent += sent;
+                s.bytes_received += received;
+                let h = s.host_mut(host);
+                h.bytes_sent += sent;
+                h.bytes_received += received;
+            });
         }
-        entry.state = state;
-        entry.host = host.map(str::to_string);
-        entry.since = Instant::now();
     }
 
     /// Parse the host list, register and warm its hosts, and wait for a slot.
@@ -74,7 +84,7 @@ impl Daemon {
         for h in &remotes {
             self.pool.warm(h);
         }
-        self.set_job(id, Some(file), "queued", None);
+        self.set_job(id, Some(file), JobState::Waiting, None);
         let want = Want {
             remotes: keys,
             local_limit,
@@ -95,7 +105,7 @@ impl Daemon {
                         }
                     }
                     let wire = self.pool.wire(&spec);
-                    self.set_job(id, None, "reserved", Some(&key));
+                    self.set_job(id, None, JobState::Preprocessing, Some(&key));
                     *held = Some(Held {
                         guard,
                         spec,
@@ -105,7 +115,7 @@ impl Daemon {
                     MuxReply::Reserved { host: key, wire }
                 }
                 Grant::Local => {
-                    self.set_job(id, None, "local", None);
+                    self.set_job(id, None, JobState::Local, None);
                     *local = Some(guard);
                     MuxReply::Local {
                         reason: "every remote slot is busy; a local slot is free".into(),
@@ -115,7 +125,6 @@ impl Daemon {
             Err(why) => {
                 // No usable host (all backed off or down): a distribution failure, so the
                 // wrapper falls back with a warning, or fails when fallback is off.
-                self.set_job(id, None, "failed", None);
                 MuxReply::Failed {
                     message: why,
                     exit_code: ExitCode::NoHosts.code(),
@@ -156,8 +165,8 @@ impl Daemon {
         let mut busy = 0u32;
         loop {
             let key = held.spec.key();
-            self.set_job(id, None, "running", Some(&key));
-            let (error, retry) = match self.attempt(&mut held, &spec, &source).await {
+            self.set_job(id, None, JobState::Sending, Some(&key));
+            let (error, retry) = match self.attempt(id, &mut held, &spec, &source).await {
                 Attempt::Answer(reply) => return reply,
                 Attempt::Busy(e) => {
                     busy += 1;
@@ -165,6 +174,8 @@ impl Daemon {
                         return failed(e.to_string(), e.exit_code());
                     }
                     tracing::debug!(host = %key, "busy: rescheduling");
+                    self.stats.update(|s| s.host_mut(&key).jobs_busy += 1);
+                    self.monitor.set_state(id, JobState::Waiting);
                     let Held {
                         guard, wire, hosts, ..
                     } = held;
@@ -178,6 +189,7 @@ impl Daemon {
                 Attempt::Failed { error, retry } => (error, retry),
             };
             failures += 1;
+            self.monitor.set_state(id, JobState::Waiting);
             let Some(next) = self.retry(held, failures, retry, &error.0).await else {
                 let (mut message, code) = error;
                 if key != first_key {
@@ -185,6 +197,8 @@ impl Daemon {
                 }
                 return failed(message, code);
             };
+            self.monitor
+                .fail(id, Some(&key), &format!("{} (retried)", error.0));
             held = next;
         }
     }
@@ -192,7 +206,7 @@ impl Daemon {
     /// One attempt of the job on `held`'s host: a lane from the pool, the job on it, and
     /// the outcome told to the scheduler for a success or a busy answer (a failure's
     /// outcome is [`Daemon::retry`]'s to set).
-    async fn attempt(&self, held: &mut Held, spec: &JobSpec, source: &[u8]) -> Attempt {
+    async fn attempt(&self, id: u64, held: &mut Held, spec: &JobSpec, source: &[u8]) -> Attempt {
         let key = held.spec.key();
         let start = Instant::now();
         let mut pl = match self.pool.checkout(&held.spec).await {
@@ -216,7 +230,8 @@ impl Daemon {
             }
             Ok(pl) => pl,
         };
-        match pl.lane.run(spec, source).await {
+        let observe = |e: LaneEvent| self.lane_event(id, &key, e);
+        match pl.lane.run_observed(spec, source, &observe).await {
             Ok(done) => {
                 self.pool.checkin(pl);
                 held.guard.set_outcome(Outcome::Ok {

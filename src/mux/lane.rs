@@ -34,6 +34,25 @@ const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
 pub use crate::proto::msg::{JobSpec, Wire};
 
+/// What a running job is doing on its lane, for `hoardcc mon` and `hoardcc stats`
+/// ([`Lane::run_observed`]). Byte counts are what travels on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneEvent {
+    /// The job (`bytes` of it) is being sent.
+    Sending { bytes: u64 },
+    /// The job is sent: the server compiles.
+    Compiling,
+    /// An answer (`bytes` of it) is coming back.
+    Receiving { bytes: u64 },
+}
+
+/// Where [`Lane::run_observed`] reports [`LaneEvent`]s.
+pub type Observer<'a> = &'a (dyn Fn(LaneEvent) + Send + Sync);
+
+/// Frames up to this size (heartbeats, short answers) are reported as received once
+/// decoded, not as they start arriving.
+const SMALL_FRAME: u32 = 256;
+
 /// A job that ran remotely (successfully or with the compiler's own error).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Completed {
@@ -319,6 +338,17 @@ impl Lane {
         spec: &JobSpec,
         source: &[u8],
     ) -> Result<Completed, TransportError> {
+        self.run_observed(spec, source, &|_| {}).await
+    }
+
+    /// [`Lane::run`], telling `observe` where the job is (sending, compiling, receiving)
+    /// and how many bytes travel.
+    pub async fn run_observed(
+        &mut self,
+        spec: &JobSpec,
+        source: &[u8],
+        observe: Observer<'_>,
+    ) -> Result<Completed, TransportError> {
         let io_timeout = self.io_timeout;
         match &mut self.io {
             LaneIo::Native { stream, .. } => {
@@ -328,13 +358,15 @@ impl Lane {
                     host: &self.host,
                     version: self.version,
                 };
-                run_native(stream, id, spec, source, io_timeout, peer).await
+                run_native(stream, id, spec, source, io_timeout, peer, observe).await
             }
             LaneIo::DistccSsh { stream, .. } => {
-                run_distcc(stream, self.wire, spec, source, io_timeout, &self.host).await
+                let host = &self.host;
+                run_distcc(stream, self.wire, spec, source, io_timeout, host, observe).await
             }
             LaneIo::DistccTcp { stream } => {
-                run_distcc(stream, self.wire, spec, source, io_timeout, &self.host).await
+                let host = &self.host;
+                run_distcc(stream, self.wire, spec, source, io_timeout, host, observe).await
             }
         }
     }
@@ -393,6 +425,7 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     source: &[u8],
     io_timeout: Duration,
     peer: Peer<'_>,
+    observe: Observer<'_>,
 ) -> Result<Completed, TransportError> {
     let job = Job {
         id,
@@ -415,15 +448,38 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
             .collect(),
         env: spec.env.clone(),
     };
-    tokio::time::timeout(io_timeout, frame::write_message(stream, &Message::Job(job)))
+    let payload = frame::encode(&Message::Job(job));
+    observe(LaneEvent::Sending {
+        bytes: payload.len() as u64 + 4,
+    });
+    tokio::time::timeout(io_timeout, frame::write_frame(stream, &payload))
         .await
         .map_err(|_| TransportError::Timeout("sending the job"))??;
+    drop(payload);
+    observe(LaneEvent::Compiling);
     loop {
         // Each message (heartbeats included) must arrive within io_timeout: a long compile
-        // stays alive as long as the server reports progress.
-        let msg = tokio::time::timeout(io_timeout, frame::read_message(stream))
+        // stays alive as long as the server reports progress. A big frame is reported as
+        // it starts; a small one once it is known not to be a heartbeat.
+        let mut len = 0u32;
+        let mut on_len = |l: u32| {
+            len = l;
+            if l > SMALL_FRAME {
+                observe(LaneEvent::Receiving {
+                    bytes: u64::from(l) + 4,
+                });
+            }
+        };
+        let read = frame::read_frame_observed(stream, frame::MAX_FRAME, &mut on_len);
+        let bytes = tokio::time::timeout(io_timeout, read)
             .await
             .map_err(|_| TransportError::Timeout("the server's answer"))??;
+        let msg: Option<Message> = bytes.map(|b| frame::decode(&b)).transpose()?;
+        if len <= SMALL_FRAME && !matches!(msg, None | Some(Message::Heartbeat { .. })) {
+            observe(LaneEvent::Receiving {
+                bytes: u64::from(len) + 4,
+            });
+        }
         let host = peer.host.to_string();
         match msg {
             None => return Err(TransportError::Closed),
@@ -472,6 +528,7 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
     source: &[u8],
     io_timeout: Duration,
     host: &str,
+    observe: Observer<'_>,
 ) -> Result<Completed, TransportError> {
     let version = match wire {
         Wire::Distcc { lzo: true } => 2,
@@ -482,12 +539,20 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
         argv: spec.distcc_argv.clone(),
         doti: source.to_vec(),
     };
+    // The payload: the .i and the argv (the protocol's tokens add a few bytes each).
+    let sent = req.doti.len() + req.argv.iter().map(String::len).sum::<usize>();
+    observe(LaneEvent::Sending { bytes: sent as u64 });
     let resp = tokio::time::timeout(io_timeout, async {
         distcc::write_request(stream, &req).await?;
+        observe(LaneEvent::Compiling);
         distcc::read_response(stream, version).await
     })
     .await
     .map_err(|_| TransportError::Timeout("distccd's answer"))??;
+    let received = resp.doto.len() + resp.stdout.len() + resp.stderr.len();
+    observe(LaneEvent::Receiving {
+        bytes: received as u64,
+    });
     let exit_code = distcc::exit_code_from_wait_status(resp.status);
     if exit_code == i32::from(ExitCode::CompilerCrashed.code()) && resp.doto.is_empty() {
         // A hoardcc server's way of telling a stock client that the compiler crashed.
@@ -589,11 +654,56 @@ mod tests {
                 &spec,
                 b"int x;",
                 Duration::from_secs(10),
-                peer
+                peer,
+                &|_| {}
             ),
             serve
         );
         r
+    }
+
+    /// The observer hears the job go out, the compile, and the result come back (not the
+    /// heartbeat), with the bytes on the wire.
+    #[tokio::test]
+    async fn native_events_follow_the_job() {
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        let serve = async move {
+            let job = frame::read_frame(&mut server, frame::MAX_FRAME).await.unwrap();
+            frame::write_message(&mut server, &Message::Heartbeat { id: 1 })
+                .await
+                .unwrap();
+            let big = Message::Result(JobResult {
+                id: 1,
+                exit_code: 0,
+                stdout: Blob::raw(vec![]),
+                stderr: Blob::raw(vec![b'w'; 1000]),
+                outputs: vec![],
+            });
+            let answer = frame::encode(&big);
+            frame::write_frame(&mut server, &answer).await.unwrap();
+            (job.unwrap().len(), answer.len(), server)
+        };
+        let events = std::sync::Mutex::new(Vec::new());
+        let observe = |e: LaneEvent| events.lock().unwrap().push(e);
+        let peer = Peer { host: "h", version: 2 };
+        let spec = spec();
+        let (r, (sent, received, _server)) = tokio::join!(
+            run_native(&mut client, 1, &spec, b"int x;", Duration::from_secs(10), peer, &observe),
+            serve
+        );
+        assert_eq!(r.unwrap().stderr.len(), 1000);
+        assert_eq!(
+            *events.lock().unwrap(),
+            [
+                LaneEvent::Sending {
+                    bytes: sent as u64 + 4
+                },
+                LaneEvent::Compiling,
+                LaneEvent::Receiving {
+                    bytes: received as u64 + 4
+                }
+            ]
+        );
     }
 
     fn fault_of(r: Result<Completed, TransportError>) -> Fault {
@@ -668,7 +778,8 @@ mod tests {
                 &spec,
                 b"int x;",
                 Duration::from_secs(10),
-                "h"
+                "h",
+                &|_| {}
             ),
             serve
         );

@@ -253,8 +253,15 @@ impl Pool {
             .inner
             .sched
             .as_ref()
-            .and_then(|s| s.with(|s| s.host(&hp.key).map(|h| h.lane_target())));
+            .and_then(|s| s.peek(|s| s.host(&hp.key).map(|h| h.lane_target())));
         known.unwrap_or_else(|| hp.spec().slots.max(1))
+    }
+
+    /// Tell `hoardcc mon` watchers that connections or lanes changed.
+    fn changed(&self) {
+        if let Some(s) = &self.inner.sched {
+            s.changes().bump();
+        }
     }
 
     /// The wire the host's lanes turned out to speak, once one has opened.
@@ -440,6 +447,7 @@ impl Pool {
             Woke::Dead(e) => {
                 tracing::info!(host = %hp.key, "idle lane ended: {e}");
                 hp.state().idle.retain(|l| l.id != id);
+                self.changed();
             }
             Woke::Stop => {
                 hp.state().idle.retain(|l| l.id != id);
@@ -569,6 +577,7 @@ impl Pool {
                 }
             }
         }
+        self.changed();
         (opened, fatal)
     }
 
@@ -595,6 +604,8 @@ impl Pool {
         for w in st.waiters.drain(..) {
             let _ = w.send(Err(e.clone()));
         }
+        drop(st);
+        self.changed();
     }
 
     /// A live connection with room for another channel, connecting a new one if needed
@@ -652,6 +663,8 @@ impl Pool {
         let mut st = hp.state();
         st.connections_made += 1;
         st.conns.push(entry);
+        drop(st);
+        self.changed();
         Ok(r)
     }
 

@@ -10,7 +10,7 @@ use tokio::time::Instant;
 use crate::mux::lane::Wire;
 use crate::mux::listener::Daemon;
 use crate::mux::mux_version;
-pub use crate::proto::status::{HostReport, JobReport, StatusReport};
+pub use crate::proto::status::{FailureReport, HostReport, JobReport, JobState, StatusReport};
 
 fn opt<T: std::fmt::Display>(v: &Option<T>, suffix: &str) -> String {
     match v {
@@ -86,7 +86,7 @@ impl Daemon {
     pub(crate) fn status(&self) -> StatusReport {
         let now = Instant::now();
         let pool = self.pool.status();
-        let (hosts, queued, local_running) = self.sched.with(|s| {
+        let (hosts, queued, local_running) = self.sched.peek(|s| {
             let hosts: Vec<HostReport> = s
                 .hosts()
                 .map(|(key, h)| {
@@ -106,6 +106,9 @@ impl Daemon {
                         jobs_ok: h.jobs_ok,
                         jobs_failed: h.jobs_failed,
                         jobs_busy: h.jobs_busy,
+                        // No job result says `cached` yet: issue 10's result cache
+                        // counts here.
+                        cache_hits: 0,
                         mean_ms: h.mean_ms(),
                         ewma_ms: h.ewma_ms.map(|m| m as u64),
                         backoff_remaining_ms: h
@@ -118,18 +121,7 @@ impl Daemon {
                 .collect();
             (hosts, s.queued() as u32, s.local_running())
         });
-        let jobs = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|j| JobReport {
-                file: j.file.clone(),
-                state: j.state.to_string(),
-                host: j.host.clone(),
-                secs: (now - j.since).as_secs_f64(),
-            })
-            .collect();
+        let (jobs, jobs_in_flight) = self.monitor.jobs_report(now);
         StatusReport {
             version: mux_version(),
             pid: std::process::id(),
@@ -139,6 +131,8 @@ impl Daemon {
             local_running,
             hosts,
             jobs,
+            jobs_in_flight,
+            failures: self.monitor.failures_report(now),
         }
     }
 }
@@ -176,6 +170,7 @@ mod tests {
                 jobs_ok: 10,
                 jobs_failed: 1,
                 jobs_busy: 0,
+                cache_hits: 0,
                 mean_ms: Some(850),
                 ewma_ms: Some(800),
                 backoff_remaining_ms: Some(1500),
@@ -183,9 +178,19 @@ mod tests {
             }],
             jobs: vec![JobReport {
                 file: "foo.c".into(),
-                state: "running".into(),
+                state: JobState::Compiling,
                 host: Some("me@build1".into()),
                 secs: 0.5,
+                total_secs: 1.5,
+                bytes_sent: 1234,
+                bytes_received: 0,
+            }],
+            jobs_in_flight: 1,
+            failures: vec![FailureReport {
+                secs_ago: 3,
+                file: "bar.c".into(),
+                host: Some("me@build1".into()),
+                reason: "connection reset (retrying)".into(),
             }],
         }
     }
@@ -209,6 +214,7 @@ mod tests {
         let r = sample();
         assert_eq!(StatusReport::from_json(&r.to_json()).unwrap(), r);
         assert!(r.to_json().contains("\"backoff_remaining_ms\": 1500"));
+        assert!(r.to_json().contains("\"state\": \"compiling\""));
     }
 
     #[test]
@@ -233,6 +239,6 @@ mod tests {
             ]
         );
         assert!(t.contains("last error: boom"));
-        assert!(t.contains("running") && t.contains("foo.c"));
+        assert!(t.contains("compiling") && t.contains("foo.c"));
     }
 }

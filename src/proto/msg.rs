@@ -16,6 +16,7 @@ pub const MIN_PROTOCOL_VERSION: u32 = 1;
 pub const FAULT_VERSION: u32 = 2;
 
 pub use crate::proto::fault::Fault;
+use crate::proto::stats::Stats;
 use crate::proto::status::StatusReport;
 
 /// A compressed (or raw) byte payload: preprocessed source, object files, big stderr.
@@ -212,6 +213,16 @@ pub enum MuxRequest {
     Status,
     /// Exit now (`hoardcc mux --stop`).
     Stop,
+    // Added later: appended, so the variants above keep their encoding.
+    /// Subscribe (`hoardcc mon`): answered by one `Status` now and another each time the
+    /// mux's state changes, until the watcher closes the connection.
+    Watch,
+    /// The wrapper finished the local compile the mux knows of on this connection (a
+    /// `Local` answer, or a fallback after `Failed`), in `millis` of wall time. No reply:
+    /// it costs a local job one write and the remote path nothing.
+    LocalDone { millis: u64 },
+    /// The counters of `hoardcc stats`; `zero` resets them first.
+    Stats { zero: bool },
 }
 
 /// Mux → wrapper.
@@ -233,4 +244,7 @@ pub enum MuxReply {
     Stopping,
     /// The mux speaks another version: the wrapper replaces it.
     WrongVersion { mux_version: String },
+    // Added later: appended, so the variants above keep their encoding.
+    /// Answer to `Stats`.
+    Stats(Box<Stats>),
 }

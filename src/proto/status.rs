@@ -22,9 +22,22 @@ pub struct StatusReport {
     pub local_running: u32,
     /// Every host the mux has seen.
     pub hosts: Vec<HostReport>,
-    /// Jobs in flight.
+    /// Jobs in flight (at most [`MAX_JOBS_SHOWN`]; `jobs_in_flight` counts them all).
     pub jobs: Vec<JobReport>,
+    /// Every job in flight, shown or not.
+    #[serde(default)]
+    pub jobs_in_flight: u32,
+    /// The most recent failures, newest first (at most [`MAX_FAILURES`]).
+    #[serde(default)]
+    pub failures: Vec<FailureReport>,
 }
+
+/// Most jobs one report lists (the rest are counted in `jobs_in_flight`).
+pub const MAX_JOBS_SHOWN: usize = 256;
+/// Most recent failures the mux keeps and reports.
+pub const MAX_FAILURES: usize = 16;
+/// Longest one-line reason of a failure, in characters.
+pub const MAX_REASON: usize = 200;
 
 /// One host's state and counters.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -53,6 +66,10 @@ pub struct HostReport {
     pub jobs_failed: u64,
     /// Busy answers.
     pub jobs_busy: u64,
+    /// Jobs answered from the server's result cache. Always 0 for now: no job result
+    /// says `cached` yet; the server-side result cache of issue 10 sets it.
+    #[serde(default)]
+    pub cache_hits: u64,
     /// Mean job time.
     pub mean_ms: Option<u64>,
     /// Recent job time (EWMA), used for host choice.
@@ -83,17 +100,94 @@ impl HostReport {
     }
 }
 
+/// Where one job is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobState {
+    /// In the mux's queue for a slot (remote or local), or for a retry's.
+    Waiting,
+    /// A remote slot is held; the wrapper is running the preprocessor.
+    Preprocessing,
+    /// The mux is getting a lane and sending the job on it.
+    Sending,
+    /// The job is on the server; the compiler runs.
+    Compiling,
+    /// The result is coming back.
+    Receiving,
+    /// The wrapper compiles locally: a local slot, or a fallback after a failure.
+    Local,
+}
+
+impl JobState {
+    /// The lowercase name `hoardcc status` and `mon` show.
+    pub fn name(self) -> &'static str {
+        match self {
+            JobState::Waiting => "waiting",
+            JobState::Preprocessing => "preprocessing",
+            JobState::Sending => "sending",
+            JobState::Compiling => "compiling",
+            JobState::Receiving => "receiving",
+            JobState::Local => "local",
+        }
+    }
+}
+
+impl std::fmt::Display for JobState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// One job in flight.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct JobReport {
     /// The source file the wrapper named.
     pub file: String,
-    /// `queued`, `reserved`, `running` or `local`.
-    pub state: String,
+    /// Where the job is.
+    pub state: JobState,
     /// The host holding its slot, if remote.
     pub host: Option<String>,
     /// Seconds in the current state.
     pub secs: f64,
+    /// Seconds since the wrapper asked for a slot.
+    #[serde(default)]
+    pub total_secs: f64,
+    /// Bytes sent to servers for this job (the job frames, every attempt).
+    #[serde(default)]
+    pub bytes_sent: u64,
+    /// Bytes received from servers for this job (the result frames).
+    #[serde(default)]
+    pub bytes_received: u64,
+}
+
+/// One recent failure: a failed attempt (retried or not) or a job the wrapper had to
+/// compile locally.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FailureReport {
+    /// Seconds since it happened (at the time of the report).
+    pub secs_ago: u64,
+    /// The source file.
+    pub file: String,
+    /// The host it failed on, if one was chosen.
+    pub host: Option<String>,
+    /// One line, at most [`MAX_REASON`] characters.
+    pub reason: String,
+}
+
+/// `text` as one printable line of at most [`MAX_REASON`] characters.
+pub fn one_line(text: &str) -> String {
+    let line: String = text
+        .chars()
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect();
+    let line = line.trim();
+    if line.chars().count() > MAX_REASON {
+        let mut cut: String = line.chars().take(MAX_REASON - 1).collect();
+        cut.push('…');
+        cut
+    } else {
+        line.to_string()
+    }
 }
 
 impl StatusReport {
