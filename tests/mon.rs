@@ -108,14 +108,26 @@ impl Tmux {
     fn start(env: &[(String, String)], argv: &[&str], cols: u16, rows: u16) -> Tmux {
         let socket = format!("hoardcc-mon-{}", std::process::id());
         let mut cmd = Command::new("tmux");
-        cmd.args(["-L", &socket, "-f", "/dev/null", "new-session", "-d", "-s", "mon"])
-            .args(["-x", &cols.to_string(), "-y", &rows.to_string()])
-            .arg("env");
+        cmd.args([
+            "-L",
+            &socket,
+            "-f",
+            "/dev/null",
+            "new-session",
+            "-d",
+            "-s",
+            "mon",
+        ])
+        .args(["-x", &cols.to_string(), "-y", &rows.to_string()])
+        .arg("env");
         for (k, v) in env {
             cmd.arg(format!("{k}={v}"));
         }
         cmd.args(argv);
-        ok(&run_with_timeout(&mut cmd, T, "tmux new-session"), "tmux new-session");
+        ok(
+            &run_with_timeout(&mut cmd, T, "tmux new-session"),
+            "tmux new-session",
+        );
         Tmux { socket }
     }
 
@@ -129,7 +141,8 @@ impl Tmux {
 
     /// The pane's text now.
     fn capture(&self) -> String {
-        String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", "mon"]).stdout).into_owned()
+        String::from_utf8_lossy(&self.tmux(&["capture-pane", "-p", "-t", "mon"]).stdout)
+            .into_owned()
     }
 
     /// Capture the pane until `pred` holds (or panic after `within`); the last capture.
@@ -221,7 +234,9 @@ fn mon_shows_a_slow_build_live_and_once() {
     });
     for i in 0..4 {
         assert!(
-            job_rows(&frame, "compiling").iter().any(|l| l.ends_with(&format!("s{i}.c"))),
+            job_rows(&frame, "compiling")
+                .iter()
+                .any(|l| l.ends_with(&format!("s{i}.c"))),
             "s{i}.c:\n{frame}"
         );
     }
@@ -229,7 +244,10 @@ fn mon_shows_a_slow_build_live_and_once() {
     // HOST SLOTS USED FREE CONNS LANES …
     assert_eq!(row[2], "4", "four slots in use:\n{frame}");
     assert_eq!(row[3], "0", "none free:\n{frame}");
-    assert!(row[4].parse::<u32>().unwrap() >= 1, "a connection:\n{frame}");
+    assert!(
+        row[4].parse::<u32>().unwrap() >= 1,
+        "a connection:\n{frame}"
+    );
     // Every job row shows the bytes it sent.
     for l in job_rows(&frame, "compiling") {
         assert!(l.contains(" B ") || l.contains("KiB"), "bytes sent: {l}");
@@ -310,31 +328,57 @@ fn stats_count_a_build_and_survive_a_restart() {
         "compile to a dead host",
     );
     assert!(out.status.success(), "{out:?}");
-    assert!(String::from_utf8_lossy(&out.stderr).contains("compiling locally"), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("compiling locally"),
+        "{out:?}"
+    );
     // The wrapper reports its local compile after the fact: wait for the mux to read it.
     let mut s = Stats::default();
     wait_until(T, "the fallback counted", || {
         s = stats(&sshd);
         s.jobs_fallback == 1
     });
-    eprintln!("stats after the build:\n{}", ok(
-        &run_with_timeout(&mut hoardcc(&sshd, &["stats"]), T, "stats"),
-        "stats",
-    ));
-    assert_eq!((s.jobs_remote, s.jobs_local, s.jobs_cache_hit), (3, 0, 0), "{s:?}");
+    eprintln!(
+        "stats after the build:\n{}",
+        ok(
+            &run_with_timeout(&mut hoardcc(&sshd, &["stats"]), T, "stats"),
+            "stats",
+        )
+    );
+    assert_eq!(
+        (s.jobs_remote, s.jobs_local, s.jobs_cache_hit),
+        (3, 0, 0),
+        "{s:?}"
+    );
     let h = &s.hosts[HOST];
     assert_eq!(h.jobs_remote, 3, "{s:?}");
-    assert!(h.bytes_sent > 0 && h.bytes_received > 0 && h.remote_ms > 0, "{s:?}");
-    assert_eq!(s.bytes_sent, h.bytes_sent, "nothing reached the dead host: {s:?}");
-    assert_eq!(s.hosts[&format!("127.0.0.1:{dead}")].jobs_fallback, 1, "{s:?}");
+    assert!(
+        h.bytes_sent > 0 && h.bytes_received > 0 && h.remote_ms > 0,
+        "{s:?}"
+    );
+    assert_eq!(
+        s.bytes_sent, h.bytes_sent,
+        "nothing reached the dead host: {s:?}"
+    );
+    assert_eq!(
+        s.hosts[&format!("127.0.0.1:{dead}")].jobs_fallback,
+        1,
+        "{s:?}"
+    );
     assert_eq!(s.local_timed, 1, "{s:?}");
     assert!(s.estimated_local_ms().is_some(), "{s:?}");
-    let text = ok(&run_with_timeout(&mut hoardcc(&sshd, &["stats"]), T, "stats"), "stats");
+    let text = ok(
+        &run_with_timeout(&mut hoardcc(&sshd, &["stats"]), T, "stats"),
+        "stats",
+    );
     assert!(text.contains("jobs remote             3"), "{text}");
     assert!(text.contains("jobs fallen back        1"), "{text}");
 
     // The mux stops: the counters are in the file, and `stats` reads them there.
-    ok(&run_with_timeout(&mut hoardcc(&sshd, &["mux", "--stop"]), T, "mux --stop"), "stop");
+    ok(
+        &run_with_timeout(&mut hoardcc(&sshd, &["mux", "--stop"]), T, "mux --stop"),
+        "stop",
+    );
     let file: PathBuf = sshd.client_home().join(".local/state/hoardcc/stats.json");
     assert!(file.exists(), "{}", file.display());
     let after = stats(&sshd);
@@ -343,21 +387,39 @@ fn stats_count_a_build_and_survive_a_restart() {
     let out = run_with_timeout(&mut compile(&sshd, dir.path(), &hosts, 0), T, "compile");
     assert!(out.status.success(), "{out:?}");
     let more = stats(&sshd);
-    assert_eq!((more.jobs_remote, more.hosts[HOST].jobs_remote), (4, 4), "{more:?}");
+    assert_eq!(
+        (more.jobs_remote, more.hosts[HOST].jobs_remote),
+        (4, 4),
+        "{more:?}"
+    );
     assert_eq!(more.jobs_fallback, 1, "{more:?}");
 
     // --zero with a mux, then without one.
     let zeroed = ok(
-        &run_with_timeout(&mut hoardcc(&sshd, &["stats", "--zero", "--json"]), T, "zero"),
+        &run_with_timeout(
+            &mut hoardcc(&sshd, &["stats", "--zero", "--json"]),
+            T,
+            "zero",
+        ),
         "stats --zero",
     );
     let z = Stats::from_json(&zeroed).unwrap();
-    assert_eq!((z.jobs_remote, z.jobs_fallback, z.hosts.len()), (0, 0, 0), "{z:?}");
+    assert_eq!(
+        (z.jobs_remote, z.jobs_fallback, z.hosts.len()),
+        (0, 0, 0),
+        "{z:?}"
+    );
     assert_eq!(stats(&sshd).jobs_remote, 0);
     let out = run_with_timeout(&mut compile(&sshd, dir.path(), &hosts, 1), T, "compile");
     assert!(out.status.success(), "{out:?}");
-    ok(&run_with_timeout(&mut hoardcc(&sshd, &["mux", "--stop"]), T, "mux --stop"), "stop");
+    ok(
+        &run_with_timeout(&mut hoardcc(&sshd, &["mux", "--stop"]), T, "mux --stop"),
+        "stop",
+    );
     assert_eq!(stats(&sshd).jobs_remote, 1, "saved on exit");
-    ok(&run_with_timeout(&mut hoardcc(&sshd, &["stats", "--zero"]), T, "zero"), "zero");
+    ok(
+        &run_with_timeout(&mut hoardcc(&sshd, &["stats", "--zero"]), T, "zero"),
+        "zero",
+    );
     assert_eq!(stats(&sshd).jobs_remote, 0, "zeroed in the file");
 }

@@ -50,7 +50,11 @@ fn elapsed(secs: f64) -> String {
     } else if s < 3600.0 {
         format!("{}m{:02}s", (s / 60.0) as u64, (s % 60.0) as u64)
     } else {
-        format!("{}h{:02}m", (s / 3600.0) as u64, ((s % 3600.0) / 60.0) as u64)
+        format!(
+            "{}h{:02}m",
+            (s / 3600.0) as u64,
+            ((s % 3600.0) / 60.0) as u64
+        )
     }
 }
 
@@ -81,7 +85,17 @@ fn frame_lines(r: &StatusReport, age: Duration) -> Vec<(Kind, String)> {
         Kind::Heading,
         format!(
             "{:<30} {:>5} {:>4} {:>4} {:>5} {:>5} {:>5} {:>5} {:>6} {:>6} {:>8}",
-            "HOST", "SLOTS", "USED", "FREE", "CONNS", "LANES", "OK", "FAIL", "BUSY", "CACHE", "BACKOFF"
+            "HOST",
+            "SLOTS",
+            "USED",
+            "FREE",
+            "CONNS",
+            "LANES",
+            "OK",
+            "FAIL",
+            "BUSY",
+            "CACHE",
+            "BACKOFF"
         ),
     ));
     if r.hosts.is_empty() {
@@ -217,7 +231,7 @@ fn spawn_reader(paths: Paths, tx: mpsc::Sender<Wake>) {
     std::thread::spawn(move || loop {
         let why = match connect_existing(&paths).and_then(|c| c.watch()) {
             Ok(mut w) => loop {
-                match w.next() {
+                match w.next_report() {
                     Ok(Some(r)) => {
                         if tx.send(Wake::Report(r)).is_err() {
                             return;
@@ -279,7 +293,10 @@ fn live(paths: &Paths) -> std::io::Result<()> {
                     .map(|(k, t)| styled(k, t))
                     .collect();
                 if let Some(g) = g {
-                    l.insert(0, styled(Kind::Failure, format!("({g}; waiting for a mux)")));
+                    l.insert(
+                        0,
+                        styled(Kind::Failure, format!("({g}; waiting for a mux)")),
+                    );
                 }
                 l
             }
@@ -376,21 +393,45 @@ mod tests {
             .split_whitespace()
             .collect();
         // slots are the server's 2; 1 used, 1 free; backoff rounds up.
-        assert_eq!(host, ["me@build1", "2", "1", "1", "1", "2", "5", "1", "2", "0", "3s"]);
+        assert_eq!(
+            host,
+            [
+                "me@build1",
+                "2",
+                "1",
+                "1",
+                "1",
+                "2",
+                "5",
+                "1",
+                "2",
+                "0",
+                "3s"
+            ]
+        );
         let job = t.lines().find(|l| l.starts_with("compiling")).unwrap();
         assert!(job.contains("me@build1") && job.contains("2.2s") && job.contains("12.0 KiB"));
         assert!(job.ends_with("src/a.c"), "{job}");
         assert!(t.contains("(and 2 more)"), "{t}");
-        assert!(t.contains("4.0s ago  me@build1  src/b.c: connection reset (retried)"), "{t}");
+        assert!(
+            t.contains("4.0s ago  me@build1  src/b.c: connection reset (retried)"),
+            "{t}"
+        );
         assert!(t.lines().next().unwrap().contains("up 1m05s"), "{t}");
     }
 
     #[test]
     fn elapsed_times_move_on_between_reports() {
         let lines = frame_lines(&report(), Duration::from_secs(2));
-        let job = lines.iter().find(|(_, l)| l.starts_with("compiling")).unwrap();
+        let job = lines
+            .iter()
+            .find(|(_, l)| l.starts_with("compiling"))
+            .unwrap();
         assert!(job.1.contains("4.2s"), "{}", job.1);
-        let host = lines.iter().find(|(_, l)| l.starts_with("me@build1")).unwrap();
+        let host = lines
+            .iter()
+            .find(|(_, l)| l.starts_with("me@build1"))
+            .unwrap();
         assert!(host.1.trim_end().ends_with("1s"), "{}", host.1);
         assert_eq!(bytes(0), "-");
         assert_eq!(bytes(3 << 20), "3.0 MiB");

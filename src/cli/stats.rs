@@ -10,7 +10,9 @@ use crate::wrapper::mux_client::{connect_existing, MuxClientError};
 
 fn ms(ms: u64) -> String {
     let s = ms as f64 / 1000.0;
-    if s < 120.0 {
+    if ms < 1000 {
+        format!("{ms} ms")
+    } else if s < 120.0 {
         format!("{s:.1} s")
     } else if s < 7200.0 {
         format!("{:.1} min", s / 60.0)
@@ -43,7 +45,10 @@ pub fn render_text(s: &Stats, now_unix: u64) -> String {
     t.push_str(&format!("jobs fallen back        {}\n", s.jobs_fallback));
     t.push_str(&format!("jobs from cache         {}\n", s.jobs_cache_hit));
     t.push_str(&format!("bytes sent              {}\n", size(s.bytes_sent)));
-    t.push_str(&format!("bytes received          {}\n", size(s.bytes_received)));
+    t.push_str(&format!(
+        "bytes received          {}\n",
+        size(s.bytes_received)
+    ));
     t.push_str(&format!("remote compile time     {}\n", ms(s.remote_ms)));
     match (s.local_ms_per_job(), s.estimated_local_ms()) {
         (Some(per), Some(est)) => {
@@ -140,8 +145,15 @@ mod tests {
         assert!(t.contains("counting for 60.0 s"), "{t}");
         assert!(t.contains("jobs remote             10"), "{t}");
         assert!(t.contains("bytes sent              3.0 MiB"), "{t}");
-        assert!(t.contains("local time, estimated   5.0 s (3 local compiles timed, 0.5 s each)"), "{t}");
-        assert!(t.lines().any(|l| l.starts_with("me@b") && l.contains(" 10 ")), "{t}");
+        assert!(
+            t.contains("local time, estimated   5.0 s (3 local compiles timed, 500 ms each)"),
+            "{t}"
+        );
+        assert!(
+            t.lines()
+                .any(|l| l.starts_with("me@b") && l.contains(" 10 ")),
+            "{t}"
+        );
         let none = render_text(&Stats::default(), 5);
         assert!(none.contains("nothing counted yet") && none.contains("no local compile timed"));
     }

@@ -232,7 +232,11 @@ async fn watch(d: &Daemon, rd: &mut OwnedReadHalf, wr: &mut OwnedWriteHalf) {
     loop {
         changes.borrow_and_update();
         let reply = MuxReply::Status(Box::new(d.status()));
-        let sent = tokio::time::timeout(REPLY_TIMEOUT, frame::write_frame(wr, &frame::encode(&reply))).await;
+        let sent = tokio::time::timeout(
+            REPLY_TIMEOUT,
+            frame::write_frame(wr, &frame::encode(&reply)),
+        )
+        .await;
         if !matches!(sent, Ok(Ok(()))) {
             return;
         }

@@ -668,7 +668,9 @@ mod tests {
     async fn native_events_follow_the_job() {
         let (mut client, mut server) = tokio::io::duplex(1 << 20);
         let serve = async move {
-            let job = frame::read_frame(&mut server, frame::MAX_FRAME).await.unwrap();
+            let job = frame::read_frame(&mut server, frame::MAX_FRAME)
+                .await
+                .unwrap();
             frame::write_message(&mut server, &Message::Heartbeat { id: 1 })
                 .await
                 .unwrap();
@@ -685,10 +687,21 @@ mod tests {
         };
         let events = std::sync::Mutex::new(Vec::new());
         let observe = |e: LaneEvent| events.lock().unwrap().push(e);
-        let peer = Peer { host: "h", version: 2 };
+        let peer = Peer {
+            host: "h",
+            version: 2,
+        };
         let spec = spec();
         let (r, (sent, received, _server)) = tokio::join!(
-            run_native(&mut client, 1, &spec, b"int x;", Duration::from_secs(10), peer, &observe),
+            run_native(
+                &mut client,
+                1,
+                &spec,
+                b"int x;",
+                Duration::from_secs(10),
+                peer,
+                &observe
+            ),
             serve
         );
         assert_eq!(r.unwrap().stderr.len(), 1000);

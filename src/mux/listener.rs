@@ -18,11 +18,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::mux::conn::serve_wrapper;
-use crate::mux::pool::Pool;
 use crate::mux::monitor::Monitor;
+use crate::mux::pool::Pool;
 use crate::mux::scheduler::SchedHandle;
-use crate::mux::stats::StatsBook;
 use crate::mux::ssh::SshSettings;
+use crate::mux::stats::StatsBook;
 use crate::mux::{mux_version, DaemonError};
 use crate::paths::Paths;
 

@@ -216,7 +216,10 @@ mod tests {
         let (jobs, n) = m.jobs_report(Instant::now());
         assert_eq!(n, 1);
         let j = &jobs[0];
-        assert_eq!((j.file.as_str(), j.state, j.host.as_deref()), ("a.c", JobState::Sending, Some("me@b")));
+        assert_eq!(
+            (j.file.as_str(), j.state, j.host.as_deref()),
+            ("a.c", JobState::Sending, Some("me@b"))
+        );
         assert_eq!((j.bytes_sent, j.bytes_received), (100, 40));
         assert!(j.secs < 0.5 && j.total_secs >= 2.0, "{j:?}");
         for i in 0..MAX_FAILURES + 5 {
@@ -224,7 +227,10 @@ mod tests {
         }
         let f = m.failures_report(Instant::now());
         assert_eq!(f.len(), MAX_FAILURES);
-        assert_eq!(f[0].reason, format!("boom {} second line", MAX_FAILURES + 4));
+        assert_eq!(
+            f[0].reason,
+            format!("boom {} second line", MAX_FAILURES + 4)
+        );
         assert_eq!(f[0].file, "a.c");
         m.remove_job(1);
         assert_eq!(m.jobs_report(Instant::now()).1, 0);

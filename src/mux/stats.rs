@@ -215,7 +215,10 @@ mod tests {
         again.zero();
         assert_eq!(read_file(&path).unwrap().jobs_remote, 0);
         std::fs::write(&path, "not json").unwrap();
-        assert!(matches!(read_file(&path), Err(StatsFileError::Parse { .. })));
+        assert!(matches!(
+            read_file(&path),
+            Err(StatsFileError::Parse { .. })
+        ));
     }
 
     #[tokio::test(start_paused = true)]

@@ -107,8 +107,10 @@ mod tests {
 
     #[test]
     fn the_estimate_is_per_timed_local_job() {
-        let mut s = Stats::default();
-        s.jobs_remote = 10;
+        let mut s = Stats {
+            jobs_remote: 10,
+            ..Stats::default()
+        };
         assert_eq!(s.estimated_local_ms(), None);
         s.local_timed = 4;
         s.local_ms = 2000;

@@ -204,4 +204,3 @@ impl StatusReport {
         serde_json::from_str(text)
     }
 }
-

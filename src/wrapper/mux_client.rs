@@ -15,11 +15,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::mux::mux_version;
-use crate::proto::stats::Stats;
-use crate::proto::status::StatusReport;
 use crate::paths::{self, Paths};
 use crate::proto::frame::blocking;
 use crate::proto::msg::{Blob, JobSpec, MuxReply, MuxRequest};
+use crate::proto::stats::Stats;
+use crate::proto::status::StatusReport;
 
 /// How long to wait for a freshly spawned (or replaced) mux to answer.
 pub const SPAWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -481,7 +481,7 @@ impl Watcher {
     /// # Errors
     /// [`MuxClientError::NoAnswer`] after [`WATCH_SILENCE`] without a report; socket or
     /// protocol failures.
-    pub fn next(&mut self) -> Result<Option<StatusReport>, MuxClientError> {
+    pub fn next_report(&mut self) -> Result<Option<StatusReport>, MuxClientError> {
         match blocking::read_message::<_, MuxReply>(&mut self.stream) {
             Ok(Some(MuxReply::Status(r))) => Ok(Some(*r)),
             Ok(Some(other)) => Err(MuxClientError::Unexpected(

@@ -386,8 +386,12 @@ async fn wrapper_leaving_mid_job_frees_its_slot() {
     })
     .await
     .unwrap();
-    mux.wait_status(|s| s.jobs.iter().any(|j| matches!(j.state, JobState::Sending | JobState::Compiling)))
-        .await;
+    mux.wait_status(|s| {
+        s.jobs
+            .iter()
+            .any(|j| matches!(j.state, JobState::Sending | JobState::Compiling))
+    })
+    .await;
     drop(a);
     let c = mux.client();
     let r = tokio::time::timeout(
@@ -517,7 +521,7 @@ fn watch(mux: &Mux) -> std::sync::mpsc::Receiver<Option<StatusReport>> {
     let mut w = mux.client().watch().unwrap();
     let (tx, rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || loop {
-        let r = w.next().unwrap();
+        let r = w.next_report().unwrap();
         let end = r.is_none();
         if tx.send(r).is_err() || end {
             return;
@@ -559,15 +563,25 @@ async fn a_watcher_sees_a_job_go_through_its_states() {
     })
     .await;
     let j = &r.jobs[0];
-    assert_eq!((j.file.as_str(), j.host.as_deref()), ("foo.c", Some(key.as_str())));
+    assert_eq!(
+        (j.file.as_str(), j.host.as_deref()),
+        ("foo.c", Some(key.as_str()))
+    );
     assert!(j.bytes_sent >= 6, "{j:?}");
     assert_eq!(r.jobs_in_flight, 1);
     let (_, done) = job.await.unwrap();
     expect_done(&done, b"int x;");
-    let r = wait_report(&rx, |r| r.jobs.is_empty() && r.hosts.iter().any(|h| h.jobs_ok == 1)).await;
+    let r = wait_report(&rx, |r| {
+        r.jobs.is_empty() && r.hosts.iter().any(|h| h.jobs_ok == 1)
+    })
+    .await;
     assert_eq!(r.hosts[0].running, 0);
     mux.shutdown.cancel();
-    tokio::time::timeout(WAIT, mux.task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(WAIT, mux.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 /// A failed job shows in the recent failures with its one-line reason, and the counters
@@ -578,14 +592,25 @@ async fn failures_and_counters() {
     let dead = dead_port().await;
     let mux = start(Duration::from_secs(60), Duration::from_secs(60));
     let rx = watch(&mux);
-    let (_, done) = job(mux.client(), format!("127.0.0.1:{}/2", fake.port), b"int x;").await;
+    let (_, done) = job(
+        mux.client(),
+        format!("127.0.0.1:{}/2", fake.port),
+        b"int x;",
+    )
+    .await;
     expect_done(&done, b"int x;");
     let (_, failed) = job(mux.client(), format!("127.0.0.1:{dead}/1"), b"int y;").await;
-    assert!(matches!(failed, Some(MuxReply::Failed { .. })), "{failed:?}");
+    assert!(
+        matches!(failed, Some(MuxReply::Failed { .. })),
+        "{failed:?}"
+    );
     let r = wait_report(&rx, |r| !r.failures.is_empty()).await;
     let f = &r.failures[0];
     assert_eq!(f.file, "foo.c");
-    assert_eq!(f.host.as_deref(), Some(format!("127.0.0.1:{dead}").as_str()));
+    assert_eq!(
+        f.host.as_deref(),
+        Some(format!("127.0.0.1:{dead}").as_str())
+    );
     assert!(f.reason.contains("connect"), "{f:?}");
     let mut c = mux.client();
     let s = tokio::task::spawn_blocking(move || c.stats(false).unwrap())
@@ -606,7 +631,11 @@ async fn failures_and_counters() {
         .unwrap();
     assert_eq!((z.jobs_remote, z.hosts.len()), (0, 0));
     mux.shutdown.cancel();
-    tokio::time::timeout(WAIT, mux.task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(WAIT, mux.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
 
 /// A watcher that never reads holds up no job, and keeps no idle mux alive.
@@ -630,6 +659,10 @@ async fn a_stalled_watcher_blocks_nothing() {
     .await
     .expect("jobs finish with a stalled watcher connected");
     // Only the watcher is connected now: the mux exits for idleness all the same.
-    tokio::time::timeout(WAIT, mux.task).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(WAIT, mux.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
     drop(stalled);
 }
