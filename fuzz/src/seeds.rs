@@ -197,7 +197,7 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
                         client_version: "0.1.0".into(),
                     },
                     MuxRequest::Run {
-                        spec,
+                        spec: Box::new(spec),
                         source: source.clone()
                     },
                     MuxRequest::Status,

@@ -396,7 +396,7 @@ pub enum MuxRequest {
         client_version: String,
     },
     /// Run the job on the slot reserved on this connection.
-    Run { spec: JobSpec, source: Blob },
+    Run { spec: Box<JobSpec>, source: Blob },
     /// Report state for `hoardcc status`.
     Status,
     /// Exit now (`hoardcc mux --stop`).

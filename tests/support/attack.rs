@@ -29,8 +29,10 @@ use super::sshd::{Sshd, SshdOptions};
 /// Prefix of the secret files tests put in the server user's home (one per [`Target`]).
 pub const SECRET_PREFIX: &str = ".hoardcc-secret-";
 
-/// Everything the server said on a lane, as the reader thread saw it.
+/// Everything the server said on a lane, as the reader thread saw it. (A test's handful
+/// of these: their size does not matter.)
 #[derive(Debug, Clone)]
+#[allow(clippy::large_enum_variant)]
 pub enum Incoming {
     Hello(Hello),
     Msg(Message),

@@ -383,7 +383,7 @@ async fn wrapper_leaving_mid_job_frees_its_slot() {
         let r: MuxReply = blocking::read_message(&mut a).unwrap().unwrap();
         assert!(matches!(r, MuxReply::Reserved { .. }));
         let run = MuxRequest::Run {
-            spec: spec(),
+            spec: Box::new(spec()),
             source: Blob::raw(b"x".to_vec()),
         };
         blocking::write_message(&mut a, &run).unwrap();
