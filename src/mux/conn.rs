@@ -112,7 +112,7 @@ pub(super) async fn serve_wrapper(d: Arc<Daemon>, stream: UnixStream, id: u64, a
                 // its end included, means it is gone, and the job (and slot) go too.
                 let start = tokio::time::Instant::now();
                 let r = tokio::select! {
-                    r = d.run_job(id, held.take(), spec, source) => r,
+                    r = d.run_job(id, held.take(), *spec, source) => r,
                     _ = wrapper_gone(&mut rd) => {
                         tracing::info!("wrapper {id} went away during its job");
                         break;
@@ -194,15 +194,21 @@ impl Daemon {
         elapsed: Duration,
     ) -> Option<(LocalKind, Option<String>)> {
         match reply {
-            MuxReply::Done(_) => {
+            MuxReply::Done(result) => {
                 let host = self.monitor.host_of(id);
                 let ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX);
+                let hit = u64::from(result.cached);
+                if let (true, Some(h)) = (result.cached, &host) {
+                    self.monitor.cache_hit(h);
+                }
                 self.stats.update(|s| {
                     s.jobs_remote += 1;
+                    s.jobs_cache_hit += hit;
                     s.remote_ms = s.remote_ms.saturating_add(ms);
                     if let Some(h) = &host {
                         let h = s.host_mut(h);
                         h.jobs_remote += 1;
+                        h.jobs_cache_hit += hit;
                         h.remote_ms = h.remote_ms.saturating_add(ms);
                     }
                 });

@@ -4,7 +4,7 @@
 //! on. `mux::job` moves jobs through their states, `mux::scheduler` and `mux::pool`
 //! signal their own changes, and `mux::status` reads it all into a report.
 //! Everything here is bounded: one entry per connected wrapper, [`MAX_FAILURES`]
-//! failures.
+//! failures, [`MAX_HOSTS`] hosts' cache hits.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
+use crate::proto::stats::MAX_HOSTS;
 use crate::proto::status::{
     one_line, FailureReport, JobReport, JobState, MAX_FAILURES, MAX_JOBS_SHOWN,
 };
@@ -63,6 +64,8 @@ struct Failure {
 pub(crate) struct Monitor {
     jobs: Mutex<HashMap<u64, JobInfo>>,
     failures: Mutex<VecDeque<Failure>>,
+    /// Results answered from a server's cache, per host (at most [`MAX_HOSTS`] hosts).
+    cache_hits: Mutex<HashMap<String, u64>>,
     changes: Changes,
 }
 
@@ -71,6 +74,7 @@ impl Monitor {
         Monitor {
             jobs: Mutex::new(HashMap::new()),
             failures: Mutex::new(VecDeque::new()),
+            cache_hits: Mutex::new(HashMap::new()),
             changes,
         }
     }
@@ -164,6 +168,22 @@ impl Monitor {
         self.changes.bump();
     }
 
+    /// `host` answered a job from its result cache.
+    pub(crate) fn cache_hit(&self, host: &str) {
+        let mut hits = self.cache_hits.lock().unwrap_or_else(|p| p.into_inner());
+        if hits.len() < MAX_HOSTS || hits.contains_key(host) {
+            *hits.entry(host.to_string()).or_default() += 1;
+        }
+        drop(hits);
+        self.changes.bump();
+    }
+
+    /// Cache hits of `host` since the mux started.
+    pub(crate) fn cache_hits(&self, host: &str) -> u64 {
+        let hits = self.cache_hits.lock().unwrap_or_else(|p| p.into_inner());
+        hits.get(host).copied().unwrap_or(0)
+    }
+
     /// The jobs in flight (at most [`MAX_JOBS_SHOWN`], the longest-running first) and
     /// how many there are.
     pub(crate) fn jobs_report(&self, now: Instant) -> (Vec<JobReport>, u32) {
@@ -234,6 +254,9 @@ mod tests {
         assert_eq!(f[0].file, "a.c");
         m.remove_job(1);
         assert_eq!(m.jobs_report(Instant::now()).1, 0);
+        m.cache_hit("me@b");
+        m.cache_hit("me@b");
+        assert_eq!((m.cache_hits("me@b"), m.cache_hits("other")), (2, 0));
     }
 
     /// A watcher that never reads does not hold anything up: bumps never wait, and the

@@ -106,9 +106,7 @@ impl Daemon {
                         jobs_ok: h.jobs_ok,
                         jobs_failed: h.jobs_failed,
                         jobs_busy: h.jobs_busy,
-                        // No job result says `cached` yet: issue 10's result cache
-                        // counts here.
-                        cache_hits: 0,
+                        cache_hits: self.monitor.cache_hits(key),
                         mean_ms: h.mean_ms(),
                         ewma_ms: h.ewma_ms.map(|m| m as u64),
                         backoff_remaining_ms: h

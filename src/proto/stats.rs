@@ -27,8 +27,8 @@ pub struct Stats {
     pub jobs_local: u64,
     /// Jobs that failed to distribute and fell back to a local compile.
     pub jobs_fallback: u64,
-    /// Jobs answered from a server's result cache. Always 0 for now: no job result says
-    /// `cached` yet; the result cache of issue 10 sets it.
+    /// Jobs answered from a server's result cache (the result says `cached`; counted in
+    /// `jobs_remote` too).
     pub jobs_cache_hit: u64,
     /// Bytes of job frames sent to servers.
     pub bytes_sent: u64,
@@ -52,7 +52,7 @@ pub struct HostStats {
     pub jobs_remote: u64,
     /// Jobs that last failed on it and fell back to a local compile.
     pub jobs_fallback: u64,
-    /// Jobs answered from its result cache (0 until issue 10, as [`Stats::jobs_cache_hit`]).
+    /// Jobs answered from its result cache (as [`Stats::jobs_cache_hit`]).
     pub jobs_cache_hit: u64,
     /// Busy answers.
     pub jobs_busy: u64,

@@ -66,8 +66,7 @@ pub struct HostReport {
     pub jobs_failed: u64,
     /// Busy answers.
     pub jobs_busy: u64,
-    /// Jobs answered from the server's result cache. Always 0 for now: no job result
-    /// says `cached` yet; the server-side result cache of issue 10 sets it.
+    /// Jobs answered from the server's result cache (the result says `cached`).
     #[serde(default)]
     pub cache_hits: u64,
     /// Mean job time.
