@@ -319,7 +319,7 @@ hf_start_controlmaster() {
 EOF
     hf_run ssh -F "$HF_SSH_CONFIG" -fMN hoardtest </dev/null ||
         hf_die "could not open the ssh ControlMaster"
-    hf_wait_for 'hf_run ssh -F "$HF_SSH_CONFIG" -O check hoardtest 2>/dev/null' 10 ||
+    hf_wait_for 'hf_run ssh -F "$HF_SSH_CONFIG" -O check hoardtest 2>/dev/null' 30 ||
         hf_die "ControlMaster did not come up"
 }
 
