@@ -260,6 +260,15 @@ impl Lane {
         &self.host
     }
 
+    /// Whether the ssh connection under the lane has ended (never for TCP lanes, whose
+    /// end shows only when they are used).
+    pub fn is_closed(&self) -> bool {
+        match &self.io {
+            LaneIo::Native { _conn: c, .. } | LaneIo::DistccSsh { _conn: c, .. } => c.is_closed(),
+            LaneIo::DistccTcp { .. } => false,
+        }
+    }
+
     /// Native lanes run job after job; a distcc lane serves one job and is then spent.
     pub fn reusable(&self) -> bool {
         matches!(self.io, LaneIo::Native { .. })
