@@ -24,6 +24,7 @@ use std::time::Duration;
 use russh::client::{self, Handle};
 use russh::{ChannelMsg, Disconnect};
 use tokio::time::{timeout, timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
 
 use auth::authenticate;
 use config::resolve_hop;
@@ -111,6 +112,8 @@ impl Keepalive {
 
 struct Inner {
     handle: Handle<Verifier>,
+    /// Cancelled when the session has ended (see [`Connection::closed`]).
+    ended: CancellationToken,
     keepalive: Keepalive,
     dest: Destination,
     io_timeout: Duration,
@@ -204,11 +207,13 @@ impl Connection {
         };
 
         let verdict = Arc::new(Mutex::new(None));
+        let ended = CancellationToken::new();
         let handler = Verifier {
             host: host.clone(),
             port: dest.port,
             files: known_hosts::default_files(&settings.home, &dest.user_known_hosts),
             verdict: verdict.clone(),
+            _ended: ended.clone().drop_guard(),
         };
         let keepalive = Keepalive::for_destination(dest, settings);
         let config = Arc::new(client_config(keepalive));
@@ -281,6 +286,7 @@ impl Connection {
         Ok(Connection {
             inner: Arc::new(Inner {
                 handle,
+                ended,
                 keepalive,
                 dest: dest.clone(),
                 io_timeout: settings.io_timeout,
@@ -329,6 +335,14 @@ impl Connection {
     /// Whether the connection has ended (keepalive timeout, server gone, disconnected).
     pub fn is_closed(&self) -> bool {
         self.inner.handle.is_closed()
+    }
+
+    /// Completes when the session has ended (the connection was cut, timed out on
+    /// keepalives, or was closed). A channel writer that waits for window space is not
+    /// woken by russh when the session ends, so a job on the connection must also wait on
+    /// this. Cancel-safe.
+    pub async fn closed(&self) {
+        self.inner.ended.cancelled().await;
     }
 
     /// The keepalive this connection runs with.
