@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 use hoardcc::mux::status::{HostReport, StatusReport};
 use tempfile::TempDir;
 
-use crate::faults::{joblog, Client, T};
+use crate::faults::{connect, echo_round_trip, joblog, Client, Echo, T};
 use crate::support::{run_with_timeout, wait_until, Proxy, Sshd, SshdOptions};
 
 /// Size of the big source's string literal.
@@ -117,6 +117,45 @@ fn assert_resent_remote(client: &Client, log: &Path, alias: &str) {
     );
     let h = host(client, alias).expect("the host in hoardcc status");
     assert_eq!((h.jobs_ok, h.jobs_failed, h.jobs_resent), (1, 0, 1), "{h:?}");
+}
+
+/// The proxy's WAN knobs (used here and by the WAN benchmark, examples/wanproxy.rs): it
+/// counts what it delivered each way, charges a round trip per new connection, and one
+/// link cap is shared by all connections.
+#[test]
+fn proxy_counts_bytes_charges_connects_and_shares_the_link() {
+    let echo = Echo::start();
+    let proxy = Proxy::start(echo.addr);
+    let mut a = connect(&proxy);
+    assert_eq!(echo_round_trip(&mut a, b"12345"), b"12345");
+    assert_eq!((proxy.bytes_up(), proxy.bytes_down()), (5, 5));
+    let charge = Duration::from_millis(300);
+    proxy.set_connect_delay(charge);
+    let start = Instant::now();
+    let mut b = connect(&proxy);
+    assert_eq!(echo_round_trip(&mut b, b"x"), b"x");
+    let first = start.elapsed();
+    assert!(first >= charge, "a new connection moved after {first:?}");
+    // The charge is per connection, not per round trip.
+    let start = Instant::now();
+    echo_round_trip(&mut b, b"y");
+    assert!(start.elapsed() < charge, "{:?}", start.elapsed());
+    proxy.set_connect_delay(Duration::ZERO);
+    // Two connections sending 128 KiB each at once over a 512 KiB/s link: at least 0.5 s
+    // for the 256 KiB (a cap per connection would let them through in 0.25 s).
+    proxy.set_link_bandwidth(Some(512 << 10));
+    let data: Vec<u8> = (0..128 << 10).map(|i| (i % 253) as u8).collect();
+    let start = Instant::now();
+    std::thread::scope(|s| {
+        for c in [&mut a, &mut b] {
+            let data = &data;
+            s.spawn(move || assert!(echo_round_trip(c, data) == *data));
+        }
+    });
+    let both = start.elapsed();
+    assert!(both >= Duration::from_millis(450), "256 KiB crossed in {both:?}");
+    let sent = 5 + 2 + 2 * (128 << 10);
+    assert_eq!((proxy.bytes_up(), proxy.bytes_down()), (sent, sent));
 }
 
 /// The proxy cuts the connection while the big source is being sent: the job is sent
