@@ -48,9 +48,7 @@ fn parse(args: &[String]) -> Result<Options, String> {
         match a.as_str() {
             "--delay-ms" => o.delay = Duration::from_millis(value("--delay-ms")?),
             // 0 = no cap.
-            "--mbit" => {
-                o.bytes_per_sec = Some(value("--mbit")? * 1_000_000 / 8).filter(|b| *b > 0)
-            }
+            "--mbit" => o.bytes_per_sec = Some(value("--mbit")? * 1_000_000 / 8).filter(|b| *b > 0),
             "--connect-rtt" => o.connect_rtt = true,
             t => {
                 let addr = t
@@ -92,7 +90,10 @@ fn main() -> ExitCode {
         .collect();
     let ports: Vec<String> = proxies.iter().map(|p| p.port().to_string()).collect();
     let mut out = std::io::stdout().lock();
-    if writeln!(out, "{}", ports.join(" ")).and_then(|()| out.flush()).is_err() {
+    if writeln!(out, "{}", ports.join(" "))
+        .and_then(|()| out.flush())
+        .is_err()
+    {
         return ExitCode::FAILURE;
     }
     for line in std::io::stdin().lock().lines() {

@@ -116,7 +116,11 @@ fn assert_resent_remote(client: &Client, log: &Path, alias: &str) {
         "not remote on {alias}: {kind}\t{rest}"
     );
     let h = host(client, alias).expect("the host in hoardcc status");
-    assert_eq!((h.jobs_ok, h.jobs_failed, h.jobs_resent), (1, 0, 1), "{h:?}");
+    assert_eq!(
+        (h.jobs_ok, h.jobs_failed, h.jobs_resent),
+        (1, 0, 1),
+        "{h:?}"
+    );
 }
 
 /// The proxy's WAN knobs (used here and by the WAN benchmark, examples/wanproxy.rs): it
@@ -153,7 +157,10 @@ fn proxy_counts_bytes_charges_connects_and_shares_the_link() {
         }
     });
     let both = start.elapsed();
-    assert!(both >= Duration::from_millis(450), "256 KiB crossed in {both:?}");
+    assert!(
+        both >= Duration::from_millis(450),
+        "256 KiB crossed in {both:?}"
+    );
     let sent = 5 + 2 + 2 * (128 << 10);
     assert_eq!((proxy.bytes_up(), proxy.bytes_down()), (sent, sent));
 }

@@ -165,11 +165,13 @@ impl Daemon {
                 "running"
             };
             self.set_job(id, None, state, Some(&key));
-            let (failure, (message, code)) =
-                match self.attempt(&mut held, &spec, &source, resend_by.take()).await {
-                    Attempt::Answer(reply) => return reply,
-                    Attempt::Failed { failure, error } => (failure, error),
-                };
+            let (failure, (message, code)) = match self
+                .attempt(&mut held, &spec, &source, resend_by.take())
+                .await
+            {
+                Attempt::Answer(reply) => return reply,
+                Attempt::Failed { failure, error } => (failure, error),
+            };
             let give_up = |message: String| {
                 if key != first_key {
                     failed(format!("{message} (on {key})"), code)
@@ -217,7 +219,10 @@ impl Daemon {
                     guard.set_outcome(outcome);
                     drop(guard);
                     let exclude = exclude_this.then_some(key.as_str());
-                    match self.reacquire(&hosts, wire, exclude, Some(RETRY_WAIT)).await {
+                    match self
+                        .reacquire(&hosts, wire, exclude, Some(RETRY_WAIT))
+                        .await
+                    {
                         Some(h) => held = h,
                         None => return give_up(message),
                     }

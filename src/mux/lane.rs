@@ -333,11 +333,7 @@ impl Lane {
                     host: &self.host,
                     version: self.version,
                 };
-                unless_closed(
-                    conn,
-                    run_native(stream, id, spec, source, io_timeout, peer),
-                )
-                .await
+                unless_closed(conn, run_native(stream, id, spec, source, io_timeout, peer)).await
             }
             LaneIo::DistccSsh { stream, conn } => {
                 unless_closed(

@@ -99,7 +99,10 @@ fn the_resend_wait_is_two_keepalive_intervals_within_bounds() {
     assert_eq!(resend_wait(s(2), s(15)), s(4));
     // Keepalives off (ServerAliveInterval 0): the [ssh] interval.
     assert_eq!(resend_wait(Duration::ZERO, s(15)), s(30));
-    assert_eq!(resend_wait(Duration::from_millis(100), s(15)), RESEND_WAIT_MIN);
+    assert_eq!(
+        resend_wait(Duration::from_millis(100), s(15)),
+        RESEND_WAIT_MIN
+    );
     assert_eq!(resend_wait(s(600), s(15)), RESEND_WAIT_MAX);
 }
 
@@ -160,7 +163,7 @@ async fn a_host_that_hangs_is_given_up_at_the_deadline() {
     let wait = Duration::from_secs(4);
     // Each probe hangs (a connect into a black hole): the first one is cut by the deadline.
     let got: Result<(), Option<()>> =
-        until_answer(start + wait, || std::future::pending::<Result<(), ()>>()).await;
+        until_answer(start + wait, std::future::pending::<Result<(), ()>>).await;
     assert_eq!(got, Err(None));
     assert_eq!(start.elapsed(), wait);
     // A slow answer that comes after the deadline is not waited for either.

@@ -280,11 +280,23 @@ mod tests {
         let other = res("other", None, "Host x\n  ServerAliveInterval 9\n");
         assert_eq!(other.server_alive_interval, None);
         assert_eq!(other.server_alive_count_max, None);
-        let err = resolve("h", None, Some("ServerAliveCountMax many\n"), &home(), "alice")
-            .unwrap_err();
+        let err = resolve(
+            "h",
+            None,
+            Some("ServerAliveCountMax many\n"),
+            &home(),
+            "alice",
+        )
+        .unwrap_err();
         assert!(matches!(err, SshError::Config(_)), "{err:?}");
-        let err = resolve("h", None, Some("ServerAliveInterval soon\n"), &home(), "alice")
-            .unwrap_err();
+        let err = resolve(
+            "h",
+            None,
+            Some("ServerAliveInterval soon\n"),
+            &home(),
+            "alice",
+        )
+        .unwrap_err();
         assert!(matches!(err, SshError::Config(_)), "{err:?}");
     }
 

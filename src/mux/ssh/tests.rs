@@ -208,14 +208,26 @@ fn keepalive_from_the_ssh_config_beats_the_settings() {
         server_alive_count_max: None,
     };
     let k = Keepalive::for_destination(&dest, &settings);
-    assert_eq!(k, Keepalive { interval: Duration::from_secs(15), max: 3 });
+    assert_eq!(
+        k,
+        Keepalive {
+            interval: Duration::from_secs(15),
+            max: 3
+        }
+    );
     let c = client_config(k);
     assert_eq!(c.keepalive_interval, Some(Duration::from_secs(15)));
     assert_eq!(c.keepalive_max, 3);
     dest.server_alive_interval = Some(Duration::from_secs(2));
     dest.server_alive_count_max = Some(5);
     let k = Keepalive::for_destination(&dest, &settings);
-    assert_eq!(k, Keepalive { interval: Duration::from_secs(2), max: 5 });
+    assert_eq!(
+        k,
+        Keepalive {
+            interval: Duration::from_secs(2),
+            max: 5
+        }
+    );
     let c = client_config(k);
     assert_eq!(c.keepalive_interval, Some(Duration::from_secs(2)));
     assert_eq!(c.keepalive_max, 5);
