@@ -187,7 +187,8 @@ impl Proxy {
         self.shared.accepted.load(Ordering::SeqCst)
     }
 
-    /// Bytes delivered to the server side so far (client → server), all connections.
+    /// Bytes delivered to the server side so far (client → server), all connections
+    /// (counted as each chunk is handed to the socket).
     pub fn bytes_up(&self) -> u64 {
         self.shared.delivered[UP].load(Ordering::SeqCst)
     }
@@ -424,12 +425,13 @@ fn direction(
             if !s.sleep_until(&c, crossed) {
                 return;
             }
+            // Counted before the write, so a peer that has read the bytes finds them counted.
+            s.delivered[dir].fetch_add(data.len() as u64, Ordering::SeqCst);
             if to.write_all(&data).is_err() {
                 c.shut();
                 s.changed.notify_all();
                 return;
             }
-            s.delivered[dir].fetch_add(data.len() as u64, Ordering::SeqCst);
             let cap = s.knobs().bytes_per_sec;
             if let Some(bps) = cap {
                 let pause = Duration::from_secs_f64(data.len() as f64 / bps as f64);
