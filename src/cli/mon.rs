@@ -125,6 +125,12 @@ fn frame_lines(r: &StatusReport, age: Duration) -> Vec<(Kind, String)> {
                 backoff
             ),
         ));
+        if h.jobs_resent > 0 {
+            out.push((
+                Kind::Note,
+                format!("    resent after a lost lane: {} job(s)", h.jobs_resent),
+            ));
+        }
         if let Some(e) = &h.last_error {
             out.push((Kind::Failure, format!("    last error: {e}")));
         }
@@ -358,6 +364,7 @@ mod tests {
                 jobs_ok: 5,
                 jobs_failed: 1,
                 jobs_busy: 2,
+                jobs_resent: 0,
                 cache_hits: 0,
                 mean_ms: Some(100),
                 ewma_ms: Some(90),

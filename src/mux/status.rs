@@ -61,6 +61,12 @@ pub fn render_text(r: &StatusReport) -> String {
             if let Some(n) = h.slots_note() {
                 s.push_str(&format!("    slots: {n}\n"));
             }
+            if h.jobs_resent > 0 {
+                s.push_str(&format!(
+                    "    resent after a lost lane: {} job(s)\n",
+                    h.jobs_resent
+                ));
+            }
             if let Some(e) = &h.last_error {
                 s.push_str(&format!("    last error: {e}\n"));
             }
@@ -106,6 +112,7 @@ impl Daemon {
                         jobs_ok: h.jobs_ok,
                         jobs_failed: h.jobs_failed,
                         jobs_busy: h.jobs_busy,
+                        jobs_resent: h.jobs_resent,
                         cache_hits: self.monitor.cache_hits(key),
                         mean_ms: h.mean_ms(),
                         ewma_ms: h.ewma_ms.map(|m| m as u64),
@@ -168,6 +175,7 @@ mod tests {
                 jobs_ok: 10,
                 jobs_failed: 1,
                 jobs_busy: 0,
+                jobs_resent: 2,
                 cache_hits: 0,
                 mean_ms: Some(850),
                 ewma_ms: Some(800),
@@ -237,6 +245,7 @@ mod tests {
             ]
         );
         assert!(t.contains("last error: boom"));
+        assert!(t.contains("resent after a lost lane: 2 job(s)"));
         assert!(t.contains("compiling") && t.contains("foo.c"));
     }
 }

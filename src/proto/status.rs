@@ -66,6 +66,9 @@ pub struct HostReport {
     pub jobs_failed: u64,
     /// Busy answers.
     pub jobs_busy: u64,
+    /// Jobs sent again on the host after their lane died mid-job (a blip).
+    #[serde(default)]
+    pub jobs_resent: u64,
     /// Jobs answered from the server's result cache (the result says `cached`).
     #[serde(default)]
     pub cache_hits: u64,
@@ -113,6 +116,9 @@ pub enum JobState {
     Compiling,
     /// The result is coming back.
     Receiving,
+    /// Its lane died mid-job: it waits for the same host to answer again, to be sent
+    /// again there.
+    Resending,
     /// The wrapper compiles locally: a local slot, or a fallback after a failure.
     Local,
 }
@@ -126,6 +132,7 @@ impl JobState {
             JobState::Sending => "sending",
             JobState::Compiling => "compiling",
             JobState::Receiving => "receiving",
+            JobState::Resending => "resending",
             JobState::Local => "local",
         }
     }
