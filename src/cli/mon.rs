@@ -197,9 +197,18 @@ pub fn render_frame(r: &StatusReport) -> String {
 pub fn mon_main(once: bool) -> std::process::ExitCode {
     let paths = Paths::from_env(&|k: &str| std::env::var(k).ok());
     if once {
-        return match connect_existing(&paths).and_then(|mut c| c.status()) {
-            Ok(r) => {
+        // The first report of a subscription: a watcher is not counted as a wrapper, so
+        // the frame shows the build alone.
+        let first = connect_existing(&paths)
+            .and_then(|c| c.watch())
+            .and_then(|mut w| w.next_report());
+        return match first {
+            Ok(Some(r)) => {
                 print!("{}", render_frame(&r));
+                std::process::ExitCode::SUCCESS
+            }
+            Ok(None) => {
+                println!("the mux exited");
                 std::process::ExitCode::SUCCESS
             }
             Err(MuxClientError::NotRunning(p)) => {
