@@ -670,3 +670,62 @@ async fn a_stalled_watcher_blocks_nothing() {
         .unwrap();
     drop(stalled);
 }
+
+/// A wrapper sent to a local slot reports its compile's time on the same connection
+/// (`LocalDone`, no reply): the counters have the local job and its time, which the
+/// estimate of `hoardcc stats` is built on; a second report on that connection is not
+/// counted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_job_reports_its_time() {
+    let fake = fake_distccd(Duration::ZERO).await;
+    let mux = start(Duration::from_secs(60), Duration::from_secs(60));
+    let hosts = format!("127.0.0.1:{}/1 localhost/1", fake.port);
+    let mut remote = mux.client();
+    let h = hosts.clone();
+    let remote = tokio::task::spawn_blocking(move || {
+        assert!(matches!(
+            remote.reserve(&h, "a.c").unwrap(),
+            MuxReply::Reserved { .. }
+        ));
+        remote
+    })
+    .await
+    .unwrap();
+    let stream = std::os::unix::net::UnixStream::connect(&mux.socket).unwrap();
+    let reserve = MuxRequest::Reserve {
+        hosts,
+        file: "b.c".into(),
+        client_version: mux_version(),
+    };
+    let stream = tokio::task::spawn_blocking(move || {
+        let mut s = stream;
+        blocking::write_message(&mut s, &reserve).unwrap();
+        let r: MuxReply = blocking::read_message(&mut s).unwrap().unwrap();
+        assert!(matches!(r, MuxReply::Local { .. }), "{r:?}");
+        for millis in [300, 999] {
+            blocking::write_message(&mut s, &MuxRequest::LocalDone { millis }).unwrap();
+        }
+        s
+    })
+    .await
+    .unwrap();
+    drop(stream);
+    mux.wait_status(|s| s.local_running == 0).await;
+    let mut c = mux.client();
+    let s = tokio::task::spawn_blocking(move || c.stats(false).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.jobs_local, s.local_timed, s.local_ms),
+        (1, 1, 300),
+        "{s:?}"
+    );
+    assert_eq!(s.jobs_fallback, 0);
+    drop(remote);
+    mux.shutdown.cancel();
+    tokio::time::timeout(WAIT, mux.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
