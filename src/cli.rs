@@ -4,6 +4,9 @@
 //! starting one. Neighbours: `main` (caller), `wrapper::mux_client`, `mux::status`
 //! (the report and its text table).
 
+pub mod install;
+pub mod masquerade;
+
 use std::path::Path;
 use std::time::Instant;
 
