@@ -29,3 +29,5 @@ mod conformance;
 mod logging;
 // Real build tools: CMake + Ninja launcher, ccache with CCACHE_PREFIX, masquerade next to ccache.
 mod tools;
+// Setup commands: install-server into the fixture user's home (plain and --forced-command), masquerade DIR.
+mod install;
