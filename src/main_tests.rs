@@ -24,3 +24,85 @@ fn completions_name_every_subcommand() {
         }
     }
 }
+
+/// Man page text with roff escapes undone enough to search: `\-` → `-`, font changes
+/// dropped, quotes removed.
+fn man_text(path: &str) -> String {
+    let full = format!("{}/{path}", env!("CARGO_MANIFEST_DIR"));
+    let raw = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("read {full}: {e}"));
+    let mut t = raw.replace("\\-", "-");
+    for esc in ["\\fB", "\\fI", "\\fR", "\\fP", "\\(dq", "\""] {
+        t = t.replace(esc, "");
+    }
+    // `.B hoardcc mux` and `.BI "hoardcc mux " X` both read as words.
+    t.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Every subcommand (`hoardcc NAME`) and every long flag of `cmd` and its subcommands,
+/// with where it belongs, e.g. `("--json", "hoardcc status")`.
+fn command_tree(cmd: &clap::Command, path: &str, out: &mut Vec<(String, String)>) {
+    for arg in cmd.get_arguments() {
+        let auto = matches!(arg.get_id().as_str(), "help" | "version");
+        if let Some(long) = arg.get_long() {
+            if !auto || path == "hoardcc" {
+                out.push((format!("--{long}"), path.to_string()));
+            }
+        }
+    }
+    for sub in cmd.get_subcommands() {
+        if sub.get_name() == "help" {
+            continue;
+        }
+        let sub_path = format!("{path} {}", sub.get_name());
+        out.push((sub_path.clone(), path.to_string()));
+        command_tree(sub, &sub_path, out);
+    }
+}
+
+/// man/hoardcc.1 names every subcommand and long flag of `--help`; man/hoardcc-serve.8
+/// names every flag of `hoardcc serve`.
+#[test]
+fn man_pages_name_every_subcommand_and_flag() {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    cmd.build();
+    let mut tree = Vec::new();
+    command_tree(&cmd, "hoardcc", &mut tree);
+    assert!(
+        tree.iter().any(|(w, _)| w == "hoardcc install-server"),
+        "{tree:?}"
+    );
+    assert!(tree
+        .iter()
+        .any(|(w, p)| w == "--forced-command" && p == "hoardcc install-server"));
+
+    let page = man_text("man/hoardcc.1");
+    let missing: Vec<String> = tree
+        .iter()
+        .filter(|(word, _)| !page.contains(word.as_str()))
+        .map(|(word, of)| {
+            if word.starts_with("--") {
+                format!("{word} (a flag of `{of}`)")
+            } else {
+                format!("`{word}` (a subcommand)")
+            }
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "man/hoardcc.1 does not mention: {}. Add each to SYNOPSIS and describe it (roff: write `-` as `\\-`).",
+        missing.join(", ")
+    );
+
+    let serve_page = man_text("man/hoardcc-serve.8");
+    let serve_missing: Vec<&String> = tree
+        .iter()
+        .filter(|(_, of)| of == "hoardcc serve")
+        .map(|(word, _)| word)
+        .filter(|word| !serve_page.contains(word.as_str()))
+        .collect();
+    assert!(
+        serve_missing.is_empty(),
+        "man/hoardcc-serve.8 does not mention these flags of `hoardcc serve`: {serve_missing:?}"
+    );
+}
