@@ -106,3 +106,67 @@ fn man_pages_name_every_subcommand_and_flag() {
         "man/hoardcc-serve.8 does not mention these flags of `hoardcc serve`: {serve_missing:?}"
     );
 }
+
+/// The completion scripts the Debian package installs, checked in under
+/// contrib/completions/. They must equal what `hoardcc completions` prints; with
+/// `HOARDCC_BLESS=1` this test rewrites them instead.
+#[test]
+fn checked_in_completions_are_current() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/completions");
+    let bless = std::env::var_os("HOARDCC_BLESS").is_some_and(|v| v == "1");
+    let mut stale = Vec::new();
+    for (shell, file) in [
+        (CompletionShell::Bash, "hoardcc.bash"),
+        (CompletionShell::Zsh, "_hoardcc"),
+        (CompletionShell::Fish, "hoardcc.fish"),
+    ] {
+        let mut want = Vec::new();
+        completions(shell, &mut want);
+        let path = std::path::Path::new(dir).join(file);
+        if bless {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(&path, &want).unwrap();
+        } else if std::fs::read(&path).ok().as_deref() != Some(want.as_slice()) {
+            stale.push(format!("contrib/completions/{file}"));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "out of date: {stale:?}; regenerate with `HOARDCC_BLESS=1 cargo test --bin hoardcc checked_in_completions`"
+    );
+}
+
+/// Cargo.toml's `[package.metadata.deb]` assets exist (the release binary aside), and
+/// cover the man pages, the completions and the systemd user unit.
+#[test]
+fn deb_assets_exist() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest: toml::Table = std::fs::read_to_string(root.join("Cargo.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let assets = manifest["package"]["metadata"]["deb"]["assets"]
+        .as_array()
+        .expect("[package.metadata.deb] assets");
+    let sources: Vec<&str> = assets
+        .iter()
+        .map(|a| a.as_array().unwrap()[0].as_str().unwrap())
+        .collect();
+    for s in &sources {
+        if !s.starts_with("target/") {
+            assert!(root.join(s).is_file(), "deb asset {s} does not exist");
+        }
+    }
+    let man: Vec<String> = std::fs::read_dir(root.join("man"))
+        .unwrap()
+        .map(|e| format!("man/{}", e.unwrap().file_name().to_string_lossy()))
+        .collect();
+    for want in man.iter().map(String::as_str).chain([
+        "contrib/completions/hoardcc.bash",
+        "contrib/completions/_hoardcc",
+        "contrib/completions/hoardcc.fish",
+        "contrib/hoardcc-mux.service",
+    ]) {
+        assert!(sources.contains(&want), "{want} is not in the deb assets");
+    }
+}
