@@ -49,13 +49,13 @@ impl CompilerId {
     }
 
     /// Why `self` (a compiler here) is not the `wanted` one, or `None` if it is: the same
-    /// version, target and configuration, and with `strict` the same binaries.
-    pub fn mismatch(&self, wanted: &CompilerId, strict: bool) -> Option<Mismatch> {
+    /// version and target, and as `rule` asks the same configuration and binaries.
+    pub fn mismatch(&self, wanted: &CompilerId, rule: Rule) -> Option<Mismatch> {
         if self.version != wanted.version || self.target != wanted.target {
             Some(Mismatch::Version)
-        } else if self.configured != wanted.configured {
+        } else if rule.configured && self.configured != wanted.configured {
             Some(Mismatch::Configuration)
-        } else if strict && (self.binaries.is_none() || self.binaries != wanted.binaries) {
+        } else if rule.binaries && (self.binaries.is_none() || self.binaries != wanted.binaries) {
             Some(Mismatch::Binaries)
         } else {
             None
@@ -72,6 +72,28 @@ impl CompilerId {
         }
         self
     }
+}
+
+/// What must be equal besides version and target (`[server] match_configured`, `strict`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    /// The configuration lines.
+    pub configured: bool,
+    /// The binary hashes.
+    pub binaries: bool,
+}
+
+impl Rule {
+    /// Version, target and configuration (the server default).
+    pub const DEFAULT: Rule = Rule {
+        configured: true,
+        binaries: false,
+    };
+    /// Everything, binaries included (`strict`).
+    pub const STRICT: Rule = Rule {
+        configured: true,
+        binaries: true,
+    };
 }
 
 /// How a compiler differs from the one asked for.
@@ -335,22 +357,33 @@ Thread model: posix\nInstalledDir: /usr/bin\nFound candidate GCC installation: /
     #[test]
     fn mismatch_names_the_difference() {
         let a = gcc();
-        assert_eq!(a.mismatch(&a, false), None);
+        assert_eq!(a.mismatch(&a, Rule::DEFAULT), None);
         // Strict needs hashes on both sides, and equal ones.
-        assert_eq!(a.mismatch(&a, true), Some(Mismatch::Binaries));
+        assert_eq!(a.mismatch(&a, Rule::STRICT), Some(Mismatch::Binaries));
         let mut hashed = a.clone();
         hashed.binaries = Some("ab".into());
-        assert_eq!(hashed.mismatch(&hashed, true), None);
+        assert_eq!(hashed.mismatch(&hashed, Rule::STRICT), None);
         let mut other = hashed.clone();
         other.binaries = Some("cd".into());
-        assert_eq!(other.mismatch(&hashed, false), None);
-        assert_eq!(other.mismatch(&hashed, true), Some(Mismatch::Binaries));
+        assert_eq!(other.mismatch(&hashed, Rule::DEFAULT), None);
+        assert_eq!(
+            other.mismatch(&hashed, Rule::STRICT),
+            Some(Mismatch::Binaries)
+        );
         let mut v13 = a.clone();
         v13.version = "13.1.0".into();
-        assert_eq!(v13.mismatch(&a, false), Some(Mismatch::Version));
+        assert_eq!(v13.mismatch(&a, Rule::DEFAULT), Some(Mismatch::Version));
         let mut conf = a.clone();
         conf.configured.push_str(" --enable-foo");
-        assert_eq!(conf.mismatch(&a, false), Some(Mismatch::Configuration));
+        assert_eq!(
+            conf.mismatch(&a, Rule::DEFAULT),
+            Some(Mismatch::Configuration)
+        );
+        let loose = Rule {
+            configured: false,
+            binaries: false,
+        };
+        assert_eq!(conf.mismatch(&a, loose), None);
     }
 
     #[test]
