@@ -146,6 +146,16 @@ fn install_server_installs_builds_and_is_idempotent() {
     assert!(out.contains("installed ~/.local/bin/hoardcc"), "{out}");
     assert!(out.contains("runs there: hoardcc "), "{out}");
     assert!(out.contains("route checked"), "{out}");
+    // `hoardcc serve --check` ran there and listed the server's gcc.
+    assert!(
+        out.contains("server check (hoardcc serve --check there):"),
+        "{out}"
+    );
+    assert!(
+        out.lines()
+            .any(|l| l.trim_start().starts_with("gcc ") && l.contains("/gcc")),
+        "{out}"
+    );
     assert_eq!(
         std::fs::read(home.bin()).unwrap(),
         std::fs::read(hoardcc_bin()).unwrap(),

@@ -285,7 +285,7 @@ _hoardcc() {
             return 0
             ;;
         hoardcc__subcmd__serve)
-            opts="-h --inetd --help"
+            opts="-h --inetd --check --json --help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0

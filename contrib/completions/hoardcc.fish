@@ -37,6 +37,8 @@ complete -c hoardcc -n "__fish_hoardcc_needs_command" -f -a "masquerade" -d 'Mak
 complete -c hoardcc -n "__fish_hoardcc_needs_command" -f -a "completions" -d 'Print a shell completion script for hoardcc'
 complete -c hoardcc -n "__fish_hoardcc_needs_command" -f -a "help" -d 'Print this message or the help of the given subcommand(s)'
 complete -c hoardcc -n "__fish_hoardcc_using_subcommand serve" -l inetd -d 'Accepted for symmetry with `distccd --inetd`; serving stdin/stdout is the only mode'
+complete -c hoardcc -n "__fish_hoardcc_using_subcommand serve" -l check -d 'Do not serve: check the config, sandbox, job and slot directories, and list the compilers this server offers (name, path, version, target). Exit 0 when usable'
+complete -c hoardcc -n "__fish_hoardcc_using_subcommand serve" -l json -d 'With --check: print the report as JSON'
 complete -c hoardcc -n "__fish_hoardcc_using_subcommand serve" -s h -l help -d 'Print help'
 complete -c hoardcc -n "__fish_hoardcc_using_subcommand hosts" -s h -l help -d 'Print help'
 complete -c hoardcc -n "__fish_hoardcc_using_subcommand mux" -l foreground -d 'Stay in the foreground (for a systemd user unit)'

@@ -121,6 +121,17 @@ pub enum InstallError {
         /// Its stderr (e.g. `GLIBC_2.34 not found`, `Exec format error`).
         stderr: String,
     },
+    /// `hoardcc serve --check` there says the server cannot take jobs (the lines marked ✗
+    /// in its report, printed above, say why).
+    #[error("{host}: installed, but `hoardcc serve --check` says this server cannot take jobs ({end}; see the ✗ lines above){}", colon_text(.stderr))]
+    Unusable {
+        /// The server.
+        host: String,
+        /// How the check ended.
+        end: String,
+        /// Its stderr.
+        stderr: String,
+    },
     /// The installed route did not answer as a hoardcc server.
     #[error("{host}: the route {entry} does not work: {reason}")]
     Route {
@@ -421,16 +432,27 @@ pub async fn install(args: &InstallArgs, out: &mut dyn std::io::Write) -> Result
             SHORT_DEADLINE,
         )
         .await?;
+    let report: Vec<String> = check.stdout_text().lines().map(str::to_string).collect();
     if check.success() {
-        say(out, "compilers offered (serve --check):".into());
-        for line in check.stdout_text().lines() {
+        say(out, "server check (hoardcc serve --check there):".into());
+        for line in &report {
             say(out, format!("  {line}"));
         }
-    } else {
+    } else if check.stderr_text().contains("unexpected argument") {
+        // An older hoardcc (before `serve --check`): clap refuses the flag.
         say(
             out,
             "compilers offered: not known (this hoardcc has no `serve --check`)".into(),
         );
+    } else {
+        for line in &report {
+            say(out, format!("  {line}"));
+        }
+        return Err(InstallError::Unusable {
+            host,
+            end: check.describe_end(),
+            stderr: check.stderr_text(),
+        });
     }
 
     // 4. The route, for real: one lane over the installed binary, hello answered.

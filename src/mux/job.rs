@@ -78,6 +78,7 @@ impl Daemon {
         let want = Want {
             remotes: keys,
             local_limit,
+            compiler: None,
         };
         match self.sched.acquire(want).await {
             Ok(guard) => match guard.grant().clone() {
@@ -113,6 +114,7 @@ impl Daemon {
                 }
             },
             Err(why) => {
+                let why = why.reason().to_string();
                 // No usable host (all backed off or down): a distribution failure, so the
                 // wrapper falls back with a warning, or fails when fallback is off.
                 self.set_job(id, None, "failed", None);
@@ -299,6 +301,7 @@ impl Daemon {
         let want = Want {
             remotes: candidates.iter().map(|h| h.key()).collect(),
             local_limit: 0,
+            compiler: None,
         };
         let acquired = match wait {
             Some(w) => tokio::time::timeout(w, self.sched.acquire(want))
