@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use crate::support::{hoardcc_bin, run_with_timeout, Sshd, SshdOptions};
+use crate::support::{hoardcc_bin, run_with_timeout, wait_until, Sshd, SshdOptions};
 
 const T: Duration = Duration::from_secs(180);
 
@@ -99,6 +99,11 @@ fn host_entry(out: &Output) -> String {
 /// Compile a small C file through `hosts` with the fallback off; the job log must say
 /// remote, and the object must be there.
 fn build_through(sshd: &Sshd, hosts: &str) {
+    build_through_with(sshd, hosts, &[]);
+}
+
+/// [`build_through`] with extra environment (e.g. an ssh-agent socket).
+fn build_through_with(sshd: &Sshd, hosts: &str, env: &[(&str, &Path)]) {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(
         dir.path().join("hello.c"),
@@ -114,6 +119,9 @@ fn build_through(sshd: &Sshd, hosts: &str) {
         .env("HOARDCC_JOBLOG", &log)
         .env("HOARDCC_IDLE_TIMEOUT", "20")
         .args(["gcc", "-O2", "-c", "hello.c", "-o", "hello.o"]);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let out = run_with_timeout(&mut cmd, T, "hoardcc gcc");
     // The wrapper started a mux for this client HOME: stop it before looking further.
     let mut stop = Command::new(hoardcc_bin());
@@ -281,24 +289,39 @@ fn forced_command_adds_one_compile_only_line() {
     config.push_str(&block);
     std::fs::write(sshd.ssh_config_path(), config).unwrap();
     build_through(&sshd, &entry);
-    let fp = run_with_timeout(
-        Command::new("ssh-keygen")
-            .args(["-l", "-E", "sha256", "-f"])
-            .arg(key.with_extension("pub")),
-        T,
-        "ssh-keygen -l",
-    );
-    let fp = String::from_utf8_lossy(&fp.stdout)
-        .split_whitespace()
-        .nth(1)
-        .unwrap_or("no fingerprint")
-        .to_string();
+    let fp = fingerprint(&key.with_extension("pub"));
     assert!(
         sshd.log()
             .lines()
             .any(|l| l.contains("Accepted publickey") && l.contains(&fp)),
         "the build did not log in with the compile-only key {fp}:\n{}",
         sshd.log()
+    );
+
+    // IdentitiesOnly is honoured: with an agent holding the login key (which sshd also
+    // accepts, without restriction), the entry still logs in with the compile-only key.
+    let agent_dir = tempfile::tempdir().unwrap();
+    let sock = agent_dir.path().join("agent.sock");
+    let _agent = Agent::start(&sock);
+    let add = run_with_timeout(
+        Command::new("ssh-add")
+            .arg(sshd.client_key_path())
+            .env("SSH_AUTH_SOCK", &sock),
+        T,
+        "ssh-add",
+    );
+    assert!(add.status.success(), "ssh-add: {}", text(&add));
+    let before = sshd.log().len();
+    build_through_with(&sshd, &entry, &[("SSH_AUTH_SOCK", &sock)]);
+    let logins: Vec<String> = sshd.log()[before..]
+        .lines()
+        .filter(|l| l.contains("Accepted publickey"))
+        .map(str::to_string)
+        .collect();
+    let login_fp = fingerprint(&sshd.client_key_path().with_extension("pub"));
+    assert!(
+        !logins.is_empty() && logins.iter().all(|l| l.contains(&fp) && !l.contains(&login_fp)),
+        "with an agent, the compile-only entry logged in as {logins:#?} (compile key {fp}, login key {login_fp})"
     );
 
     // … and the key can do nothing else: whatever is asked, the forced serve runs.
@@ -375,4 +398,47 @@ fn masquerade_dir_links_compile() {
     );
     assert!(out.status.success(), "{}", text(&out));
     assert!(t.path().join("m.o").exists());
+}
+
+/// `SHA256:…` of a public key file.
+fn fingerprint(pub_key: &Path) -> String {
+    let out = run_with_timeout(
+        Command::new("ssh-keygen")
+            .args(["-l", "-E", "sha256", "-f"])
+            .arg(pub_key),
+        T,
+        "ssh-keygen -l",
+    );
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .nth(1)
+        .unwrap_or("no fingerprint")
+        .to_string()
+}
+
+/// A private `ssh-agent -D` on `sock`, killed on drop.
+struct Agent(std::process::Child);
+
+impl Agent {
+    fn start(sock: &Path) -> Agent {
+        let child = Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(sock)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start ssh-agent");
+        let agent = Agent(child);
+        wait_until(T, "the ssh-agent socket", || sock.exists());
+        agent
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

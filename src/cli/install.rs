@@ -558,10 +558,6 @@ async fn authorize(
     };
     let (entry, _) = host_entry(&entry_target)?;
     let _ = writeln!(out, "host entry: {entry}");
-    let _ = writeln!(
-        out,
-        "  (hoardcc offers ssh-agent keys first: with an agent that holds a login key, that key is used instead)"
-    );
     Ok(())
 }
 

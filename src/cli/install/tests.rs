@@ -230,6 +230,7 @@ fn the_ssh_config_block_uses_only_the_compile_key() {
         identity_files: vec![],
         proxy_jump: Some("gw".into()),
         user_known_hosts: vec![],
+        identities_only: false,
     };
     let block = ssh_config_block("box-hoardcc", &dest, Path::new("/k/hoardcc-box"));
     assert_eq!(

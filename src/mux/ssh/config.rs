@@ -30,6 +30,9 @@ pub struct Destination {
     pub proxy_jump: Option<String>,
     /// UserKnownHostsFile entries, `~` expanded (empty when unset or `none`).
     pub user_known_hosts: Vec<PathBuf>,
+    /// `IdentitiesOnly yes`: only the IdentityFile keys (agent keys only when they match
+    /// one), and no default identity files when IdentityFile is set.
+    pub identities_only: bool,
 }
 
 /// Resolve `alias` like OpenSSH does. `user` is the host-list entry's user and wins over
@@ -95,6 +98,12 @@ pub fn resolve(
                 .collect()
         })
         .unwrap_or_default();
+    let identities_only = params
+        .unsupported_fields
+        .get("identitiesonly")
+        .or_else(|| params.ignored_fields.get("identitiesonly"))
+        .and_then(|v| v.first())
+        .is_some_and(|v| v.eq_ignore_ascii_case("yes"));
     Ok(Destination {
         alias: alias.to_string(),
         hostname,
@@ -103,6 +112,7 @@ pub fn resolve(
         identity_files,
         proxy_jump,
         user_known_hosts,
+        identities_only,
     })
 }
 
@@ -239,8 +249,17 @@ mod tests {
                 identity_files: vec![],
                 proxy_jump: None,
                 user_known_hosts: vec![],
+                identities_only: false,
             }
         );
+    }
+
+    #[test]
+    fn identities_only_is_read() {
+        let text = "Host strict\n  IdentitiesOnly yes\n  IdentityFile ~/.ssh/k\nHost *\n  IdentitiesOnly no\n";
+        assert!(res("strict", None, text).identities_only);
+        assert!(!res("other", None, text).identities_only);
+        assert!(!res("x", None, "Host x\n  HostName y\n").identities_only);
     }
 
     #[test]

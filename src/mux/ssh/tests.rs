@@ -99,6 +99,7 @@ async fn unparseable_proxy_jump_is_refused_clearly() {
         identity_files: vec![],
         proxy_jump: Some("bastion:99999".into()),
         user_known_hosts: vec![],
+        identities_only: false,
     };
     let settings = test_settings(PathBuf::from("/nonexistent"));
     let err = Connection::connect(&dest, &settings).await.unwrap_err();
@@ -124,6 +125,7 @@ async fn refused_tcp_connect_is_connect_error() {
         identity_files: vec![],
         proxy_jump: None,
         user_known_hosts: vec![],
+        identities_only: false,
     };
     let err = Connection::connect(&dest, &test_settings(PathBuf::from("/nonexistent")))
         .await
@@ -149,6 +151,7 @@ async fn silent_server_times_out_in_key_exchange() {
         identity_files: vec![],
         proxy_jump: None,
         user_known_hosts: vec![],
+        identities_only: false,
     };
     let mut settings = test_settings(PathBuf::from("/nonexistent"));
     settings.connect_timeout = Duration::from_millis(300);
