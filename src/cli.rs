@@ -1,4 +1,5 @@
-//! The `hoardcc hosts`, `hoardcc status [--json]` and `hoardcc mux --stop` commands:
+//! The `hoardcc hosts`, `hoardcc status [--json]` and `hoardcc mux --stop` commands
+//! (and, in submodules, `install-server` and `masquerade`):
 //! small bodies that `main` dispatches to. They read the host list (`hosts`, `config`)
 //! and ask a running mux over the wrapper's socket client (`wrapper::mux_client`), never
 //! starting one. Neighbours: `main` (caller), `wrapper::mux_client`, `mux::status`

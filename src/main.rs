@@ -1,6 +1,7 @@
 //! The multi-call binary: chooses the mode from argv[0] and argv[1], then hands over to
 //! `wrapper::main`, `subsystem::main` (also for `distccd --inetd`) or `cli` (`hosts`,
-//! `status`, `mux --stop`). The compiler's argv never goes through clap; only hoardcc's
+//! `status`, `mux --stop`, `install-server`, `masquerade`; `completions` is here, as it
+//! needs the clap command tree). The compiler's argv never goes through clap; only hoardcc's
 //! own subcommands and flags do. It also sets up logging, once, with the chosen mode's
 //! defaults ([`init_logging`]).
 

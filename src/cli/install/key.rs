@@ -1,15 +1,14 @@
 //! The compile-only key of `install-server --forced-command`: take the one the user names,
 //! or make an Ed25519 key (no passphrase: make has no tty to ask on) at
 //! `~/.ssh/hoardcc-<host>` the first time and reuse it after. Written 0600 through a temp
-//! file and a rename. Neighbours: `cli::install` (caller), `scripts::authorized_line`
-//! (what is done with the public half).
+//! file and a rename. Neighbours: `cli::install` (caller), `mux::ssh::keyfile` (the key
+//! encoding), `scripts::authorized_line` (what is done with the public half).
 
 use std::io::Write as _;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
-use russh::keys::ssh_key::private::Ed25519Keypair;
-use russh::keys::ssh_key::{LineEnding, PrivateKey, PublicKey};
+use crate::mux::ssh::keyfile;
 
 use super::InstallError;
 
@@ -57,11 +56,10 @@ pub fn load_or_create_key(path: &Path, host: &str) -> Result<CompileKey, Install
         append_pub(path)
     };
     if public_path.exists() {
-        let key =
-            PublicKey::read_openssh_file(&public_path).map_err(|e| key_error(&public_path, e))?;
         return Ok(CompileKey {
             private,
-            public: public_line(&key).map_err(|e| key_error(&public_path, e))?,
+            public: keyfile::public_line_from_file(&public_path)
+                .map_err(|e| key_error(&public_path, e))?,
             created: false,
         });
     }
@@ -69,21 +67,14 @@ pub fn load_or_create_key(path: &Path, host: &str) -> Result<CompileKey, Install
         return Err(key_error(path, "no such public key file"));
     }
     if private.exists() {
-        let key = PrivateKey::read_openssh_file(&private).map_err(|e| key_error(&private, e))?;
         return Ok(CompileKey {
-            public: public_line(key.public_key()).map_err(|e| key_error(&private, e))?,
+            public: keyfile::public_line_from_private(&private)
+                .map_err(|e| key_error(&private, e))?,
             private,
             created: false,
         });
     }
     generate(&private, host)
-}
-
-/// `ALGO BASE64` (the comment dropped: the authorized line carries its own).
-fn public_line(key: &PublicKey) -> Result<String, russh::keys::ssh_key::Error> {
-    let mut key = key.clone();
-    key.set_comment("");
-    Ok(key.to_openssh()?.trim().to_string())
 }
 
 fn append_pub(path: &Path) -> PathBuf {
@@ -100,16 +91,9 @@ fn generate(private: &Path, host: &str) -> Result<CompileKey, InstallError> {
         Ok(_) => return Err(key_error(private, "short read from getrandom")),
         Err(e) => return Err(key_error(private, e)),
     }
-    let mut key = PrivateKey::from(Ed25519Keypair::from_seed(&seed));
+    let made = keyfile::new_ed25519(&seed, &format!("hoardcc compile-only key for {host}"));
     seed.fill(0);
-    key.set_comment(format!("hoardcc compile-only key for {host}"));
-    let pem = key
-        .to_openssh(LineEnding::LF)
-        .map_err(|e| key_error(private, e))?;
-    let public = key
-        .public_key()
-        .to_openssh()
-        .map_err(|e| key_error(private, e))?;
+    let (pem, public, bare) = made.map_err(|e| key_error(private, e))?;
     let dir = private.parent().unwrap_or(Path::new("."));
     std::fs::create_dir_all(dir).map_err(|e| key_error(private, e))?;
     write_atomic(private, pem.as_bytes(), 0o600)?;
@@ -120,7 +104,7 @@ fn generate(private: &Path, host: &str) -> Result<CompileKey, InstallError> {
     )?;
     Ok(CompileKey {
         private: private.to_path_buf(),
-        public: public_line(key.public_key()).map_err(|e| key_error(private, e))?,
+        public: bare,
         created: true,
     })
 }

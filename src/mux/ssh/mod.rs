@@ -13,6 +13,7 @@ pub mod auth;
 pub mod config;
 pub mod error;
 pub mod exec;
+pub mod keyfile;
 pub mod known_hosts;
 
 use std::borrow::Cow;
