@@ -387,10 +387,20 @@ fn masquerade_dir_links_compile() {
         dir.display(),
         std::env::var("PATH").unwrap_or_default()
     );
+    // Isolated: a HOME and runtime dir of its own, no mux (so nothing outlives the test).
+    let run_dir = t.path().join("run");
+    std::fs::create_dir(&run_dir).unwrap();
+    std::fs::set_permissions(&run_dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let mut gcc = Command::new(dir.join("gcc"));
+    for key in crate::support::removed_env_keys() {
+        gcc.env_remove(key);
+    }
     let out = run_with_timeout(
-        Command::new(dir.join("gcc"))
-            .current_dir(t.path())
+        gcc.current_dir(t.path())
             .env("PATH", path)
+            .env("HOME", t.path())
+            .env("XDG_RUNTIME_DIR", &run_dir)
+            .env("HOARDCC_MUX", "0")
             .env("HOARDCC_HOSTS", "localhost")
             .args(["-c", "m.c", "-o", "m.o"]),
         T,
