@@ -198,7 +198,12 @@ fn install_server_installs_builds_and_is_idempotent() {
 
     // A different binary is refused without --force, and left as it was.
     let other = b"#!/bin/sh\necho hoardcc 0.0.1-other\n";
-    std::fs::write(home.bin(), other).unwrap();
+    // Put in place by a rename, as an install does: the old binary may still be running
+    // (a lane's `serve` that has not noticed its channel close), so it cannot be written.
+    let staged = home.bin().with_file_name("other-build");
+    std::fs::write(&staged, other).unwrap();
+    std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::rename(&staged, home.bin()).unwrap();
     let refused = install(&sshd, &["@hoardtest"]);
     eprintln!("refused: {}", text(&refused));
     assert!(!refused.status.success(), "{}", text(&refused));
