@@ -578,6 +578,12 @@ pub fn ssh_config_block(alias: &str, dest: &Destination, key: &Path) -> String {
     for f in &dest.user_known_hosts {
         let _ = writeln!(c, "    UserKnownHostsFile {}", f.display());
     }
+    if let Some(i) = dest.server_alive_interval {
+        let _ = writeln!(c, "    ServerAliveInterval {}", i.as_secs());
+    }
+    if let Some(n) = dest.server_alive_count_max {
+        let _ = writeln!(c, "    ServerAliveCountMax {n}");
+    }
     c
 }
 

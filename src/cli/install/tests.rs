@@ -231,6 +231,8 @@ fn the_ssh_config_block_uses_only_the_compile_key() {
         proxy_jump: Some("gw".into()),
         user_known_hosts: vec![],
         identities_only: false,
+        server_alive_interval: None,
+        server_alive_count_max: None,
     };
     let block = ssh_config_block("box-hoardcc", &dest, Path::new("/k/hoardcc-box"));
     assert_eq!(
