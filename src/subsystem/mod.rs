@@ -17,6 +17,8 @@
 //! the idle timeout. Neighbours: `mux` and `wrapper` (the clients, via
 //! `proto::frame`), `config` (the [`ServerSettings`]).
 
+pub mod check;
+pub mod compilers;
 pub mod distccd;
 pub mod exec;
 pub mod job;
