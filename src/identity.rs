@@ -365,6 +365,25 @@ mod tests {
         assert_eq!(prober.cached(&cc).unwrap().unwrap().version, "13.10.0");
     }
 
+    /// A job after the first pays a `stat` and a map lookup: measured here (printed with
+    /// `--nocapture`), bounded loosely so a loaded CI machine passes.
+    #[tokio::test]
+    async fn per_job_cost_is_a_stat() {
+        let t = tempfile::tempdir().unwrap();
+        let cc = fake(t.path(), "gcc", "12.2.0");
+        let prober = Prober::new(ProbeOptions::default());
+        prober.identity(&cc).await.unwrap();
+        const N: u32 = 2000;
+        let start = std::time::Instant::now();
+        for _ in 0..N {
+            prober.identity(&cc).await.unwrap();
+        }
+        let each = start.elapsed() / N;
+        println!("cached identity: {each:?} per job");
+        assert_eq!(runs(t.path(), "gcc"), 4, "probed once");
+        assert!(each < Duration::from_millis(1), "{each:?} per job");
+    }
+
     #[tokio::test]
     async fn a_non_compiler_is_an_error() {
         let t = tempfile::tempdir().unwrap();
