@@ -29,3 +29,5 @@ mod conformance;
 mod logging;
 // Real build tools: CMake + Ninja launcher, ccache with CCACHE_PREFIX, masquerade next to ccache.
 mod tools;
+// The right compiler, or none (issue 11): identity matching, mismatch blocks, serve --check.
+mod identity;

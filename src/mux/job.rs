@@ -1,6 +1,8 @@
 //! Stage: one job in the mux — reserve a slot (`mux::scheduler`), run attempts on a
-//! lane from `mux::pool` (`mux::lane`), and the one retry policy. Neighbours:
-//! `mux::conn` (asks for it), `mux::listener` (the shared [`Daemon`] state).
+//! lane from `mux::pool` (`mux::lane`), and the one retry policy. The job's compiler
+//! identity (`identity::Prober`, once per compiler) goes with it; a server without a
+//! match blocks that compiler there, and the job moves on or compiles locally.
+//! Neighbours: `mux::conn` (asks for it), `mux::listener` (the shared [`Daemon`] state).
 
 use std::time::Duration;
 
@@ -11,9 +13,9 @@ use crate::hosts::{self, HostSpec};
 use crate::mux::conn::failed;
 use crate::mux::lane::{TransportError, Wire};
 use crate::mux::listener::{Daemon, JobInfo};
-use crate::mux::scheduler::{Grant, Outcome, SlotGuard, Want};
+use crate::mux::scheduler::{CompilerKey, Grant, NoSlot, Outcome, SlotGuard, Want};
 use crate::proto::compress::MAX_BLOB;
-use crate::proto::msg::{Blob, JobSpec, MuxReply};
+use crate::proto::msg::{Blob, JobSpec, LocalCompiler, MuxReply};
 
 /// How long a retry may wait for a slot on another host.
 const RETRY_WAIT: Duration = Duration::from_secs(5);
@@ -27,6 +29,8 @@ pub(crate) struct Held {
     wire: Wire,
     /// The job's hosts, for a retry elsewhere.
     hosts: Vec<HostSpec>,
+    /// The job's compiler, when its identity is known.
+    compiler: Option<CompilerKey>,
 }
 
 impl Daemon {
@@ -46,12 +50,26 @@ impl Daemon {
         entry.since = Instant::now();
     }
 
-    /// Parse the host list, register and warm its hosts, and wait for a slot.
+    /// The identity of the wrapper's compiler (probed on first use, then one `stat`).
+    async fn compiler_key(&self, compiler: Option<LocalCompiler>) -> Option<CompilerKey> {
+        let c = compiler?;
+        match self.prober.identity(std::path::Path::new(&c.path)).await {
+            Ok(id) => Some(CompilerKey { name: c.name, id }),
+            Err(e) => {
+                tracing::debug!("{e}: its jobs carry no identity");
+                None
+            }
+        }
+    }
+
+    /// Parse the host list, register and warm its hosts, learn the compiler's identity,
+    /// and wait for a slot on a host that has not refused that compiler.
     pub(super) async fn reserve(
         &self,
         id: u64,
         hosts_text: &str,
         file: &str,
+        compiler: Option<LocalCompiler>,
         held: &mut Option<Held>,
         local: &mut Option<SlotGuard>,
     ) -> MuxReply {
@@ -75,10 +93,11 @@ impl Daemon {
             self.pool.warm(h);
         }
         self.set_job(id, Some(file), "queued", None);
+        let compiler = self.compiler_key(compiler).await;
         let want = Want {
             remotes: keys,
             local_limit,
-            compiler: None,
+            compiler: compiler.clone(),
         };
         match self.sched.acquire(want).await {
             Ok(guard) => match guard.grant().clone() {
@@ -102,6 +121,7 @@ impl Daemon {
                         spec,
                         wire,
                         hosts: remotes,
+                        compiler,
                     });
                     MuxReply::Reserved { host: key, wire }
                 }
@@ -113,8 +133,12 @@ impl Daemon {
                     }
                 }
             },
-            Err(why) => {
-                let why = why.reason().to_string();
+            Err(NoSlot::NoMatch(why)) => {
+                // No host has this compiler: not a failure, and no warning.
+                self.set_job(id, None, "local", None);
+                MuxReply::Local { reason: why }
+            }
+            Err(NoSlot::Unusable(why)) => {
                 // No usable host (all backed off or down): a distribution failure, so the
                 // wrapper falls back with a warning, or fails when fallback is off.
                 self.set_job(id, None, "failed", None);
@@ -135,7 +159,7 @@ impl Daemon {
         &self,
         id: u64,
         held: Option<Held>,
-        spec: JobSpec,
+        mut spec: JobSpec,
         source: Blob,
     ) -> MuxReply {
         let Some(mut held) = held else {
@@ -153,6 +177,7 @@ impl Daemon {
                 )
             }
         };
+        spec.compiler_id = held.compiler.as_ref().map(|c| c.id.clone());
         let first_key = held.spec.key();
         let mut failures = 0u32;
         let mut busy = 0u32;
@@ -168,12 +193,43 @@ impl Daemon {
                     }
                     tracing::debug!(host = %key, "busy: rescheduling");
                     let Held {
-                        guard, wire, hosts, ..
+                        guard,
+                        wire,
+                        hosts,
+                        compiler,
+                        ..
                     } = held;
                     drop(guard);
-                    match self.reacquire(&hosts, wire, None, None).await {
+                    match self.reacquire(&hosts, wire, compiler, None, None).await {
                         Some(h) => held = h,
                         None => return failed(e.to_string(), e.exit_code()),
+                    }
+                    continue;
+                }
+                Attempt::Mismatch(reason) => {
+                    tracing::info!(host = %key, "{reason}; that compiler goes elsewhere");
+                    let Held {
+                        guard,
+                        wire,
+                        hosts,
+                        compiler,
+                        ..
+                    } = held;
+                    let Some(compiler) = compiler else {
+                        // Only a job with an identity can mismatch.
+                        return failed(reason, ExitCode::AccessDenied);
+                    };
+                    self.sched
+                        .with(|s| s.block(&key, compiler.clone(), reason.clone(), Instant::now()));
+                    drop(guard);
+                    // The scheduler skips every host blocked for this compiler; when none
+                    // is left the job compiles locally, quietly.
+                    match self
+                        .reacquire(&hosts, wire, Some(compiler), None, None)
+                        .await
+                    {
+                        Some(h) => held = h,
+                        None => return MuxReply::Local { reason },
                     }
                     continue;
                 }
@@ -235,6 +291,10 @@ impl Daemon {
                 held.guard.set_outcome(Outcome::Busy);
                 Attempt::Busy(e)
             }
+            Err(TransportError::Mismatch { reason, .. }) => {
+                self.pool.checkin(pl);
+                Attempt::Mismatch(reason)
+            }
             Err(e) => {
                 // A fault leaves a working lane, but the retry gets a fresh one all the
                 // same: nothing of the killed job can linger on it.
@@ -275,19 +335,24 @@ impl Daemon {
             }
         };
         let Held {
-            guard, wire, hosts, ..
+            guard,
+            wire,
+            hosts,
+            compiler,
+            ..
         } = held;
         drop(guard);
-        self.reacquire(&hosts, wire, exclude, Some(RETRY_WAIT))
+        self.reacquire(&hosts, wire, compiler, exclude, Some(RETRY_WAIT))
             .await
     }
 
-    /// A slot on one of `hosts` speaking `wire` (not `exclude`), waiting at most `wait`
-    /// (or as long as the queue takes).
+    /// A slot on one of `hosts` speaking `wire` (not `exclude`, nor one blocked for
+    /// `compiler`), waiting at most `wait` (or as long as the queue takes).
     async fn reacquire(
         &self,
         hosts: &[HostSpec],
         wire: Wire,
+        compiler: Option<CompilerKey>,
         exclude: Option<&str>,
         wait: Option<Duration>,
     ) -> Option<Held> {
@@ -301,7 +366,7 @@ impl Daemon {
         let want = Want {
             remotes: candidates.iter().map(|h| h.key()).collect(),
             local_limit: 0,
-            compiler: None,
+            compiler: compiler.clone(),
         };
         let acquired = match wait {
             Some(w) => tokio::time::timeout(w, self.sched.acquire(want))
@@ -320,6 +385,7 @@ impl Daemon {
             spec,
             wire,
             hosts: hosts.to_vec(),
+            compiler,
         })
     }
 }
@@ -330,6 +396,8 @@ enum Attempt {
     Answer(MuxReply),
     /// The server had no free slot: reschedule without penalty.
     Busy(TransportError),
+    /// The server has no compiler with the job's identity (the reason names both).
+    Mismatch(String),
     /// The attempt failed (message, exit code); [`Daemon::retry`] decides what next.
     Failed {
         error: (String, ExitCode),

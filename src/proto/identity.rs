@@ -62,6 +62,15 @@ impl CompilerId {
         }
     }
 
+    /// Whether every field is within [`MAX_ID_FIELD`] bytes (a server checks a client's
+    /// before building names from it).
+    pub fn is_bounded(&self) -> bool {
+        [&self.version, &self.target, &self.configured]
+            .iter()
+            .all(|f| f.len() <= MAX_ID_FIELD)
+            && self.binaries.as_ref().is_none_or(|b| b.len() <= 128)
+    }
+
     /// Every field cut to [`MAX_ID_FIELD`] bytes (at a character boundary).
     pub fn bounded(mut self) -> CompilerId {
         for f in [&mut self.version, &mut self.target, &mut self.configured] {
@@ -423,5 +432,11 @@ Thread model: posix\nInstalledDir: /usr/bin\nFound candidate GCC installation: /
         }
         .bounded();
         assert!(id.configured.len() <= MAX_ID_FIELD);
+        assert!(id.is_bounded());
+        let long = CompilerId {
+            version: "1".repeat(MAX_ID_FIELD + 1),
+            ..id
+        };
+        assert!(!long.is_bounded());
     }
 }

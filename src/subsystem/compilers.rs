@@ -33,6 +33,9 @@ pub enum PickError {
     /// Allowed compilers exist, none with the client's identity.
     #[error("{0}")]
     NoMatch(String),
+    /// The client's identity has a field longer than `proto::identity::MAX_ID_FIELD`.
+    #[error("the job's compiler identity is too long")]
+    Oversized,
 }
 
 /// This server's compilers: the allow-list, and their identities.
@@ -116,6 +119,9 @@ impl Compilers {
         let Some(wanted) = wanted else {
             return Ok(plain?);
         };
+        if !wanted.is_bounded() {
+            return Err(PickError::Oversized);
+        }
         if let Err(e @ CompilerRefusal::NotAllowed(_)) = &plain {
             return Err(PickError::Refused(e.clone()));
         }

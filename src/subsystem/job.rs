@@ -172,17 +172,35 @@ pub fn check(
     limits: &Admission,
     sandbox: &Sandbox,
 ) -> Result<PathBuf, PrepareError> {
-    sandbox
-        .check()
-        .map_err(|e| PrepareError::Refused(e.to_string()))?;
+    check_sandbox(sandbox)?;
     let program = allow
         .resolve(&job.header.compiler)
         .map_err(|e| PrepareError::Refused(e.to_string()))?;
+    check_request(job, limits)?;
+    Ok(program)
+}
+
+/// The first part of [`check`]: every job is refused when `sandbox` cannot contain the
+/// compiler.
+///
+/// # Errors
+/// [`PrepareError::Refused`] naming the setting.
+pub fn check_sandbox(sandbox: &Sandbox) -> Result<(), PrepareError> {
+    sandbox
+        .check()
+        .map_err(|e| PrepareError::Refused(e.to_string()))
+}
+
+/// The last part of [`check`], after the compiler is known: arguments, names, and the
+/// counts and sizes the job claims.
+///
+/// # Errors
+/// [`PrepareError::Refused`] with the reason.
+pub fn check_request(job: &Job, limits: &Admission) -> Result<(), PrepareError> {
     crate::args::check_server_args(&job.header.args)
         .map_err(|reason| PrepareError::Refused(format!("argument refused: {reason}")))?;
     check_names(job).map_err(|reason| PrepareError::Refused(format!("name refused: {reason}")))?;
-    check_limits(job, limits).map_err(PrepareError::Refused)?;
-    Ok(program)
+    check_limits(job, limits).map_err(PrepareError::Refused)
 }
 
 /// Longest file or directory name a job may carry (Linux `PATH_MAX`).
@@ -207,10 +225,14 @@ pub fn check_limits(job: &Job, limits: &Admission) -> Result<(), String> {
             limits.max_extra_outputs
         ));
     }
-    let names = [&job.header.cwd, &job.header.source_name, &job.header.output_name]
-        .into_iter()
-        .chain(&job.header.extra_outputs)
-        .chain(job.context.iter().map(|f| &f.name));
+    let names = [
+        &job.header.cwd,
+        &job.header.source_name,
+        &job.header.output_name,
+    ]
+    .into_iter()
+    .chain(&job.header.extra_outputs)
+    .chain(job.context.iter().map(|f| &f.name));
     if let Some(long) = names.into_iter().find(|n| n.len() > MAX_NAME_LEN) {
         return Err(format!("a name of {} bytes is too long", long.len()));
     }
@@ -294,7 +316,8 @@ pub fn stage(
     // names that is a path outside the job directory, so those markers are pointed at
     // the client's text under the root, and the root is mapped away again in debug info,
     // `__FILE__` and stderr. clang quotes from the text it compiles and needs none of it.
-    let gcc_family = no_caret_flag(&job.header.compiler).is_some() && !job.header.compiler.contains("clang");
+    let gcc_family =
+        no_caret_flag(&job.header.compiler).is_some() && !job.header.compiler.contains("clang");
     let rooted = (side_name.is_some() && gcc_family)
         .then(|| root_markers(&source, workdir.root(), &written))
         .flatten();
@@ -545,13 +568,22 @@ mod tests {
                 "source",
                 Box::new(|j| j.header.source_name = "-fplugin=./evil.so".into()),
             ),
-            ("source @", Box::new(|j| j.header.source_name = "@rsp".into())),
-            ("empty source", Box::new(|j| j.header.source_name = String::new())),
+            (
+                "source @",
+                Box::new(|j| j.header.source_name = "@rsp".into()),
+            ),
+            (
+                "empty source",
+                Box::new(|j| j.header.source_name = String::new()),
+            ),
             (
                 "output",
                 Box::new(|j| j.header.output_name = "-fplugin=x.so".into()),
             ),
-            ("extra", Box::new(|j| j.header.extra_outputs = vec!["@x".into()])),
+            (
+                "extra",
+                Box::new(|j| j.header.extra_outputs = vec!["@x".into()]),
+            ),
             (
                 "context",
                 Box::new(|j| {
