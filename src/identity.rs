@@ -81,7 +81,8 @@ struct Ran {
 async fn read_capped<R: tokio::io::AsyncRead + Unpin>(r: Option<R>) -> Vec<u8> {
     let Some(mut r) = r else { return Vec::new() };
     let mut kept = Vec::new();
-    let mut buf = [0u8; 8192];
+    // On the heap: several of these run at once inside one future.
+    let mut buf = vec![0u8; 8192];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
@@ -290,7 +291,10 @@ impl Prober {
             }
             cache.entry(key).or_default().clone()
         };
-        slot.get_or_init(|| probe(path, &self.opts)).await.clone()
+        // Boxed: a probe's future is large, and it sits inside every caller's.
+        slot.get_or_init(|| Box::pin(probe(path, &self.opts)))
+            .await
+            .clone()
     }
 
     /// The identity already known for `path` at its current size and mtime, without

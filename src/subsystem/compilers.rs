@@ -237,7 +237,6 @@ fn allows(allow: &AllowList, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsString;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 
@@ -266,10 +265,7 @@ mod tests {
 
     fn compilers(dirs: &[&Path], extra: Vec<String>) -> Compilers {
         let path = std::env::join_paths(dirs).unwrap();
-        Compilers::new(
-            AllowList::new(true, extra, Some(OsString::from(path))),
-            Rule::DEFAULT,
-        )
+        Compilers::new(AllowList::new(true, extra, Some(path)), Rule::DEFAULT)
     }
 
     #[tokio::test]

@@ -407,4 +407,6 @@ fn our_hello(settings: &ServerSettings, opts: &ServeOptions) -> Hello {
 #[cfg(test)]
 mod admission_tests;
 #[cfg(test)]
+mod identity_tests;
+#[cfg(test)]
 mod tests;
