@@ -144,6 +144,18 @@ impl Drop for MuxStop<'_> {
 /// `hoardcc <compiler> -c s<i>.c -o s<i>.o` through the mux, with no fallback (a failed
 /// distribution fails the test) and `path` (if any) first on the client's PATH.
 fn compile(sshd: &Sshd, shims: &Shims, compiler: &str, i: usize, path: Option<&Path>) -> Output {
+    compile_with(sshd, shims, compiler, i, path, &[])
+}
+
+/// [`compile`] with extra environment variables.
+fn compile_with(
+    sshd: &Sshd,
+    shims: &Shims,
+    compiler: &str,
+    i: usize,
+    path: Option<&Path>,
+    vars: &[(&str, &str)],
+) -> Output {
     let mut cmd = Command::new(hoardcc_bin());
     sshd.apply_env(&mut cmd);
     if let Some(p) = path {
@@ -155,6 +167,7 @@ fn compile(sshd: &Sshd, shims: &Shims, compiler: &str, i: usize, path: Option<&P
         .env("HOARDCC_JOBLOG", shims.work().join("joblog"))
         .env("HOARDCC_FALLBACK", "0")
         .env("HOARDCC_IDLE_TIMEOUT", "120")
+        .envs(vars.iter().copied())
         .args([compiler, "-O2", "-c"])
         .arg(format!("s{i}.c"))
         .arg("-o")
@@ -347,4 +360,35 @@ async fn a_lane_lists_the_server_s_compilers() {
     assert_eq!(gcc.path, shims.bin().join("gcc").display().to_string());
     // The lane still runs jobs afterwards.
     assert!(lane.ping(T).await.is_ok());
+}
+
+/// Without the mux (`HOARDCC_MUX=0`) the wrapper probes its compiler itself: the liar on
+/// the server never compiles, and a client compiler with no match compiles locally.
+#[test]
+fn the_direct_path_matches_too() {
+    let (_, major) = gcc_version();
+    let server = Shims::new();
+    server.shim("gcc", Some("99.1.0"));
+    let honest = format!("gcc-{major}");
+    server.shim(&honest, None);
+    let sshd = sshd_with_path(Some(&server.bin()));
+    let direct = [("HOARDCC_MUX", "0")];
+    let out = compile_with(&sshd, &server, "gcc", 0, None, &direct);
+    assert!(
+        out.stderr.is_empty(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!((server.marks("gcc"), server.marks(&honest)), (0, 1));
+    // A client gcc that says 88.1.0: nothing matches there.
+    let client = Shims::new();
+    client.shim("gcc", Some("88.1.0"));
+    compile_with(&sshd, &server, "gcc", 1, Some(&client.bin()), &direct);
+    assert_eq!(client.marks("gcc"), 1, "compiled locally");
+    assert_eq!((server.marks("gcc"), server.marks(&honest)), (0, 1));
+    let log = server.joblog();
+    assert!(
+        log[0].starts_with("remote\t") && log[1].starts_with("local\t"),
+        "{log:#?}"
+    );
 }
