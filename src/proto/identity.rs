@@ -136,6 +136,9 @@ pub struct OfferedCompiler {
     pub path: String,
     /// What it is.
     pub id: CompilerId,
+    /// Named in the server's `compilers` setting: a candidate for any job of the same
+    /// tool (`gcc`, `g++` …), not only for its own name.
+    pub extra: bool,
 }
 
 fn truncate(s: &mut String, max: usize) {
@@ -281,6 +284,29 @@ pub fn candidate_names(name: &str, id: &CompilerId) -> Vec<String> {
         }
     }
     out
+}
+
+/// The compiler a server offering `offered` (its `Message::Compilers` list) would pick
+/// for a job of `name` that is `wanted`, by the server's own order: [`candidate_names`],
+/// then the server's `extra` compilers of the same tool. For `hoardcc ping` and
+/// `doctor`, which ask before sending a job.
+pub fn find_match<'a>(
+    name: &str,
+    wanted: &CompilerId,
+    offered: &'a [OfferedCompiler],
+    rule: Rule,
+) -> Option<&'a OfferedCompiler> {
+    let same = |o: &&OfferedCompiler| o.id.mismatch(wanted, rule).is_none();
+    candidate_names(name, wanted)
+        .iter()
+        .find_map(|n| offered.iter().filter(|o| &o.name == n).find(same))
+        .or_else(|| {
+            let tool = tool_of(name);
+            offered
+                .iter()
+                .filter(|o| o.extra && tool_of(&o.name) == tool)
+                .find(same)
+        })
 }
 
 #[cfg(test)]
@@ -438,5 +464,44 @@ Thread model: posix\nInstalledDir: /usr/bin\nFound candidate GCC installation: /
             ..id
         };
         assert!(!long.is_bounded());
+    }
+
+    #[test]
+    fn find_match_follows_the_server_s_order() {
+        let id = gcc();
+        let mut v13 = id.clone();
+        v13.version = "13.1.0".into();
+        let offer = |name: &str, id: &CompilerId| OfferedCompiler {
+            name: name.into(),
+            path: format!("/usr/bin/{name}"),
+            id: id.clone(),
+            extra: name.starts_with("my-"),
+        };
+        let offered = vec![
+            offer("gcc", &v13),
+            offer("my-gcc", &id),
+            offer("gcc-12", &id),
+            offer("g++-12", &id),
+        ];
+        let m = find_match("gcc", &id, &offered, Rule::DEFAULT).unwrap();
+        assert_eq!(m.name, "gcc-12");
+        assert_eq!(
+            find_match("gcc", &v13, &offered, Rule::DEFAULT)
+                .unwrap()
+                .name,
+            "gcc"
+        );
+        let only_other = vec![offer("gcc", &v13), offer("my-gcc", &id)];
+        assert_eq!(
+            find_match("gcc", &id, &only_other, Rule::DEFAULT)
+                .unwrap()
+                .name,
+            "my-gcc"
+        );
+        // A same-tool name the server does not list as extra is no candidate.
+        let not_extra = vec![offer("gcc", &v13), offer("your-gcc", &id)];
+        assert!(find_match("gcc", &id, &not_extra, Rule::DEFAULT).is_none());
+        assert!(find_match("clang", &id, &offered, Rule::DEFAULT).is_none());
+        assert!(find_match("gcc", &id, &offered, Rule::STRICT).is_none());
     }
 }

@@ -55,6 +55,8 @@ pub struct Found {
     pub path: PathBuf,
     /// Its identity, or why it has none.
     pub id: Result<CompilerId, ProbeError>,
+    /// Named in the `compilers` setting (a candidate for every job of its tool).
+    pub extra: bool,
 }
 
 impl Compilers {
@@ -97,6 +99,15 @@ impl Compilers {
         &self.allow
     }
 
+    /// The names the `compilers` setting adds (an absolute entry by its file name).
+    fn extra_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.allow
+            .extra
+            .iter()
+            .map(|e| e.rsplit('/').next().unwrap_or(e).to_string())
+            .filter(|n| !n.is_empty())
+    }
+
     /// What must be equal.
     pub fn rule(&self) -> Rule {
         self.rule
@@ -126,12 +137,7 @@ impl Compilers {
             return Err(PickError::Refused(e.clone()));
         }
         let tool = tool_of(name);
-        let extra = self
-            .allow
-            .extra
-            .iter()
-            .map(|e| e.rsplit('/').next().unwrap_or(e).to_string())
-            .filter(|e| tool_of(e) == tool);
+        let extra = self.extra_names().filter(|e| tool_of(e) == tool);
         let mut seen = BTreeSet::new();
         let mut here: Option<Result<CompilerId, ProbeError>> = None;
         for candidate in candidate_names(name, wanted).into_iter().chain(extra) {
@@ -183,12 +189,8 @@ impl Compilers {
                 }
             }
         }
-        for e in &self.allow.extra {
-            let base = e.rsplit('/').next().unwrap_or(e);
-            if !base.is_empty() {
-                names.insert(base.to_string());
-            }
-        }
+        names.extend(self.extra_names());
+        let extras: Arc<BTreeSet<String>> = Arc::new(self.extra_names().collect());
         // Probed a few at a time: a clang takes ~0.1 s per probe.
         let mut probes = tokio::task::JoinSet::new();
         let gate = Arc::new(tokio::sync::Semaphore::new(PROBES_AT_ONCE));
@@ -196,11 +198,20 @@ impl Compilers {
             let Ok(path) = self.allow.resolve(&name) else {
                 continue;
             };
-            let (prober, gate) = (self.prober.clone(), gate.clone());
+            let (prober, gate, extras) = (self.prober.clone(), gate.clone(), extras.clone());
             probes.spawn(async move {
                 let _permit = gate.acquire_owned().await;
                 let id = prober.identity(&path).await;
-                (i, Found { name, path, id })
+                let extra = extras.contains(&name);
+                (
+                    i,
+                    Found {
+                        name,
+                        path,
+                        id,
+                        extra,
+                    },
+                )
             });
         }
         let mut out = Vec::new();
@@ -221,6 +232,7 @@ impl Compilers {
                     name: f.name,
                     path: f.path.display().to_string(),
                     id: f.id.ok()?,
+                    extra: f.extra,
                 })
             })
             .take(MAX_OFFERED)
@@ -342,17 +354,17 @@ mod tests {
         let pinned = fake(&b, "my-gcc", "12.2.0");
         let c = compilers(&[&a], vec![pinned.display().to_string()]);
         assert_eq!(c.pick("gcc", Some(&id("12.2.0"))).await.unwrap(), pinned);
-        let listed: Vec<(String, String)> = c
+        let listed: Vec<(String, String, bool)> = c
             .offered()
             .await
             .into_iter()
-            .map(|o| (o.name, o.id.version))
+            .map(|o| (o.name, o.id.version, o.extra))
             .collect();
         assert_eq!(
             listed,
             [
-                ("gcc".to_string(), "13.1.0".to_string()),
-                ("my-gcc".to_string(), "12.2.0".to_string())
+                ("gcc".to_string(), "13.1.0".to_string(), false),
+                ("my-gcc".to_string(), "12.2.0".to_string(), true)
             ]
         );
     }
