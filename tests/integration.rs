@@ -33,3 +33,5 @@ mod logging;
 mod tools;
 // The right compiler, or none (issue 11): identity matching, mismatch blocks, serve --check.
 mod identity;
+// The live monitor (`hoardcc mon` in tmux, `mon --once`) and `hoardcc stats` (issue 11).
+mod mon;
