@@ -31,6 +31,8 @@ mod conformance;
 mod logging;
 // Real build tools: CMake + Ninja launcher, ccache with CCACHE_PREFIX, masquerade next to ccache.
 mod tools;
+// The right compiler, or none (issue 11): identity matching, mismatch blocks, serve --check.
+mod identity;
 // The live monitor (`hoardcc mon` in tmux, `mon --once`) and `hoardcc stats` (issue 11).
 mod mon;
 // Setup commands: install-server into the fixture user's home (plain and --forced-command), masquerade DIR.
