@@ -1,7 +1,8 @@
 //! Native framing: the byte layer under [`msg`](super::msg) on every hoardcc lane
 //! (wrapper ⇄ mux on the Unix socket, mux ⇄ `hoardcc serve` over an SSH channel).
-//! Neighbours: `proto::msg` (what the frames carry, postcard-encoded), `mux::channel`
-//! and `subsystem` (the async users), `wrapper::daemon` (the [`blocking`] user).
+//! Neighbours: `proto::msg` (what the frames carry, postcard-encoded), `mux::lane`,
+//! `mux::conn` and `subsystem` (the async users), `wrapper::mux_client` and `cli` (the
+//! [`blocking`] users, through the same reader and writer).
 //!
 //! Layout: each side first sends [`MAGIC`] then one frame holding its [`Hello`]; after
 //! that, frames of `u32` big-endian length + payload. The magic lets the server's peer
@@ -275,61 +276,99 @@ pub fn negotiate(ours: &Hello, theirs: &Hello) -> Result<u32, Error> {
 }
 
 /// The same framing over blocking `std::io`, for the synchronous wrapper talking to the
-/// local mux on its Unix socket. Frames and messages are byte-identical to the async ones.
+/// local mux on its Unix socket.
+///
+/// There is one frame reader and one writer: the async ones above. This module only runs
+/// them over a `std::io` stream, seen through an adapter whose every poll is a blocking
+/// call that is never `Pending`, so each future completes in its first poll and needs no
+/// runtime. The bounds are the same code; a socket's read or write timeout
+/// (`set_read_timeout`) surfaces as the [`Error::Io`] it raises
+/// (`WouldBlock`/`TimedOut`), as the wrapper's reply deadline expects.
 pub mod blocking {
-    use std::io::{Read, Write};
+    use std::future::Future;
+    use std::io::{self, Read, Write};
+    use std::pin::{pin, Pin};
+    use std::task::{Context, Poll, Waker};
 
     use serde::de::DeserializeOwned;
     use serde::Serialize;
+    use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-    use super::{check_len, decode, encode, header_for, INITIAL_BODY_CAPACITY, MAX_FRAME};
+    use super::{decode, encode, MAX_FRAME};
     use crate::proto::Error;
 
-    /// Writes one frame (length + payload) and flushes.
+    /// A blocking `std::io` stream seen as a tokio one: each poll does the blocking call
+    /// and is always ready. `Interrupted` is retried here, as `std`'s own loops do.
+    struct Blocking<S>(S);
+
+    impl<R: Read + Unpin> AsyncRead for Blocking<R> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            loop {
+                match self.0.read(buf.initialize_unfilled()) {
+                    Ok(n) => {
+                        buf.advance(n);
+                        return Poll::Ready(Ok(()));
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Poll::Ready(Err(e)),
+                }
+            }
+        }
+    }
+
+    impl<W: Write + Unpin> AsyncWrite for Blocking<W> {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            loop {
+                match self.0.write(buf) {
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    other => return Poll::Ready(other),
+                }
+            }
+        }
+
+        fn poll_flush(mut self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(self.0.flush())
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            self.poll_flush(cx)
+        }
+    }
+
+    /// Runs a future over [`Blocking`] streams to completion in one poll.
+    ///
+    /// # Panics
+    /// If the future is pending, which a future awaiting only [`Blocking`] streams never is.
+    fn run<F: Future>(f: F) -> F::Output {
+        match pin!(f).poll(&mut Context::from_waker(Waker::noop())) {
+            Poll::Ready(out) => out,
+            Poll::Pending => unreachable!("a future over blocking streams is never pending"),
+        }
+    }
+
+    /// Writes one frame (length + payload) and flushes: [`super::write_frame`].
     ///
     /// # Errors
     /// [`Error::TooLarge`] if `payload` exceeds [`MAX_FRAME`]; [`Error::Io`].
     pub fn write_frame<W: Write>(w: &mut W, payload: &[u8]) -> Result<(), Error> {
-        let header = header_for(payload)?;
-        w.write_all(&header)?;
-        w.write_all(payload)?;
-        w.flush()?;
-        Ok(())
+        run(super::write_frame(&mut Blocking(w), payload))
     }
 
-    /// Reads one frame of at most `max` bytes; `Ok(None)` on a clean end of stream
-    /// before the first length byte.
+    /// Reads one frame of at most `max` bytes: [`super::read_frame`]. `Ok(None)` on a clean
+    /// end of stream before the first length byte.
     ///
     /// # Errors
     /// [`Error::Truncated`], [`Error::TooLarge`] (before allocating), [`Error::Io`].
     pub fn read_frame<R: Read>(r: &mut R, max: u32) -> Result<Option<Vec<u8>>, Error> {
-        let mut header = [0u8; 4];
-        let mut got = 0;
-        while got < header.len() {
-            let n = match r.read(&mut header[got..]) {
-                Ok(n) => n,
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e.into()),
-            };
-            if n == 0 {
-                return if got == 0 {
-                    Ok(None)
-                } else {
-                    Err(Error::Truncated {
-                        what: "frame length",
-                    })
-                };
-            }
-            got += n;
-        }
-        let len = u32::from_be_bytes(header);
-        check_len("frame", len, max)?;
-        let mut body = Vec::with_capacity((len as usize).min(INITIAL_BODY_CAPACITY));
-        r.by_ref().take(len.into()).read_to_end(&mut body)?;
-        if body.len() != len as usize {
-            return Err(Error::Truncated { what: "frame body" });
-        }
-        Ok(Some(body))
+        run(super::read_frame(&mut Blocking(r), max))
     }
 
     /// Encodes `t` with postcard and writes it as one frame.
@@ -512,6 +551,75 @@ mod tests {
         }
         let none: Option<Message> = blocking::read_message(&mut &b""[..]).unwrap();
         assert_eq!(none, None);
+    }
+
+    /// A std reader that hands out one byte per call, with an `Interrupted` before each,
+    /// then the error `end` once its bytes are gone (`None`: end of stream).
+    struct Dribble {
+        bytes: Vec<u8>,
+        at: usize,
+        interrupt: bool,
+        end: Option<std::io::ErrorKind>,
+    }
+
+    impl std::io::Read for Dribble {
+        fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+            self.interrupt = !self.interrupt;
+            if self.interrupt {
+                return Err(std::io::ErrorKind::Interrupted.into());
+            }
+            if self.at == self.bytes.len() {
+                return match self.end {
+                    Some(kind) => Err(kind.into()),
+                    None => Ok(0),
+                };
+            }
+            buf[0] = self.bytes[self.at];
+            self.at += 1;
+            Ok(1)
+        }
+    }
+
+    #[test]
+    fn blocking_reader_retries_interrupts_and_passes_a_timeout_on() {
+        let mut wire = Vec::new();
+        blocking::write_frame(&mut wire, b"hello").unwrap();
+        blocking::write_frame(&mut wire, b"").unwrap();
+        let mut r = Dribble {
+            bytes: wire.clone(),
+            at: 0,
+            interrupt: false,
+            end: None,
+        };
+        assert_eq!(
+            blocking::read_frame(&mut r, 16).unwrap(),
+            Some(b"hello".to_vec())
+        );
+        assert_eq!(blocking::read_frame(&mut r, 16).unwrap(), Some(vec![]));
+        assert_eq!(blocking::read_frame(&mut r, 16).unwrap(), None);
+        // A socket read timeout mid-frame is the stream's error, not a truncation.
+        let mut r = Dribble {
+            bytes: wire[..6].to_vec(),
+            at: 0,
+            interrupt: false,
+            end: Some(std::io::ErrorKind::WouldBlock),
+        };
+        match blocking::read_frame(&mut r, 16).unwrap_err() {
+            Error::Io(e) => assert_eq!(e.kind(), std::io::ErrorKind::WouldBlock),
+            other => panic!("{other:?}"),
+        }
+        // The bound holds on the blocking side, before the body is read.
+        let mut r = Dribble {
+            bytes: wire,
+            at: 0,
+            interrupt: false,
+            end: Some(std::io::ErrorKind::WouldBlock),
+        };
+        assert!(matches!(
+            blocking::read_frame(&mut r, 4),
+            Err(Error::TooLarge { len: 5, max: 4, .. })
+        ));
+        assert_eq!(r.at, 4, "only the length was read");
     }
 
     #[tokio::test]
