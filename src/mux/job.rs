@@ -1,4 +1,4 @@
-//! Stage: one job in the mux — reserve a slot (`mux::scheduler`), run attempts on a
+//! Stage: one job in the mux — reserve a host slot (`mux::scheduler`), run attempts on a
 //! lane from `mux::pool` (`mux::lane`), and the one retry policy. Neighbours:
 //! `mux::conn` (asks for it), `mux::listener` (the shared [`Daemon`] state).
 
@@ -11,18 +11,18 @@ use crate::hosts::{self, HostSpec};
 use crate::mux::conn::failed;
 use crate::mux::lane::{Completed, TransportError, Wire};
 use crate::mux::listener::{Daemon, JobInfo};
-use crate::mux::scheduler::{Grant, Outcome, SlotGuard, Want};
+use crate::mux::scheduler::{Grant, HostVerdict, HostSlot, Want};
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::{Blob, JobResult, JobSpec, MuxReply, OutputFile};
 
-/// How long a retry may wait for a slot on another host.
+/// How long a retry may wait for a host slot on another host.
 const RETRY_WAIT: Duration = Duration::from_secs(5);
 /// Busy answers tolerated for one job before it is given up (the wrapper compiles locally).
 const MAX_BUSY_RETRIES: u32 = 8;
 
-/// A reserved remote slot and what the wrapper was told.
+/// A reserved remote host slot and what the wrapper was told.
 pub(crate) struct Held {
-    guard: SlotGuard,
+    guard: HostSlot,
     spec: HostSpec,
     wire: Wire,
     /// The job's hosts, for a retry elsewhere.
@@ -46,14 +46,14 @@ impl Daemon {
         entry.since = Instant::now();
     }
 
-    /// Parse the host list, register and warm its hosts, and wait for a slot.
+    /// Parse the host list, register and warm its hosts, and wait for a host slot.
     pub(super) async fn reserve(
         &self,
         id: u64,
         hosts_text: &str,
         file: &str,
         held: &mut Option<Held>,
-        local: &mut Option<SlotGuard>,
+        local: &mut Option<HostSlot>,
     ) -> MuxReply {
         let list = match hosts::parse(hosts_text) {
             Ok(l) => l,
@@ -190,8 +190,8 @@ impl Daemon {
     }
 
     /// One attempt of the job on `held`'s host: a lane from the pool, the job on it, and
-    /// the outcome told to the scheduler for a success or a busy answer (a failure's
-    /// outcome is [`Daemon::retry`]'s to set).
+    /// the verdict told to the scheduler for a success or a busy answer (a failure's
+    /// verdict is [`Daemon::retry`]'s to set).
     async fn attempt(&self, held: &mut Held, spec: &JobSpec, source: &[u8]) -> Attempt {
         let key = held.spec.key();
         let start = Instant::now();
@@ -219,7 +219,7 @@ impl Daemon {
         match pl.lane.run(spec, source).await {
             Ok(done) => {
                 self.pool.checkin(pl);
-                held.guard.set_outcome(Outcome::Ok {
+                held.guard.set_verdict(HostVerdict::Ok {
                     elapsed: start.elapsed(),
                 });
                 Attempt::Answer(MuxReply::Done(job_result(done)))
@@ -230,7 +230,7 @@ impl Daemon {
             }
             Err(e @ TransportError::Busy { .. }) => {
                 self.pool.checkin(pl);
-                held.guard.set_outcome(Outcome::Busy);
+                held.guard.set_verdict(HostVerdict::Busy);
                 Attempt::Busy(e)
             }
             Err(e) => {
@@ -250,12 +250,12 @@ impl Daemon {
         }
     }
 
-    /// After the `failures`-th failed attempt on `held` (`why`): the slot for the one
+    /// After the `failures`-th failed attempt on `held` (`why`): the host slot for the one
     /// retry `how` asks for, or `None` (give up: the wrapper compiles locally).
     async fn retry(&self, mut held: Held, failures: u32, how: Retry, why: &str) -> Option<Held> {
         let key = held.spec.key();
         if failures >= 2 {
-            held.guard.set_outcome(Outcome::Failed);
+            held.guard.set_verdict(HostVerdict::Failed);
             return None;
         }
         tracing::info!(host = %key, "job failed: {why}; retrying ({how:?})");
@@ -264,11 +264,11 @@ impl Daemon {
             // Not the host's failure (the OOM killer, an admin): no backoff, and the host
             // may take the retry.
             Retry::Anywhere => {
-                held.guard.set_outcome(Outcome::Unused);
+                held.guard.set_verdict(HostVerdict::Unused);
                 None
             }
             Retry::Elsewhere => {
-                held.guard.set_outcome(Outcome::Failed);
+                held.guard.set_verdict(HostVerdict::Failed);
                 Some(key.as_str())
             }
         };
@@ -280,7 +280,7 @@ impl Daemon {
             .await
     }
 
-    /// A slot on one of `hosts` speaking `wire` (not `exclude`), waiting at most `wait`
+    /// A host slot on one of `hosts` speaking `wire` (not `exclude`), waiting at most `wait`
     /// (or as long as the queue takes).
     async fn reacquire(
         &self,
@@ -325,7 +325,7 @@ impl Daemon {
 enum Attempt {
     /// The wrapper's answer: the job is done, or it must not be retried.
     Answer(MuxReply),
-    /// The server had no free slot: reschedule without penalty.
+    /// The server had no free server slot: reschedule without penalty.
     Busy(TransportError),
     /// The attempt failed (message, exit code); [`Daemon::retry`] decides what next.
     Failed {
@@ -337,7 +337,7 @@ enum Attempt {
 /// Where the one retry of a failed job may run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Retry {
-    /// The same host (and slot), on a fresh lane.
+    /// The same host (and host slot), on a fresh lane.
     FreshLane,
     /// Any host of the job's list, the same one included.
     Anywhere,

@@ -3,15 +3,15 @@
 //! [`process`] (daemonize, socket bind) → [`listener`] (accept loop, idle exit,
 //! shutdown) → [`conn`] (one wrapper connection's protocol) → [`job`] (reserve, one
 //! attempt, the one retry policy) → [`lane`] (one job over one ssh channel or TCP
-//! socket), with [`pool`] (connections and lanes), [`scheduler`] (slots, backoff),
+//! socket), with [`pool`] (connections and lanes), [`scheduler`] (host slots, backoff),
 //! [`ssh`] (russh) and [`status`] (`hoardcc status`). Neighbours: `wrapper` (the caller,
 //! through `wrapper::mux_client`), `proto` (what travels), `subsystem` (the other end).
 //!
 //! The daemon listens on the private Unix socket `Paths::mux_socket()`; each wrapper
-//! connects for one job: `Reserve` (the scheduler picks a slot; the reply comes at once
+//! connects for one job: `Reserve` (the scheduler picks a host slot; the reply comes at once
 //! while the lane may still be connecting, so the wrapper preprocesses meanwhile), then
 //! `Run` (one retry on another lane or host; `Failed` makes the wrapper fall back to a
-//! local compile). The slot is freed when the wrapper's connection ends, whatever
+//! local compile). The host slot is freed when the wrapper's connection ends, whatever
 //! happens. The daemon exits after `mux.idle_timeout` without wrappers, on `Stop`, or on
 //! SIGTERM/SIGINT, closing every ssh connection and removing its socket.
 

@@ -127,12 +127,12 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
 }
 
 /// What the pipeline learnt, for the job log; and the mux connection that holds a local
-/// slot while a local compile runs.
+/// host slot while a local compile runs.
 #[derive(Default)]
 struct Note {
     source: String,
     host: String,
-    slot: Option<mux_client::MuxClient>,
+    local_slot: Option<mux_client::MuxClient>,
 }
 
 /// One line per compile, appended in a single write (O_APPEND keeps lines whole).
@@ -230,15 +230,15 @@ fn via_mux(
             return None;
         }
     };
-    // Ask for a slot before preprocessing, so the mux connects while cpp runs.
+    // Ask for a host slot before preprocessing, so the mux connects while cpp runs.
     let wire = match client.reserve(&host_list_text(list), &job.source) {
         Ok(MuxReply::Reserved { host, wire }) => {
             note.host = host;
             wire
         }
         Ok(MuxReply::Local { reason }) => {
-            // A local slot of the shared pool: hold it (the connection) while compiling.
-            note.slot = Some(client);
+            // A local host slot of the shared pool: hold it (the connection) while compiling.
+            note.local_slot = Some(client);
             return Some(Outcome::Local(reason));
         }
         Ok(MuxReply::Failed { message, exit_code }) => {

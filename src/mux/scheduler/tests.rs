@@ -65,14 +65,14 @@ fn spreads_over_unmeasured_hosts_then_prefers_the_faster_one() {
     assert_ne!(first, second, "unmeasured hosts are used evenly");
     s.release(
         &Grant::Remote(first.clone()),
-        Outcome::Ok {
+        HostVerdict::Ok {
             elapsed: Duration::from_millis(900),
         },
         now,
     );
     s.release(
         &Grant::Remote(second.clone()),
-        Outcome::Ok {
+        HostVerdict::Ok {
             elapsed: Duration::from_millis(300),
         },
         now,
@@ -99,7 +99,7 @@ fn ewma_moves_toward_new_times() {
         ));
         s.release(
             &g,
-            Outcome::Ok {
+            HostVerdict::Ok {
                 elapsed: Duration::from_millis(ms),
             },
             now,
@@ -129,7 +129,7 @@ async fn failed_host_is_backed_off_then_returns() {
     let now = Instant::now();
     let a = Grant::Remote(keys[0].clone());
     assert_eq!(remote(&s.try_acquire(&w, now)), keys[0]);
-    s.release(&a, Outcome::Failed, now);
+    s.release(&a, HostVerdict::Failed, now);
     assert!(s.host(&keys[0]).unwrap().backed_off(now));
     // Only b is usable now; with b busy the job waits rather than using a.
     assert_eq!(remote(&s.try_acquire(&w, now)), keys[1]);
@@ -183,7 +183,7 @@ async fn busy_pauses_host_without_penalty() {
     let now = Instant::now();
     let g = Grant::Remote(keys[0].clone());
     assert!(matches!(s.try_acquire(&w, now), Decision::Granted(_)));
-    s.release(&g, Outcome::Busy, now);
+    s.release(&g, HostVerdict::Busy, now);
     let h = s.host(&keys[0]).unwrap();
     assert_eq!((h.jobs_failed, h.jobs_busy), (0, 1));
     assert!(!h.backed_off(now));
@@ -209,7 +209,7 @@ fn queue_is_fifo_and_release_serves_the_oldest() {
     assert_eq!(s.queued(), 2);
     assert!(s.cancel(t2));
     assert!(!s.cancel(t2));
-    s.release(&g, Outcome::Unused, now);
+    s.release(&g, HostVerdict::Unused, now);
     assert_eq!(s.dispatch(now), vec![(t3, Decision::Granted(g.clone()))]);
     assert_eq!(s.next_wakeup(now), None);
 }
@@ -223,7 +223,7 @@ fn queued_job_learns_when_nothing_is_usable() {
     assert!(matches!(s.try_acquire(&w, now), Decision::Granted(_)));
     let t = s.enqueue(w);
     assert!(s.dispatch(now).is_empty());
-    s.release(&g, Outcome::Failed, now);
+    s.release(&g, HostVerdict::Failed, now);
     let d = s.dispatch(now);
     assert_eq!(d.len(), 1);
     assert_eq!(d[0].0, t);
@@ -282,7 +282,7 @@ async fn a_pause_set_after_queueing_wakes_the_waiter_when_it_ends() {
     .await
     .unwrap();
     let paused_at = Instant::now();
-    first.set_outcome(Outcome::Busy);
+    first.set_verdict(HostVerdict::Busy);
     drop(first);
     let got = tokio::time::timeout(Duration::from_secs(5), waiter)
         .await
