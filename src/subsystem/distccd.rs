@@ -1,7 +1,7 @@
-//! Server stage for stock distcc clients: one distcc protocol 1/2 job on the stream
+//! Stage: server, for stock distcc clients: one distcc protocol 1/2 job on the stream
 //! (what `distccd --inetd` does when `DISTCC_HOSTS=@host` runs it over ssh). Reads the
 //! request with `proto::distcc`, applies the same compiler allow-list and argument rules
-//! as native jobs, takes a compile slot (`subsystem::slots`), compiles the `.i` in a
+//! as native jobs, takes a server slot (`subsystem::slots`), compiles the `.i` in a
 //! private temporary directory, and answers `DONE/STAT/SERR/SOUT/DOTO`. Neighbours:
 //! `subsystem` (detects `DIST` and calls [`serve_one`]), `subsystem::job` (allow-list),
 //! `subsystem::sandbox` (environment and containment, as for native jobs),

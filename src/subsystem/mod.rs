@@ -1,4 +1,4 @@
-//! Server stage, `hoardcc serve`: the SSH subsystem (or forced command, or masquerading
+//! Stage: server, `hoardcc serve`: the SSH subsystem (or forced command, or masquerading
 //! `distccd --inetd`) that runs compiles for a client over stdin/stdout. The client
 //! speaks first; the opening bytes pick the protocol: `\0HOARDCC` → the native lane
 //! protocol (hello, then any number of `Job`/`Ping` messages until EOF), `DIST` → one
@@ -8,14 +8,15 @@
 //! Per job (in `session`, after the hellos), admission comes before work:
 //! [`job::check`] validates it cheaply (allow-list, arguments, and the counts and sizes
 //! it claims against
-//! [`Admission`](crate::config::Admission)), [`slots`] admits it against the slot limit
+//! [`Admission`](crate::config::Admission)), [`slots`] admits it against the server slot limit
 //! (or answers `Busy`), and only then [`job::stage`] decodes and writes it into its
 //! [`workdir`]. [`exec`] runs the compiler while [`reader`] keeps reading the lane: `Ping`
 //! is answered, a `Heartbeat` goes out every `heartbeat`, and EOF (client gone) kills
 //! the compiler's process group at once. Jobs pipelined behind the running one are
 //! queued within a byte budget (else answered `Busy`); a lane with no work closes after
-//! the idle timeout. Neighbours: `mux` and `wrapper` (the clients, via
-//! `proto::frame`), `config` (the [`ServerSettings`]).
+//! the idle timeout. Neighbours: `mux::lane` (the client, and
+//! through it `wrapper::direct`; via `proto::frame`), `subsystem::session` (one native session),
+//! `config` (the [`ServerSettings`]).
 
 pub mod distccd;
 pub mod exec;

@@ -1,11 +1,11 @@
-//! Server stage 7b, the lane reader: reads the client's frames after the hellos, with
+//! Stage: server, the lane reader: reads the client's frames after the hellos, with
 //! the two timeouts a lane needs. Between frames, a lane with nothing to do (no job
 //! running or queued: the `busy` flag) may stay silent for the idle timeout, then it is
 //! closed cleanly, as if the client had hung up. The mux notices that at once (its idle
 //! lane watcher sees EOF and drops the lane) and pings any lane idle over 30 s before
 //! giving it a job, so a server closing an idle lane never fails a job. Inside a frame,
 //! the client must keep sending: a silence longer than the frame timeout drops the lane.
-//! Neighbours: `subsystem` (the session runs this next to the job it serves),
+//! Neighbours: `subsystem::session` (runs this next to the job it serves),
 //! `proto::frame` (the framing).
 
 use std::future::Future;

@@ -1,4 +1,4 @@
-//! Server stage 9a, containment of the compiler: what a compiler started for a client
+//! Stage: server execution, containment of the compiler: what a compiler started for a client
 //! may touch. Three layers, all applied to the compiler child only (never to
 //! `hoardcc serve` itself):
 //!

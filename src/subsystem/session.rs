@@ -1,10 +1,10 @@
-//! Server stage, one native session of `hoardcc serve` after the hellos (`subsystem`
-//! reads the opening and negotiates): per job, admit (`job::check`, then a slot from
-//! `slots` or `Busy`), compile (`job::stage` into a `workdir`, `exec` while `reader`
+//! Stage: server, one native session of `hoardcc serve` after the hellos (`subsystem`
+//! reads the opening and negotiates): per job, admit (`job::check`, then a server slot
+//! from `slots` or `Busy`), compile (`job::stage` into a `workdir`, `exec` while `reader`
 //! keeps reading the lane, with heartbeats, `Ping` answers and EOF killing the compiler),
 //! answer (`result_message`: outputs read back within the frame budget, or the fault).
-//! Pipelined jobs wait in a byte-bounded queue. Neighbours: `subsystem` (caller), `job`,
-//! `slots`, `exec`, `reader`, `proto::frame`.
+//! Pipelined jobs wait in a byte-bounded queue. Neighbours: `subsystem` (caller), `subsystem::job`,
+//! `subsystem::slots`, `subsystem::exec`, `subsystem::reader`, `proto::frame`.
 
 use std::collections::VecDeque;
 

@@ -1,13 +1,14 @@
-//! Server stage 8a, admission: one limit on concurrent compiles shared by the
+//! Stage: server admission, the server slots: one limit on concurrent compiles shared by the
 //! `hoardcc serve` processes that use the same slot directory (each lane is its own
 //! process, so the limit must live outside them). These server slots (the client's own
 //! per-host limit is the mux's host slots, `mux::scheduler`) are lock files `slot-0 …
 //! slot-(N-1)` taken with non-blocking `flock`: a held lock frees itself when its
 //! process dies, so a crashed server never leaks a slot. All slots held → the job is
 //! answered `Busy` at once (the client's scheduler tries another host); stock distcc
-//! jobs poll for a bounded time instead (`subsystem::distccd`). Neighbours: `subsystem`
-//! (calls [`try_acquire`] per job and [`current_load`] for the hello),
-//! `subsystem::exec` (runs while the [`ServerSlot`] is held).
+//! jobs poll for a bounded time instead (`subsystem::distccd`). Neighbours:
+//! `subsystem::session` and `subsystem::distccd` (call [`try_acquire`] per job),
+//! `subsystem` ([`current_load`] for the hello), `subsystem::exec` (runs while the
+//! [`ServerSlot`] is held).
 //!
 //! Which directory ([`slot_dir_from_env`]), and so who shares the limit:
 //! 1. `$HOARDCC_SLOT_DIR` (tests, unusual hosts), as given;

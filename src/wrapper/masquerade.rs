@@ -1,11 +1,11 @@
-//! Stage 1 of the wrapper: find the real compiler. hoardcc runs either as
+//! Stage: wrapper, compiler lookup: find the real compiler. hoardcc runs either as
 //! `hoardcc gcc …` or through a symlink named `gcc` (masquerade). The real compiler is the
 //! first one on PATH that is neither hoardcc (this binary, or any file that resolves to a
 //! `hoardcc`) nor another compiler wrapper (ccache, distcc, icecc, sccache: recognised by
 //! the resolved target's name, or by a masquerade directory such as `/usr/lib/ccache`),
 //! nor a compiler an outer hoardcc already ran (named in [`RECURSION_GUARD`]). So hoardcc
 //! never recurses, even when another wrapper's masquerade directory is on PATH next to
-//! hoardcc's and each would otherwise pick the other. Neighbours: `wrapper::mod`
+//! hoardcc's and each would otherwise pick the other. Neighbours: `wrapper`
 //! (caller, prints the loop note), `wrapper::local` (runs what we find).
 
 use std::ffi::{OsStr, OsString};

@@ -1,4 +1,4 @@
-//! Last wrapper stage: apply a remote result. What a server sends is checked before it is
+//! Stage: wrapper, the last step: apply a remote result. What a server sends is checked before it is
 //! used: every output must be one the job asked for, once, within [`MAX_OUTPUT`] bytes,
 //! and look like what the compile makes (an ELF object for `-c`, NUL-free text for `-S`);
 //! anything else is refused and the wrapper compiles locally. Each output that is (or
@@ -11,7 +11,7 @@
 //! before anything is distributed, so the user sees the compiler's own message. stdout and stderr are replayed through [`sanitize`] (SGR colour and
 //! gcc's OSC 8 links kept, every other terminal control dropped), in single writes so
 //! parallel jobs don't interleave mid-line. Neighbours: `mux::lane` (produces
-//! `Completed`), `wrapper::mod`.
+//! `Completed`), `wrapper`.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

@@ -238,7 +238,7 @@ pub fn default_files(home: &Path, extra: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// The russh handler: checks the server's key and records the precise verdict so
-/// [`Connection::connect`] can report it (russh itself only says "UnknownKey").
+/// [`super::Connection::connect`] can report it (russh itself only says "UnknownKey").
 pub(super) struct Verifier {
     pub(super) host: String,
     pub(super) port: u16,
