@@ -9,7 +9,7 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use crate::support::{run_with_timeout, Distccd, Project, Sshd, SshdOptions};
+use crate::support::{run_with_timeout, Distccd, Project, Sshd, SshdOptions, TEST_USER};
 
 const T: Duration = Duration::from_secs(60);
 
@@ -48,6 +48,10 @@ fn sshd_logs_in_with_sh_as_login_user() {
         assert!(!shell.is_empty(), "no $0 from the login shell");
     }
     assert_eq!(lines.next(), Some(sshd.login_user()));
+    if nix::unistd::geteuid().is_root() {
+        // Run as root, the fixture logs in as its unprivileged user, never as root.
+        assert_eq!(sshd.login_user(), TEST_USER);
+    }
     // The client side is hermetic: the config points at the fixture's own key and known_hosts.
     let config = std::fs::read_to_string(sshd.ssh_config_path()).unwrap();
     assert!(

@@ -335,17 +335,6 @@ impl Scheduler {
         }
     }
 
-    /// Back a host off without a slot in hand (e.g. its connection failed while warming).
-    pub fn mark_failed(&mut self, key: &str, now: Instant) {
-        let backoff = self.backoff;
-        if let Some(h) = self.hosts.get_mut(key) {
-            h.jobs_failed += 1;
-            if !backoff.is_zero() {
-                h.backoff_until = Some(now + backoff);
-            }
-        }
-    }
-
     /// The next moment a paused or backed-off host becomes usable again, if any host is
     /// paused and requests are waiting (then [`Scheduler::dispatch`] should run again).
     pub fn next_wakeup(&self, now: Instant) -> Option<Instant> {

@@ -7,7 +7,6 @@
 //! Neighbours: tests/faults.rs drives it; [`Proxy::alias_for`] writes the `~/.ssh/config`
 //! alias and `known_hosts` line that make a host list entry `@hoardtest-proxy` go through it.
 
-use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};

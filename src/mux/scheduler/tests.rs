@@ -30,6 +30,16 @@ fn want(keys: &[String], local: u32) -> Want {
     }
 }
 
+/// One job on `key` that failed there (the host is backed off, if backoff is on).
+fn fail_once(s: &mut Scheduler, key: &str, now: Instant) {
+    let one = Want {
+        remotes: vec![key.to_string()],
+        local_limit: 0,
+    };
+    assert_eq!(s.try_acquire(&one, now), Decision::Granted(Grant::Remote(key.into())));
+    s.release(&Grant::Remote(key.into()), HostVerdict::Failed, now);
+}
+
 fn remote(d: &Decision) -> &str {
     match d {
         Decision::Granted(Grant::Remote(k)) => k,
@@ -144,7 +154,7 @@ async fn failed_host_is_backed_off_then_returns() {
 fn all_hosts_backed_off_is_unusable_and_zero_backoff_disables() {
     let (mut s, keys) = setup(&[("a", 1)], Duration::from_secs(60));
     let now = Instant::now();
-    s.mark_failed(&keys[0], now);
+    fail_once(&mut s, &keys[0], now);
     assert!(matches!(
         s.try_acquire(&want(&keys, 0), now),
         Decision::Unusable(_)
@@ -160,7 +170,7 @@ fn all_hosts_backed_off_is_unusable_and_zero_backoff_disables() {
     ));
 
     let (mut s, keys) = setup(&[("a", 1)], Duration::ZERO);
-    s.mark_failed(&keys[0], now);
+    fail_once(&mut s, &keys[0], now);
     assert_eq!(remote(&s.try_acquire(&want(&keys, 0), now)), keys[0]);
 }
 
