@@ -1,5 +1,6 @@
-//! Stage: wrapper, local compile: run the real compiler locally — for commands that are not distributed,
-//! and as the single fallback when distribution fails. Exit status passes through.
+//! Stage: wrapper, local compile: run the real compiler locally — for commands that are
+//! not distributed, and as the single fallback when distribution fails. Exit status
+//! passes through.
 //! Neighbours: `wrapper` (decides), `wrapper::masquerade` (finds the compiler).
 
 use std::path::Path;

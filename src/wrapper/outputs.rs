@@ -1,5 +1,5 @@
-//! Stage: wrapper, the last step: apply a remote result. What a server sends is checked before it is
-//! used: every output must be one the job asked for, once, within [`MAX_OUTPUT`] bytes,
+//! Stage: wrapper, the last step: apply a remote result. What a server sends is checked
+//! before it is used: every output must be one the job asked for, once, within [`MAX_OUTPUT`] bytes,
 //! and look like what the compile makes (an ELF object for `-c`, NUL-free text for `-S`);
 //! anything else is refused and the wrapper compiles locally. Each output that is (or
 //! will be) a regular file goes to a temp file in its target directory and is renamed

@@ -1,5 +1,5 @@
-//! Stage: wrapper, local preprocessing: run the compiler's preprocessor locally, with the user's own
-//! flags, capturing the output in memory. For our own servers the output is
+//! Stage: wrapper, local preprocessing: run the compiler's preprocessor locally, with the
+//! user's own flags, capturing the output in memory. For our own servers the output is
 //! directives-only (includes resolved, macros kept), so the server compiles it as source
 //! and `-g` objects come out byte-identical; for stock distccd it is a classic `.i`.
 //! Neighbours: `args` (builds the argv), `wrapper` (sends the result through
