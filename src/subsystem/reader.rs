@@ -37,7 +37,7 @@ pub enum Incoming {
 
 /// The lane's timeouts and frame bound.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct LaneLimits {
     /// Silence allowed between frames while not busy.
     pub idle: Duration,
     /// Silence allowed inside a frame.
@@ -57,7 +57,7 @@ pub struct Limits {
 pub async fn next<R: AsyncBufRead + Unpin>(
     r: &mut R,
     busy: &mut watch::Receiver<bool>,
-    limits: Limits,
+    limits: LaneLimits,
 ) -> Result<Incoming, ProtoError> {
     loop {
         let is_busy = *busy.borrow_and_update();
@@ -143,7 +143,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncWriteExt, BufReader};
 
-    const LIMITS: Limits = Limits {
+    const LIMITS: LaneLimits = LaneLimits {
         idle: Duration::from_secs(300),
         frame: Duration::from_secs(60),
         max_frame: 1 << 20,

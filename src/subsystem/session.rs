@@ -62,7 +62,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let (tx, rx) = mpsc::channel::<Received>(1);
         let (busy_tx, mut busy) = watch::channel(false);
         let a = &self.settings.admission;
-        let limits = reader::Limits {
+        let limits = reader::LaneLimits {
             idle: a.idle_timeout,
             frame: a.frame_timeout,
             max_frame: a
