@@ -672,4 +672,3 @@ fn remote_compiler_is_sandboxed() {
     assert!(!dir.path().join("steal.o").exists());
     assert_all_remote(&log, 1);
 }
-

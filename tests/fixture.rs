@@ -258,7 +258,13 @@ fn build_and_run(project: &Project, compiler: &str) {
     for (i, left_out) in objects.iter().enumerate() {
         let mut link = Command::new(compiler);
         link.current_dir(project.dir())
-            .args(objects.iter().enumerate().filter(|&(j, _)| j != i).map(|(_, o)| o))
+            .args(
+                objects
+                    .iter()
+                    .enumerate()
+                    .filter(|&(j, _)| j != i)
+                    .map(|(_, o)| o),
+            )
             .args(["-o", "partial"]);
         let out = run_with_timeout(&mut link, T, "partial link");
         assert!(

@@ -11,7 +11,7 @@ use crate::hosts::{self, HostSpec};
 use crate::mux::conn::failed;
 use crate::mux::lane::{TransportError, Wire};
 use crate::mux::listener::{Daemon, JobInfo};
-use crate::mux::scheduler::{Grant, HostVerdict, HostSlot, Want};
+use crate::mux::scheduler::{Grant, HostSlot, HostVerdict, Want};
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::{Blob, JobSpec, MuxReply};
 

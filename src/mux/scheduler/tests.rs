@@ -36,7 +36,10 @@ fn fail_once(s: &mut Scheduler, key: &str, now: Instant) {
         remotes: vec![key.to_string()],
         local_limit: 0,
     };
-    assert_eq!(s.try_acquire(&one, now), Decision::Granted(Grant::Remote(key.into())));
+    assert_eq!(
+        s.try_acquire(&one, now),
+        Decision::Granted(Grant::Remote(key.into()))
+    );
     s.release(&Grant::Remote(key.into()), HostVerdict::Failed, now);
 }
 

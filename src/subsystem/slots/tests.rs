@@ -92,7 +92,10 @@ fn unusable_directories_are_errors_not_hangs() {
     std::fs::create_dir(&good).unwrap();
     let link = t.path().join("link");
     std::os::unix::fs::symlink(&good, &link).unwrap();
-    assert!(matches!(try_acquire(&link, 1), Err(ServerSlotError::Dir { .. })));
+    assert!(matches!(
+        try_acquire(&link, 1),
+        Err(ServerSlotError::Dir { .. })
+    ));
     assert!(std::fs::read_dir(&good).unwrap().next().is_none());
 }
 
