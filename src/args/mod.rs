@@ -2,7 +2,7 @@
 //! ([`Classified::Remote`] with a [`CompileJob`]) or must run here ([`Classified::Local`] with a
 //! [`LocalReason`]), after expanding `@file` response files like gcc's libiberty does.
 //! Shared by both ends, like distcc's `arg.c`: the wrapper classifies and builds the local
-//! preprocess and remote compile argv (see [`rewrite`]); both ends hold the remote argv to
+//! preprocess and remote compile argv (see `args::rewrite`); both ends hold the remote argv to
 //! one option allow-list, [`policy`] (the server with [`check_server_args`], stock distcc
 //! command lines through [`distcc_plan`]). Pure: no processes; only response-file
 //! expansion reads files.

@@ -1,6 +1,6 @@
 //! Stage: one job in the mux — reserve a host slot (`mux::scheduler`), run attempts on a
 //! lane from `mux::pool` (`mux::lane`), and the one retry policy. Neighbours:
-//! `mux::conn` (asks for it), `mux::listener` (the shared [`Daemon`] state).
+//! `mux::conn` (asks for it), `mux::listener` (the shared `Daemon` state).
 
 use std::time::Duration;
 

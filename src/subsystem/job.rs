@@ -129,7 +129,7 @@ pub struct Prepared {
     /// Extra outputs (returned when they exist).
     pub extra_outputs: Vec<(String, PathBuf)>,
     /// The job root as the compiler saw it in file names it reports, when line markers
-    /// were pointed into the root ([`root_markers`]): removed from its stderr.
+    /// were pointed into the root (`root_markers`): removed from its stderr.
     pub root_in_names: Option<Vec<u8>>,
 }
 

@@ -25,7 +25,7 @@ pub const MAX_NESTING: usize = 4;
 /// itself: never taken for the real compiler.
 pub const KNOWN_WRAPPERS: &[&str] = &["ccache", "sccache", "distcc", "icecc", "hoardcc"];
 
-/// True when argv[0]'s file name is a compiler name we masquerade as (including
+/// True when `argv[0]`'s file name is a compiler name we masquerade as (including
 /// versioned or target-prefixed names such as `gcc-12` or `x86_64-linux-gnu-g++`):
 /// the same rule as the server's default allow-list, [`crate::args::is_compiler_name`].
 pub fn is_masquerade_name(argv0: &str) -> bool {

@@ -4,7 +4,7 @@
 //! preprocess locally (while the connection is made) → run the job remotely → write the
 //! outputs atomically and replay the compiler's output → exit with its status.
 //! Any failure of distribution (not the compiler's own error) ends in exactly one place,
-//! [`fallback`]: one local compile with a one-line warning, or, with
+//! `fallback`: one local compile with a one-line warning, or, with
 //! `HOARDCC_FALLBACK=0`/`DISTCC_FALLBACK=0`, a distcc exit code and no output file.
 //! The remote is reached through the per-user mux (`mux_client`); only the degraded
 //! direct path (`direct`, `HOARDCC_MUX=0` or no mux) opens a lane itself.
@@ -48,7 +48,7 @@ enum Outcome {
 }
 
 /// Entry point. `compiler` is the compiler as invoked (`gcc`, `/usr/bin/g++`, or the
-/// masquerade symlink's argv[0]); `args` are its arguments, untouched.
+/// masquerade symlink's `argv[0]`); `args` are its arguments, untouched.
 pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
     let env = |k: &str| std::env::var(k).ok();
     let self_exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hoardcc"));

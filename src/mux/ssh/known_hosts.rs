@@ -1,4 +1,4 @@
-//! Stage: connections, host key verification. The russh handler [`Verifier`] (used by
+//! Stage: connections, host key verification. The russh handler `Verifier` (used by
 //! `mux::ssh`'s `Connection::connect`) calls [`check`] with the key the server presented
 //! during key exchange; the verdict decides whether the connection proceeds (never trust
 //! on first use) and becomes an `SshError` (`mux::ssh::error`) when it does not. This is our own
