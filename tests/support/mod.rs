@@ -12,6 +12,7 @@ mod distccd;
 mod process;
 mod project;
 mod proxy;
+mod proxy_alias;
 mod sshd;
 
 pub use distccd::Distccd;
