@@ -14,7 +14,7 @@ use crate::mux::lane::{TransportError, Wire};
 use crate::mux::listener::{Daemon, JobInfo};
 use crate::mux::pool::{PoolError, PooledLane};
 use crate::mux::retry::{next_step, until_answer, Failure, Step, Tally};
-use crate::mux::scheduler::{Grant, HostVerdict, HostSlot, Want};
+use crate::mux::scheduler::{Grant, HostSlot, HostVerdict, Want};
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::{Blob, JobSpec, MuxReply};
 
