@@ -31,3 +31,5 @@ mod conformance;
 mod logging;
 // Real build tools: CMake + Ninja launcher, ccache with CCACHE_PREFIX, masquerade next to ccache.
 mod tools;
+// The live monitor (`hoardcc mon` in tmux, `mon --once`) and `hoardcc stats` (issue 11).
+mod mon;
