@@ -1,6 +1,6 @@
 //! Stage: mux monitor — what `hoardcc status` and `hoardcc mon` watch change: the job
 //! table (state, host and bytes of each wrapper's job), the recent failures, and the
-//! change signal ([`Changes`]) that a watcher (`mux::conn`, `MuxRequest::Watch`) waits
+//! change signal (`Changes`) that a watcher (`mux::conn`, `MuxRequest::Watch`) waits
 //! on. `mux::job` moves jobs through their states, `mux::scheduler` and `mux::pool`
 //! signal their own changes, and `mux::status` reads it all into a report.
 //! Everything here is bounded: one entry per connected wrapper, [`MAX_FAILURES`]
