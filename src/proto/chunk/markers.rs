@@ -69,26 +69,33 @@ fn marker_name(line: &[u8]) -> Option<(usize, usize)> {
     (end >= start).then_some((start, end))
 }
 
-/// Calls `each(line)` for every line of `text`, each without its `\n`, then
-/// `newline(has_newline)`: the last line may lack one.
-fn for_each_line(text: &[u8], mut each: impl FnMut(&[u8], bool)) {
-    let mut rest = text;
-    while !rest.is_empty() {
-        match rest.iter().position(|&b| b == b'\n') {
-            Some(i) => {
-                each(&rest[..i], true);
-                rest = &rest[i + 1..];
-            }
-            None => {
-                each(rest, false);
-                rest = &[];
-            }
-        }
+/// Calls `each(line)` for every line of `text` that may be a line marker (it starts with
+/// `# `), without its `\n`, and `copy(span)` for the text between them, in order: the
+/// spans and lines (with their `\n`s) make up `text`. memchr finds the candidates, so the
+/// long runs of ordinary lines cost one copy.
+fn for_each_marker(text: &[u8], mut copy: impl FnMut(&[u8]), mut each: impl FnMut(&[u8])) {
+    let mut at = 0;
+    let mut starts = memchr::memmem::find_iter(text, b"\n# ").map(|i| i + 1);
+    let mut next = if text.starts_with(b"# ") {
+        Some(0)
+    } else {
+        starts.next()
+    };
+    while let Some(line_start) = next {
+        copy(&text[at..line_start]);
+        let line_end = memchr::memchr(b'\n', &text[line_start..]).map_or(text.len(), |i| line_start + i);
+        each(&text[line_start..line_end]);
+        at = line_end;
+        // The next candidate starts after this line (its `\n` is copied with the span).
+        next = starts.by_ref().find(|&s| s > line_end);
     }
+    copy(&text[at..]);
 }
 
 /// How many leading markers [`learn`] reads: gcc writes the working directory's second.
 const LEARN_MARKERS: usize = 4;
+/// How many leading lines [`learn`] reads at most (markers come first in cpp output).
+const MAX_LEARN_LINES: usize = 64;
 
 /// The names to take out of `text`: the first marker's (the main source, as gcc and
 /// clang both begin with it once the `<built-in>` section is gone), and the first one
@@ -96,7 +103,7 @@ const LEARN_MARKERS: usize = 4;
 fn learn(text: &[u8]) -> Markers {
     let mut markers = Markers::default();
     let mut seen = 0;
-    for line in text.split(|&b| b == b'\n') {
+    for line in text.split(|&b| b == b'\n').take(MAX_LEARN_LINES) {
         let Some((s, e)) = marker_name(line) else {
             continue;
         };
@@ -121,32 +128,34 @@ fn learn(text: &[u8]) -> Markers {
 pub fn normalise(text: &[u8]) -> (Vec<u8>, Markers) {
     let markers = learn(text);
     let mut out = Vec::with_capacity(text.len() + 64);
-    for_each_line(text, |line, newline| {
-        match marker_name(line) {
-            Some((s, e)) => {
-                let name = &line[s..e];
-                out.extend_from_slice(&line[..s]);
-                if markers.main.as_deref() == Some(name) {
-                    out.extend_from_slice(TAG);
-                    out.push(MAIN);
-                } else if markers.cwd.as_deref() == Some(name) {
-                    out.extend_from_slice(TAG);
-                    out.push(CWD);
-                } else if name.starts_with(TAG) {
-                    out.extend_from_slice(TAG);
-                    out.push(ESCAPED);
-                    out.extend_from_slice(name);
-                } else {
-                    out.extend_from_slice(name);
-                }
-                out.extend_from_slice(&line[e..]);
+    let out_cell = std::cell::RefCell::new(&mut out);
+    for_each_marker(
+        text,
+        |span| out_cell.borrow_mut().extend_from_slice(span),
+        |line| {
+            let mut out = out_cell.borrow_mut();
+            let Some((s, e)) = marker_name(line) else {
+                out.extend_from_slice(line);
+                return;
+            };
+            let name = &line[s..e];
+            out.extend_from_slice(&line[..s]);
+            if markers.main.as_deref() == Some(name) {
+                out.extend_from_slice(TAG);
+                out.push(MAIN);
+            } else if markers.cwd.as_deref() == Some(name) {
+                out.extend_from_slice(TAG);
+                out.push(CWD);
+            } else if name.starts_with(TAG) {
+                out.extend_from_slice(TAG);
+                out.push(ESCAPED);
+                out.extend_from_slice(name);
+            } else {
+                out.extend_from_slice(name);
             }
-            None => out.extend_from_slice(line),
-        }
-        if newline {
-            out.push(b'\n');
-        }
-    });
+            out.extend_from_slice(&line[e..]);
+        },
+    );
     (out, markers)
 }
 
@@ -155,28 +164,29 @@ pub fn normalise(text: &[u8]) -> (Vec<u8>, Markers) {
 pub fn restore(text: &[u8], markers: &Markers) -> Vec<u8> {
     let grow = markers.main.as_ref().map_or(0, Vec::len) + markers.cwd.as_ref().map_or(0, Vec::len);
     let mut out = Vec::with_capacity(text.len() + 64 * grow.min(1024));
-    for_each_line(text, |line, newline| {
-        match marker_name(line) {
-            Some((s, e)) if line[s..e].starts_with(TAG) => {
-                let name = &line[s..e];
-                let tail = &name[TAG.len()..];
-                out.extend_from_slice(&line[..s]);
-                match tail {
-                    [suffix] if markers.replacement(*suffix).is_some() => {
-                        out.extend_from_slice(markers.replacement(*suffix).unwrap_or_default());
-                    }
-                    [ESCAPED, escaped @ ..] if escaped.starts_with(TAG) => {
-                        out.extend_from_slice(escaped);
-                    }
-                    _ => out.extend_from_slice(name),
-                }
-                out.extend_from_slice(&line[e..]);
+    let out_cell = std::cell::RefCell::new(&mut out);
+    for_each_marker(
+        text,
+        |span| out_cell.borrow_mut().extend_from_slice(span),
+        |line| {
+            let mut out = out_cell.borrow_mut();
+            let Some((s, e)) = marker_name(line).filter(|&(s, e)| line[s..e].starts_with(TAG))
+            else {
+                out.extend_from_slice(line);
+                return;
+            };
+            let name = &line[s..e];
+            out.extend_from_slice(&line[..s]);
+            match &name[TAG.len()..] {
+                [ESCAPED, escaped @ ..] if escaped.starts_with(TAG) => out.extend_from_slice(escaped),
+                [suffix] => match markers.replacement(*suffix) {
+                    Some(original) => out.extend_from_slice(original),
+                    None => out.extend_from_slice(name),
+                },
+                _ => out.extend_from_slice(name),
             }
-            _ => out.extend_from_slice(line),
-        }
-        if newline {
-            out.push(b'\n');
-        }
-    });
+            out.extend_from_slice(&line[e..]);
+        },
+    );
     out
 }
