@@ -17,6 +17,7 @@
 
 pub mod conn;
 pub mod job;
+pub mod known;
 pub mod lane;
 pub mod listener;
 pub mod pool;

@@ -17,6 +17,7 @@
 //! the idle timeout. Neighbours: `mux` and `wrapper` (the clients, via
 //! `proto::frame`), `config` (the [`ServerSettings`]).
 
+pub mod chunks;
 pub mod distccd;
 pub mod exec;
 pub mod job;
