@@ -12,6 +12,8 @@ use crate::mux::conn::failed;
 use crate::mux::lane::{TransportError, Wire};
 use crate::mux::listener::{Daemon, JobInfo};
 use crate::mux::scheduler::{Grant, Outcome, SlotGuard, Want};
+use crate::mux::upload::{SharedChunks, Source};
+use crate::proto::chunk::{Cut, Recipe};
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::{Blob, JobSpec, MuxReply};
 
@@ -44,6 +46,12 @@ impl Daemon {
         entry.state = state;
         entry.host = host.map(str::to_string);
         entry.since = Instant::now();
+    }
+
+    /// The host's chunk knowledge and counters, shared by its lanes.
+    pub(crate) fn host_chunks(&self, key: &str) -> SharedChunks {
+        let mut all = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(key.to_string()).or_default().clone()
     }
 
     /// Parse the host list, register and warm its hosts, and wait for a slot.
@@ -135,6 +143,7 @@ impl Daemon {
         held: Option<Held>,
         spec: JobSpec,
         source: Blob,
+        recipe: Option<Recipe>,
     ) -> MuxReply {
         let Some(mut held) = held else {
             return failed(
@@ -142,14 +151,22 @@ impl Daemon {
                 ExitCode::ProtocolError,
             );
         };
+        let bad = |e: String| {
+            failed(
+                format!("bad source from the wrapper: {e}"),
+                ExitCode::ProtocolError,
+            )
+        };
         let source = match source.into_unpacked(MAX_BLOB) {
             Ok(s) => s,
-            Err(e) => {
-                return failed(
-                    format!("bad source from the wrapper: {e}"),
-                    ExitCode::ProtocolError,
-                )
-            }
+            Err(e) => return bad(e.to_string()),
+        };
+        let source = match recipe {
+            None => Source::Whole(source),
+            Some(r) => match Cut::from_parts(r, source) {
+                Ok(cut) => Source::Cut(cut),
+                Err(e) => return bad(e.to_string()),
+            },
         };
         let first_key = held.spec.key();
         let mut failures = 0u32;
@@ -192,7 +209,7 @@ impl Daemon {
     /// One attempt of the job on `held`'s host: a lane from the pool, the job on it, and
     /// the outcome told to the scheduler for a success or a busy answer (a failure's
     /// outcome is [`Daemon::retry`]'s to set).
-    async fn attempt(&self, held: &mut Held, spec: &JobSpec, source: &[u8]) -> Attempt {
+    async fn attempt(&self, held: &mut Held, spec: &JobSpec, source: &Source) -> Attempt {
         let key = held.spec.key();
         let start = Instant::now();
         let mut pl = match self.pool.checkout(&held.spec).await {
@@ -216,7 +233,8 @@ impl Daemon {
             }
             Ok(pl) => pl,
         };
-        match pl.lane.run(spec, source).await {
+        let chunks = self.host_chunks(&key);
+        match pl.lane.run(spec, source, Some(&chunks)).await {
             Ok(done) => {
                 self.pool.checkin(pl);
                 held.guard.set_outcome(Outcome::Ok {

@@ -118,7 +118,10 @@ mod tests {
         k.learn([id(0)]);
         for n in 1..100 {
             k.learn([id(n)]);
-            assert!(k.holds(&id(0)), "used after every insert, so kept (n = {n})");
+            assert!(
+                k.holds(&id(0)),
+                "used after every insert, so kept (n = {n})"
+            );
         }
     }
 }

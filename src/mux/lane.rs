@@ -16,12 +16,13 @@ use tokio::net::TcpStream;
 use crate::exit::ExitCode;
 use crate::hosts::{HostKind, HostSpec};
 use crate::mux::ssh::{self, Connection, SshError, SshSettings, Stream};
+use crate::mux::upload::{self, SharedChunks, Upload};
 use crate::proto::distcc::{self, DistccRequest};
 use crate::proto::fault::{self, Ended, Fault};
 use crate::proto::frame;
 use crate::proto::msg::{
-    Blob, ContextFile, Hello, Input, Job, JobResult, Message, OutputFile, SourceKind,
-    FAULT_VERSION, JOB3_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    Blob, Hello, Job, JobResult, Message, OutputFile, SourceKind, CHUNKS_CAP, CHUNKS_VERSION,
+    CHUNK_STORE_CAP, FAULT_VERSION, JOB3_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::proto::{self, compress::MAX_BLOB};
 
@@ -32,7 +33,12 @@ pub const SUBSYSTEM: &str = "hoardcc";
 pub const DEFAULT_DISTCCD: &str = "distccd";
 /// TCP connect timeout for stock distccd hosts (distcc uses a fixed 4 s).
 const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+/// `Missing` answers one job may get before it is given up: the first round covers
+/// evicted or never-sent chunks, the second a chunk evicted (or corrupted) again
+/// before its job was read.
+const MAX_MISSING_ROUNDS: u32 = 3;
 
+pub use crate::mux::upload::Source;
 pub use crate::proto::msg::{JobSpec, Wire};
 
 /// Failures of distribution (never the compiler's own error).
@@ -127,6 +133,9 @@ pub struct Lane {
     version: u32,
     /// The server's hello (native lanes only).
     pub server_hello: Option<Hello>,
+    /// Chunks this lane's server holds, when its store is its own (the server did not
+    /// announce a shared one): then what one lane sent is unknown to the others.
+    own_chunks: SharedChunks,
 }
 
 impl Lane {
@@ -217,6 +226,7 @@ impl Lane {
             next_id: 1,
             version: 0,
             server_hello: None,
+            own_chunks: SharedChunks::default(),
         }
     }
 
@@ -304,13 +314,29 @@ impl Lane {
         }
     }
 
-    /// Run one job. `source` is preprocessed as [`Lane::wire`] asks.
+    /// Whether the server announced capability `cap`.
+    fn server_can(&self, cap: &str) -> bool {
+        self.server_hello
+            .as_ref()
+            .is_some_and(|h| h.caps.iter().any(|c| c == cap))
+    }
+
+    /// Run one job. `source` is preprocessed as [`Lane::wire`] asks. `host_chunks` is
+    /// the host's chunk knowledge and counters, shared by its lanes (the mux's); without
+    /// it, or when the server's store is its own, the lane keeps its own knowledge.
     pub async fn run(
         &mut self,
         spec: &JobSpec,
-        source: &[u8],
+        source: &Source,
+        host_chunks: Option<&SharedChunks>,
     ) -> Result<JobResult, TransportError> {
         let io_timeout = self.io_timeout;
+        let chunks = self.version >= CHUNKS_VERSION && self.server_can(CHUNKS_CAP);
+        let known = match host_chunks {
+            Some(h) if self.server_can(CHUNK_STORE_CAP) => h.clone(),
+            _ => self.own_chunks.clone(),
+        };
+        let counts = host_chunks.cloned().unwrap_or_else(|| known.clone());
         match &mut self.io {
             LaneIo::Native { stream, .. } => {
                 let id = self.next_id;
@@ -318,14 +344,21 @@ impl Lane {
                 let peer = Peer {
                     host: &self.host,
                     version: self.version,
+                    chunks,
                 };
-                run_native(stream, id, spec, source, io_timeout, peer).await
+                let books = Books {
+                    known: &known,
+                    counts: &counts,
+                };
+                run_native(stream, id, spec, source, io_timeout, peer, books).await
             }
             LaneIo::DistccSsh { stream, .. } => {
-                run_distcc(stream, self.wire, spec, source, io_timeout, &self.host).await
+                let text = source.text();
+                run_distcc(stream, self.wire, spec, &text, io_timeout, &self.host).await
             }
             LaneIo::DistccTcp { stream } => {
-                run_distcc(stream, self.wire, spec, source, io_timeout, &self.host).await
+                let text = source.text();
+                run_distcc(stream, self.wire, spec, &text, io_timeout, &self.host).await
             }
         }
     }
@@ -336,7 +369,12 @@ pub fn client_hello() -> Hello {
     Hello {
         version: PROTOCOL_VERSION,
         min_version: MIN_PROTOCOL_VERSION,
-        caps: vec!["lz4".into(), "directives-only".into(), "heartbeat".into()],
+        caps: vec![
+            "lz4".into(),
+            "directives-only".into(),
+            "heartbeat".into(),
+            CHUNKS_CAP.into(),
+        ],
         slots: 0,
         load: 0,
         agent: format!("hoardcc {}", env!("CARGO_PKG_VERSION")),
@@ -357,6 +395,17 @@ struct Peer<'a> {
     host: &'a str,
     /// The negotiated protocol version.
     version: u32,
+    /// The server takes chunked input.
+    chunks: bool,
+}
+
+/// Where a native job learns and counts chunks.
+#[derive(Clone, Copy)]
+struct Books<'a> {
+    /// Which chunks the server holds.
+    known: &'a SharedChunks,
+    /// The host's counters.
+    counts: &'a SharedChunks,
 }
 
 /// A compile that ran to its end, unless what it reported is a [`Fault`] (classified here
@@ -378,27 +427,43 @@ fn completed_or_fault(
     }
 }
 
+/// Writes one encoded frame within `io_timeout`, counting its bytes.
+async fn send_frame<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    payload: &[u8],
+    io_timeout: Duration,
+    counts: &SharedChunks,
+) -> Result<(), TransportError> {
+    tokio::time::timeout(io_timeout, frame::write_frame(stream, payload))
+        .await
+        .map_err(|_| TransportError::Timeout("sending the job"))??;
+    upload::lock(counts).counters.bytes_sent += 4 + payload.len() as u64;
+    Ok(())
+}
+
 async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     id: u64,
     spec: &JobSpec,
-    source: &[u8],
+    source: &Source,
     io_timeout: Duration,
     peer: Peer<'_>,
+    books: Books<'_>,
 ) -> Result<JobResult, TransportError> {
+    let mut up = if peer.chunks && peer.version >= JOB3_VERSION {
+        Upload::chunked(spec, source)
+    } else {
+        Upload::whole(spec, source)
+    };
     let job = Job {
         id,
         header: spec.header.clone(),
         source_kind: SourceKind::DirectivesOnly,
-        source: Input::Whole(Blob::pack(source)),
-        context: spec
-            .context
-            .iter()
-            .map(|(name, data)| ContextFile {
-                name: name.clone(),
-                data: Input::Whole(Blob::pack(data)),
-            })
-            .collect(),
+        source: std::mem::replace(
+            &mut up.source,
+            crate::proto::msg::Input::Whole(Blob::empty()),
+        ),
+        context: std::mem::take(&mut up.context),
         env: spec.env.clone(),
         compiler_id: spec.compiler_id.clone(),
         cache: spec.cache,
@@ -413,43 +478,92 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
             ))
         })?)
     };
-    tokio::time::timeout(io_timeout, frame::write_message(stream, &message))
-        .await
-        .map_err(|_| TransportError::Timeout("sending the job"))??;
-    loop {
-        // Each message (heartbeats included) must arrive within io_timeout: a long compile
-        // stays alive as long as the server reports progress.
-        let msg = tokio::time::timeout(io_timeout, frame::read_message(stream))
-            .await
-            .map_err(|_| TransportError::Timeout("the server's answer"))??;
-        let host = peer.host.to_string();
-        let result = match msg {
-            None => return Err(TransportError::Closed),
-            Some(Message::Heartbeat { .. }) => continue,
-            Some(Message::Result(r)) if r.id == id => JobResult::from(r),
-            Some(Message::Result3(r)) if r.id == id => r,
-            Some(Message::Fault { id: fid, fault }) if fid == id => {
-                return Err(TransportError::Fault { host, fault })
+    let job_frame = frame::encode(&message);
+    drop(message);
+    // The chunks the host is not known to hold go in the same write, right before the
+    // job: no round trip of their own.
+    let mut pack = up
+        .is_chunked()
+        .then(|| up.pack_unknown(&mut upload::lock(books.known).known));
+    if up.is_chunked() {
+        upload::lock(books.counts).counters.chunked_jobs += 1;
+    }
+    let mut rounds = 0u32;
+    'send: loop {
+        if let Some(p) = pack.take().filter(|p| !p.chunks.is_empty()) {
+            let n = p.chunks.len() as u64;
+            send_frame(
+                stream,
+                &frame::encode(&Message::Chunks(p)),
+                io_timeout,
+                books.counts,
+            )
+            .await?;
+            upload::lock(books.counts).counters.chunks_sent += n;
+        }
+        send_frame(stream, &job_frame, io_timeout, books.counts).await?;
+        loop {
+            // Each message (heartbeats included) must arrive within io_timeout: a long
+            // compile stays alive as long as the server reports progress.
+            let msg = tokio::time::timeout(io_timeout, frame::read_message(stream))
+                .await
+                .map_err(|_| TransportError::Timeout("the server's answer"))??;
+            let host = peer.host.to_string();
+            let result = match msg {
+                None => return Err(TransportError::Closed),
+                Some(Message::Heartbeat { .. }) => continue,
+                Some(Message::Missing { id: mid, ids }) if mid == id && up.is_chunked() => {
+                    rounds += 1;
+                    if rounds > MAX_MISSING_ROUNDS {
+                        return Err(TransportError::Server {
+                            host,
+                            message: format!(
+                                "{} chunk(s) still missing after {MAX_MISSING_ROUNDS} rounds",
+                                ids.len()
+                            ),
+                        });
+                    }
+                    tracing::debug!(host = %host, job = id, "the server lacks {} chunk(s)", ids.len());
+                    upload::lock(books.known).known.forget(&ids);
+                    upload::lock(books.counts).counters.chunks_missing += ids.len() as u64;
+                    pack = Some(up.pack_ids(&ids).ok_or_else(|| {
+                        TransportError::Unexpected("Missing names chunks the job has not".into())
+                    })?);
+                    continue 'send;
+                }
+                Some(Message::Result(r)) if r.id == id => JobResult::from(r),
+                Some(Message::Result3(r)) if r.id == id => r,
+                Some(Message::Fault { id: fid, fault }) if fid == id => {
+                    return Err(TransportError::Fault { host, fault })
+                }
+                Some(Message::Busy { .. }) => return Err(TransportError::Busy { host }),
+                Some(Message::Refused { reason, .. }) => {
+                    return Err(TransportError::Refused { host, reason })
+                }
+                Some(Message::ServerError { message, .. }) => {
+                    return Err(TransportError::Server { host, message })
+                }
+                Some(other) => {
+                    return Err(TransportError::Unexpected(
+                        format!("{other:?}").chars().take(80).collect(),
+                    ))
+                }
+            };
+            if up.is_chunked() {
+                // The server ran the job: it holds every chunk its recipes name.
+                let mut k = upload::lock(books.known);
+                k.known.learn(up.ids());
+                let held = k.known.len() as u64;
+                drop(k);
+                upload::lock(books.counts).counters.chunks_known = held;
             }
-            Some(Message::Busy { .. }) => return Err(TransportError::Busy { host }),
-            Some(Message::Refused { reason, .. }) => {
-                return Err(TransportError::Refused { host, reason })
-            }
-            Some(Message::ServerError { message, .. }) => {
-                return Err(TransportError::Server { host, message })
-            }
-            Some(other) => {
-                return Err(TransportError::Unexpected(
-                    format!("{other:?}").chars().take(80).collect(),
-                ))
-            }
-        };
-        let ended = if peer.version >= FAULT_VERSION {
-            Ended::Exited(result.exit_code)
-        } else {
-            Ended::from_v1_exit_code(result.exit_code)
-        };
-        return completed_or_fault(result, ended, &spec.header.compiler, &host);
+            let ended = if peer.version >= FAULT_VERSION {
+                Ended::Exited(result.exit_code)
+            } else {
+                Ended::from_v1_exit_code(result.exit_code)
+            };
+            return completed_or_fault(result, ended, &spec.header.compiler, &host);
+        }
     }
 }
 
@@ -485,7 +599,12 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(TransportError::Fault {
             host: host.to_string(),
             fault: Fault {
-                program: spec.header.compiler.chars().take(fault::MAX_FAULT_TEXT).collect(),
+                program: spec
+                    .header
+                    .compiler
+                    .chars()
+                    .take(fault::MAX_FAULT_TEXT)
+                    .collect(),
                 signal: 0,
                 detail: detail
                     .chars()
@@ -534,7 +653,7 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
 mod tests {
     use super::*;
     use crate::proto::distcc::DistccResponse;
-    use crate::proto::msg::{JobHeader, JobResult};
+    use crate::proto::msg::{Input, JobHeader, JobResult};
 
     fn spec() -> JobSpec {
         JobSpec {
@@ -586,20 +705,194 @@ mod tests {
             frame::write_message(&mut server, &answer).await.unwrap();
             server
         };
-        let peer = Peer { host: "h", version };
+        let peer = Peer {
+            host: "h",
+            version,
+            chunks: false,
+        };
         let spec = spec();
+        let books = SharedChunks::default();
+        let source = Source::Whole(b"int x;".to_vec());
         let (r, _server) = tokio::join!(
             run_native(
                 &mut client,
                 1,
                 &spec,
-                b"int x;",
+                &source,
                 Duration::from_secs(10),
-                peer
+                peer,
+                Books {
+                    known: &books,
+                    counts: &books
+                },
             ),
             serve
         );
         r
+    }
+
+    /// A directives-only text long enough for several chunks.
+    fn long_source() -> Vec<u8> {
+        let mut t = b"# 0 \"a.c\"\n# 1 \"/src//\"\n# 1 \"a.c\"\n".to_vec();
+        t.extend((0..6000u32).flat_map(|i| format!("int v{i} = {i};\n").into_bytes()));
+        t
+    }
+
+    /// The chunk path: the chunks the host lacks go before the job; a `Missing` answer
+    /// gets exactly those chunks and the job again; the result teaches the mux that the
+    /// host holds them all, so the next job sends none.
+    #[tokio::test]
+    async fn chunks_go_with_the_job_and_missing_ones_follow() {
+        use crate::proto::chunk::Cut;
+        let text = long_source();
+        let cut = Cut::normalised(&text);
+        let ids: Vec<_> = cut.recipe.unique_ids();
+        assert!(ids.len() > 3, "{} chunks", ids.len());
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        let expect_first = ids.clone();
+        let serve = async move {
+            // First job: every chunk (the mux knew none), then the job.
+            let Some(Message::Chunks(pack)) = frame::read_message(&mut server).await.unwrap()
+            else {
+                panic!("chunks first")
+            };
+            let got: Vec<_> = pack
+                .unpack()
+                .unwrap()
+                .good
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            let context_id = got.last().copied().unwrap();
+            assert_eq!(
+                got[..got.len() - 1],
+                expect_first[..],
+                "source chunks, then the context file's"
+            );
+            let Some(Message::Job3(job)) = frame::read_message(&mut server).await.unwrap() else {
+                panic!("then the job")
+            };
+            assert!(matches!(job.source, Input::Chunked(_)));
+            // Pretend two were evicted.
+            let lost = vec![expect_first[1], context_id];
+            frame::write_message(
+                &mut server,
+                &Message::Missing {
+                    id: job.id,
+                    ids: lost.clone(),
+                },
+            )
+            .await
+            .unwrap();
+            let Some(Message::Chunks(pack)) = frame::read_message(&mut server).await.unwrap()
+            else {
+                panic!("the missing chunks")
+            };
+            let got: Vec<_> = pack
+                .unpack()
+                .unwrap()
+                .good
+                .into_iter()
+                .map(|(id, _)| id)
+                .collect();
+            assert_eq!(got, lost);
+            let Some(Message::Job3(again)) = frame::read_message(&mut server).await.unwrap() else {
+                panic!("and the job again")
+            };
+            assert_eq!(again, job);
+            frame::write_message(&mut server, &Message::Result3(result3(0, b"")))
+                .await
+                .unwrap();
+            // Second job: no chunks at all, straight to the job.
+            let m = frame::read_message(&mut server).await.unwrap();
+            assert!(matches!(m, Some(Message::Job3(_))), "{m:?}");
+            let mut r = result3(0, b"");
+            r.id = 2;
+            frame::write_message(&mut server, &Message::Result3(r))
+                .await
+                .unwrap();
+            server
+        };
+        let mut spec = spec();
+        spec.context = vec![("a.c".into(), b"int a_c_context;\n".to_vec())];
+        let books = SharedChunks::default();
+        let source = Source::Cut(cut);
+        let client_side = async {
+            for id in 1..=2 {
+                let peer = Peer {
+                    host: "h",
+                    version: PROTOCOL_VERSION,
+                    chunks: true,
+                };
+                let b = Books {
+                    known: &books,
+                    counts: &books,
+                };
+                let r = run_native(
+                    &mut client,
+                    id,
+                    &spec,
+                    &source,
+                    Duration::from_secs(10),
+                    peer,
+                    b,
+                )
+                .await;
+                assert_eq!(r.unwrap().exit_code, 0);
+            }
+        };
+        let ((), _server) = tokio::join!(client_side, serve);
+        let c = upload::lock(&books).counters;
+        assert_eq!(c.chunked_jobs, 2);
+        assert_eq!(c.chunks_missing, 2);
+        assert_eq!(c.chunks_sent, ids.len() as u64 + 1 + 2);
+        assert_eq!(c.chunks_known, ids.len() as u64 + 1);
+        assert!(c.bytes_sent > 0);
+    }
+
+    /// A protocol-2 server gets the text whole, exactly as the preprocessor wrote it.
+    #[tokio::test]
+    async fn a_v2_server_gets_whole_blobs() {
+        use crate::proto::chunk::Cut;
+        let text = long_source();
+        let (mut client, mut server) = tokio::io::duplex(1 << 20);
+        let want = text.clone();
+        let serve = async move {
+            let Some(Message::Job(job)) = frame::read_message(&mut server).await.unwrap() else {
+                panic!("a protocol-2 job")
+            };
+            assert_eq!(job.source.unpack(1 << 30).unwrap(), want);
+            frame::write_message(&mut server, &Message::Result(result3(0, b"").into()))
+                .await
+                .unwrap();
+            server
+        };
+        let peer = Peer {
+            host: "h",
+            version: 2,
+            chunks: true,
+        };
+        let books = SharedChunks::default();
+        let spec = spec();
+        let source = Source::Cut(Cut::normalised(&text));
+        let b = Books {
+            known: &books,
+            counts: &books,
+        };
+        let (r, _server) = tokio::join!(
+            run_native(
+                &mut client,
+                1,
+                &spec,
+                &source,
+                Duration::from_secs(10),
+                peer,
+                b
+            ),
+            serve
+        );
+        assert_eq!(r.unwrap().exit_code, 0);
+        assert_eq!(upload::lock(&books).counters.chunks_sent, 0);
     }
 
     fn fault_of(r: Result<JobResult, TransportError>) -> Fault {

@@ -84,6 +84,8 @@ pub(crate) struct Daemon {
     pub(crate) activity: Arc<Activity>,
     pub(crate) jobs: Mutex<HashMap<u64, JobInfo>>,
     pub(crate) started: Instant,
+    /// Per host key: which chunks the host holds, and upload counters (`mux::upload`).
+    pub(crate) chunks: Mutex<HashMap<String, crate::mux::upload::SharedChunks>>,
 }
 
 /// Serve wrappers on `listener` until `shutdown` is cancelled, a `Stop` arrives, or no
@@ -148,6 +150,7 @@ pub async fn run_with(
         }),
         jobs: Mutex::new(HashMap::new()),
         started: Instant::now(),
+        chunks: Mutex::new(HashMap::new()),
     });
     tracing::info!(socket = ?socket, version = %mux_version(), "mux listening");
     let next_conn = AtomicU64::new(1);

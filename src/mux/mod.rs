@@ -25,6 +25,7 @@ pub mod process;
 pub mod scheduler;
 pub mod ssh;
 pub mod status;
+pub mod upload;
 
 use std::io;
 use std::os::fd::AsRawFd;

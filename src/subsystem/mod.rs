@@ -42,7 +42,15 @@ use job::AllowList;
 use session::Session;
 
 /// Capability words this server announces in its hello.
-pub const CAPS: [&str; 5] = ["lz4", "directives-only", "heartbeat", "busy", "ping"];
+/// (`chunk-store` is added when the session's chunk store is the user's shared one.)
+pub const CAPS: [&str; 6] = [
+    "lz4",
+    "directives-only",
+    "heartbeat",
+    "busy",
+    "ping",
+    crate::proto::msg::CHUNKS_CAP,
+];
 /// How long the client has for its opening bytes and hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Jobs a client may queue on one lane while another compiles (a lane normally runs
@@ -348,7 +356,9 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 .await
                 .map_err(|_| ServeError::HandshakeTimeout(opts.hello_timeout))?
                 .map_err(ServeError::from)?;
-            let ours = our_hello(settings, opts);
+            let (store, shared_store) = chunks::open_store(settings);
+            let chunks = chunks::SessionChunks::new(store);
+            let ours = our_hello(settings, opts, shared_store);
             frame::write_hello(&mut output, &ours).await?;
             let version = frame::negotiate(&ours, &theirs)?;
             tracing::debug!("client {:?} speaks v{version}", theirs.agent);
@@ -359,6 +369,7 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 sandbox: &sandbox,
                 output,
                 version,
+                chunks,
             }
             .run(input)
             .await
@@ -375,11 +386,17 @@ pub(crate) fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
-fn our_hello(settings: &ServerSettings, opts: &ServeOptions) -> Hello {
+fn our_hello(settings: &ServerSettings, opts: &ServeOptions, shared_store: bool) -> Hello {
+    let store_cap = shared_store.then_some(crate::proto::msg::CHUNK_STORE_CAP);
     Hello {
         version: PROTOCOL_VERSION,
         min_version: MIN_PROTOCOL_VERSION,
-        caps: CAPS.iter().map(|c| c.to_string()).collect(),
+        caps: CAPS
+            .iter()
+            .copied()
+            .chain(store_cap)
+            .map(String::from)
+            .collect(),
         slots: slots::host_limit(settings.max_jobs),
         load: slots::current_load(&opts.slot_dir, slots::host_limit(settings.max_jobs)),
         agent: format!("hoardcc {} on {}", env!("CARGO_PKG_VERSION"), hostname()),

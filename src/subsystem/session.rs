@@ -16,7 +16,10 @@ use super::*;
 use crate::config::ServerSettings;
 use crate::proto::fault::{self, Ended};
 use crate::proto::frame::{self, MAX_FRAME};
-use crate::proto::msg::{Blob, Job, JobResult, Message, OutputFile, FAULT_VERSION, JOB3_VERSION};
+use crate::proto::msg::{
+    Blob, ChunkPack, Job, JobResult, Message, OutputFile, CHUNKS_VERSION, FAULT_VERSION,
+    JOB3_VERSION,
+};
 use crate::proto::Error as ProtoError;
 
 use exec::ExecError;
@@ -50,6 +53,8 @@ pub(super) struct Session<'a, W> {
     pub(super) output: W,
     /// The protocol version negotiated with the client (decides how a fault is told).
     pub(super) version: u32,
+    /// Chunks the client sent, and the store recipes are assembled from.
+    pub(super) chunks: chunks::SessionChunks,
 }
 
 impl<W: AsyncWrite + Unpin> Session<'_, W> {
@@ -126,8 +131,22 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     busy.send_replace(!queue.jobs.is_empty());
                 }
                 Message::Ping { nonce } => self.send(&Message::Pong { nonce }).await?,
+                Message::Chunks(pack) if self.version >= CHUNKS_VERSION => {
+                    self.receive_chunks(&pack)?
+                }
                 other => return Err(unexpected(&other)),
             }
+        }
+    }
+
+    /// Stores the chunks of a pack (those whose bytes match their ids).
+    fn receive_chunks(&mut self, pack: &ChunkPack) -> Result<(), ServeError> {
+        match self.chunks.receive(pack) {
+            Ok(n) => {
+                tracing::debug!("{n} chunk(s) received");
+                Ok(())
+            }
+            Err(e) => Err(ServeError::Unexpected(format!("chunk pack: {e}"))),
         }
     }
 
@@ -135,7 +154,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// ServerError (unless the client goes away first).
     async fn job(
         &mut self,
-        job: Job,
+        mut job: Job,
         rx: &mut mpsc::Receiver<Received>,
         queue: &mut Queue,
     ) -> Result<Flow, ServeError> {
@@ -145,6 +164,20 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             Ok(p) => p,
             Err(e) => return self.not_prepared(id, e).await,
         };
+        // Recipes become whole text here, before a slot is taken: a job whose chunks
+        // are not all here is answered at once, and the client sends them with the job
+        // again.
+        match self.chunks.materialise(&mut job, limits.max_job_bytes) {
+            Ok(()) => {}
+            Err(chunks::Materialise::Missing(ids)) => {
+                tracing::debug!("job {id}: {} chunk(s) missing", ids.len());
+                self.send(&Message::Missing { id, ids }).await?;
+                return Ok(Flow::Continue);
+            }
+            Err(chunks::Materialise::Refused(reason)) => {
+                return self.not_prepared(id, PrepareError::Refused(reason)).await
+            }
+        }
         let limit = slots::host_limit(self.settings.max_jobs);
         let slot = match slots::try_acquire(&self.opts.slot_dir, limit) {
             Ok(Some(slot)) => slot,
@@ -199,6 +232,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     let end = match m {
                         Some(Ok(Incoming::Message(Message::Ping { nonce }, _))) => {
                             self.send(&Message::Pong { nonce }).await.err().map(Err)
+                        }
+                        Some(Ok(Incoming::Message(Message::Chunks(pack), _)))
+                            if self.version >= CHUNKS_VERSION =>
+                        {
+                            self.receive_chunks(&pack).err().map(Err)
                         }
                         Some(Ok(Incoming::Message(Message::Job3(_), _)))
                             if queue.jobs.len() >= MAX_QUEUED_JOBS =>
@@ -289,6 +327,8 @@ pub(super) fn unexpected(m: &Message) -> ServeError {
         Message::Fault { .. } => "Fault",
         Message::Job3(_) => "Job3",
         Message::Result3(_) => "Result3",
+        Message::Chunks(_) => "Chunks",
+        Message::Missing { .. } => "Missing",
     };
     ServeError::Unexpected(name.into())
 }

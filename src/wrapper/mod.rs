@@ -24,10 +24,10 @@ use crate::config::{self, Config};
 use crate::exit::ExitCode;
 use crate::hosts::{self, HostList};
 use crate::mux::lane::{JobSpec, Wire};
-use crate::proto::msg::{JobHeader, JobResult};
 use crate::paths::Paths;
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::MuxReply;
+use crate::proto::msg::{JobHeader, JobResult};
 
 /// Why a job could not be distributed. Always ends in [`fallback`].
 #[derive(Debug)]
@@ -274,7 +274,16 @@ fn via_mux(
             code,
         }))
     };
-    match client.run(&spec, &cpp.source) {
+    // The directives-only text goes cut into chunks (here, so that the CPU it takes is
+    // spread over the wrappers): the mux sends the server only those it lacks.
+    let sent = match wire {
+        Wire::Native => {
+            let cut = crate::proto::chunk::Cut::normalised(&cpp.source);
+            client.run(&spec, &cut.bytes, Some(&cut.recipe))
+        }
+        Wire::Distcc { .. } => client.run(&spec, &cpp.source, None),
+    };
+    match sent {
         Ok(MuxReply::Done(result)) => match result.unpacked(MAX_BLOB) {
             Ok(done) => Some(finish(job, cwd, &note.host, done, &cpp.driver_notes)),
             Err(e) => on_host(e.to_string(), ExitCode::ProtocolError.code()),

@@ -18,7 +18,7 @@ use crate::mux::mux_version;
 use crate::mux::status::StatusReport;
 use crate::paths::{self, Paths};
 use crate::proto::frame::blocking;
-use crate::proto::msg::{Blob, JobSpec, MuxReply, MuxRequest};
+use crate::proto::msg::{Blob, JobSpec, MuxReply, MuxRequest, Recipe};
 
 /// How long to wait for a freshly spawned (or replaced) mux to answer.
 pub const SPAWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -388,10 +388,16 @@ impl MuxClient {
     ///
     /// # Errors
     /// Socket or protocol failures.
-    pub fn run(&mut self, spec: &JobSpec, source: &[u8]) -> Result<MuxReply, MuxClientError> {
+    pub fn run(
+        &mut self,
+        spec: &JobSpec,
+        source: &[u8],
+        recipe: Option<&Recipe>,
+    ) -> Result<MuxReply, MuxClientError> {
         let req = MuxRequest::Run {
             spec: Box::new(spec.clone()),
             source: Blob::raw(source.to_vec()),
+            recipe: recipe.cloned(),
         };
         match self.request(&req, self.reply_deadline)? {
             r @ (MuxReply::Done(_) | MuxReply::Failed { .. }) => Ok(r),

@@ -83,7 +83,8 @@ fn for_each_marker(text: &[u8], mut copy: impl FnMut(&[u8]), mut each: impl FnMu
     };
     while let Some(line_start) = next {
         copy(&text[at..line_start]);
-        let line_end = memchr::memchr(b'\n', &text[line_start..]).map_or(text.len(), |i| line_start + i);
+        let line_end =
+            memchr::memchr(b'\n', &text[line_start..]).map_or(text.len(), |i| line_start + i);
         each(&text[line_start..line_end]);
         at = line_end;
         // The next candidate starts after this line (its `\n` is copied with the span).
@@ -178,7 +179,9 @@ pub fn restore(text: &[u8], markers: &Markers) -> Vec<u8> {
             let name = &line[s..e];
             out.extend_from_slice(&line[..s]);
             match &name[TAG.len()..] {
-                [ESCAPED, escaped @ ..] if escaped.starts_with(TAG) => out.extend_from_slice(escaped),
+                [ESCAPED, escaped @ ..] if escaped.starts_with(TAG) => {
+                    out.extend_from_slice(escaped)
+                }
                 [suffix] => match markers.replacement(*suffix) {
                     Some(original) => out.extend_from_slice(original),
                     None => out.extend_from_slice(name),

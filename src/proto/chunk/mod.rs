@@ -44,7 +44,11 @@ pub enum ChunkError {
     },
     /// The chunk lengths do not add up to the announced total.
     #[error("{what}: chunk lengths add up to {sum} bytes, not the {len} announced")]
-    Length { what: &'static str, sum: u64, len: u64 },
+    Length {
+        what: &'static str,
+        sum: u64,
+        len: u64,
+    },
     /// The pack's blob did not decode.
     #[error("chunk pack: {0}")]
     Decode(#[from] crate::proto::Error),
@@ -78,7 +82,11 @@ impl Recipe {
     /// # Errors
     /// [`ChunkError::TooLarge`] or [`ChunkError::Length`].
     pub fn check(&self) -> Result<(), ChunkError> {
-        bound("recipe chunks", self.chunks.len() as u64, MAX_RECIPE_CHUNKS as u64)?;
+        bound(
+            "recipe chunks",
+            self.chunks.len() as u64,
+            MAX_RECIPE_CHUNKS as u64,
+        )?;
         bound("recipe length", self.len, MAX_RECIPE_LEN)?;
         check_lengths("recipe", &self.chunks, self.len)?;
         if let Some(m) = &self.markers {
@@ -195,6 +203,24 @@ impl Cut {
         }
     }
 
+    /// A recipe and the bytes it was cut from, as a peer (the wrapper) sent them: the
+    /// recipe within bounds and as long as the bytes. The ids are not re-hashed here
+    /// (a wrong one is refused by the server, which checks every chunk).
+    ///
+    /// # Errors
+    /// As [`Recipe::check`], or [`ChunkError::Length`].
+    pub fn from_parts(recipe: Recipe, bytes: Vec<u8>) -> Result<Cut, ChunkError> {
+        recipe.check()?;
+        if recipe.len != bytes.len() as u64 {
+            return Err(ChunkError::Length {
+                what: "cut text",
+                sum: bytes.len() as u64,
+                len: recipe.len,
+            });
+        }
+        Ok(Cut { recipe, bytes })
+    }
+
     /// Each chunk with its bytes, in recipe order.
     pub fn chunks(&self) -> impl Iterator<Item = (ChunkRef, &[u8])> {
         chunk_slices(&self.recipe.chunks, &self.bytes)
@@ -266,7 +292,11 @@ impl ChunkPack {
     /// # Errors
     /// [`ChunkError::TooLarge`], [`ChunkError::Length`], [`ChunkError::Decode`].
     pub fn unpack(&self) -> Result<Unpacked, ChunkError> {
-        bound("pack chunks", self.chunks.len() as u64, MAX_PACK_CHUNKS as u64)?;
+        bound(
+            "pack chunks",
+            self.chunks.len() as u64,
+            MAX_PACK_CHUNKS as u64,
+        )?;
         bound("pack length", self.data.raw_len, MAX_PACK_LEN)?;
         check_lengths("pack", &self.chunks, self.data.raw_len)?;
         // Exactly `raw_len` bytes, or an error.

@@ -107,8 +107,24 @@ fn line() -> impl Strategy<Value = Vec<u8>> {
         proptest::collection::vec(any::<u8>(), 0..12),
     ];
     prop_oneof![
-        (0u32..40, name, prop_oneof![Just(&b""[..]), Just(&b" 1"[..]), Just(&b" 2"[..]), Just(&b" 1 3 4"[..]), Just(&b"\""[..])])
-            .prop_map(|(n, name, flags)| [format!("# {n} \"").as_bytes(), &name, b"\"", flags].concat()),
+        (
+            0u32..40,
+            name,
+            prop_oneof![
+                Just(&b""[..]),
+                Just(&b" 1"[..]),
+                Just(&b" 2"[..]),
+                Just(&b" 1 3 4"[..]),
+                Just(&b"\""[..])
+            ]
+        )
+            .prop_map(|(n, name, flags)| [
+                format!("# {n} \"").as_bytes(),
+                &name,
+                b"\"",
+                flags
+            ]
+            .concat()),
         proptest::collection::vec(any::<u8>(), 0..20),
     ]
 }
@@ -164,7 +180,10 @@ fn chunk_sizes_are_bounded_and_ids_are_blake3() {
     let data = text(1 << 20, 7);
     let cut = Cut::plain(data.clone());
     let n = cut.recipe.chunks.len();
-    assert!(n > 1 << 20 >> 14 && n < 1 << 20 >> 11, "{n} chunks of 1 MiB");
+    assert!(
+        n > 1 << 20 >> 14 && n < 1 << 20 >> 11,
+        "{n} chunks of 1 MiB"
+    );
     for (i, (c, b)) in cut.chunks().enumerate() {
         assert!(c.len <= MAX_CHUNK);
         assert!(c.len >= MIN_CHUNK || i == n - 1);
@@ -180,7 +199,10 @@ fn an_edit_changes_few_chunks() {
     b[100_000] ^= 1;
     let ia: HashSet<_> = cut(&a).into_iter().map(|c| c.id).collect();
     let new = cut(&b).into_iter().filter(|c| !ia.contains(&c.id)).count();
-    assert!((1..=3).contains(&new), "{new} new chunks after one byte changed");
+    assert!(
+        (1..=3).contains(&new),
+        "{new} new chunks after one byte changed"
+    );
 }
 
 #[test]
@@ -191,15 +213,36 @@ fn recipes_from_a_peer_are_bounded() {
     r.len += 1;
     assert!(matches!(r.check(), Err(ChunkError::Length { .. })));
     let mut r = good.clone();
-    r.chunks = vec![ChunkRef { id: ChunkId([0; 32]), len: MAX_CHUNK + 1 }];
+    r.chunks = vec![ChunkRef {
+        id: ChunkId([0; 32]),
+        len: MAX_CHUNK + 1,
+    }];
     r.len = u64::from(MAX_CHUNK) + 1;
-    assert!(matches!(r.check(), Err(ChunkError::TooLarge { what: "chunk", .. })));
+    assert!(matches!(
+        r.check(),
+        Err(ChunkError::TooLarge { what: "chunk", .. })
+    ));
     let mut r = good.clone();
-    r.chunks = vec![ChunkRef { id: ChunkId([0; 32]), len: 0 }; MAX_RECIPE_CHUNKS + 1];
+    r.chunks = vec![
+        ChunkRef {
+            id: ChunkId([0; 32]),
+            len: 0
+        };
+        MAX_RECIPE_CHUNKS + 1
+    ];
     r.len = 0;
-    assert!(matches!(r.check(), Err(ChunkError::TooLarge { what: "recipe chunks", .. })));
+    assert!(matches!(
+        r.check(),
+        Err(ChunkError::TooLarge {
+            what: "recipe chunks",
+            ..
+        })
+    ));
     let mut r = good.clone();
-    r.markers = Some(Markers { main: Some(vec![b'a'; markers::MAX_MARKER_NAME + 1]), cwd: None });
+    r.markers = Some(Markers {
+        main: Some(vec![b'a'; markers::MAX_MARKER_NAME + 1]),
+        cwd: None,
+    });
     assert!(r.check().is_err());
 }
 
@@ -207,8 +250,11 @@ fn recipes_from_a_peer_are_bounded() {
 fn assemble_names_each_missing_chunk_once_and_checks_lengths() {
     let data = text(100_000, 9);
     let mut cut = Cut::plain(data);
-    let have: std::collections::HashMap<_, _> =
-        cut.chunks().skip(1).map(|(c, b)| (c.id, b.to_vec())).collect();
+    let have: std::collections::HashMap<_, _> = cut
+        .chunks()
+        .skip(1)
+        .map(|(c, b)| (c.id, b.to_vec()))
+        .collect();
     // The same chunk twice in a recipe (a text that repeats).
     let first = cut.recipe.chunks[0];
     cut.recipe.chunks.push(first);
@@ -231,7 +277,10 @@ fn assemble_restores_markers() {
     assert_ne!(cut.bytes, text);
     let have: std::collections::HashMap<_, _> =
         cut.chunks().map(|(c, b)| (c.id, b.to_vec())).collect();
-    assert_eq!(cut.recipe.assemble(|id| have.get(id).cloned()).unwrap(), text);
+    assert_eq!(
+        cut.recipe.assemble(|id| have.get(id).cloned()).unwrap(),
+        text
+    );
 }
 
 #[test]
@@ -267,7 +316,11 @@ fn packs_carry_chunks_and_drop_corrupt_ones() {
 #[test]
 fn chunking_a_megabyte_is_cheap() {
     let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("m.c"), "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\nint m;\n").unwrap();
+    std::fs::write(
+        dir.path().join("m.c"),
+        "#include <stdio.h>\n#include <stdlib.h>\n#include <string.h>\nint m;\n",
+    )
+    .unwrap();
     let out = Command::new("gcc")
         .args(["-g", "-E", "-fdirectives-only", "m.c"])
         .current_dir(dir.path())
@@ -319,7 +372,12 @@ fn dedup_between_units() {
                  #include <unordered_map>\n#include <memory>\nint f{i}(std::vector<int> v) {{ std::sort(v.begin(), v.end()); return v.size() + {i}; }}\n")
     };
     for (lang, compiler, ext, unit) in [
-        ("C (libc headers)", "gcc", "c", &c_unit as &dyn Fn(usize) -> String),
+        (
+            "C (libc headers)",
+            "gcc",
+            "c",
+            &c_unit as &dyn Fn(usize) -> String,
+        ),
         ("C++ (STL headers)", "g++", "cc", &cxx_unit),
     ] {
         let mut pre = Vec::new();
@@ -332,15 +390,26 @@ fn dedup_between_units() {
                 .output()
                 .unwrap();
             assert!(out.status.success());
-            pre.push(crate::wrapper::preprocess::strip_builtin_section(out.stdout));
+            pre.push(crate::wrapper::preprocess::strip_builtin_section(
+                out.stdout,
+            ));
         }
         for normalised in [false, true] {
             let cuts: Vec<Cut> = pre
                 .iter()
-                .map(|t| if normalised { Cut::normalised(t) } else { Cut::plain(t.clone()) })
+                .map(|t| {
+                    if normalised {
+                        Cut::normalised(t)
+                    } else {
+                        Cut::plain(t.clone())
+                    }
+                })
                 .collect();
             let held: HashSet<_> = cuts[0].recipe.chunks.iter().map(|c| c.id).collect();
-            let new: Vec<_> = cuts[1].chunks().filter(|(c, _)| !held.contains(&c.id)).collect();
+            let new: Vec<_> = cuts[1]
+                .chunks()
+                .filter(|(c, _)| !held.contains(&c.id))
+                .collect();
             let new_bytes: usize = new.iter().map(|(_, b)| b.len()).sum();
             let lz4 = ChunkPack::pack(new.iter().copied()).data.data.len();
             let ids = cuts[1].recipe.chunks.len() * 36;
