@@ -24,6 +24,7 @@ pub mod reader;
 pub mod sandbox;
 mod session;
 pub mod slots;
+pub mod store;
 pub mod workdir;
 
 use std::ffi::OsString;
