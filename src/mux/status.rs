@@ -54,8 +54,11 @@ pub struct HostReport {
     pub busy_lanes: u32,
     /// `native`, `distcc`, `distcc+lzo`, once known.
     pub wire: Option<String>,
-    /// Jobs that ran (compiler errors included).
+    /// Jobs that ran (compiler errors included); cache hits are not among them.
     pub jobs_ok: u64,
+    /// Jobs the server answered from its result cache, without compiling.
+    #[serde(default)]
+    pub jobs_cached: u64,
     /// Distribution failures.
     pub jobs_failed: u64,
     /// Busy answers.
@@ -135,13 +138,14 @@ pub fn render_text(r: &StatusReport) -> String {
         s.push_str("no hosts yet\n");
     } else {
         s.push_str(&format!(
-            "{:<28} {:>5} {:>7} {:>5} {:>9} {:>6} {:>6} {:>6} {:>8} {:>8}  {}\n",
+            "{:<28} {:>5} {:>7} {:>5} {:>9} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8}  {}\n",
             "HOST",
             "SLOTS",
             "RUNNING",
             "CONNS",
             "LANES I/B",
             "OK",
+            "CACHED",
             "FAILED",
             "BUSY",
             "MEAN",
@@ -151,13 +155,14 @@ pub fn render_text(r: &StatusReport) -> String {
         for h in &r.hosts {
             let slots = h.effective_slots().to_string();
             s.push_str(&format!(
-                "{:<28} {:>5} {:>7} {:>5} {:>9} {:>6} {:>6} {:>6} {:>8} {:>8}  {}\n",
+                "{:<28} {:>5} {:>7} {:>5} {:>9} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8}  {}\n",
                 h.host,
                 slots,
                 h.running,
                 h.connections,
                 format!("{}/{}", h.idle_lanes, h.busy_lanes),
                 h.jobs_ok,
+                h.jobs_cached,
                 h.jobs_failed,
                 h.jobs_busy,
                 opt(&h.mean_ms, "ms"),
@@ -210,6 +215,7 @@ impl Daemon {
                         busy_lanes: lanes.saturating_sub(idle),
                         wire: p.and_then(|p| p.wire).map(|w| wire_name(w).to_string()),
                         jobs_ok: h.jobs_ok,
+                        jobs_cached: h.jobs_cached,
                         jobs_failed: h.jobs_failed,
                         jobs_busy: h.jobs_busy,
                         mean_ms: h.mean_ms(),
@@ -280,6 +286,7 @@ mod tests {
                 busy_lanes: 2,
                 wire: Some("native".into()),
                 jobs_ok: 10,
+                jobs_cached: 3,
                 jobs_failed: 1,
                 jobs_busy: 0,
                 mean_ms: Some(850),
@@ -317,6 +324,7 @@ mod tests {
                 "1",
                 "2/2",
                 "10",
+                "3",
                 "1",
                 "0",
                 "850ms",
