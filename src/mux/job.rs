@@ -219,8 +219,12 @@ impl Daemon {
         match pl.lane.run(spec, source).await {
             Ok(done) => {
                 self.pool.checkin(pl);
-                held.guard.set_outcome(Outcome::Ok {
-                    elapsed: start.elapsed(),
+                held.guard.set_outcome(if done.cached {
+                    Outcome::Cached
+                } else {
+                    Outcome::Ok {
+                        elapsed: start.elapsed(),
+                    }
                 });
                 Attempt::Answer(MuxReply::Done(done))
             }

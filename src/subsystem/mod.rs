@@ -17,6 +17,7 @@
 //! the idle timeout. Neighbours: `mux` and `wrapper` (the clients, via
 //! `proto::frame`), `config` (the [`ServerSettings`]).
 
+pub mod cache;
 pub mod distccd;
 pub mod exec;
 pub mod job;
@@ -70,6 +71,9 @@ pub struct ServeOptions {
     pub search_path: Option<OsString>,
     /// How long the client has for its opening bytes and hello.
     pub hello_timeout: Duration,
+    /// The store's directory when `[server] cache_dir` is not set
+    /// ([`crate::paths::Paths::cache_dir`]); `None`: no store unless configured.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -79,6 +83,9 @@ impl ServeOptions {
             slot_dir: slots::slot_dir_from_env(),
             search_path: None,
             hello_timeout: HELLO_TIMEOUT,
+            cache_dir: Some(
+                crate::paths::Paths::from_env(&|k: &str| std::env::var(k).ok()).cache_dir,
+            ),
         }
     }
 }
@@ -352,16 +359,32 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             frame::write_hello(&mut output, &ours).await?;
             let version = frame::negotiate(&ours, &theirs)?;
             tracing::debug!("client {:?} speaks v{version}", theirs.agent);
+            let store = open_store(settings, opts);
             Session {
                 settings,
                 opts,
                 allow: &allow,
                 sandbox: &sandbox,
+                store: store.as_ref(),
                 output,
                 version,
             }
             .run(input)
             .await
+        }
+    }
+}
+
+/// The per-user store (`[server] cache_dir`, else [`ServeOptions::cache_dir`]), opened
+/// once per session. `None`, with a warning, when it cannot be used (a directory of
+/// another user, or open to others): the session then works without it.
+fn open_store(settings: &ServerSettings, opts: &ServeOptions) -> Option<store::Store> {
+    let dir = settings.cache_dir.as_ref().or(opts.cache_dir.as_ref())?;
+    match store::Store::open(dir, settings.cache_bytes) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("no store, so no result cache: {e}");
+            None
         }
     }
 }

@@ -24,10 +24,10 @@ use crate::config::{self, Config};
 use crate::exit::ExitCode;
 use crate::hosts::{self, HostList};
 use crate::mux::lane::{JobSpec, Wire};
-use crate::proto::msg::{JobHeader, JobResult};
 use crate::paths::Paths;
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::MuxReply;
+use crate::proto::msg::{JobHeader, JobResult};
 
 /// Why a job could not be distributed. Always ends in [`fallback`].
 #[derive(Debug)]
@@ -106,6 +106,7 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
     );
     let line = match &outcome {
         Outcome::Local(reason) => format!("local\t{reason}"),
+        Outcome::Done(_) if note.cached => format!("remote-cached\t{}", note.host),
         Outcome::Done(_) => format!("remote\t{}", note.host),
         Outcome::Failed(f) => format!("local\tfallback: {}", f.message),
     };
@@ -133,6 +134,8 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
 struct Note {
     source: String,
     host: String,
+    /// The server answered from its result cache (the job log says `remote-cached`).
+    cached: bool,
     slot: Option<mux_client::MuxClient>,
 }
 
@@ -268,13 +271,17 @@ fn via_mux(
         Err(e) => return Some(cpp_failed(e)),
     };
     let spec = job_spec(job, cwd, wire, &cpp.source, env);
+    let reply = client.run(&spec, &cpp.source);
+    if let Ok(MuxReply::Done(result)) = &reply {
+        note.cached = result.cached;
+    }
     let on_host = |message: String, code: u8| {
         Some(Outcome::Failed(Failure {
             message: on_host_message(&note.host, &message),
             code,
         }))
     };
-    match client.run(&spec, &cpp.source) {
+    match reply {
         Ok(MuxReply::Done(result)) => match result.unpacked(MAX_BLOB) {
             Ok(done) => Some(finish(job, cwd, &note.host, done, &cpp.driver_notes)),
             Err(e) => on_host(e.to_string(), ExitCode::ProtocolError.code()),
@@ -360,6 +367,8 @@ fn job_spec(
     source: &[u8],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> JobSpec {
+    // `HOARDCC_CACHE=0`: the server must compile, not answer from its result cache.
+    let cache = env("HOARDCC_CACHE").is_none_or(|v| v.trim() != "0");
     let (source_name, env, context) = match wire {
         Wire::Native => {
             let read = |name: &str| {
@@ -398,7 +407,7 @@ fn job_spec(
         env,
         context,
         compiler_id: None,
-        cache: true,
+        cache,
     }
 }
 
