@@ -29,3 +29,5 @@ mod conformance;
 mod logging;
 // Real build tools: CMake + Ninja launcher, ccache with CCACHE_PREFIX, masquerade next to ccache.
 mod tools;
+// The server's result cache: a rebuild after make clean hits, identical; HOARDCC_CACHE=0 and cache = false miss.
+mod cache;
