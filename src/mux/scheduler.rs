@@ -100,6 +100,8 @@ pub struct HostState {
     pub jobs_busy: u64,
     /// Jobs answered from the server's result cache (not in `jobs_ok`).
     pub jobs_cached: u64,
+    /// Jobs sent again on this host after their lane died mid-job.
+    pub jobs_resent: u64,
     /// Sum of job times, for the plain mean in `hoardcc status`.
     pub total_ms: u64,
 }
@@ -117,6 +119,7 @@ impl HostState {
             jobs_failed: 0,
             jobs_busy: 0,
             jobs_cached: 0,
+            jobs_resent: 0,
             total_ms: 0,
         }
     }
@@ -337,6 +340,13 @@ impl Scheduler {
                     Outcome::Unused => {}
                 }
             }
+        }
+    }
+
+    /// Count a job sent again on `key` after its lane died (the slot stays held).
+    pub fn record_resend(&mut self, key: &str) {
+        if let Some(h) = self.hosts.get_mut(key) {
+            h.jobs_resent += 1;
         }
     }
 
