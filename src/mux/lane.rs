@@ -117,8 +117,8 @@ fn is_hoardcc_command(command: &str) -> bool {
 }
 
 enum LaneIo {
-    Native { stream: Stream, _conn: Connection },
-    DistccSsh { stream: Stream, _conn: Connection },
+    Native { stream: Stream, conn: Connection },
+    DistccSsh { stream: Stream, conn: Connection },
     DistccTcp { stream: TcpStream },
 }
 
@@ -203,16 +203,10 @@ impl Lane {
             },
         };
         if native {
-            let io = LaneIo::Native {
-                stream,
-                _conn: conn,
-            };
+            let io = LaneIo::Native { stream, conn };
             Lane::native(io, key, settings).await
         } else {
-            let io = LaneIo::DistccSsh {
-                stream,
-                _conn: conn,
-            };
+            let io = LaneIo::DistccSsh { stream, conn };
             Ok(Lane::new(io, Wire::Distcc { lzo: host.lzo }, key, settings))
         }
     }
@@ -259,6 +253,15 @@ impl Lane {
     /// The host key this lane reaches, e.g. `user@host`.
     pub fn host(&self) -> &str {
         &self.host
+    }
+
+    /// Whether the ssh connection under the lane has ended (never for TCP lanes, whose
+    /// end shows only when they are used).
+    pub fn is_closed(&self) -> bool {
+        match &self.io {
+            LaneIo::Native { conn, .. } | LaneIo::DistccSsh { conn, .. } => conn.is_closed(),
+            LaneIo::DistccTcp { .. } => false,
+        }
     }
 
     /// Native lanes run job after job; a distcc lane serves one job and is then spent.
@@ -323,7 +326,9 @@ impl Lane {
 
     /// Run one job. `source` is preprocessed as [`Lane::wire`] asks. `host_chunks` is
     /// the host's chunk knowledge and counters, shared by its lanes (the mux's); without
-    /// it, or when the server's store is its own, the lane keeps its own knowledge.
+    /// it, or when the server's store is its own, the lane keeps its own knowledge. On an
+    /// ssh lane the job ends with [`TransportError::Closed`] as soon as the connection
+    /// ends, even while it waits to send (russh does not wake such a writer).
     pub async fn run(
         &mut self,
         spec: &JobSpec,
@@ -338,7 +343,7 @@ impl Lane {
         };
         let counts = host_chunks.cloned().unwrap_or_else(|| known.clone());
         match &mut self.io {
-            LaneIo::Native { stream, .. } => {
+            LaneIo::Native { stream, conn } => {
                 let id = self.next_id;
                 self.next_id += 1;
                 let peer = Peer {
@@ -350,17 +355,38 @@ impl Lane {
                     known: &known,
                     counts: &counts,
                 };
-                run_native(stream, id, spec, source, io_timeout, peer, books).await
+                unless_closed(
+                    conn,
+                    run_native(stream, id, spec, source, io_timeout, peer, books),
+                )
+                .await
             }
-            LaneIo::DistccSsh { stream, .. } => {
+            LaneIo::DistccSsh { stream, conn } => {
                 let text = source.text();
-                run_distcc(stream, self.wire, spec, &text, io_timeout, &self.host).await
+                unless_closed(
+                    conn,
+                    run_distcc(stream, self.wire, spec, &text, io_timeout, &self.host),
+                )
+                .await
             }
             LaneIo::DistccTcp { stream } => {
                 let text = source.text();
                 run_distcc(stream, self.wire, spec, &text, io_timeout, &self.host).await
             }
         }
+    }
+}
+
+/// `work` on a lane of `conn`, or [`TransportError::Closed`] once the connection has
+/// ended (what `work` got done first wins).
+async fn unless_closed<T>(
+    conn: &Connection,
+    work: impl std::future::Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    tokio::select! {
+        biased;
+        r = work => r,
+        () = conn.closed() => Err(TransportError::Closed),
     }
 }
 

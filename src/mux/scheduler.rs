@@ -66,6 +66,9 @@ pub enum Decision {
 pub enum Outcome {
     /// The job ran (the compiler's own failure included); `elapsed` feeds the EWMA.
     Ok { elapsed: Duration },
+    /// The server answered from its result cache: the host works, but the time says
+    /// nothing about its compile speed, so it feeds neither the EWMA nor the mean.
+    Cached,
     /// Distribution failed on this host: back it off.
     Failed,
     /// The server said it is full: pause the host briefly, no penalty.
@@ -95,6 +98,10 @@ pub struct HostState {
     pub jobs_failed: u64,
     /// Busy answers.
     pub jobs_busy: u64,
+    /// Jobs answered from the server's result cache (not in `jobs_ok`).
+    pub jobs_cached: u64,
+    /// Jobs sent again on this host after their lane died mid-job.
+    pub jobs_resent: u64,
     /// Sum of job times, for the plain mean in `hoardcc status`.
     pub total_ms: u64,
 }
@@ -111,6 +118,8 @@ impl HostState {
             jobs_ok: 0,
             jobs_failed: 0,
             jobs_busy: 0,
+            jobs_cached: 0,
+            jobs_resent: 0,
             total_ms: 0,
         }
     }
@@ -314,6 +323,10 @@ impl Scheduler {
                         h.total_ms += elapsed.as_millis() as u64;
                         h.backoff_until = None;
                     }
+                    Outcome::Cached => {
+                        h.jobs_cached += 1;
+                        h.backoff_until = None;
+                    }
                     Outcome::Failed => {
                         h.jobs_failed += 1;
                         if !backoff.is_zero() {
@@ -327,6 +340,13 @@ impl Scheduler {
                     Outcome::Unused => {}
                 }
             }
+        }
+    }
+
+    /// Count a job sent again on `key` after its lane died (the slot stays held).
+    pub fn record_resend(&mut self, key: &str) {
+        if let Some(h) = self.hosts.get_mut(key) {
+            h.jobs_resent += 1;
         }
     }
 

@@ -54,12 +54,18 @@ pub struct HostReport {
     pub busy_lanes: u32,
     /// `native`, `distcc`, `distcc+lzo`, once known.
     pub wire: Option<String>,
-    /// Jobs that ran (compiler errors included).
+    /// Jobs that ran (compiler errors included); cache hits are not among them.
     pub jobs_ok: u64,
+    /// Jobs the server answered from its result cache, without compiling.
+    #[serde(default)]
+    pub jobs_cached: u64,
     /// Distribution failures.
     pub jobs_failed: u64,
     /// Busy answers.
     pub jobs_busy: u64,
+    /// Jobs sent again on the host after their lane died mid-job (a blip).
+    #[serde(default)]
+    pub jobs_resent: u64,
     /// Mean job time.
     pub mean_ms: Option<u64>,
     /// Recent job time (EWMA), used for host choice.
@@ -95,7 +101,8 @@ impl HostReport {
 pub struct JobReport {
     /// The source file the wrapper named.
     pub file: String,
-    /// `queued`, `reserved`, `running` or `local`.
+    /// `queued`, `reserved`, `running`, `resending` (its lane died; waiting for the host
+    /// to answer again) or `local`.
     pub state: String,
     /// The host holding its slot, if remote.
     pub host: Option<String>,
@@ -135,13 +142,14 @@ pub fn render_text(r: &StatusReport) -> String {
         s.push_str("no hosts yet\n");
     } else {
         s.push_str(&format!(
-            "{:<28} {:>5} {:>7} {:>5} {:>9} {:>6} {:>6} {:>6} {:>8} {:>8}  {}\n",
+            "{:<28} {:>5} {:>7} {:>5} {:>9} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8}  {}\n",
             "HOST",
             "SLOTS",
             "RUNNING",
             "CONNS",
             "LANES I/B",
             "OK",
+            "CACHED",
             "FAILED",
             "BUSY",
             "MEAN",
@@ -151,13 +159,14 @@ pub fn render_text(r: &StatusReport) -> String {
         for h in &r.hosts {
             let slots = h.effective_slots().to_string();
             s.push_str(&format!(
-                "{:<28} {:>5} {:>7} {:>5} {:>9} {:>6} {:>6} {:>6} {:>8} {:>8}  {}\n",
+                "{:<28} {:>5} {:>7} {:>5} {:>9} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8}  {}\n",
                 h.host,
                 slots,
                 h.running,
                 h.connections,
                 format!("{}/{}", h.idle_lanes, h.busy_lanes),
                 h.jobs_ok,
+                h.jobs_cached,
                 h.jobs_failed,
                 h.jobs_busy,
                 opt(&h.mean_ms, "ms"),
@@ -166,6 +175,12 @@ pub fn render_text(r: &StatusReport) -> String {
             ));
             if let Some(n) = h.slots_note() {
                 s.push_str(&format!("    slots: {n}\n"));
+            }
+            if h.jobs_resent > 0 {
+                s.push_str(&format!(
+                    "    resent after a lost lane: {} job(s)\n",
+                    h.jobs_resent
+                ));
             }
             if let Some(e) = &h.last_error {
                 s.push_str(&format!("    last error: {e}\n"));
@@ -210,8 +225,10 @@ impl Daemon {
                         busy_lanes: lanes.saturating_sub(idle),
                         wire: p.and_then(|p| p.wire).map(|w| wire_name(w).to_string()),
                         jobs_ok: h.jobs_ok,
+                        jobs_cached: h.jobs_cached,
                         jobs_failed: h.jobs_failed,
                         jobs_busy: h.jobs_busy,
+                        jobs_resent: h.jobs_resent,
                         mean_ms: h.mean_ms(),
                         ewma_ms: h.ewma_ms.map(|m| m as u64),
                         backoff_remaining_ms: h
@@ -280,8 +297,10 @@ mod tests {
                 busy_lanes: 2,
                 wire: Some("native".into()),
                 jobs_ok: 10,
+                jobs_cached: 3,
                 jobs_failed: 1,
                 jobs_busy: 0,
+                jobs_resent: 2,
                 mean_ms: Some(850),
                 ewma_ms: Some(800),
                 backoff_remaining_ms: Some(1500),
@@ -317,6 +336,7 @@ mod tests {
                 "1",
                 "2/2",
                 "10",
+                "3",
                 "1",
                 "0",
                 "850ms",
@@ -325,6 +345,7 @@ mod tests {
             ]
         );
         assert!(t.contains("last error: boom"));
+        assert!(t.contains("resent after a lost lane: 2 job(s)"));
         assert!(t.contains("running") && t.contains("foo.c"));
     }
 }

@@ -8,87 +8,123 @@
 //! per-user store on disk, shared by every session of the user).
 
 use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use super::store::Store;
 
 use crate::proto::chunk::{ChunkError, ChunkPack, Recipe, MAX_RECIPE_CHUNKS};
 use crate::proto::chunk_id::ChunkId;
 use crate::proto::msg::{Blob, Input, Job};
 
 /// Where a session keeps chunks between jobs.
-pub trait ChunkStore: Send {
+pub trait ChunkStore {
     /// The chunk's bytes, if held and intact (their hash is `id`).
-    fn get(&mut self, id: &ChunkId) -> Option<Vec<u8>>;
-    /// Keeps a chunk whose bytes hash to `id` (checked by the caller). Best effort: a
-    /// store that cannot keep it loses it, and the chunk is asked for again.
-    fn put(&mut self, id: &ChunkId, data: &[u8]);
+    fn get(&self, id: &ChunkId) -> Option<Vec<u8>>;
+    /// Keeps a chunk whose bytes hash to `id` (checked by the caller).
+    ///
+    /// # Errors
+    /// The store could not keep it (full disk, a chunk over its cap): a reason.
+    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<(), String>;
+}
+
+impl ChunkStore for Store {
+    fn get(&self, id: &ChunkId) -> Option<Vec<u8>> {
+        Store::get(self, id)
+    }
+
+    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<(), String> {
+        Store::put(self, id, data).map_err(|e| e.to_string())
+    }
 }
 
 /// A per-session store in memory, oldest chunks dropped first past its cap.
 #[derive(Debug)]
 pub struct MemoryStore {
+    inner: Mutex<Memory>,
+    cap: u64,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
     chunks: HashMap<ChunkId, Vec<u8>>,
     order: VecDeque<ChunkId>,
     bytes: u64,
-    cap: u64,
 }
 
 impl MemoryStore {
     /// A store holding at most `cap` bytes.
     pub fn new(cap: u64) -> MemoryStore {
         MemoryStore {
-            chunks: HashMap::new(),
-            order: VecDeque::new(),
-            bytes: 0,
+            inner: Mutex::default(),
             cap,
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
 impl ChunkStore for MemoryStore {
-    fn get(&mut self, id: &ChunkId) -> Option<Vec<u8>> {
-        self.chunks.get(id).cloned()
+    fn get(&self, id: &ChunkId) -> Option<Vec<u8>> {
+        self.lock().chunks.get(id).cloned()
     }
 
-    fn put(&mut self, id: &ChunkId, data: &[u8]) {
-        if self.chunks.contains_key(id) || data.len() as u64 > self.cap {
-            return;
+    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<(), String> {
+        let len = data.len() as u64;
+        if len > self.cap {
+            return Err(format!(
+                "a chunk of {len} bytes is over the memory store's cap"
+            ));
         }
-        while self.bytes + data.len() as u64 > self.cap {
-            let Some(old) = self.order.pop_front() else {
+        let mut m = self.lock();
+        if m.chunks.contains_key(id) {
+            return Ok(());
+        }
+        while m.bytes + len > self.cap {
+            let Some(old) = m.order.pop_front() else {
                 break;
             };
-            if let Some(d) = self.chunks.remove(&old) {
-                self.bytes -= d.len() as u64;
+            if let Some(d) = m.chunks.remove(&old) {
+                m.bytes -= d.len() as u64;
             }
         }
-        self.bytes += data.len() as u64;
-        self.order.push_back(*id);
-        self.chunks.insert(*id, data.to_vec());
+        m.bytes += len;
+        m.order.push_back(*id);
+        m.chunks.insert(*id, data.to_vec());
+        Ok(())
     }
-}
-
-/// The chunk store of one session, and whether it is shared by the user's sessions
-/// (announced as `chunk-store`). Until the store on disk is here, a session keeps its
-/// chunks in memory, one job's worth (`max_job_bytes`).
-pub fn open_store(settings: &crate::config::ServerSettings) -> (Box<dyn ChunkStore>, bool) {
-    (
-        Box::new(MemoryStore::new(settings.admission.max_job_bytes)),
-        false,
-    )
 }
 
 /// Most ids one `Missing` answer names (a job's recipes may name more; the rest are
 /// asked for in the next round).
 pub const MAX_MISSING_IDS: usize = MAX_RECIPE_CHUNKS;
 
-/// The chunk side of one session.
-pub struct SessionChunks {
-    store: Box<dyn ChunkStore>,
+/// The chunk side of one session: the user's store on disk, shared by all their
+/// sessions, when there is one; this session's memory for what the disk store cannot
+/// keep (or, without a disk store, one job's worth: `max_job_bytes`).
+pub struct SessionChunks<'a> {
+    disk: Option<&'a dyn ChunkStore>,
+    memory: MemoryStore,
 }
 
-impl SessionChunks {
-    /// Chunks kept in `store`.
-    pub fn new(store: Box<dyn ChunkStore>) -> SessionChunks {
-        SessionChunks { store }
+/// Bytes of memory a session with a disk store keeps for chunks the disk refused.
+const SPILL_BYTES: u64 = 16 << 20;
+
+impl<'a> SessionChunks<'a> {
+    /// Chunks kept in `disk` (if any), else in memory up to `max_job_bytes`.
+    pub fn new(disk: Option<&'a dyn ChunkStore>, max_job_bytes: u64) -> SessionChunks<'a> {
+        let memory = MemoryStore::new(match disk {
+            Some(_) => SPILL_BYTES,
+            None => max_job_bytes,
+        });
+        SessionChunks { disk, memory }
+    }
+
+    /// Whether the chunks live in a store shared by the user's sessions (the hello says
+    /// `chunk-store`).
+    pub fn shared(&self) -> bool {
+        self.disk.is_some()
     }
 
     /// Stores the chunks of a pack the client sent. Chunks whose bytes do not hash to
@@ -105,7 +141,17 @@ impl SessionChunks {
             );
         }
         for (id, data) in &got.good {
-            self.store.put(id, data);
+            let kept = match self.disk {
+                Some(d) => d.put(id, data).inspect_err(|e| {
+                    tracing::warn!("store: cannot keep chunk {id}: {e}; keeping it in memory");
+                }),
+                None => Err(String::new()),
+            };
+            if kept.is_err() {
+                if let Err(e) = self.memory.put(id, data) {
+                    tracing::warn!("chunk {id} not kept: {e}");
+                }
+            }
         }
         Ok(got.good.len())
     }
@@ -163,7 +209,10 @@ impl SessionChunks {
 
     /// A chunk's bytes, checked against its id.
     pub(super) fn get(&mut self, id: &ChunkId) -> Option<Vec<u8>> {
-        let data = self.store.get(id)?;
+        let data = self
+            .memory
+            .get(id)
+            .or_else(|| self.disk.and_then(|d| d.get(id)))?;
         if ChunkId::of(&data) == *id {
             Some(data)
         } else {
@@ -191,20 +240,20 @@ mod tests {
 
     #[test]
     fn memory_store_drops_the_oldest_past_its_cap() {
-        let mut s = MemoryStore::new(10);
+        let s = MemoryStore::new(10);
         let (a, b, c) = (
             ChunkId::of(b"aaaa"),
             ChunkId::of(b"bbbb"),
             ChunkId::of(b"cccc"),
         );
-        s.put(&a, b"aaaa");
-        s.put(&b, b"bbbb");
-        s.put(&c, b"cccc");
+        s.put(&a, b"aaaa").unwrap();
+        s.put(&b, b"bbbb").unwrap();
+        s.put(&c, b"cccc").unwrap();
         assert_eq!(s.get(&a), None);
         assert_eq!(s.get(&b).as_deref(), Some(&b"bbbb"[..]));
         assert_eq!(s.get(&c).as_deref(), Some(&b"cccc"[..]));
-        s.put(&a, &[0; 11]);
-        assert_eq!(s.get(&a), None, "larger than the whole cap");
+        assert!(s.put(&a, &[0; 11]).is_err(), "larger than the whole cap");
+        assert_eq!(s.get(&a), None);
     }
 
     #[test]
@@ -216,7 +265,7 @@ mod tests {
         let mut pack = ChunkPack::pack(cut.chunks());
         let bad = pack.chunks[0].id;
         pack.chunks[0].id = ChunkId([1; 32]);
-        let mut s = SessionChunks::new(Box::new(MemoryStore::new(64 << 20)));
+        let mut s = SessionChunks::new(None, 64 << 20);
         assert_eq!(s.receive(&pack).unwrap(), cut.recipe.chunks.len() - 1);
         assert!(s.get(&ChunkId([1; 32])).is_none());
         assert!(s.get(&bad).is_none());
@@ -253,7 +302,7 @@ mod tests {
             compiler_id: None,
             cache: true,
         };
-        let mut s = SessionChunks::new(Box::new(MemoryStore::new(64 << 20)));
+        let mut s = SessionChunks::new(None, 64 << 20);
         // Everything but the source's first chunk and the context file.
         let held = ChunkPack::pack(source.chunks().skip(1));
         s.receive(&held).unwrap();
@@ -293,15 +342,19 @@ mod tests {
     /// A store that hands back bytes other than the ones put.
     struct Rotten;
     impl ChunkStore for Rotten {
-        fn get(&mut self, _: &ChunkId) -> Option<Vec<u8>> {
+        fn get(&self, _: &ChunkId) -> Option<Vec<u8>> {
             Some(b"rotten".to_vec())
         }
-        fn put(&mut self, _: &ChunkId, _: &[u8]) {}
+        fn put(&self, _: &ChunkId, _: &[u8]) -> Result<(), String> {
+            Err("full".into())
+        }
     }
 
     #[test]
     fn a_corrupt_stored_chunk_is_not_used() {
-        let mut s = SessionChunks::new(Box::new(Rotten));
+        let rotten = Rotten;
+        let mut s = SessionChunks::new(Some(&rotten), 1 << 20);
+        assert!(s.shared());
         assert!(s.get(&ChunkId::of(b"fresh")).is_none());
         assert!(s.get(&ChunkId::of(b"rotten")).is_some());
     }

@@ -17,6 +17,7 @@
 //! the idle timeout. Neighbours: `mux` and `wrapper` (the clients, via
 //! `proto::frame`), `config` (the [`ServerSettings`]).
 
+pub mod cache;
 pub mod chunks;
 pub mod distccd;
 pub mod exec;
@@ -25,6 +26,7 @@ pub mod reader;
 pub mod sandbox;
 mod session;
 pub mod slots;
+pub mod store;
 pub mod workdir;
 
 use std::ffi::OsString;
@@ -78,6 +80,9 @@ pub struct ServeOptions {
     pub search_path: Option<OsString>,
     /// How long the client has for its opening bytes and hello.
     pub hello_timeout: Duration,
+    /// The store's directory when `[server] cache_dir` is not set
+    /// ([`crate::paths::Paths::cache_dir`]); `None`: no store unless configured.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -87,6 +92,9 @@ impl ServeOptions {
             slot_dir: slots::slot_dir_from_env(),
             search_path: None,
             hello_timeout: HELLO_TIMEOUT,
+            cache_dir: Some(
+                crate::paths::Paths::from_env(&|k: &str| std::env::var(k).ok()).cache_dir,
+            ),
         }
     }
 }
@@ -356,9 +364,10 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 .await
                 .map_err(|_| ServeError::HandshakeTimeout(opts.hello_timeout))?
                 .map_err(ServeError::from)?;
-            let (store, shared_store) = chunks::open_store(settings);
-            let chunks = chunks::SessionChunks::new(store);
-            let ours = our_hello(settings, opts, shared_store);
+            let store = open_store(settings, opts);
+            let disk = store.as_ref().map(|s| s as &dyn chunks::ChunkStore);
+            let chunks = chunks::SessionChunks::new(disk, settings.admission.max_job_bytes);
+            let ours = our_hello(settings, opts, chunks.shared());
             frame::write_hello(&mut output, &ours).await?;
             let version = frame::negotiate(&ours, &theirs)?;
             tracing::debug!("client {:?} speaks v{version}", theirs.agent);
@@ -367,12 +376,27 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 opts,
                 allow: &allow,
                 sandbox: &sandbox,
+                store: store.as_ref(),
                 output,
                 version,
                 chunks,
             }
             .run(input)
             .await
+        }
+    }
+}
+
+/// The per-user store (`[server] cache_dir`, else [`ServeOptions::cache_dir`]), opened
+/// once per session. `None`, with a warning, when it cannot be used (a directory of
+/// another user, or open to others): the session then works without it.
+fn open_store(settings: &ServerSettings, opts: &ServeOptions) -> Option<store::Store> {
+    let dir = settings.cache_dir.as_ref().or(opts.cache_dir.as_ref())?;
+    match store::Store::open(dir, settings.cache_bytes) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("no store, so no result cache and no shared chunk store: {e}");
+            None
         }
     }
 }

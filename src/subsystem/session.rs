@@ -1,10 +1,12 @@
 //! Server stage, one native session of `hoardcc serve` after the hellos (`subsystem`
-//! reads the opening and negotiates): per job, admit (`job::check`, then a slot from
-//! `slots` or `Busy`), compile (`job::stage` into a `workdir`, `exec` while `reader`
+//! reads the opening and negotiates): per job, admit (`job::check`), answer from the
+//! result cache if it holds the job (`cache`, no slot needed), else take a slot from
+//! `slots` (or answer `Busy`), compile (`job::stage` into a `workdir`, `exec` while `reader`
 //! keeps reading the lane, with heartbeats, `Ping` answers and EOF killing the compiler),
-//! answer (`result_message`: outputs read back within the frame budget, or the fault).
-//! Pipelined jobs wait in a byte-bounded queue. Neighbours: `subsystem` (caller), `job`,
-//! `slots`, `exec`, `reader`, `proto::frame`.
+//! answer (`result_message`: outputs read back within the frame budget, or the fault),
+//! and keep a clean result in the cache. Pipelined jobs wait in a byte-bounded queue.
+//! Neighbours: `subsystem` (caller), `job`, `cache`, `slots`, `exec`, `reader`,
+//! `proto::frame`.
 
 use std::collections::VecDeque;
 
@@ -50,11 +52,13 @@ pub(super) struct Session<'a, W> {
     pub(super) opts: &'a ServeOptions,
     pub(super) allow: &'a AllowList,
     pub(super) sandbox: &'a sandbox::Sandbox,
+    /// The per-user store of chunks and results, when it could be opened.
+    pub(super) store: Option<&'a store::Store>,
     pub(super) output: W,
     /// The protocol version negotiated with the client (decides how a fault is told).
     pub(super) version: u32,
     /// Chunks the client sent, and the store recipes are assembled from.
-    pub(super) chunks: chunks::SessionChunks,
+    pub(super) chunks: chunks::SessionChunks<'a>,
 }
 
 impl<W: AsyncWrite + Unpin> Session<'_, W> {
@@ -178,6 +182,12 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 return self.not_prepared(id, PrepareError::Refused(reason)).await
             }
         }
+        let cache_key = self.cache_key(&job, &program).await;
+        if let Some(hit) = cache_key.and_then(|k| cache::lookup(self.store?, &k, id)) {
+            tracing::debug!("job {id}: answered from the result cache");
+            self.send(&result_for(hit, self.version)).await?;
+            return Ok(Flow::Continue);
+        }
         let limit = slots::host_limit(self.settings.max_jobs);
         let slot = match slots::try_acquire(&self.opts.slot_dir, limit) {
             Ok(Some(slot)) => slot,
@@ -291,9 +301,29 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         // Answer first, then remove the job directory: the client should not wait for
         // the cleanup.
         let sent = self.send(&answer).await;
+        if let (Some(key), Some(store), Message::Result3(result)) = (cache_key, self.store, &answer)
+        {
+            match cache::record(store, &key, result) {
+                Ok(true) => tracing::debug!("job {id}: result cached"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("job {id}: cannot cache the result: {e}"),
+            }
+        }
         drop(prepared);
         sent?;
         Ok(Flow::Continue)
+    }
+
+    /// The job's result-cache key, if the cache is on here (`[server] cache`, a store)
+    /// and the client allows it (`Job.cache`), and the compiler `program` can be probed.
+    async fn cache_key(&self, job: &Job, program: &std::path::Path) -> Option<cache::Key> {
+        if !(self.settings.cache && job.cache) {
+            return None;
+        }
+        self.store?;
+        let search_path = &self.allow.search_path;
+        let compiler = cache::server_compiler(program, search_path).await?;
+        Some(cache::key(&compiler, search_path, job))
     }
 }
 

@@ -114,7 +114,10 @@ pub(super) fn run(
     let done = loop {
         match runtime.block_on(lane.run(&spec, &source, None)) {
             Ok(d) => match d.unpacked(crate::proto::compress::MAX_BLOB) {
-                Ok(d) => break d,
+                Ok(d) => {
+                    note.cached = d.cached;
+                    break d;
+                }
                 Err(e) => return on_host(e.into()),
             },
             Err(TransportError::Busy { .. }) if std::time::Instant::now() + pause < give_up => {

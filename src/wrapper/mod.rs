@@ -106,6 +106,7 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
     );
     let line = match &outcome {
         Outcome::Local(reason) => format!("local\t{reason}"),
+        Outcome::Done(_) if note.cached => format!("remote-cached\t{}", note.host),
         Outcome::Done(_) => format!("remote\t{}", note.host),
         Outcome::Failed(f) => format!("local\tfallback: {}", f.message),
     };
@@ -133,6 +134,8 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
 struct Note {
     source: String,
     host: String,
+    /// The server answered from its result cache (the job log says `remote-cached`).
+    cached: bool,
     slot: Option<mux_client::MuxClient>,
 }
 
@@ -268,22 +271,25 @@ fn via_mux(
         Err(e) => return Some(cpp_failed(e)),
     };
     let spec = job_spec(job, cwd, wire, &cpp.source, env);
-    let on_host = |message: String, code: u8| {
-        Some(Outcome::Failed(Failure {
-            message: on_host_message(&note.host, &message),
-            code,
-        }))
-    };
     // The directives-only text goes cut into chunks (here, so that the CPU it takes is
     // spread over the wrappers): the mux sends the server only those it lacks.
-    let sent = match wire {
+    let reply = match wire {
         Wire::Native => {
             let cut = crate::proto::chunk::Cut::normalised(&cpp.source);
             client.run(&spec, &cut.bytes, Some(&cut.recipe))
         }
         Wire::Distcc { .. } => client.run(&spec, &cpp.source, None),
     };
-    match sent {
+    if let Ok(MuxReply::Done(result)) = &reply {
+        note.cached = result.cached;
+    }
+    let on_host = |message: String, code: u8| {
+        Some(Outcome::Failed(Failure {
+            message: on_host_message(&note.host, &message),
+            code,
+        }))
+    };
+    match reply {
         Ok(MuxReply::Done(result)) => match result.unpacked(MAX_BLOB) {
             Ok(done) => Some(finish(job, cwd, &note.host, done, &cpp.driver_notes)),
             Err(e) => on_host(e.to_string(), ExitCode::ProtocolError.code()),
@@ -369,6 +375,8 @@ fn job_spec(
     source: &[u8],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> JobSpec {
+    // `HOARDCC_CACHE=0`: the server must compile, not answer from its result cache.
+    let cache = env("HOARDCC_CACHE").is_none_or(|v| v.trim() != "0");
     let (source_name, env, context) = match wire {
         Wire::Native => {
             let read = |name: &str| {
@@ -407,7 +415,7 @@ fn job_spec(
         env,
         context,
         compiler_id: None,
-        cache: true,
+        cache,
     }
 }
 

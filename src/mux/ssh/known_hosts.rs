@@ -238,12 +238,15 @@ pub fn default_files(home: &Path, extra: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// The russh handler: checks the server's key and records the precise verdict so
-/// [`Connection::connect`] can report it (russh itself only says "UnknownKey").
+/// [`Connection::connect`] can report it (russh itself only says "UnknownKey"). russh
+/// owns it for the life of the session and drops it when the session ends, whatever
+/// ended it: `_ended` then cancels the token [`Connection::closed`] waits on.
 pub(super) struct Verifier {
     pub(super) host: String,
     pub(super) port: u16,
     pub(super) files: Vec<PathBuf>,
     pub(super) verdict: Arc<Mutex<Option<SshError>>>,
+    pub(super) _ended: tokio_util::sync::DropGuard,
 }
 
 impl client::Handler for Verifier {

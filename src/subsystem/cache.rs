@@ -1,0 +1,281 @@
+//! Server stage, the result cache of `hoardcc serve`: a job that matches an earlier clean
+//! compile is answered from the store (`subsystem::store`, whose directory and size cap
+//! it shares with the chunks) without a slot or a compile, in the same single round
+//! trip, with `JobResult.cached` set. Neighbours: `subsystem::session` (looks up after
+//! admission, before the slot; records after a compile), `subsystem::store`,
+//! `proto::msg` (`Job`, `JobResult`).
+//!
+//! **The key** is blake3 (in its key-derivation mode, under this format's context
+//! string) over a postcard encoding of everything the result depends on:
+//! - this server's compiler: its resolved path, size and mtime, and what it prints for
+//!   `-dumpfullversion` (else `-dumpversion`) and `-dumpmachine` ([`ServerCompiler`],
+//!   probed once per process per path, size and mtime);
+//! - this build of hoardcc (it decides how the job is staged and which flags are added);
+//! - the job's header (compiler name, arguments, `-c`/`-S`, working directory, source
+//!   and output names, extra-output names) and its source kind;
+//! - the environment the compiler gets: the server's `PATH` and the client's locale
+//!   variables (as sent);
+//! - the input, all of it: the source and every context file by name. A whole blob is
+//!   hashed as it travels (codec, length, encoded bytes): one encoding decodes to one
+//!   content, so equal digests mean equal input, and no time is spent decoding before a
+//!   lookup; the same text encoded otherwise merely misses.
+//!
+//! **What is stored**: results of a compile that exited 0 (with its warnings), only.
+//! A compiler's own error is not cached: it is usually fixed and rebuilt with other
+//! input anyway, and a non-zero exit can come from the server's state rather than the
+//! input (a full disk for the compiler's temporaries, a memory limit the compiler
+//! reports as an error): a fault must never be replayed. Faults, timeouts and server
+//! errors never reach the cache at all.
+//!
+//! **Off switches**: `[server] cache = false`, and a job with `cache == false` (the
+//! client's `HOARDCC_CACHE=0`, and every protocol-2 job) neither reads nor writes it.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+
+use super::store::{Store, StoreError};
+use crate::proto::msg::{Blob, Input, Job, JobHeader, JobResult, OutputFile, SourceKind};
+
+/// The context string of the key derivation: changing what a key covers, or how an
+/// entry is encoded, changes this, so old entries simply stop matching.
+const KEY_CONTEXT: &str = "hoardcc 2026-12 result cache key v1";
+/// How long the compiler gets to answer `-dumpfullversion` / `-dumpmachine`.
+const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most bytes kept of a probe's output.
+const PROBE_OUTPUT_CAP: u64 = 4096;
+/// A result larger than this share of the cap is not stored (one huge object would
+/// evict everything else).
+const MAX_SHARE_OF_CAP: u64 = 8;
+
+/// A result-cache key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Key(pub [u8; 32]);
+
+/// The compiler `hoardcc serve` would run, as far as its output depends on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ServerCompiler {
+    /// The resolved executable.
+    pub path: PathBuf,
+    /// Its size in bytes.
+    pub size: u64,
+    /// Its mtime, seconds and nanoseconds.
+    pub mtime: (i64, i64),
+    /// Its `-dumpfullversion` (or `-dumpversion`) output, trimmed.
+    pub version: String,
+    /// Its `-dumpmachine` output, trimmed.
+    pub machine: String,
+}
+
+/// What the key covers (module docs); encoded with postcard, which is canonical for a
+/// given value (fixed field order, length-prefixed strings and lists).
+#[derive(Serialize)]
+struct KeyMaterial<'a> {
+    hoardcc: &'a str,
+    compiler: &'a ServerCompiler,
+    header: &'a JobHeader,
+    source_kind: SourceKind,
+    search_path: &'a [u8],
+    env: &'a [(String, String)],
+    source: [u8; 32],
+    context: Vec<(&'a str, [u8; 32])>,
+}
+
+/// A stored result, without the job id (postcard, in a keyed store entry).
+#[derive(Serialize, Deserialize)]
+struct Entry {
+    exit_code: i32,
+    stdout: Blob,
+    stderr: Blob,
+    outputs: Vec<OutputFile>,
+}
+
+/// The digest an input contributes to a key (module docs).
+pub fn input_digest(input: &Input) -> [u8; 32] {
+    let mut h = blake3::Hasher::new();
+    match input {
+        Input::Whole(b) => {
+            h.update(b"whole");
+            h.update(&postcard::to_allocvec(&b.codec).expect("a codec encodes"));
+            h.update(&b.raw_len.to_le_bytes());
+            h.update(&(b.data.len() as u64).to_le_bytes());
+            h.update(&b.data);
+        }
+        // (A session assembles recipes before it computes a key; hashing the recipe
+        // itself, which names its content, keeps this total.)
+        Input::Chunked(r) => {
+            h.update(b"chunked");
+            h.update(&postcard::to_allocvec(r).expect("a recipe encodes"));
+        }
+    }
+    *h.finalize().as_bytes()
+}
+
+/// The key of `job` compiled by `compiler` with the server's `search_path` as `PATH`.
+/// Pure: everything it covers is an argument.
+pub fn key(compiler: &ServerCompiler, search_path: &OsStr, job: &Job) -> Key {
+    let material = KeyMaterial {
+        hoardcc: env!("CARGO_PKG_VERSION"),
+        compiler,
+        header: &job.header,
+        source_kind: job.source_kind,
+        search_path: search_path.as_bytes(),
+        env: &job.env,
+        source: input_digest(&job.source),
+        context: job
+            .context
+            .iter()
+            .map(|f| (f.name.as_str(), input_digest(&f.data)))
+            .collect(),
+    };
+    let bytes = postcard::to_allocvec(&material).expect("key material encodes");
+    let mut h = blake3::Hasher::new_derive_key(KEY_CONTEXT);
+    h.update(&bytes);
+    Key(*h.finalize().as_bytes())
+}
+
+/// The answer to job `id` stored under `key`, if any (marked `cached`). An entry that
+/// does not decode is treated as missing.
+pub fn lookup(store: &Store, key: &Key, id: u64) -> Option<JobResult> {
+    let bytes = store.get_keyed(&key.0)?;
+    match postcard::from_bytes::<Entry>(&bytes) {
+        Ok(e) => Some(JobResult {
+            id,
+            exit_code: e.exit_code,
+            stdout: e.stdout,
+            stderr: e.stderr,
+            outputs: e.outputs,
+            cached: true,
+        }),
+        Err(err) => {
+            tracing::warn!("result cache: undecodable entry: {err}");
+            None
+        }
+    }
+}
+
+/// Stores `result` under `key` if it is one to keep: exit 0, and no larger than an
+/// eighth of the store's cap. Returns whether it was stored.
+///
+/// # Errors
+/// The store's write error (the caller logs it; the job's answer is unaffected).
+pub fn record(store: &Store, key: &Key, result: &JobResult) -> Result<bool, StoreError> {
+    if result.exit_code != 0 || result.cached {
+        return Ok(false);
+    }
+    let entry = Entry {
+        exit_code: result.exit_code,
+        stdout: result.stdout.clone(),
+        stderr: result.stderr.clone(),
+        outputs: result.outputs.clone(),
+    };
+    let bytes = postcard::to_allocvec(&entry).expect("an entry encodes");
+    if bytes.len() as u64 > store.cap() / MAX_SHARE_OF_CAP {
+        return Ok(false);
+    }
+    store.put_keyed(&key.0, &bytes)?;
+    Ok(true)
+}
+
+/// (path, size, mtime) → the probed identity, for this process.
+type Memo = HashMap<(PathBuf, u64, (i64, i64)), Arc<ServerCompiler>>;
+
+/// The identity of the compiler at `program` (probed on first use, then memoised by
+/// path, size and mtime, so a replaced compiler is probed again). `None` if it cannot
+/// be probed: the job then runs without the cache.
+pub async fn server_compiler(program: &Path, search_path: &OsStr) -> Option<Arc<ServerCompiler>> {
+    static MEMO: OnceLock<Mutex<Memo>> = OnceLock::new();
+    let meta = std::fs::metadata(program).ok()?;
+    let stamp = (
+        program.to_path_buf(),
+        meta.len(),
+        (meta.mtime(), meta.mtime_nsec()),
+    );
+    let memo = MEMO.get_or_init(Default::default);
+    if let Some(id) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(&stamp) {
+        return Some(Arc::clone(id));
+    }
+    let (version, machine) = match probe(program, search_path).await {
+        Ok(v) => v,
+        Err(e) => {
+            tracing::warn!("result cache: cannot probe {}: {e}", program.display());
+            return None;
+        }
+    };
+    let id = Arc::new(ServerCompiler {
+        path: stamp.0.clone(),
+        size: stamp.1,
+        mtime: stamp.2,
+        version,
+        machine,
+    });
+    let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
+    // A handful of compilers per server; bound it anyway.
+    if memo.len() >= 64 {
+        memo.clear();
+    }
+    memo.insert(stamp, Arc::clone(&id));
+    Some(id)
+}
+
+/// Asks the compiler its version (`-dumpfullversion`, else `-dumpversion`, as clang
+/// has only that) and target (`-dumpmachine`). One function, so the compiler-identity
+/// probe (issue 11) can take its place.
+///
+/// # Errors
+/// The compiler cannot be run, exits non-zero, says nothing, or takes too long.
+pub async fn probe(program: &Path, search_path: &OsStr) -> std::io::Result<(String, String)> {
+    let version = match run_probe(program, search_path, "-dumpfullversion").await {
+        Ok(v) => v,
+        Err(_) => run_probe(program, search_path, "-dumpversion").await?,
+    };
+    let machine = run_probe(program, search_path, "-dumpmachine").await?;
+    Ok((version, machine))
+}
+
+/// Runs `program flag` (no input, C locale, the server's PATH) and returns its trimmed,
+/// non-empty stdout.
+async fn run_probe(program: &Path, search_path: &OsStr, flag: &str) -> std::io::Result<String> {
+    let mut child = tokio::process::Command::new(program)
+        .arg(flag)
+        .env_clear()
+        .env("PATH", search_path)
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()?;
+    let mut stdout = child.stdout.take().expect("piped");
+    let run = async {
+        let mut out = Vec::new();
+        (&mut stdout)
+            .take(PROBE_OUTPUT_CAP)
+            .read_to_end(&mut out)
+            .await?;
+        let status = child.wait().await?;
+        Ok::<_, std::io::Error>((status, out))
+    };
+    let (status, out) = tokio::time::timeout(PROBE_TIMEOUT, run)
+        .await
+        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
+    let text = String::from_utf8_lossy(&out).trim().to_owned();
+    if !status.success() || text.is_empty() {
+        return Err(std::io::Error::other(format!(
+            "{flag}: {status}, {} bytes out",
+            out.len()
+        )));
+    }
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests;
