@@ -11,6 +11,7 @@ use tokio::time::Instant;
 use crate::mux::lane::Wire;
 use crate::mux::listener::Daemon;
 use crate::mux::mux_version;
+pub use crate::mux::upload::ChunkCounters;
 
 /// Everything `hoardcc status` shows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -66,6 +67,9 @@ pub struct HostReport {
     /// Jobs sent again on the host after their lane died mid-job (a blip).
     #[serde(default)]
     pub jobs_resent: u64,
+    /// What the chunk path sent this host (`mux::upload`).
+    #[serde(default)]
+    pub chunks: ChunkCounters,
     /// Mean job time.
     pub mean_ms: Option<u64>,
     /// Recent job time (EWMA), used for host choice.
@@ -182,6 +186,17 @@ pub fn render_text(r: &StatusReport) -> String {
                     h.jobs_resent
                 ));
             }
+            let c = &h.chunks;
+            if c.chunked_jobs > 0 {
+                s.push_str(&format!(
+                    "    uploads: {:.1} MiB in all; {} chunked job(s), {} chunk(s) sent, {} asked for again, {} known there\n",
+                    c.bytes_sent as f64 / f64::from(1u32 << 20),
+                    c.chunked_jobs,
+                    c.chunks_sent,
+                    c.chunks_missing,
+                    c.chunks_known
+                ));
+            }
             if let Some(e) = &h.last_error {
                 s.push_str(&format!("    last error: {e}\n"));
             }
@@ -207,6 +222,12 @@ impl Daemon {
     pub(crate) fn status(&self) -> StatusReport {
         let now = Instant::now();
         let pool = self.pool.status();
+        let chunk_counters = |key: &str| {
+            let all = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+            all.get(key)
+                .map(|c| crate::mux::upload::lock(c).counters)
+                .unwrap_or_default()
+        };
         let (hosts, queued, local_running) = self.sched.with(|s| {
             let hosts: Vec<HostReport> = s
                 .hosts()
@@ -229,6 +250,7 @@ impl Daemon {
                         jobs_failed: h.jobs_failed,
                         jobs_busy: h.jobs_busy,
                         jobs_resent: h.jobs_resent,
+                        chunks: chunk_counters(key),
                         mean_ms: h.mean_ms(),
                         ewma_ms: h.ewma_ms.map(|m| m as u64),
                         backoff_remaining_ms: h
@@ -301,6 +323,13 @@ mod tests {
                 jobs_failed: 1,
                 jobs_busy: 0,
                 jobs_resent: 2,
+                chunks: ChunkCounters {
+                    bytes_sent: 3 << 20,
+                    chunked_jobs: 9,
+                    chunks_sent: 40,
+                    chunks_missing: 2,
+                    chunks_known: 38,
+                },
                 mean_ms: Some(850),
                 ewma_ms: Some(800),
                 backoff_remaining_ms: Some(1500),
@@ -346,6 +375,10 @@ mod tests {
         );
         assert!(t.contains("last error: boom"));
         assert!(t.contains("resent after a lost lane: 2 job(s)"));
+        assert!(
+            t.contains("uploads: 3.0 MiB in all; 9 chunked job(s), 40 chunk(s) sent, 2 asked for again, 38 known there"),
+            "{t}"
+        );
         assert!(t.contains("running") && t.contains("foo.c"));
     }
 }
