@@ -33,3 +33,5 @@ mod logging;
 mod tools;
 // The server's result cache: a rebuild after make clean hits, identical; HOARDCC_CACHE=0 and cache = false miss.
 mod cache;
+// The chunk path (issue 10 item 1): identical objects, a rebuild sends little, Missing refills, corruption.
+mod chunks;

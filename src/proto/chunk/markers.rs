@@ -93,6 +93,36 @@ fn for_each_marker(text: &[u8], mut copy: impl FnMut(&[u8]), mut each: impl FnMu
     copy(&text[at..]);
 }
 
+/// Where normalised text changes between the main source and the headers it includes:
+/// the offsets of the marker lines that enter a header from the main source, and of
+/// those that return to it. Cutting there too (`proto::chunk::cut_at`) keeps each
+/// header's text in chunks of its own, the same in every unit that includes it, and the
+/// main source's own text (what an edit changes) in small chunks apart.
+pub fn include_boundaries(text: &[u8]) -> Vec<usize> {
+    let main = [TAG, &[MAIN]].concat();
+    let base = text.as_ptr() as usize;
+    let mut out = Vec::new();
+    let mut in_main = false;
+    for_each_marker(
+        text,
+        |_| {},
+        |line| {
+            let Some((s, e)) = marker_name(line) else {
+                return;
+            };
+            let is_main = line[s..e] == main[..];
+            let flags = &line[e + 1..];
+            let flag = |f: u8| flags.split(|&b| b == b' ').any(|w| w == [f]);
+            let at = line.as_ptr() as usize - base;
+            if at > 0 && ((in_main && flag(b'1')) || (is_main && flag(b'2'))) {
+                out.push(at);
+            }
+            in_main = is_main;
+        },
+    );
+    out
+}
+
 /// How many leading markers [`learn`] reads: gcc writes the working directory's second.
 const LEARN_MARKERS: usize = 4;
 /// How many leading lines [`learn`] reads at most (markers come first in cpp output).

@@ -190,12 +190,13 @@ impl Cut {
         }
     }
 
-    /// Normalises directives-only `text`'s line markers ([`markers::normalise`]), then cuts it.
+    /// Normalises directives-only `text`'s line markers ([`markers::normalise`]), then cuts
+    /// it, at the main source's include boundaries too ([`markers::include_boundaries`]).
     pub fn normalised(text: &[u8]) -> Cut {
         let (bytes, m) = markers::normalise(text);
         Cut {
             recipe: Recipe {
-                chunks: cut(&bytes),
+                chunks: cut_at(&bytes, &markers::include_boundaries(&bytes)),
                 len: bytes.len() as u64,
                 markers: Some(m),
             },
@@ -253,6 +254,23 @@ pub fn cut(data: &[u8]) -> Vec<ChunkRef> {
             }
         })
         .collect()
+}
+
+/// Cuts `data` into content-defined chunks that also end at each of `boundaries`
+/// (ascending offsets), except where that would leave a piece shorter than
+/// [`MIN_CHUNK`]: such a piece runs on to the next boundary.
+pub fn cut_at(data: &[u8], boundaries: &[usize]) -> Vec<ChunkRef> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for &b in boundaries.iter().chain(std::iter::once(&data.len())) {
+        let b = b.min(data.len());
+        if b <= start || (b - start < MIN_CHUNK as usize && b < data.len()) {
+            continue;
+        }
+        out.extend(cut(&data[start..b]));
+        start = b;
+    }
+    out
 }
 
 /// Chunks on the wire: their ids and lengths, and their bytes concatenated in one blob
