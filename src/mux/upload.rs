@@ -70,18 +70,20 @@ pub fn lock(c: &SharedChunks) -> std::sync::MutexGuard<'_, HostChunks> {
 }
 
 /// A job's inputs ready for the wire.
-pub struct Upload {
+pub struct Upload<'a> {
     /// The job's source.
     pub source: Input,
     /// The job's context files.
     pub context: Vec<ContextFile>,
-    /// Every text that went as a recipe, to serve chunks from.
-    cuts: Vec<Cut>,
+    /// The source as the wrapper cut it, when it went as a recipe.
+    source_cut: Option<&'a Cut>,
+    /// The context files, cut here, when they went as recipes.
+    context_cuts: Vec<Cut>,
 }
 
-impl Upload {
+impl<'a> Upload<'a> {
     /// Whole blobs (an older server, or a source nobody cut).
-    pub fn whole(spec: &JobSpec, source: &Source) -> Upload {
+    pub fn whole(spec: &JobSpec, source: &Source) -> Upload<'a> {
         Upload {
             source: Input::Whole(Blob::pack(&source.text())),
             context: spec
@@ -92,20 +94,18 @@ impl Upload {
                     data: Input::Whole(Blob::pack(data)),
                 })
                 .collect(),
-            cuts: Vec::new(),
+            source_cut: None,
+            context_cuts: Vec::new(),
         }
     }
 
     /// Recipes: the source as the wrapper cut it (or whole, if it did not), each context
     /// file cut here.
-    pub fn chunked(spec: &JobSpec, source: &Source) -> Upload {
-        let mut cuts = Vec::with_capacity(1 + spec.context.len());
-        let source = match source {
-            Source::Cut(c) => {
-                cuts.push(c.clone());
-                Input::Chunked(c.recipe.clone())
-            }
-            Source::Whole(t) => Input::Whole(Blob::pack(t)),
+    pub fn chunked(spec: &JobSpec, source: &'a Source) -> Upload<'a> {
+        let mut cuts = Vec::with_capacity(spec.context.len());
+        let (source, source_cut) = match source {
+            Source::Cut(c) => (Input::Chunked(c.recipe.clone()), Some(c)),
+            Source::Whole(t) => (Input::Whole(Blob::pack(t)), None),
         };
         let context = spec
             .context
@@ -123,27 +123,31 @@ impl Upload {
         Upload {
             source,
             context,
-            cuts,
+            source_cut,
+            context_cuts: cuts,
         }
+    }
+
+    /// Every text that went as a recipe.
+    fn cuts(&self) -> impl Iterator<Item = &Cut> {
+        self.source_cut.into_iter().chain(&self.context_cuts)
     }
 
     /// Whether any input is a recipe.
     pub fn is_chunked(&self) -> bool {
-        !self.cuts.is_empty()
+        self.cuts().next().is_some()
     }
 
     /// Every chunk id of the job's recipes (with repeats).
     pub fn ids(&self) -> impl Iterator<Item = ChunkId> + '_ {
-        self.cuts
-            .iter()
+        self.cuts()
             .flat_map(|c| c.recipe.chunks.iter().map(|r| r.id))
     }
 
     /// Each distinct chunk with its bytes, in recipe order.
     fn chunks(&self) -> impl Iterator<Item = (ChunkRef, &[u8])> {
         let mut seen = HashSet::new();
-        self.cuts
-            .iter()
+        self.cuts()
             .flat_map(Cut::chunks)
             .filter(move |(c, _)| seen.insert(c.id))
     }

@@ -92,6 +92,62 @@ fn odd_lines_are_left_alone() {
     assert_eq!(n, b"# 0 \"<hoardcc>m\"\n# 1 \"<hoardcc>m\" 2\n");
 }
 
+#[test]
+fn chunks_end_where_the_main_source_includes_and_resumes() {
+    let header = |name: &str, n: usize| {
+        let mut t = format!("# 1 \"{name}\" 1 3 4\n").into_bytes();
+        t.extend(
+            (0..n)
+                .flat_map(|i| format!("extern int {name}_{i};\n").into_bytes())
+                .map(|b| if b == b'/' { b'_' } else { b }),
+        );
+        t
+    };
+    let unit = |body: &str| {
+        let mut t = b"# 0 \"src/u.c\"\n# 1 \"src/u.c\"\n".to_vec();
+        t.extend(header("/usr/include/a.h", 3000));
+        t.extend(b"# 2 \"src/u.c\" 2\n");
+        t.extend(header("/usr/include/b.h", 3000));
+        t.extend(b"# 3 \"src/u.c\" 2\n");
+        t.extend(body.as_bytes());
+        t
+    };
+    let a = Cut::normalised(&unit("int main(void) { return 0; }\n"));
+    let (n, _) = normalise(&unit("int main(void) { return 0; }\n"));
+    let at = markers::include_boundaries(&n);
+    let starts: Vec<&[u8]> = at.iter().map(|&i| &n[i..i + 13]).collect();
+    assert_eq!(
+        starts,
+        [
+            &b"# 1 \"/usr/inc"[..],
+            b"# 2 \"<hoardcc",
+            b"# 1 \"/usr/inc",
+            b"# 3 \"<hoardcc"
+        ],
+        "into each header and back"
+    );
+    // A boundary is a chunk end unless the piece before it is short (the prefix, and the
+    // one-line return between the two includes), which runs on.
+    let mut ends = Vec::new();
+    let mut pos = 0;
+    for c in &a.recipe.chunks {
+        pos += c.len as usize;
+        ends.push(pos);
+    }
+    assert!(ends.contains(&at[1]) && ends.contains(&at[3]), "{at:?} in {ends:?}");
+    assert!(!ends.contains(&at[0]) && !ends.contains(&at[2]), "{at:?} in {ends:?}");
+    // An edit of the main source's body changes its last chunk only.
+    let b = Cut::normalised(&unit("int main(void) { return 1; }\n"));
+    let old: HashSet<_> = a.recipe.chunks.iter().map(|c| c.id).collect();
+    let new: Vec<_> = b.chunks().filter(|(c, _)| !old.contains(&c.id)).collect();
+    assert_eq!(new.len(), 1);
+    assert!(new[0].1.len() < 100, "{} bytes", new[0].1.len());
+    // A piece shorter than MIN_CHUNK runs on to the next boundary.
+    let refs = cut_at(&[7u8; 10_000], &[100, 5000]);
+    assert_eq!(refs.iter().map(|c| c.len).sum::<u32>(), 10_000);
+    assert_eq!(refs[0].len, 5000);
+}
+
 /// Lines that are likely to matter: markers naming the main source, the cwd, tagged
 /// names, quotes; and arbitrary bytes.
 fn line() -> impl Strategy<Value = Vec<u8>> {
