@@ -134,8 +134,14 @@ fn chunks_end_where_the_main_source_includes_and_resumes() {
         pos += c.len as usize;
         ends.push(pos);
     }
-    assert!(ends.contains(&at[1]) && ends.contains(&at[3]), "{at:?} in {ends:?}");
-    assert!(!ends.contains(&at[0]) && !ends.contains(&at[2]), "{at:?} in {ends:?}");
+    assert!(
+        ends.contains(&at[1]) && ends.contains(&at[3]),
+        "{at:?} in {ends:?}"
+    );
+    assert!(
+        !ends.contains(&at[0]) && !ends.contains(&at[2]),
+        "{at:?} in {ends:?}"
+    );
     // An edit of the main source's body changes its last chunk only.
     let b = Cut::normalised(&unit("int main(void) { return 1; }\n"));
     let old: HashSet<_> = a.recipe.chunks.iter().map(|c| c.id).collect();
