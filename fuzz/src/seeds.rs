@@ -166,6 +166,21 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
             lane(true, &[Message::Job3(job()), Message::Ping { nonce: 42 }]),
         ),
         (
+            "client-lane-chunks".into(),
+            {
+                let cut = hoardcc::proto::chunk::Cut::normalised(DIRECTIVES_ONLY.as_bytes());
+                let mut j = job();
+                j.source = Input::Chunked(cut.recipe.clone());
+                lane(
+                    true,
+                    &[
+                        Message::Chunks(hoardcc::proto::chunk::ChunkPack::pack(cut.chunks())),
+                        Message::Job3(j),
+                    ],
+                )
+            },
+        ),
+        (
             "server-lane".into(),
             lane(
                 false,
@@ -183,6 +198,10 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
                         message: "No space left on device".into(),
                     },
                     Message::Pong { nonce: 42 },
+                    Message::Missing {
+                        id: 11,
+                        ids: vec![hoardcc::proto::chunk_id::ChunkId::of(b"int x;\n")],
+                    },
                 ],
             ),
         ),
@@ -198,7 +217,8 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
                     },
                     MuxRequest::Run {
                         spec: Box::new(spec),
-                        source: source.clone()
+                        source: source.clone(),
+                        recipe: None,
                     },
                     MuxRequest::Status,
                     MuxRequest::Stop,
