@@ -15,10 +15,12 @@
 //!   and output names, extra-output names) and its source kind;
 //! - the environment the compiler gets: the server's `PATH` and the client's locale
 //!   variables (as sent);
-//! - the input, all of it: the source and every context file by name. A whole blob is
-//!   hashed as it travels (codec, length, encoded bytes): one encoding decodes to one
-//!   content, so equal digests mean equal input, and no time is spent decoding before a
-//!   lookup; the same text encoded otherwise merely misses.
+//! - the input, all of it: the source and every context file by name, hashed as
+//!   decoded, so the same text keys the same however it travelled (one blob or chunks,
+//!   compressed or not).
+//!
+//! A source that names `__DATE__`, `__TIME__` or `__TIMESTAMP__` (directives-only text
+//! keeps macros unexpanded) is never cached: its object holds the moment of its compile.
 //!
 //! **What is stored**: results of a compile that exited 0 (with its warnings), only.
 //! A compiler's own error is not cached: it is usually fixed and rebuilt with other
@@ -39,6 +41,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use memchr::memmem;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
@@ -56,9 +59,24 @@ const PROBE_OUTPUT_CAP: u64 = 4096;
 /// evict everything else).
 const MAX_SHARE_OF_CAP: u64 = 8;
 
+/// Macros whose value is the time of the compile (or of the staged file): a source that
+/// names one is compiled every time.
+const TIME_MACROS: [&str; 3] = ["__DATE__", "__TIME__", "__TIMESTAMP__"];
+
 /// A result-cache key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key(pub [u8; 32]);
+
+/// Why a job has no key (it is compiled, and its result not stored).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Uncacheable {
+    /// The source names a macro that expands to the time of the compile.
+    #[error("the source uses {0}")]
+    TimeMacro(&'static str),
+    /// The input does not decode within the job limit (staging will say so properly).
+    #[error("the input does not decode: {0}")]
+    Input(String),
+}
 
 /// The compiler `hoardcc serve` would run, as far as its output depends on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -98,24 +116,42 @@ struct Entry {
     outputs: Vec<OutputFile>,
 }
 
-/// The digest an input contributes to a key (module docs).
-pub fn input_digest(input: &Input) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    match input {
-        Input::Whole(b) => {
-            h.update(b"whole");
-            h.update(&postcard::to_allocvec(&b.codec).expect("a codec encodes"));
-            h.update(&b.raw_len.to_le_bytes());
-            h.update(&(b.data.len() as u64).to_le_bytes());
-            h.update(&b.data);
-        }
-    }
-    *h.finalize().as_bytes()
+/// The first time macro `source` names, if any.
+pub fn time_macro(source: &[u8]) -> Option<&'static str> {
+    TIME_MACROS
+        .into_iter()
+        .find(|m| memmem::find(source, m.as_bytes()).is_some())
 }
 
-/// The key of `job` compiled by `compiler` with the server's `search_path` as `PATH`.
-/// Pure: everything it covers is an argument.
-pub fn key(compiler: &ServerCompiler, search_path: &OsStr, job: &Job) -> Key {
+/// The key of `job` compiled by `compiler` with the server's `search_path` as `PATH`,
+/// decoding its input within `max_input` bytes in all. Pure: everything it covers is an
+/// argument.
+///
+/// # Errors
+/// [`Uncacheable`]: the source uses a time macro, or the input does not decode.
+pub fn key(
+    compiler: &ServerCompiler,
+    search_path: &OsStr,
+    job: &Job,
+    max_input: u64,
+) -> Result<Key, Uncacheable> {
+    let mut budget = max_input;
+    let mut digest = |input: &Input| {
+        let data = input
+            .unpack(budget)
+            .map_err(|e| Uncacheable::Input(e.to_string()))?;
+        budget = budget.saturating_sub(data.len() as u64);
+        Ok::<_, Uncacheable>((*blake3::hash(&data).as_bytes(), data))
+    };
+    let (source, text) = digest(&job.source)?;
+    if let Some(m) = time_macro(&text) {
+        return Err(Uncacheable::TimeMacro(m));
+    }
+    drop(text);
+    let mut context = Vec::with_capacity(job.context.len());
+    for f in &job.context {
+        context.push((f.name.as_str(), digest(&f.data)?.0));
+    }
     let material = KeyMaterial {
         hoardcc: env!("CARGO_PKG_VERSION"),
         compiler,
@@ -123,17 +159,13 @@ pub fn key(compiler: &ServerCompiler, search_path: &OsStr, job: &Job) -> Key {
         source_kind: job.source_kind,
         search_path: search_path.as_bytes(),
         env: &job.env,
-        source: input_digest(&job.source),
-        context: job
-            .context
-            .iter()
-            .map(|f| (f.name.as_str(), input_digest(&f.data)))
-            .collect(),
+        source,
+        context,
     };
     let bytes = postcard::to_allocvec(&material).expect("key material encodes");
     let mut h = blake3::Hasher::new_derive_key(KEY_CONTEXT);
     h.update(&bytes);
-    Key(*h.finalize().as_bytes())
+    Ok(Key(*h.finalize().as_bytes()))
 }
 
 /// The answer to job `id` stored under `key`, if any (marked `cached`). An entry that

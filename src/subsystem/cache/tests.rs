@@ -44,7 +44,7 @@ fn job() -> Job {
 const PATH: &str = "/usr/bin:/bin";
 
 fn key_of(c: &ServerCompiler, path: &str, j: &Job) -> Key {
-    key(c, &OsString::from(path), j)
+    key(c, &OsString::from(path), j, 1 << 20).unwrap()
 }
 
 #[test]
@@ -151,16 +151,59 @@ fn no_hit_when_anything_the_result_depends_on_differs() {
 }
 
 #[test]
-fn the_input_digest_commits_to_the_encoding_it_hashes() {
-    let text = b"x".repeat(4096);
-    let packed = Input::Whole(Blob::pack(&text));
-    let raw = Input::Whole(Blob::raw(text.clone()));
-    // Same text, other encodings: a miss, never a wrong hit.
-    assert_ne!(input_digest(&packed), input_digest(&raw));
+fn the_key_covers_the_text_not_its_encoding() {
+    let text = b"int x;\n".repeat(512);
+    let mut packed = job();
+    packed.source = Input::Whole(Blob::pack(&text));
+    let mut raw = job();
+    raw.source = Input::Whole(Blob::raw(text.clone()));
+    assert!(matches!(
+        packed.source,
+        Input::Whole(Blob {
+            codec: crate::proto::msg::Codec::Lz4,
+            ..
+        })
+    ));
     assert_eq!(
-        input_digest(&packed),
-        input_digest(&Input::Whole(Blob::pack(&text)))
+        key_of(&compiler(), PATH, &packed),
+        key_of(&compiler(), PATH, &raw)
     );
+}
+
+#[test]
+fn time_macros_and_undecodable_input_make_a_job_uncacheable() {
+    let path = OsString::from(PATH);
+    for (m, text) in [
+        ("__DATE__", "const char *d = __DATE__;\n"),
+        ("__TIME__", "#define T __TIME__\n"),
+        ("__TIMESTAMP__", "puts(__TIMESTAMP__);\n"),
+    ] {
+        let mut j = job();
+        j.source = Input::Whole(Blob::pack(text.as_bytes()));
+        assert_eq!(
+            key(&compiler(), &path, &j, 1 << 20),
+            Err(Uncacheable::TimeMacro(m))
+        );
+    }
+    // The limit counts source and context together.
+    let mut j = job();
+    j.source = Input::Whole(Blob::raw(vec![b' '; 1000]));
+    j.context[0].data = Input::Whole(Blob::raw(vec![b' '; 1000]));
+    assert!(key(&compiler(), &path, &j, 2000).is_ok());
+    assert!(matches!(
+        key(&compiler(), &path, &j, 1999),
+        Err(Uncacheable::Input(_))
+    ));
+    let mut bad = job();
+    bad.source = Input::Whole(Blob {
+        codec: crate::proto::msg::Codec::Lz4,
+        raw_len: 100,
+        data: vec![0xff; 10],
+    });
+    assert!(matches!(
+        key(&compiler(), &path, &bad, 1 << 20),
+        Err(Uncacheable::Input(_))
+    ));
 }
 
 fn result(exit_code: i32) -> JobResult {
