@@ -250,3 +250,26 @@ fn cache_false_on_the_server_gives_no_hit() {
     );
     assert_eq!(b.stored_results(), 0, "nothing stored");
 }
+
+#[test]
+fn the_direct_path_gets_hits_too() {
+    let sshd = cache_fixture(None);
+    let b = Build::new(&sshd);
+    let compile = || {
+        let mut cmd = b.hoardcc(&["gcc", "-O2", "-Wall", "-c", "main.c", "-o", "main.o"]);
+        cmd.env_remove("HOARDCC_CACHE")
+            .env("HOARDCC_MUX", "0")
+            .env("HOARDCC_FALLBACK", "0")
+            .env("HOARDCC_JOBLOG", b.joblog());
+        let out = run_with_timeout(&mut cmd, T, "hoardcc gcc (direct)");
+        assert!(out.status.success(), "{out:?}");
+        (out, std::fs::read(b.path().join("main.o")).unwrap())
+    };
+    let (first, object) = compile();
+    std::fs::remove_file(b.path().join("main.o")).unwrap();
+    let (second, again) = compile();
+    assert_eq!(b.take_kinds(), ["remote", "remote-cached"]);
+    assert!(again == object);
+    assert_eq!(second.stderr, first.stderr);
+    assert!(String::from_utf8_lossy(&first.stderr).contains("unused_here"));
+}
