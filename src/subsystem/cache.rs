@@ -7,7 +7,7 @@
 //!
 //! **The key** is blake3 (in its key-derivation mode, under this format's context
 //! string) over a postcard encoding of everything the result depends on:
-//! - this server's compiler: its resolved path, size and mtime, and what it prints for
+//! - this server's compiler: its path as run and resolved, its size and mtime, and what it prints for
 //!   `-dumpfullversion` (else `-dumpversion`) and `-dumpmachine` ([`ServerCompiler`],
 //!   probed once per process per path, size and mtime);
 //! - this build of hoardcc (it decides how the job is staged and which flags are added);
@@ -81,7 +81,10 @@ pub enum Uncacheable {
 /// The compiler `hoardcc serve` would run, as far as its output depends on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerCompiler {
-    /// The resolved executable.
+    /// The executable as it is run (its argv\[0\]: a clang symlink takes its target from
+    /// its name).
+    pub invoked: PathBuf,
+    /// The executable, with every symlink resolved (`gcc` → `gcc-12` → `x86_64-linux-gnu-gcc-12`).
     pub path: PathBuf,
     /// Its size in bytes.
     pub size: u64,
@@ -211,17 +214,20 @@ pub fn record(store: &Store, key: &Key, result: &JobResult) -> Result<bool, Stor
     Ok(true)
 }
 
-/// (path, size, mtime) → the probed identity, for this process.
-type Memo = HashMap<(PathBuf, u64, (i64, i64)), Arc<ServerCompiler>>;
+/// (path as run, resolved path, size, mtime) → the probed identity, for this process.
+type Memo = HashMap<(PathBuf, PathBuf, u64, (i64, i64)), Arc<ServerCompiler>>;
 
 /// The identity of the compiler at `program` (probed on first use, then memoised by
-/// path, size and mtime, so a replaced compiler is probed again). `None` if it cannot
-/// be probed: the job then runs without the cache.
+/// path, resolved path, size and mtime, so a replaced or retargeted compiler is probed
+/// again).
+/// `None` if it cannot be probed: the job then runs without the cache.
 pub async fn server_compiler(program: &Path, search_path: &OsStr) -> Option<Arc<ServerCompiler>> {
     static MEMO: OnceLock<Mutex<Memo>> = OnceLock::new();
-    let meta = std::fs::metadata(program).ok()?;
+    let resolved = std::fs::canonicalize(program).ok()?;
+    let meta = std::fs::metadata(&resolved).ok()?;
     let stamp = (
         program.to_path_buf(),
+        resolved,
         meta.len(),
         (meta.mtime(), meta.mtime_nsec()),
     );
@@ -237,9 +243,10 @@ pub async fn server_compiler(program: &Path, search_path: &OsStr) -> Option<Arc<
         }
     };
     let id = Arc::new(ServerCompiler {
-        path: stamp.0.clone(),
-        size: stamp.1,
-        mtime: stamp.2,
+        invoked: stamp.0.clone(),
+        path: stamp.1.clone(),
+        size: stamp.2,
+        mtime: stamp.3,
         version,
         machine,
     });

@@ -9,7 +9,8 @@ use crate::proto::msg::ContextFile;
 
 fn compiler() -> ServerCompiler {
     ServerCompiler {
-        path: PathBuf::from("/usr/bin/gcc"),
+        invoked: PathBuf::from("/usr/bin/gcc"),
+        path: PathBuf::from("/usr/bin/x86_64-linux-gnu-gcc-12"),
         size: 1000,
         mtime: (1_700_000_000, 5),
         version: "12.2.0".into(),
@@ -130,6 +131,7 @@ fn no_hit_when_anything_the_result_depends_on_differs() {
             &(|c: &mut ServerCompiler| c.path = "/usr/bin/gcc-12".into())
                 as &dyn Fn(&mut ServerCompiler),
         ),
+        ("the compiler's name", &|c| c.invoked = "/usr/bin/cc".into()),
         ("the compiler's size", &|c| c.size += 1),
         ("the compiler's mtime", &|c| c.mtime.1 += 1),
         ("the compiler's version", &|c| c.version = "12.3.0".into()),
@@ -283,6 +285,20 @@ async fn the_probe_reads_the_real_compiler_and_is_memoised() {
     assert!(a.machine.contains('-'), "{a:?}");
     let b = server_compiler(&gcc, &path).await.unwrap();
     assert!(Arc::ptr_eq(&a, &b), "memoised");
+    assert_eq!(
+        a.path,
+        std::fs::canonicalize(&gcc).unwrap(),
+        "symlinks resolved"
+    );
+    // Through a symlink of its own: the same binary, run under another name (which a
+    // clang takes its target from), so an identity of its own.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&gcc, dir.path().join("cc-link")).unwrap();
+    let c = server_compiler(&dir.path().join("cc-link"), &path)
+        .await
+        .unwrap();
+    assert_eq!((&c.path, c.size, c.mtime), (&a.path, a.size, a.mtime));
+    assert_ne!(c.invoked, a.invoked);
     // Something that is not a compiler does not probe.
     assert!(server_compiler(Path::new("/bin/false"), &path)
         .await
