@@ -7,9 +7,9 @@
 //!
 //! **The key** is blake3 (in its key-derivation mode, under this format's context
 //! string) over a postcard encoding of everything the result depends on:
-//! - this server's compiler: its path as run and resolved, its size and mtime, and what it prints for
-//!   `-dumpfullversion` (else `-dumpversion`) and `-dumpmachine` ([`ServerCompiler`],
-//!   probed once per process per path, size and mtime);
+//! - this server's compiler: its path as run and resolved, its size and mtime, and what
+//!   it prints for `-dumpfullversion` (else `-dumpversion`) and `-dumpmachine`
+//!   ([`ServerCompiler`], probed once per process per path, size and mtime);
 //! - this build of hoardcc (it decides how the job is staged and which flags are added);
 //! - the job's header (compiler name, arguments, `-c`/`-S`, working directory, source
 //!   and output names, extra-output names) and its source kind;
