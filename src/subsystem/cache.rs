@@ -111,12 +111,21 @@ struct KeyMaterial<'a> {
 }
 
 /// A stored result, without the job id (postcard, in a keyed store entry).
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Entry {
     exit_code: i32,
     stdout: Blob,
     stderr: Blob,
     outputs: Vec<OutputFile>,
+}
+
+/// [`Entry`] borrowed from a result, for writing (the same encoding).
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    exit_code: i32,
+    stdout: &'a Blob,
+    stderr: &'a Blob,
+    outputs: &'a [OutputFile],
 }
 
 /// The first time macro `source` names, if any.
@@ -200,11 +209,11 @@ pub fn record(store: &Store, key: &Key, result: &JobResult) -> Result<bool, Stor
     if result.exit_code != 0 || result.cached {
         return Ok(false);
     }
-    let entry = Entry {
+    let entry = EntryRef {
         exit_code: result.exit_code,
-        stdout: result.stdout.clone(),
-        stderr: result.stderr.clone(),
-        outputs: result.outputs.clone(),
+        stdout: &result.stdout,
+        stderr: &result.stderr,
+        outputs: &result.outputs,
     };
     let bytes = postcard::to_allocvec(&entry).expect("an entry encodes");
     if bytes.len() as u64 > store.cap() / MAX_SHARE_OF_CAP {
@@ -215,7 +224,9 @@ pub fn record(store: &Store, key: &Key, result: &JobResult) -> Result<bool, Stor
 }
 
 /// (path as run, resolved path, size, mtime) → the probed identity, for this process.
-type Memo = HashMap<(PathBuf, PathBuf, u64, (i64, i64)), Arc<ServerCompiler>>;
+/// A compiler that cannot be probed is remembered too (`None`), so it costs one attempt
+/// per process, not one per job.
+type Memo = HashMap<(PathBuf, PathBuf, u64, (i64, i64)), Option<Arc<ServerCompiler>>>;
 
 /// The identity of the compiler at `program` (probed on first use, then memoised by
 /// path, resolved path, size and mtime, so a replaced or retargeted compiler is probed
@@ -233,30 +244,32 @@ pub async fn server_compiler(program: &Path, search_path: &OsStr) -> Option<Arc<
     );
     let memo = MEMO.get_or_init(Default::default);
     if let Some(id) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(&stamp) {
-        return Some(Arc::clone(id));
+        return id.clone();
     }
-    let (version, machine) = match probe(program, search_path).await {
-        Ok(v) => v,
+    let id = match probe(program, search_path).await {
+        Ok((version, machine)) => Some(Arc::new(ServerCompiler {
+            invoked: stamp.0.clone(),
+            path: stamp.1.clone(),
+            size: stamp.2,
+            mtime: stamp.3,
+            version,
+            machine,
+        })),
         Err(e) => {
-            tracing::warn!("result cache: cannot probe {}: {e}", program.display());
-            return None;
+            tracing::warn!(
+                "result cache: cannot probe {}, so no caching with it: {e}",
+                program.display()
+            );
+            None
         }
     };
-    let id = Arc::new(ServerCompiler {
-        invoked: stamp.0.clone(),
-        path: stamp.1.clone(),
-        size: stamp.2,
-        mtime: stamp.3,
-        version,
-        machine,
-    });
     let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
     // A handful of compilers per server; bound it anyway.
     if memo.len() >= 64 {
         memo.clear();
     }
-    memo.insert(stamp, Arc::clone(&id));
-    Some(id)
+    memo.insert(stamp, id.clone());
+    id
 }
 
 /// Asks the compiler its version (`-dumpfullversion`, else `-dumpversion`, as clang
@@ -294,6 +307,8 @@ async fn run_probe(program: &Path, search_path: &OsStr, flag: &str) -> std::io::
             .take(PROBE_OUTPUT_CAP)
             .read_to_end(&mut out)
             .await?;
+        // Anything past the cap is read and dropped, so the compiler never blocks on it.
+        tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await?;
         let status = child.wait().await?;
         Ok::<_, std::io::Error>((status, out))
     };

@@ -299,7 +299,19 @@ async fn the_probe_reads_the_real_compiler_and_is_memoised() {
         .unwrap();
     assert_eq!((&c.path, c.size, c.mtime), (&a.path, a.size, a.mtime));
     assert_ne!(c.invoked, a.invoked);
-    // Something that is not a compiler does not probe.
+    // Something that is not a compiler does not probe, and is not asked again.
+    let runs = dir.path().join("runs");
+    let fake = dir.path().join("fakecc");
+    let script = format!("#!/bin/sh\necho \"$1\" >> {}\nexit 1\n", runs.display());
+    std::fs::write(&fake, script).unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert!(server_compiler(&fake, &path).await.is_none());
+    assert!(server_compiler(&fake, &path).await.is_none());
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap(),
+        "-dumpfullversion\n-dumpversion\n",
+        "one probe per process"
+    );
     assert!(server_compiler(Path::new("/bin/false"), &path)
         .await
         .is_none());
