@@ -273,3 +273,32 @@ fn the_direct_path_gets_hits_too() {
     assert_eq!(second.stderr, first.stderr);
     assert!(String::from_utf8_lossy(&first.stderr).contains("unused_here"));
 }
+
+#[test]
+fn a_corrupted_result_entry_is_compiled_again_not_replayed() {
+    let sshd = cache_fixture(None);
+    let b = Build::new(&sshd);
+    b.make("all", false);
+    let objects = b.objects();
+    assert_eq!(b.stored_results(), 3);
+    // Flip one byte in the middle of every stored result.
+    let results = sshd.server_cache_dir().join("results");
+    for fan in std::fs::read_dir(&results).unwrap().flatten() {
+        for entry in std::fs::read_dir(fan.path()).unwrap().flatten() {
+            let mut bytes = std::fs::read(entry.path()).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x20;
+            std::fs::write(entry.path(), bytes).unwrap();
+        }
+    }
+    b.take_kinds();
+    b.make("clean", false);
+    b.make("all", false);
+    assert_eq!(b.take_kinds(), ["remote"; 3], "corrupt entries are misses");
+    assert!(b.objects() == objects);
+    // Compiled again, so stored whole again.
+    b.make("clean", false);
+    b.make("all", false);
+    assert_eq!(b.take_kinds(), ["remote-cached"; 3]);
+    assert!(b.objects() == objects);
+}
