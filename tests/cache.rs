@@ -250,3 +250,55 @@ fn cache_false_on_the_server_gives_no_hit() {
     );
     assert_eq!(b.stored_results(), 0, "nothing stored");
 }
+
+#[test]
+fn the_direct_path_gets_hits_too() {
+    let sshd = cache_fixture(None);
+    let b = Build::new(&sshd);
+    let compile = || {
+        let mut cmd = b.hoardcc(&["gcc", "-O2", "-Wall", "-c", "main.c", "-o", "main.o"]);
+        cmd.env_remove("HOARDCC_CACHE")
+            .env("HOARDCC_MUX", "0")
+            .env("HOARDCC_FALLBACK", "0")
+            .env("HOARDCC_JOBLOG", b.joblog());
+        let out = run_with_timeout(&mut cmd, T, "hoardcc gcc (direct)");
+        assert!(out.status.success(), "{out:?}");
+        (out, std::fs::read(b.path().join("main.o")).unwrap())
+    };
+    let (first, object) = compile();
+    std::fs::remove_file(b.path().join("main.o")).unwrap();
+    let (second, again) = compile();
+    assert_eq!(b.take_kinds(), ["remote", "remote-cached"]);
+    assert!(again == object);
+    assert_eq!(second.stderr, first.stderr);
+    assert!(String::from_utf8_lossy(&first.stderr).contains("unused_here"));
+}
+
+#[test]
+fn a_corrupted_result_entry_is_compiled_again_not_replayed() {
+    let sshd = cache_fixture(None);
+    let b = Build::new(&sshd);
+    b.make("all", false);
+    let objects = b.objects();
+    assert_eq!(b.stored_results(), 3);
+    // Flip one byte in the middle of every stored result.
+    let results = sshd.server_cache_dir().join("results");
+    for fan in std::fs::read_dir(&results).unwrap().flatten() {
+        for entry in std::fs::read_dir(fan.path()).unwrap().flatten() {
+            let mut bytes = std::fs::read(entry.path()).unwrap();
+            let mid = bytes.len() / 2;
+            bytes[mid] ^= 0x20;
+            std::fs::write(entry.path(), bytes).unwrap();
+        }
+    }
+    b.take_kinds();
+    b.make("clean", false);
+    b.make("all", false);
+    assert_eq!(b.take_kinds(), ["remote"; 3], "corrupt entries are misses");
+    assert!(b.objects() == objects);
+    // Compiled again, so stored whole again.
+    b.make("clean", false);
+    b.make("all", false);
+    assert_eq!(b.take_kinds(), ["remote-cached"; 3]);
+    assert!(b.objects() == objects);
+}

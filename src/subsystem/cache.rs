@@ -7,18 +7,20 @@
 //!
 //! **The key** is blake3 (in its key-derivation mode, under this format's context
 //! string) over a postcard encoding of everything the result depends on:
-//! - this server's compiler: its resolved path, size and mtime, and what it prints for
-//!   `-dumpfullversion` (else `-dumpversion`) and `-dumpmachine` ([`ServerCompiler`],
-//!   probed once per process per path, size and mtime);
+//! - this server's compiler: its path as run and resolved, its size and mtime, and what
+//!   it prints for `-dumpfullversion` (else `-dumpversion`) and `-dumpmachine`
+//!   ([`ServerCompiler`], probed once per process per path, size and mtime);
 //! - this build of hoardcc (it decides how the job is staged and which flags are added);
 //! - the job's header (compiler name, arguments, `-c`/`-S`, working directory, source
 //!   and output names, extra-output names) and its source kind;
 //! - the environment the compiler gets: the server's `PATH` and the client's locale
 //!   variables (as sent);
-//! - the input, all of it: the source and every context file by name. A whole blob is
-//!   hashed as it travels (codec, length, encoded bytes): one encoding decodes to one
-//!   content, so equal digests mean equal input, and no time is spent decoding before a
-//!   lookup; the same text encoded otherwise merely misses.
+//! - the input, all of it: the source and every context file by name, hashed as
+//!   decoded, so the same text keys the same however it travelled (one blob or chunks,
+//!   compressed or not).
+//!
+//! A source that names `__DATE__`, `__TIME__` or `__TIMESTAMP__` (directives-only text
+//! keeps macros unexpanded) is never cached: its object holds the moment of its compile.
 //!
 //! **What is stored**: results of a compile that exited 0 (with its warnings), only.
 //! A compiler's own error is not cached: it is usually fixed and rebuilt with other
@@ -39,6 +41,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
+use memchr::memmem;
 use serde::{Deserialize, Serialize};
 use tokio::io::AsyncReadExt;
 
@@ -56,14 +59,32 @@ const PROBE_OUTPUT_CAP: u64 = 4096;
 /// evict everything else).
 const MAX_SHARE_OF_CAP: u64 = 8;
 
+/// Macros whose value is the time of the compile (or of the staged file): a source that
+/// names one is compiled every time.
+const TIME_MACROS: [&str; 3] = ["__DATE__", "__TIME__", "__TIMESTAMP__"];
+
 /// A result-cache key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Key(pub [u8; 32]);
 
+/// Why a job has no key (it is compiled, and its result not stored).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Uncacheable {
+    /// The source names a macro that expands to the time of the compile.
+    #[error("the source uses {0}")]
+    TimeMacro(&'static str),
+    /// The input does not decode within the job limit (staging will say so properly).
+    #[error("the input does not decode: {0}")]
+    Input(String),
+}
+
 /// The compiler `hoardcc serve` would run, as far as its output depends on it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct ServerCompiler {
-    /// The resolved executable.
+    /// The executable as it is run (its argv\[0\]: a clang symlink takes its target from
+    /// its name).
+    pub invoked: PathBuf,
+    /// The executable, with every symlink resolved (`gcc` → `gcc-12` → `x86_64-linux-gnu-gcc-12`).
     pub path: PathBuf,
     /// Its size in bytes.
     pub size: u64,
@@ -90,7 +111,7 @@ struct KeyMaterial<'a> {
 }
 
 /// A stored result, without the job id (postcard, in a keyed store entry).
-#[derive(Serialize, Deserialize)]
+#[derive(Deserialize)]
 struct Entry {
     exit_code: i32,
     stdout: Blob,
@@ -98,30 +119,51 @@ struct Entry {
     outputs: Vec<OutputFile>,
 }
 
-/// The digest an input contributes to a key (module docs).
-pub fn input_digest(input: &Input) -> [u8; 32] {
-    let mut h = blake3::Hasher::new();
-    match input {
-        Input::Whole(b) => {
-            h.update(b"whole");
-            h.update(&postcard::to_allocvec(&b.codec).expect("a codec encodes"));
-            h.update(&b.raw_len.to_le_bytes());
-            h.update(&(b.data.len() as u64).to_le_bytes());
-            h.update(&b.data);
-        }
-        // (A session assembles recipes before it computes a key; hashing the recipe
-        // itself, which names its content, keeps this total.)
-        Input::Chunked(r) => {
-            h.update(b"chunked");
-            h.update(&postcard::to_allocvec(r).expect("a recipe encodes"));
-        }
-    }
-    *h.finalize().as_bytes()
+/// [`Entry`] borrowed from a result, for writing (the same encoding).
+#[derive(Serialize)]
+struct EntryRef<'a> {
+    exit_code: i32,
+    stdout: &'a Blob,
+    stderr: &'a Blob,
+    outputs: &'a [OutputFile],
 }
 
-/// The key of `job` compiled by `compiler` with the server's `search_path` as `PATH`.
-/// Pure: everything it covers is an argument.
-pub fn key(compiler: &ServerCompiler, search_path: &OsStr, job: &Job) -> Key {
+/// The first time macro `source` names, if any.
+pub fn time_macro(source: &[u8]) -> Option<&'static str> {
+    TIME_MACROS
+        .into_iter()
+        .find(|m| memmem::find(source, m.as_bytes()).is_some())
+}
+
+/// The key of `job` compiled by `compiler` with the server's `search_path` as `PATH`,
+/// decoding its input within `max_input` bytes in all. Pure: everything it covers is an
+/// argument.
+///
+/// # Errors
+/// [`Uncacheable`]: the source uses a time macro, or the input does not decode.
+pub fn key(
+    compiler: &ServerCompiler,
+    search_path: &OsStr,
+    job: &Job,
+    max_input: u64,
+) -> Result<Key, Uncacheable> {
+    let mut budget = max_input;
+    let mut digest = |input: &Input| {
+        let data = input
+            .unpack(budget)
+            .map_err(|e| Uncacheable::Input(e.to_string()))?;
+        budget = budget.saturating_sub(data.len() as u64);
+        Ok::<_, Uncacheable>((*blake3::hash(&data).as_bytes(), data))
+    };
+    let (source, text) = digest(&job.source)?;
+    if let Some(m) = time_macro(&text) {
+        return Err(Uncacheable::TimeMacro(m));
+    }
+    drop(text);
+    let mut context = Vec::with_capacity(job.context.len());
+    for f in &job.context {
+        context.push((f.name.as_str(), digest(&f.data)?.0));
+    }
     let material = KeyMaterial {
         hoardcc: env!("CARGO_PKG_VERSION"),
         compiler,
@@ -129,17 +171,13 @@ pub fn key(compiler: &ServerCompiler, search_path: &OsStr, job: &Job) -> Key {
         source_kind: job.source_kind,
         search_path: search_path.as_bytes(),
         env: &job.env,
-        source: input_digest(&job.source),
-        context: job
-            .context
-            .iter()
-            .map(|f| (f.name.as_str(), input_digest(&f.data)))
-            .collect(),
+        source,
+        context,
     };
     let bytes = postcard::to_allocvec(&material).expect("key material encodes");
     let mut h = blake3::Hasher::new_derive_key(KEY_CONTEXT);
     h.update(&bytes);
-    Key(*h.finalize().as_bytes())
+    Ok(Key(*h.finalize().as_bytes()))
 }
 
 /// The answer to job `id` stored under `key`, if any (marked `cached`). An entry that
@@ -171,11 +209,11 @@ pub fn record(store: &Store, key: &Key, result: &JobResult) -> Result<bool, Stor
     if result.exit_code != 0 || result.cached {
         return Ok(false);
     }
-    let entry = Entry {
+    let entry = EntryRef {
         exit_code: result.exit_code,
-        stdout: result.stdout.clone(),
-        stderr: result.stderr.clone(),
-        outputs: result.outputs.clone(),
+        stdout: &result.stdout,
+        stderr: &result.stderr,
+        outputs: &result.outputs,
     };
     let bytes = postcard::to_allocvec(&entry).expect("an entry encodes");
     if bytes.len() as u64 > store.cap() / MAX_SHARE_OF_CAP {
@@ -185,45 +223,53 @@ pub fn record(store: &Store, key: &Key, result: &JobResult) -> Result<bool, Stor
     Ok(true)
 }
 
-/// (path, size, mtime) → the probed identity, for this process.
-type Memo = HashMap<(PathBuf, u64, (i64, i64)), Arc<ServerCompiler>>;
+/// (path as run, resolved path, size, mtime) → the probed identity, for this process.
+/// A compiler that cannot be probed is remembered too (`None`), so it costs one attempt
+/// per process, not one per job.
+type Memo = HashMap<(PathBuf, PathBuf, u64, (i64, i64)), Option<Arc<ServerCompiler>>>;
 
 /// The identity of the compiler at `program` (probed on first use, then memoised by
-/// path, size and mtime, so a replaced compiler is probed again). `None` if it cannot
-/// be probed: the job then runs without the cache.
+/// path, resolved path, size and mtime, so a replaced or retargeted compiler is probed
+/// again).
+/// `None` if it cannot be probed: the job then runs without the cache.
 pub async fn server_compiler(program: &Path, search_path: &OsStr) -> Option<Arc<ServerCompiler>> {
     static MEMO: OnceLock<Mutex<Memo>> = OnceLock::new();
-    let meta = std::fs::metadata(program).ok()?;
+    let resolved = std::fs::canonicalize(program).ok()?;
+    let meta = std::fs::metadata(&resolved).ok()?;
     let stamp = (
         program.to_path_buf(),
+        resolved,
         meta.len(),
         (meta.mtime(), meta.mtime_nsec()),
     );
     let memo = MEMO.get_or_init(Default::default);
     if let Some(id) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(&stamp) {
-        return Some(Arc::clone(id));
+        return id.clone();
     }
-    let (version, machine) = match probe(program, search_path).await {
-        Ok(v) => v,
+    let id = match probe(program, search_path).await {
+        Ok((version, machine)) => Some(Arc::new(ServerCompiler {
+            invoked: stamp.0.clone(),
+            path: stamp.1.clone(),
+            size: stamp.2,
+            mtime: stamp.3,
+            version,
+            machine,
+        })),
         Err(e) => {
-            tracing::warn!("result cache: cannot probe {}: {e}", program.display());
-            return None;
+            tracing::warn!(
+                "result cache: cannot probe {}, so no caching with it: {e}",
+                program.display()
+            );
+            None
         }
     };
-    let id = Arc::new(ServerCompiler {
-        path: stamp.0.clone(),
-        size: stamp.1,
-        mtime: stamp.2,
-        version,
-        machine,
-    });
     let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
     // A handful of compilers per server; bound it anyway.
     if memo.len() >= 64 {
         memo.clear();
     }
-    memo.insert(stamp, Arc::clone(&id));
-    Some(id)
+    memo.insert(stamp, id.clone());
+    id
 }
 
 /// Asks the compiler its version (`-dumpfullversion`, else `-dumpversion`, as clang
@@ -261,6 +307,8 @@ async fn run_probe(program: &Path, search_path: &OsStr, flag: &str) -> std::io::
             .take(PROBE_OUTPUT_CAP)
             .read_to_end(&mut out)
             .await?;
+        // Anything past the cap is read and dropped, so the compiler never blocks on it.
+        tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await?;
         let status = child.wait().await?;
         Ok::<_, std::io::Error>((status, out))
     };

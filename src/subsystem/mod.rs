@@ -7,11 +7,12 @@
 //!
 //! Per job (in `session`, after the hellos), admission comes before work:
 //! [`job::check`] validates it cheaply (allow-list, arguments, and the counts and sizes
-//! it claims against
-//! [`Admission`](crate::config::Admission)), [`slots`] admits it against the slot limit
-//! (or answers `Busy`), and only then [`job::stage`] decodes and writes it into its
-//! [`workdir`]. [`exec`] runs the compiler while [`reader`] keeps reading the lane: `Ping`
-//! is answered, a `Heartbeat` goes out every `heartbeat`, and EOF (client gone) kills
+//! it claims against [`Admission`](crate::config::Admission)); a job the result
+//! [`cache`] holds is answered from the per-user [`store`] at once, without a slot or a
+//! compile; else [`slots`] admits it against the slot limit (or answers `Busy`), and
+//! only then [`job::stage`] decodes and writes it into its [`workdir`]. [`exec`] runs
+//! the compiler while [`reader`] keeps reading the lane: `Ping` is answered, a
+//! `Heartbeat` goes out every `heartbeat`, and EOF (client gone) kills
 //! the compiler's process group at once. Jobs pipelined behind the running one are
 //! queued within a byte budget (else answered `Busy`); a lane with no work closes after
 //! the idle timeout. Neighbours: `mux` and `wrapper` (the clients, via

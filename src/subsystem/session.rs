@@ -314,8 +314,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         Ok(Flow::Continue)
     }
 
-    /// The job's result-cache key, if the cache is on here (`[server] cache`, a store)
-    /// and the client allows it (`Job.cache`), and the compiler `program` can be probed.
+    /// The job's result-cache key, if the cache is on here (`[server] cache`, a store),
+    /// the client allows it (`Job.cache`), the compiler `program` can be probed, and the
+    /// job is one to cache ([`cache::Uncacheable`]). Its input must be whole by now.
     async fn cache_key(&self, job: &Job, program: &std::path::Path) -> Option<cache::Key> {
         if !(self.settings.cache && job.cache) {
             return None;
@@ -323,7 +324,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         self.store?;
         let search_path = &self.allow.search_path;
         let compiler = cache::server_compiler(program, search_path).await?;
-        Some(cache::key(&compiler, search_path, job))
+        let max = self.settings.admission.max_job_bytes;
+        cache::key(&compiler, search_path, job, max)
+            .inspect_err(|why| tracing::debug!("job {}: not cached: {why}", job.id))
+            .ok()
     }
 }
 

@@ -9,7 +9,8 @@ use crate::proto::msg::ContextFile;
 
 fn compiler() -> ServerCompiler {
     ServerCompiler {
-        path: PathBuf::from("/usr/bin/gcc"),
+        invoked: PathBuf::from("/usr/bin/gcc"),
+        path: PathBuf::from("/usr/bin/x86_64-linux-gnu-gcc-12"),
         size: 1000,
         mtime: (1_700_000_000, 5),
         version: "12.2.0".into(),
@@ -44,7 +45,7 @@ fn job() -> Job {
 const PATH: &str = "/usr/bin:/bin";
 
 fn key_of(c: &ServerCompiler, path: &str, j: &Job) -> Key {
-    key(c, &OsString::from(path), j)
+    key(c, &OsString::from(path), j, 1 << 20).unwrap()
 }
 
 #[test]
@@ -130,6 +131,7 @@ fn no_hit_when_anything_the_result_depends_on_differs() {
             &(|c: &mut ServerCompiler| c.path = "/usr/bin/gcc-12".into())
                 as &dyn Fn(&mut ServerCompiler),
         ),
+        ("the compiler's name", &|c| c.invoked = "/usr/bin/cc".into()),
         ("the compiler's size", &|c| c.size += 1),
         ("the compiler's mtime", &|c| c.mtime.1 += 1),
         ("the compiler's version", &|c| c.version = "12.3.0".into()),
@@ -151,16 +153,59 @@ fn no_hit_when_anything_the_result_depends_on_differs() {
 }
 
 #[test]
-fn the_input_digest_commits_to_the_encoding_it_hashes() {
-    let text = b"x".repeat(4096);
-    let packed = Input::Whole(Blob::pack(&text));
-    let raw = Input::Whole(Blob::raw(text.clone()));
-    // Same text, other encodings: a miss, never a wrong hit.
-    assert_ne!(input_digest(&packed), input_digest(&raw));
+fn the_key_covers_the_text_not_its_encoding() {
+    let text = b"int x;\n".repeat(512);
+    let mut packed = job();
+    packed.source = Input::Whole(Blob::pack(&text));
+    let mut raw = job();
+    raw.source = Input::Whole(Blob::raw(text.clone()));
+    assert!(matches!(
+        packed.source,
+        Input::Whole(Blob {
+            codec: crate::proto::msg::Codec::Lz4,
+            ..
+        })
+    ));
     assert_eq!(
-        input_digest(&packed),
-        input_digest(&Input::Whole(Blob::pack(&text)))
+        key_of(&compiler(), PATH, &packed),
+        key_of(&compiler(), PATH, &raw)
     );
+}
+
+#[test]
+fn time_macros_and_undecodable_input_make_a_job_uncacheable() {
+    let path = OsString::from(PATH);
+    for (m, text) in [
+        ("__DATE__", "const char *d = __DATE__;\n"),
+        ("__TIME__", "#define T __TIME__\n"),
+        ("__TIMESTAMP__", "puts(__TIMESTAMP__);\n"),
+    ] {
+        let mut j = job();
+        j.source = Input::Whole(Blob::pack(text.as_bytes()));
+        assert_eq!(
+            key(&compiler(), &path, &j, 1 << 20),
+            Err(Uncacheable::TimeMacro(m))
+        );
+    }
+    // The limit counts source and context together.
+    let mut j = job();
+    j.source = Input::Whole(Blob::raw(vec![b' '; 1000]));
+    j.context[0].data = Input::Whole(Blob::raw(vec![b' '; 1000]));
+    assert!(key(&compiler(), &path, &j, 2000).is_ok());
+    assert!(matches!(
+        key(&compiler(), &path, &j, 1999),
+        Err(Uncacheable::Input(_))
+    ));
+    let mut bad = job();
+    bad.source = Input::Whole(Blob {
+        codec: crate::proto::msg::Codec::Lz4,
+        raw_len: 100,
+        data: vec![0xff; 10],
+    });
+    assert!(matches!(
+        key(&compiler(), &path, &bad, 1 << 20),
+        Err(Uncacheable::Input(_))
+    ));
 }
 
 fn result(exit_code: i32) -> JobResult {
@@ -240,7 +285,33 @@ async fn the_probe_reads_the_real_compiler_and_is_memoised() {
     assert!(a.machine.contains('-'), "{a:?}");
     let b = server_compiler(&gcc, &path).await.unwrap();
     assert!(Arc::ptr_eq(&a, &b), "memoised");
-    // Something that is not a compiler does not probe.
+    assert_eq!(
+        a.path,
+        std::fs::canonicalize(&gcc).unwrap(),
+        "symlinks resolved"
+    );
+    // Through a symlink of its own: the same binary, run under another name (which a
+    // clang takes its target from), so an identity of its own.
+    let dir = tempfile::tempdir().unwrap();
+    std::os::unix::fs::symlink(&gcc, dir.path().join("cc-link")).unwrap();
+    let c = server_compiler(&dir.path().join("cc-link"), &path)
+        .await
+        .unwrap();
+    assert_eq!((&c.path, c.size, c.mtime), (&a.path, a.size, a.mtime));
+    assert_ne!(c.invoked, a.invoked);
+    // Something that is not a compiler does not probe, and is not asked again.
+    let runs = dir.path().join("runs");
+    let fake = dir.path().join("fakecc");
+    let script = format!("#!/bin/sh\necho \"$1\" >> {}\nexit 1\n", runs.display());
+    std::fs::write(&fake, script).unwrap();
+    std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    assert!(server_compiler(&fake, &path).await.is_none());
+    assert!(server_compiler(&fake, &path).await.is_none());
+    assert_eq!(
+        std::fs::read_to_string(&runs).unwrap(),
+        "-dumpfullversion\n-dumpversion\n",
+        "one probe per process"
+    );
     assert!(server_compiler(Path::new("/bin/false"), &path)
         .await
         .is_none());

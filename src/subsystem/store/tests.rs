@@ -300,3 +300,69 @@ fn an_unsafe_directory_is_refused() {
         assert!(err.to_string().contains("owned by uid 65534"), "{err}");
     }
 }
+
+/// The child half of [`two_processes_putting_the_same_ids_at_once`]: run only when that
+/// test starts this binary with `HOARDCC_STORE_CHILD` naming the store.
+#[test]
+#[ignore = "started by two_processes_putting_the_same_ids_at_once"]
+fn child_writer() {
+    let Some(dir) = std::env::var_os("HOARDCC_STORE_CHILD") else {
+        return;
+    };
+    let backwards = std::env::var_os("HOARDCC_STORE_BACKWARDS").is_some();
+    let store = Store::open(Path::new(&dir), DEFAULT_CAP).unwrap();
+    let mut seeds: Vec<u32> = (0..300).collect();
+    if backwards {
+        seeds.reverse();
+    }
+    for s in seeds {
+        let (id, data) = chunk(s, 1500 + s as usize);
+        store.put(&id, &data).unwrap();
+        assert_eq!(store.get(&id).as_deref(), Some(&data[..]));
+    }
+}
+
+#[test]
+fn two_processes_putting_the_same_ids_at_once() {
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("hoardcc");
+    let exe = std::env::current_exe().unwrap();
+    let children: Vec<_> = [false, true]
+        .into_iter()
+        .map(|backwards| {
+            let mut cmd = std::process::Command::new(&exe);
+            cmd.args([
+                "--exact",
+                "subsystem::store::tests::child_writer",
+                "--ignored",
+                "--test-threads=1",
+            ])
+            .env("HOARDCC_STORE_CHILD", &dir)
+            .stdout(std::process::Stdio::null());
+            if backwards {
+                cmd.env("HOARDCC_STORE_BACKWARDS", "1");
+            }
+            cmd.spawn().unwrap()
+        })
+        .collect();
+    for mut child in children {
+        // Bounded: each child writes 300 small files.
+        let deadline = std::time::Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(s) = child.try_wait().unwrap() {
+                break s;
+            }
+            assert!(std::time::Instant::now() < deadline, "child writer hung");
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        assert!(status.success(), "a child writer failed: {status}");
+    }
+    let store = Store::open(&dir, DEFAULT_CAP).unwrap();
+    let mut expected = 0;
+    for s in 0..300 {
+        let (id, data) = chunk(s, 1500 + s as usize);
+        assert_eq!(store.get(&id).as_deref(), Some(&data[..]), "chunk {s}");
+        expected += data.len() as u64;
+    }
+    assert_eq!(on_disk(&store), expected, "no temporaries, no duplicates");
+}
