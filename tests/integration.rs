@@ -35,3 +35,5 @@ mod tools;
 mod cache;
 // The chunk path (issue 10 item 1): identical objects, a rebuild sends little, Missing refills, corruption.
 mod chunks;
+// The live monitor (`hoardcc mon` in tmux, `mon --once`) and `hoardcc stats` (issue 11).
+mod mon;

@@ -41,6 +41,25 @@ const MAX_MISSING_ROUNDS: u32 = 3;
 pub use crate::mux::upload::Source;
 pub use crate::proto::msg::{JobSpec, Wire};
 
+/// What a running job is doing on its lane, for `hoardcc mon` and `hoardcc stats`
+/// ([`Lane::run_observed`]). Byte counts are what travels on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneEvent {
+    /// The job (`bytes` of it) is being sent.
+    Sending { bytes: u64 },
+    /// The job is sent: the server compiles.
+    Compiling,
+    /// An answer (`bytes` of it) is coming back.
+    Receiving { bytes: u64 },
+}
+
+/// Where [`Lane::run_observed`] reports [`LaneEvent`]s.
+pub type Observer<'a> = &'a (dyn Fn(LaneEvent) + Send + Sync);
+
+/// Frames up to this size (heartbeats, short answers) are reported as received once
+/// decoded, not as they start arriving.
+const SMALL_FRAME: u32 = 256;
+
 /// Failures of distribution (never the compiler's own error).
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -335,6 +354,18 @@ impl Lane {
         source: &Source,
         host_chunks: Option<&SharedChunks>,
     ) -> Result<JobResult, TransportError> {
+        self.run_observed(spec, source, host_chunks, &|_| {}).await
+    }
+
+    /// [`Lane::run`], telling `observe` where the job is (sending, compiling, receiving)
+    /// and how many bytes travel.
+    pub async fn run_observed(
+        &mut self,
+        spec: &JobSpec,
+        source: &Source,
+        host_chunks: Option<&SharedChunks>,
+        observe: Observer<'_>,
+    ) -> Result<JobResult, TransportError> {
         let io_timeout = self.io_timeout;
         let chunks = self.version >= CHUNKS_VERSION && self.server_can(CHUNKS_CAP);
         let known = match host_chunks {
@@ -355,23 +386,19 @@ impl Lane {
                     known: &known,
                     counts: &counts,
                 };
-                unless_closed(
-                    conn,
-                    run_native(stream, id, spec, source, io_timeout, peer, books),
-                )
-                .await
+                let run = run_native(stream, id, spec, source, io_timeout, peer, books, observe);
+                unless_closed(conn, run).await
             }
             LaneIo::DistccSsh { stream, conn } => {
+                let host = &self.host;
                 let text = source.text();
-                unless_closed(
-                    conn,
-                    run_distcc(stream, self.wire, spec, &text, io_timeout, &self.host),
-                )
-                .await
+                let run = run_distcc(stream, self.wire, spec, &text, io_timeout, host, observe);
+                unless_closed(conn, run).await
             }
             LaneIo::DistccTcp { stream } => {
+                let host = &self.host;
                 let text = source.text();
-                run_distcc(stream, self.wire, spec, &text, io_timeout, &self.host).await
+                run_distcc(stream, self.wire, spec, &text, io_timeout, host, observe).await
             }
         }
     }
@@ -475,6 +502,7 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     io_timeout: Duration,
     peer: Peer<'_>,
     books: Books<'_>,
+    observe: Observer<'_>,
 ) -> Result<JobResult, TransportError> {
     let mut up = if peer.chunks && peer.version >= JOB3_VERSION {
         Upload::chunked(spec, source)
@@ -516,24 +544,48 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut rounds = 0u32;
     'send: loop {
-        if let Some(p) = pack.take().filter(|p| !p.chunks.is_empty()) {
-            let n = p.chunks.len() as u64;
-            send_frame(
-                stream,
-                &frame::encode(&Message::Chunks(p)),
-                io_timeout,
-                books.counts,
-            )
-            .await?;
+        let chunk_frame = pack
+            .take()
+            .filter(|p| !p.chunks.is_empty())
+            .map(|p| (p.chunks.len() as u64, frame::encode(&Message::Chunks(p))));
+        let chunk_bytes = chunk_frame.as_ref().map_or(0, |(_, f)| f.len() as u64 + 4);
+        observe(LaneEvent::Sending {
+            bytes: chunk_bytes + job_frame.len() as u64 + 4,
+        });
+        if let Some((n, f)) = chunk_frame {
+            send_frame(stream, &f, io_timeout, books.counts).await?;
             upload::lock(books.counts).counters.chunks_sent += n;
         }
         send_frame(stream, &job_frame, io_timeout, books.counts).await?;
+        observe(LaneEvent::Compiling);
         loop {
             // Each message (heartbeats included) must arrive within io_timeout: a long
-            // compile stays alive as long as the server reports progress.
-            let msg = tokio::time::timeout(io_timeout, frame::read_message(stream))
+            // compile stays alive as long as the server reports progress. A big frame is
+            // reported as it starts; a small one once it is known not to be a heartbeat.
+            let mut len = 0u32;
+            let mut on_len = |l: u32| {
+                len = l;
+                if l > SMALL_FRAME {
+                    observe(LaneEvent::Receiving {
+                        bytes: u64::from(l) + 4,
+                    });
+                }
+            };
+            let read = frame::read_frame_observed(stream, frame::MAX_FRAME, &mut on_len);
+            let bytes = tokio::time::timeout(io_timeout, read)
                 .await
                 .map_err(|_| TransportError::Timeout("the server's answer"))??;
+            let msg: Option<Message> = bytes.map(|b| frame::decode(&b)).transpose()?;
+            if len <= SMALL_FRAME
+                && !matches!(
+                    msg,
+                    None | Some(Message::Heartbeat { .. } | Message::Missing { .. })
+                )
+            {
+                observe(LaneEvent::Receiving {
+                    bytes: u64::from(len) + 4,
+                });
+            }
             let host = peer.host.to_string();
             let result = match msg {
                 None => return Err(TransportError::Closed),
@@ -600,6 +652,7 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
     source: &[u8],
     io_timeout: Duration,
     host: &str,
+    observe: Observer<'_>,
 ) -> Result<JobResult, TransportError> {
     let version = match wire {
         Wire::Distcc { lzo: true } => 2,
@@ -610,12 +663,20 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
         argv: spec.distcc_argv.clone(),
         doti: source.to_vec(),
     };
+    // The payload: the .i and the argv (the protocol's tokens add a few bytes each).
+    let sent = req.doti.len() + req.argv.iter().map(String::len).sum::<usize>();
+    observe(LaneEvent::Sending { bytes: sent as u64 });
     let resp = tokio::time::timeout(io_timeout, async {
         distcc::write_request(stream, &req).await?;
+        observe(LaneEvent::Compiling);
         distcc::read_response(stream, version).await
     })
     .await
     .map_err(|_| TransportError::Timeout("distccd's answer"))??;
+    let received = resp.doto.len() + resp.stdout.len() + resp.stderr.len();
+    observe(LaneEvent::Receiving {
+        bytes: received as u64,
+    });
     let exit_code = distcc::exit_code_from_wait_status(resp.status);
     if exit_code == i32::from(ExitCode::CompilerCrashed.code()) && resp.doto.is_empty() {
         // A hoardcc server's way of telling a stock client that the compiler crashed.

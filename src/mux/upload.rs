@@ -9,8 +9,6 @@
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
-use serde::{Deserialize, Serialize};
-
 use crate::mux::known::KnownChunks;
 use crate::proto::chunk::{markers, ChunkPack, ChunkRef, Cut};
 use crate::proto::chunk_id::ChunkId;
@@ -39,20 +37,7 @@ impl Source {
     }
 }
 
-/// What the mux counts per host about uploads (`hoardcc status`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ChunkCounters {
-    /// Bytes of job frames written to the host (jobs and chunk packs, as encoded).
-    pub bytes_sent: u64,
-    /// Jobs sent with chunked input.
-    pub chunked_jobs: u64,
-    /// Chunks sent (each time it was sent).
-    pub chunks_sent: u64,
-    /// Chunks the host asked for with `Missing`.
-    pub chunks_missing: u64,
-    /// Chunk ids the mux believes the host holds now.
-    pub chunks_known: u64,
-}
+pub use crate::proto::status::ChunkCounters;
 
 /// One host's chunk knowledge and counters, shared by its lanes.
 #[derive(Debug, Default)]
