@@ -494,6 +494,8 @@ async fn send_frame<S: AsyncWrite + Unpin>(
     Ok(())
 }
 
+// The lane's state, split so each part is borrowed apart from the stream.
+#[allow(clippy::too_many_arguments)]
 async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     id: u64,
