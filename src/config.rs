@@ -42,6 +42,9 @@
 //! max_open_files = 256
 //! strict = false                   # compilers must also have the client's binaries (blake3)
 //! match_configured = true          # compare `-v` configuration lines, not only version+target
+//! cache = true                     # the result cache (`HOARDCC_CACHE=0` on a client skips it)
+//! cache_dir = "/var/cache/me"      # the store; default $XDG_CACHE_HOME/hoardcc
+//! cache_mib = 1024                 # the store's size cap (chunks and results together)
 //! [mux]
 //! idle_timeout_secs = 600          # HOARDCC_IDLE_TIMEOUT
 //! channels_per_connection = 8
@@ -131,6 +134,12 @@ pub struct FileServer {
     pub strict: bool,
     /// See [`ServerSettings::match_configured`].
     pub match_configured: bool,
+    /// See [`ServerSettings::cache`].
+    pub cache: bool,
+    /// See [`ServerSettings::cache_dir`].
+    pub cache_dir: Option<PathBuf>,
+    /// See [`ServerSettings::cache_bytes`] (MiB).
+    pub cache_mib: u64,
 }
 
 /// The `[mux]` table as written.
@@ -190,6 +199,9 @@ impl Default for FileServer {
             max_open_files: 256,
             strict: false,
             match_configured: true,
+            cache: true,
+            cache_dir: None,
+            cache_mib: 1024,
         }
     }
 }
@@ -321,6 +333,22 @@ impl FileConfig {
                 },
                 strict: s.strict,
                 match_configured: s.match_configured,
+                cache: s.cache,
+                cache_dir: match s.cache_dir {
+                    Some(d) if !d.is_absolute() => {
+                        return Err(value_error("server.cache_dir", "must be an absolute path"))
+                    }
+                    d => d,
+                },
+                cache_bytes: match s.cache_mib {
+                    1..=MAX_CACHE_MIB => s.cache_mib << 20,
+                    _ => {
+                        return Err(value_error(
+                            "server.cache_mib",
+                            "must be between 1 and 1048576 (MiB)",
+                        ))
+                    }
+                },
             },
             mux: MuxSettings {
                 idle_timeout: positive_secs(mux.idle_timeout_secs, "mux.idle_timeout_secs")?,
@@ -405,6 +433,16 @@ pub struct ServerSettings {
     /// Compare the compilers' `-v` configuration lines (`Configured with:`, `Thread
     /// model:`, clang's vendor line), not only version and target (default true).
     pub match_configured: bool,
+    /// Whether results are cached (default true): a job whose compiler, arguments,
+    /// directory, environment and input match an earlier clean compile is answered from
+    /// the store without compiling. The chunk store is used either way.
+    pub cache: bool,
+    /// The per-user store of chunks and results; `None` = `$XDG_CACHE_HOME/hoardcc`, else
+    /// `~/.cache/hoardcc` ([`crate::paths::Paths::cache_dir`]).
+    pub cache_dir: Option<PathBuf>,
+    /// The store's size cap in bytes, chunks and results together (default 1 GiB,
+    /// `cache_mib`); least recently used files go first.
+    pub cache_bytes: u64,
 }
 
 /// `[server] sandbox`: how `hoardcc serve` contains the compilers it runs.
@@ -449,6 +487,8 @@ pub struct Admission {
 
 /// Largest MiB value accepted for the size limits (the frame limit is 256 MiB anyway).
 const MAX_MIB: u64 = 4096;
+/// Largest store cap accepted: 1 TiB.
+const MAX_CACHE_MIB: u64 = 1 << 20;
 
 /// Settings of the mux daemon.
 #[derive(Debug, Clone, PartialEq, Eq)]

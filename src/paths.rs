@@ -26,6 +26,9 @@ pub struct Paths {
     /// State directory (logs): `$XDG_STATE_HOME/hoardcc`, else `~/.local/state/hoardcc`, else
     /// `<runtime_dir>/state`.
     pub state_dir: PathBuf,
+    /// Cache directory (the server's chunk and result store): `$XDG_CACHE_HOME/hoardcc`,
+    /// else `~/.cache/hoardcc`, else `<runtime_dir>/cache`.
+    pub cache_dir: PathBuf,
 }
 
 /// An environment variable that is set, non-empty, and (for XDG variables, as the XDG base
@@ -39,7 +42,7 @@ fn abs_var(env: &dyn Fn(&str) -> Option<String>, name: &str) -> Option<PathBuf> 
 
 impl Paths {
     /// Compute the locations from `HOME`, `XDG_CONFIG_HOME`, `XDG_RUNTIME_DIR`,
-    /// `XDG_STATE_HOME` and the `HOARDCC_CONFIG_DIR` override, read through `env`.
+    /// `XDG_STATE_HOME`, `XDG_CACHE_HOME` and the `HOARDCC_CONFIG_DIR` override, read through `env`.
     pub fn from_env(env: &dyn Fn(&str) -> Option<String>) -> Paths {
         let home = env("HOME")
             .filter(|h| !h.is_empty())
@@ -62,11 +65,16 @@ impl Paths {
                     .map(|h| h.join(".local").join("state").join("hoardcc"))
             })
             .unwrap_or_else(|| runtime_dir.join("state"));
+        let cache_dir = abs_var(env, "XDG_CACHE_HOME")
+            .map(|d| d.join("hoardcc"))
+            .or_else(|| home.as_ref().map(|h| h.join(".cache").join("hoardcc")))
+            .unwrap_or_else(|| runtime_dir.join("cache"));
         Paths {
             home,
             config_dir,
             runtime_dir,
             state_dir,
+            cache_dir,
         }
     }
 
@@ -207,6 +215,7 @@ mod tests {
             PathBuf::from("/h/.local/state/hoardcc/mux.log")
         );
         assert_eq!(p.ssh_dir(), Some(PathBuf::from("/h/.ssh")));
+        assert_eq!(p.cache_dir, PathBuf::from("/h/.cache/hoardcc"));
     }
 
     #[test]
@@ -216,8 +225,10 @@ mod tests {
             ("XDG_CONFIG_HOME", "/x/cfg"),
             ("XDG_RUNTIME_DIR", "/run/user/7"),
             ("XDG_STATE_HOME", "/x/state"),
+            ("XDG_CACHE_HOME", "/x/cache"),
         ]);
         let p = Paths::from_env(&env);
+        assert_eq!(p.cache_dir, PathBuf::from("/x/cache/hoardcc"));
         assert_eq!(p.config_dir, PathBuf::from("/x/cfg/hoardcc"));
         assert_eq!(p.runtime_dir, PathBuf::from("/run/user/7/hoardcc"));
         assert_eq!(
@@ -240,10 +251,12 @@ mod tests {
             ("HOME", "/h"),
             ("XDG_CONFIG_HOME", "relative"),
             ("XDG_RUNTIME_DIR", ""),
+            ("XDG_CACHE_HOME", "rel/cache"),
             ("HOARDCC_CONFIG_DIR", ""),
         ]);
         let p = Paths::from_env(&env);
         assert_eq!(p.config_dir, PathBuf::from("/h/.config/hoardcc"));
+        assert_eq!(p.cache_dir, PathBuf::from("/h/.cache/hoardcc"));
         assert!(p.runtime_dir.starts_with("/tmp"));
     }
 

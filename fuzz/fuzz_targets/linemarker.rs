@@ -1,15 +1,19 @@
 //! Fuzz target `linemarker`: the wrapper's reading of directives-only preprocessor output
 //! (`wrapper::preprocess`): dropping the `<built-in>` section and the command-line macros
 //! (`strip_builtin_section`), and picking the context files from the line markers
-//! (`context_files`).
+//! (`context_files`); and the chunk path's normalisation of line markers
+//! (`proto::chunk::markers`).
 //!
 //! Input: the main source's name, a NUL byte, then the preprocessor output.
 //!
 //! Properties: no panic; stripping keeps a subsequence of the lines, leaves no `<built-in>`
 //! marker, and is idempotent; context files are unique, start with the main source, are only
-//! names the markers give, and never a `<...>` pseudo-file, a directory or a `\` name.
+//! names the markers give, and never a `<...>` pseudo-file, a directory or a `\` name;
+//! restoring normalised text gives the text back exactly, and the include boundaries are
+//! ascending offsets of line starts within it.
 #![no_main]
 
+use hoardcc::proto::chunk::markers;
 use hoardcc::wrapper::preprocess::{context_files, strip_builtin_section};
 use libfuzzer_sys::fuzz_target;
 
@@ -21,6 +25,11 @@ fuzz_target!(|data: &[u8]| {
         ),
         None => ("src/a.c".to_string(), data),
     };
+    let (normalised, names) = markers::normalise(text);
+    assert_eq!(markers::restore(&normalised, &names), text, "restore(normalise(t)) != t");
+    let cuts = markers::include_boundaries(&normalised);
+    assert!(cuts.windows(2).all(|w| w[0] < w[1]));
+    assert!(cuts.iter().all(|&c| c > 0 && normalised[c - 1] == b'\n'));
     let stripped = strip_builtin_section(text.to_vec());
     let mut input_lines = text.split_inclusive(|&b| b == b'\n');
     for line in stripped.split_inclusive(|&b| b == b'\n') {

@@ -73,6 +73,11 @@ fn lane(mut input: &[u8]) {
                 b
             }
             Message::Result3(r) => result_blobs(r),
+            Message::Chunks(pack) => {
+                // A pack unpacks within its bounds, or is refused; never a panic.
+                let _ = pack.unpack();
+                Vec::new()
+            }
             Message::Result(r) => result_blobs(&r.clone().into()),
             _ => Vec::new(),
         };

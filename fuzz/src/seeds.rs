@@ -173,6 +173,21 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
             ),
         ),
         (
+            "client-lane-chunks".into(),
+            {
+                let cut = hoardcc::proto::chunk::Cut::normalised(DIRECTIVES_ONLY.as_bytes());
+                let mut j = job();
+                j.source = Input::Chunked(cut.recipe.clone());
+                lane(
+                    true,
+                    &[
+                        Message::Chunks(hoardcc::proto::chunk::ChunkPack::pack(cut.chunks())),
+                        Message::Job3(j),
+                    ],
+                )
+            },
+        ),
+        (
             "server-lane".into(),
             lane(
                 false,
@@ -210,6 +225,10 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
                             extra: false,
                         }],
                     },
+                    Message::Missing {
+                        id: 11,
+                        ids: vec![hoardcc::proto::chunk_id::ChunkId::of(b"int x;\n")],
+                    },
                 ],
             ),
         ),
@@ -229,7 +248,8 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
                     },
                     MuxRequest::Run {
                         spec: Box::new(spec),
-                        source: source.clone()
+                        source: source.clone(),
+                        recipe: None,
                     },
                     MuxRequest::Status,
                     MuxRequest::Stop,

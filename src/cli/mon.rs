@@ -375,6 +375,7 @@ mod tests {
                 jobs_busy: 2,
                 jobs_resent: 0,
                 cache_hits: 0,
+                chunks: Default::default(),
                 mean_ms: Some(100),
                 ewma_ms: Some(90),
                 backoff_remaining_ms: Some(2500),

@@ -32,6 +32,9 @@ fn defaults() {
     assert_eq!(c.server.max_memory, Some(8 << 30));
     assert_eq!(c.server.max_file_size, Some(1 << 30));
     assert_eq!(c.server.max_open_files, 256);
+    assert!(c.server.cache);
+    assert_eq!(c.server.cache_dir, None);
+    assert_eq!(c.server.cache_bytes, 1 << 30);
     assert_eq!(c.mux.idle_timeout, Duration::from_secs(600));
     assert_eq!(c.mux.channels_per_connection, 8);
     assert_eq!(c.hosts, None);
@@ -67,6 +70,9 @@ const FULL: &str = r#"
     max_memory_mib = 2048
     max_file_size_mib = 0
     max_open_files = 64
+    cache = false
+    cache_dir = "/var/cache/hc"
+    cache_mib = 20
     [mux]
     idle_timeout_secs = 30
     channels_per_connection = 4
@@ -108,6 +114,9 @@ fn every_file_field_applies() {
     assert_eq!(c.server.max_memory, Some(2048 << 20));
     assert_eq!(c.server.max_file_size, None, "0 = no limit");
     assert_eq!(c.server.max_open_files, 64);
+    assert!(!c.server.cache);
+    assert_eq!(c.server.cache_dir, Some(PathBuf::from("/var/cache/hc")));
+    assert_eq!(c.server.cache_bytes, 20 << 20);
     assert_eq!(c.mux.idle_timeout, Duration::from_secs(30));
     assert_eq!(c.mux.channels_per_connection, 4);
 }
@@ -245,6 +254,9 @@ fn wrong_types_and_values_rejected() {
             "[server]\nsandbox_paths = [\"opt/x\"]",
             "server.sandbox_paths",
         ),
+        ("[server]\ncache_dir = \"rel\"", "server.cache_dir"),
+        ("[server]\ncache_mib = 0", "server.cache_mib"),
+        ("[server]\ncache_mib = 2000000", "server.cache_mib"),
     ] {
         let err = Config::from_parts(Some(text), &no_env()).unwrap_err();
         assert!(
@@ -275,6 +287,7 @@ fn paths_in(dir: &Path) -> Paths {
         config_dir: dir.join("cfg"),
         runtime_dir: dir.join("run"),
         state_dir: dir.join("state"),
+        cache_dir: dir.join("cache"),
     }
 }
 

@@ -108,12 +108,16 @@ pub(super) async fn serve_wrapper(d: Arc<Daemon>, stream: UnixStream, id: u64, a
                     r
                 }
             }
-            MuxRequest::Run { spec, source } => {
+            MuxRequest::Run {
+                spec,
+                source,
+                recipe,
+            } => {
                 // The wrapper says nothing while its job runs: anything on the socket,
                 // its end included, means it is gone, and the job (and host slot) go too.
                 let start = tokio::time::Instant::now();
                 let r = tokio::select! {
-                    r = d.run_job(id, held.take(), *spec, source) => r,
+                    r = d.run_job(id, held.take(), *spec, source, recipe) => r,
                     _ = wrapper_gone(&mut rd) => {
                         tracing::info!("wrapper {id} went away during its job");
                         break;

@@ -17,6 +17,8 @@ use crate::mux::listener::Daemon;
 use crate::mux::pool::{PoolError, PooledLane};
 use crate::mux::retry::{next_step, until_answer, Failure, Step, Tally};
 use crate::mux::scheduler::{CompilerKey, Grant, HostSlot, HostVerdict, NoSlot, Want};
+use crate::mux::upload::{SharedChunks, Source};
+use crate::proto::chunk::{Cut, Recipe};
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::{Blob, JobSpec, LocalCompiler, MuxReply};
 use crate::proto::status::JobState;
@@ -73,8 +75,14 @@ impl Daemon {
         }
     }
 
+    /// The host's chunk knowledge and counters, shared by its lanes.
+    pub(crate) fn host_chunks(&self, key: &str) -> SharedChunks {
+        let mut all = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+        all.entry(key.to_string()).or_default().clone()
+    }
+
     /// Parse the host list, register and warm its hosts, learn the compiler's identity,
-    /// and wait for a slot on a host that has not refused that compiler.
+    /// and wait for a host slot on a host that has not refused that compiler.
     pub(super) async fn reserve(
         &self,
         id: u64,
@@ -172,6 +180,7 @@ impl Daemon {
         held: Option<Held>,
         mut spec: JobSpec,
         source: Blob,
+        recipe: Option<Recipe>,
     ) -> MuxReply {
         let Some(mut held) = held else {
             return failed(
@@ -179,14 +188,22 @@ impl Daemon {
                 ExitCode::ProtocolError,
             );
         };
+        let bad = |e: String| {
+            failed(
+                format!("bad source from the wrapper: {e}"),
+                ExitCode::ProtocolError,
+            )
+        };
         let source = match source.into_unpacked(MAX_BLOB) {
             Ok(s) => s,
-            Err(e) => {
-                return failed(
-                    format!("bad source from the wrapper: {e}"),
-                    ExitCode::ProtocolError,
-                )
-            }
+            Err(e) => return bad(e.to_string()),
+        };
+        let source = match recipe {
+            None => Source::Whole(source),
+            Some(r) => match Cut::from_parts(r, source) {
+                Ok(cut) => Source::Cut(cut),
+                Err(e) => return bad(e.to_string()),
+            },
         };
         spec.compiler_id = held.compiler.as_ref().map(|c| c.id.clone());
         let first_key = held.spec.key();
@@ -321,7 +338,7 @@ impl Daemon {
         id: u64,
         held: &mut Held,
         spec: &JobSpec,
-        source: &[u8],
+        source: &Source,
         resend_by: Option<Instant>,
     ) -> Attempt {
         let key = held.spec.key();
@@ -355,12 +372,21 @@ impl Daemon {
             }
             Ok(pl) => pl,
         };
+        let chunks = self.host_chunks(&key);
         let observe = |e: LaneEvent| self.lane_event(id, &key, e);
-        match pl.lane.run_observed(spec, source, &observe).await {
+        match pl
+            .lane
+            .run_observed(spec, source, Some(&chunks), &observe)
+            .await
+        {
             Ok(done) => {
                 self.pool.checkin(pl);
-                held.guard.set_verdict(HostVerdict::Ok {
-                    elapsed: start.elapsed(),
+                held.guard.set_verdict(if done.cached {
+                    HostVerdict::Cached
+                } else {
+                    HostVerdict::Ok {
+                        elapsed: start.elapsed(),
+                    }
                 });
                 Attempt::Answer(MuxReply::Done(done))
             }

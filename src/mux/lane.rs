@@ -16,12 +16,13 @@ use tokio::net::TcpStream;
 use crate::exit::ExitCode;
 use crate::hosts::{HostKind, HostSpec};
 use crate::mux::ssh::{self, Connection, SshError, SshSettings, Stream};
+use crate::mux::upload::{self, SharedChunks, Upload};
 use crate::proto::distcc::{self, DistccRequest};
 use crate::proto::fault::{self, Ended, Fault};
 use crate::proto::frame;
 use crate::proto::msg::{
-    Blob, ContextFile, Hello, Input, Job, JobResult, Message, OutputFile, SourceKind,
-    FAULT_VERSION, JOB3_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    Blob, Hello, Job, JobResult, Message, OutputFile, SourceKind, CHUNKS_CAP, CHUNKS_VERSION,
+    CHUNK_STORE_CAP, FAULT_VERSION, JOB3_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::proto::{self, compress::MAX_BLOB};
 
@@ -37,7 +38,12 @@ pub const DEFAULT_DISTCCD: &str = "distccd";
 pub const COMPILERS_CAP: &str = "compilers";
 /// TCP connect timeout for stock distccd hosts (distcc uses a fixed 4 s).
 const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
+/// `Missing` answers one job may get before it is given up: the first round covers
+/// evicted or never-sent chunks, the second a chunk evicted (or corrupted) again
+/// before its job was read.
+const MAX_MISSING_ROUNDS: u32 = 3;
 
+pub use crate::mux::upload::Source;
 pub use crate::proto::msg::{JobSpec, Wire};
 
 /// What a running job is doing on its lane, for `hoardcc mon` and `hoardcc stats`
@@ -157,6 +163,9 @@ pub struct Lane {
     version: u32,
     /// The server's hello (native lanes only).
     pub server_hello: Option<Hello>,
+    /// Chunks this lane's server holds, when its store is its own (the server did not
+    /// announce a shared one): then what one lane sent is unknown to the others.
+    own_chunks: SharedChunks,
 }
 
 impl Lane {
@@ -241,6 +250,7 @@ impl Lane {
             next_id: 1,
             version: 0,
             server_hello: None,
+            own_chunks: SharedChunks::default(),
         }
     }
 
@@ -337,15 +347,25 @@ impl Lane {
         }
     }
 
-    /// Run one job. `source` is preprocessed as [`Lane::wire`] asks. On an ssh lane the
-    /// job ends with [`TransportError::Closed`] as soon as the connection ends, even while
-    /// it waits to send (russh does not wake such a writer).
+    /// Whether the server announced capability `cap`.
+    fn server_can(&self, cap: &str) -> bool {
+        self.server_hello
+            .as_ref()
+            .is_some_and(|h| h.caps.iter().any(|c| c == cap))
+    }
+
+    /// Run one job. `source` is preprocessed as [`Lane::wire`] asks. `host_chunks` is
+    /// the host's chunk knowledge and counters, shared by its lanes (the mux's); without
+    /// it, or when the server's store is its own, the lane keeps its own knowledge. On an
+    /// ssh lane the job ends with [`TransportError::Closed`] as soon as the connection
+    /// ends, even while it waits to send (russh does not wake such a writer).
     pub async fn run(
         &mut self,
         spec: &JobSpec,
-        source: &[u8],
+        source: &Source,
+        host_chunks: Option<&SharedChunks>,
     ) -> Result<JobResult, TransportError> {
-        self.run_observed(spec, source, &|_| {}).await
+        self.run_observed(spec, source, host_chunks, &|_| {}).await
     }
 
     /// [`Lane::run`], telling `observe` where the job is (sending, compiling, receiving)
@@ -353,10 +373,17 @@ impl Lane {
     pub async fn run_observed(
         &mut self,
         spec: &JobSpec,
-        source: &[u8],
+        source: &Source,
+        host_chunks: Option<&SharedChunks>,
         observe: Observer<'_>,
     ) -> Result<JobResult, TransportError> {
         let io_timeout = self.io_timeout;
+        let chunks = self.version >= CHUNKS_VERSION && self.server_can(CHUNKS_CAP);
+        let known = match host_chunks {
+            Some(h) if self.server_can(CHUNK_STORE_CAP) => h.clone(),
+            _ => self.own_chunks.clone(),
+        };
+        let counts = host_chunks.cloned().unwrap_or_else(|| known.clone());
         match &mut self.io {
             LaneIo::Native { stream, conn } => {
                 let id = self.next_id;
@@ -364,18 +391,25 @@ impl Lane {
                 let peer = Peer {
                     host: &self.host,
                     version: self.version,
+                    chunks,
                 };
-                let run = run_native(stream, id, spec, source, io_timeout, peer, observe);
+                let books = Books {
+                    known: &known,
+                    counts: &counts,
+                };
+                let run = run_native(stream, id, spec, source, io_timeout, peer, books, observe);
                 unless_closed(conn, run).await
             }
             LaneIo::DistccSsh { stream, conn } => {
                 let host = &self.host;
-                let run = run_distcc(stream, self.wire, spec, source, io_timeout, host, observe);
+                let text = source.text();
+                let run = run_distcc(stream, self.wire, spec, &text, io_timeout, host, observe);
                 unless_closed(conn, run).await
             }
             LaneIo::DistccTcp { stream } => {
                 let host = &self.host;
-                run_distcc(stream, self.wire, spec, source, io_timeout, host, observe).await
+                let text = source.text();
+                run_distcc(stream, self.wire, spec, &text, io_timeout, host, observe).await
             }
         }
     }
@@ -404,6 +438,7 @@ pub fn client_hello() -> Hello {
             "directives-only".into(),
             "heartbeat".into(),
             COMPILERS_CAP.into(),
+            CHUNKS_CAP.into(),
         ],
         slots: 0,
         load: 0,
@@ -425,6 +460,17 @@ struct Peer<'a> {
     host: &'a str,
     /// The negotiated protocol version.
     version: u32,
+    /// The server takes chunked input.
+    chunks: bool,
+}
+
+/// Where a native job learns and counts chunks.
+#[derive(Clone, Copy)]
+struct Books<'a> {
+    /// Which chunks the server holds.
+    known: &'a SharedChunks,
+    /// The host's counters.
+    counts: &'a SharedChunks,
 }
 
 /// A compile that ran to its end, unless what it reported is a [`Fault`] (classified here
@@ -446,28 +492,46 @@ fn completed_or_fault(
     }
 }
 
+/// Writes one encoded frame within `io_timeout`, counting its bytes.
+async fn send_frame<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    payload: &[u8],
+    io_timeout: Duration,
+    counts: &SharedChunks,
+) -> Result<(), TransportError> {
+    tokio::time::timeout(io_timeout, frame::write_frame(stream, payload))
+        .await
+        .map_err(|_| TransportError::Timeout("sending the job"))??;
+    upload::lock(counts).counters.bytes_sent += 4 + payload.len() as u64;
+    Ok(())
+}
+
+// The lane's state, split so each part is borrowed apart from the stream.
+#[allow(clippy::too_many_arguments)]
 async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     id: u64,
     spec: &JobSpec,
-    source: &[u8],
+    source: &Source,
     io_timeout: Duration,
     peer: Peer<'_>,
+    books: Books<'_>,
     observe: Observer<'_>,
 ) -> Result<JobResult, TransportError> {
+    let mut up = if peer.chunks && peer.version >= JOB3_VERSION {
+        Upload::chunked(spec, source)
+    } else {
+        Upload::whole(spec, source)
+    };
     let job = Job {
         id,
         header: spec.header.clone(),
         source_kind: SourceKind::DirectivesOnly,
-        source: Input::Whole(Blob::pack(source)),
-        context: spec
-            .context
-            .iter()
-            .map(|(name, data)| ContextFile {
-                name: name.clone(),
-                data: Input::Whole(Blob::pack(data)),
-            })
-            .collect(),
+        source: std::mem::replace(
+            &mut up.source,
+            crate::proto::msg::Input::Whole(Blob::empty()),
+        ),
+        context: std::mem::take(&mut up.context),
         env: spec.env.clone(),
         compiler_id: spec.compiler_id.clone(),
         cache: spec.cache,
@@ -482,70 +546,119 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
             ))
         })?)
     };
-    let payload = frame::encode(&message);
+    let job_frame = frame::encode(&message);
     drop(message);
-    observe(LaneEvent::Sending {
-        bytes: payload.len() as u64 + 4,
-    });
-    tokio::time::timeout(io_timeout, frame::write_frame(stream, &payload))
-        .await
-        .map_err(|_| TransportError::Timeout("sending the job"))??;
-    drop(payload);
-    observe(LaneEvent::Compiling);
-    loop {
-        // Each message (heartbeats included) must arrive within io_timeout: a long compile
-        // stays alive as long as the server reports progress. A big frame is reported as
-        // it starts; a small one once it is known not to be a heartbeat.
-        let mut len = 0u32;
-        let mut on_len = |l: u32| {
-            len = l;
-            if l > SMALL_FRAME {
+    // The chunks the host is not known to hold go in the same write, right before the
+    // job: no round trip of their own.
+    let mut pack = up
+        .is_chunked()
+        .then(|| up.pack_unknown(&mut upload::lock(books.known).known));
+    if up.is_chunked() {
+        upload::lock(books.counts).counters.chunked_jobs += 1;
+    }
+    let mut rounds = 0u32;
+    'send: loop {
+        let chunk_frame = pack
+            .take()
+            .filter(|p| !p.chunks.is_empty())
+            .map(|p| (p.chunks.len() as u64, frame::encode(&Message::Chunks(p))));
+        let chunk_bytes = chunk_frame.as_ref().map_or(0, |(_, f)| f.len() as u64 + 4);
+        observe(LaneEvent::Sending {
+            bytes: chunk_bytes + job_frame.len() as u64 + 4,
+        });
+        if let Some((n, f)) = chunk_frame {
+            send_frame(stream, &f, io_timeout, books.counts).await?;
+            upload::lock(books.counts).counters.chunks_sent += n;
+        }
+        send_frame(stream, &job_frame, io_timeout, books.counts).await?;
+        observe(LaneEvent::Compiling);
+        loop {
+            // Each message (heartbeats included) must arrive within io_timeout: a long
+            // compile stays alive as long as the server reports progress. A big frame is
+            // reported as it starts; a small one once it is known not to be a heartbeat.
+            let mut len = 0u32;
+            let mut on_len = |l: u32| {
+                len = l;
+                if l > SMALL_FRAME {
+                    observe(LaneEvent::Receiving {
+                        bytes: u64::from(l) + 4,
+                    });
+                }
+            };
+            let read = frame::read_frame_observed(stream, frame::MAX_FRAME, &mut on_len);
+            let bytes = tokio::time::timeout(io_timeout, read)
+                .await
+                .map_err(|_| TransportError::Timeout("the server's answer"))??;
+            let msg: Option<Message> = bytes.map(|b| frame::decode(&b)).transpose()?;
+            if len <= SMALL_FRAME
+                && !matches!(
+                    msg,
+                    None | Some(Message::Heartbeat { .. } | Message::Missing { .. })
+                )
+            {
                 observe(LaneEvent::Receiving {
-                    bytes: u64::from(l) + 4,
+                    bytes: u64::from(len) + 4,
                 });
             }
-        };
-        let read = frame::read_frame_observed(stream, frame::MAX_FRAME, &mut on_len);
-        let bytes = tokio::time::timeout(io_timeout, read)
-            .await
-            .map_err(|_| TransportError::Timeout("the server's answer"))??;
-        let msg: Option<Message> = bytes.map(|b| frame::decode(&b)).transpose()?;
-        if len <= SMALL_FRAME && !matches!(msg, None | Some(Message::Heartbeat { .. })) {
-            observe(LaneEvent::Receiving {
-                bytes: u64::from(len) + 4,
-            });
+            let host = peer.host.to_string();
+            let result = match msg {
+                None => return Err(TransportError::Closed),
+                Some(Message::Heartbeat { .. }) => continue,
+                Some(Message::Missing { id: mid, ids }) if mid == id && up.is_chunked() => {
+                    rounds += 1;
+                    if rounds > MAX_MISSING_ROUNDS {
+                        return Err(TransportError::Server {
+                            host,
+                            message: format!(
+                                "{} chunk(s) still missing after {MAX_MISSING_ROUNDS} rounds",
+                                ids.len()
+                            ),
+                        });
+                    }
+                    tracing::debug!(host = %host, job = id, "the server lacks {} chunk(s)", ids.len());
+                    upload::lock(books.known).known.forget(&ids);
+                    upload::lock(books.counts).counters.chunks_missing += ids.len() as u64;
+                    pack = Some(up.pack_ids(&ids).ok_or_else(|| {
+                        TransportError::Unexpected("Missing names chunks the job has not".into())
+                    })?);
+                    continue 'send;
+                }
+                Some(Message::Result(r)) if r.id == id => JobResult::from(r),
+                Some(Message::Result3(r)) if r.id == id => r,
+                Some(Message::Fault { id: fid, fault }) if fid == id => {
+                    return Err(TransportError::Fault { host, fault })
+                }
+                Some(Message::Busy { .. }) => return Err(TransportError::Busy { host }),
+                Some(Message::Refused { reason, .. }) => {
+                    return Err(TransportError::Refused { host, reason })
+                }
+                Some(Message::Mismatch { id: mid, reason }) if mid == id => {
+                    return Err(TransportError::Mismatch { host, reason })
+                }
+                Some(Message::ServerError { message, .. }) => {
+                    return Err(TransportError::Server { host, message })
+                }
+                Some(other) => {
+                    return Err(TransportError::Unexpected(
+                        format!("{other:?}").chars().take(80).collect(),
+                    ))
+                }
+            };
+            if up.is_chunked() {
+                // The server ran the job: it holds every chunk its recipes name.
+                let mut k = upload::lock(books.known);
+                k.known.learn(up.ids());
+                let held = k.known.len() as u64;
+                drop(k);
+                upload::lock(books.counts).counters.chunks_known = held;
+            }
+            let ended = if peer.version >= FAULT_VERSION {
+                Ended::Exited(result.exit_code)
+            } else {
+                Ended::from_v1_exit_code(result.exit_code)
+            };
+            return completed_or_fault(result, ended, &spec.header.compiler, &host);
         }
-        let host = peer.host.to_string();
-        let result = match msg {
-            None => return Err(TransportError::Closed),
-            Some(Message::Heartbeat { .. }) => continue,
-            Some(Message::Result(r)) if r.id == id => JobResult::from(r),
-            Some(Message::Result3(r)) if r.id == id => r,
-            Some(Message::Fault { id: fid, fault }) if fid == id => {
-                return Err(TransportError::Fault { host, fault })
-            }
-            Some(Message::Busy { .. }) => return Err(TransportError::Busy { host }),
-            Some(Message::Refused { reason, .. }) => {
-                return Err(TransportError::Refused { host, reason })
-            }
-            Some(Message::Mismatch { id: mid, reason }) if mid == id => {
-                return Err(TransportError::Mismatch { host, reason })
-            }
-            Some(Message::ServerError { message, .. }) => {
-                return Err(TransportError::Server { host, message })
-            }
-            Some(other) => {
-                return Err(TransportError::Unexpected(
-                    format!("{other:?}").chars().take(80).collect(),
-                ))
-            }
-        };
-        let ended = if peer.version >= FAULT_VERSION {
-            Ended::Exited(result.exit_code)
-        } else {
-            Ended::from_v1_exit_code(result.exit_code)
-        };
-        return completed_or_fault(result, ended, &spec.header.compiler, &host);
     }
 }
 

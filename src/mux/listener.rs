@@ -83,6 +83,8 @@ pub(crate) struct Daemon {
     /// Client compiler identities, probed once per path, size and mtime (binaries
     /// hashed, for `strict` servers).
     pub(crate) prober: crate::identity::Prober,
+    /// Per host key: which chunks the host holds, and upload counters (`mux::upload`).
+    pub(crate) chunks: Mutex<std::collections::HashMap<String, crate::mux::upload::SharedChunks>>,
 }
 
 /// Serve wrappers on `listener` until `shutdown` is cancelled, a `Stop` arrives, or no
@@ -168,6 +170,7 @@ pub async fn run_with_stats(
             hash_binaries: true,
             search_path: None,
         }),
+        chunks: Mutex::new(std::collections::HashMap::new()),
     });
     let stats_writer = tokio::spawn(daemon.stats.clone().writer(pool_token.clone()));
     tracing::info!(socket = ?socket, version = %mux_version(), "mux listening");

@@ -20,6 +20,7 @@
 
 pub mod conn;
 pub mod job;
+pub mod known;
 pub mod lane;
 pub mod listener;
 pub mod monitor;
@@ -30,6 +31,7 @@ pub mod scheduler;
 pub mod ssh;
 pub mod stats;
 pub mod status;
+pub mod upload;
 
 use std::io;
 use std::os::fd::AsRawFd;

@@ -128,6 +128,9 @@ impl NoSlot {
 pub enum HostVerdict {
     /// The job ran (the compiler's own failure included); `elapsed` feeds the EWMA.
     Ok { elapsed: Duration },
+    /// The server answered from its result cache: the host works, but the time says
+    /// nothing about its compile speed, so it feeds neither the EWMA nor the mean.
+    Cached,
     /// Distribution failed on this host: back it off.
     Failed,
     /// The server said it is full: pause the host briefly, no penalty.
@@ -157,6 +160,8 @@ pub struct HostState {
     pub jobs_failed: u64,
     /// Busy answers.
     pub jobs_busy: u64,
+    /// Jobs answered from the server's result cache (not in `jobs_ok`).
+    pub jobs_cached: u64,
     /// Jobs sent again on this host after their lane died mid-job.
     pub jobs_resent: u64,
     /// Sum of job times, for the plain mean in `hoardcc status`.
@@ -177,6 +182,7 @@ impl HostState {
             jobs_ok: 0,
             jobs_failed: 0,
             jobs_busy: 0,
+            jobs_cached: 0,
             jobs_resent: 0,
             total_ms: 0,
             blocked: HashMap::new(),
@@ -393,6 +399,10 @@ impl Scheduler {
                         });
                         h.jobs_ok += 1;
                         h.total_ms += elapsed.as_millis() as u64;
+                        h.backoff_until = None;
+                    }
+                    HostVerdict::Cached => {
+                        h.jobs_cached += 1;
                         h.backoff_until = None;
                     }
                     HostVerdict::Failed => {

@@ -11,7 +11,7 @@ use crate::mux::lane::Wire;
 use crate::mux::listener::Daemon;
 use crate::mux::mux_version;
 pub use crate::proto::status::{
-    FailureReport, HostReport, JobReport, JobState, MismatchReport, StatusReport,
+    ChunkCounters, FailureReport, HostReport, JobReport, JobState, MismatchReport, StatusReport,
 };
 
 fn opt<T: std::fmt::Display>(v: &Option<T>, suffix: &str) -> String {
@@ -69,6 +69,17 @@ pub fn render_text(r: &StatusReport) -> String {
                     h.jobs_resent
                 ));
             }
+            let c = &h.chunks;
+            if c.chunked_jobs > 0 {
+                s.push_str(&format!(
+                    "    uploads: {:.1} MiB in all; {} chunked job(s), {} chunk(s) sent, {} asked for again, {} known there\n",
+                    c.bytes_sent as f64 / f64::from(1u32 << 20),
+                    c.chunked_jobs,
+                    c.chunks_sent,
+                    c.chunks_missing,
+                    c.chunks_known
+                ));
+            }
             if let Some(e) = &h.last_error {
                 s.push_str(&format!("    last error: {e}\n"));
             }
@@ -100,6 +111,12 @@ impl Daemon {
     pub(crate) fn status(&self) -> StatusReport {
         let now = Instant::now();
         let pool = self.pool.status();
+        let chunk_counters = |key: &str| {
+            let all = self.chunks.lock().unwrap_or_else(|p| p.into_inner());
+            all.get(key)
+                .map(|c| crate::mux::upload::lock(c).counters)
+                .unwrap_or_default()
+        };
         let (hosts, queued, local_running) = self.sched.peek(|s| {
             let hosts: Vec<HostReport> = s
                 .hosts()
@@ -122,6 +139,7 @@ impl Daemon {
                         jobs_busy: h.jobs_busy,
                         jobs_resent: h.jobs_resent,
                         cache_hits: self.monitor.cache_hits(key),
+                        chunks: chunk_counters(key),
                         mean_ms: h.mean_ms(),
                         ewma_ms: h.ewma_ms.map(|m| m as u64),
                         backoff_remaining_ms: h
@@ -202,6 +220,13 @@ mod tests {
                 jobs_busy: 0,
                 jobs_resent: 2,
                 cache_hits: 0,
+                chunks: ChunkCounters {
+                    bytes_sent: 3 << 20,
+                    chunked_jobs: 9,
+                    chunks_sent: 40,
+                    chunks_missing: 2,
+                    chunks_known: 38,
+                },
                 mean_ms: Some(850),
                 ewma_ms: Some(800),
                 backoff_remaining_ms: Some(1500),
@@ -281,6 +306,12 @@ mod tests {
             "    mismatch: gcc 12.2.0 (x86_64-linux-gnu) not sent here (590s): no compiler matching"
         ));
         assert!(t.contains("resent after a lost lane: 2 job(s)"));
+        assert!(
+            t.contains(
+                "uploads: 3.0 MiB in all; 9 chunked job(s), 40 chunk(s) sent, 2 asked for again, 38 known there"
+            ),
+            "{t}"
+        );
         assert!(t.contains("compiling") && t.contains("foo.c"));
     }
 }

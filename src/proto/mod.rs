@@ -7,6 +7,8 @@
 //! Every length that arrives from a peer is checked against a bound before anything is
 //! allocated for it.
 
+pub mod chunk;
+pub mod chunk_id;
 pub mod compress;
 pub mod distcc;
 pub mod fault;

@@ -9,7 +9,9 @@ use serde::{Deserialize, Serialize};
 /// 2: [`Message::Fault`] (a protocol-1 server reports a killed compiler as
 /// `exit_code` 128 + signal; see `proto::fault::Ended::from_v1_exit_code`).
 /// 3: [`Message::Job3`] and [`Message::Result3`] carry the one [`Job`] and [`JobResult`]
-/// (input that may be chunked, the compiler's identity, the result cache).
+/// (input that may be chunked, the compiler's identity, the result cache); with the
+/// capability word [`CHUNKS_CAP`], input as recipes ([`Input::Chunked`]), chunks in
+/// [`Message::Chunks`], and [`Message::Missing`].
 pub const PROTOCOL_VERSION: u32 = 3;
 /// Oldest peer version this build still talks to.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
@@ -19,7 +21,17 @@ pub const FAULT_VERSION: u32 = 2;
 /// The first version whose peers take [`Message::Job3`] and answer [`Message::Result3`];
 /// an older server gets a [`JobV2`] (whole blobs, no identity, no cache).
 pub const JOB3_VERSION: u32 = 3;
+/// The first version whose peers may carry chunked input (when both say [`CHUNKS_CAP`]).
+pub const CHUNKS_VERSION: u32 = 3;
+/// Hello capability word: this peer takes (server) or sends (client) chunked input.
+pub const CHUNKS_CAP: &str = "chunks";
+/// Hello capability word of a server whose chunk store is shared by all its sessions of
+/// the user (on disk): a chunk sent on one lane is there for the next, so the client
+/// keeps one set of known chunks per host rather than per lane.
+pub const CHUNK_STORE_CAP: &str = "chunk-store";
 
+pub use crate::proto::chunk::{ChunkPack, Recipe};
+pub use crate::proto::chunk_id::ChunkId;
 pub use crate::proto::fault::Fault;
 pub use crate::proto::identity::{CompilerId, OfferedCompiler};
 use crate::proto::stats::Stats;
@@ -100,24 +112,34 @@ pub struct JobHeader {
 pub enum Input {
     /// The whole file in one blob.
     Whole(Blob),
+    /// The file as chunks named by their hashes (protocol ≥ [`CHUNKS_VERSION`] with
+    /// [`CHUNKS_CAP`]): the server rebuilds it from its chunk store, and answers
+    /// [`Message::Missing`] for the chunks it lacks.
+    Chunked(Recipe),
 }
 
 impl Input {
     /// The decoded length the sender claims (checked against admission limits before
-    /// anything is decoded).
+    /// anything is decoded). For a recipe, the length of its chunks (restored line
+    /// markers may add a little; the decoded whole is bounded again).
     pub fn claimed_len(&self) -> u64 {
         match self {
             Input::Whole(b) => b.raw_len,
+            Input::Chunked(r) => r.len,
         }
     }
 
     /// The bytes, decoded within `max`.
     ///
     /// # Errors
-    /// A bad blob, or one over `max`.
+    /// A bad blob, or one over `max`; a recipe (which must be assembled from the chunk
+    /// store first).
     pub fn unpack(&self, max: u64) -> Result<Vec<u8>, crate::proto::Error> {
         match self {
             Input::Whole(b) => b.unpack(max),
+            Input::Chunked(_) => Err(crate::proto::Error::Decode(
+                "chunked input was not assembled".into(),
+            )),
         }
     }
 
@@ -125,6 +147,7 @@ impl Input {
     pub fn as_whole(&self) -> Option<&Blob> {
         match self {
             Input::Whole(b) => Some(b),
+            Input::Chunked(_) => None,
         }
     }
 }
@@ -371,6 +394,16 @@ pub enum Message {
         id: u64,
         reason: String,
     },
+    /// Client → server (with [`CHUNKS_CAP`]): chunks for the store, written right before
+    /// the `Job3` that needs them (no round trip of its own), or after a `Missing`.
+    Chunks(ChunkPack),
+    /// Server → client (with [`CHUNKS_CAP`]): job `id` was not run: its recipes name
+    /// chunks the server does not hold (evicted, corrupt, or never sent). The client
+    /// sends them (`Chunks`) and the job again.
+    Missing {
+        id: u64,
+        ids: Vec<ChunkId>,
+    },
 }
 
 // ---------------------------------------------------------------------------------------
@@ -426,8 +459,14 @@ pub enum MuxRequest {
         /// its identity (once per path, size and mtime) and avoids hosts without a match.
         compiler: Option<LocalCompiler>,
     },
-    /// Run the job on the host slot reserved on this connection.
-    Run { spec: Box<JobSpec>, source: Blob },
+    /// Run the job on the slot reserved on this connection. With `recipe`, `source`
+    /// holds the directives-only text normalised and cut by the wrapper
+    /// (`proto::chunk::Cut`: the recipe's chunks are consecutive slices of it).
+    Run {
+        spec: Box<JobSpec>,
+        source: Blob,
+        recipe: Option<Recipe>,
+    },
     /// Report state for `hoardcc status`.
     Status,
     /// Exit now (`hoardcc mux --stop`).

@@ -72,6 +72,9 @@ pub struct HostReport {
     /// Jobs answered from the server's result cache (the result says `cached`).
     #[serde(default)]
     pub cache_hits: u64,
+    /// What the chunk path sent this host.
+    #[serde(default)]
+    pub chunks: ChunkCounters,
     /// Mean job time.
     pub mean_ms: Option<u64>,
     /// Recent job time (EWMA), used for host choice.
@@ -94,6 +97,21 @@ pub struct MismatchReport {
     pub reason: String,
     /// Seconds until the host is tried again for it.
     pub remaining_secs: u64,
+}
+
+/// What the mux counts per host about uploads (`mux::upload`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChunkCounters {
+    /// Bytes of job frames written to the host (jobs and chunk packs, as encoded).
+    pub bytes_sent: u64,
+    /// Jobs sent with chunked input.
+    pub chunked_jobs: u64,
+    /// Chunks sent (each time it was sent).
+    pub chunks_sent: u64,
+    /// Chunks the host asked for with `Missing`.
+    pub chunks_missing: u64,
+    /// Chunk ids the mux believes the host holds now.
+    pub chunks_known: u64,
 }
 
 impl HostReport {

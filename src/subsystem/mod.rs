@@ -7,20 +7,23 @@
 //!
 //! Per job (in `session`, after the hellos), admission comes before work:
 //! [`job::check`] validates it cheaply (allow-list, arguments, and the counts and sizes
-//! it claims against
-//! [`Admission`](crate::config::Admission)), with the compiler picked by
+//! it claims against [`Admission`](crate::config::Admission)), with the compiler picked by
 //! [`compilers::Compilers::pick`] (the one with the client's identity, else `Mismatch`
-//! naming both versions), [`slots`] admits it against the server slot limit
-//! (or answers `Busy`), and only then [`job::stage`] decodes and writes it into its
-//! [`workdir`]. [`exec`] runs the compiler while [`reader`] keeps reading the lane: `Ping`
-//! is answered, a `Heartbeat` goes out every `heartbeat`, and EOF (client gone) kills
+//! naming both versions); a job the result [`cache`] holds is answered from the per-user
+//! [`store`] at once, without a server slot or a compile; else [`slots`] admits it against
+//! the server slot limit (or answers `Busy`), and only then [`job::stage`] decodes and
+//! writes it into its [`workdir`]. [`exec`] runs the compiler while [`reader`] keeps
+//! reading the lane: `Ping` is answered, a `Heartbeat` goes out every `heartbeat`, and
+//! EOF (client gone) kills
 //! the compiler's process group at once. Jobs pipelined behind the running one are
 //! queued within a byte budget (else answered `Busy`); a lane with no work closes after
 //! the idle timeout. `ListCompilers` is answered with the compilers offered. `serve
 //! --check` ([`check`]) tells an admin whether all this can work here. Neighbours: `mux`
 //! and `wrapper` (the clients, via `proto::frame`), `config` (the [`ServerSettings`]).
 
+pub mod cache;
 pub mod check;
+pub mod chunks;
 pub mod compilers;
 pub mod distccd;
 pub mod exec;
@@ -29,6 +32,7 @@ pub mod reader;
 pub mod sandbox;
 mod session;
 pub mod slots;
+pub mod store;
 pub mod workdir;
 
 use std::ffi::OsString;
@@ -46,13 +50,15 @@ use job::AllowList;
 use session::Session;
 
 /// Capability words this server announces in its hello.
-pub const CAPS: [&str; 6] = [
+/// (`chunk-store` is added when the session's chunk store is the user's shared one.)
+pub const CAPS: [&str; 7] = [
     "lz4",
     "directives-only",
     "heartbeat",
     "busy",
     "ping",
     crate::mux::lane::COMPILERS_CAP,
+    crate::proto::msg::CHUNKS_CAP,
 ];
 /// How long the client has for its opening bytes and hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
@@ -81,6 +87,9 @@ pub struct ServeOptions {
     pub search_path: Option<OsString>,
     /// How long the client has for its opening bytes and hello.
     pub hello_timeout: Duration,
+    /// The store's directory when `[server] cache_dir` is not set
+    /// ([`crate::paths::Paths::cache_dir`]); `None`: no store unless configured.
+    pub cache_dir: Option<PathBuf>,
 }
 
 impl ServeOptions {
@@ -90,6 +99,9 @@ impl ServeOptions {
             slot_dir: slots::slot_dir_from_env(),
             search_path: None,
             hello_timeout: HELLO_TIMEOUT,
+            cache_dir: Some(
+                crate::paths::Paths::from_env(&|k: &str| std::env::var(k).ok()).cache_dir,
+            ),
         }
     }
 }
@@ -359,7 +371,10 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 .await
                 .map_err(|_| ServeError::HandshakeTimeout(opts.hello_timeout))?
                 .map_err(ServeError::from)?;
-            let ours = our_hello(settings, opts);
+            let store = open_store(settings, opts);
+            let disk = store.as_ref().map(|s| s as &dyn chunks::ChunkStore);
+            let chunks = chunks::SessionChunks::new(disk, settings.admission.max_job_bytes);
+            let ours = our_hello(settings, opts, chunks.shared());
             frame::write_hello(&mut output, &ours).await?;
             let version = frame::negotiate(&ours, &theirs)?;
             tracing::debug!("client {:?} speaks v{version}", theirs.agent);
@@ -375,11 +390,27 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
                 compilers: &compilers,
                 client_knows_mismatch,
                 sandbox: &sandbox,
+                store: store.as_ref(),
                 output,
                 version,
+                chunks,
             }
             .run(input)
             .await
+        }
+    }
+}
+
+/// The per-user store (`[server] cache_dir`, else [`ServeOptions::cache_dir`]), opened
+/// once per session. `None`, with a warning, when it cannot be used (a directory of
+/// another user, or open to others): the session then works without it.
+fn open_store(settings: &ServerSettings, opts: &ServeOptions) -> Option<store::Store> {
+    let dir = settings.cache_dir.as_ref().or(opts.cache_dir.as_ref())?;
+    match store::Store::open(dir, settings.cache_bytes) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            tracing::warn!("no store, so no result cache and no shared chunk store: {e}");
+            None
         }
     }
 }
@@ -393,11 +424,17 @@ pub(crate) fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
-fn our_hello(settings: &ServerSettings, opts: &ServeOptions) -> Hello {
+fn our_hello(settings: &ServerSettings, opts: &ServeOptions, shared_store: bool) -> Hello {
+    let store_cap = shared_store.then_some(crate::proto::msg::CHUNK_STORE_CAP);
     Hello {
         version: PROTOCOL_VERSION,
         min_version: MIN_PROTOCOL_VERSION,
-        caps: CAPS.iter().map(|c| c.to_string()).collect(),
+        caps: CAPS
+            .iter()
+            .copied()
+            .chain(store_cap)
+            .map(String::from)
+            .collect(),
         slots: slots::host_limit(settings.max_jobs),
         load: slots::current_load(&opts.slot_dir, slots::host_limit(settings.max_jobs)),
         agent: format!("hoardcc {} on {}", env!("CARGO_PKG_VERSION"), hostname()),

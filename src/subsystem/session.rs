@@ -1,11 +1,14 @@
 //! Stage: server, one native session of `hoardcc serve` after the hellos (`subsystem`
 //! reads the opening and negotiates): per job, admit (`job::check_sandbox`, the compiler
-//! with the client's identity from `compilers`, `job::check_request`, then a server slot
-//! from `slots` or `Busy`), compile (`job::stage` into a `workdir`, `exec` while `reader`
-//! keeps reading the lane, with heartbeats, `Ping` answers and EOF killing the compiler),
-//! answer (`result_message`: outputs read back within the frame budget, or the fault).
-//! Pipelined jobs wait in a byte-bounded queue. Neighbours: `subsystem` (caller), `subsystem::job`,
-//! `subsystem::slots`, `subsystem::exec`, `subsystem::reader`, `proto::frame`.
+//! with the client's identity from `compilers`, `job::check_request`, recipes made whole
+//! from the chunk store or `Missing`), answer from the result cache if it holds the job
+//! (`cache`, no server slot needed), else take a server slot from `slots` (or answer
+//! `Busy`), compile (`job::stage` into a `workdir`, `exec` while `reader` keeps reading
+//! the lane, with heartbeats, `Ping` answers and EOF killing the compiler), answer
+//! (`result_message`: outputs read back within the frame budget, or the fault), and keep
+//! a clean result in the cache. Pipelined jobs wait in a byte-bounded queue.
+//! Neighbours: `subsystem` (caller), `job`, `compilers`, `chunks`, `cache`, `slots`,
+//! `exec`, `reader`, `proto::frame`.
 
 use std::collections::VecDeque;
 
@@ -17,7 +20,10 @@ use super::*;
 use crate::config::ServerSettings;
 use crate::proto::fault::{self, Ended};
 use crate::proto::frame::{self, MAX_FRAME};
-use crate::proto::msg::{Blob, Job, JobResult, Message, OutputFile, FAULT_VERSION, JOB3_VERSION};
+use crate::proto::msg::{
+    Blob, ChunkPack, Job, JobResult, Message, OutputFile, CHUNKS_VERSION, FAULT_VERSION,
+    JOB3_VERSION,
+};
 use crate::proto::Error as ProtoError;
 
 use exec::ExecError;
@@ -52,9 +58,13 @@ pub(super) struct Session<'a, W> {
     /// The client's hello has the "compilers" cap: it understands `Mismatch`.
     pub(super) client_knows_mismatch: bool,
     pub(super) sandbox: &'a sandbox::Sandbox,
+    /// The per-user store of chunks and results, when it could be opened.
+    pub(super) store: Option<&'a store::Store>,
     pub(super) output: W,
     /// The protocol version negotiated with the client (decides how a fault is told).
     pub(super) version: u32,
+    /// Chunks the client sent, and the store recipes are assembled from.
+    pub(super) chunks: chunks::SessionChunks<'a>,
 }
 
 impl<W: AsyncWrite + Unpin> Session<'_, W> {
@@ -135,8 +145,22 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     let list = self.compilers.offered().await;
                     self.send(&Message::Compilers { list }).await?;
                 }
+                Message::Chunks(pack) if self.version >= CHUNKS_VERSION => {
+                    self.receive_chunks(&pack)?
+                }
                 other => return Err(unexpected(&other)),
             }
+        }
+    }
+
+    /// Stores the chunks of a pack (those whose bytes match their ids).
+    fn receive_chunks(&mut self, pack: &ChunkPack) -> Result<(), ServeError> {
+        match self.chunks.receive(pack) {
+            Ok(n) => {
+                tracing::debug!("{n} chunk(s) received");
+                Ok(())
+            }
+            Err(e) => Err(ServeError::Unexpected(format!("chunk pack: {e}"))),
         }
     }
 
@@ -144,7 +168,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// ServerError (unless the client goes away first).
     async fn job(
         &mut self,
-        job: Job,
+        mut job: Job,
         rx: &mut mpsc::Receiver<Received>,
         queue: &mut Queue,
     ) -> Result<Flow, ServeError> {
@@ -173,6 +197,26 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         };
         if let Err(e) = job::check_request(&job, limits) {
             return self.not_prepared(id, e).await;
+        }
+        // Recipes become whole text here, before a server slot is taken: a job whose
+        // chunks are not all here is answered at once, and the client sends them with the
+        // job again.
+        match self.chunks.materialise(&mut job, limits.max_job_bytes) {
+            Ok(()) => {}
+            Err(chunks::Materialise::Missing(ids)) => {
+                tracing::debug!("job {id}: {} chunk(s) missing", ids.len());
+                self.send(&Message::Missing { id, ids }).await?;
+                return Ok(Flow::Continue);
+            }
+            Err(chunks::Materialise::Refused(reason)) => {
+                return self.not_prepared(id, PrepareError::Refused(reason)).await
+            }
+        }
+        let cache_key = self.cache_key(&job, &program).await;
+        if let Some(hit) = cache_key.and_then(|k| cache::lookup(self.store?, &k, id)) {
+            tracing::debug!("job {id}: answered from the result cache");
+            self.send(&result_for(hit, self.version)).await?;
+            return Ok(Flow::Continue);
         }
         let limit = slots::host_limit(self.settings.max_jobs);
         let slot = match slots::try_acquire(&self.opts.slot_dir, limit) {
@@ -229,6 +273,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                         Some(Ok(Incoming::Message(Message::Ping { nonce }, _))) => {
                             self.send(&Message::Pong { nonce }).await.err().map(Err)
                         }
+                        Some(Ok(Incoming::Message(Message::Chunks(pack), _)))
+                            if self.version >= CHUNKS_VERSION =>
+                        {
+                            self.receive_chunks(&pack).err().map(Err)
+                        }
                         Some(Ok(Incoming::Message(Message::Job3(_), _)))
                             if queue.jobs.len() >= MAX_QUEUED_JOBS =>
                         {
@@ -282,9 +331,33 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         // Answer first, then remove the job directory: the client should not wait for
         // the cleanup.
         let sent = self.send(&answer).await;
+        if let (Some(key), Some(store), Message::Result3(result)) = (cache_key, self.store, &answer)
+        {
+            match cache::record(store, &key, result) {
+                Ok(true) => tracing::debug!("job {id}: result cached"),
+                Ok(false) => {}
+                Err(e) => tracing::warn!("job {id}: cannot cache the result: {e}"),
+            }
+        }
         drop(prepared);
         sent?;
         Ok(Flow::Continue)
+    }
+
+    /// The job's result-cache key, if the cache is on here (`[server] cache`, a store),
+    /// the client allows it (`Job.cache`), the compiler `program` can be probed, and the
+    /// job is one to cache ([`cache::Uncacheable`]). Its input must be whole by now.
+    async fn cache_key(&self, job: &Job, program: &std::path::Path) -> Option<cache::Key> {
+        if !(self.settings.cache && job.cache) {
+            return None;
+        }
+        self.store?;
+        let search_path = &self.allow.search_path;
+        let compiler = cache::server_compiler(program, search_path).await?;
+        let max = self.settings.admission.max_job_bytes;
+        cache::key(&compiler, search_path, job, max)
+            .inspect_err(|why| tracing::debug!("job {}: not cached: {why}", job.id))
+            .ok()
     }
 }
 
@@ -321,6 +394,8 @@ pub(super) fn unexpected(m: &Message) -> ServeError {
         Message::ListCompilers => "ListCompilers",
         Message::Compilers { .. } => "Compilers",
         Message::Mismatch { .. } => "Mismatch",
+        Message::Chunks(_) => "Chunks",
+        Message::Missing { .. } => "Missing",
     };
     ServeError::Unexpected(name.into())
 }

@@ -35,6 +35,7 @@ pub(super) fn options(tmp: &Path) -> ServeOptions {
         slot_dir: tmp.join("slots"),
         search_path: None,
         hello_timeout: Duration::from_secs(10),
+        cache_dir: None,
     }
 }
 
@@ -131,7 +132,7 @@ int foo(int a) { return SQ(a) + printf(\"%d\\n\", a); }\n\
 size_t bar(const char *s) { return strlen(s) * 3; }\n";
 
 /// A project dir with `src/foo.c`; returns (dir, directives-only source, local `gcc -c` object).
-fn project(tmp: &Path) -> (PathBuf, Vec<u8>, Vec<u8>) {
+pub(super) fn project(tmp: &Path) -> (PathBuf, Vec<u8>, Vec<u8>) {
     let proj = tmp.join("home/user/proj");
     std::fs::create_dir_all(proj.join("src")).unwrap();
     std::fs::write(proj.join("src/foo.c"), FOO_C).unwrap();
@@ -156,7 +157,7 @@ fn project(tmp: &Path) -> (PathBuf, Vec<u8>, Vec<u8>) {
     (proj, pre.stdout, object)
 }
 
-fn expect_result(m: Message, id: u64) -> JobResult {
+pub(super) fn expect_result(m: Message, id: u64) -> JobResult {
     match m {
         Message::Result3(r) => {
             assert_eq!(r.id, id);

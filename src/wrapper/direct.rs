@@ -104,7 +104,7 @@ pub(super) fn run(
         Ok(l) => l,
         Err(e) => return on_host(e),
     };
-    let cpp = match cpp {
+    let mut cpp = match cpp {
         Ok(Ok(p)) if lane.wire() == guessed => p,
         Ok(Ok(_)) => match preprocess::run(real, job, style_for(lane.wire()), guard()) {
             Ok(p) => p,
@@ -120,14 +120,19 @@ pub(super) fn run(
     };
     let mut spec = job_spec(job, cwd, lane.wire(), &cpp.source, env);
     spec.compiler_id = id.ok();
+    // The simplest correct way without the mux: whole blobs, no chunk knowledge to keep.
+    let source = lane::Source::Whole(std::mem::take(&mut cpp.source));
     // Without the mux nobody can wake this job when a server slot frees: a server that
     // is full (BUSY) is asked again after a growing pause, a bounded number of times.
     let mut pause = DIRECT_BUSY_FIRST_PAUSE;
     let give_up = std::time::Instant::now() + DIRECT_BUSY_PATIENCE;
     let done = loop {
-        match runtime.block_on(lane.run(&spec, &cpp.source)) {
+        match runtime.block_on(lane.run(&spec, &source, None)) {
             Ok(d) => match d.unpacked(crate::proto::compress::MAX_BLOB) {
-                Ok(d) => break d,
+                Ok(d) => {
+                    note.cached = d.cached;
+                    break d;
+                }
                 Err(e) => return on_host(e.into()),
             },
             Err(TransportError::Busy { .. }) if std::time::Instant::now() + pause < give_up => {

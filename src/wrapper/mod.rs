@@ -106,6 +106,7 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
     );
     let line = match &outcome {
         Outcome::Local(reason) => format!("local\t{reason}"),
+        Outcome::Done(_) if note.cached => format!("remote-cached\t{}", note.host),
         Outcome::Done(_) => format!("remote\t{}", note.host),
         Outcome::Failed(f) => format!("local\tfallback: {}", f.message),
     };
@@ -142,6 +143,8 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
 struct Note {
     source: String,
     host: String,
+    /// The server answered from its result cache (the job log says `remote-cached`).
+    cached: bool,
     slot: Option<mux_client::MuxClient>,
 }
 
@@ -284,7 +287,18 @@ fn via_mux(
         Err(e) => return Some(cpp_failed(e)),
     };
     let spec = job_spec(job, cwd, wire, &cpp.source, env);
-    let reply = client.run(&spec, &cpp.source);
+    // The directives-only text goes cut into chunks (here, so that the CPU it takes is
+    // spread over the wrappers): the mux sends the server only those it lacks.
+    let reply = match wire {
+        Wire::Native => {
+            let cut = crate::proto::chunk::Cut::normalised(&cpp.source);
+            client.run(&spec, &cut.bytes, Some(&cut.recipe))
+        }
+        Wire::Distcc { .. } => client.run(&spec, &cpp.source, None),
+    };
+    if let Ok(MuxReply::Done(result)) = &reply {
+        note.cached = result.cached;
+    }
     if matches!(reply, Ok(MuxReply::Failed { .. })) {
         note.slot = Some(client);
     }
@@ -382,6 +396,8 @@ fn job_spec(
     source: &[u8],
     env: &dyn Fn(&str) -> Option<String>,
 ) -> JobSpec {
+    // `HOARDCC_CACHE=0`: the server must compile, not answer from its result cache.
+    let cache = env("HOARDCC_CACHE").is_none_or(|v| v.trim() != "0");
     let (source_name, env, context) = match wire {
         Wire::Native => {
             let read = |name: &str| {
@@ -420,7 +436,7 @@ fn job_spec(
         env,
         context,
         compiler_id: None,
-        cache: true,
+        cache,
     }
 }
 

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::mux::mux_version;
 use crate::paths::{self, Paths};
 use crate::proto::frame::blocking;
-use crate::proto::msg::{Blob, JobSpec, LocalCompiler, MuxReply, MuxRequest};
+use crate::proto::msg::{Blob, JobSpec, LocalCompiler, MuxReply, MuxRequest, Recipe};
 use crate::proto::stats::Stats;
 use crate::proto::status::StatusReport;
 
@@ -404,10 +404,16 @@ impl MuxClient {
     ///
     /// # Errors
     /// Socket or protocol failures.
-    pub fn run(&mut self, spec: &JobSpec, source: &[u8]) -> Result<MuxReply, MuxClientError> {
+    pub fn run(
+        &mut self,
+        spec: &JobSpec,
+        source: &[u8],
+        recipe: Option<&Recipe>,
+    ) -> Result<MuxReply, MuxClientError> {
         let req = MuxRequest::Run {
             spec: Box::new(spec.clone()),
             source: Blob::raw(source.to_vec()),
+            recipe: recipe.cloned(),
         };
         match self.request(&req, self.reply_deadline)? {
             r @ (MuxReply::Done(_) | MuxReply::Failed { .. } | MuxReply::Local { .. }) => Ok(r),

@@ -63,6 +63,10 @@ pub struct SshdOptions {
     /// A second `AuthorizedKeysFile` after the fixture's own (e.g. one that a test's
     /// server HOME holds, to check what `hoardcc install-server --forced-command` adds).
     pub extra_authorized_keys: Option<PathBuf>,
+    /// Let the clients use the server's result cache. Off by default ([`Sshd::env`] sets
+    /// `HOARDCC_CACHE=0`), because most tests compile the same file again and count or
+    /// time the compiles; `tests/cache.rs` turns it on.
+    pub result_cache: bool,
 }
 
 impl Default for SshdOptions {
@@ -76,6 +80,7 @@ impl Default for SshdOptions {
             private_tmp: false,
             address_space_limit: None,
             extra_authorized_keys: None,
+            result_cache: false,
         }
     }
 }
@@ -263,9 +268,10 @@ impl Sshd {
         self.ssh_command().join(" ")
     }
 
-    /// Variables [`Sshd::apply_env`] sets: HOME, XDG_RUNTIME_DIR, XDG_CONFIG_HOME.
+    /// Variables [`Sshd::apply_env`] sets: HOME, XDG_RUNTIME_DIR, XDG_CONFIG_HOME, and
+    /// `HOARDCC_CACHE=0` unless [`SshdOptions::result_cache`].
     pub fn env(&self) -> Vec<(String, String)> {
-        vec![
+        let mut env = vec![
             ("HOME".into(), self.client_home().display().to_string()),
             (
                 "XDG_RUNTIME_DIR".into(),
@@ -275,7 +281,11 @@ impl Sshd {
                 "XDG_CONFIG_HOME".into(),
                 self.config_home().display().to_string(),
             ),
-        ]
+        ];
+        if !self.opts.result_cache {
+            env.push(("HOARDCC_CACHE".into(), "0".into()));
+        }
+        env
     }
 
     /// Isolates `cmd` for this fixture: sets [`Sshd::env`], removes SSH_AUTH_SOCK, every
@@ -305,8 +315,14 @@ impl Sshd {
         self.server_dir().join("slots")
     }
 
-    /// The command the `Subsystem` line runs: `/usr/bin/env HOARDCC_SLOT_DIR=… [HOARDCC_SERVER_CONFIG=…]
-    /// [server_env…] <bin>/hoardcc serve`. Usable as an exec command too. With
+    /// The server's store of chunks and results (`$XDG_CACHE_HOME/hoardcc` of every
+    /// `serve`, created by the first one), private to this fixture.
+    pub fn server_cache_dir(&self) -> PathBuf {
+        self.server_dir().join("cache/hoardcc")
+    }
+
+    /// The command the `Subsystem` line runs: `/usr/bin/env HOARDCC_SLOT_DIR=…
+    /// XDG_CACHE_HOME=… [HOARDCC_SERVER_CONFIG=…] [server_env…] <bin>/hoardcc serve`. Usable as an exec command too. With
     /// `server_env` holding `HOARDCC_SLOT_DIR=` (empty), the variable is left out, so the
     /// server uses its default slot directory.
     pub fn serve_command(&self) -> String {
@@ -319,6 +335,9 @@ impl Sshd {
         if !default_slots {
             let _ = write!(cmd, " HOARDCC_SLOT_DIR={}", self.slot_dir().display());
         }
+        let cache_home = self.server_cache_dir();
+        let cache_home = cache_home.parent().expect("cache/hoardcc");
+        let _ = write!(cmd, " XDG_CACHE_HOME={}", cache_home.display());
         if self.opts.server_toml.is_some() {
             let _ = write!(
                 cmd,
@@ -505,6 +524,11 @@ impl Sshd {
         // The login user (another uid when running as root) creates its slot files here.
         std::fs::create_dir_all(self.slot_dir()).expect("mkdir slots");
         chmod(&self.slot_dir(), 0o1777);
+        // The login user's `serve` creates its store (0700) in here.
+        let cache_home = self.server_cache_dir();
+        let cache_home = cache_home.parent().expect("cache/hoardcc");
+        std::fs::create_dir_all(cache_home).expect("mkdir cache");
+        chmod(cache_home, 0o1777);
         if let Some(text) = &self.opts.server_toml {
             write_file(&self.server_dir().join("server.toml"), text, 0o644);
         }

@@ -3,7 +3,7 @@
 
 use super::*;
 use crate::proto::distcc::DistccResponse;
-use crate::proto::msg::{JobHeader, JobResult};
+use crate::proto::msg::{Input, JobHeader, JobResult};
 
 fn spec() -> JobSpec {
     JobSpec {
@@ -40,6 +40,14 @@ fn result3(exit_code: i32, stderr: &[u8]) -> JobResult {
     }
 }
 
+/// The same set for knowledge and counts.
+fn books_of(c: &SharedChunks) -> Books<'_> {
+    Books {
+        known: c,
+        counts: c,
+    }
+}
+
 /// One native job against a server that answers `answer`, on a lane of `version`.
 async fn native(version: u32, answer: Message) -> Result<JobResult, TransportError> {
     let (mut client, mut server) = tokio::io::duplex(1 << 16);
@@ -55,16 +63,23 @@ async fn native(version: u32, answer: Message) -> Result<JobResult, TransportErr
         frame::write_message(&mut server, &answer).await.unwrap();
         server
     };
-    let peer = Peer { host: "h", version };
+    let peer = Peer {
+        host: "h",
+        version,
+        chunks: false,
+    };
     let spec = spec();
+    let books = SharedChunks::default();
+    let source = Source::Whole(b"int x;".to_vec());
     let (r, _server) = tokio::join!(
         run_native(
             &mut client,
             1,
             &spec,
-            b"int x;",
+            &source,
             Duration::from_secs(10),
             peer,
+            books_of(&books),
             &|_| {}
         ),
         serve
@@ -101,16 +116,20 @@ async fn native_events_follow_the_job() {
     let peer = Peer {
         host: "h",
         version: JOB3_VERSION,
+        chunks: false,
     };
     let spec = spec();
+    let books = SharedChunks::default();
+    let source = Source::Whole(b"int x;".to_vec());
     let (r, (sent, received, _server)) = tokio::join!(
         run_native(
             &mut client,
             1,
             &spec,
-            b"int x;",
+            &source,
             Duration::from_secs(10),
             peer,
+            books_of(&books),
             &observe
         ),
         serve
@@ -265,4 +284,168 @@ async fn a_mismatch_is_its_own_error() {
         other => panic!("{other:?}"),
     }
     assert!(client_hello().caps.iter().any(|c| c == COMPILERS_CAP));
+}
+
+/// A directives-only text long enough for several chunks.
+fn long_source() -> Vec<u8> {
+    let mut t = b"# 0 \"a.c\"\n# 1 \"/src//\"\n# 1 \"a.c\"\n".to_vec();
+    t.extend((0..6000u32).flat_map(|i| format!("int v{i} = {i};\n").into_bytes()));
+    t
+}
+
+/// The chunk path: the chunks the host lacks go before the job; a `Missing` answer
+/// gets exactly those chunks and the job again; the result teaches the mux that the
+/// host holds them all, so the next job sends none.
+#[tokio::test]
+async fn chunks_go_with_the_job_and_missing_ones_follow() {
+    use crate::proto::chunk::Cut;
+    let text = long_source();
+    let cut = Cut::normalised(&text);
+    let ids: Vec<_> = cut.recipe.unique_ids();
+    assert!(ids.len() > 3, "{} chunks", ids.len());
+    let (mut client, mut server) = tokio::io::duplex(1 << 20);
+    let expect_first = ids.clone();
+    let serve = async move {
+        // First job: every chunk (the mux knew none), then the job.
+        let Some(Message::Chunks(pack)) = frame::read_message(&mut server).await.unwrap() else {
+            panic!("chunks first")
+        };
+        let got: Vec<_> = pack
+            .unpack()
+            .unwrap()
+            .good
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        let context_id = got.last().copied().unwrap();
+        assert_eq!(
+            got[..got.len() - 1],
+            expect_first[..],
+            "source chunks, then the context file's"
+        );
+        let Some(Message::Job3(job)) = frame::read_message(&mut server).await.unwrap() else {
+            panic!("then the job")
+        };
+        assert!(matches!(job.source, Input::Chunked(_)));
+        // Pretend two were evicted.
+        let lost = vec![expect_first[1], context_id];
+        frame::write_message(
+            &mut server,
+            &Message::Missing {
+                id: job.id,
+                ids: lost.clone(),
+            },
+        )
+        .await
+        .unwrap();
+        let Some(Message::Chunks(pack)) = frame::read_message(&mut server).await.unwrap() else {
+            panic!("the missing chunks")
+        };
+        let got: Vec<_> = pack
+            .unpack()
+            .unwrap()
+            .good
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(got, lost);
+        let Some(Message::Job3(again)) = frame::read_message(&mut server).await.unwrap() else {
+            panic!("and the job again")
+        };
+        assert_eq!(again, job);
+        frame::write_message(&mut server, &Message::Result3(result3(0, b"")))
+            .await
+            .unwrap();
+        // Second job: no chunks at all, straight to the job.
+        let m = frame::read_message(&mut server).await.unwrap();
+        assert!(matches!(m, Some(Message::Job3(_))), "{m:?}");
+        let mut r = result3(0, b"");
+        r.id = 2;
+        frame::write_message(&mut server, &Message::Result3(r))
+            .await
+            .unwrap();
+        server
+    };
+    let mut spec = spec();
+    spec.context = vec![("a.c".into(), b"int a_c_context;\n".to_vec())];
+    let books = SharedChunks::default();
+    let source = Source::Cut(cut);
+    let client_side = async {
+        for id in 1..=2 {
+            let peer = Peer {
+                host: "h",
+                version: PROTOCOL_VERSION,
+                chunks: true,
+            };
+            let b = Books {
+                known: &books,
+                counts: &books,
+            };
+            let r = run_native(
+                &mut client,
+                id,
+                &spec,
+                &source,
+                Duration::from_secs(10),
+                peer,
+                b,
+                &|_| {},
+            )
+            .await;
+            assert_eq!(r.unwrap().exit_code, 0);
+        }
+    };
+    let ((), _server) = tokio::join!(client_side, serve);
+    let c = upload::lock(&books).counters;
+    assert_eq!(c.chunked_jobs, 2);
+    assert_eq!(c.chunks_missing, 2);
+    assert_eq!(c.chunks_sent, ids.len() as u64 + 1 + 2);
+    assert_eq!(c.chunks_known, ids.len() as u64 + 1);
+    assert!(c.bytes_sent > 0);
+}
+
+/// A protocol-2 server gets the text whole, exactly as the preprocessor wrote it.
+#[tokio::test]
+async fn a_v2_server_gets_whole_blobs() {
+    use crate::proto::chunk::Cut;
+    let text = long_source();
+    let (mut client, mut server) = tokio::io::duplex(1 << 20);
+    let want = text.clone();
+    let serve = async move {
+        let Some(Message::Job(job)) = frame::read_message(&mut server).await.unwrap() else {
+            panic!("a protocol-2 job")
+        };
+        assert_eq!(job.source.unpack(1 << 30).unwrap(), want);
+        frame::write_message(&mut server, &Message::Result(result3(0, b"").into()))
+            .await
+            .unwrap();
+        server
+    };
+    let peer = Peer {
+        host: "h",
+        version: 2,
+        chunks: true,
+    };
+    let books = SharedChunks::default();
+    let spec = spec();
+    let source = Source::Cut(Cut::normalised(&text));
+    let b = Books {
+        known: &books,
+        counts: &books,
+    };
+    let (r, _server) = tokio::join!(
+        run_native(
+            &mut client,
+            1,
+            &spec,
+            &source,
+            Duration::from_secs(10),
+            peer,
+            b,
+            &|_| {}
+        ),
+        serve
+    );
+    assert_eq!(r.unwrap().exit_code, 0);
+    assert_eq!(upload::lock(&books).counters.chunks_sent, 0);
 }

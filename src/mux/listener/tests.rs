@@ -181,7 +181,7 @@ async fn job(c: MuxClient, hosts: String, source: &'static [u8]) -> (MuxReply, O
         if !matches!(r, MuxReply::Reserved { .. }) {
             return (r, None);
         }
-        let done = c.run(&spec(), source).unwrap();
+        let done = c.run(&spec(), source, None).unwrap();
         (r, Some(done))
     })
     .await
@@ -390,6 +390,7 @@ async fn wrapper_leaving_mid_job_frees_its_slot() {
         let run = MuxRequest::Run {
             spec: Box::new(spec()),
             source: Blob::raw(b"x".to_vec()),
+            recipe: None,
         };
         blocking::write_message(&mut a, &run).unwrap();
         a

@@ -123,6 +123,16 @@ fn ewma_moves_toward_new_times() {
     let e = s.host(&keys[0]).unwrap().ewma_ms.unwrap();
     assert!((e - 1300.0).abs() < 1e-6, "{e}");
     assert_eq!(s.host(&keys[0]).unwrap().mean_ms(), Some(1500));
+    // A cache hit is counted apart and moves neither the EWMA nor the mean.
+    assert!(matches!(
+        s.try_acquire(&want(&keys, 0), now),
+        Decision::Granted(_)
+    ));
+    s.release(&g, HostVerdict::Cached, now);
+    let h = s.host(&keys[0]).unwrap();
+    assert_eq!((h.jobs_ok, h.jobs_cached, h.running), (2, 1, 0));
+    assert!((h.ewma_ms.unwrap() - 1300.0).abs() < 1e-6);
+    assert_eq!(h.mean_ms(), Some(1500));
 }
 
 #[test]

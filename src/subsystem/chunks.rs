@@ -1,0 +1,361 @@
+//! Server stage, chunked input of one session: chunks that arrive (`Message::Chunks`)
+//! go into a [`ChunkStore`]; a job whose input is a recipe (`Input::Chunked`) is rebuilt
+//! from it before it is staged, or answered with the ids the store lacks
+//! (`Message::Missing`), which the client then sends. A chunk is used only if its bytes
+//! hash to its id: a corrupt one is dropped and so is asked for again. Neighbours:
+//! `session` (calls [`SessionChunks::receive`] and [`SessionChunks::materialise`] before
+//! a job takes a slot), `proto::chunk` (recipes and packs), `subsystem::store` (the
+//! per-user store on disk, shared by every session of the user).
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Mutex;
+
+use super::store::Store;
+
+use crate::proto::chunk::{ChunkError, ChunkPack, Recipe, MAX_RECIPE_CHUNKS};
+use crate::proto::chunk_id::ChunkId;
+use crate::proto::msg::{Blob, Input, Job};
+
+/// Where a session keeps chunks between jobs.
+pub trait ChunkStore {
+    /// The chunk's bytes, if held and intact (their hash is `id`).
+    fn get(&self, id: &ChunkId) -> Option<Vec<u8>>;
+    /// Keeps a chunk whose bytes hash to `id` (checked by the caller).
+    ///
+    /// # Errors
+    /// The store could not keep it (full disk, a chunk over its cap): a reason.
+    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<(), String>;
+}
+
+impl ChunkStore for Store {
+    fn get(&self, id: &ChunkId) -> Option<Vec<u8>> {
+        Store::get(self, id)
+    }
+
+    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<(), String> {
+        Store::put(self, id, data).map_err(|e| e.to_string())
+    }
+}
+
+/// A per-session store in memory, oldest chunks dropped first past its cap.
+#[derive(Debug)]
+pub struct MemoryStore {
+    inner: Mutex<Memory>,
+    cap: u64,
+}
+
+#[derive(Debug, Default)]
+struct Memory {
+    chunks: HashMap<ChunkId, Vec<u8>>,
+    order: VecDeque<ChunkId>,
+    bytes: u64,
+}
+
+impl MemoryStore {
+    /// A store holding at most `cap` bytes.
+    pub fn new(cap: u64) -> MemoryStore {
+        MemoryStore {
+            inner: Mutex::default(),
+            cap,
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Memory> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ChunkStore for MemoryStore {
+    fn get(&self, id: &ChunkId) -> Option<Vec<u8>> {
+        self.lock().chunks.get(id).cloned()
+    }
+
+    fn put(&self, id: &ChunkId, data: &[u8]) -> Result<(), String> {
+        let len = data.len() as u64;
+        if len > self.cap {
+            return Err(format!(
+                "a chunk of {len} bytes is over the memory store's cap"
+            ));
+        }
+        let mut m = self.lock();
+        if m.chunks.contains_key(id) {
+            return Ok(());
+        }
+        while m.bytes + len > self.cap {
+            let Some(old) = m.order.pop_front() else {
+                break;
+            };
+            if let Some(d) = m.chunks.remove(&old) {
+                m.bytes -= d.len() as u64;
+            }
+        }
+        m.bytes += len;
+        m.order.push_back(*id);
+        m.chunks.insert(*id, data.to_vec());
+        Ok(())
+    }
+}
+
+/// Most ids one `Missing` answer names (a job's recipes may name more; the rest are
+/// asked for in the next round).
+pub const MAX_MISSING_IDS: usize = MAX_RECIPE_CHUNKS;
+
+/// The chunk side of one session: the user's store on disk, shared by all their
+/// sessions, when there is one; this session's memory for what the disk store cannot
+/// keep (or, without a disk store, one job's worth: `max_job_bytes`).
+pub struct SessionChunks<'a> {
+    disk: Option<&'a dyn ChunkStore>,
+    memory: MemoryStore,
+}
+
+/// Bytes of memory a session with a disk store keeps for chunks the disk refused.
+const SPILL_BYTES: u64 = 16 << 20;
+
+impl<'a> SessionChunks<'a> {
+    /// Chunks kept in `disk` (if any), else in memory up to `max_job_bytes`.
+    pub fn new(disk: Option<&'a dyn ChunkStore>, max_job_bytes: u64) -> SessionChunks<'a> {
+        let memory = MemoryStore::new(match disk {
+            Some(_) => SPILL_BYTES,
+            None => max_job_bytes,
+        });
+        SessionChunks { disk, memory }
+    }
+
+    /// Whether the chunks live in a store shared by the user's sessions (the hello says
+    /// `chunk-store`).
+    pub fn shared(&self) -> bool {
+        self.disk.is_some()
+    }
+
+    /// Stores the chunks of a pack the client sent. Chunks whose bytes do not hash to
+    /// their id are dropped (and will be reported missing).
+    ///
+    /// # Errors
+    /// The pack breaks a bound or does not decode (a protocol error).
+    pub fn receive(&mut self, pack: &ChunkPack) -> Result<usize, ChunkError> {
+        let got = pack.unpack()?;
+        if !got.corrupt.is_empty() {
+            tracing::warn!(
+                "{} chunk(s) arrived corrupt (bytes do not match the id); dropped",
+                got.corrupt.len()
+            );
+        }
+        for (id, data) in &got.good {
+            let kept = match self.disk {
+                Some(d) => d.put(id, data).inspect_err(|e| {
+                    tracing::warn!("store: cannot keep chunk {id}: {e}; keeping it in memory");
+                }),
+                None => Err(String::new()),
+            };
+            if kept.is_err() {
+                if let Err(e) = self.memory.put(id, data) {
+                    tracing::warn!("chunk {id} not kept: {e}");
+                }
+            }
+        }
+        Ok(got.good.len())
+    }
+
+    /// Rebuilds every recipe input of `job` from the store (line markers restored),
+    /// leaving whole blobs in their place, within `max_bytes` in all.
+    ///
+    /// # Errors
+    /// [`Materialise::Missing`] with the ids the store lacks (each once, at most
+    /// [`MAX_MISSING_IDS`]); [`Materialise::Refused`] for a recipe out of bounds or
+    /// input over `max_bytes`.
+    pub fn materialise(&mut self, job: &mut Job, max_bytes: u64) -> Result<(), Materialise> {
+        let mut missing: Vec<ChunkId> = Vec::new();
+        let mut total = 0u64;
+        let inputs =
+            std::iter::once(&mut job.source).chain(job.context.iter_mut().map(|f| &mut f.data));
+        for input in inputs {
+            let Input::Chunked(recipe) = input else {
+                total = total.saturating_add(input.claimed_len());
+                continue;
+            };
+            recipe
+                .check()
+                .map_err(|e| Materialise::Refused(e.to_string()))?;
+            match self.assemble(recipe) {
+                Ok(bytes) => {
+                    total = total.saturating_add(bytes.len() as u64);
+                    if total > max_bytes {
+                        return Err(Materialise::Refused(format!(
+                            "the job's input is over {max_bytes} bytes once assembled"
+                        )));
+                    }
+                    *input = Input::Whole(Blob::raw(bytes));
+                }
+                Err(ChunkError::Missing(ids)) => {
+                    for id in ids {
+                        if missing.len() < MAX_MISSING_IDS && !missing.contains(&id) {
+                            missing.push(id);
+                        }
+                    }
+                }
+                Err(e) => return Err(Materialise::Refused(e.to_string())),
+            }
+        }
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(Materialise::Missing(missing))
+        }
+    }
+
+    fn assemble(&mut self, recipe: &Recipe) -> Result<Vec<u8>, ChunkError> {
+        recipe.assemble(|id| self.get(id))
+    }
+
+    /// A chunk's bytes, checked against its id.
+    pub(super) fn get(&mut self, id: &ChunkId) -> Option<Vec<u8>> {
+        let data = self
+            .memory
+            .get(id)
+            .or_else(|| self.disk.and_then(|d| d.get(id)))?;
+        if ChunkId::of(&data) == *id {
+            Some(data)
+        } else {
+            tracing::warn!("chunk {id} is corrupt in the store; asking for it again");
+            None
+        }
+    }
+}
+
+/// Why a job's recipes could not be assembled.
+#[derive(Debug, thiserror::Error)]
+pub enum Materialise {
+    /// The store lacks these chunks: answer `Missing`.
+    #[error("{} chunk(s) missing", .0.len())]
+    Missing(Vec<ChunkId>),
+    /// The recipes are out of bounds: refuse the job.
+    #[error("{0}")]
+    Refused(String),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::proto::chunk::Cut;
+
+    #[test]
+    fn memory_store_drops_the_oldest_past_its_cap() {
+        let s = MemoryStore::new(10);
+        let (a, b, c) = (
+            ChunkId::of(b"aaaa"),
+            ChunkId::of(b"bbbb"),
+            ChunkId::of(b"cccc"),
+        );
+        s.put(&a, b"aaaa").unwrap();
+        s.put(&b, b"bbbb").unwrap();
+        s.put(&c, b"cccc").unwrap();
+        assert_eq!(s.get(&a), None);
+        assert_eq!(s.get(&b).as_deref(), Some(&b"bbbb"[..]));
+        assert_eq!(s.get(&c).as_deref(), Some(&b"cccc"[..]));
+        assert!(s.put(&a, &[0; 11]).is_err(), "larger than the whole cap");
+        assert_eq!(s.get(&a), None);
+    }
+
+    #[test]
+    fn received_chunks_are_kept_and_corrupt_ones_dropped() {
+        let text: Vec<u8> = (0..50_000u32)
+            .flat_map(|i| (i % 251).to_le_bytes())
+            .collect();
+        let cut = Cut::plain(text);
+        let mut pack = ChunkPack::pack(cut.chunks());
+        let bad = pack.chunks[0].id;
+        pack.chunks[0].id = ChunkId([1; 32]);
+        let mut s = SessionChunks::new(None, 64 << 20);
+        assert_eq!(s.receive(&pack).unwrap(), cut.recipe.chunks.len() - 1);
+        assert!(s.get(&ChunkId([1; 32])).is_none());
+        assert!(s.get(&bad).is_none());
+        let second = cut.recipe.chunks[1].id;
+        assert!(s.get(&second).is_some());
+    }
+
+    #[test]
+    fn a_job_is_assembled_or_told_what_is_missing() {
+        use crate::proto::chunk::Cut;
+        use crate::proto::msg::{ContextFile, JobHeader, SourceKind};
+        let mut text = b"# 0 \"a.c\"\n# 1 \"/w//\"\n".to_vec();
+        text.extend((0..4000u32).flat_map(|i| format!("int v{i};\n").into_bytes()));
+        let source = Cut::normalised(&text);
+        let ctx = Cut::plain(b"int a;\n".to_vec());
+        let job = Job {
+            id: 3,
+            header: JobHeader {
+                compiler: "gcc".into(),
+                args: vec![],
+                assemble_only: false,
+                cwd: "/w".into(),
+                source_name: "a.c".into(),
+                output_name: "a.o".into(),
+                extra_outputs: vec![],
+            },
+            source_kind: SourceKind::DirectivesOnly,
+            source: Input::Chunked(source.recipe.clone()),
+            context: vec![ContextFile {
+                name: "a.c".into(),
+                data: Input::Chunked(ctx.recipe.clone()),
+            }],
+            env: vec![],
+            compiler_id: None,
+            cache: true,
+        };
+        let mut s = SessionChunks::new(None, 64 << 20);
+        // Everything but the source's first chunk and the context file.
+        let held = ChunkPack::pack(source.chunks().skip(1));
+        s.receive(&held).unwrap();
+        let mut j = job.clone();
+        match s.materialise(&mut j, 1 << 30) {
+            Err(Materialise::Missing(ids)) => {
+                assert_eq!(
+                    ids,
+                    vec![source.recipe.chunks[0].id, ctx.recipe.chunks[0].id]
+                )
+            }
+            other => panic!("{other:?}"),
+        }
+        s.receive(&ChunkPack::pack(
+            source.chunks().take(1).chain(ctx.chunks()),
+        ))
+        .unwrap();
+        let mut j = job.clone();
+        s.materialise(&mut j, 1 << 30).unwrap();
+        assert_eq!(j.source.unpack(1 << 30).unwrap(), text, "markers restored");
+        assert_eq!(j.context[0].data.unpack(1 << 30).unwrap(), b"int a;\n");
+        let mut j = job.clone();
+        assert!(matches!(
+            s.materialise(&mut j, 100),
+            Err(Materialise::Refused(_))
+        ));
+        let mut j = job;
+        if let Input::Chunked(r) = &mut j.source {
+            r.len += 1;
+        }
+        assert!(matches!(
+            s.materialise(&mut j, 1 << 30),
+            Err(Materialise::Refused(_))
+        ));
+    }
+
+    /// A store that hands back bytes other than the ones put.
+    struct Rotten;
+    impl ChunkStore for Rotten {
+        fn get(&self, _: &ChunkId) -> Option<Vec<u8>> {
+            Some(b"rotten".to_vec())
+        }
+        fn put(&self, _: &ChunkId, _: &[u8]) -> Result<(), String> {
+            Err("full".into())
+        }
+    }
+
+    #[test]
+    fn a_corrupt_stored_chunk_is_not_used() {
+        let rotten = Rotten;
+        let mut s = SessionChunks::new(Some(&rotten), 1 << 20);
+        assert!(s.shared());
+        assert!(s.get(&ChunkId::of(b"fresh")).is_none());
+        assert!(s.get(&ChunkId::of(b"rotten")).is_some());
+    }
+}
