@@ -198,7 +198,7 @@ fn a_rebuild_after_make_clean_is_served_from_the_cache() {
     let status = b.status();
     let host = &status["hosts"][0];
     assert_eq!(host["jobs_ok"], 3, "{status:#}");
-    assert_eq!(host["jobs_cached"], 3, "{status:#}");
+    assert_eq!(host["cache_hits"], 3, "{status:#}");
 
     // An edit misses (and is compiled); the untouched units still hit.
     let squares = std::fs::read_to_string(b.path().join("squares.c")).unwrap();

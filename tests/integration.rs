@@ -33,3 +33,5 @@ mod logging;
 mod tools;
 // The server's result cache: a rebuild after make clean hits, identical; HOARDCC_CACHE=0 and cache = false miss.
 mod cache;
+// The live monitor (`hoardcc mon` in tmux, `mon --once`) and `hoardcc stats` (issue 11).
+mod mon;

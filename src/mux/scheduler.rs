@@ -22,6 +22,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::hosts::HostSpec;
+use crate::mux::monitor::Changes;
 
 /// Weight of the newest job time in the per-host EWMA.
 const EWMA_ALPHA: f64 = 0.3;
@@ -98,8 +99,6 @@ pub struct HostState {
     pub jobs_failed: u64,
     /// Busy answers.
     pub jobs_busy: u64,
-    /// Jobs answered from the server's result cache (not in `jobs_ok`).
-    pub jobs_cached: u64,
     /// Jobs sent again on this host after their lane died mid-job.
     pub jobs_resent: u64,
     /// Sum of job times, for the plain mean in `hoardcc status`.
@@ -118,7 +117,6 @@ impl HostState {
             jobs_ok: 0,
             jobs_failed: 0,
             jobs_busy: 0,
-            jobs_cached: 0,
             jobs_resent: 0,
             total_ms: 0,
         }
@@ -323,10 +321,8 @@ impl Scheduler {
                         h.total_ms += elapsed.as_millis() as u64;
                         h.backoff_until = None;
                     }
-                    Outcome::Cached => {
-                        h.jobs_cached += 1;
-                        h.backoff_until = None;
-                    }
+                    // Counted by `mux::monitor` (`cache_hits`), apart from `jobs_ok`.
+                    Outcome::Cached => h.backoff_until = None,
                     Outcome::Failed => {
                         h.jobs_failed += 1;
                         if !backoff.is_zero() {
@@ -384,6 +380,8 @@ pub struct SchedHandle {
     /// it: a pause set by one job (BUSY, backoff) must wake the others when it ends even
     /// if that job has gone.
     changed: Notify,
+    /// Tells `hoardcc mon` watchers (`mux::monitor`) that slots or counters changed.
+    watchers: Changes,
 }
 
 struct SchedShared {
@@ -400,7 +398,14 @@ impl SchedHandle {
                 wake: HashMap::new(),
             }),
             changed: Notify::new(),
+            watchers: Changes::new(),
         })
+    }
+
+    /// The change signal of `hoardcc mon` watchers, bumped on every scheduler change
+    /// (the pool and the job table share it).
+    pub(crate) fn changes(&self) -> &Changes {
+        &self.watchers
     }
 
     /// Run `f` on the scheduler, then hand out whatever slots became available.
@@ -415,7 +420,14 @@ impl SchedHandle {
         if moved {
             self.changed.notify_waiters();
         }
+        self.watchers.bump();
         r
+    }
+
+    /// Read the scheduler without changing it (reports, lane targets): no waiter is
+    /// woken, and watchers are not told of a change.
+    pub fn peek<R>(&self, f: impl FnOnce(&Scheduler) -> R) -> R {
+        f(&self.inner.lock().unwrap_or_else(|p| p.into_inner()).sched)
     }
 
     /// Answer queued requests; a grant whose waiter vanished is given back at once.

@@ -110,11 +110,19 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
         Outcome::Done(_) => format!("remote\t{}", note.host),
         Outcome::Failed(f) => format!("local\tfallback: {}", f.message),
     };
-    let code = match outcome {
-        Outcome::Local(_) => exit_with(run_local(&real, &args)),
-        Outcome::Done(code) => exit_with(code),
-        Outcome::Failed(f) => fallback(&real, &args, f, config.fallback),
+    let local_start = std::time::Instant::now();
+    let (code, compiled_here) = match outcome {
+        Outcome::Local(_) => (exit_with(run_local(&real, &args)), true),
+        Outcome::Done(code) => (exit_with(code), false),
+        Outcome::Failed(f) => (fallback(&real, &args, f, config.fallback), config.fallback),
     };
+    // The mux counts the local compiles it knows of (`hoardcc stats`): one write on the
+    // connection it answered on, after the compile.
+    if let Some(client) = note.slot.take() {
+        if compiled_here {
+            client.local_done(local_start.elapsed());
+        }
+    }
     if let Some(log) = env("HOARDCC_JOBLOG") {
         append_joblog(
             Path::new(&log),
@@ -129,7 +137,8 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
 }
 
 /// What the pipeline learnt, for the job log; and the mux connection that holds a local
-/// slot while a local compile runs.
+/// slot while a local compile runs (or that told of a failure: the fallback's time is
+/// reported on it).
 #[derive(Default)]
 struct Note {
     source: String,
@@ -246,10 +255,11 @@ fn via_mux(
             return Some(Outcome::Local(reason));
         }
         Ok(MuxReply::Failed { message, exit_code }) => {
+            note.slot = Some(client);
             return Some(Outcome::Failed(Failure {
                 message,
                 code: exit_code,
-            }))
+            }));
         }
         Ok(other) => {
             tracing::warn!(reply = ?other, "unexpected mux reply; connecting directly");
@@ -274,6 +284,9 @@ fn via_mux(
     let reply = client.run(&spec, &cpp.source);
     if let Ok(MuxReply::Done(result)) = &reply {
         note.cached = result.cached;
+    }
+    if matches!(reply, Ok(MuxReply::Failed { .. })) {
+        note.slot = Some(client);
     }
     let on_host = |message: String, code: u8| {
         Some(Outcome::Failed(Failure {
