@@ -43,6 +43,8 @@
 //! cache = true                     # the result cache (`HOARDCC_CACHE=0` on a client skips it)
 //! cache_dir = "/var/cache/me"      # the store; default $XDG_CACHE_HOME/hoardcc
 //! cache_mib = 1024                 # the store's size cap (chunks and results together)
+//! strict = false                   # compilers must also have the client's binaries (blake3)
+//! match_configured = true          # compare `-v` configuration lines, not only version+target
 //! [mux]
 //! idle_timeout_secs = 600          # HOARDCC_IDLE_TIMEOUT
 //! channels_per_connection = 8
@@ -134,6 +136,10 @@ pub struct FileServer {
     pub cache_dir: Option<PathBuf>,
     /// See [`ServerSettings::cache_bytes`] (MiB).
     pub cache_mib: u64,
+    /// See [`ServerSettings::strict`].
+    pub strict: bool,
+    /// See [`ServerSettings::match_configured`].
+    pub match_configured: bool,
 }
 
 /// The `[mux]` table as written.
@@ -194,6 +200,8 @@ impl Default for FileServer {
             cache: true,
             cache_dir: None,
             cache_mib: 1024,
+            strict: false,
+            match_configured: true,
         }
     }
 }
@@ -339,6 +347,8 @@ impl FileConfig {
                         ))
                     }
                 },
+                strict: s.strict,
+                match_configured: s.match_configured,
             },
             mux: MuxSettings {
                 idle_timeout: positive_secs(mux.idle_timeout_secs, "mux.idle_timeout_secs")?,
@@ -425,6 +435,13 @@ pub struct ServerSettings {
     /// The store's size cap in bytes, chunks and results together (default 1 GiB,
     /// `cache_mib`); least recently used files go first.
     pub cache_bytes: u64,
+    /// A job's compiler must also have the same binaries (blake3 of the driver, `cc1`,
+    /// `cc1plus` and `as`) as the client's, not only the same version, target and
+    /// configuration (default false).
+    pub strict: bool,
+    /// Compare the compilers' `-v` configuration lines (`Configured with:`, `Thread
+    /// model:`, clang's vendor line), not only version and target (default true).
+    pub match_configured: bool,
 }
 
 /// `[server] sandbox`: how `hoardcc serve` contains the compilers it runs.
@@ -796,5 +813,7 @@ fn load_server_from(
     Config::from_file(FileConfig::from_table(merged)?, env)
 }
 
+#[cfg(test)]
+mod keys;
 #[cfg(test)]
 mod tests;

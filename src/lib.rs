@@ -13,7 +13,8 @@
 //! - [`mux`]: the per-user daemon that hoards SSH connections, schedules jobs on hosts
 //!   and runs them on lanes (the only code that knows russh);
 //! - [`subsystem`]: `hoardcc serve` on the build server (admit, compile, answer);
-//! - [`cli`]: the small `hoardcc hosts`, `status` and `mux --stop` commands.
+//! - [`cli`]: the small `hoardcc hosts`, `status` and `mux --stop` commands, and the setup
+//!   commands `install-server` ([`cli::install`]) and `masquerade` ([`cli::masquerade`]).
 //!
 //! Pure modules (no I/O): [`hosts`], [`args`], [`proto`], [`config`], [`paths`], [`exit`].
 //!
@@ -26,6 +27,7 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod hosts;
+pub mod identity;
 pub mod mux;
 pub mod paths;
 pub mod proto;

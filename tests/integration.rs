@@ -35,3 +35,5 @@ mod tools;
 mod cache;
 // The live monitor (`hoardcc mon` in tmux, `mon --once`) and `hoardcc stats` (issue 11).
 mod mon;
+// Setup commands: install-server into the fixture user's home (plain and --forced-command), masquerade DIR.
+mod install;

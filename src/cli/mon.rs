@@ -379,6 +379,7 @@ mod tests {
                 ewma_ms: Some(90),
                 backoff_remaining_ms: Some(2500),
                 last_error: None,
+                mismatched: vec![],
             }],
             jobs: vec![JobReport {
                 file: "src/a.c".into(),

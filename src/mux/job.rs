@@ -89,6 +89,7 @@ impl Daemon {
         let want = Want {
             remotes: keys,
             local_limit,
+            compiler: None,
         };
         match self.sched.acquire(want).await {
             Ok(guard) => match guard.grant().clone() {
@@ -124,6 +125,7 @@ impl Daemon {
                 }
             },
             Err(why) => {
+                let why = why.reason().to_string();
                 // No usable host (all backed off or down): a distribution failure, so the
                 // wrapper falls back with a warning, or fails when fallback is off.
                 MuxReply::Failed {
@@ -381,6 +383,7 @@ impl Daemon {
         let want = Want {
             remotes: candidates.iter().map(|h| h.key()).collect(),
             local_limit: 0,
+            compiler: None,
         };
         let acquired = match wait {
             Some(w) => tokio::time::timeout(w, self.sched.acquire(want))

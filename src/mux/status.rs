@@ -10,7 +10,9 @@ use tokio::time::Instant;
 use crate::mux::lane::Wire;
 use crate::mux::listener::Daemon;
 use crate::mux::mux_version;
-pub use crate::proto::status::{FailureReport, HostReport, JobReport, JobState, StatusReport};
+pub use crate::proto::status::{
+    FailureReport, HostReport, JobReport, JobState, MismatchReport, StatusReport,
+};
 
 fn opt<T: std::fmt::Display>(v: &Option<T>, suffix: &str) -> String {
     match v {
@@ -72,6 +74,12 @@ pub fn render_text(r: &StatusReport) -> String {
             if let Some(e) = &h.last_error {
                 s.push_str(&format!("    last error: {e}\n"));
             }
+            for m in &h.mismatched {
+                s.push_str(&format!(
+                    "    mismatch: {} not sent here ({}s): {}\n",
+                    m.compiler, m.remaining_secs, m.reason
+                ));
+            }
         }
     }
     if !r.jobs.is_empty() {
@@ -123,6 +131,7 @@ impl Daemon {
                             .filter(|t| *t > now)
                             .map(|t| (t - now).as_millis() as u64),
                         last_error: p.and_then(|p| p.last_error.clone()),
+                        mismatched: mismatched(h, now),
                     }
                 })
                 .collect();
@@ -142,6 +151,22 @@ impl Daemon {
             failures: self.monitor.failures_report(now),
         }
     }
+}
+
+/// A host's live compiler blocks, sorted by compiler.
+fn mismatched(h: &crate::mux::scheduler::HostState, now: Instant) -> Vec<MismatchReport> {
+    let mut out: Vec<MismatchReport> = h
+        .blocked
+        .iter()
+        .filter(|(_, b)| b.until > now)
+        .map(|(k, b)| MismatchReport {
+            compiler: k.label(),
+            reason: b.reason.clone(),
+            remaining_secs: (b.until - now).as_secs(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.compiler.cmp(&b.compiler));
+    out
 }
 
 fn wire_name(w: Wire) -> &'static str {
@@ -183,6 +208,7 @@ mod tests {
                 ewma_ms: Some(800),
                 backoff_remaining_ms: Some(1500),
                 last_error: Some("boom".into()),
+                mismatched: vec![],
             }],
             jobs: vec![JobReport {
                 file: "foo.c".into(),

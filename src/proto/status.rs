@@ -80,6 +80,20 @@ pub struct HostReport {
     pub backoff_remaining_ms: Option<u64>,
     /// The last connection or lane error.
     pub last_error: Option<String>,
+    /// Client compilers this host has no match for (not sent there for a while).
+    #[serde(default)]
+    pub mismatched: Vec<MismatchReport>,
+}
+
+/// A compiler blocked on a host: the server has none with its identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MismatchReport {
+    /// The client's compiler: `gcc 12.2.0 (x86_64-linux-gnu)`.
+    pub compiler: String,
+    /// The server's refusal, naming both versions.
+    pub reason: String,
+    /// Seconds until the host is tried again for it.
+    pub remaining_secs: u64,
 }
 
 impl HostReport {

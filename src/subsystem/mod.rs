@@ -19,6 +19,8 @@
 //! `proto::frame`), `config` (the [`ServerSettings`]).
 
 pub mod cache;
+pub mod check;
+pub mod compilers;
 pub mod distccd;
 pub mod exec;
 pub mod job;

@@ -64,6 +64,9 @@ pub struct SshdOptions {
     /// `HOARDCC_CACHE=0`), because most tests compile the same file again and count or
     /// time the compiles; `tests/cache.rs` turns it on.
     pub result_cache: bool,
+    /// A second `AuthorizedKeysFile` after the fixture's own (e.g. one that a test's
+    /// server HOME holds, to check what `hoardcc install-server --forced-command` adds).
+    pub extra_authorized_keys: Option<PathBuf>,
 }
 
 impl Default for SshdOptions {
@@ -77,6 +80,7 @@ impl Default for SshdOptions {
             private_tmp: false,
             address_space_limit: None,
             result_cache: false,
+            extra_authorized_keys: None,
         }
     }
 }
@@ -587,8 +591,14 @@ impl Sshd {
         line("ListenAddress 127.0.0.1".into());
         line(format!("HostKey {}", self.host_key_path().display()));
         line(format!("PidFile {}", s.join("sshd.pid").display()));
+        let extra_keys = self
+            .opts
+            .extra_authorized_keys
+            .as_ref()
+            .map(|p| format!(" {}", p.display()))
+            .unwrap_or_default();
         line(format!(
-            "AuthorizedKeysFile {}",
+            "AuthorizedKeysFile {}{extra_keys}",
             s.join("authorized_keys").display()
         ));
         line("UsePAM no".into());
