@@ -33,6 +33,8 @@ mod logging;
 mod tools;
 // The server's result cache: a rebuild after make clean hits, identical; HOARDCC_CACHE=0 and cache = false miss.
 mod cache;
+// The right compiler, or none (issue 11): identity matching, mismatch blocks, serve --check.
+mod identity;
 // The live monitor (`hoardcc mon` in tmux, `mon --once`) and `hoardcc stats` (issue 11).
 mod mon;
 // Setup commands: install-server into the fixture user's home (plain and --forced-command), masquerade DIR.

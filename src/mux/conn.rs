@@ -91,6 +91,7 @@ pub(super) async fn serve_wrapper(d: Arc<Daemon>, stream: UnixStream, id: u64, a
                 hosts,
                 file,
                 client_version,
+                compiler,
             } => {
                 if client_version != mux_version() {
                     MuxReply::WrongVersion {
@@ -100,7 +101,7 @@ pub(super) async fn serve_wrapper(d: Arc<Daemon>, stream: UnixStream, id: u64, a
                     drop(held.take());
                     drop(local.take());
                     let r = tokio::select! {
-                        r = d.reserve(id, &hosts, &file, &mut held, &mut local) => r,
+                        r = d.reserve(id, &hosts, &file, compiler, &mut held, &mut local) => r,
                         _ = d.shutdown.cancelled() => break,
                     };
                     local_kind = d.reserve_ended(id, &r);

@@ -25,11 +25,16 @@ use crate::proto::msg::{
 };
 use crate::proto::{self, compress::MAX_BLOB};
 
+mod list;
+
 /// Name of the sshd subsystem that runs `hoardcc serve`.
 pub const SUBSYSTEM: &str = "hoardcc";
 /// The stock distcc program a host without our subsystem runs on an exec channel
 /// ([`Lane::on_connection`] appends `--inetd`).
 pub const DEFAULT_DISTCCD: &str = "distccd";
+/// The hello cap word of peers that know [`Message::ListCompilers`] (servers) and
+/// [`Message::Mismatch`] (clients).
+pub const COMPILERS_CAP: &str = "compilers";
 /// TCP connect timeout for stock distccd hosts (distcc uses a fixed 4 s).
 const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
@@ -73,6 +78,10 @@ pub enum TransportError {
     Refused { host: String, reason: String },
     #[error("{host} is busy")]
     Busy { host: String },
+    /// The server has no compiler with the job's identity (`reason` names both
+    /// versions): that compiler goes elsewhere, or the job compiles locally.
+    #[error("{host}: {reason}")]
+    Mismatch { host: String, reason: String },
     #[error("server error on {host}: {message}")]
     Server { host: String, message: String },
     /// The compiler did not finish on its own terms on the server (killed by a signal,
@@ -98,7 +107,9 @@ impl TransportError {
             TransportError::Proto(_) => ExitCode::ProtocolError,
             TransportError::TcpConnect { .. } => ExitCode::ConnectFailed,
             TransportError::Timeout(_) => ExitCode::Timeout,
-            TransportError::Refused { .. } => ExitCode::AccessDenied,
+            TransportError::Refused { .. } | TransportError::Mismatch { .. } => {
+                ExitCode::AccessDenied
+            }
             TransportError::Busy { .. } => ExitCode::Busy,
             TransportError::Server { .. } => ExitCode::DistccFailed,
             TransportError::Fault { .. } => ExitCode::CompilerCrashed,
@@ -388,7 +399,12 @@ pub fn client_hello() -> Hello {
     Hello {
         version: PROTOCOL_VERSION,
         min_version: MIN_PROTOCOL_VERSION,
-        caps: vec!["lz4".into(), "directives-only".into(), "heartbeat".into()],
+        caps: vec![
+            "lz4".into(),
+            "directives-only".into(),
+            "heartbeat".into(),
+            COMPILERS_CAP.into(),
+        ],
         slots: 0,
         load: 0,
         agent: format!("hoardcc {}", env!("CARGO_PKG_VERSION")),
@@ -511,6 +527,9 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
             Some(Message::Busy { .. }) => return Err(TransportError::Busy { host }),
             Some(Message::Refused { reason, .. }) => {
                 return Err(TransportError::Refused { host, reason })
+            }
+            Some(Message::Mismatch { id: mid, reason }) if mid == id => {
+                return Err(TransportError::Mismatch { host, reason })
             }
             Some(Message::ServerError { message, .. }) => {
                 return Err(TransportError::Server { host, message })

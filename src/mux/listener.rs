@@ -80,6 +80,9 @@ pub(crate) struct Daemon {
     /// The counters of `hoardcc stats`.
     pub(crate) stats: Arc<StatsBook>,
     pub(crate) started: Instant,
+    /// Client compiler identities, probed once per path, size and mtime (binaries
+    /// hashed, for `strict` servers).
+    pub(crate) prober: crate::identity::Prober,
 }
 
 /// Serve wrappers on `listener` until `shutdown` is cancelled, a `Stop` arrives, or no
@@ -161,6 +164,10 @@ pub async fn run_with_stats(
         monitor: Monitor::new(sched.changes().clone()),
         stats: Arc::new(StatsBook::load(stats_file)),
         started: Instant::now(),
+        prober: crate::identity::Prober::new(crate::identity::ProbeOptions {
+            hash_binaries: true,
+            search_path: None,
+        }),
     });
     let stats_writer = tokio::spawn(daemon.stats.clone().writer(pool_token.clone()));
     tracing::info!(socket = ?socket, version = %mux_version(), "mux listening");

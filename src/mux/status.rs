@@ -208,7 +208,13 @@ mod tests {
                 ewma_ms: Some(800),
                 backoff_remaining_ms: Some(1500),
                 last_error: Some("boom".into()),
-                mismatched: vec![],
+                mismatched: vec![MismatchReport {
+                    compiler: "gcc 12.2.0 (x86_64-linux-gnu)".into(),
+                    reason: "no compiler matching gcc 12.2.0 (x86_64-linux-gnu); \
+                             gcc here is 13.1.0 (x86_64-linux-gnu)"
+                        .into(),
+                    remaining_secs: 590,
+                }],
             }],
             jobs: vec![JobReport {
                 file: "foo.c".into(),
@@ -274,6 +280,9 @@ mod tests {
             ]
         );
         assert!(t.contains("last error: boom"));
+        assert!(t.contains(
+            "    mismatch: gcc 12.2.0 (x86_64-linux-gnu) not sent here (590s): no compiler matching"
+        ));
         assert!(t.contains("resent after a lost lane: 2 job(s)"));
         assert!(t.contains("compiling") && t.contains("foo.c"));
     }

@@ -62,6 +62,15 @@ impl CompilerId {
         }
     }
 
+    /// Whether every field is within [`MAX_ID_FIELD`] bytes (a server checks a client's
+    /// before building names from it).
+    pub fn is_bounded(&self) -> bool {
+        [&self.version, &self.target, &self.configured]
+            .iter()
+            .all(|f| f.len() <= MAX_ID_FIELD)
+            && self.binaries.as_ref().is_none_or(|b| b.len() <= 128)
+    }
+
     /// Every field cut to [`MAX_ID_FIELD`] bytes (at a character boundary).
     pub fn bounded(mut self) -> CompilerId {
         for f in [&mut self.version, &mut self.target, &mut self.configured] {
@@ -127,6 +136,9 @@ pub struct OfferedCompiler {
     pub path: String,
     /// What it is.
     pub id: CompilerId,
+    /// Named in the server's `compilers` setting: a candidate for any job of the same
+    /// tool (`gcc`, `g++` …), not only for its own name.
+    pub extra: bool,
 }
 
 fn truncate(s: &mut String, max: usize) {
@@ -272,6 +284,29 @@ pub fn candidate_names(name: &str, id: &CompilerId) -> Vec<String> {
         }
     }
     out
+}
+
+/// The compiler a server offering `offered` (its `Message::Compilers` list) would pick
+/// for a job of `name` that is `wanted`, by the server's own order: [`candidate_names`],
+/// then the server's `extra` compilers of the same tool. For `hoardcc ping` and
+/// `doctor`, which ask before sending a job.
+pub fn find_match<'a>(
+    name: &str,
+    wanted: &CompilerId,
+    offered: &'a [OfferedCompiler],
+    rule: Rule,
+) -> Option<&'a OfferedCompiler> {
+    let same = |o: &&OfferedCompiler| o.id.mismatch(wanted, rule).is_none();
+    candidate_names(name, wanted)
+        .iter()
+        .find_map(|n| offered.iter().filter(|o| &o.name == n).find(same))
+        .or_else(|| {
+            let tool = tool_of(name);
+            offered
+                .iter()
+                .filter(|o| o.extra && tool_of(&o.name) == tool)
+                .find(same)
+        })
 }
 
 #[cfg(test)]
@@ -423,5 +458,50 @@ Thread model: posix\nInstalledDir: /usr/bin\nFound candidate GCC installation: /
         }
         .bounded();
         assert!(id.configured.len() <= MAX_ID_FIELD);
+        assert!(id.is_bounded());
+        let long = CompilerId {
+            version: "1".repeat(MAX_ID_FIELD + 1),
+            ..id
+        };
+        assert!(!long.is_bounded());
+    }
+
+    #[test]
+    fn find_match_follows_the_server_s_order() {
+        let id = gcc();
+        let mut v13 = id.clone();
+        v13.version = "13.1.0".into();
+        let offer = |name: &str, id: &CompilerId| OfferedCompiler {
+            name: name.into(),
+            path: format!("/usr/bin/{name}"),
+            id: id.clone(),
+            extra: name.starts_with("my-"),
+        };
+        let offered = vec![
+            offer("gcc", &v13),
+            offer("my-gcc", &id),
+            offer("gcc-12", &id),
+            offer("g++-12", &id),
+        ];
+        let m = find_match("gcc", &id, &offered, Rule::DEFAULT).unwrap();
+        assert_eq!(m.name, "gcc-12");
+        assert_eq!(
+            find_match("gcc", &v13, &offered, Rule::DEFAULT)
+                .unwrap()
+                .name,
+            "gcc"
+        );
+        let only_other = vec![offer("gcc", &v13), offer("my-gcc", &id)];
+        assert_eq!(
+            find_match("gcc", &id, &only_other, Rule::DEFAULT)
+                .unwrap()
+                .name,
+            "my-gcc"
+        );
+        // A same-tool name the server does not list as extra is no candidate.
+        let not_extra = vec![offer("gcc", &v13), offer("your-gcc", &id)];
+        assert!(find_match("gcc", &id, &not_extra, Rule::DEFAULT).is_none());
+        assert!(find_match("clang", &id, &offered, Rule::DEFAULT).is_none());
+        assert!(find_match("gcc", &id, &offered, Rule::STRICT).is_none());
     }
 }

@@ -33,6 +33,9 @@ pub enum PickError {
     /// Allowed compilers exist, none with the client's identity.
     #[error("{0}")]
     NoMatch(String),
+    /// The client's identity has a field longer than `proto::identity::MAX_ID_FIELD`.
+    #[error("the job's compiler identity is too long")]
+    Oversized,
 }
 
 /// This server's compilers: the allow-list, and their identities.
@@ -52,6 +55,8 @@ pub struct Found {
     pub path: PathBuf,
     /// Its identity, or why it has none.
     pub id: Result<CompilerId, ProbeError>,
+    /// Named in the `compilers` setting (a candidate for every job of its tool).
+    pub extra: bool,
 }
 
 impl Compilers {
@@ -94,6 +99,25 @@ impl Compilers {
         &self.allow
     }
 
+    /// The identity of the server's compiler at `path` (memoised per process, binaries
+    /// hashed only with `strict`): what a job picked by [`Compilers::pick`] ran with,
+    /// e.g. for a result-cache key.
+    ///
+    /// # Errors
+    /// As `identity::Prober::identity`.
+    pub async fn identity(&self, path: &std::path::Path) -> Result<CompilerId, ProbeError> {
+        self.prober.identity(path).await
+    }
+
+    /// The names the `compilers` setting adds (an absolute entry by its file name).
+    fn extra_names(&self) -> impl Iterator<Item = String> + '_ {
+        self.allow
+            .extra
+            .iter()
+            .map(|e| e.rsplit('/').next().unwrap_or(e).to_string())
+            .filter(|n| !n.is_empty())
+    }
+
     /// What must be equal.
     pub fn rule(&self) -> Rule {
         self.rule
@@ -116,16 +140,14 @@ impl Compilers {
         let Some(wanted) = wanted else {
             return Ok(plain?);
         };
+        if !wanted.is_bounded() {
+            return Err(PickError::Oversized);
+        }
         if let Err(e @ CompilerRefusal::NotAllowed(_)) = &plain {
             return Err(PickError::Refused(e.clone()));
         }
         let tool = tool_of(name);
-        let extra = self
-            .allow
-            .extra
-            .iter()
-            .map(|e| e.rsplit('/').next().unwrap_or(e).to_string())
-            .filter(|e| tool_of(e) == tool);
+        let extra = self.extra_names().filter(|e| tool_of(e) == tool);
         let mut seen = BTreeSet::new();
         let mut here: Option<Result<CompilerId, ProbeError>> = None;
         for candidate in candidate_names(name, wanted).into_iter().chain(extra) {
@@ -177,12 +199,8 @@ impl Compilers {
                 }
             }
         }
-        for e in &self.allow.extra {
-            let base = e.rsplit('/').next().unwrap_or(e);
-            if !base.is_empty() {
-                names.insert(base.to_string());
-            }
-        }
+        names.extend(self.extra_names());
+        let extras: Arc<BTreeSet<String>> = Arc::new(self.extra_names().collect());
         // Probed a few at a time: a clang takes ~0.1 s per probe.
         let mut probes = tokio::task::JoinSet::new();
         let gate = Arc::new(tokio::sync::Semaphore::new(PROBES_AT_ONCE));
@@ -190,11 +208,20 @@ impl Compilers {
             let Ok(path) = self.allow.resolve(&name) else {
                 continue;
             };
-            let (prober, gate) = (self.prober.clone(), gate.clone());
+            let (prober, gate, extras) = (self.prober.clone(), gate.clone(), extras.clone());
             probes.spawn(async move {
                 let _permit = gate.acquire_owned().await;
                 let id = prober.identity(&path).await;
-                (i, Found { name, path, id })
+                let extra = extras.contains(&name);
+                (
+                    i,
+                    Found {
+                        name,
+                        path,
+                        id,
+                        extra,
+                    },
+                )
             });
         }
         let mut out = Vec::new();
@@ -215,6 +242,7 @@ impl Compilers {
                     name: f.name,
                     path: f.path.display().to_string(),
                     id: f.id.ok()?,
+                    extra: f.extra,
                 })
             })
             .take(MAX_OFFERED)
@@ -231,7 +259,6 @@ fn allows(allow: &AllowList, name: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::ffi::OsString;
     use std::os::unix::fs::PermissionsExt;
     use std::path::Path;
 
@@ -260,10 +287,7 @@ mod tests {
 
     fn compilers(dirs: &[&Path], extra: Vec<String>) -> Compilers {
         let path = std::env::join_paths(dirs).unwrap();
-        Compilers::new(
-            AllowList::new(true, extra, Some(OsString::from(path))),
-            Rule::DEFAULT,
-        )
+        Compilers::new(AllowList::new(true, extra, Some(path)), Rule::DEFAULT)
     }
 
     #[tokio::test]
@@ -340,17 +364,17 @@ mod tests {
         let pinned = fake(&b, "my-gcc", "12.2.0");
         let c = compilers(&[&a], vec![pinned.display().to_string()]);
         assert_eq!(c.pick("gcc", Some(&id("12.2.0"))).await.unwrap(), pinned);
-        let listed: Vec<(String, String)> = c
+        let listed: Vec<(String, String, bool)> = c
             .offered()
             .await
             .into_iter()
-            .map(|o| (o.name, o.id.version))
+            .map(|o| (o.name, o.id.version, o.extra))
             .collect();
         assert_eq!(
             listed,
             [
-                ("gcc".to_string(), "13.1.0".to_string()),
-                ("my-gcc".to_string(), "12.2.0".to_string())
+                ("gcc".to_string(), "13.1.0".to_string(), false),
+                ("my-gcc".to_string(), "12.2.0".to_string(), true)
             ]
         );
     }

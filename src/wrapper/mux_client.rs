@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::mux::mux_version;
 use crate::paths::{self, Paths};
 use crate::proto::frame::blocking;
-use crate::proto::msg::{Blob, JobSpec, MuxReply, MuxRequest};
+use crate::proto::msg::{Blob, JobSpec, LocalCompiler, MuxReply, MuxRequest};
 use crate::proto::stats::Stats;
 use crate::proto::status::StatusReport;
 
@@ -340,10 +340,25 @@ impl MuxClient {
     /// # Errors
     /// Socket or protocol failures, or a replacement that still has the wrong version.
     pub fn reserve(&mut self, hosts_text: &str, file: &str) -> Result<MuxReply, MuxClientError> {
+        self.reserve_for(hosts_text, file, None)
+    }
+
+    /// [`MuxClient::reserve`] for a job that will run `compiler`: the mux probes its
+    /// identity and avoids hosts that have no match for it.
+    ///
+    /// # Errors
+    /// As [`MuxClient::reserve`].
+    pub fn reserve_for(
+        &mut self,
+        hosts_text: &str,
+        file: &str,
+        compiler: Option<LocalCompiler>,
+    ) -> Result<MuxReply, MuxClientError> {
         let req = MuxRequest::Reserve {
             hosts: hosts_text.to_string(),
             file: file.to_string(),
             client_version: mux_version(),
+            compiler,
         };
         match self.request(&req, self.reply_deadline)? {
             MuxReply::WrongVersion {
@@ -385,7 +400,7 @@ impl MuxClient {
     /// Run the job on the reserved slot. The mux enforces the transport timeouts and a dead
     /// mux closes the socket; the reply deadline, if set, catches a stuck one.
     ///
-    /// Returns `Done` or `Failed`.
+    /// Returns `Done`, `Failed`, or `Local` (no host has a compiler matching the job's).
     ///
     /// # Errors
     /// Socket or protocol failures.
@@ -395,7 +410,7 @@ impl MuxClient {
             source: Blob::raw(source.to_vec()),
         };
         match self.request(&req, self.reply_deadline)? {
-            r @ (MuxReply::Done(_) | MuxReply::Failed { .. }) => Ok(r),
+            r @ (MuxReply::Done(_) | MuxReply::Failed { .. } | MuxReply::Local { .. }) => Ok(r),
             other => Err(MuxClientError::Unexpected(
                 format!("{other:?}").chars().take(80).collect(),
             )),

@@ -244,3 +244,25 @@ async fn distcc_faults_are_never_a_status() {
         1
     );
 }
+
+#[tokio::test]
+async fn a_mismatch_is_its_own_error() {
+    let reason =
+        "no compiler matching gcc 12.2.0 (x86_64-linux-gnu); gcc here is 13.1.0 (x86_64-linux-gnu)";
+    match native(
+        JOB3_VERSION,
+        Message::Mismatch {
+            id: 1,
+            reason: reason.into(),
+        },
+    )
+    .await
+    {
+        Err(e @ TransportError::Mismatch { .. }) => {
+            assert_eq!(e.to_string(), format!("h: {reason}"));
+            assert_eq!(e.exit_code(), ExitCode::AccessDenied);
+        }
+        other => panic!("{other:?}"),
+    }
+    assert!(client_hello().caps.iter().any(|c| c == COMPILERS_CAP));
+}

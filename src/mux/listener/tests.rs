@@ -377,6 +377,7 @@ async fn wrapper_leaving_mid_job_frees_its_slot() {
             hosts: h,
             file: "a.c".into(),
             client_version: mux_version(),
+            compiler: None,
         };
         blocking::write_message(&mut a, &req).unwrap();
         let r: MuxReply = blocking::read_message(&mut a).unwrap().unwrap();
@@ -417,6 +418,7 @@ async fn wrong_version_is_reported() {
             hosts: "localhost".into(),
             file: "a.c".into(),
             client_version: "0.0.0+p0".into(),
+            compiler: None,
         };
         blocking::write_message(&mut s, &req).unwrap();
         blocking::read_message(&mut s).unwrap().unwrap()
@@ -696,6 +698,7 @@ async fn a_local_job_reports_its_time() {
         hosts,
         file: "b.c".into(),
         client_version: mux_version(),
+        compiler: None,
     };
     let stream = tokio::task::spawn_blocking(move || {
         let mut s = stream;
