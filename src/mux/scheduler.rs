@@ -160,8 +160,6 @@ pub struct HostState {
     pub jobs_failed: u64,
     /// Busy answers.
     pub jobs_busy: u64,
-    /// Jobs answered from the server's result cache (not in `jobs_ok`).
-    pub jobs_cached: u64,
     /// Jobs sent again on this host after their lane died mid-job.
     pub jobs_resent: u64,
     /// Sum of job times, for the plain mean in `hoardcc status`.
@@ -182,7 +180,6 @@ impl HostState {
             jobs_ok: 0,
             jobs_failed: 0,
             jobs_busy: 0,
-            jobs_cached: 0,
             jobs_resent: 0,
             total_ms: 0,
             blocked: HashMap::new(),
@@ -401,10 +398,8 @@ impl Scheduler {
                         h.total_ms += elapsed.as_millis() as u64;
                         h.backoff_until = None;
                     }
-                    HostVerdict::Cached => {
-                        h.jobs_cached += 1;
-                        h.backoff_until = None;
-                    }
+                    // Counted by `mux::monitor` (`cache_hits`), apart from `jobs_ok`.
+                    HostVerdict::Cached => h.backoff_until = None,
                     HostVerdict::Failed => {
                         h.jobs_failed += 1;
                         if !backoff.is_zero() {

@@ -31,13 +31,14 @@ pub fn render_text(r: &StatusReport) -> String {
         s.push_str("no hosts yet\n");
     } else {
         s.push_str(&format!(
-            "{:<28} {:>5} {:>7} {:>5} {:>9} {:>6} {:>6} {:>6} {:>8} {:>8}  {}\n",
+            "{:<28} {:>5} {:>7} {:>5} {:>9} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8}  {}\n",
             "HOST",
             "SLOTS",
             "RUNNING",
             "CONNS",
             "LANES I/B",
             "OK",
+            "CACHED",
             "FAILED",
             "BUSY",
             "MEAN",
@@ -47,13 +48,14 @@ pub fn render_text(r: &StatusReport) -> String {
         for h in &r.hosts {
             let slots = h.effective_slots().to_string();
             s.push_str(&format!(
-                "{:<28} {:>5} {:>7} {:>5} {:>9} {:>6} {:>6} {:>6} {:>8} {:>8}  {}\n",
+                "{:<28} {:>5} {:>7} {:>5} {:>9} {:>6} {:>6} {:>6} {:>6} {:>8} {:>8}  {}\n",
                 h.host,
                 slots,
                 h.running,
                 h.connections,
                 format!("{}/{}", h.idle_lanes, h.busy_lanes),
                 h.jobs_ok,
+                h.cache_hits,
                 h.jobs_failed,
                 h.jobs_busy,
                 opt(&h.mean_ms, "ms"),
@@ -219,7 +221,7 @@ mod tests {
                 jobs_failed: 1,
                 jobs_busy: 0,
                 jobs_resent: 2,
-                cache_hits: 0,
+                cache_hits: 3,
                 chunks: ChunkCounters {
                     bytes_sent: 3 << 20,
                     chunked_jobs: 9,
@@ -294,6 +296,7 @@ mod tests {
                 "1",
                 "2/2",
                 "10",
+                "3",
                 "1",
                 "0",
                 "850ms",

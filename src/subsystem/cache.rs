@@ -8,8 +8,9 @@
 //! **The key** is blake3 (in its key-derivation mode, under this format's context
 //! string) over a postcard encoding of everything the result depends on:
 //! - this server's compiler: its path as run and resolved, its size and mtime, and what
-//!   it prints for `-dumpfullversion` (else `-dumpversion`) and `-dumpmachine`
-//!   ([`ServerCompiler`], probed once per process per path, size and mtime);
+//!   it prints for `-dumpfullversion` (else `-dumpversion`), `-dumpmachine` and `-v`
+//!   (its configuration lines) ([`ServerCompiler`], from the compiler-identity probe,
+//!   `identity::probe`, once per process per path, size and mtime);
 //! - this build of hoardcc (it decides how the job is staged and which flags are added);
 //! - the job's header (compiler name, arguments, `-c`/`-S`, working directory, source
 //!   and output names, extra-output names) and its source kind;
@@ -37,24 +38,18 @@ use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex, OnceLock};
-use std::time::Duration;
 
 use memchr::memmem;
 use serde::{Deserialize, Serialize};
-use tokio::io::AsyncReadExt;
 
 use super::store::{Store, StoreError};
+use crate::identity;
 use crate::proto::msg::{Blob, Input, Job, JobHeader, JobResult, OutputFile, SourceKind};
 
 /// The context string of the key derivation: changing what a key covers, or how an
 /// entry is encoded, changes this, so old entries simply stop matching.
 const KEY_CONTEXT: &str = "hoardcc 2026-12 result cache key v1";
-/// How long the compiler gets to answer `-dumpfullversion` / `-dumpmachine`.
-const PROBE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Most bytes kept of a probe's output.
-const PROBE_OUTPUT_CAP: u64 = 4096;
 /// A result larger than this share of the cap is not stored (one huge object would
 /// evict everything else).
 const MAX_SHARE_OF_CAP: u64 = 8;
@@ -94,6 +89,8 @@ pub struct ServerCompiler {
     pub version: String,
     /// Its `-dumpmachine` output, trimmed.
     pub machine: String,
+    /// The configuration lines of its `-v` (`Configured with:`, `Thread model:`).
+    pub configured: String,
 }
 
 /// What the key covers (module docs); encoded with postcard, which is canonical for a
@@ -247,13 +244,14 @@ pub async fn server_compiler(program: &Path, search_path: &OsStr) -> Option<Arc<
         return id.clone();
     }
     let id = match probe(program, search_path).await {
-        Ok((version, machine)) => Some(Arc::new(ServerCompiler {
+        Ok((version, machine, configured)) => Some(Arc::new(ServerCompiler {
             invoked: stamp.0.clone(),
             path: stamp.1.clone(),
             size: stamp.2,
             mtime: stamp.3,
             version,
             machine,
+            configured,
         })),
         Err(e) => {
             tracing::warn!(
@@ -272,57 +270,24 @@ pub async fn server_compiler(program: &Path, search_path: &OsStr) -> Option<Arc<
     id
 }
 
-/// Asks the compiler its version (`-dumpfullversion`, else `-dumpversion`, as clang
-/// has only that) and target (`-dumpmachine`). One function, so the compiler-identity
-/// probe (issue 11) can take its place.
+/// Asks the compiler who it is, through the compiler-identity probe ([`identity::probe`]:
+/// `-dumpfullversion` or `-dumpversion`, `-dumpmachine` and `-v`, bounded in time and
+/// output, in a cleared environment): (version, target, configuration lines).
 ///
 /// # Errors
-/// The compiler cannot be run, exits non-zero, says nothing, or takes too long.
-pub async fn probe(program: &Path, search_path: &OsStr) -> std::io::Result<(String, String)> {
-    let version = match run_probe(program, search_path, "-dumpfullversion").await {
-        Ok(v) => v,
-        Err(_) => run_probe(program, search_path, "-dumpversion").await?,
+/// The probe's error, as text.
+pub async fn probe(
+    program: &Path,
+    search_path: &OsStr,
+) -> Result<(String, String, String), String> {
+    let opts = identity::ProbeOptions {
+        hash_binaries: false,
+        search_path: Some(search_path.to_owned()),
     };
-    let machine = run_probe(program, search_path, "-dumpmachine").await?;
-    Ok((version, machine))
-}
-
-/// Runs `program flag` (no input, C locale, the server's PATH) and returns its trimmed,
-/// non-empty stdout.
-async fn run_probe(program: &Path, search_path: &OsStr, flag: &str) -> std::io::Result<String> {
-    let mut child = tokio::process::Command::new(program)
-        .arg(flag)
-        .env_clear()
-        .env("PATH", search_path)
-        .env("LC_ALL", "C")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stdout = child.stdout.take().expect("piped");
-    let run = async {
-        let mut out = Vec::new();
-        (&mut stdout)
-            .take(PROBE_OUTPUT_CAP)
-            .read_to_end(&mut out)
-            .await?;
-        // Anything past the cap is read and dropped, so the compiler never blocks on it.
-        tokio::io::copy(&mut stdout, &mut tokio::io::sink()).await?;
-        let status = child.wait().await?;
-        Ok::<_, std::io::Error>((status, out))
-    };
-    let (status, out) = tokio::time::timeout(PROBE_TIMEOUT, run)
+    let id = identity::probe(program, &opts)
         .await
-        .map_err(|_| std::io::Error::new(std::io::ErrorKind::TimedOut, "no answer"))??;
-    let text = String::from_utf8_lossy(&out).trim().to_owned();
-    if !status.success() || text.is_empty() {
-        return Err(std::io::Error::other(format!(
-            "{flag}: {status}, {} bytes out",
-            out.len()
-        )));
-    }
-    Ok(text)
+        .map_err(|e| e.to_string())?;
+    Ok((id.version, id.target, id.configured))
 }
 
 #[cfg(test)]

@@ -15,6 +15,7 @@ fn compiler() -> ServerCompiler {
         mtime: (1_700_000_000, 5),
         version: "12.2.0".into(),
         machine: "x86_64-linux-gnu".into(),
+        configured: "Configured with: ../src/configure --prefix=/usr\nThread model: posix".into(),
     }
 }
 
@@ -137,6 +138,9 @@ fn no_hit_when_anything_the_result_depends_on_differs() {
         ("the compiler's version", &|c| c.version = "12.3.0".into()),
         ("the compiler's target", &|c| {
             c.machine = "aarch64-linux-gnu".into()
+        }),
+        ("the compiler's configuration", &|c| {
+            c.configured.push_str(" --enable-x")
         }),
     ] {
         let mut c = compiler();
@@ -307,9 +311,12 @@ async fn the_probe_reads_the_real_compiler_and_is_memoised() {
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     assert!(server_compiler(&fake, &path).await.is_none());
     assert!(server_compiler(&fake, &path).await.is_none());
+    let probed = std::fs::read_to_string(&runs).unwrap();
+    assert!(probed.contains("-dumpmachine"), "{probed}");
+    assert!(server_compiler(&fake, &path).await.is_none());
     assert_eq!(
         std::fs::read_to_string(&runs).unwrap(),
-        "-dumpfullversion\n-dumpversion\n",
+        probed,
         "one probe per process"
     );
     assert!(server_compiler(Path::new("/bin/false"), &path)
