@@ -119,6 +119,40 @@ fn is_hoardcc_command(command: &str) -> bool {
     base.starts_with("hoardcc")
 }
 
+/// How a lane reaches its server (shown by `hoardcc ping` and `hoardcc doctor`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Route {
+    /// The `hoardcc` sshd subsystem.
+    Subsystem,
+    /// `COMMAND serve` on an ssh exec channel (`@host:/path/to/hoardcc`).
+    Exec {
+        /// The command as the host entry names it.
+        command: String,
+    },
+    /// A stock `distccd --inetd` on an ssh exec channel.
+    DistccdSsh {
+        /// The program run (`distccd` unless the host entry names one).
+        command: String,
+        /// True when `@host` named no command and sshd refused the `hoardcc` subsystem,
+        /// so the lane fell back to `distccd`.
+        subsystem_refused: bool,
+    },
+    /// A stock distccd over plain TCP.
+    DistccdTcp,
+}
+
+impl Route {
+    /// A short name: `subsystem`, `exec`, `distccd-ssh` or `distccd-tcp`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Route::Subsystem => "subsystem",
+            Route::Exec { .. } => "exec",
+            Route::DistccdSsh { .. } => "distccd-ssh",
+            Route::DistccdTcp => "distccd-tcp",
+        }
+    }
+}
+
 enum LaneIo {
     Native { stream: Stream, _conn: Connection },
     DistccSsh { stream: Stream, _conn: Connection },
@@ -136,6 +170,8 @@ pub struct Lane {
     version: u32,
     /// The server's hello (native lanes only).
     pub server_hello: Option<Hello>,
+    /// How this lane reaches its server.
+    route: Route,
 }
 
 impl Lane {
@@ -164,6 +200,7 @@ impl Lane {
                     Wire::Distcc { lzo: host.lzo },
                     host.key(),
                     settings,
+                    Route::DistccdTcp,
                 ))
             }
             HostKind::Ssh {
@@ -189,35 +226,55 @@ impl Lane {
         // A named hoardcc runs `serve` on an exec channel; another named program is a stock
         // distccd; without a name the subsystem is tried, then `distccd` on an exec channel.
         let distccd = |program: &str| format!("{program} --inetd --enable-tcp-insecure");
-        let (stream, native) = match command {
-            Some(c) if is_hoardcc_command(c) => {
-                (conn.open_exec(&format!("{c} serve")).await?, true)
-            }
-            Some(c) => (conn.open_exec(&distccd(c)).await?, false),
+        let (stream, route) = match command {
+            Some(c) if is_hoardcc_command(c) => (
+                conn.open_exec(&format!("{c} serve")).await?,
+                Route::Exec { command: c.into() },
+            ),
+            Some(c) => (
+                conn.open_exec(&distccd(c)).await?,
+                Route::DistccdSsh {
+                    command: c.into(),
+                    subsystem_refused: false,
+                },
+            ),
             None => match conn.open_subsystem(SUBSYSTEM).await? {
-                Some(stream) => (stream, true),
+                Some(stream) => (stream, Route::Subsystem),
                 None => {
                     tracing::info!(host = %key, "no hoardcc subsystem; using distccd --inetd over exec");
-                    (conn.open_exec(&distccd(DEFAULT_DISTCCD)).await?, false)
+                    (
+                        conn.open_exec(&distccd(DEFAULT_DISTCCD)).await?,
+                        Route::DistccdSsh {
+                            command: DEFAULT_DISTCCD.into(),
+                            subsystem_refused: true,
+                        },
+                    )
                 }
             },
         };
-        if native {
+        if matches!(route, Route::Subsystem | Route::Exec { .. }) {
             let io = LaneIo::Native {
                 stream,
                 _conn: conn,
             };
-            Lane::native(io, key, settings).await
+            Lane::native(io, key, settings, route).await
         } else {
             let io = LaneIo::DistccSsh {
                 stream,
                 _conn: conn,
             };
-            Ok(Lane::new(io, Wire::Distcc { lzo: host.lzo }, key, settings))
+            let wire = Wire::Distcc { lzo: host.lzo };
+            Ok(Lane::new(io, wire, key, settings, route))
         }
     }
 
-    fn new(io: LaneIo, wire: Wire, host: String, settings: &SshSettings) -> Lane {
+    fn new(
+        io: LaneIo,
+        wire: Wire,
+        host: String,
+        settings: &SshSettings,
+        route: Route,
+    ) -> Lane {
         Lane {
             io,
             wire,
@@ -226,6 +283,7 @@ impl Lane {
             next_id: 1,
             version: 0,
             server_hello: None,
+            route,
         }
     }
 
@@ -233,8 +291,9 @@ impl Lane {
         io: LaneIo,
         host: String,
         settings: &SshSettings,
+        route: Route,
     ) -> Result<Lane, TransportError> {
-        let mut lane = Lane::new(io, Wire::Native, host, settings);
+        let mut lane = Lane::new(io, Wire::Native, host, settings, route);
         let LaneIo::Native { stream, .. } = &mut lane.io else {
             unreachable!("native lane")
         };
@@ -253,6 +312,16 @@ impl Lane {
     /// The wire this lane speaks (decides how the source is preprocessed).
     pub fn wire(&self) -> Wire {
         self.wire
+    }
+
+    /// How this lane reaches its server.
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
+    /// The protocol version negotiated on a native lane (0 on distcc lanes).
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// The host key this lane reaches, e.g. `user@host`.
