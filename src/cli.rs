@@ -7,6 +7,9 @@
 use std::path::Path;
 use std::time::Instant;
 
+pub mod doctor;
+pub mod ping;
+
 use crate::hosts;
 use crate::mux::status::{render_text, StatusReport};
 use crate::paths::Paths;

@@ -1,7 +1,7 @@
 //! The multi-call binary: chooses the mode from argv[0] and argv[1], then hands over to
 //! `wrapper::main`, `subsystem::main` (also for `distccd --inetd`) or `cli` (`hosts`,
-//! `status`, `mux --stop`). The compiler's argv never goes through clap; only hoardcc's
-//! own subcommands and flags do. It also sets up logging, once, with the chosen mode's
+//! `status`, `mux --stop`, `ping`, `doctor`). The compiler's argv never goes through clap;
+//! only hoardcc's own subcommands and flags do. It also sets up logging, once, with the chosen mode's
 //! defaults ([`init_logging`]).
 
 use std::path::{Path, PathBuf};
@@ -10,14 +10,14 @@ use clap::{Parser, Subcommand};
 use hoardcc::{cli, mux, subsystem, wrapper};
 
 /// Words that are hoardcc subcommands rather than a compiler name.
-const SUBCOMMANDS: &[&str] = &["serve", "hosts", "mux", "status", "help"];
+const SUBCOMMANDS: &[&str] = &["serve", "hosts", "mux", "status", "ping", "doctor", "help"];
 
 #[derive(Parser)]
 #[command(
     name = "hoardcc",
     version,
     about = "A distributed C/C++ compiler that makes SSH the fast path",
-    override_usage = "hoardcc COMPILER [ARGS...]\n       hoardcc serve [--inetd]\n       hoardcc mux [--foreground | --stop]\n       hoardcc status [--json]\n       hoardcc hosts\n       gcc|g++|cc|c++|clang|clang++ [ARGS...]   (through a symlink to hoardcc)",
+    override_usage = "hoardcc COMPILER [ARGS...]\n       hoardcc serve [--inetd]\n       hoardcc mux [--foreground | --stop]\n       hoardcc status [--json]\n       hoardcc hosts\n       hoardcc ping [HOST...] [--timeout SECS] [--json | --hosts-ok]\n       hoardcc doctor [HOST]\n       gcc|g++|cc|c++|clang|clang++ [ARGS...]   (through a symlink to hoardcc)",
     after_help = "Hosts come from HOARDCC_HOSTS, DISTCC_HOSTS, the config file, ~/.distcc/hosts or /etc/distcc/hosts.\n\
                   HOARDCC_FALLBACK=0 (or DISTCC_FALLBACK=0) turns the local fallback off. See hoardcc(1)."
 )]
@@ -59,6 +59,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Reach each host (all of the host list, or those named) and report one line per host:
+    /// route, server version, slots and load, round trip. Exit 0 only if every host is usable.
+    Ping(cli::ping::PingArgs),
+    /// Check a host step by step (ssh config, DNS, TCP, host key, authentication, route,
+    /// server version, a real compile), each with ✓ or ✗ and a fix.
+    Doctor(cli::doctor::DoctorArgs),
 }
 
 fn main() -> std::process::ExitCode {
@@ -117,6 +123,8 @@ fn main() -> std::process::ExitCode {
             stop: false,
         }),
         Some(Command::Status { json }) => cli::status_main(json),
+        Some(Command::Ping(args)) => cli::ping::main(args),
+        Some(Command::Doctor(args)) => cli::doctor::main(args),
         None if cli.inetd => subsystem::main(subsystem::ServeArgs { inetd: true }),
         None if cli.show_hosts => cli::status_main(false),
         None => {

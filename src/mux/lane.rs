@@ -112,8 +112,9 @@ pub fn expected_wire(host: &HostSpec) -> Wire {
     }
 }
 
-/// `@host:/path/to/hoardcc` runs our server by exec (for users without root).
-fn is_hoardcc_command(command: &str) -> bool {
+/// `@host:/path/to/hoardcc` runs our server by exec (for users without root): true when
+/// the command's program is named `hoardcc*`.
+pub fn is_hoardcc_command(command: &str) -> bool {
     let first = command.split_whitespace().next().unwrap_or("");
     let base = first.rsplit('/').next().unwrap_or(first);
     base.starts_with("hoardcc")
@@ -268,13 +269,7 @@ impl Lane {
         }
     }
 
-    fn new(
-        io: LaneIo,
-        wire: Wire,
-        host: String,
-        settings: &SshSettings,
-        route: Route,
-    ) -> Lane {
+    fn new(io: LaneIo, wire: Wire, host: String, settings: &SshSettings, route: Route) -> Lane {
         Lane {
             io,
             wire,
