@@ -29,3 +29,7 @@ mod conformance;
 mod logging;
 // Real build tools: CMake + Ninja launcher, ccache with CCACHE_PREFIX, masquerade next to ccache.
 mod tools;
+// `hoardcc ping`: JSON report, exit status, --hosts-ok, deadlines (issue 11).
+mod ping;
+// `hoardcc doctor`: each failure's ✗ line and fix (issue 11).
+mod doctor;

@@ -307,9 +307,11 @@ fn describe_route(out: &mut HostPing, lane: &Lane) {
 /// Ping every host of `list` at once, each within `deadline`; results in list order.
 pub async fn ping_all(list: &HostList, settings: &SshSettings, deadline: Duration) -> PingReport {
     let mut settings = settings.clone();
-    // Nothing inside may wait longer than the whole deadline.
-    settings.connect_timeout = settings.connect_timeout.min(deadline);
-    settings.io_timeout = settings.io_timeout.min(deadline);
+    // Nothing inside may wait longer than the whole deadline; the inner bounds end a
+    // little earlier, so a host that stalls is reported with the step it stalled in.
+    let inner = deadline.saturating_sub((deadline / 10).min(Duration::from_millis(200)));
+    settings.connect_timeout = settings.connect_timeout.min(inner);
+    settings.io_timeout = settings.io_timeout.min(inner);
     let mut tasks = tokio::task::JoinSet::new();
     for (i, spec) in list.hosts.iter().cloned().enumerate() {
         let settings = settings.clone();
@@ -537,8 +539,9 @@ mod tests {
         let report = ping_all(&list, &s, Duration::from_millis(700)).await;
         assert!(started.elapsed() < Duration::from_secs(5));
         let h = &report.hosts[0];
-        assert!(!h.usable, "{h:?}");
-        assert!(h.error.is_some(), "{h:?}");
+        // TCP connected; the ssh banner never came, and the inner bound says so.
+        assert!(!h.usable && h.reachable, "{h:?}");
+        assert!(h.error.as_deref().unwrap().contains("timed out"), "{h:?}");
         hold.abort();
     }
 }
