@@ -1,8 +1,8 @@
 //! The `hoardcc hosts`, `hoardcc status [--json]` and `hoardcc mux --stop` commands:
 //! small bodies that `main` dispatches to. They read the host list (`hosts`, `config`)
 //! and ask a running mux over the wrapper's socket client (`wrapper::mux_client`), never
-//! starting one. Neighbours: `main` (caller), `wrapper::mux_client`, `mux::status`
-//! (the report and its text table).
+//! starting one. The host checks live in [`ping`] and [`doctor`]. Neighbours: `main`
+//! (caller), `wrapper::mux_client`, `mux::status` (the report and its text table).
 
 use std::path::Path;
 use std::time::Instant;
