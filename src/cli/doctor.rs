@@ -599,6 +599,9 @@ fn route_failed(
     list.fail("route", format!("{what} failed: {err}"), fix)
 }
 
+/// Bound on each channel step and on the compile round trip.
+const DOCTOR_IO_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// The tiny C file compiled by the round trip.
 const PROBE_SOURCE: &[u8] = b"int hoardcc_doctor(int x) { return x * 6 + 7; }\n";
 /// The compiler it is compiled with (on the server's PATH, in its default allow-list).
@@ -768,6 +771,10 @@ pub fn main(args: DoctorArgs) -> std::process::ExitCode {
             return ExitCode::DistccFailed.into();
         }
     };
+    // A one-line compile needs no five-minute io_timeout: a stuck server is reported
+    // within a minute.
+    let mut settings = farm.settings.clone();
+    settings.io_timeout = settings.io_timeout.min(DOCTOR_IO_TIMEOUT);
     let mut all_usable = true;
     for (i, spec) in targets.iter().enumerate() {
         if i > 0 {
@@ -779,7 +786,7 @@ pub fn main(args: DoctorArgs) -> std::process::ExitCode {
             println!("  {}", s.line());
             let _ = std::io::stdout().flush();
         };
-        let d = runtime.block_on(diagnose(spec, &farm.settings, &mut emit));
+        let d = runtime.block_on(diagnose(spec, &settings, &mut emit));
         if spec.is_local() {
             println!("  ✓ localhost: compiles on this machine");
         } else if d.usable() {
