@@ -89,7 +89,7 @@ fn verdict(
 
 fn describe(a: &Incoming) -> String {
     match a {
-        Incoming::Msg(Message::Result(r)) => {
+        Incoming::Msg(Message::Result3(r)) => {
             let err = r.stderr.unpack(1 << 20).unwrap_or_default();
             format!(
                 "Result exit {} stderr {:?}",
@@ -292,12 +292,13 @@ fn distcc_options_that_run_programs() {
         let out = t.run_distcc(&argv, b"int x;\nasm(\"# listed\");\n", T);
         let answer = match &out.response {
             Some(r) if r.status == 0 => {
-                Incoming::Msg(Message::Result(hoardcc::proto::msg::JobResult {
+                Incoming::Msg(Message::Result3(hoardcc::proto::msg::JobResult {
                     id: 1,
                     exit_code: 0,
                     stdout: Blob::empty(),
                     stderr: Blob::raw(r.stderr.clone()),
                     outputs: vec![],
+                    cached: false,
                 }))
             }
             Some(_) => Incoming::Eof,
@@ -454,25 +455,25 @@ fn names_that_become_options() {
     let base = |kind: SourceKind| {
         let mut j = job("gcc", &[], "int f(void) { return 1; }\n");
         j.source_kind = kind;
-        j.source_name = "a.i".into();
+        j.header.source_name = "a.i".into();
         j
     };
     // source_name as an option, with a bare extra input in the arguments.
     let mut j = base(SourceKind::Preprocessed);
-    j.source_name = "-fplugin=./evil.so".into();
-    j.args = vec!["x.c".into()];
+    j.header.source_name = "-fplugin=./evil.so".into();
+    j.header.args = vec!["x.c".into()];
     j.context = vec![context("evil.so", &evil), context("x.c", &src)];
     let (a, e) = t.run_job(j, T);
     failures.extend(verdict(&t, "source_name -fplugin=./evil.so", &a, &e, true));
     // source_name as a response file.
     let mut j = base(SourceKind::Preprocessed);
-    j.source_name = "@rsp".into();
+    j.header.source_name = "@rsp".into();
     j.context = vec![context("rsp", rsp.as_bytes()), context("x.c", &src)];
     let (a, e) = t.run_job(j, T);
     failures.extend(verdict(&t, "source_name @rsp", &a, &e, true));
     // The same names in a directives-only job.
     let mut j = base(SourceKind::DirectivesOnly);
-    j.source_name = "-fplugin=./evil.so".into();
+    j.header.source_name = "-fplugin=./evil.so".into();
     j.context = vec![context("evil.so", &evil)];
     let (a, e) = t.run_job(j, T);
     failures.extend(verdict(
@@ -494,10 +495,10 @@ fn names_that_become_options() {
         let mut j = base(SourceKind::Preprocessed);
         j.context = vec![context("evil.so", &evil)];
         match f {
-            0 => j.output_name = "-fplugin=./evil.so".into(),
-            1 => j.output_name = "@evil.so".into(),
-            2 => j.extra_outputs = vec!["-fplugin=./evil.so".into()],
-            3 => j.extra_outputs = vec!["@evil.so".into()],
+            0 => j.header.output_name = "-fplugin=./evil.so".into(),
+            1 => j.header.output_name = "@evil.so".into(),
+            2 => j.header.extra_outputs = vec!["-fplugin=./evil.so".into()],
+            3 => j.header.extra_outputs = vec!["@evil.so".into()],
             4 => j.context.push(context("-fplugin=./evil.so", &evil)),
             _ => j.context.push(context("@rsp", rsp.as_bytes())),
         }

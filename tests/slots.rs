@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use hoardcc::proto::frame::{self, blocking, MAGIC};
 use hoardcc::proto::msg::{
-    Blob, Hello, Job, Message, SourceKind, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    Blob, Hello, Input, Job, JobHeader, Message, SourceKind, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };
 
 use crate::support::hoardcc_bin;
@@ -104,19 +105,23 @@ impl Serve {
     fn job(&mut self, id: u64) -> Message {
         let job = Job {
             id,
-            compiler: "gcc".into(),
-            args: vec!["-O2".into()],
-            assemble_only: false,
-            cwd: "/w".into(),
-            source_name: "a.c".into(),
-            output_name: "a.o".into(),
-            extra_outputs: vec![],
+            header: JobHeader {
+                compiler: "gcc".into(),
+                args: vec!["-O2".into()],
+                assemble_only: false,
+                cwd: "/w".into(),
+                source_name: "a.c".into(),
+                output_name: "a.o".into(),
+                extra_outputs: vec![],
+            },
             source_kind: SourceKind::Preprocessed,
-            source: Blob::pack(b"int a(void) { return 42; }\n"),
+            source: Input::Whole(Blob::pack(b"int a(void) { return 42; }\n")),
             context: vec![],
             env: vec![],
+            compiler_id: None,
+            cache: false,
         };
-        blocking::write_message(self.stdin.as_mut().unwrap(), &Message::Job(job)).unwrap();
+        blocking::write_message(self.stdin.as_mut().unwrap(), &Message::Job3(job)).unwrap();
         self.rx
             .recv_timeout(ANSWER)
             .expect("an answer in time")
@@ -158,7 +163,7 @@ fn shared(tmp: &Path) -> PathBuf {
 }
 
 fn is_result(m: &Message, id: u64) -> bool {
-    matches!(m, Message::Result(r) if r.id == id && r.exit_code == 0)
+    matches!(m, Message::Result3(r) if r.id == id && r.exit_code == 0)
 }
 
 /// Holds `path` locked with flock(1) in another process until dropped.

@@ -63,12 +63,17 @@ fn lane(mut input: &[u8]) {
             .expect("and is there");
         assert_eq!(back, msg);
         let blobs = match &msg {
+            Message::Job3(job) => std::iter::once(&job.source)
+                .chain(job.context.iter().map(|c| &c.data))
+                .filter_map(|i| i.as_whole().cloned())
+                .collect(),
             Message::Job(job) => {
                 let mut b = vec![job.source.clone()];
                 b.extend(job.context.iter().map(|c| c.data.clone()));
                 b
             }
-            Message::Result(r) => result_blobs(r),
+            Message::Result3(r) => result_blobs(r),
+            Message::Result(r) => result_blobs(&r.clone().into()),
             _ => Vec::new(),
         };
         blobs.iter().for_each(|b| check_blob(b, MAX_BLOB));

@@ -6,8 +6,8 @@ use hoardcc::proto::compress::lzo_compress;
 use hoardcc::proto::distcc::{self, DistccRequest, DistccResponse};
 use hoardcc::proto::frame::{self, blocking};
 use hoardcc::proto::msg::{
-    Blob, Hello, Job, JobResult, JobSpec, Message, MuxReply, MuxRequest, OutputFile, SourceKind,
-    Wire, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    Blob, ContextFile, Hello, Input, Job, JobHeader, JobResult, JobSpec, Message, MuxReply,
+    MuxRequest, OutputFile, SourceKind, Wire, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
 use crate::block_on;
@@ -45,8 +45,9 @@ fn hello(client: bool) -> Hello {
 fn job() -> Job {
     Job {
         id: 7,
-        compiler: "gcc".into(),
-        args: [
+        header: JobHeader {
+            compiler: "gcc".into(),
+            args: [
             "-O2",
             "-g",
             "-Wall",
@@ -57,18 +58,23 @@ fn job() -> Job {
         ]
         .map(String::from)
         .to_vec(),
-        assemble_only: false,
-        cwd: "/home/u/proj/build".into(),
-        source_name: "src/geom.c".into(),
-        output_name: "CMakeFiles/geom.dir/src/geom.c.o".into(),
-        extra_outputs: vec!["CMakeFiles/geom.dir/src/geom.c.dwo".into()],
+            assemble_only: false,
+            cwd: "/home/u/proj/build".into(),
+            source_name: "src/geom.c".into(),
+            output_name: "CMakeFiles/geom.dir/src/geom.c.o".into(),
+            extra_outputs: vec!["CMakeFiles/geom.dir/src/geom.c.dwo".into()],
+        },
         source_kind: SourceKind::DirectivesOnly,
-        source: Blob::pack(DIRECTIVES_ONLY.as_bytes()),
-        context: vec![OutputFile {
+        source: Input::Whole(Blob::pack(DIRECTIVES_ONLY.as_bytes())),
+        context: vec![ContextFile {
             name: "src/geom.h".into(),
-            data: Blob::pack(b"#pragma once\ntypedef struct { double x, y; } point;\n"),
+            data: Input::Whole(Blob::pack(
+                b"#pragma once\ntypedef struct { double x, y; } point;\n",
+            )),
         }],
         env: vec![("LANG".into(), "en_US.UTF-8".into())],
+        compiler_id: None,
+        cache: false,
     }
 }
 
@@ -94,6 +100,7 @@ fn result(exit_code: i32) -> JobResult {
         } else {
             Vec::new()
         },
+        cached: false,
     }
 }
 
@@ -132,18 +139,22 @@ pub fn blob_input(blob: &Blob, max: u64) -> Vec<u8> {
 /// Seeds of the `native` target.
 pub fn native() -> Vec<(String, Vec<u8>)> {
     let spec = JobSpec {
-        compiler: "g++".into(),
-        args: ["-O2", "-std=c++17", "-fPIC"].map(String::from).to_vec(),
-        assemble_only: false,
-        cwd: "/home/u/proj".into(),
-        source_name: "a.cpp".into(),
-        output_name: "a.o".into(),
-        extra_outputs: Vec::new(),
+        header: JobHeader {
+            compiler: "g++".into(),
+            args: ["-O2", "-std=c++17", "-fPIC"].map(String::from).to_vec(),
+            assemble_only: false,
+            cwd: "/home/u/proj".into(),
+            source_name: "a.cpp".into(),
+            output_name: "a.o".into(),
+            extra_outputs: Vec::new(),
+        },
         distcc_argv: ["g++", "-O2", "-c", "a.ii", "-o", "a.o"]
             .map(String::from)
             .to_vec(),
         env: vec![("LC_ALL".into(), "C".into())],
         context: vec![("a.cpp".into(), b"int main() {}\n".to_vec())],
+        compiler_id: None,
+        cache: true,
     };
     let source = Blob::pack(DIRECTIVES_ONLY.as_bytes());
     let mut lzo = vec![4u8];
@@ -152,7 +163,7 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
     vec![
         (
             "client-lane".into(),
-            lane(true, &[Message::Job(job()), Message::Ping { nonce: 42 }]),
+            lane(true, &[Message::Job3(job()), Message::Ping { nonce: 42 }]),
         ),
         (
             "server-lane".into(),
@@ -160,8 +171,8 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
                 false,
                 &[
                     Message::Heartbeat { id: 7 },
-                    Message::Result(result(0)),
-                    Message::Result(result(1)),
+                    Message::Result3(result(0)),
+                    Message::Result3(result(1)),
                     Message::Busy { id: 8 },
                     Message::Refused {
                         id: 9,
@@ -186,7 +197,7 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
                         client_version: "0.1.0".into(),
                     },
                     MuxRequest::Run {
-                        spec,
+                        spec: Box::new(spec),
                         source: source.clone()
                     },
                     MuxRequest::Status,

@@ -89,7 +89,7 @@ pub(super) async fn serve_wrapper(d: Arc<Daemon>, stream: UnixStream, id: u64, _
                 // The wrapper says nothing while its job runs: anything on the socket,
                 // its end included, means it is gone, and the job (and slot) go too.
                 let r = tokio::select! {
-                    r = d.run_job(id, held.take(), spec, source) => r,
+                    r = d.run_job(id, held.take(), *spec, source) => r,
                     _ = wrapper_gone(&mut rd) => {
                         tracing::info!("wrapper {id} went away during its job");
                         break;

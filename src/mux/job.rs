@@ -9,11 +9,11 @@ use tokio::time::Instant;
 use crate::exit::ExitCode;
 use crate::hosts::{self, HostSpec};
 use crate::mux::conn::failed;
-use crate::mux::lane::{Completed, TransportError, Wire};
+use crate::mux::lane::{TransportError, Wire};
 use crate::mux::listener::{Daemon, JobInfo};
 use crate::mux::scheduler::{Grant, Outcome, SlotGuard, Want};
 use crate::proto::compress::MAX_BLOB;
-use crate::proto::msg::{Blob, JobResult, JobSpec, MuxReply, OutputFile};
+use crate::proto::msg::{Blob, JobSpec, MuxReply};
 
 /// How long a retry may wait for a slot on another host.
 const RETRY_WAIT: Duration = Duration::from_secs(5);
@@ -222,7 +222,7 @@ impl Daemon {
                 held.guard.set_outcome(Outcome::Ok {
                     elapsed: start.elapsed(),
                 });
-                Attempt::Answer(MuxReply::Done(job_result(done)))
+                Attempt::Answer(MuxReply::Done(done))
             }
             Err(e @ TransportError::Refused { .. }) => {
                 self.pool.checkin(pl);
@@ -351,22 +351,4 @@ fn pl_was_stale(e: &TransportError) -> bool {
         e,
         TransportError::Closed | TransportError::Proto(crate::proto::Error::Io(_))
     )
-}
-
-/// The wrapper-facing result of a completed job (raw blobs: the socket is local).
-fn job_result(c: Completed) -> JobResult {
-    JobResult {
-        id: 0,
-        exit_code: c.exit_code,
-        stdout: Blob::raw(c.stdout),
-        stderr: Blob::raw(c.stderr),
-        outputs: c
-            .outputs
-            .into_iter()
-            .map(|(name, data)| OutputFile {
-                name,
-                data: Blob::raw(data),
-            })
-            .collect(),
-    }
 }

@@ -20,7 +20,8 @@ use crate::proto::distcc::{self, DistccRequest};
 use crate::proto::fault::{self, Ended, Fault};
 use crate::proto::frame;
 use crate::proto::msg::{
-    Blob, Hello, Job, Message, OutputFile, FAULT_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    Blob, ContextFile, Hello, Input, Job, JobResult, Message, OutputFile, SourceKind,
+    FAULT_VERSION, JOB3_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::proto::{self, compress::MAX_BLOB};
 
@@ -33,16 +34,6 @@ pub const DEFAULT_DISTCCD: &str = "distccd";
 const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
 pub use crate::proto::msg::{JobSpec, Wire};
-
-/// A job that ran remotely (successfully or with the compiler's own error).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Completed {
-    pub exit_code: i32,
-    pub stdout: Vec<u8>,
-    pub stderr: Vec<u8>,
-    /// (name as the job named it, contents)
-    pub outputs: Vec<(String, Vec<u8>)>,
-}
 
 /// Failures of distribution (never the compiler's own error).
 #[derive(Debug, thiserror::Error)]
@@ -382,7 +373,7 @@ impl Lane {
         &mut self,
         spec: &JobSpec,
         source: &[u8],
-    ) -> Result<Completed, TransportError> {
+    ) -> Result<JobResult, TransportError> {
         let io_timeout = self.io_timeout;
         match &mut self.io {
             LaneIo::Native { stream, .. } => {
@@ -436,17 +427,18 @@ struct Peer<'a> {
 /// too for servers that do not tell faults apart themselves: protocol-1 hoardcc servers
 /// and stock distccd).
 fn completed_or_fault(
-    c: Completed,
+    r: JobResult,
     ended: Ended,
     compiler: &str,
     host: &str,
-) -> Result<Completed, TransportError> {
-    match fault::classify(ended, &c.stderr, compiler) {
+) -> Result<JobResult, TransportError> {
+    let stderr = r.stderr.unpack(MAX_BLOB)?;
+    match fault::classify(ended, &stderr, compiler) {
         Some(fault) => Err(TransportError::Fault {
             host: host.to_string(),
             fault,
         }),
-        None => Ok(c),
+        None => Ok(r),
     }
 }
 
@@ -457,29 +449,35 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     source: &[u8],
     io_timeout: Duration,
     peer: Peer<'_>,
-) -> Result<Completed, TransportError> {
+) -> Result<JobResult, TransportError> {
     let job = Job {
         id,
-        compiler: spec.compiler.clone(),
-        args: spec.args.clone(),
-        assemble_only: spec.assemble_only,
-        cwd: spec.cwd.clone(),
-        source_name: spec.source_name.clone(),
-        output_name: spec.output_name.clone(),
-        extra_outputs: spec.extra_outputs.clone(),
-        source_kind: crate::proto::msg::SourceKind::DirectivesOnly,
-        source: Blob::pack(source),
+        header: spec.header.clone(),
+        source_kind: SourceKind::DirectivesOnly,
+        source: Input::Whole(Blob::pack(source)),
         context: spec
             .context
             .iter()
-            .map(|(name, data)| OutputFile {
+            .map(|(name, data)| ContextFile {
                 name: name.clone(),
-                data: Blob::pack(data),
+                data: Input::Whole(Blob::pack(data)),
             })
             .collect(),
         env: spec.env.clone(),
+        compiler_id: spec.compiler_id.clone(),
+        cache: spec.cache,
     };
-    tokio::time::timeout(io_timeout, frame::write_message(stream, &Message::Job(job)))
+    let message = if peer.version >= JOB3_VERSION {
+        Message::Job3(job)
+    } else {
+        Message::Job(job.to_v2().ok_or_else(|| {
+            TransportError::Other(format!(
+                "{} speaks protocol {}, which cannot take this job",
+                peer.host, peer.version
+            ))
+        })?)
+    };
+    tokio::time::timeout(io_timeout, frame::write_message(stream, &message))
         .await
         .map_err(|_| TransportError::Timeout("sending the job"))??;
     loop {
@@ -489,27 +487,11 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
             .await
             .map_err(|_| TransportError::Timeout("the server's answer"))??;
         let host = peer.host.to_string();
-        match msg {
+        let result = match msg {
             None => return Err(TransportError::Closed),
             Some(Message::Heartbeat { .. }) => continue,
-            Some(Message::Result(r)) if r.id == id => {
-                let mut outputs = Vec::with_capacity(r.outputs.len());
-                for o in r.outputs {
-                    outputs.push((o.name, o.data.unpack(MAX_BLOB)?));
-                }
-                let ended = if peer.version >= FAULT_VERSION {
-                    Ended::Exited(r.exit_code)
-                } else {
-                    Ended::from_v1_exit_code(r.exit_code)
-                };
-                let done = Completed {
-                    exit_code: r.exit_code,
-                    stdout: r.stdout.unpack(MAX_BLOB)?,
-                    stderr: r.stderr.unpack(MAX_BLOB)?,
-                    outputs,
-                };
-                return completed_or_fault(done, ended, &spec.compiler, &host);
-            }
+            Some(Message::Result(r)) if r.id == id => JobResult::from(r),
+            Some(Message::Result3(r)) if r.id == id => r,
             Some(Message::Fault { id: fid, fault }) if fid == id => {
                 return Err(TransportError::Fault { host, fault })
             }
@@ -525,7 +507,13 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
                     format!("{other:?}").chars().take(80).collect(),
                 ))
             }
-        }
+        };
+        let ended = if peer.version >= FAULT_VERSION {
+            Ended::Exited(result.exit_code)
+        } else {
+            Ended::from_v1_exit_code(result.exit_code)
+        };
+        return completed_or_fault(result, ended, &spec.header.compiler, &host);
     }
 }
 
@@ -536,7 +524,7 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
     source: &[u8],
     io_timeout: Duration,
     host: &str,
-) -> Result<Completed, TransportError> {
+) -> Result<JobResult, TransportError> {
     let version = match wire {
         Wire::Distcc { lzo: true } => 2,
         _ => 1,
@@ -561,7 +549,7 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(TransportError::Fault {
             host: host.to_string(),
             fault: Fault {
-                program: spec.compiler.chars().take(fault::MAX_FAULT_TEXT).collect(),
+                program: spec.header.compiler.chars().take(fault::MAX_FAULT_TEXT).collect(),
                 signal: 0,
                 detail: detail
                     .chars()
@@ -583,20 +571,25 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
         });
     }
     let outputs = if exit_code == 0 {
-        vec![(spec.output_name.clone(), resp.doto)]
+        vec![OutputFile {
+            name: spec.header.output_name.clone(),
+            data: Blob::raw(resp.doto),
+        }]
     } else {
         Vec::new()
     };
-    let done = Completed {
+    let done = JobResult {
+        id: 0,
         exit_code,
-        stdout: resp.stdout,
-        stderr: resp.stderr,
+        stdout: Blob::raw(resp.stdout),
+        stderr: Blob::raw(resp.stderr),
         outputs,
+        cached: false,
     };
     completed_or_fault(
         done,
         Ended::from_wait_status(resp.status),
-        &spec.compiler,
+        &spec.header.compiler,
         host,
     )
 }
@@ -605,39 +598,52 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
 mod tests {
     use super::*;
     use crate::proto::distcc::DistccResponse;
-    use crate::proto::msg::JobResult;
+    use crate::proto::msg::{JobHeader, JobResult};
 
     fn spec() -> JobSpec {
         JobSpec {
-            compiler: "gcc".into(),
-            args: vec![],
-            assemble_only: false,
-            cwd: "/src".into(),
-            source_name: "a.c".into(),
-            output_name: "a.o".into(),
-            extra_outputs: vec![],
+            header: JobHeader {
+                compiler: "gcc".into(),
+                args: vec![],
+                assemble_only: false,
+                cwd: "/src".into(),
+                source_name: "a.c".into(),
+                output_name: "a.o".into(),
+                extra_outputs: vec![],
+            },
             distcc_argv: ["gcc", "-c", "a.i", "-o", "a.o"].map(String::from).to_vec(),
             env: vec![],
             context: vec![],
+            compiler_id: None,
+            cache: true,
         }
     }
 
+    /// A protocol-1/2 server's result.
     fn result(exit_code: i32, stderr: &[u8]) -> Message {
-        Message::Result(JobResult {
+        Message::Result(result3(exit_code, stderr).into())
+    }
+
+    fn result3(exit_code: i32, stderr: &[u8]) -> JobResult {
+        JobResult {
             id: 1,
             exit_code,
             stdout: Blob::raw(vec![]),
-            stderr: Blob::raw(stderr.to_vec()),
+            stderr: Blob::pack(stderr),
             outputs: vec![],
-        })
+            cached: false,
+        }
     }
 
     /// One native job against a server that answers `answer`, on a lane of `version`.
-    async fn native(version: u32, answer: Message) -> Result<Completed, TransportError> {
+    async fn native(version: u32, answer: Message) -> Result<JobResult, TransportError> {
         let (mut client, mut server) = tokio::io::duplex(1 << 16);
         let serve = async move {
             let job = frame::read_message(&mut server).await.unwrap();
-            assert!(matches!(job, Some(Message::Job(_))));
+            match version {
+                JOB3_VERSION.. => assert!(matches!(job, Some(Message::Job3(_)))),
+                _ => assert!(matches!(job, Some(Message::Job(_)))),
+            }
             frame::write_message(&mut server, &Message::Heartbeat { id: 1 })
                 .await
                 .unwrap();
@@ -660,7 +666,7 @@ mod tests {
         r
     }
 
-    fn fault_of(r: Result<Completed, TransportError>) -> Fault {
+    fn fault_of(r: Result<JobResult, TransportError>) -> Fault {
         match r {
             Err(TransportError::Fault { host, fault }) => {
                 assert_eq!(host, "h");
@@ -706,9 +712,19 @@ mod tests {
         // The user's own error stays the job's status.
         let err = b"a.c:1:1: error: expected ';'\n";
         assert_eq!(native(2, result(1, err)).await.unwrap().exit_code, 1);
+        // A protocol-3 server: its `Result3` comes back untouched (blobs still packed),
+        // and a reported cc1 kill is still a fault.
+        let mut long = err.repeat(20);
+        long.extend_from_slice(b"note: a cached answer\n");
+        let r3 = result3(1, &long);
+        let got = native(JOB3_VERSION, Message::Result3(r3.clone())).await;
+        assert_eq!(got.unwrap(), r3);
+        let r3 = result3(1, ice);
+        let got = native(JOB3_VERSION, Message::Result3(r3)).await;
+        assert_eq!(fault_of(got).program, "cc1");
     }
 
-    async fn distcc(status: i32, stderr: &[u8]) -> Result<Completed, TransportError> {
+    async fn distcc(status: i32, stderr: &[u8]) -> Result<JobResult, TransportError> {
         let (mut client, mut server) = tokio::io::duplex(1 << 16);
         let stderr = stderr.to_vec();
         let serve = async move {

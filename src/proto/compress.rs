@@ -50,6 +50,11 @@ impl Blob {
         }
     }
 
+    /// The bytes of an uncompressed blob (`None` for a compressed one: unpack it first).
+    pub fn raw_bytes(&self) -> Option<&[u8]> {
+        (self.codec == Codec::None).then_some(&self.data[..])
+    }
+
     /// The empty blob.
     pub fn empty() -> Blob {
         Blob::raw(Vec::new())

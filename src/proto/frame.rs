@@ -356,7 +356,10 @@ pub mod blocking {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::proto::msg::{Blob, Codec, Job, JobResult, OutputFile, SourceKind};
+    use crate::proto::msg::{
+        Blob, Codec, ContextFile, Input, Job, JobHeader, JobResult, OutputFile, ResultV2,
+        SourceKind,
+    };
 
     fn hello(min_version: u32, version: u32) -> Hello {
         Hello {
@@ -379,43 +382,51 @@ mod tests {
 
     fn every_message() -> Vec<Message> {
         vec![
-            Message::Job(Job {
+            Message::Job3(Job {
                 id: 7,
-                compiler: "gcc".into(),
-                args: vec!["-O2".into(), "-g".into(), "-Wall".into()],
-                assemble_only: false,
-                cwd: "/home/me/src".into(),
-                source_name: "foo.c".into(),
-                output_name: "obj/foo.o".into(),
-                extra_outputs: vec!["obj/foo.dwo".into()],
+                header: JobHeader {
+                    compiler: "gcc".into(),
+                    args: vec!["-O2".into(), "-g".into(), "-Wall".into()],
+                    assemble_only: false,
+                    cwd: "/home/me/src".into(),
+                    source_name: "foo.c".into(),
+                    output_name: "obj/foo.o".into(),
+                    extra_outputs: vec!["obj/foo.dwo".into()],
+                },
                 source_kind: SourceKind::DirectivesOnly,
-                source: blob(b"int main(void) { return 0; }\n"),
-                context: vec![OutputFile {
+                source: Input::Whole(blob(b"int main(void) { return 0; }\n")),
+                context: vec![ContextFile {
                     name: "foo.c".into(),
-                    data: blob(b"int main(void) { return 0; }\n"),
+                    data: Input::Whole(blob(b"int main(void) { return 0; }\n")),
                 }],
                 env: vec![("LANG".into(), "C.UTF-8".into())],
+                compiler_id: None,
+                cache: false,
             }),
-            Message::Job(Job {
+            Message::Job3(Job {
                 id: u64::MAX,
-                compiler: "clang++".into(),
-                args: vec![],
-                assemble_only: true,
-                cwd: "/".into(),
-                source_name: "x.ii".into(),
-                output_name: "x.s".into(),
-                extra_outputs: vec![],
+                header: JobHeader {
+                    compiler: "clang++".into(),
+                    args: vec![],
+                    assemble_only: true,
+                    cwd: "/".into(),
+                    source_name: "x.ii".into(),
+                    output_name: "x.s".into(),
+                    extra_outputs: vec![],
+                },
                 source_kind: SourceKind::Preprocessed,
-                source: Blob {
+                source: Input::Whole(Blob {
                     codec: Codec::Lz4,
                     raw_len: 4,
                     data: vec![1, 2, 3],
-                },
+                }),
                 context: vec![],
                 env: vec![],
+                compiler_id: None,
+                cache: false,
             }),
             Message::Heartbeat { id: 1 },
-            Message::Result(JobResult {
+            Message::Result3(JobResult {
                 id: 7,
                 exit_code: 0,
                 stdout: blob(b""),
@@ -424,8 +435,10 @@ mod tests {
                     name: "obj/foo.o".into(),
                     data: blob(&[0x7f, b'E', b'L', b'F', 0, 0, 0]),
                 }],
+                cached: true,
             }),
-            Message::Result(JobResult {
+            // Protocol 2's shapes still travel.
+            Message::Result(ResultV2 {
                 id: 8,
                 exit_code: 137,
                 stdout: blob(b"x"),

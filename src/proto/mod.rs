@@ -11,6 +11,7 @@ pub mod compress;
 pub mod distcc;
 pub mod fault;
 pub mod frame;
+pub mod identity;
 pub mod msg;
 
 /// Errors of decoding or encoding anything on the wire.

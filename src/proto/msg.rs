@@ -8,14 +8,20 @@ use serde::{Deserialize, Serialize};
 /// Protocol version spoken by this build. Bumped on any incompatible change.
 /// 2: [`Message::Fault`] (a protocol-1 server reports a killed compiler as
 /// `exit_code` 128 + signal; see `proto::fault::Ended::from_v1_exit_code`).
-pub const PROTOCOL_VERSION: u32 = 2;
+/// 3: [`Message::Job3`] and [`Message::Result3`] carry the one [`Job`] and [`JobResult`]
+/// (input that may be chunked, the compiler's identity, the result cache).
+pub const PROTOCOL_VERSION: u32 = 3;
 /// Oldest peer version this build still talks to.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// The first version whose peers understand [`Message::Fault`]; an older client is told
 /// about a fault with `ServerError` instead.
 pub const FAULT_VERSION: u32 = 2;
+/// The first version whose peers take [`Message::Job3`] and answer [`Message::Result3`];
+/// an older server gets a [`JobV2`] (whole blobs, no identity, no cache).
+pub const JOB3_VERSION: u32 = 3;
 
 pub use crate::proto::fault::Fault;
+pub use crate::proto::identity::CompilerId;
 
 /// A compressed (or raw) byte payload: preprocessed source, object files, big stderr.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -63,11 +69,10 @@ pub enum SourceKind {
     Preprocessed,
 }
 
-/// One compile request.
+/// What a compile is, apart from its input: shared by the wrapper's [`JobSpec`] and the
+/// wire's [`Job`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Job {
-    /// Client-chosen id, echoed in the result.
-    pub id: u64,
+pub struct JobHeader {
     /// Compiler name as the user gave it (bare name; the server resolves it on its PATH
     /// through its allow-list).
     pub compiler: String,
@@ -85,17 +90,132 @@ pub struct Job {
     /// Further outputs to bring back, relative paths as the client names them (e.g. the
     /// `.dwo` of `-gsplit-dwarf`). Missing ones are simply not returned.
     pub extra_outputs: Vec<String>,
+}
+
+/// The bytes of a source or context file, as a job carries them.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Input {
+    /// The whole file in one blob.
+    Whole(Blob),
+}
+
+impl Input {
+    /// The decoded length the sender claims (checked against admission limits before
+    /// anything is decoded).
+    pub fn claimed_len(&self) -> u64 {
+        match self {
+            Input::Whole(b) => b.raw_len,
+        }
+    }
+
+    /// The bytes, decoded within `max`.
+    ///
+    /// # Errors
+    /// A bad blob, or one over `max`.
+    pub fn unpack(&self, max: u64) -> Result<Vec<u8>, crate::proto::Error> {
+        match self {
+            Input::Whole(b) => b.unpack(max),
+        }
+    }
+
+    /// The whole blob, if this input is one.
+    pub fn as_whole(&self) -> Option<&Blob> {
+        match self {
+            Input::Whole(b) => Some(b),
+        }
+    }
+}
+
+/// A context file of a [`Job`]: the original text of the main source or of a user
+/// header, under the name the line markers give it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ContextFile {
+    pub name: String,
+    pub data: Input,
+}
+
+/// One compile request: the one job type from the lane to the server's compile.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Job {
+    /// Client-chosen id, echoed in the result.
+    pub id: u64,
+    pub header: JobHeader,
     /// How `source` was produced.
     pub source_kind: SourceKind,
     /// The preprocessed source.
-    pub source: Blob,
+    pub source: Input,
     /// Original text of the main source and of the user's own headers, under the names
     /// the line markers give them. The compiler reads them only to quote source lines in
     /// diagnostics, so warnings and errors look exactly as a local compile shows them.
-    pub context: Vec<OutputFile>,
+    pub context: Vec<ContextFile>,
     /// Locale variables (`LANG`, `LC_*`) for the compiler, so diagnostics are in the
     /// client's language and quoting style. The server ignores any other name.
     pub env: Vec<(String, String)>,
+    /// The client compiler's identity, when the client knows it: the server compiles
+    /// only with a compiler of the same identity.
+    pub compiler_id: Option<CompilerId>,
+    /// The client allows an answer from the server's result cache (`HOARDCC_CACHE=0`
+    /// says no).
+    pub cache: bool,
+}
+
+/// The job as protocol 1 and 2 send it ([`Message::Job`]): whole blobs, no identity, no
+/// cache. Converted to and from [`Job`] at the edges only.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct JobV2 {
+    pub id: u64,
+    /// Encoded exactly as protocol 2's flat fields were (postcard nests without framing).
+    pub header: JobHeader,
+    pub source_kind: SourceKind,
+    pub source: Blob,
+    pub context: Vec<OutputFile>,
+    pub env: Vec<(String, String)>,
+}
+
+impl From<JobV2> for Job {
+    fn from(j: JobV2) -> Job {
+        Job {
+            id: j.id,
+            header: j.header,
+            source_kind: j.source_kind,
+            source: Input::Whole(j.source),
+            context: j
+                .context
+                .into_iter()
+                .map(|f| ContextFile {
+                    name: f.name,
+                    data: Input::Whole(f.data),
+                })
+                .collect(),
+            env: j.env,
+            compiler_id: None,
+            cache: false,
+        }
+    }
+}
+
+impl Job {
+    /// The job for a protocol-1/2 server, if its input is whole blobs (identity and cache
+    /// flag are dropped: such a server knows neither).
+    pub fn to_v2(&self) -> Option<JobV2> {
+        Some(JobV2 {
+            id: self.id,
+            header: self.header.clone(),
+            source_kind: self.source_kind,
+            source: self.source.as_whole()?.clone(),
+            context: self
+                .context
+                .iter()
+                .map(|f| {
+                    Some(OutputFile {
+                        name: f.name.clone(),
+                        data: f.data.as_whole()?.clone(),
+                    })
+                })
+                .collect::<Option<Vec<_>>>()?,
+            env: self.env.clone(),
+        })
+    }
 }
 
 /// A file the compile produced.
@@ -106,7 +226,8 @@ pub struct OutputFile {
     pub data: Blob,
 }
 
-/// The outcome of one job that ran.
+/// The outcome of one job that ran: the one result type. The server sends it, the lane
+/// returns it, the mux forwards it untouched, the wrapper unpacks it once.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobResult {
     pub id: u64,
@@ -117,19 +238,85 @@ pub struct JobResult {
     pub stderr: Blob,
     /// Outputs (only when `exit_code == 0`).
     pub outputs: Vec<OutputFile>,
+    /// Answered from the server's result cache, not compiled.
+    pub cached: bool,
+}
+
+impl JobResult {
+    /// The same result with every blob decoded (each within `max`): what the wrapper
+    /// works on, once.
+    ///
+    /// # Errors
+    /// A bad blob, or one over `max`.
+    pub fn unpacked(self, max: u64) -> Result<JobResult, crate::proto::Error> {
+        let raw = |b: Blob| b.into_unpacked(max).map(Blob::raw);
+        Ok(JobResult {
+            id: self.id,
+            exit_code: self.exit_code,
+            stdout: raw(self.stdout)?,
+            stderr: raw(self.stderr)?,
+            outputs: self
+                .outputs
+                .into_iter()
+                .map(|o| {
+                    Ok(OutputFile {
+                        name: o.name,
+                        data: raw(o.data)?,
+                    })
+                })
+                .collect::<Result<_, crate::proto::Error>>()?,
+            cached: self.cached,
+        })
+    }
+}
+
+/// The result as protocol 1 and 2 send it ([`Message::Result`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResultV2 {
+    pub id: u64,
+    pub exit_code: i32,
+    pub stdout: Blob,
+    pub stderr: Blob,
+    pub outputs: Vec<OutputFile>,
+}
+
+impl From<ResultV2> for JobResult {
+    fn from(r: ResultV2) -> JobResult {
+        JobResult {
+            id: r.id,
+            exit_code: r.exit_code,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            outputs: r.outputs,
+            cached: false,
+        }
+    }
+}
+
+impl From<JobResult> for ResultV2 {
+    fn from(r: JobResult) -> ResultV2 {
+        ResultV2 {
+            id: r.id,
+            exit_code: r.exit_code,
+            stdout: r.stdout,
+            stderr: r.stderr,
+            outputs: r.outputs,
+        }
+    }
 }
 
 /// Everything that travels on a lane after the hellos.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Message {
-    /// Client → server: run this job.
-    Job(Job),
+    /// Client → server (protocol ≤ 2): run this job. See [`Message::Job3`].
+    Job(JobV2),
     /// Server → client: still compiling job `id` (sent every few seconds).
     Heartbeat {
         id: u64,
     },
-    /// Server → client: the job ran; here is what it did.
-    Result(JobResult),
+    /// Server → client (protocol ≤ 2): the job ran; here is what it did. See
+    /// [`Message::Result3`].
+    Result(ResultV2),
     /// Server → client: the slot limit (`max_jobs`) is full; try elsewhere. No penalty.
     Busy {
         id: u64,
@@ -160,6 +347,11 @@ pub enum Message {
         id: u64,
         fault: Fault,
     },
+    /// Client → server (protocol ≥ [`JOB3_VERSION`]): run this job.
+    Job3(Job),
+    /// Server → client (protocol ≥ [`JOB3_VERSION`]): the job ran (or was answered from
+    /// the result cache); here is what it did.
+    Result3(JobResult),
 }
 
 // ---------------------------------------------------------------------------------------
@@ -178,20 +370,18 @@ pub enum Wire {
 /// Everything a remote compile needs besides the preprocessed source.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct JobSpec {
-    pub compiler: String,
-    pub args: Vec<String>,
-    pub assemble_only: bool,
-    pub cwd: String,
-    /// Source name as the command line gives it (`.i` name on distcc wires).
-    pub source_name: String,
-    pub output_name: String,
-    pub extra_outputs: Vec<String>,
+    /// `source_name` is the `.i` name on distcc wires.
+    pub header: JobHeader,
     /// Full argv for a stock distccd (only used on distcc wires).
     pub distcc_argv: Vec<String>,
     /// See [`Job::env`].
     pub env: Vec<(String, String)>,
     /// See [`Job::context`]: (name, original text).
     pub context: Vec<(String, Vec<u8>)>,
+    /// See [`Job::compiler_id`].
+    pub compiler_id: Option<CompilerId>,
+    /// See [`Job::cache`].
+    pub cache: bool,
 }
 
 /// Wrapper → mux.
@@ -206,7 +396,7 @@ pub enum MuxRequest {
         client_version: String,
     },
     /// Run the job on the slot reserved on this connection.
-    Run { spec: JobSpec, source: Blob },
+    Run { spec: Box<JobSpec>, source: Blob },
     /// Report state for `hoardcc status`.
     Status,
     /// Exit now (`hoardcc mux --stop`).
@@ -231,4 +421,73 @@ pub enum MuxReply {
     Stopping,
     /// The mux speaks another version: the wrapper replaces it.
     WrongVersion { mux_version: String },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Protocol 2's job, as it was declared (flat fields).
+    #[derive(Serialize)]
+    struct FlatJobV2 {
+        id: u64,
+        compiler: String,
+        args: Vec<String>,
+        assemble_only: bool,
+        cwd: String,
+        source_name: String,
+        output_name: String,
+        extra_outputs: Vec<String>,
+        source_kind: SourceKind,
+        source: Blob,
+        context: Vec<OutputFile>,
+        env: Vec<(String, String)>,
+    }
+
+    #[test]
+    fn job_v2_encodes_as_protocol_2_did() {
+        let header = JobHeader {
+            compiler: "gcc".into(),
+            args: vec!["-O2".into(), "-g".into()],
+            assemble_only: true,
+            cwd: "/home/u/p".into(),
+            source_name: "src/a.c".into(),
+            output_name: "a.s".into(),
+            extra_outputs: vec!["a.dwo".into()],
+        };
+        let context = vec![OutputFile {
+            name: "src/a.c".into(),
+            data: Blob::pack(b"int x;\n"),
+        }];
+        let env = vec![("LANG".into(), "C".into())];
+        let v2 = JobV2 {
+            id: 9,
+            header: header.clone(),
+            source_kind: SourceKind::DirectivesOnly,
+            source: Blob::pack(&[b'x'; 600]),
+            context: context.clone(),
+            env: env.clone(),
+        };
+        let flat = FlatJobV2 {
+            id: 9,
+            compiler: header.compiler,
+            args: header.args,
+            assemble_only: header.assemble_only,
+            cwd: header.cwd,
+            source_name: header.source_name,
+            output_name: header.output_name,
+            extra_outputs: header.extra_outputs,
+            source_kind: SourceKind::DirectivesOnly,
+            source: Blob::pack(&[b'x'; 600]),
+            context,
+            env,
+        };
+        assert_eq!(
+            postcard::to_allocvec(&v2).unwrap(),
+            postcard::to_allocvec(&flat).unwrap()
+        );
+        // And the round trip through the one `Job` keeps everything protocol 2 has.
+        let job = Job::from(v2.clone());
+        assert_eq!(job.to_v2(), Some(v2));
+    }
 }

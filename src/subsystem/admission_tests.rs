@@ -12,7 +12,7 @@ use super::tests::{
 use super::*;
 use crate::proto::distcc::{write_request, DistccRequest};
 use crate::proto::msg::Codec;
-use crate::proto::msg::{Blob, Message, OutputFile};
+use crate::proto::msg::{Blob, ContextFile, Input, Message};
 
 /// The job directories in `tmp` (the server's `tmpdir`).
 fn job_dirs(tmp: &Path) -> Vec<String> {
@@ -43,8 +43,8 @@ async fn a_huge_claim_is_refused_before_any_decoding_or_writing() {
         c.hello().await;
         // 4 MiB on the wire claiming 1 GiB: within LZ4's ratio, far over the job limit.
         let mut j = job(1, "gcc", Path::new("/w"), "a.c", b"");
-        j.source = lying_blob(1 << 30, 4 << 20);
-        c.send(&Message::Job(j)).await;
+        j.source = Input::Whole(lying_blob(1 << 30, 4 << 20));
+        c.send(&Message::Job3(j)).await;
         match c.answer().await {
             // Refused, not "bad source blob": the claim was judged, nothing decoded.
             Message::Refused { id: 1, reason } => assert!(reason.contains("claim"), "{reason}"),
@@ -53,12 +53,12 @@ async fn a_huge_claim_is_refused_before_any_decoding_or_writing() {
         // The same through context files: each small, together too much.
         let mut j = job(2, "gcc", Path::new("/w"), "a.c", b"int x;\n");
         j.context = (0..3)
-            .map(|i| OutputFile {
+            .map(|i| ContextFile {
                 name: format!("h{i}.h"),
-                data: lying_blob(100 << 20, 1 << 20),
+                data: Input::Whole(lying_blob(100 << 20, 1 << 20)),
             })
             .collect();
-        c.send(&Message::Job(j)).await;
+        c.send(&Message::Job3(j)).await;
         assert!(matches!(c.answer().await, Message::Refused { id: 2, .. }));
         assert!(
             job_dirs(tmp.path()).is_empty(),
@@ -84,10 +84,10 @@ async fn a_full_host_answers_busy_before_decoding_or_writing() {
         c.hello().await;
         let lying = || {
             let mut j = job(3, "gcc", Path::new("/w"), "a.c", b"");
-            j.source = lying_blob(100 << 20, 1 << 20);
+            j.source = Input::Whole(lying_blob(100 << 20, 1 << 20));
             j
         };
-        c.send(&Message::Job(lying())).await;
+        c.send(&Message::Job3(lying())).await;
         // Busy, not "bad source blob": nothing was decoded without the slot.
         assert_eq!(c.answer().await, Message::Busy { id: 3 });
         assert!(
@@ -97,7 +97,7 @@ async fn a_full_host_answers_busy_before_decoding_or_writing() {
         );
         drop(held);
         // With the slot free, the same job is decoded (and found bad) only now.
-        c.send(&Message::Job(lying())).await;
+        c.send(&Message::Job3(lying())).await;
         match c.answer().await {
             Message::ServerError { id: 3, message } => {
                 assert!(message.contains("bad source blob"), "{message}")
@@ -122,34 +122,34 @@ async fn context_files_extra_outputs_and_names_are_capped() {
     let with_context = |id, n: usize| {
         let mut j = job(id, "gcc", Path::new("/w"), "a.c", b"int x;\n");
         j.context = (0..n)
-            .map(|i| OutputFile {
+            .map(|i| ContextFile {
                 name: format!("inc/h{i}.h"),
-                data: Blob::pack(b"/* header */\n"),
+                data: Input::Whole(Blob::pack(b"/* header */\n")),
             })
             .collect();
         j
     };
     let client = async {
         c.hello().await;
-        c.send(&Message::Job(with_context(1, 4))).await;
+        c.send(&Message::Job3(with_context(1, 4))).await;
         match c.answer().await {
             Message::Refused { id: 1, reason } => {
                 assert!(reason.contains("4 context files"), "{reason}")
             }
             other => panic!("expected Refused, got {other:?}"),
         }
-        c.send(&Message::Job(with_context(2, 3))).await;
+        c.send(&Message::Job3(with_context(2, 3))).await;
         match c.answer().await {
-            Message::Result(r) => assert_eq!((r.id, r.exit_code), (2, 0)),
+            Message::Result3(r) => assert_eq!((r.id, r.exit_code), (2, 0)),
             other => panic!("expected a Result, got {other:?}"),
         }
         let mut j = job(3, "gcc", Path::new("/w"), "a.c", b"int x;\n");
-        j.extra_outputs = vec!["a.dwo".into(), "a.su".into(), "a.ci".into()];
-        c.send(&Message::Job(j)).await;
+        j.header.extra_outputs = vec!["a.dwo".into(), "a.su".into(), "a.ci".into()];
+        c.send(&Message::Job3(j)).await;
         assert!(matches!(c.answer().await, Message::Refused { id: 3, .. }));
         let mut j = job(4, "gcc", Path::new("/w"), "a.c", b"int x;\n");
-        j.output_name = "x".repeat(job::MAX_NAME_LEN + 1);
-        c.send(&Message::Job(j)).await;
+        j.header.output_name = "x".repeat(job::MAX_NAME_LEN + 1);
+        c.send(&Message::Job3(j)).await;
         assert!(matches!(c.answer().await, Message::Refused { id: 4, .. }));
         c.hang_up();
     };
@@ -186,18 +186,18 @@ async fn jobs_queued_behind_a_compile_are_bounded_in_bytes() {
     let client = async {
         c.hello().await;
         let small = |id| job(id, "gatecc", Path::new("/w"), "a.c", b"int x;\n");
-        c.send(&Message::Job(small(1))).await;
+        c.send(&Message::Job3(small(1))).await;
         // Job 2 (raw, 8 KiB) does not fit the 4 KiB queue budget: Busy at once, while
         // job 1 still runs. Job 3 is small and waits its turn.
         let mut big = small(2);
-        big.source = Blob::raw(vec![b' '; 8 << 10]);
-        c.send(&Message::Job(big)).await;
-        c.send(&Message::Job(small(3))).await;
+        big.source = Input::Whole(Blob::raw(vec![b' '; 8 << 10]));
+        c.send(&Message::Job3(big)).await;
+        c.send(&Message::Job3(small(3))).await;
         assert_eq!(c.answer().await, Message::Busy { id: 2 });
         std::fs::write(&gate, b"").unwrap();
         for id in [1, 3] {
             match c.answer().await {
-                Message::Result(r) => assert_eq!((r.id, r.exit_code), (id, 1)),
+                Message::Result3(r) => assert_eq!((r.id, r.exit_code), (id, 1)),
                 other => panic!("expected Result {id}, got {other:?}"),
             }
         }

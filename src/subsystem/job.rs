@@ -176,9 +176,9 @@ pub fn check(
         .check()
         .map_err(|e| PrepareError::Refused(e.to_string()))?;
     let program = allow
-        .resolve(&job.compiler)
+        .resolve(&job.header.compiler)
         .map_err(|e| PrepareError::Refused(e.to_string()))?;
-    crate::args::check_server_args(&job.args)
+    crate::args::check_server_args(&job.header.args)
         .map_err(|reason| PrepareError::Refused(format!("argument refused: {reason}")))?;
     check_names(job).map_err(|reason| PrepareError::Refused(format!("name refused: {reason}")))?;
     check_limits(job, limits).map_err(PrepareError::Refused)?;
@@ -200,16 +200,16 @@ pub fn check_limits(job: &Job, limits: &Admission) -> Result<(), String> {
             limits.max_context_files
         ));
     }
-    if job.extra_outputs.len() as u64 > u64::from(limits.max_extra_outputs) {
+    if job.header.extra_outputs.len() as u64 > u64::from(limits.max_extra_outputs) {
         return Err(format!(
             "{} extra outputs (this server takes at most {})",
-            job.extra_outputs.len(),
+            job.header.extra_outputs.len(),
             limits.max_extra_outputs
         ));
     }
-    let names = [&job.cwd, &job.source_name, &job.output_name]
+    let names = [&job.header.cwd, &job.header.source_name, &job.header.output_name]
         .into_iter()
-        .chain(&job.extra_outputs)
+        .chain(&job.header.extra_outputs)
         .chain(job.context.iter().map(|f| &f.name));
     if let Some(long) = names.into_iter().find(|n| n.len() > MAX_NAME_LEN) {
         return Err(format!("a name of {} bytes is too long", long.len()));
@@ -217,8 +217,8 @@ pub fn check_limits(job: &Job, limits: &Admission) -> Result<(), String> {
     let claimed = job
         .context
         .iter()
-        .map(|f| f.data.raw_len)
-        .fold(job.source.raw_len, u64::saturating_add);
+        .map(|f| f.data.claimed_len())
+        .fold(job.source.claimed_len(), u64::saturating_add);
     if claimed > limits.max_job_bytes {
         return Err(format!(
             "the job's source and context files claim {claimed} bytes \
@@ -243,28 +243,28 @@ pub fn stage(
     limits: &Admission,
     sandbox: &Sandbox,
 ) -> Result<Prepared, PrepareError> {
-    let workdir = WorkDir::create(tmpdir, &job.cwd)?;
+    let workdir = WorkDir::create(tmpdir, &job.header.cwd)?;
     // Directives-only text goes to a side path, `.hoardcc-src/<name>` (for an absolute
     // name, `/.hoardcc-src/<name>`, under the root), mapped back to `<name>` in debug
     // info, so the client's original text (a context file) can sit at `<name>` for the
     // compiler to quote in diagnostics. Names with `..` compile in place.
     // With `-g3` the side path shows in the macro table, so those compile in place
     // (identical objects, no caret lines).
-    let macro_debug = job.args.iter().any(|a| a == "-g3" || a == "-ggdb3");
+    let macro_debug = job.header.args.iter().any(|a| a == "-g3" || a == "-ggdb3");
     let side_name = (job.source_kind == SourceKind::DirectivesOnly && !macro_debug)
-        .then(|| side_name_for(&job.source_name))
+        .then(|| side_name_for(&job.header.source_name))
         .flatten();
-    let compile_name = side_name.as_deref().unwrap_or(&job.source_name);
+    let compile_name = side_name.as_deref().unwrap_or(&job.header.source_name);
     let source_path = workdir.prepare(compile_name)?;
-    let output_path = workdir.prepare(&job.output_name)?;
-    let mut extra_outputs = Vec::with_capacity(job.extra_outputs.len());
-    for name in &job.extra_outputs {
+    let output_path = workdir.prepare(&job.header.output_name)?;
+    let mut extra_outputs = Vec::with_capacity(job.header.extra_outputs.len());
+    for name in &job.header.extra_outputs {
         extra_outputs.push((name.clone(), workdir.prepare(name)?));
     }
     if source_path == output_path || extra_outputs.iter().any(|(_, p)| *p == source_path) {
         return Err(PrepareError::Refused(format!(
             "output would overwrite the source {:?}",
-            job.source_name
+            job.header.source_name
         )));
     }
     let source = job
@@ -294,7 +294,7 @@ pub fn stage(
     // names that is a path outside the job directory, so those markers are pointed at
     // the client's text under the root, and the root is mapped away again in debug info,
     // `__FILE__` and stderr. clang quotes from the text it compiles and needs none of it.
-    let gcc_family = no_caret_flag(&job.compiler).is_some() && !job.compiler.contains("clang");
+    let gcc_family = no_caret_flag(&job.header.compiler).is_some() && !job.header.compiler.contains("clang");
     let rooted = (side_name.is_some() && gcc_family)
         .then(|| root_markers(&source, workdir.root(), &written))
         .flatten();
@@ -305,7 +305,7 @@ pub fn stage(
     std::fs::write(&source_path, source)
         .map_err(|e| PrepareError::Server(format!("writing the source: {e}")))?;
 
-    let mut args: Vec<OsString> = job.args.iter().map(OsString::from).collect();
+    let mut args: Vec<OsString> = job.header.args.iter().map(OsString::from).collect();
     // Both source kinds compile in the mirrored cwd. For `DirectivesOnly` (compiled as
     // source) DW_AT_comp_dir and file names are `root/<client path>` and the map drops
     // `root`; for `Preprocessed` input the `.i` line markers already carry the client's
@@ -329,16 +329,16 @@ pub fn stage(
             for flag in ["-fdebug-prefix-map=", "-fmacro-prefix-map="] {
                 args.push(root_map(flag, &format!("/{SIDE_DIR}")));
             }
-            args.extend(client_prefix_maps(&job.args, workdir.root()));
-            args.extend(client_prefix_maps(&job.args, &side_root));
+            args.extend(client_prefix_maps(&job.header.args, workdir.root()));
+            args.extend(client_prefix_maps(&job.header.args, &side_root));
         }
         Some(_) => {
-            args.extend(client_prefix_maps(&job.args, workdir.root()));
+            args.extend(client_prefix_maps(&job.header.args, workdir.root()));
             args.push(format!("-fdebug-prefix-map={SIDE_DIR}/=").into());
             // `__BASE_FILE__` names the file compiled.
             args.push(format!("-fmacro-prefix-map={SIDE_DIR}/=").into());
         }
-        None => args.extend(client_prefix_maps(&job.args, workdir.root())),
+        None => args.extend(client_prefix_maps(&job.header.args, workdir.root())),
     }
     if job.source_kind == SourceKind::DirectivesOnly {
         // Every #include was already resolved on the client; without this the server's
@@ -349,15 +349,15 @@ pub fn stage(
         // names, which hold the client's original text (`job.context`); the
         // directives-only text itself sits at the side path.
         if side_name.is_none() {
-            if let Some(flag) = no_caret_flag(&job.compiler) {
+            if let Some(flag) = no_caret_flag(&job.header.compiler) {
                 args.push(flag.into());
             }
         }
     }
-    args.push(if job.assemble_only { "-S" } else { "-c" }.into());
+    args.push(if job.header.assemble_only { "-S" } else { "-c" }.into());
     args.push(workdir.command_name(compile_name)?.into());
     args.push("-o".into());
-    args.push(workdir.command_name(&job.output_name)?.into());
+    args.push(workdir.command_name(&job.header.output_name)?.into());
     let command = CompileCommand {
         program,
         args,
@@ -372,7 +372,7 @@ pub fn stage(
     Ok(Prepared {
         workdir,
         command,
-        output: (job.output_name.clone(), output_path),
+        output: (job.header.output_name.clone(), output_path),
         extra_outputs,
         root_in_names,
     })
@@ -382,9 +382,9 @@ pub fn stage(
 /// that no compiler reads as an option (`args::check_name`).
 fn check_names(job: &Job) -> Result<(), crate::args::Refusal> {
     use crate::args::check_name;
-    check_name(&job.source_name)?;
-    check_name(&job.output_name)?;
-    let extra = job.extra_outputs.iter();
+    check_name(&job.header.source_name)?;
+    check_name(&job.header.output_name)?;
+    let extra = job.header.extra_outputs.iter();
     extra
         .chain(job.context.iter().map(|f| &f.name))
         .try_for_each(|n| check_name(n))
@@ -513,7 +513,7 @@ mod tests {
 
     #[test]
     fn names_that_could_be_options_are_refused_before_staging() {
-        use crate::proto::msg::{Blob, Codec, OutputFile};
+        use crate::proto::msg::{Blob, Codec, ContextFile, Input, JobHeader};
         let t = tempfile::tempdir().unwrap();
         let allow = AllowList::new(true, vec![], None);
         let blob = || Blob {
@@ -523,37 +523,41 @@ mod tests {
         };
         let base = Job {
             id: 1,
-            compiler: "gcc".into(),
-            args: vec!["-O2".into()],
-            assemble_only: false,
-            cwd: "/src".into(),
-            source_name: "a.c".into(),
-            output_name: "a.o".into(),
-            extra_outputs: Vec::new(),
+            header: JobHeader {
+                compiler: "gcc".into(),
+                args: vec!["-O2".into()],
+                assemble_only: false,
+                cwd: "/src".into(),
+                source_name: "a.c".into(),
+                output_name: "a.o".into(),
+                extra_outputs: Vec::new(),
+            },
             source_kind: SourceKind::Preprocessed,
-            source: blob(),
+            source: Input::Whole(blob()),
             context: Vec::new(),
             env: Vec::new(),
+            compiler_id: None,
+            cache: false,
         };
         type Spoil<'a> = Box<dyn Fn(&mut Job) + 'a>;
         let bad: Vec<(&str, Spoil)> = vec![
             (
                 "source",
-                Box::new(|j| j.source_name = "-fplugin=./evil.so".into()),
+                Box::new(|j| j.header.source_name = "-fplugin=./evil.so".into()),
             ),
-            ("source @", Box::new(|j| j.source_name = "@rsp".into())),
-            ("empty source", Box::new(|j| j.source_name = String::new())),
+            ("source @", Box::new(|j| j.header.source_name = "@rsp".into())),
+            ("empty source", Box::new(|j| j.header.source_name = String::new())),
             (
                 "output",
-                Box::new(|j| j.output_name = "-fplugin=x.so".into()),
+                Box::new(|j| j.header.output_name = "-fplugin=x.so".into()),
             ),
-            ("extra", Box::new(|j| j.extra_outputs = vec!["@x".into()])),
+            ("extra", Box::new(|j| j.header.extra_outputs = vec!["@x".into()])),
             (
                 "context",
                 Box::new(|j| {
-                    j.context = vec![OutputFile {
+                    j.context = vec![ContextFile {
                         name: "-include/etc/passwd".into(),
-                        data: blob(),
+                        data: Input::Whole(blob()),
                     }]
                 }),
             ),

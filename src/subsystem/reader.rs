@@ -91,7 +91,12 @@ pub async fn next<R: AsyncBufRead + Unpin>(
             what: "frame length",
         })?;
     let len = body.len() as u64;
-    Ok(Incoming::Message(frame::decode(&body)?, len))
+    // A protocol-1/2 client's job becomes the one `Job` here, at the edge.
+    let message = match frame::decode(&body)? {
+        Message::Job(v2) => Message::Job3(v2.into()),
+        m => m,
+    };
+    Ok(Incoming::Message(message, len))
 }
 
 /// An `AsyncRead` that fails with `TimedOut` when `inner` makes no progress for `limit`.

@@ -16,7 +16,7 @@ use super::*;
 use crate::config::ServerSettings;
 use crate::proto::fault::{self, Ended};
 use crate::proto::frame::{self, MAX_FRAME};
-use crate::proto::msg::{Blob, Job, JobResult, Message, OutputFile, FAULT_VERSION};
+use crate::proto::msg::{Blob, Job, JobResult, Message, OutputFile, FAULT_VERSION, JOB3_VERSION};
 use crate::proto::Error as ProtoError;
 
 use exec::ExecError;
@@ -101,7 +101,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
             let msg = match queue.jobs.pop_front() {
                 Some((job, len)) => {
                     queue.bytes -= len;
-                    Message::Job(job)
+                    Message::Job3(job)
                 }
                 None => match rx.recv().await {
                     Some(Ok(Incoming::Message(m, _))) => m,
@@ -117,7 +117,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 },
             };
             match msg {
-                Message::Job(job) => {
+                Message::Job3(job) => {
                     busy.send_replace(true);
                     let flow = self.job(job, &mut rx, &mut queue).await?;
                     if let Flow::End(r) = flow {
@@ -200,18 +200,18 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                         Some(Ok(Incoming::Message(Message::Ping { nonce }, _))) => {
                             self.send(&Message::Pong { nonce }).await.err().map(Err)
                         }
-                        Some(Ok(Incoming::Message(Message::Job(_), _)))
+                        Some(Ok(Incoming::Message(Message::Job3(_), _)))
                             if queue.jobs.len() >= MAX_QUEUED_JOBS =>
                         {
                             Some(Err(ServeError::Flooded))
                         }
-                        Some(Ok(Incoming::Message(Message::Job(next), len)))
+                        Some(Ok(Incoming::Message(Message::Job3(next), len)))
                             if queue.bytes + len > limits.max_queued_bytes =>
                         {
                             tracing::debug!("job {}: queue budget full, busy", next.id);
                             self.send(&Message::Busy { id: next.id }).await.err().map(Err)
                         }
-                        Some(Ok(Incoming::Message(Message::Job(next), len))) => {
+                        Some(Ok(Incoming::Message(Message::Job3(next), len))) => {
                             queue.bytes += len;
                             queue.jobs.push_back((next, len));
                             None
@@ -287,6 +287,8 @@ pub(super) fn unexpected(m: &Message) -> ServeError {
         Message::Ping { .. } => "Ping",
         Message::Pong { .. } => "Pong",
         Message::Fault { .. } => "Fault",
+        Message::Job3(_) => "Job3",
+        Message::Result3(_) => "Result3",
     };
     ServeError::Unexpected(name.into())
 }
@@ -352,6 +354,7 @@ pub(super) fn result_message(
         stdout: Blob::pack(&f.stdout),
         stderr: Blob::pack(&prepared.client_stderr(&f.stderr)),
         outputs,
+        cached: false,
     };
     let size: u64 = [&result.stdout, &result.stderr]
         .into_iter()
@@ -363,7 +366,16 @@ pub(super) fn result_message(
             "the result ({size} bytes packed) does not fit in one frame"
         ));
     }
-    Message::Result(result)
+    result_for(result, version)
+}
+
+/// A result as the client's protocol version takes it.
+pub(super) fn result_for(result: JobResult, version: u32) -> Message {
+    if version >= JOB3_VERSION {
+        Message::Result3(result)
+    } else {
+        Message::Result(result.into())
+    }
 }
 
 /// Reads an output file if it exists, if it is a regular file of at most `max` bytes

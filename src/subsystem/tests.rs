@@ -13,7 +13,7 @@ use super::*;
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::distcc::{read_response, write_request, DistccRequest};
 use crate::proto::msg::SourceKind;
-use crate::proto::msg::{Blob, Job, JobResult, Message};
+use crate::proto::msg::{Blob, Input, Job, JobHeader, JobResult, Message, JOB3_VERSION};
 
 /// Bound on every wait in these tests.
 pub(super) const WAIT: Duration = Duration::from_secs(60);
@@ -108,17 +108,21 @@ impl Client {
 pub(super) fn job(id: u64, compiler: &str, cwd: &Path, source_name: &str, source: &[u8]) -> Job {
     Job {
         id,
-        compiler: compiler.into(),
-        args: vec!["-g".into(), "-O2".into()],
-        assemble_only: false,
-        cwd: cwd.to_string_lossy().into_owned(),
-        source_name: source_name.into(),
-        output_name: "foo.o".into(),
-        extra_outputs: vec![],
+        header: JobHeader {
+            compiler: compiler.into(),
+            args: vec!["-g".into(), "-O2".into()],
+            assemble_only: false,
+            cwd: cwd.to_string_lossy().into_owned(),
+            source_name: source_name.into(),
+            output_name: "foo.o".into(),
+            extra_outputs: vec![],
+        },
         source_kind: SourceKind::DirectivesOnly,
-        source: Blob::pack(source),
+        source: Input::Whole(Blob::pack(source)),
         context: vec![],
         env: vec![],
+        compiler_id: None,
+        cache: false,
     }
 }
 
@@ -154,7 +158,7 @@ fn project(tmp: &Path) -> (PathBuf, Vec<u8>, Vec<u8>) {
 
 fn expect_result(m: Message, id: u64) -> JobResult {
     match m {
-        Message::Result(r) => {
+        Message::Result3(r) => {
             assert_eq!(r.id, id);
             r
         }
@@ -192,7 +196,7 @@ async fn native_jobs_give_objects_identical_to_a_local_build() {
         assert!(hello.caps.iter().any(|c| c == "busy"));
         assert!(hello.agent.starts_with("hoardcc "), "{}", hello.agent);
         for id in 1..=3 {
-            c.send(&Message::Job(job(id, "gcc", &proj, "src/foo.c", &source)))
+            c.send(&Message::Job3(job(id, "gcc", &proj, "src/foo.c", &source)))
                 .await;
             let r = expect_result(c.answer().await, id);
             assert_eq!(
@@ -213,8 +217,8 @@ async fn native_jobs_give_objects_identical_to_a_local_build() {
         }
         // The client's own prefix map applies as it does locally.
         let mut j = job(4, "gcc", &proj, "src/foo.c", &source);
-        j.args.push(mapped_arg.clone());
-        c.send(&Message::Job(j)).await;
+        j.header.args.push(mapped_arg.clone());
+        c.send(&Message::Job3(j)).await;
         let r = expect_result(c.answer().await, 4);
         let object = r.outputs[0].data.unpack(MAX_BLOB).unwrap();
         assert!(
@@ -236,6 +240,43 @@ async fn native_jobs_give_objects_identical_to_a_local_build() {
 }
 
 #[tokio::test]
+async fn a_protocol_2_client_gets_protocol_2_shapes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (proj, source, reference) = project(tmp.path());
+    let (settings, opts) = (settings(tmp.path()), options(tmp.path()));
+    let (mut c, sr, sw) = lane();
+    let client = async {
+        let ours = Hello {
+            version: 2,
+            min_version: 1,
+            caps: vec![],
+            slots: 0,
+            load: 0,
+            agent: "a protocol-2 client".into(),
+        };
+        frame::write_hello(c.w.as_mut().unwrap(), &ours)
+            .await
+            .unwrap();
+        frame::read_hello(&mut c.r).await.unwrap();
+        let v2 = job(1, "gcc", &proj, "src/foo.c", &source)
+            .to_v2()
+            .expect("whole blobs");
+        c.send(&Message::Job(v2)).await;
+        match c.answer().await {
+            Message::Result(r) => {
+                assert_eq!((r.id, r.exit_code), (1, 0));
+                let object = r.outputs[0].data.unpack(MAX_BLOB).unwrap();
+                assert!(object == reference, "object differs from the local build");
+            }
+            other => panic!("a protocol-2 client needs a Result, got {other:?}"),
+        }
+        c.hang_up();
+    };
+    let (served, ()) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
+    served.unwrap();
+}
+
+#[tokio::test]
 async fn errors_and_refusals_are_answered_and_the_lane_goes_on() {
     let tmp = tempfile::tempdir().unwrap();
     let (proj, source, _) = project(tmp.path());
@@ -247,7 +288,7 @@ async fn errors_and_refusals_are_answered_and_the_lane_goes_on() {
         // Shaped like directives-only output: markers before the code.
         let bad = b"# 0 \"src/bad.c\"\n# 0 \"<command-line>\"\n# 1 \"src/bad.c\"\n\
                     int main(void) { return undeclared_thing; }\n";
-        c.send(&Message::Job(job(1, "gcc", &proj, "src/bad.c", bad)))
+        c.send(&Message::Job3(job(1, "gcc", &proj, "src/bad.c", bad)))
             .await;
         let r = expect_result(c.answer().await, 1);
         assert_eq!(r.exit_code, 1);
@@ -263,12 +304,12 @@ async fn errors_and_refusals_are_answered_and_the_lane_goes_on() {
         );
         assert!(r.outputs.is_empty());
         // Refused compiler.
-        c.send(&Message::Job(job(2, "rm", &proj, "src/foo.c", &source)))
+        c.send(&Message::Job3(job(2, "rm", &proj, "src/foo.c", &source)))
             .await;
         assert!(
             matches!(c.answer().await, Message::Refused { id: 2, reason } if reason.contains("rm"))
         );
-        c.send(&Message::Job(job(
+        c.send(&Message::Job3(job(
             3,
             "/usr/bin/gcc",
             &proj,
@@ -279,26 +320,26 @@ async fn errors_and_refusals_are_answered_and_the_lane_goes_on() {
         assert!(matches!(c.answer().await, Message::Refused { id: 3, .. }));
         // Refused argument.
         let mut j = job(4, "gcc", &proj, "src/foo.c", &source);
-        j.args.push("-fplugin=x.so".into());
-        c.send(&Message::Job(j)).await;
+        j.header.args.push("-fplugin=x.so".into());
+        c.send(&Message::Job3(j)).await;
         assert!(
             matches!(c.answer().await, Message::Refused { id: 4, reason } if reason.contains("-fplugin"))
         );
         // Output that escapes the job root.
         let mut j = job(5, "gcc", Path::new("/tmp"), "foo.c", &source);
-        j.output_name = "../../escape.o".into();
-        c.send(&Message::Job(j)).await;
+        j.header.output_name = "../../escape.o".into();
+        c.send(&Message::Job3(j)).await;
         assert!(matches!(c.answer().await, Message::Refused { id: 5, .. }));
         // Source that escapes.
         let j = job(6, "gcc", Path::new("/a"), "../../../etc/passwd.c", &source);
-        c.send(&Message::Job(j)).await;
+        c.send(&Message::Job3(j)).await;
         assert!(matches!(c.answer().await, Message::Refused { id: 6, .. }));
         // `../` inside the root is fine, and -S with an extra output that is not made.
         let mut j = job(7, "gcc", &proj.join("src"), "foo.c", &source);
-        j.output_name = "../obj/foo.s".into();
-        j.assemble_only = true;
-        j.extra_outputs = vec!["../obj/foo.dwo".into()];
-        c.send(&Message::Job(j)).await;
+        j.header.output_name = "../obj/foo.s".into();
+        j.header.assemble_only = true;
+        j.header.extra_outputs = vec!["../obj/foo.dwo".into()];
+        c.send(&Message::Job3(j)).await;
         let r = expect_result(c.answer().await, 7);
         assert_eq!(r.exit_code, 0);
         assert_eq!(r.outputs.len(), 1);
@@ -365,7 +406,7 @@ async fn client_eof_mid_compile_kills_the_process_group() {
     let (mut c, sr, sw) = lane();
     let client = async {
         c.hello().await;
-        c.send(&Message::Job(job(
+        c.send(&Message::Job3(job(
             1,
             "slowcc",
             Path::new("/w"),
@@ -425,7 +466,7 @@ async fn compile_timeout_is_a_server_error() {
     let (mut c, sr, sw) = lane();
     let client = async {
         c.hello().await;
-        c.send(&Message::Job(job(
+        c.send(&Message::Job3(job(
             9,
             "slowcc",
             Path::new("/w"),
@@ -440,7 +481,7 @@ async fn compile_timeout_is_a_server_error() {
             other => panic!("expected ServerError, got {other:?}"),
         }
         // default_compilers = false: gcc is not allowed here.
-        c.send(&Message::Job(job(
+        c.send(&Message::Job3(job(
             10,
             "gcc",
             Path::new("/w"),
@@ -469,7 +510,7 @@ async fn all_slots_held_means_busy_at_once() {
         let hello = c.hello().await;
         assert_eq!((hello.slots, hello.load), (1, 1));
         let started = Instant::now();
-        c.send(&Message::Job(job(
+        c.send(&Message::Job3(job(
             5,
             "gcc",
             Path::new("/w"),
@@ -648,7 +689,7 @@ async fn success_without_the_output_is_a_server_error() {
     let (mut c, sr, sw) = lane();
     let client = async {
         c.hello().await;
-        c.send(&Message::Job(job(
+        c.send(&Message::Job3(job(
             3,
             "nooutcc",
             Path::new("/w"),
@@ -713,9 +754,9 @@ async fn g3_macro_tables_match_a_local_build() {
     let client = async {
         c.hello().await;
         let mut j = job(1, "gcc", &proj, "m.c", &strip_builtins(&pre.stdout));
-        j.args = flags.iter().map(|f| f.to_string()).collect();
-        j.output_name = "m.o".into();
-        c.send(&Message::Job(j)).await;
+        j.header.args = flags.iter().map(|f| f.to_string()).collect();
+        j.header.output_name = "m.o".into();
+        c.send(&Message::Job3(j)).await;
         let r = expect_result(c.answer().await, 1);
         assert_eq!(r.exit_code, 0);
         let stderr = r.stderr.unpack(MAX_BLOB).unwrap();
@@ -772,20 +813,19 @@ async fn a_killed_compiler_is_a_fault_not_a_status() {
             for (id, compiler, program, signal) in
                 [(1, "killedcc", "killedcc", 9), (2, "cc1killedcc", "cc1", 9)]
             {
-                c.send(&Message::Job(job(
-                    id,
-                    compiler,
-                    Path::new("/w"),
-                    "a.c",
-                    b"int x;\n",
-                )))
-                .await;
+                let j = job(id, compiler, Path::new("/w"), "a.c", b"int x;\n");
+                // Each version's own job shape.
+                let m = match version {
+                    JOB3_VERSION.. => Message::Job3(j),
+                    _ => Message::Job(j.to_v2().expect("whole blobs")),
+                };
+                c.send(&m).await;
                 match (version, c.answer().await) {
                     (1, Message::ServerError { id: i, message }) => {
                         assert_eq!(i, id);
                         assert_eq!(message, format!("{program} killed by signal {signal}"));
                     }
-                    (2, Message::Fault { id: i, fault }) => {
+                    (2.., Message::Fault { id: i, fault }) => {
                         assert_eq!(i, id);
                         assert_eq!((fault.program.as_str(), fault.signal), (program, signal));
                     }

@@ -111,7 +111,10 @@ pub(super) fn run(
     let give_up = std::time::Instant::now() + DIRECT_BUSY_PATIENCE;
     let done = loop {
         match runtime.block_on(lane.run(&spec, &cpp.source)) {
-            Ok(d) => break d,
+            Ok(d) => match d.unpacked(crate::proto::compress::MAX_BLOB) {
+                Ok(d) => break d,
+                Err(e) => return on_host(e.into()),
+            },
             Err(TransportError::Busy { .. }) if std::time::Instant::now() + pause < give_up => {
                 tracing::debug!(host = %host.key(), ?pause, "server busy; asking again");
                 std::thread::sleep(pause);

@@ -23,7 +23,8 @@ use crate::args::{self, Classified, CompileJob, CppStyle};
 use crate::config::{self, Config};
 use crate::exit::ExitCode;
 use crate::hosts::{self, HostList};
-use crate::mux::lane::{Completed, JobSpec, Wire};
+use crate::mux::lane::{JobSpec, Wire};
+use crate::proto::msg::{JobHeader, JobResult};
 use crate::paths::Paths;
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::MuxReply;
@@ -274,25 +275,10 @@ fn via_mux(
         }))
     };
     match client.run(&spec, &cpp.source) {
-        Ok(MuxReply::Done(result)) => {
-            let unpack = |b: &crate::proto::msg::Blob| b.unpack(MAX_BLOB);
-            let done = (|| -> Result<Completed, crate::proto::Error> {
-                let mut outputs = Vec::with_capacity(result.outputs.len());
-                for o in &result.outputs {
-                    outputs.push((o.name.clone(), unpack(&o.data)?));
-                }
-                Ok(Completed {
-                    exit_code: result.exit_code,
-                    stdout: unpack(&result.stdout)?,
-                    stderr: unpack(&result.stderr)?,
-                    outputs,
-                })
-            })();
-            match done {
-                Ok(done) => Some(finish(job, cwd, &note.host, done, &cpp.driver_notes)),
-                Err(e) => on_host(e.to_string(), ExitCode::ProtocolError.code()),
-            }
-        }
+        Ok(MuxReply::Done(result)) => match result.unpacked(MAX_BLOB) {
+            Ok(done) => Some(finish(job, cwd, &note.host, done, &cpp.driver_notes)),
+            Err(e) => on_host(e.to_string(), ExitCode::ProtocolError.code()),
+        },
         Ok(MuxReply::Failed { message, exit_code }) => on_host(message, exit_code),
         Ok(other) => on_host(
             format!("unexpected mux reply {other:?}")
@@ -313,7 +299,7 @@ fn finish(
     job: &CompileJob,
     cwd: &Path,
     host: &str,
-    done: Completed,
+    done: JobResult,
     driver_notes: &[u8],
 ) -> Outcome {
     let wanted = outputs::Wanted {
@@ -337,11 +323,12 @@ fn finish(
     }
     // clang's driver warnings (from the local preprocessor run) come first, as clang
     // alone prints them before compiling; only the server's part is sanitized.
+    let stderr = done.stderr.raw_bytes().unwrap_or_default();
     let mut err = driver_notes.to_vec();
     err.extend_from_slice(&outputs::sanitize(
-        &done.stderr[..done.stderr.len().min(outputs::MAX_REPLAY)],
+        &stderr[..stderr.len().min(outputs::MAX_REPLAY)],
     ));
-    outputs::replay(false, &done.stdout);
+    outputs::replay(false, done.stdout.raw_bytes().unwrap_or_default());
     outputs::replay_local(true, &err);
     Outcome::Done(done.exit_code)
 }
@@ -398,16 +385,20 @@ fn job_spec(
         ));
     }
     JobSpec {
-        compiler: job.compiler.clone(),
-        args,
-        assemble_only: job.assemble_only,
-        cwd: cwd.to_string_lossy().into_owned(),
-        source_name,
-        output_name: job.output.clone(),
-        extra_outputs: job.extra_outputs.clone(),
+        header: JobHeader {
+            compiler: job.compiler.clone(),
+            args,
+            assemble_only: job.assemble_only,
+            cwd: cwd.to_string_lossy().into_owned(),
+            source_name,
+            output_name: job.output.clone(),
+            extra_outputs: job.extra_outputs.clone(),
+        },
         distcc_argv: job.distcc_argv(),
         env,
         context,
+        compiler_id: None,
+        cache: true,
     }
 }
 

@@ -390,7 +390,7 @@ impl MuxClient {
     /// Socket or protocol failures.
     pub fn run(&mut self, spec: &JobSpec, source: &[u8]) -> Result<MuxReply, MuxClientError> {
         let req = MuxRequest::Run {
-            spec: spec.clone(),
+            spec: Box::new(spec.clone()),
             source: Blob::raw(source.to_vec()),
         };
         match self.request(&req, self.reply_deadline)? {

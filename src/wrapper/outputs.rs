@@ -10,13 +10,13 @@
 //! refuses or fails on (no such directory, output = input, unwritable) to a local compile
 //! before anything is distributed, so the user sees the compiler's own message. stdout and stderr are replayed through [`sanitize`] (SGR colour and
 //! gcc's OSC 8 links kept, every other terminal control dropped), in single writes so
-//! parallel jobs don't interleave mid-line. Neighbours: `mux::lane` (produces
-//! `Completed`), `wrapper::mod`.
+//! parallel jobs don't interleave mid-line. Neighbours: `wrapper::mod` (hands over
+//! the `proto::msg::JobResult`, unpacked once), `mux::lane` (where it came from).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
-use crate::mux::lane::Completed;
+use crate::proto::msg::JobResult;
 
 /// Most bytes of one output file from a server.
 pub const MAX_OUTPUT: u64 = 512 << 20;
@@ -76,28 +76,33 @@ fn is_object(data: &[u8]) -> bool {
 ///
 /// # Errors
 /// The first [`OutputError`] found; nothing is written.
-pub fn check(done: &Completed, wanted: Wanted<'_>) -> Result<(), OutputError> {
+pub fn check(done: &JobResult, wanted: Wanted<'_>) -> Result<(), OutputError> {
     check_within(done, wanted, (MAX_OUTPUT, MAX_OUTPUTS_TOTAL))
 }
 
 /// [`check`] with the (per file, total) size bounds given.
 fn check_within(
-    done: &Completed,
+    done: &JobResult,
     wanted: Wanted<'_>,
     (max_one, max_total): (u64, u64),
 ) -> Result<(), OutputError> {
-    if done.exit_code == 0 && !done.outputs.iter().any(|(n, _)| n == wanted.main) {
+    if done.exit_code == 0 && !done.outputs.iter().any(|o| o.name == wanted.main) {
         return Err(OutputError::Missing(wanted.main.to_string()));
     }
     let mut total = 0u64;
-    for (i, (name, data)) in done.outputs.iter().enumerate() {
-        let is_main = name == wanted.main;
+    for (i, o) in done.outputs.iter().enumerate() {
+        let name = &o.name;
+        let is_main = *name == wanted.main;
         if !is_main && !wanted.extra.iter().any(|w| w == name) {
             return Err(OutputError::Unexpected(name.clone()));
         }
-        if done.outputs[..i].iter().any(|(n, _)| n == name) {
+        if done.outputs[..i].iter().any(|p| p.name == *name) {
             return Err(OutputError::Duplicate(name.clone()));
         }
+        let data = o.data.raw_bytes().ok_or_else(|| OutputError::Malformed {
+            name: name.clone(),
+            expected: "unpacked data",
+        })?;
         let len = data.len() as u64;
         total += len;
         for (len, max) in [(len, max_one), (total, max_total)] {
@@ -129,12 +134,13 @@ fn check_within(
 ///
 /// # Errors
 /// [`OutputError`]: a refused output (nothing written), or a write failure.
-pub fn write_all(cwd: &Path, done: &Completed, wanted: Wanted<'_>) -> Result<(), OutputError> {
+pub fn write_all(cwd: &Path, done: &JobResult, wanted: Wanted<'_>) -> Result<(), OutputError> {
     check(done, wanted)?;
     let mask = current_umask();
     let mut staged = Vec::with_capacity(done.outputs.len());
     let mut in_place = Vec::new();
-    for (name, data) in &done.outputs {
+    for o in &done.outputs {
+        let (name, data) = (&o.name, o.data.raw_bytes().unwrap_or_default());
         let path = cwd.join(name);
         let dir = dir_of(cwd, &path);
         let werr = |source| OutputError::Write {

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hoardcc::proto::msg::{Blob, Codec, Message};
+use hoardcc::proto::msg::{Blob, Codec, Input, Message};
 use tempfile::TempDir;
 
 use super::{describe, script_dir, SHORT, T};
@@ -206,16 +206,16 @@ fn no_work_before_admission() {
     let t = one_slot_target(&slow, work.path(), "");
     // Lane A takes the only slot.
     let mut a = t.lane();
-    a.send(&Message::Job(job("slowcc", &[], "int x;\n")));
+    a.send(&Message::Job3(job("slowcc", &[], "int x;\n")));
     slow.wait_started(1);
 
     let gib = 1u64 << 30;
     let mut big = job("gcc", &[], "");
-    big.source = Blob {
+    big.source = Input::Whole(Blob {
         codec: Codec::Lz4,
         raw_len: gib,
         data: lz4_spaces(gib),
-    };
+    });
     let mut many = job("gcc", &[], "int x;\n");
     many.context = (0..100_000)
         .map(|i| context(&format!("ctx/{}/{i}.h", i % 100), b"x"))
@@ -230,7 +230,7 @@ fn no_work_before_admission() {
             .into_iter()
             .filter(|p| !before.contains(p))
             .collect();
-        b.send(&Message::Job(j));
+        b.send(&Message::Job3(j));
         let answer = b.answer(1, T);
         let rss = mine.iter().map(|p| peak_rss(*p)).max().unwrap_or(0);
         let (bytes, files) = watch.finish();
@@ -239,7 +239,7 @@ fn no_work_before_admission() {
             "{what}: {} in {took:?}, peak rss {rss}, disk {bytes} bytes / {files} files",
             describe(&answer)
         );
-        if matches!(answer, Incoming::Msg(Message::Result(_))) {
+        if matches!(answer, Incoming::Msg(Message::Result3(_))) {
             failures.push(format!("{what}: compiled although the only slot was held"));
         }
         if matches!(answer, Incoming::Broken(_)) {
@@ -346,7 +346,7 @@ fn distcc_jobs_take_a_slot() {
     let work = scratch("hoardcc-redteam-work-");
     let t = one_slot_target(&slow, work.path(), "");
     let mut a = t.lane();
-    a.send(&Message::Job(job("slowcc", &[], "int x;\n")));
+    a.send(&Message::Job3(job("slowcc", &[], "int x;\n")));
     slow.wait_started(1);
     // The only slot is held: a stock-distcc job must not start its compiler now.
     let out = t.run_distcc(

@@ -146,14 +146,14 @@ fn check_server(t: &Target, what: &str, must_serve: bool) -> Option<String> {
     if let Err(e) = lane.hello(SHORT) {
         return Some(format!("{what}: the server did not answer its hello: {e}"));
     }
-    lane.send(&Message::Job(job(
+    lane.send(&Message::Job3(job(
         "gcc",
         &["-O2"],
         "int f(void) { return 2; }\n",
     )));
     let answer = lane.answer(1, Duration::from_secs(30));
     let bad = match &answer {
-        Incoming::Msg(Message::Result(r)) if r.exit_code == 0 => None,
+        Incoming::Msg(Message::Result3(r)) if r.exit_code == 0 => None,
         Incoming::Msg(Message::Busy { .. } | Message::ServerError { .. }) if !must_serve => None,
         other => Some(format!(
             "{what}: the job was not served: {}",
@@ -175,7 +175,7 @@ fn check_server(t: &Target, what: &str, must_serve: bool) -> Option<String> {
 fn find_slot_dir(t: &Target) -> PathBuf {
     let (answer, _) = t.run_job(job("gcc", &[], "int x;\n"), Duration::from_secs(60));
     assert!(
-        matches!(&answer, Incoming::Msg(Message::Result(r)) if r.exit_code == 0),
+        matches!(&answer, Incoming::Msg(Message::Result3(r)) if r.exit_code == 0),
         "the discovery job failed: {}",
         describe(&answer)
     );

@@ -8,7 +8,7 @@ use crate::mux::lane::Wire;
 use crate::mux::status::StatusReport;
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::distcc::{self, DistccResponse};
-use crate::proto::msg::{Blob, JobSpec, MuxReply, MuxRequest};
+use crate::proto::msg::{Blob, JobHeader, JobSpec, MuxReply, MuxRequest};
 use crate::wrapper::mux_client::MuxClient;
 use std::sync::atomic::AtomicU32;
 use tokio::net::TcpListener;
@@ -150,18 +150,22 @@ impl Mux {
 
 fn spec() -> JobSpec {
     JobSpec {
-        compiler: "gcc".into(),
-        args: vec!["-O2".into()],
-        assemble_only: false,
-        cwd: "/src".into(),
-        source_name: "foo.i".into(),
-        output_name: "foo.o".into(),
-        extra_outputs: vec![],
+        header: JobHeader {
+            compiler: "gcc".into(),
+            args: vec!["-O2".into()],
+            assemble_only: false,
+            cwd: "/src".into(),
+            source_name: "foo.i".into(),
+            output_name: "foo.o".into(),
+            extra_outputs: vec![],
+        },
         distcc_argv: ["gcc", "-O2", "-c", "foo.i", "-o", "foo.o"]
             .map(String::from)
             .to_vec(),
         env: vec![],
         context: vec![],
+        compiler_id: None,
+        cache: true,
     }
 }
 
@@ -379,7 +383,7 @@ async fn wrapper_leaving_mid_job_frees_its_slot() {
         let r: MuxReply = blocking::read_message(&mut a).unwrap().unwrap();
         assert!(matches!(r, MuxReply::Reserved { .. }));
         let run = MuxRequest::Run {
-            spec: spec(),
+            spec: Box::new(spec()),
             source: Blob::raw(b"x".to_vec()),
         };
         blocking::write_message(&mut a, &run).unwrap();

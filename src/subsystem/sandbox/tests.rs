@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::*;
 use crate::proto::distcc::DistccRequest;
-use crate::proto::msg::{Blob, Job, SourceKind};
+use crate::proto::msg::{Blob, Input, Job, JobHeader, SourceKind};
 use crate::subsystem::exec::{self, CompileCommand, Finished};
 use crate::subsystem::job::{self, AllowList, PrepareError};
 
@@ -249,17 +249,21 @@ fn too_old_or_no_landlock_refuses_unless_off() {
 fn native_job(source: &str, env: Vec<(String, String)>) -> Job {
     Job {
         id: 1,
-        compiler: "gcc".into(),
-        args: vec!["-O2".into()],
-        assemble_only: false,
-        cwd: "/home/u/proj".into(),
-        source_name: "a.c".into(),
-        output_name: "a.o".into(),
-        extra_outputs: vec![],
+        header: JobHeader {
+            compiler: "gcc".into(),
+            args: vec!["-O2".into()],
+            assemble_only: false,
+            cwd: "/home/u/proj".into(),
+            source_name: "a.c".into(),
+            output_name: "a.o".into(),
+            extra_outputs: vec![],
+        },
         source_kind: SourceKind::DirectivesOnly,
-        source: Blob::pack(source.as_bytes()),
+        source: Input::Whole(Blob::pack(source.as_bytes())),
         context: vec![],
         env,
+        compiler_id: None,
+        cache: false,
     }
 }
 

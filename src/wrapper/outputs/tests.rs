@@ -2,16 +2,22 @@
 //! that send a compile to the local compiler, and the terminal sanitizer.
 
 use super::*;
+use crate::proto::msg::{Blob, OutputFile};
 
-fn done(outputs: Vec<(&str, &[u8])>) -> Completed {
-    Completed {
+fn done(outputs: Vec<(&str, &[u8])>) -> JobResult {
+    JobResult {
+        id: 0,
         exit_code: 0,
-        stdout: vec![],
-        stderr: vec![],
+        stdout: Blob::empty(),
+        stderr: Blob::empty(),
         outputs: outputs
             .into_iter()
-            .map(|(n, d)| (n.to_string(), d.to_vec()))
+            .map(|(n, d)| OutputFile {
+                name: n.to_string(),
+                data: Blob::raw(d.to_vec()),
+            })
             .collect(),
+        cached: false,
     }
 }
 
