@@ -14,7 +14,7 @@ use crate::exit::ExitCode;
 use crate::hosts::{HostKind, HostList, HostSpec};
 use crate::mux::lane::{self, JobSpec, Lane, Route, TransportError};
 use crate::mux::ssh::{known_hosts, Connection, Destination, SshError, SshSettings};
-use crate::proto;
+use crate::proto::{self, compress::MAX_BLOB, msg::JobHeader};
 
 use super::ping::{load_farm, EXIT_UNUSABLE};
 
@@ -604,6 +604,8 @@ const DOCTOR_IO_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// The tiny C file compiled by the round trip.
 const PROBE_SOURCE: &[u8] = b"int hoardcc_doctor(int x) { return x * 6 + 7; }\n";
+/// The object it makes.
+const PROBE_OUTPUT: &str = "hoardcc-doctor.o";
 /// The compiler it is compiled with (on the server's PATH, in its default allow-list).
 const PROBE_COMPILER: &str = "cc";
 
@@ -615,25 +617,23 @@ fn probe_spec(lane: &Lane) -> JobSpec {
         "hoardcc-doctor.i"
     };
     JobSpec {
-        compiler: PROBE_COMPILER.into(),
-        args: vec!["-O2".into()],
-        assemble_only: false,
-        cwd: "/tmp/hoardcc-doctor".into(),
-        source_name: source_name.into(),
-        output_name: "hoardcc-doctor.o".into(),
-        extra_outputs: vec![],
-        distcc_argv: [
-            PROBE_COMPILER,
-            "-O2",
-            "-c",
-            source_name,
-            "-o",
-            "hoardcc-doctor.o",
-        ]
-        .map(String::from)
-        .to_vec(),
+        header: JobHeader {
+            compiler: PROBE_COMPILER.into(),
+            args: vec!["-O2".into()],
+            assemble_only: false,
+            cwd: "/tmp/hoardcc-doctor".into(),
+            source_name: source_name.into(),
+            output_name: PROBE_OUTPUT.into(),
+            extra_outputs: vec![],
+        },
+        distcc_argv: [PROBE_COMPILER, "-O2", "-c", source_name, "-o", PROBE_OUTPUT]
+            .map(String::from)
+            .to_vec(),
         env: vec![],
         context: vec![],
+        compiler_id: None,
+        // A cached answer would not show that the server compiles.
+        cache: false,
     }
 }
 
@@ -687,14 +687,23 @@ async fn check_compile(
                 format!("see the server's log on {server}"),
             )
         }
-        Ok(Ok(done)) => done,
+        Ok(Ok(done)) => match done.unpacked(MAX_BLOB) {
+            Ok(d) => d,
+            Err(e) => {
+                return list.fail(
+                    name,
+                    format!("the answer does not decode: {e}"),
+                    format!("install this hoardcc version on {server}"),
+                )
+            }
+        },
     };
     let ms = start.elapsed().as_secs_f64() * 1000.0;
     let object = done
         .outputs
         .iter()
-        .find(|(n, _)| n == &spec.output_name)
-        .map(|(_, data)| data.as_slice());
+        .find(|o| o.name == PROBE_OUTPUT)
+        .and_then(|o| o.data.raw_bytes());
     match object {
         Some(obj) if done.exit_code == 0 && !obj.is_empty() => list.pass(
             name,
@@ -704,7 +713,7 @@ async fn check_compile(
             ),
         ),
         _ => {
-            let stderr = String::from_utf8_lossy(&done.stderr);
+            let stderr = String::from_utf8_lossy(done.stderr.raw_bytes().unwrap_or_default());
             let first = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
             list.fail(
                 name,
