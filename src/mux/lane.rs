@@ -549,12 +549,7 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(TransportError::Fault {
             host: host.to_string(),
             fault: Fault {
-                program: spec
-                    .header
-                    .compiler
-                    .chars()
-                    .take(fault::MAX_FAULT_TEXT)
-                    .collect(),
+                program: spec.header.compiler.chars().take(fault::MAX_FAULT_TEXT).collect(),
                 signal: 0,
                 detail: detail
                     .chars()
