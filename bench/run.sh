@@ -10,12 +10,16 @@
 # BENCH_MODES ("local distcc-tcp distcc-ssh distcc-ssh-cm hoardcc-direct hoardcc"), BENCH_WORKLOADS
 # ("gen lua"), HOARDCC_BIN (default: `cargo build --release`, target/release/hoardcc).
 #
-# `bash bench/run.sh rss` runs only the mux memory measurement (bench/rss.sh) instead.
+# `bash bench/run.sh rss` runs only the mux memory measurement (bench/rss.sh) instead, and
+# `bash bench/run.sh wan` the WAN benchmark through a delay and bandwidth link (bench/wan.sh).
 set -uo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 if [[ ${1:-} == rss ]]; then
     exec bash "$ROOT/bench/rss.sh"
+fi
+if [[ ${1:-} == wan ]]; then
+    exec bash "$ROOT/bench/wan.sh"
 fi
 RUNS=${BENCH_RUNS:-3}
 SEQ_ROUNDS=${BENCH_SEQ_ROUNDS:-5}

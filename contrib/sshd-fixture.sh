@@ -13,6 +13,7 @@
 #   . contrib/sshd-fixture.sh
 #   HF_SERVER_JOBS=8               # (optional) `max_jobs` of the server's hoardcc serve
 #   hf_start [PATH/TO/hoardcc]     # exports HF_DIR HF_PORT HF_USER HF_HOME HF_SSH_CONFIG HF_SERVE_BIN
+#                                  #   HF_SERVER_CACHE (the server's $XDG_CACHE_HOME/hoardcc)
 #   hf_run CMD...                  # run CMD as the client: HOME=$HF_HOME, private XDG dirs, no agent
 #   hf_ssh CMD...                  # ssh -F $HF_SSH_CONFIG hoardtest CMD...
 #   hf_add_hosts N                 # a second sshd on N more ports; ssh aliases host1..hostN
@@ -192,8 +193,8 @@ hf_start() {
     cp "$HF_HOME/.ssh/id_ed25519.pub" "$HF_DIR/authorized_keys"
     ssh-keygen -q -t ed25519 -N '' -C hoardcc-fixture-forced -f "$HF_HOME/.ssh/id_forced" </dev/null ||
         hf_die "ssh-keygen (compile-only key) failed"
-    printf 'restrict,command="/usr/bin/env HOARDCC_SERVER_CONFIG=%s HOARDCC_SLOT_DIR=%s %s serve" %s\n' \
-        "$HF_DIR/server.toml" "$HF_DIR/slots" "$HF_SERVE_BIN" "$(cat "$HF_HOME/.ssh/id_forced.pub")" \
+    printf 'restrict,command="/usr/bin/env HOARDCC_SERVER_CONFIG=%s HOARDCC_SLOT_DIR=%s XDG_CACHE_HOME=%s %s serve" %s\n' \
+        "$HF_DIR/server.toml" "$HF_DIR/slots" "$HF_DIR/server-cache" "$HF_SERVE_BIN" "$(cat "$HF_HOME/.ssh/id_forced.pub")" \
         >>"$HF_DIR/authorized_keys"
     # The server's compile slots: like `distccd --jobs N`, sized for the clients' -jN rather
     # than this machine's CPU count (hoardcc serve's default), so a job is not refused as busy;
@@ -202,6 +203,11 @@ hf_start() {
     printf '[server]\nmax_jobs = %d\n' "${HF_SERVER_JOBS:-8}" >"$HF_DIR/server.toml"
     chmod 644 "$HF_DIR/server.toml"
     mkdir -p "$HF_DIR/slots" && chmod 1777 "$HF_DIR/slots"
+    # The server's own cache (chunk store, result cache: $XDG_CACHE_HOME/hoardcc) lives in
+    # the fixture too, so a benchmark can empty it ($HF_SERVER_CACHE) without touching the
+    # login user's real ~/.cache.
+    mkdir -p "$HF_DIR/server-cache" && chmod 1777 "$HF_DIR/server-cache"
+    HF_SERVER_CACHE=$HF_DIR/server-cache/hoardcc
     chmod 644 "$HF_DIR/authorized_keys"
 
     for _ in 1 2 3 4 5 6 7 8; do
@@ -223,7 +229,7 @@ PrintMotd no
 MaxStartups 200
 MaxSessions 64
 LogLevel ERROR
-Subsystem hoardcc /usr/bin/env HOARDCC_SERVER_CONFIG=$HF_DIR/server.toml HOARDCC_SLOT_DIR=$HF_DIR/slots $HF_SERVE_BIN serve
+Subsystem hoardcc /usr/bin/env HOARDCC_SERVER_CONFIG=$HF_DIR/server.toml HOARDCC_SLOT_DIR=$HF_DIR/slots XDG_CACHE_HOME=$HF_DIR/server-cache $HF_SERVE_BIN serve
 EOF
         "$HF_SSHD" -t -f "$HF_DIR/sshd_config" 2>"$HF_DIR/sshd.log" ||
             hf_die "sshd rejected its config: $(cat "$HF_DIR/sshd.log")"
@@ -245,7 +251,7 @@ EOF
     hf_add_alias hoardtest "$HF_PORT"
     hf_add_alias hoardtest-forced "$HF_PORT" "$HF_HOME/.ssh/id_forced"
     chmod 600 "$HF_SSH_CONFIG" "$HF_HOME/.ssh/known_hosts"
-    export HF_DIR HF_PORT HF_USER HF_HOME HF_SSH_CONFIG HF_SERVE_BIN
+    export HF_DIR HF_PORT HF_USER HF_HOME HF_SSH_CONFIG HF_SERVE_BIN HF_SERVER_CACHE
 
     hf_ssh true </dev/null 2>"$HF_DIR/ssh-check.log" ||
         hf_die "ssh login to the fixture failed: $(cat "$HF_DIR/ssh-check.log" "$HF_DIR/sshd.log")"
@@ -319,7 +325,7 @@ hf_start_controlmaster() {
 EOF
     hf_run ssh -F "$HF_SSH_CONFIG" -fMN hoardtest </dev/null ||
         hf_die "could not open the ssh ControlMaster"
-    hf_wait_for 'hf_run ssh -F "$HF_SSH_CONFIG" -O check hoardtest 2>/dev/null' 10 ||
+    hf_wait_for 'hf_run ssh -F "$HF_SSH_CONFIG" -O check hoardtest 2>/dev/null' 30 ||
         hf_die "ControlMaster did not come up"
 }
 

@@ -41,14 +41,14 @@ const HELD: f64 = 20.0;
 // The proxy itself.
 
 /// A loopback echo server (one thread per connection, echoing until EOF). Drop stops it.
-struct Echo {
-    addr: SocketAddr,
+pub(crate) struct Echo {
+    pub(crate) addr: SocketAddr,
     stop: Arc<AtomicBool>,
     accept: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Echo {
-    fn start() -> Echo {
+    pub(crate) fn start() -> Echo {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
@@ -84,14 +84,14 @@ impl Drop for Echo {
     }
 }
 
-fn connect(proxy: &Proxy) -> TcpStream {
+pub(crate) fn connect(proxy: &Proxy) -> TcpStream {
     let s = TcpStream::connect(("127.0.0.1", proxy.port())).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     s
 }
 
 /// Sends `data` and reads the same number of bytes back.
-fn echo_round_trip(s: &mut TcpStream, data: &[u8]) -> Vec<u8> {
+pub(crate) fn echo_round_trip(s: &mut TcpStream, data: &[u8]) -> Vec<u8> {
     let mut w = s.try_clone().unwrap();
     let owned = data.to_vec();
     let writer = std::thread::spawn(move || w.write_all(&owned).unwrap());

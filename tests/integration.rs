@@ -17,6 +17,8 @@ mod mux;
 mod slots;
 // Faults mid-job: server killed, sshd restarted, connection cut or frozen through a proxy.
 mod faults;
+// Jobs stay remote through a blip: a cut or frozen link mid-upload resends on the same host.
+mod blip;
 // Server compilers SIGKILLed under make -j4 (whole group, or cc1 alone); hostile server output.
 mod server_faults;
 // Red team: a compile-only `restrict,command=` key against the real sshd (issue 7).

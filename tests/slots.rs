@@ -12,8 +12,7 @@ use std::time::Duration;
 
 use hoardcc::proto::frame::{self, blocking, MAGIC};
 use hoardcc::proto::msg::{
-    Blob, Hello, Input, Job, JobHeader, Message, SourceKind, MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
+    Blob, Hello, Input, Job, JobHeader, Message, SourceKind, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 
 use crate::support::hoardcc_bin;

@@ -1,6 +1,7 @@
 //! Stage: one job in the mux — reserve a slot (`mux::scheduler`), run attempts on a
-//! lane from `mux::pool` (`mux::lane`), and the one retry policy. Neighbours:
-//! `mux::conn` (asks for it), `mux::listener` (the shared [`Daemon`] state).
+//! lane from `mux::pool` (`mux::lane`), and follow the retry policy of `mux::retry`
+//! between them. Neighbours: `mux::conn` (asks for it), `mux::listener` (the shared
+//! [`Daemon`] state).
 
 use std::time::Duration;
 
@@ -11,14 +12,14 @@ use crate::hosts::{self, HostSpec};
 use crate::mux::conn::failed;
 use crate::mux::lane::{TransportError, Wire};
 use crate::mux::listener::{Daemon, JobInfo};
+use crate::mux::pool::{PoolError, PooledLane};
+use crate::mux::retry::{next_step, until_answer, Failure, Step, Tally};
 use crate::mux::scheduler::{Grant, Outcome, SlotGuard, Want};
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::{Blob, JobSpec, MuxReply};
 
 /// How long a retry may wait for a slot on another host.
 const RETRY_WAIT: Duration = Duration::from_secs(5);
-/// Busy answers tolerated for one job before it is given up (the wrapper compiles locally).
-const MAX_BUSY_RETRIES: u32 = 8;
 
 /// A reserved remote slot and what the wrapper was told.
 pub(crate) struct Held {
@@ -124,11 +125,12 @@ impl Daemon {
         }
     }
 
-    /// Run the job on the reserved host's lane. A failed attempt gets one retry, decided
-    /// in one place ([`Daemon::retry`]): on a fresh lane of the same host (a hoarded lane
-    /// went stale), on any host (the compiler was killed there: a server fault), or on
-    /// another host (this one failed). After a second failure the wrapper compiles
-    /// locally. Busy answers reschedule without penalty.
+    /// Run the job on the reserved host's lane, following the retry policy of
+    /// `mux::retry` after each attempt that gave no answer: a job whose lane died is sent
+    /// again on the same host (same slot, fresh lane) once the host answers within the
+    /// resend wait; a fault or a failure of the host gets one retry (on any host, or on
+    /// another one); then the wrapper compiles locally. Busy answers reschedule without
+    /// penalty.
     pub(super) async fn run_job(
         &self,
         id: u64,
@@ -152,55 +154,113 @@ impl Daemon {
             }
         };
         let first_key = held.spec.key();
-        let mut failures = 0u32;
-        let mut busy = 0u32;
+        let mut tally = Tally::default();
+        // After a lost lane: the moment the host must have given a fresh one by.
+        let mut resend_by: Option<Instant> = None;
         loop {
             let key = held.spec.key();
-            self.set_job(id, None, "running", Some(&key));
-            let (error, retry) = match self.attempt(&mut held, &spec, &source).await {
+            let state = if resend_by.is_some() {
+                "resending"
+            } else {
+                "running"
+            };
+            self.set_job(id, None, state, Some(&key));
+            let (failure, (message, code)) = match self
+                .attempt(&mut held, &spec, &source, resend_by.take())
+                .await
+            {
                 Attempt::Answer(reply) => return reply,
-                Attempt::Busy(e) => {
-                    busy += 1;
-                    if busy > MAX_BUSY_RETRIES {
-                        return failed(e.to_string(), e.exit_code());
-                    }
+                Attempt::Failed { failure, error } => (failure, error),
+            };
+            let give_up = |message: String| {
+                if key != first_key {
+                    failed(format!("{message} (on {key})"), code)
+                } else {
+                    failed(message, code)
+                }
+            };
+            match next_step(&mut tally, failure) {
+                Step::Resend => {
+                    let wait = self.pool.resend_wait(&held.spec);
+                    tracing::info!(
+                        host = %key,
+                        "lane lost mid-job: {message}; sending the job again once {key} answers (waiting up to {wait:?})"
+                    );
+                    self.sched.with(|s| s.record_resend(&key));
+                    resend_by = Some(Instant::now() + wait);
+                }
+                Step::Reschedule => {
                     tracing::debug!(host = %key, "busy: rescheduling");
                     let Held {
-                        guard, wire, hosts, ..
+                        mut guard,
+                        wire,
+                        hosts,
+                        ..
                     } = held;
+                    guard.set_outcome(Outcome::Busy);
                     drop(guard);
                     match self.reacquire(&hosts, wire, None, None).await {
                         Some(h) => held = h,
-                        None => return failed(e.to_string(), e.exit_code()),
+                        None => return failed(message, code),
                     }
-                    continue;
                 }
-                Attempt::Failed { error, retry } => (error, retry),
-            };
-            failures += 1;
-            let Some(next) = self.retry(held, failures, retry, &error.0).await else {
-                let (mut message, code) = error;
-                if key != first_key {
-                    message = format!("{message} (on {key})");
+                Step::Retry {
+                    outcome,
+                    exclude_this,
+                } => {
+                    tracing::info!(host = %key, "job failed: {message}; retrying (on {})",
+                        if exclude_this { "another host" } else { "any host" });
+                    let Held {
+                        mut guard,
+                        wire,
+                        hosts,
+                        ..
+                    } = held;
+                    guard.set_outcome(outcome);
+                    drop(guard);
+                    let exclude = exclude_this.then_some(key.as_str());
+                    match self
+                        .reacquire(&hosts, wire, exclude, Some(RETRY_WAIT))
+                        .await
+                    {
+                        Some(h) => held = h,
+                        None => return give_up(message),
+                    }
                 }
-                return failed(message, code);
-            };
-            held = next;
+                Step::GiveUp { outcome } => {
+                    held.guard.set_outcome(outcome);
+                    return give_up(message);
+                }
+            }
         }
     }
 
-    /// One attempt of the job on `held`'s host: a lane from the pool, the job on it, and
-    /// the outcome told to the scheduler for a success or a busy answer (a failure's
-    /// outcome is [`Daemon::retry`]'s to set).
-    async fn attempt(&self, held: &mut Held, spec: &JobSpec, source: &[u8]) -> Attempt {
+    /// One attempt of the job on `held`'s host: a lane from the pool (for a resend, the
+    /// host has until `resend_by` to give one), the job on it, and the success told to
+    /// the scheduler (a failure's outcome is the policy's to set).
+    async fn attempt(
+        &self,
+        held: &mut Held,
+        spec: &JobSpec,
+        source: &[u8],
+        resend_by: Option<Instant>,
+    ) -> Attempt {
         let key = held.spec.key();
+        let checkout = match resend_by {
+            None => self
+                .pool
+                .checkout(&held.spec)
+                .await
+                .map_err(|e| (e, Failure::Host)),
+            Some(by) => self.fresh_lane(&held.spec, by).await,
+        };
         let start = Instant::now();
-        let mut pl = match self.pool.checkout(&held.spec).await {
-            Err(e) => {
+        let mut pl = match checkout {
+            Err((e, failure)) => {
                 tracing::warn!(host = %key, "no lane: {e}");
                 return Attempt::Failed {
+                    failure,
                     error: (e.message.clone(), e.exit_code),
-                    retry: Retry::Elsewhere,
                 };
             }
             Ok(pl) if pl.lane.wire() != held.wire => {
@@ -224,60 +284,58 @@ impl Daemon {
                 });
                 Attempt::Answer(MuxReply::Done(done))
             }
-            Err(e @ TransportError::Refused { .. }) => {
-                self.pool.checkin(pl);
-                Attempt::Answer(failed(e.to_string(), e.exit_code()))
-            }
-            Err(e @ TransportError::Busy { .. }) => {
-                self.pool.checkin(pl);
-                held.guard.set_outcome(Outcome::Busy);
-                Attempt::Busy(e)
-            }
             Err(e) => {
-                // A fault leaves a working lane, but the retry gets a fresh one all the
-                // same: nothing of the killed job can linger on it.
-                let retry = match &e {
-                    TransportError::Fault { .. } => Retry::Anywhere,
-                    e if pl.reused && pl_was_stale(e) => Retry::FreshLane,
-                    _ => Retry::Elsewhere,
-                };
-                drop(pl);
+                let failure = failure_of(&e);
+                if matches!(failure, Failure::Refused | Failure::Busy) {
+                    // The lane itself is fine.
+                    self.pool.checkin(pl);
+                } else {
+                    // A fault leaves a working lane, but a retry gets a fresh one all the
+                    // same: nothing of the killed job can linger on it.
+                    drop(pl);
+                }
                 Attempt::Failed {
+                    failure,
                     error: (e.to_string(), e.exit_code()),
-                    retry,
                 }
             }
         }
     }
 
-    /// After the `failures`-th failed attempt on `held` (`why`): the slot for the one
-    /// retry `how` asks for, or `None` (give up: the wrapper compiles locally).
-    async fn retry(&self, mut held: Held, failures: u32, how: Retry, why: &str) -> Option<Held> {
-        let key = held.spec.key();
-        if failures >= 2 {
-            held.guard.set_outcome(Outcome::Failed);
-            return None;
-        }
-        tracing::info!(host = %key, "job failed: {why}; retrying ({how:?})");
-        let exclude = match how {
-            Retry::FreshLane => return Some(held),
-            // Not the host's failure (the OOM killer, an admin): no backoff, and the host
-            // may take the retry.
-            Retry::Anywhere => {
-                held.guard.set_outcome(Outcome::Unused);
-                None
-            }
-            Retry::Elsewhere => {
-                held.guard.set_outcome(Outcome::Failed);
-                Some(key.as_str())
+    /// A lane on `spec` for a resend: the pool is asked again (0.1 s apart, doubling to
+    /// 1 s) until it gives one or `by` passes; an error that waiting cannot cure (host
+    /// key, authentication, refusal) ends the wait at once.
+    async fn fresh_lane(
+        &self,
+        spec: &HostSpec,
+        by: Instant,
+    ) -> Result<PooledLane, (PoolError, Failure)> {
+        let probe = || async {
+            match self.pool.checkout(spec).await {
+                Ok(pl) => Ok(Ok(pl)),
+                Err(e) if e.transient => Err(e),
+                Err(e) => Ok(Err(e)),
             }
         };
-        let Held {
-            guard, wire, hosts, ..
-        } = held;
-        drop(guard);
-        self.reacquire(&hosts, wire, exclude, Some(RETRY_WAIT))
-            .await
+        match until_answer(by, probe).await {
+            Ok(Ok(pl)) => Ok(pl),
+            Ok(Err(e)) => Err((e, Failure::Host)),
+            Err(last) => {
+                let key = spec.key();
+                let e = match last {
+                    Some(e) => PoolError {
+                        message: format!("{key} did not answer again in time: {}", e.message),
+                        ..e
+                    },
+                    None => PoolError {
+                        message: format!("{key} did not answer again in time"),
+                        exit_code: ExitCode::Timeout,
+                        transient: true,
+                    },
+                };
+                Err((e, Failure::Unanswered))
+            }
+        }
     }
 
     /// A slot on one of `hosts` speaking `wire` (not `exclude`), waiting at most `wait`
@@ -325,30 +383,25 @@ impl Daemon {
 enum Attempt {
     /// The wrapper's answer: the job is done, or it must not be retried.
     Answer(MuxReply),
-    /// The server had no free slot: reschedule without penalty.
-    Busy(TransportError),
-    /// The attempt failed (message, exit code); [`Daemon::retry`] decides what next.
+    /// No answer: `mux::retry::next_step` decides what next from `failure`; `error` is
+    /// the message and exit code the wrapper gets if the job is given up.
     Failed {
+        failure: Failure,
         error: (String, ExitCode),
-        retry: Retry,
     },
 }
 
-/// Where the one retry of a failed job may run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Retry {
-    /// The same host (and slot), on a fresh lane.
-    FreshLane,
-    /// Any host of the job's list, the same one included.
-    Anywhere,
-    /// Another host: this one is backed off.
-    Elsewhere,
-}
-
-/// A failure that says the lane (not the host) went bad: retry on a fresh lane.
-fn pl_was_stale(e: &TransportError) -> bool {
-    matches!(
-        e,
-        TransportError::Closed | TransportError::Proto(crate::proto::Error::Io(_))
-    )
+/// How the policy sees a failed job on a lane.
+fn failure_of(e: &TransportError) -> Failure {
+    match e {
+        TransportError::Refused { .. } => Failure::Refused,
+        TransportError::Busy { .. } => Failure::Busy,
+        TransportError::Fault { .. } => Failure::Fault,
+        // The lane ended under the job: the connection was cut or timed out (keepalive),
+        // or the server's end went away.
+        TransportError::Closed
+        | TransportError::Proto(crate::proto::Error::Io(_))
+        | TransportError::Proto(crate::proto::Error::Truncated { .. }) => Failure::LaneDied,
+        _ => Failure::Host,
+    }
 }

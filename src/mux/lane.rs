@@ -146,8 +146,8 @@ impl Route {
 }
 
 enum LaneIo {
-    Native { stream: Stream, _conn: Connection },
-    DistccSsh { stream: Stream, _conn: Connection },
+    Native { stream: Stream, conn: Connection },
+    DistccSsh { stream: Stream, conn: Connection },
     DistccTcp { stream: TcpStream },
 }
 
@@ -245,16 +245,10 @@ impl Lane {
             },
         };
         if matches!(route, Route::Subsystem | Route::Exec { .. }) {
-            let io = LaneIo::Native {
-                stream,
-                _conn: conn,
-            };
+            let io = LaneIo::Native { stream, conn };
             Lane::native(io, key, settings, route).await
         } else {
-            let io = LaneIo::DistccSsh {
-                stream,
-                _conn: conn,
-            };
+            let io = LaneIo::DistccSsh { stream, conn };
             let wire = Wire::Distcc { lzo: host.lzo };
             Ok(Lane::new(io, wire, key, settings, route))
         }
@@ -315,6 +309,15 @@ impl Lane {
         &self.host
     }
 
+    /// Whether the ssh connection under the lane has ended (never for TCP lanes, whose
+    /// end shows only when they are used).
+    pub fn is_closed(&self) -> bool {
+        match &self.io {
+            LaneIo::Native { conn, .. } | LaneIo::DistccSsh { conn, .. } => conn.is_closed(),
+            LaneIo::DistccTcp { .. } => false,
+        }
+    }
+
     /// Native lanes run job after job; a distcc lane serves one job and is then spent.
     pub fn reusable(&self) -> bool {
         matches!(self.io, LaneIo::Native { .. })
@@ -368,7 +371,9 @@ impl Lane {
         }
     }
 
-    /// Run one job. `source` is preprocessed as [`Lane::wire`] asks.
+    /// Run one job. `source` is preprocessed as [`Lane::wire`] asks. On an ssh lane the
+    /// job ends with [`TransportError::Closed`] as soon as the connection ends, even while
+    /// it waits to send (russh does not wake such a writer).
     pub async fn run(
         &mut self,
         spec: &JobSpec,
@@ -376,22 +381,39 @@ impl Lane {
     ) -> Result<JobResult, TransportError> {
         let io_timeout = self.io_timeout;
         match &mut self.io {
-            LaneIo::Native { stream, .. } => {
+            LaneIo::Native { stream, conn } => {
                 let id = self.next_id;
                 self.next_id += 1;
                 let peer = Peer {
                     host: &self.host,
                     version: self.version,
                 };
-                run_native(stream, id, spec, source, io_timeout, peer).await
+                unless_closed(conn, run_native(stream, id, spec, source, io_timeout, peer)).await
             }
-            LaneIo::DistccSsh { stream, .. } => {
-                run_distcc(stream, self.wire, spec, source, io_timeout, &self.host).await
+            LaneIo::DistccSsh { stream, conn } => {
+                unless_closed(
+                    conn,
+                    run_distcc(stream, self.wire, spec, source, io_timeout, &self.host),
+                )
+                .await
             }
             LaneIo::DistccTcp { stream } => {
                 run_distcc(stream, self.wire, spec, source, io_timeout, &self.host).await
             }
         }
+    }
+}
+
+/// `work` on a lane of `conn`, or [`TransportError::Closed`] once the connection has
+/// ended (what `work` got done first wins).
+async fn unless_closed<T>(
+    conn: &Connection,
+    work: impl std::future::Future<Output = Result<T, TransportError>>,
+) -> Result<T, TransportError> {
+    tokio::select! {
+        biased;
+        r = work => r,
+        () = conn.closed() => Err(TransportError::Closed),
     }
 }
 
@@ -549,7 +571,12 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
         return Err(TransportError::Fault {
             host: host.to_string(),
             fault: Fault {
-                program: spec.header.compiler.chars().take(fault::MAX_FAULT_TEXT).collect(),
+                program: spec
+                    .header
+                    .compiler
+                    .chars()
+                    .take(fault::MAX_FAULT_TEXT)
+                    .collect(),
                 signal: 0,
                 detail: detail
                     .chars()

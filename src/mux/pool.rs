@@ -147,6 +147,8 @@ struct HostState {
     last_connect: Option<Instant>,
     last_error: Option<String>,
     connections_made: u64,
+    /// The keepalive interval of the newest connection (zero: off), once one was made.
+    keepalive: Option<Duration>,
 }
 
 struct HostPool {
@@ -273,6 +275,15 @@ impl Pool {
         lane::expected_wire(spec)
     }
 
+    /// How long a job whose lane died waits for `spec` to give a fresh lane
+    /// (`mux::retry::resend_wait`: two keepalive intervals of the host's newest
+    /// connection, else of the `[ssh]` settings).
+    pub fn resend_wait(&self, spec: &HostSpec) -> Duration {
+        let keepalive = self.host_pool(spec).state().keepalive;
+        let fallback = self.inner.settings.keepalive_interval;
+        crate::mux::retry::resend_wait(keepalive.unwrap_or(fallback), fallback)
+    }
+
     /// Start connecting to an SSH host and opening lanes up to its slot limit, in the
     /// background. No-op for other hosts or when the host is already warm.
     pub fn warm(&self, spec: &HostSpec) {
@@ -323,6 +334,10 @@ impl Pool {
             let Ok(Ok(mut pl)) = tokio::time::timeout(HANDOVER_TIMEOUT, rx).await else {
                 continue;
             };
+            if pl.lane.is_closed() {
+                // Its connection just ended (its idle task had not noticed yet).
+                continue;
+            }
             if idle.since.elapsed() > PING_IDLE_AFTER {
                 if let Err(e) = pl.lane.ping(PING_TIMEOUT).await {
                     tracing::info!(host = %hp.key, "idle lane failed its ping: {e}");
@@ -651,6 +666,7 @@ impl Pool {
         };
         let mut st = hp.state();
         st.connections_made += 1;
+        st.keepalive = Some(r.conn.keepalive().interval);
         st.conns.push(entry);
         Ok(r)
     }

@@ -95,6 +95,8 @@ pub struct HostState {
     pub jobs_failed: u64,
     /// Busy answers.
     pub jobs_busy: u64,
+    /// Jobs sent again on this host after their lane died mid-job.
+    pub jobs_resent: u64,
     /// Sum of job times, for the plain mean in `hoardcc status`.
     pub total_ms: u64,
 }
@@ -111,6 +113,7 @@ impl HostState {
             jobs_ok: 0,
             jobs_failed: 0,
             jobs_busy: 0,
+            jobs_resent: 0,
             total_ms: 0,
         }
     }
@@ -327,6 +330,13 @@ impl Scheduler {
                     Outcome::Unused => {}
                 }
             }
+        }
+    }
+
+    /// Count a job sent again on `key` after its lane died (the slot stays held).
+    pub fn record_resend(&mut self, key: &str) {
+        if let Some(h) = self.hosts.get_mut(key) {
+            h.jobs_resent += 1;
         }
     }
 

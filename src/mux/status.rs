@@ -60,6 +60,9 @@ pub struct HostReport {
     pub jobs_failed: u64,
     /// Busy answers.
     pub jobs_busy: u64,
+    /// Jobs sent again on the host after their lane died mid-job (a blip).
+    #[serde(default)]
+    pub jobs_resent: u64,
     /// Mean job time.
     pub mean_ms: Option<u64>,
     /// Recent job time (EWMA), used for host choice.
@@ -95,7 +98,8 @@ impl HostReport {
 pub struct JobReport {
     /// The source file the wrapper named.
     pub file: String,
-    /// `queued`, `reserved`, `running` or `local`.
+    /// `queued`, `reserved`, `running`, `resending` (its lane died; waiting for the host
+    /// to answer again) or `local`.
     pub state: String,
     /// The host holding its slot, if remote.
     pub host: Option<String>,
@@ -167,6 +171,12 @@ pub fn render_text(r: &StatusReport) -> String {
             if let Some(n) = h.slots_note() {
                 s.push_str(&format!("    slots: {n}\n"));
             }
+            if h.jobs_resent > 0 {
+                s.push_str(&format!(
+                    "    resent after a lost lane: {} job(s)\n",
+                    h.jobs_resent
+                ));
+            }
             if let Some(e) = &h.last_error {
                 s.push_str(&format!("    last error: {e}\n"));
             }
@@ -212,6 +222,7 @@ impl Daemon {
                         jobs_ok: h.jobs_ok,
                         jobs_failed: h.jobs_failed,
                         jobs_busy: h.jobs_busy,
+                        jobs_resent: h.jobs_resent,
                         mean_ms: h.mean_ms(),
                         ewma_ms: h.ewma_ms.map(|m| m as u64),
                         backoff_remaining_ms: h
@@ -282,6 +293,7 @@ mod tests {
                 jobs_ok: 10,
                 jobs_failed: 1,
                 jobs_busy: 0,
+                jobs_resent: 2,
                 mean_ms: Some(850),
                 ewma_ms: Some(800),
                 backoff_remaining_ms: Some(1500),
@@ -325,6 +337,7 @@ mod tests {
             ]
         );
         assert!(t.contains("last error: boom"));
+        assert!(t.contains("resent after a lost lane: 2 job(s)"));
         assert!(t.contains("running") && t.contains("foo.c"));
     }
 }

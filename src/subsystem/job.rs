@@ -207,10 +207,14 @@ pub fn check_limits(job: &Job, limits: &Admission) -> Result<(), String> {
             limits.max_extra_outputs
         ));
     }
-    let names = [&job.header.cwd, &job.header.source_name, &job.header.output_name]
-        .into_iter()
-        .chain(&job.header.extra_outputs)
-        .chain(job.context.iter().map(|f| &f.name));
+    let names = [
+        &job.header.cwd,
+        &job.header.source_name,
+        &job.header.output_name,
+    ]
+    .into_iter()
+    .chain(&job.header.extra_outputs)
+    .chain(job.context.iter().map(|f| &f.name));
     if let Some(long) = names.into_iter().find(|n| n.len() > MAX_NAME_LEN) {
         return Err(format!("a name of {} bytes is too long", long.len()));
     }
@@ -294,7 +298,8 @@ pub fn stage(
     // names that is a path outside the job directory, so those markers are pointed at
     // the client's text under the root, and the root is mapped away again in debug info,
     // `__FILE__` and stderr. clang quotes from the text it compiles and needs none of it.
-    let gcc_family = no_caret_flag(&job.header.compiler).is_some() && !job.header.compiler.contains("clang");
+    let gcc_family =
+        no_caret_flag(&job.header.compiler).is_some() && !job.header.compiler.contains("clang");
     let rooted = (side_name.is_some() && gcc_family)
         .then(|| root_markers(&source, workdir.root(), &written))
         .flatten();
@@ -545,13 +550,22 @@ mod tests {
                 "source",
                 Box::new(|j| j.header.source_name = "-fplugin=./evil.so".into()),
             ),
-            ("source @", Box::new(|j| j.header.source_name = "@rsp".into())),
-            ("empty source", Box::new(|j| j.header.source_name = String::new())),
+            (
+                "source @",
+                Box::new(|j| j.header.source_name = "@rsp".into()),
+            ),
+            (
+                "empty source",
+                Box::new(|j| j.header.source_name = String::new()),
+            ),
             (
                 "output",
                 Box::new(|j| j.header.output_name = "-fplugin=x.so".into()),
             ),
-            ("extra", Box::new(|j| j.header.extra_outputs = vec!["@x".into()])),
+            (
+                "extra",
+                Box::new(|j| j.header.extra_outputs = vec!["@x".into()]),
+            ),
             (
                 "context",
                 Box::new(|j| {

@@ -24,10 +24,10 @@ use crate::config::{self, Config};
 use crate::exit::ExitCode;
 use crate::hosts::{self, HostList};
 use crate::mux::lane::{JobSpec, Wire};
-use crate::proto::msg::{JobHeader, JobResult};
 use crate::paths::Paths;
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::MuxReply;
+use crate::proto::msg::{JobHeader, JobResult};
 
 /// Why a job could not be distributed. Always ends in [`fallback`].
 #[derive(Debug)]

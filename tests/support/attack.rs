@@ -239,11 +239,11 @@ pub fn job(compiler: &str, args: &[&str], source: &str) -> Job {
             assemble_only: false,
             cwd: "/home/client/src".into(),
             source_name: if compiler.contains("++") {
-            "a.cc"
-        } else {
-            "a.c"
-        }
-        .into(),
+                "a.cc"
+            } else {
+                "a.c"
+            }
+            .into(),
             output_name: "a.o".into(),
             extra_outputs: Vec::new(),
         },

@@ -13,6 +13,7 @@ mod distccd;
 mod process;
 mod project;
 mod proxy;
+mod proxy_alias;
 mod sshd;
 
 pub use distccd::Distccd;
@@ -20,5 +21,6 @@ pub use process::{
     descendants, free_port, hoardcc_bin, processes, run_with_timeout, wait_until, Proc,
 };
 pub use project::Project;
-pub use proxy::{Proxy, PROXY_ALIAS};
+pub use proxy::Proxy;
+pub use proxy_alias::PROXY_ALIAS;
 pub use sshd::{removed_env_keys, Sshd, SshdOptions, ALIAS, FORCED_ALIAS, TEST_USER};

@@ -1,25 +1,23 @@
-//! A userspace TCP proxy for fault injection: sits between the mux and the private sshd
-//! ([`super::sshd`]) and can cut every open connection, freeze them (a silent partition:
-//! nothing is closed, no byte moves), thaw them, and add one-way latency and a bandwidth
-//! cap for WAN-like runs. Blocking std code, one accept thread plus a reader and a writer
-//! thread per direction of each connection.
+//! A userspace TCP proxy for fault injection and WAN-like links: sits between a client
+//! and a server (the mux and the private sshd of `super::sshd`, or the WAN benchmark's
+//! hosts) and can cut every open connection, freeze them (a silent partition: nothing is
+//! closed, no byte moves), thaw them, add one-way latency, cap the bandwidth (per
+//! connection, or one link shared by all of them), charge a round trip per new
+//! connection (a TCP handshake), and it counts the bytes it delivered each way.
+//! Blocking std code, one accept thread plus a reader and a writer thread per direction
+//! of each connection.
 //!
-//! Neighbours: tests/faults.rs drives it; [`Proxy::alias_for`] writes the `~/.ssh/config`
-//! alias and `known_hosts` line that make a host list entry `@hoardtest-proxy` go through it.
-
-use std::fmt::Write as _;
+//! Neighbours: tests/faults.rs and tests/blip.rs drive it; `super::proxy_alias` writes the
+//! `~/.ssh/config` alias that makes a host list entry `@hoardtest-proxy` go through it;
+//! examples/wanproxy.rs (the WAN benchmark's link, `bench/wan.sh`) includes this file with
+//! `#[path]`, so it depends on nothing else of the test support.
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc;
 use std::sync::{Arc, Condvar, Mutex, Weak};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
-
-use super::sshd::Sshd;
-
-/// The `Host` alias [`Proxy::alias_for`] adds to the client's `~/.ssh/config`.
-pub const PROXY_ALIAS: &str = "hoardtest-proxy";
 
 /// How long the proxy waits to reach its target for a new connection.
 const TARGET_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -35,7 +33,16 @@ struct Knobs {
     frozen: bool,
     delay: Duration,
     bytes_per_sec: Option<u64>,
+    /// The one link all connections share, per direction (bytes per second).
+    link_bytes_per_sec: Option<u64>,
+    /// Charged once per new connection before anything is forwarded.
+    connect_delay: Duration,
 }
+
+/// The two directions, as indexes of [`Shared::delivered`] and [`Shared::link_free`].
+const UP: usize = 0;
+/// See [`UP`].
+const DOWN: usize = 1;
 
 /// One proxied connection: both sockets, so [`Proxy::cut`] can shut them down.
 struct Conn {
@@ -59,6 +66,10 @@ struct Shared {
     changed: Condvar,
     stop: AtomicBool,
     accepted: AtomicUsize,
+    /// Bytes written to the server ([`UP`]) and to the client ([`DOWN`]).
+    delivered: [AtomicU64; 2],
+    /// When the shared link is free again, per direction.
+    link_free: [Mutex<Option<Instant>>; 2],
     conns: Mutex<Vec<Weak<Conn>>>,
     threads: Mutex<Vec<JoinHandle<()>>>,
 }
@@ -92,6 +103,22 @@ impl Shared {
                 .unwrap_or_else(|p| p.into_inner())
                 .0;
         }
+    }
+
+    /// When `n` bytes sent in direction `dir` have crossed the shared link (now, when
+    /// the link is uncapped), reserving the link for them.
+    fn link_reserve(&self, dir: usize, n: usize) -> Instant {
+        let now = Instant::now();
+        let Some(bps) = self.knobs().link_bytes_per_sec else {
+            return now;
+        };
+        let mut free = self.link_free[dir]
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let start = free.map_or(now, |f| f.max(now));
+        let done = start + Duration::from_secs_f64(n as f64 / bps as f64);
+        *free = Some(done);
+        done
     }
 
     /// Sleeps until `until` unless the connection is cut or the proxy stops first.
@@ -136,6 +163,8 @@ impl Proxy {
             changed: Condvar::new(),
             stop: AtomicBool::new(false),
             accepted: AtomicUsize::new(0),
+            delivered: [AtomicU64::new(0), AtomicU64::new(0)],
+            link_free: [Mutex::new(None), Mutex::new(None)],
             conns: Mutex::new(Vec::new()),
             threads: Mutex::new(Vec::new()),
         });
@@ -156,6 +185,17 @@ impl Proxy {
     /// Connections accepted so far (cut or not).
     pub fn connections_accepted(&self) -> usize {
         self.shared.accepted.load(Ordering::SeqCst)
+    }
+
+    /// Bytes delivered to the server side so far (client → server), all connections
+    /// (counted as each chunk is handed to the socket).
+    pub fn bytes_up(&self) -> u64 {
+        self.shared.delivered[UP].load(Ordering::SeqCst)
+    }
+
+    /// Bytes delivered to the client side so far (server → client), all connections.
+    pub fn bytes_down(&self) -> u64 {
+        self.shared.delivered[DOWN].load(Ordering::SeqCst)
     }
 
     /// Connections currently open (both directions not yet finished).
@@ -211,19 +251,19 @@ impl Proxy {
         self.shared.changed.notify_all();
     }
 
-    /// Adds a `Host hoardtest-proxy` block to `sshd`'s client `~/.ssh/config` (same user,
-    /// key and known_hosts as the `hoardtest` alias, port = this proxy) and trusts sshd's
-    /// host key under `[127.0.0.1]:<proxy port>` in the client's `known_hosts` (the mux has
-    /// no HostKeyAlias). Returns the alias, for a host list like `@hoardtest-proxy/4`.
-    ///
-    /// # Panics
-    /// Panics if the files cannot be written.
-    pub fn alias_for(&self, sshd: &Sshd) -> String {
-        let c = format!("\n{}", sshd.client_host_block(PROXY_ALIAS, self.port));
-        append(&sshd.ssh_config_path(), &c);
-        let line = format!("[127.0.0.1]:{} {}\n", self.port, sshd.host_public_key());
-        append(&sshd.known_hosts_path(), &line);
-        PROXY_ALIAS.to_string()
+    /// Caps each direction of the link that all connections share at `bytes_per_sec`
+    /// (`None`: no cap): a chunk waits until the chunks before it, on any connection,
+    /// have crossed.
+    pub fn set_link_bandwidth(&self, bytes_per_sec: Option<u64>) {
+        self.shared.knobs().link_bytes_per_sec = bytes_per_sec.filter(|b| *b > 0);
+        self.shared.changed.notify_all();
+    }
+
+    /// Holds each new connection for `delay` before anything is forwarded (the client's
+    /// connect has returned; its first bytes wait), as a TCP handshake costs a round trip.
+    pub fn set_connect_delay(&self, delay: Duration) {
+        self.shared.knobs().connect_delay = delay;
+        self.shared.changed.notify_all();
     }
 }
 
@@ -260,15 +300,6 @@ impl Drop for Proxy {
     }
 }
 
-fn append(path: &std::path::Path, text: &str) {
-    let mut f = std::fs::OpenOptions::new()
-        .append(true)
-        .open(path)
-        .unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
-    f.write_all(text.as_bytes())
-        .unwrap_or_else(|e| panic!("append to {}: {e}", path.display()));
-}
-
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     for incoming in listener.incoming() {
         if shared.stop.load(Ordering::SeqCst) {
@@ -284,6 +315,24 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
 /// Dials the target for one accepted client and forwards both ways until both directions
 /// have ended.
 fn connect_and_pump(client: TcpStream, shared: Arc<Shared>) {
+    let charge = shared.knobs().connect_delay;
+    if !charge.is_zero() {
+        let until = Instant::now() + charge;
+        let mut k = shared.knobs();
+        while !shared.stop.load(Ordering::SeqCst) && Instant::now() < until {
+            let left = until.saturating_duration_since(Instant::now());
+            k = shared
+                .changed
+                .wait_timeout(k, left.min(RECHECK))
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        drop(k);
+        if shared.stop.load(Ordering::SeqCst) {
+            let _ = client.shutdown(Shutdown::Both);
+            return;
+        }
+    }
     let Ok(server) = TcpStream::connect_timeout(&shared.target, TARGET_CONNECT_TIMEOUT) else {
         let _ = client.shutdown(Shutdown::Both);
         return;
@@ -312,8 +361,8 @@ fn connect_and_pump(client: TcpStream, shared: Arc<Shared>) {
         return;
     };
     // client → server and server → client, each a reader and a writer thread.
-    direction(&shared, &conn, client, s3);
-    direction(&shared, &conn, server, c3);
+    direction(&shared, &conn, client, s3, UP);
+    direction(&shared, &conn, server, c3, DOWN);
 }
 
 /// What a reader hands its writer: a chunk stamped with the time it may leave, or the end.
@@ -322,9 +371,16 @@ enum Piece {
     End(Instant),
 }
 
-/// Starts forwarding `from` → `to`: the reader stamps each chunk with its release time
-/// (arrival + delay), the writer releases chunks in order, honouring freeze and bandwidth.
-fn direction(shared: &Arc<Shared>, conn: &Arc<Conn>, mut from: TcpStream, mut to: TcpStream) {
+/// Starts forwarding `from` → `to` (direction `dir`): the reader stamps each chunk with
+/// its release time (arrival + delay), the writer releases chunks in order, honouring
+/// freeze and both bandwidth caps, and counts what it delivered.
+fn direction(
+    shared: &Arc<Shared>,
+    conn: &Arc<Conn>,
+    mut from: TcpStream,
+    mut to: TcpStream,
+    dir: usize,
+) {
     let (tx, rx) = mpsc::channel::<Piece>();
     let (s, c) = (shared.clone(), conn.clone());
     shared.spawn(move || {
@@ -365,6 +421,12 @@ fn direction(shared: &Arc<Shared>, conn: &Arc<Conn>, mut from: TcpStream, mut to
                 let _ = to.shutdown(Shutdown::Write);
                 return;
             };
+            let crossed = s.link_reserve(dir, data.len());
+            if !s.sleep_until(&c, crossed) {
+                return;
+            }
+            // Counted before the write, so a peer that has read the bytes finds them counted.
+            s.delivered[dir].fetch_add(data.len() as u64, Ordering::SeqCst);
             if to.write_all(&data).is_err() {
                 c.shut();
                 s.changed.notify_all();

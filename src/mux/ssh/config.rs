@@ -1,13 +1,15 @@
 //! Stage: connections, destination resolution. Before [`super::Connection::connect`]
 //! dials a host from the host list, [`destination`] (the one reader of the file) turns the entry's `user@alias` into what
-//! OpenSSH would dial: HostName, Port, User, IdentityFile, ProxyJump and
-//! UserKnownHostsFile from `~/.ssh/config`, parsed by the `ssh2-config` crate (which
+//! OpenSSH would dial: HostName, Port, User, IdentityFile, ProxyJump,
+//! UserKnownHostsFile, ServerAliveInterval and ServerAliveCountMax from `~/.ssh/config`,
+//! parsed by the `ssh2-config` crate (which
 //! handles `Include`, `Key=Value`, tabs, globs and negation; see notes/russh.md §6).
 //! ProxyJump hops resolve here too. Neighbours: `hosts` (gives alias and user),
 //! `mux::ssh` (consumes [`Destination`]), `mux::pool` and `mux::lane` (callers).
 
 use std::io::BufReader;
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ssh2_config::{ParseRule, SshConfig};
 
@@ -30,6 +32,11 @@ pub struct Destination {
     pub proxy_jump: Option<String>,
     /// UserKnownHostsFile entries, `~` expanded (empty when unset or `none`).
     pub user_known_hosts: Vec<PathBuf>,
+    /// ServerAliveInterval, when set (zero: no keepalives, as in OpenSSH). Unset: the
+    /// `[ssh]` settings apply (see [`super::Keepalive::for_destination`]).
+    pub server_alive_interval: Option<Duration>,
+    /// ServerAliveCountMax, when set.
+    pub server_alive_count_max: Option<u32>,
 }
 
 /// Resolve `alias` like OpenSSH does. `user` is the host-list entry's user and wins over
@@ -95,6 +102,20 @@ pub fn resolve(
                 .collect()
         })
         .unwrap_or_default();
+    // ssh2-config parses ServerAliveInterval but leaves ServerAliveCountMax as raw tokens.
+    let server_alive_count_max = match params
+        .unsupported_fields
+        .get("serveralivecountmax")
+        .or_else(|| params.ignored_fields.get("serveralivecountmax"))
+        .and_then(|v| v.first())
+    {
+        None => None,
+        Some(v) => Some(v.parse::<u32>().map_err(|_| {
+            SshError::Config(format!(
+                "~/.ssh/config: ServerAliveCountMax {v:?} is not a number"
+            ))
+        })?),
+    };
     Ok(Destination {
         alias: alias.to_string(),
         hostname,
@@ -103,6 +124,8 @@ pub fn resolve(
         identity_files,
         proxy_jump,
         user_known_hosts,
+        server_alive_interval: params.server_alive_interval,
+        server_alive_count_max,
     })
 }
 
@@ -239,8 +262,42 @@ mod tests {
                 identity_files: vec![],
                 proxy_jump: None,
                 user_known_hosts: vec![],
+                server_alive_interval: None,
+                server_alive_count_max: None,
             }
         );
+    }
+
+    #[test]
+    fn server_alive_settings() {
+        let text = "Host fast\n  ServerAliveInterval 2\n  ServerAliveCountMax 5\nHost off\n  ServerAliveInterval 0\nHost *\n  ServerAliveCountMax=4\n";
+        let fast = res("fast", None, text);
+        assert_eq!(fast.server_alive_interval, Some(Duration::from_secs(2)));
+        assert_eq!(fast.server_alive_count_max, Some(5));
+        let off = res("off", None, text);
+        assert_eq!(off.server_alive_interval, Some(Duration::ZERO));
+        assert_eq!(off.server_alive_count_max, Some(4));
+        let other = res("other", None, "Host x\n  ServerAliveInterval 9\n");
+        assert_eq!(other.server_alive_interval, None);
+        assert_eq!(other.server_alive_count_max, None);
+        let err = resolve(
+            "h",
+            None,
+            Some("ServerAliveCountMax many\n"),
+            &home(),
+            "alice",
+        )
+        .unwrap_err();
+        assert!(matches!(err, SshError::Config(_)), "{err:?}");
+        let err = resolve(
+            "h",
+            None,
+            Some("ServerAliveInterval soon\n"),
+            &home(),
+            "alice",
+        )
+        .unwrap_err();
+        assert!(matches!(err, SshError::Config(_)), "{err:?}");
     }
 
     #[test]

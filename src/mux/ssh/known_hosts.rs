@@ -238,7 +238,9 @@ pub fn default_files(home: &Path, extra: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// The russh handler: checks the server's key and records the precise verdict so
-/// [`Connection::connect`] can report it (russh itself only says "UnknownKey").
+/// [`Connection::connect`] can report it (russh itself only says "UnknownKey"). russh
+/// owns it for the life of the session and drops it when the session ends, whatever
+/// ended it: `_ended` then cancels the token [`Connection::closed`] waits on.
 pub(super) struct Verifier {
     pub(super) host: String,
     pub(super) port: u16,
@@ -246,6 +248,7 @@ pub(super) struct Verifier {
     pub(super) verdict: Arc<Mutex<Option<SshError>>>,
     /// The accepted key, `TYPE SHA256:…`, once it matched a known_hosts line.
     pub(super) accepted: Arc<Mutex<Option<String>>>,
+    pub(super) _ended: tokio_util::sync::DropGuard,
 }
 
 impl client::Handler for Verifier {

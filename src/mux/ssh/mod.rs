@@ -7,7 +7,9 @@
 //! sshd (the other end).
 //!
 //! Client settings follow the measurements in notes/russh.md: `nodelay` (Nagle costs ~44 ms
-//! per job), a 16 MiB window, AES-GCM first, keepalives so a dead peer is noticed.
+//! per job), a 16 MiB window, AES-GCM first, keepalives so a dead peer is noticed (every
+//! `keepalive_interval`, or the host's ServerAliveInterval / ServerAliveCountMax from
+//! `~/.ssh/config`: [`Keepalive`]).
 
 pub mod auth;
 pub mod config;
@@ -22,6 +24,7 @@ use std::time::Duration;
 use russh::client::{self, Handle};
 use russh::{ChannelMsg, Disconnect};
 use tokio::time::{timeout, timeout_at, Instant};
+use tokio_util::sync::CancellationToken;
 
 use auth::authenticate;
 use config::resolve_hop;
@@ -82,8 +85,36 @@ impl SshSettings {
     }
 }
 
+/// The keepalive of one connection: a request every `interval` (zero: none), and the
+/// connection declared dead after `max` unanswered ones (zero: never).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Keepalive {
+    /// Interval between keepalive requests; zero disables them.
+    pub interval: Duration,
+    /// Unanswered requests before the connection ends with a keepalive timeout.
+    pub max: usize,
+}
+
+impl Keepalive {
+    /// The host's ServerAliveInterval and ServerAliveCountMax from `~/.ssh/config` where
+    /// set, else `keepalive_interval_secs` / `keepalive_max` of the `[ssh]` settings.
+    pub fn for_destination(dest: &Destination, settings: &SshSettings) -> Keepalive {
+        Keepalive {
+            interval: dest
+                .server_alive_interval
+                .unwrap_or(settings.keepalive_interval),
+            max: dest
+                .server_alive_count_max
+                .map_or(settings.keepalive_max, |m| m as usize),
+        }
+    }
+}
+
 struct Inner {
     handle: Handle<Verifier>,
+    /// Cancelled when the session has ended (see [`Connection::closed`]).
+    ended: CancellationToken,
+    keepalive: Keepalive,
     dest: Destination,
     io_timeout: Duration,
     /// The server's host key as accepted, `TYPE SHA256:…`.
@@ -110,14 +141,13 @@ impl std::fmt::Debug for Connection {
     }
 }
 
-/// russh client configuration from the settings (see notes/russh.md §4).
-fn client_config(settings: &SshSettings) -> client::Config {
-    let keepalive = !settings.keepalive_interval.is_zero();
+/// russh client configuration for a connection with `keepalive` (see notes/russh.md §4).
+fn client_config(keepalive: Keepalive) -> client::Config {
     client::Config {
         nodelay: true,
         window_size: 16 << 20,
-        keepalive_interval: keepalive.then_some(settings.keepalive_interval),
-        keepalive_max: settings.keepalive_max,
+        keepalive_interval: (!keepalive.interval.is_zero()).then_some(keepalive.interval),
+        keepalive_max: keepalive.max,
         inactivity_timeout: None,
         preferred: russh::Preferred {
             cipher: Cow::Borrowed(&[
@@ -182,14 +212,17 @@ impl Connection {
 
         let verdict = Arc::new(Mutex::new(None));
         let accepted = Arc::new(Mutex::new(None));
+        let ended = CancellationToken::new();
         let handler = Verifier {
             host: host.clone(),
             port: dest.port,
             files: known_hosts::default_files(&settings.home, &dest.user_known_hosts),
             verdict: verdict.clone(),
             accepted: accepted.clone(),
+            _ended: ended.clone().drop_guard(),
         };
-        let config = Arc::new(client_config(settings));
+        let keepalive = Keepalive::for_destination(dest, settings);
+        let config = Arc::new(client_config(keepalive));
         let kex = match &via {
             None => {
                 let tcp = timeout_at(
@@ -264,6 +297,8 @@ impl Connection {
         Ok(Connection {
             inner: Arc::new(Inner {
                 handle,
+                ended,
+                keepalive,
                 dest: dest.clone(),
                 io_timeout: settings.io_timeout,
                 host_key,
@@ -313,6 +348,19 @@ impl Connection {
     /// Whether the connection has ended (keepalive timeout, server gone, disconnected).
     pub fn is_closed(&self) -> bool {
         self.inner.handle.is_closed()
+    }
+
+    /// Completes when the session has ended (the connection was cut, timed out on
+    /// keepalives, or was closed). A channel writer that waits for window space is not
+    /// woken by russh when the session ends, so a job on the connection must also wait on
+    /// this. Cancel-safe.
+    pub async fn closed(&self) {
+        self.inner.ended.cancelled().await;
+    }
+
+    /// The keepalive this connection runs with.
+    pub fn keepalive(&self) -> Keepalive {
+        self.inner.keepalive
     }
 
     /// Where this connection goes.

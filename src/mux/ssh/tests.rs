@@ -99,6 +99,8 @@ async fn unparseable_proxy_jump_is_refused_clearly() {
         identity_files: vec![],
         proxy_jump: Some("bastion:99999".into()),
         user_known_hosts: vec![],
+        server_alive_interval: None,
+        server_alive_count_max: None,
     };
     let settings = test_settings(PathBuf::from("/nonexistent"));
     let err = Connection::connect(&dest, &settings).await.unwrap_err();
@@ -124,6 +126,8 @@ async fn refused_tcp_connect_is_connect_error() {
         identity_files: vec![],
         proxy_jump: None,
         user_known_hosts: vec![],
+        server_alive_interval: None,
+        server_alive_count_max: None,
     };
     let err = Connection::connect(&dest, &test_settings(PathBuf::from("/nonexistent")))
         .await
@@ -149,6 +153,8 @@ async fn silent_server_times_out_in_key_exchange() {
         identity_files: vec![],
         proxy_jump: None,
         user_known_hosts: vec![],
+        server_alive_interval: None,
+        server_alive_count_max: None,
     };
     let mut settings = test_settings(PathBuf::from("/nonexistent"));
     settings.connect_timeout = Duration::from_millis(300);
@@ -185,6 +191,50 @@ fn settings_from_config_and_env() {
     let none = SshSettings::from_config(&cfg, &|_| None, PathBuf::from("/h"));
     assert_eq!(none.agent_socket, None);
     assert!(!none.local_user.is_empty());
+}
+
+#[test]
+fn keepalive_from_the_ssh_config_beats_the_settings() {
+    let settings = test_settings(PathBuf::from("/h"));
+    let mut dest = Destination {
+        alias: "x".into(),
+        hostname: "x".into(),
+        port: 22,
+        user: "u".into(),
+        identity_files: vec![],
+        proxy_jump: None,
+        user_known_hosts: vec![],
+        server_alive_interval: None,
+        server_alive_count_max: None,
+    };
+    let k = Keepalive::for_destination(&dest, &settings);
+    assert_eq!(
+        k,
+        Keepalive {
+            interval: Duration::from_secs(15),
+            max: 3
+        }
+    );
+    let c = client_config(k);
+    assert_eq!(c.keepalive_interval, Some(Duration::from_secs(15)));
+    assert_eq!(c.keepalive_max, 3);
+    dest.server_alive_interval = Some(Duration::from_secs(2));
+    dest.server_alive_count_max = Some(5);
+    let k = Keepalive::for_destination(&dest, &settings);
+    assert_eq!(
+        k,
+        Keepalive {
+            interval: Duration::from_secs(2),
+            max: 5
+        }
+    );
+    let c = client_config(k);
+    assert_eq!(c.keepalive_interval, Some(Duration::from_secs(2)));
+    assert_eq!(c.keepalive_max, 5);
+    // ServerAliveInterval 0 turns keepalives off, as in OpenSSH.
+    dest.server_alive_interval = Some(Duration::ZERO);
+    let c = client_config(Keepalive::for_destination(&dest, &settings));
+    assert_eq!(c.keepalive_interval, None);
 }
 
 fn test_settings(home: PathBuf) -> SshSettings {
