@@ -40,6 +40,8 @@
 //! max_memory_mib = 8192            # address space of each compiler process, 0 = no limit
 //! max_file_size_mib = 1024         # largest file a compiler may write, 0 = no limit
 //! max_open_files = 256
+//! strict = false                   # compilers must also have the client's binaries (blake3)
+//! match_configured = true          # compare `-v` configuration lines, not only version+target
 //! [mux]
 //! idle_timeout_secs = 600          # HOARDCC_IDLE_TIMEOUT
 //! channels_per_connection = 8
@@ -125,6 +127,10 @@ pub struct FileServer {
     pub max_file_size_mib: u64,
     /// See [`ServerSettings::max_open_files`].
     pub max_open_files: u32,
+    /// See [`ServerSettings::strict`].
+    pub strict: bool,
+    /// See [`ServerSettings::match_configured`].
+    pub match_configured: bool,
 }
 
 /// The `[mux]` table as written.
@@ -182,6 +188,8 @@ impl Default for FileServer {
             max_memory_mib: 8192,
             max_file_size_mib: 1024,
             max_open_files: 256,
+            strict: false,
+            match_configured: true,
         }
     }
 }
@@ -311,6 +319,8 @@ impl FileConfig {
                 } else {
                     s.max_open_files
                 },
+                strict: s.strict,
+                match_configured: s.match_configured,
             },
             mux: MuxSettings {
                 idle_timeout: positive_secs(mux.idle_timeout_secs, "mux.idle_timeout_secs")?,
@@ -387,6 +397,13 @@ pub struct ServerSettings {
     pub max_file_size: Option<u64>,
     /// Open files per compiler process (`RLIMIT_NOFILE`; default 256).
     pub max_open_files: u32,
+    /// A job's compiler must also have the same binaries (blake3 of the driver, `cc1`,
+    /// `cc1plus` and `as`) as the client's, not only the same version, target and
+    /// configuration (default false).
+    pub strict: bool,
+    /// Compare the compilers' `-v` configuration lines (`Configured with:`, `Thread
+    /// model:`, clang's vendor line), not only version and target (default true).
+    pub match_configured: bool,
 }
 
 /// `[server] sandbox`: how `hoardcc serve` contains the compilers it runs.

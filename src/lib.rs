@@ -28,6 +28,7 @@ pub mod cli;
 pub mod config;
 pub mod exit;
 pub mod hosts;
+pub mod identity;
 pub mod mux;
 pub mod paths;
 pub mod proto;

@@ -17,7 +17,7 @@ const SUBCOMMANDS: &[&str] = &["serve", "hosts", "mux", "status", "ping", "docto
     name = "hoardcc",
     version,
     about = "A distributed C/C++ compiler that makes SSH the fast path",
-    override_usage = "hoardcc COMPILER [ARGS...]\n       hoardcc serve [--inetd]\n       hoardcc mux [--foreground | --stop]\n       hoardcc status [--json]\n       hoardcc hosts\n       hoardcc ping [HOST...] [--timeout SECS] [--json | --hosts-ok]\n       hoardcc doctor [HOST]\n       gcc|g++|cc|c++|clang|clang++ [ARGS...]   (through a symlink to hoardcc)",
+    override_usage = "hoardcc COMPILER [ARGS...]\n       hoardcc serve [--inetd | --check [--json]]\n       hoardcc mux [--foreground | --stop]\n       hoardcc status [--json]\n       hoardcc hosts\n       hoardcc ping [HOST...] [--timeout SECS] [--json | --hosts-ok]\n       hoardcc doctor [HOST]\n       gcc|g++|cc|c++|clang|clang++ [ARGS...]   (through a symlink to hoardcc)",
     after_help = "Hosts come from HOARDCC_HOSTS, DISTCC_HOSTS, the config file, ~/.distcc/hosts or /etc/distcc/hosts.\n\
                   HOARDCC_FALLBACK=0 (or DISTCC_FALLBACK=0) turns the local fallback off. See hoardcc(1)."
 )]
@@ -40,6 +40,13 @@ enum Command {
         /// Accepted for symmetry with `distccd --inetd`; serving stdin/stdout is the only mode.
         #[arg(long)]
         inetd: bool,
+        /// Do not serve: check the config, sandbox, job and slot directories, and list the
+        /// compilers this server offers (name, path, version, target). Exit 0 when usable.
+        #[arg(long, conflicts_with = "inetd")]
+        check: bool,
+        /// With --check: print the report as JSON.
+        #[arg(long, requires = "check")]
+        json: bool,
     },
     /// Print the host list hoardcc would use, and where it came from.
     Hosts,
@@ -107,13 +114,17 @@ fn main() -> std::process::ExitCode {
     }
     let cli = Cli::parse_from(&argv);
     init_logging(match cli.command {
+        Some(Command::Serve { check: true, .. }) => LogMode::Client,
         Some(Command::Serve { .. }) => LogMode::Server { file: None },
         None if cli.inetd => LogMode::Server { file: None },
         Some(Command::Mux { stop: false, .. }) => LogMode::Mux,
         _ => LogMode::Client,
     });
     match cli.command {
-        Some(Command::Serve { inetd }) => subsystem::main(subsystem::ServeArgs {
+        Some(Command::Serve {
+            check: true, json, ..
+        }) => subsystem::check::main(json),
+        Some(Command::Serve { inetd, .. }) => subsystem::main(subsystem::ServeArgs {
             inetd: inetd || cli.inetd,
         }),
         Some(Command::Hosts) => cli::hosts_main(),

@@ -230,7 +230,9 @@ impl SlowGcc {
         std::fs::create_dir(&bin).unwrap();
         chmod(&bin, 0o755);
         let script = format!(
-            "#!/bin/sh\nsleep \"$(cat {})\"\nexec /usr/bin/gcc \"$@\"\n",
+            // Identity probes (`-dumpfullversion`, `-v` …) are answered at once.
+            "#!/bin/sh\ncase \"$1\" in -dump*|-v|-print-*) exec /usr/bin/gcc \"$@\";; esac\n\
+             sleep \"$(cat {})\"\nexec /usr/bin/gcc \"$@\"\n",
             dir.path().join("bin/delay").display()
         );
         std::fs::write(bin.join("gcc"), script).unwrap();

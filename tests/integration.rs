@@ -31,6 +31,8 @@ mod conformance;
 mod logging;
 // Real build tools: CMake + Ninja launcher, ccache with CCACHE_PREFIX, masquerade next to ccache.
 mod tools;
+// The right compiler, or none (issue 11): identity matching, mismatch blocks, serve --check.
+mod identity;
 // `hoardcc ping`: JSON report, exit status, --hosts-ok, deadlines (issue 11).
 mod ping;
 // `hoardcc doctor`: each failure's ✗ line and fix (issue 11).

@@ -140,7 +140,8 @@ fn count_since(sshd: &Sshd, mark: usize, needle: &str) -> usize {
 }
 
 /// A directory on PATH for `hoardcc serve` holding `gcc`, a script that sleeps `secs`
-/// before running the real gcc: jobs overlap on the server without burning CPU.
+/// before running the real gcc (but answers identity probes at once): jobs overlap on
+/// the server without burning CPU.
 fn slow_gcc_dir(secs: &str) -> TempDir {
     let dir = tempfile::Builder::new()
         .prefix("hoardcc-slowgcc-")
@@ -150,7 +151,12 @@ fn slow_gcc_dir(secs: &str) -> TempDir {
     let gcc = dir.path().join("gcc");
     std::fs::write(
         &gcc,
-        format!("#!/bin/sh\nsleep {secs}\nexec /usr/bin/gcc \"$@\"\n"),
+        // The server asks its compilers who they are (`-dumpfullversion`, `-v` …):
+        // only compiles are slow.
+        format!(
+            "#!/bin/sh\ncase \"$1\" in -dump*|-v|-print-*) exec /usr/bin/gcc \"$@\";; esac\n\
+             sleep {secs}\nexec /usr/bin/gcc \"$@\"\n"
+        ),
     )
     .unwrap();
     std::fs::set_permissions(&gcc, std::fs::Permissions::from_mode(0o755)).unwrap();

@@ -70,6 +70,7 @@ pub(super) async fn serve_wrapper(d: Arc<Daemon>, stream: UnixStream, id: u64, _
                 hosts,
                 file,
                 client_version,
+                compiler,
             } => {
                 if client_version != mux_version() {
                     MuxReply::WrongVersion {
@@ -79,7 +80,7 @@ pub(super) async fn serve_wrapper(d: Arc<Daemon>, stream: UnixStream, id: u64, _
                     drop(held.take());
                     drop(local.take());
                     let r = tokio::select! {
-                        r = d.reserve(id, &hosts, &file, &mut held, &mut local) => r,
+                        r = d.reserve(id, &hosts, &file, compiler, &mut held, &mut local) => r,
                         _ = d.shutdown.cancelled() => break,
                     };
                     r

@@ -1,7 +1,9 @@
 //! Stage: one job in the mux — reserve a slot (`mux::scheduler`), run attempts on a
 //! lane from `mux::pool` (`mux::lane`), and follow the retry policy of `mux::retry`
-//! between them. Neighbours: `mux::conn` (asks for it), `mux::listener` (the shared
-//! [`Daemon`] state).
+//! between them. The job's compiler identity (`identity::Prober`, once per compiler)
+//! goes with it; a server without a match blocks that compiler there, and the job moves
+//! on or compiles locally. Neighbours: `mux::conn` (asks for it), `mux::listener` (the
+//! shared [`Daemon`] state).
 
 use std::time::Duration;
 
@@ -14,9 +16,9 @@ use crate::mux::lane::{TransportError, Wire};
 use crate::mux::listener::{Daemon, JobInfo};
 use crate::mux::pool::{PoolError, PooledLane};
 use crate::mux::retry::{next_step, until_answer, Failure, Step, Tally};
-use crate::mux::scheduler::{Grant, Outcome, SlotGuard, Want};
+use crate::mux::scheduler::{CompilerKey, Grant, NoSlot, Outcome, SlotGuard, Want};
 use crate::proto::compress::MAX_BLOB;
-use crate::proto::msg::{Blob, JobSpec, MuxReply};
+use crate::proto::msg::{Blob, JobSpec, LocalCompiler, MuxReply};
 
 /// How long a retry may wait for a slot on another host.
 const RETRY_WAIT: Duration = Duration::from_secs(5);
@@ -28,6 +30,8 @@ pub(crate) struct Held {
     wire: Wire,
     /// The job's hosts, for a retry elsewhere.
     hosts: Vec<HostSpec>,
+    /// The job's compiler, when its identity is known.
+    compiler: Option<CompilerKey>,
 }
 
 impl Daemon {
@@ -47,12 +51,26 @@ impl Daemon {
         entry.since = Instant::now();
     }
 
-    /// Parse the host list, register and warm its hosts, and wait for a slot.
+    /// The identity of the wrapper's compiler (probed on first use, then one `stat`).
+    async fn compiler_key(&self, compiler: Option<LocalCompiler>) -> Option<CompilerKey> {
+        let c = compiler?;
+        match self.prober.identity(std::path::Path::new(&c.path)).await {
+            Ok(id) => Some(CompilerKey { name: c.name, id }),
+            Err(e) => {
+                tracing::debug!("{e}: its jobs carry no identity");
+                None
+            }
+        }
+    }
+
+    /// Parse the host list, register and warm its hosts, learn the compiler's identity,
+    /// and wait for a slot on a host that has not refused that compiler.
     pub(super) async fn reserve(
         &self,
         id: u64,
         hosts_text: &str,
         file: &str,
+        compiler: Option<LocalCompiler>,
         held: &mut Option<Held>,
         local: &mut Option<SlotGuard>,
     ) -> MuxReply {
@@ -76,9 +94,11 @@ impl Daemon {
             self.pool.warm(h);
         }
         self.set_job(id, Some(file), "queued", None);
+        let compiler = self.compiler_key(compiler).await;
         let want = Want {
             remotes: keys,
             local_limit,
+            compiler: compiler.clone(),
         };
         match self.sched.acquire(want).await {
             Ok(guard) => match guard.grant().clone() {
@@ -102,6 +122,7 @@ impl Daemon {
                         spec,
                         wire,
                         hosts: remotes,
+                        compiler,
                     });
                     MuxReply::Reserved { host: key, wire }
                 }
@@ -113,7 +134,12 @@ impl Daemon {
                     }
                 }
             },
-            Err(why) => {
+            Err(NoSlot::NoMatch(why)) => {
+                // No host has this compiler: not a failure, and no warning.
+                self.set_job(id, None, "local", None);
+                MuxReply::Local { reason: why }
+            }
+            Err(NoSlot::Unusable(why)) => {
                 // No usable host (all backed off or down): a distribution failure, so the
                 // wrapper falls back with a warning, or fails when fallback is off.
                 self.set_job(id, None, "failed", None);
@@ -135,7 +161,7 @@ impl Daemon {
         &self,
         id: u64,
         held: Option<Held>,
-        spec: JobSpec,
+        mut spec: JobSpec,
         source: Blob,
     ) -> MuxReply {
         let Some(mut held) = held else {
@@ -153,6 +179,7 @@ impl Daemon {
                 )
             }
         };
+        spec.compiler_id = held.compiler.as_ref().map(|c| c.id.clone());
         let first_key = held.spec.key();
         let mut tally = Tally::default();
         // After a lost lane: the moment the host must have given a fresh one by.
@@ -171,6 +198,33 @@ impl Daemon {
             {
                 Attempt::Answer(reply) => return reply,
                 Attempt::Failed { failure, error } => (failure, error),
+                Attempt::Mismatch(reason) => {
+                    tracing::info!(host = %key, "{reason}; that compiler goes elsewhere");
+                    let Held {
+                        guard,
+                        wire,
+                        hosts,
+                        compiler,
+                        ..
+                    } = held;
+                    let Some(compiler) = compiler else {
+                        // Only a job with an identity can mismatch.
+                        return failed(reason, ExitCode::AccessDenied);
+                    };
+                    self.sched
+                        .with(|s| s.block(&key, compiler.clone(), reason.clone(), Instant::now()));
+                    drop(guard);
+                    // The scheduler skips every host blocked for this compiler; when none
+                    // is left the job compiles locally, quietly.
+                    match self
+                        .reacquire(&hosts, wire, Some(compiler), None, None)
+                        .await
+                    {
+                        Some(h) => held = h,
+                        None => return MuxReply::Local { reason },
+                    }
+                    continue;
+                }
             };
             let give_up = |message: String| {
                 if key != first_key {
@@ -195,11 +249,12 @@ impl Daemon {
                         mut guard,
                         wire,
                         hosts,
+                        compiler,
                         ..
                     } = held;
                     guard.set_outcome(Outcome::Busy);
                     drop(guard);
-                    match self.reacquire(&hosts, wire, None, None).await {
+                    match self.reacquire(&hosts, wire, compiler, None, None).await {
                         Some(h) => held = h,
                         None => return failed(message, code),
                     }
@@ -214,13 +269,14 @@ impl Daemon {
                         mut guard,
                         wire,
                         hosts,
+                        compiler,
                         ..
                     } = held;
                     guard.set_outcome(outcome);
                     drop(guard);
                     let exclude = exclude_this.then_some(key.as_str());
                     match self
-                        .reacquire(&hosts, wire, exclude, Some(RETRY_WAIT))
+                        .reacquire(&hosts, wire, compiler, exclude, Some(RETRY_WAIT))
                         .await
                     {
                         Some(h) => held = h,
@@ -284,6 +340,11 @@ impl Daemon {
                 });
                 Attempt::Answer(MuxReply::Done(done))
             }
+            Err(TransportError::Mismatch { reason, .. }) => {
+                // The lane is fine; the slot is given back unused.
+                self.pool.checkin(pl);
+                Attempt::Mismatch(reason)
+            }
             Err(e) => {
                 let failure = failure_of(&e);
                 if matches!(failure, Failure::Refused | Failure::Busy) {
@@ -338,12 +399,13 @@ impl Daemon {
         }
     }
 
-    /// A slot on one of `hosts` speaking `wire` (not `exclude`), waiting at most `wait`
-    /// (or as long as the queue takes).
+    /// A slot on one of `hosts` speaking `wire` (not `exclude`, nor one blocked for
+    /// `compiler`), waiting at most `wait` (or as long as the queue takes).
     async fn reacquire(
         &self,
         hosts: &[HostSpec],
         wire: Wire,
+        compiler: Option<CompilerKey>,
         exclude: Option<&str>,
         wait: Option<Duration>,
     ) -> Option<Held> {
@@ -357,6 +419,7 @@ impl Daemon {
         let want = Want {
             remotes: candidates.iter().map(|h| h.key()).collect(),
             local_limit: 0,
+            compiler: compiler.clone(),
         };
         let acquired = match wait {
             Some(w) => tokio::time::timeout(w, self.sched.acquire(want))
@@ -375,6 +438,7 @@ impl Daemon {
             spec,
             wire,
             hosts: hosts.to_vec(),
+            compiler,
         })
     }
 }
@@ -389,6 +453,8 @@ enum Attempt {
         failure: Failure,
         error: (String, ExitCode),
     },
+    /// The server has no compiler with the job's identity (the reason names both).
+    Mismatch(String),
 }
 
 /// How the policy sees a failed job on a lane.

@@ -19,6 +19,7 @@ use crate::mux::ssh::{self, Connection, SshError, SshSettings, Stream};
 use crate::proto::distcc::{self, DistccRequest};
 use crate::proto::fault::{self, Ended, Fault};
 use crate::proto::frame;
+use crate::proto::identity::{OfferedCompiler, MAX_OFFERED};
 use crate::proto::msg::{
     Blob, ContextFile, Hello, Input, Job, JobResult, Message, OutputFile, SourceKind,
     FAULT_VERSION, JOB3_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
@@ -30,6 +31,9 @@ pub const SUBSYSTEM: &str = "hoardcc";
 /// The stock distcc program a host without our subsystem runs on an exec channel
 /// ([`Lane::on_connection`] appends `--inetd`).
 pub const DEFAULT_DISTCCD: &str = "distccd";
+/// The hello cap word of peers that know [`Message::ListCompilers`] (servers) and
+/// [`Message::Mismatch`] (clients).
+pub const COMPILERS_CAP: &str = "compilers";
 /// TCP connect timeout for stock distccd hosts (distcc uses a fixed 4 s).
 const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
@@ -54,6 +58,10 @@ pub enum TransportError {
     Refused { host: String, reason: String },
     #[error("{host} is busy")]
     Busy { host: String },
+    /// The server has no compiler with the job's identity (`reason` names both
+    /// versions): that compiler goes elsewhere, or the job compiles locally.
+    #[error("{host}: {reason}")]
+    Mismatch { host: String, reason: String },
     #[error("server error on {host}: {message}")]
     Server { host: String, message: String },
     /// The compiler did not finish on its own terms on the server (killed by a signal,
@@ -79,7 +87,9 @@ impl TransportError {
             TransportError::Proto(_) => ExitCode::ProtocolError,
             TransportError::TcpConnect { .. } => ExitCode::ConnectFailed,
             TransportError::Timeout(_) => ExitCode::Timeout,
-            TransportError::Refused { .. } => ExitCode::AccessDenied,
+            TransportError::Refused { .. } | TransportError::Mismatch { .. } => {
+                ExitCode::AccessDenied
+            }
             TransportError::Busy { .. } => ExitCode::Busy,
             TransportError::Server { .. } => ExitCode::DistccFailed,
             TransportError::Fault { .. } => ExitCode::CompilerCrashed,
@@ -351,6 +361,49 @@ impl Lane {
         .map_err(|_| TransportError::Timeout("a ping answer"))?
     }
 
+    /// The compilers the server offers, with their identities (for `hoardcc ping` and
+    /// `doctor`): one `ListCompilers` on this idle lane, answered within `timeout`.
+    /// `Ok(None)` when the server cannot tell (a distcc lane, or a hoardcc server without
+    /// the "compilers" cap).
+    ///
+    /// # Errors
+    /// The lane failed or the server answered something else.
+    pub async fn compilers(
+        &mut self,
+        timeout: Duration,
+    ) -> Result<Option<Vec<OfferedCompiler>>, TransportError> {
+        let knows = self
+            .server_hello
+            .as_ref()
+            .is_some_and(|h| h.caps.iter().any(|c| c == COMPILERS_CAP));
+        let LaneIo::Native { stream, .. } = &mut self.io else {
+            return Ok(None);
+        };
+        if !knows {
+            return Ok(None);
+        }
+        tokio::time::timeout(timeout, async {
+            frame::write_message(stream, &Message::ListCompilers).await?;
+            loop {
+                match frame::read_message(stream).await? {
+                    Some(Message::Compilers { mut list }) => {
+                        list.truncate(MAX_OFFERED);
+                        return Ok(Some(list));
+                    }
+                    Some(Message::Heartbeat { .. }) => continue,
+                    Some(other) => {
+                        return Err(TransportError::Unexpected(
+                            format!("{other:?}").chars().take(80).collect(),
+                        ))
+                    }
+                    None => return Err(TransportError::Closed),
+                }
+            }
+        })
+        .await
+        .map_err(|_| TransportError::Timeout("the server's compiler list"))?
+    }
+
     /// Wait while the lane is idle: returns when the server closes it or sends something
     /// it should not (both mean the lane is dead). Cancel-safe: no byte is consumed unless
     /// the future completes, so a lane task can `select!` on it against new jobs; this is
@@ -422,7 +475,12 @@ pub fn client_hello() -> Hello {
     Hello {
         version: PROTOCOL_VERSION,
         min_version: MIN_PROTOCOL_VERSION,
-        caps: vec!["lz4".into(), "directives-only".into(), "heartbeat".into()],
+        caps: vec![
+            "lz4".into(),
+            "directives-only".into(),
+            "heartbeat".into(),
+            COMPILERS_CAP.into(),
+        ],
         slots: 0,
         load: 0,
         agent: format!("hoardcc {}", env!("CARGO_PKG_VERSION")),
@@ -520,6 +578,9 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
             Some(Message::Busy { .. }) => return Err(TransportError::Busy { host }),
             Some(Message::Refused { reason, .. }) => {
                 return Err(TransportError::Refused { host, reason })
+            }
+            Some(Message::Mismatch { id: mid, reason }) if mid == id => {
+                return Err(TransportError::Mismatch { host, reason })
             }
             Some(Message::ServerError { message, .. }) => {
                 return Err(TransportError::Server { host, message })
@@ -701,6 +762,27 @@ mod tests {
             }
             other => panic!("expected a fault, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn a_mismatch_is_its_own_error() {
+        let reason = "no compiler matching gcc 12.2.0 (x86_64-linux-gnu); gcc here is 13.1.0 (x86_64-linux-gnu)";
+        match native(
+            JOB3_VERSION,
+            Message::Mismatch {
+                id: 1,
+                reason: reason.into(),
+            },
+        )
+        .await
+        {
+            Err(e @ TransportError::Mismatch { .. }) => {
+                assert_eq!(e.to_string(), format!("h: {reason}"));
+                assert_eq!(e.exit_code(), ExitCode::AccessDenied);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(client_hello().caps.iter().any(|c| c == COMPILERS_CAP));
     }
 
     #[tokio::test]

@@ -84,6 +84,9 @@ pub(crate) struct Daemon {
     pub(crate) activity: Arc<Activity>,
     pub(crate) jobs: Mutex<HashMap<u64, JobInfo>>,
     pub(crate) started: Instant,
+    /// Client compiler identities, probed once per path, size and mtime (binaries
+    /// hashed, for `strict` servers).
+    pub(crate) prober: crate::identity::Prober,
 }
 
 /// Serve wrappers on `listener` until `shutdown` is cancelled, a `Stop` arrives, or no
@@ -148,6 +151,10 @@ pub async fn run_with(
         }),
         jobs: Mutex::new(HashMap::new()),
         started: Instant::now(),
+        prober: crate::identity::Prober::new(crate::identity::ProbeOptions {
+            hash_binaries: true,
+            search_path: None,
+        }),
     });
     tracing::info!(socket = ?socket, version = %mux_version(), "mux listening");
     let next_conn = AtomicU64::new(1);

@@ -13,6 +13,8 @@
 //! least loaded, then list order). Local slots (`localhost` entries, `--localslots`) share
 //! the pool: a job is sent local only when every remote slot is busy. A failed host is
 //! backed off for `backoff` (zero disables); a `Busy` answer only pauses the host briefly.
+//! A server that has no compiler with the client's identity blocks that compiler (by
+//! [`CompilerKey`]) on that host for [`MISMATCH_BLOCK`]; its other compilers still go there.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -22,11 +24,42 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::hosts::HostSpec;
+use crate::proto::identity::CompilerId;
 
 /// Weight of the newest job time in the per-host EWMA.
 const EWMA_ALPHA: f64 = 0.3;
 /// How long a host that answered `Busy` gets no new jobs (no penalty counted).
 pub const BUSY_PAUSE: Duration = Duration::from_millis(500);
+
+/// How long a host that has no compiler matching the client's is skipped for it (an
+/// admin may install one meanwhile).
+pub const MISMATCH_BLOCK: Duration = Duration::from_secs(600);
+
+/// A client compiler as the scheduler tells them apart: the name a job asks for and
+/// what it is (a server picks by both).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CompilerKey {
+    /// The compiler name the job carries (`gcc`, `g++-12`).
+    pub name: String,
+    /// Its identity on the client.
+    pub id: CompilerId,
+}
+
+impl CompilerKey {
+    /// `gcc 12.2.0 (x86_64-linux-gnu)`.
+    pub fn label(&self) -> String {
+        format!("{} {}", self.name, self.id.label())
+    }
+}
+
+/// A compiler a host has no match for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Block {
+    /// The server's refusal, naming both versions.
+    pub reason: String,
+    /// Skipped for that compiler until then.
+    pub until: Instant,
+}
 
 /// A waiter's place in the queue.
 pub type Ticket = u64;
@@ -39,6 +72,8 @@ pub struct Want {
     pub remotes: Vec<String>,
     /// Local slot limit of the job's host list (`localhost/N`, `--localslots`); 0 = none.
     pub local_limit: u32,
+    /// The job's compiler, when its identity is known: hosts that block it are skipped.
+    pub compiler: Option<CompilerKey>,
 }
 
 /// A slot held by a job.
@@ -59,6 +94,27 @@ pub enum Decision {
     Wait,
     /// No remote host is usable and no local slot exists: compile locally, unmetered.
     Unusable(String),
+    /// Every usable remote host lacks a compiler matching the job's (and no local slot
+    /// exists): compile locally, unmetered, without a warning. The reason is one host's.
+    NoMatch(String),
+}
+
+/// Why [`SchedHandle::acquire`] gives no slot.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NoSlot {
+    /// No host is usable (all down or backed off): a distribution failure.
+    Unusable(String),
+    /// No usable host has the job's compiler ([`Decision::NoMatch`]).
+    NoMatch(String),
+}
+
+impl NoSlot {
+    /// The reason, either way.
+    pub fn reason(&self) -> &str {
+        match self {
+            NoSlot::Unusable(r) | NoSlot::NoMatch(r) => r,
+        }
+    }
 }
 
 /// How a job that held a remote slot ended, for the per-host statistics.
@@ -99,6 +155,8 @@ pub struct HostState {
     pub jobs_resent: u64,
     /// Sum of job times, for the plain mean in `hoardcc status`.
     pub total_ms: u64,
+    /// Client compilers this host has no match for.
+    pub blocked: HashMap<CompilerKey, Block>,
 }
 
 impl HostState {
@@ -115,7 +173,13 @@ impl HostState {
             jobs_busy: 0,
             jobs_resent: 0,
             total_ms: 0,
+            blocked: HashMap::new(),
         }
+    }
+
+    /// True while the host is blocked for `compiler`.
+    pub fn blocks(&self, compiler: Option<&CompilerKey>, now: Instant) -> Option<&Block> {
+        self.blocked.get(compiler?).filter(|b| now < b.until)
     }
 
     /// Lanes worth keeping open to the host (the pool asks): the list's `/N`, capped by
@@ -218,11 +282,16 @@ impl Scheduler {
         type Score = (u8, f64, f64, usize);
         let mut best: Option<(&String, Score)> = None;
         let mut usable_remote = false;
+        let mut no_match: Option<&str> = None;
         for (pos, key) in want.remotes.iter().enumerate() {
             let Some(h) = self.hosts.get(key) else {
                 continue;
             };
             if h.spec.down || h.backed_off(now) {
+                continue;
+            }
+            if let Some(b) = h.blocks(want.compiler.as_ref(), now) {
+                no_match = no_match.or(Some(&b.reason));
                 continue;
             }
             usable_remote = true;
@@ -258,6 +327,9 @@ impl Scheduler {
         }
         if usable_remote || want.local_limit > 0 {
             return Decision::Wait;
+        }
+        if let Some(reason) = no_match {
+            return Decision::NoMatch(reason.to_string());
         }
         if want.remotes.is_empty() {
             Decision::Unusable("no remote hosts in the host list".into())
@@ -333,6 +405,21 @@ impl Scheduler {
         }
     }
 
+    /// The server on `key` has no compiler matching `compiler`: skip the host for it for
+    /// [`MISMATCH_BLOCK`] (its other compilers still go there).
+    pub fn block(&mut self, key: &str, compiler: CompilerKey, reason: String, now: Instant) {
+        if let Some(h) = self.hosts.get_mut(key) {
+            h.blocked.retain(|_, b| now < b.until);
+            h.blocked.insert(
+                compiler,
+                Block {
+                    reason,
+                    until: now + MISMATCH_BLOCK,
+                },
+            );
+        }
+    }
+
     /// Count a job sent again on `key` after its lane died (the slot stays held).
     pub fn record_resend(&mut self, key: &str) {
         if let Some(h) = self.hosts.get_mut(key) {
@@ -359,8 +446,13 @@ impl Scheduler {
         }
         self.hosts
             .values()
-            .flat_map(|h| [h.backoff_until, h.busy_until])
-            .flatten()
+            .flat_map(|h| {
+                let blocks = h.blocked.values().map(|b| b.until);
+                [h.backoff_until, h.busy_until]
+                    .into_iter()
+                    .flatten()
+                    .chain(blocks)
+            })
             .filter(|t| *t > now)
             .min()
     }
@@ -436,7 +528,7 @@ impl SchedHandle {
     /// Wait in the queue for a slot for `want`. Returns the grant as a guard that releases
     /// it when dropped, or the reason nothing is usable. Cancel-safe: dropping the future
     /// leaves the queue and gives back a slot granted meanwhile.
-    pub async fn acquire(self: &Arc<Self>, want: Want) -> Result<SlotGuard, String> {
+    pub async fn acquire(self: &Arc<Self>, want: Want) -> Result<SlotGuard, NoSlot> {
         let (tx, rx) = oneshot::channel();
         let ticket = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -474,13 +566,16 @@ impl SchedHandle {
                     waiting.rx = None;
                     return match d {
                         Decision::Granted(grant) => Ok(SlotGuard::new(self.clone(), grant)),
-                        Decision::Unusable(why) => Err(why),
-                        Decision::Wait => Err("internal: a waiter was woken to wait".into()),
+                        Decision::Unusable(why) => Err(NoSlot::Unusable(why)),
+                        Decision::NoMatch(why) => Err(NoSlot::NoMatch(why)),
+                        Decision::Wait => Err(NoSlot::Unusable(
+                            "internal: a waiter was woken to wait".into(),
+                        )),
                     };
                 }
                 Woke::Decided(Err(_)) => {
                     waiting.rx = None;
-                    return Err("the scheduler dropped the request".into());
+                    return Err(NoSlot::Unusable("the scheduler dropped the request".into()));
                 }
             }
         }

@@ -71,6 +71,20 @@ pub struct HostReport {
     pub backoff_remaining_ms: Option<u64>,
     /// The last connection or lane error.
     pub last_error: Option<String>,
+    /// Client compilers this host has no match for (not sent there for a while).
+    #[serde(default)]
+    pub mismatched: Vec<MismatchReport>,
+}
+
+/// A compiler blocked on a host: the server has none with its identity.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MismatchReport {
+    /// The client's compiler: `gcc 12.2.0 (x86_64-linux-gnu)`.
+    pub compiler: String,
+    /// The server's refusal, naming both versions.
+    pub reason: String,
+    /// Seconds until the host is tried again for it.
+    pub remaining_secs: u64,
 }
 
 impl HostReport {
@@ -180,6 +194,12 @@ pub fn render_text(r: &StatusReport) -> String {
             if let Some(e) = &h.last_error {
                 s.push_str(&format!("    last error: {e}\n"));
             }
+            for m in &h.mismatched {
+                s.push_str(&format!(
+                    "    mismatch: {} not sent here ({}s): {}\n",
+                    m.compiler, m.remaining_secs, m.reason
+                ));
+            }
         }
     }
     if !r.jobs.is_empty() {
@@ -230,6 +250,7 @@ impl Daemon {
                             .filter(|t| *t > now)
                             .map(|t| (t - now).as_millis() as u64),
                         last_error: p.and_then(|p| p.last_error.clone()),
+                        mismatched: mismatched(h, now),
                     }
                 })
                 .collect();
@@ -258,6 +279,22 @@ impl Daemon {
             jobs,
         }
     }
+}
+
+/// A host's live compiler blocks, sorted by compiler.
+fn mismatched(h: &crate::mux::scheduler::HostState, now: Instant) -> Vec<MismatchReport> {
+    let mut out: Vec<MismatchReport> = h
+        .blocked
+        .iter()
+        .filter(|(_, b)| b.until > now)
+        .map(|(k, b)| MismatchReport {
+            compiler: k.label(),
+            reason: b.reason.clone(),
+            remaining_secs: (b.until - now).as_secs(),
+        })
+        .collect();
+    out.sort_by(|a, b| a.compiler.cmp(&b.compiler));
+    out
 }
 
 fn wire_name(w: Wire) -> &'static str {
@@ -298,6 +335,11 @@ mod tests {
                 ewma_ms: Some(800),
                 backoff_remaining_ms: Some(1500),
                 last_error: Some("boom".into()),
+                mismatched: vec![MismatchReport {
+                    compiler: "gcc 12.2.0 (x86_64-linux-gnu)".into(),
+                    reason: "no compiler matching gcc 12.2.0 (x86_64-linux-gnu); gcc here is 13.1.0 (x86_64-linux-gnu)".into(),
+                    remaining_secs: 590,
+                }],
             }],
             jobs: vec![JobReport {
                 file: "foo.c".into(),
@@ -337,6 +379,9 @@ mod tests {
             ]
         );
         assert!(t.contains("last error: boom"));
+        assert!(t.contains(
+            "    mismatch: gcc 12.2.0 (x86_64-linux-gnu) not sent here (590s): no compiler matching"
+        ));
         assert!(t.contains("resent after a lost lane: 2 job(s)"));
         assert!(t.contains("running") && t.contains("foo.c"));
     }

@@ -21,7 +21,7 @@ pub const FAULT_VERSION: u32 = 2;
 pub const JOB3_VERSION: u32 = 3;
 
 pub use crate::proto::fault::Fault;
-pub use crate::proto::identity::CompilerId;
+pub use crate::proto::identity::{CompilerId, OfferedCompiler};
 
 /// A compressed (or raw) byte payload: preprocessed source, object files, big stderr.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -352,6 +352,22 @@ pub enum Message {
     /// Server → client (protocol ≥ [`JOB3_VERSION`]): the job ran (or was answered from
     /// the result cache); here is what it did.
     Result3(JobResult),
+    /// Client → server (the server's hello has the cap word "compilers"), on an idle
+    /// lane: which compilers do you offer? Answered by [`Message::Compilers`].
+    ListCompilers,
+    /// Server → client: the allowed compilers on the server's PATH with their identities
+    /// (at most `proto::identity::MAX_OFFERED`).
+    Compilers {
+        list: Vec<OfferedCompiler>,
+    },
+    /// Server → client (the client's hello has the cap word "compilers"; others get
+    /// `Refused`): no allowed compiler has the job's `compiler_id`. `reason` names both
+    /// versions. The client stops sending that compiler to this server for a while and
+    /// runs the job elsewhere or locally.
+    Mismatch {
+        id: u64,
+        reason: String,
+    },
 }
 
 // ---------------------------------------------------------------------------------------
@@ -384,6 +400,15 @@ pub struct JobSpec {
     pub cache: bool,
 }
 
+/// The wrapper's compiler, as it resolved it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LocalCompiler {
+    /// The name the job carries (`JobHeader::compiler`).
+    pub name: String,
+    /// The absolute path the wrapper would run locally.
+    pub path: String,
+}
+
 /// Wrapper → mux.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MuxRequest {
@@ -394,6 +419,9 @@ pub enum MuxRequest {
         hosts: String,
         file: String,
         client_version: String,
+        /// The compiler the job will run, when the wrapper resolved it: the mux probes
+        /// its identity (once per path, size and mtime) and avoids hosts without a match.
+        compiler: Option<LocalCompiler>,
     },
     /// Run the job on the slot reserved on this connection.
     Run { spec: Box<JobSpec>, source: Blob },

@@ -172,17 +172,35 @@ pub fn check(
     limits: &Admission,
     sandbox: &Sandbox,
 ) -> Result<PathBuf, PrepareError> {
-    sandbox
-        .check()
-        .map_err(|e| PrepareError::Refused(e.to_string()))?;
+    check_sandbox(sandbox)?;
     let program = allow
         .resolve(&job.header.compiler)
         .map_err(|e| PrepareError::Refused(e.to_string()))?;
+    check_request(job, limits)?;
+    Ok(program)
+}
+
+/// The first part of [`check`]: every job is refused when `sandbox` cannot contain the
+/// compiler.
+///
+/// # Errors
+/// [`PrepareError::Refused`] naming the setting.
+pub fn check_sandbox(sandbox: &Sandbox) -> Result<(), PrepareError> {
+    sandbox
+        .check()
+        .map_err(|e| PrepareError::Refused(e.to_string()))
+}
+
+/// The last part of [`check`], after the compiler is known: arguments, names, and the
+/// counts and sizes the job claims.
+///
+/// # Errors
+/// [`PrepareError::Refused`] with the reason.
+pub fn check_request(job: &Job, limits: &Admission) -> Result<(), PrepareError> {
     crate::args::check_server_args(&job.header.args)
         .map_err(|reason| PrepareError::Refused(format!("argument refused: {reason}")))?;
     check_names(job).map_err(|reason| PrepareError::Refused(format!("name refused: {reason}")))?;
-    check_limits(job, limits).map_err(PrepareError::Refused)?;
-    Ok(program)
+    check_limits(job, limits).map_err(PrepareError::Refused)
 }
 
 /// Longest file or directory name a job may carry (Linux `PATH_MAX`).

@@ -8,15 +8,20 @@
 //! Per job (in `session`, after the hellos), admission comes before work:
 //! [`job::check`] validates it cheaply (allow-list, arguments, and the counts and sizes
 //! it claims against
-//! [`Admission`](crate::config::Admission)), [`slots`] admits it against the slot limit
+//! [`Admission`](crate::config::Admission)), with the compiler picked by
+//! [`compilers::Compilers::pick`] (the one with the client's identity, else `Mismatch`
+//! naming both versions), [`slots`] admits it against the slot limit
 //! (or answers `Busy`), and only then [`job::stage`] decodes and writes it into its
 //! [`workdir`]. [`exec`] runs the compiler while [`reader`] keeps reading the lane: `Ping`
 //! is answered, a `Heartbeat` goes out every `heartbeat`, and EOF (client gone) kills
 //! the compiler's process group at once. Jobs pipelined behind the running one are
 //! queued within a byte budget (else answered `Busy`); a lane with no work closes after
-//! the idle timeout. Neighbours: `mux` and `wrapper` (the clients, via
-//! `proto::frame`), `config` (the [`ServerSettings`]).
+//! the idle timeout. `ListCompilers` is answered with the compilers offered. `serve
+//! --check` ([`check`]) tells an admin whether all this can work here. Neighbours: `mux`
+//! and `wrapper` (the clients, via `proto::frame`), `config` (the [`ServerSettings`]).
 
+pub mod check;
+pub mod compilers;
 pub mod distccd;
 pub mod exec;
 pub mod job;
@@ -41,7 +46,14 @@ use job::AllowList;
 use session::Session;
 
 /// Capability words this server announces in its hello.
-pub const CAPS: [&str; 5] = ["lz4", "directives-only", "heartbeat", "busy", "ping"];
+pub const CAPS: [&str; 6] = [
+    "lz4",
+    "directives-only",
+    "heartbeat",
+    "busy",
+    "ping",
+    crate::mux::lane::COMPILERS_CAP,
+];
 /// How long the client has for its opening bytes and hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(60);
 /// Jobs a client may queue on one lane while another compiles (a lane normally runs
@@ -351,10 +363,17 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             frame::write_hello(&mut output, &ours).await?;
             let version = frame::negotiate(&ours, &theirs)?;
             tracing::debug!("client {:?} speaks v{version}", theirs.agent);
+            let compilers = compilers::Compilers::from_settings(settings, opts.search_path.clone());
+            let client_knows_mismatch = theirs
+                .caps
+                .iter()
+                .any(|c| c == crate::mux::lane::COMPILERS_CAP);
             Session {
                 settings,
                 opts,
                 allow: &allow,
+                compilers: &compilers,
+                client_knows_mismatch,
                 sandbox: &sandbox,
                 output,
                 version,
@@ -387,5 +406,7 @@ fn our_hello(settings: &ServerSettings, opts: &ServeOptions) -> Hello {
 
 #[cfg(test)]
 mod admission_tests;
+#[cfg(test)]
+mod identity_tests;
 #[cfg(test)]
 mod tests;

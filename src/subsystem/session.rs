@@ -1,5 +1,6 @@
 //! Server stage, one native session of `hoardcc serve` after the hellos (`subsystem`
-//! reads the opening and negotiates): per job, admit (`job::check`, then a slot from
+//! reads the opening and negotiates): per job, admit (`job::check_sandbox`, the compiler
+//! with the client's identity from `compilers`, `job::check_request`, then a slot from
 //! `slots` or `Busy`), compile (`job::stage` into a `workdir`, `exec` while `reader`
 //! keeps reading the lane, with heartbeats, `Ping` answers and EOF killing the compiler),
 //! answer (`result_message`: outputs read back within the frame budget, or the fault).
@@ -46,6 +47,10 @@ pub(super) struct Session<'a, W> {
     pub(super) settings: &'a ServerSettings,
     pub(super) opts: &'a ServeOptions,
     pub(super) allow: &'a AllowList,
+    /// The allowed compilers and their identities: picks the job's compiler.
+    pub(super) compilers: &'a compilers::Compilers,
+    /// The client's hello has the "compilers" cap: it understands `Mismatch`.
+    pub(super) client_knows_mismatch: bool,
     pub(super) sandbox: &'a sandbox::Sandbox,
     pub(super) output: W,
     /// The protocol version negotiated with the client (decides how a fault is told).
@@ -126,6 +131,10 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     busy.send_replace(!queue.jobs.is_empty());
                 }
                 Message::Ping { nonce } => self.send(&Message::Pong { nonce }).await?,
+                Message::ListCompilers => {
+                    let list = self.compilers.offered().await;
+                    self.send(&Message::Compilers { list }).await?;
+                }
                 other => return Err(unexpected(&other)),
             }
         }
@@ -141,10 +150,30 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     ) -> Result<Flow, ServeError> {
         let id = job.id;
         let limits = &self.settings.admission;
-        let program = match job::check(&job, self.allow, limits, self.sandbox) {
+        if let Err(e) = job::check_sandbox(self.sandbox) {
+            return self.not_prepared(id, e).await;
+        }
+        // The compiler with the client's identity, if it sent one (else the name's).
+        let picked = self
+            .compilers
+            .pick(&job.header.compiler, job.compiler_id.as_ref())
+            .await;
+        let program = match picked {
             Ok(p) => p,
-            Err(e) => return self.not_prepared(id, e).await,
+            Err(compilers::PickError::NoMatch(reason)) if self.client_knows_mismatch => {
+                tracing::info!("job {id}: {reason}");
+                self.send(&Message::Mismatch { id, reason }).await?;
+                return Ok(Flow::Continue);
+            }
+            Err(e) => {
+                return self
+                    .not_prepared(id, PrepareError::Refused(e.to_string()))
+                    .await
+            }
         };
+        if let Err(e) = job::check_request(&job, limits) {
+            return self.not_prepared(id, e).await;
+        }
         let limit = slots::host_limit(self.settings.max_jobs);
         let slot = match slots::try_acquire(&self.opts.slot_dir, limit) {
             Ok(Some(slot)) => slot,
@@ -289,6 +318,9 @@ pub(super) fn unexpected(m: &Message) -> ServeError {
         Message::Fault { .. } => "Fault",
         Message::Job3(_) => "Job3",
         Message::Result3(_) => "Result3",
+        Message::ListCompilers => "ListCompilers",
+        Message::Compilers { .. } => "Compilers",
+        Message::Mismatch { .. } => "Mismatch",
     };
     ServeError::Unexpected(name.into())
 }

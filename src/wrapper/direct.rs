@@ -5,6 +5,8 @@
 //! choice is `hosts::HostList::pick_weighted` (the hosts' own RNG); the mux's scheduler
 //! needs state shared across jobs, which a lone process does not have. A full server
 //! (`Busy`) is asked again after a growing pause, since no mux can wake this job.
+//! The compiler's identity is probed here for every job (while the lane opens); a server
+//! without a match makes it a local compile.
 //! Neighbours: `wrapper` (caller; `finish`, `job_spec`, fallback), `mux::lane`.
 
 use std::path::{Path, PathBuf};
@@ -74,10 +76,22 @@ pub(super) fn run(
 
     // Connect while the preprocessor runs: the wire is usually known before connecting.
     let guessed = lane::expected_wire(&host);
-    let (lane, cpp) = std::thread::scope(|s| {
+    let (lane, id, cpp) = std::thread::scope(|s| {
         let cpp = s.spawn(|| preprocess::run(real, job, style_for(guessed), guard()));
-        let lane = runtime.block_on(Lane::open(&host, &settings));
-        (lane, cpp.join())
+        // The compiler's identity too (no mux to remember it: probed per job, while
+        // the connection is made).
+        let probe_opts = crate::identity::ProbeOptions {
+            hash_binaries: true,
+            search_path: None,
+        };
+        let compiler = cwd.join(real);
+        let (lane, id) = runtime.block_on(async {
+            tokio::join!(
+                Lane::open(&host, &settings),
+                crate::identity::probe(&compiler, &probe_opts)
+            )
+        });
+        (lane, id, cpp.join())
     });
     let on_host = |e: TransportError| {
         let f = Failure::from(e);
@@ -104,7 +118,8 @@ pub(super) fn run(
             })
         }
     };
-    let spec = job_spec(job, cwd, lane.wire(), &cpp.source, env);
+    let mut spec = job_spec(job, cwd, lane.wire(), &cpp.source, env);
+    spec.compiler_id = id.ok();
     // Without the mux nobody can wake this job when a server slot frees: a server that
     // is full (BUSY) is asked again after a growing pause, a bounded number of times.
     let mut pause = DIRECT_BUSY_FIRST_PAUSE;
@@ -120,6 +135,8 @@ pub(super) fn run(
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(DIRECT_BUSY_MAX_PAUSE);
             }
+            // No compiler with this one's identity there: not a failure.
+            Err(TransportError::Mismatch { reason, .. }) => return Outcome::Local(reason),
             Err(e) => return on_host(e),
         }
     };

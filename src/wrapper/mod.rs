@@ -232,7 +232,13 @@ fn via_mux(
         }
     };
     // Ask for a slot before preprocessing, so the mux connects while cpp runs.
-    let wire = match client.reserve(&host_list_text(list), &job.source) {
+    // The compiler the job runs, for the mux to match on the servers (absolute: the mux
+    // has another cwd).
+    let compiler = crate::proto::msg::LocalCompiler {
+        name: job.compiler.clone(),
+        path: cwd.join(real).to_string_lossy().into_owned(),
+    };
+    let wire = match client.reserve_for(&host_list_text(list), &job.source, Some(compiler)) {
         Ok(MuxReply::Reserved { host, wire }) => {
             note.host = host;
             wire
@@ -280,6 +286,8 @@ fn via_mux(
             Err(e) => on_host(e.to_string(), ExitCode::ProtocolError.code()),
         },
         Ok(MuxReply::Failed { message, exit_code }) => on_host(message, exit_code),
+        // No host has a compiler with this one's identity: not a failure.
+        Ok(MuxReply::Local { reason }) => Some(Outcome::Local(reason)),
         Ok(other) => on_host(
             format!("unexpected mux reply {other:?}")
                 .chars()

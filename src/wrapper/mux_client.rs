@@ -18,7 +18,7 @@ use crate::mux::mux_version;
 use crate::mux::status::StatusReport;
 use crate::paths::{self, Paths};
 use crate::proto::frame::blocking;
-use crate::proto::msg::{Blob, JobSpec, MuxReply, MuxRequest};
+use crate::proto::msg::{Blob, JobSpec, LocalCompiler, MuxReply, MuxRequest};
 
 /// How long to wait for a freshly spawned (or replaced) mux to answer.
 pub const SPAWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -339,10 +339,25 @@ impl MuxClient {
     /// # Errors
     /// Socket or protocol failures, or a replacement that still has the wrong version.
     pub fn reserve(&mut self, hosts_text: &str, file: &str) -> Result<MuxReply, MuxClientError> {
+        self.reserve_for(hosts_text, file, None)
+    }
+
+    /// [`MuxClient::reserve`] for a job that will run `compiler`: the mux probes its
+    /// identity and avoids hosts that have no match for it.
+    ///
+    /// # Errors
+    /// As [`MuxClient::reserve`].
+    pub fn reserve_for(
+        &mut self,
+        hosts_text: &str,
+        file: &str,
+        compiler: Option<LocalCompiler>,
+    ) -> Result<MuxReply, MuxClientError> {
         let req = MuxRequest::Reserve {
             hosts: hosts_text.to_string(),
             file: file.to_string(),
             client_version: mux_version(),
+            compiler,
         };
         match self.request(&req, self.reply_deadline)? {
             MuxReply::WrongVersion {
@@ -384,7 +399,7 @@ impl MuxClient {
     /// Run the job on the reserved slot. The mux enforces the transport timeouts and a dead
     /// mux closes the socket; the reply deadline, if set, catches a stuck one.
     ///
-    /// Returns `Done` or `Failed`.
+    /// Returns `Done`, `Failed`, or `Local` (no host has a compiler matching the job's).
     ///
     /// # Errors
     /// Socket or protocol failures.
@@ -394,7 +409,7 @@ impl MuxClient {
             source: Blob::raw(source.to_vec()),
         };
         match self.request(&req, self.reply_deadline)? {
-            r @ (MuxReply::Done(_) | MuxReply::Failed { .. }) => Ok(r),
+            r @ (MuxReply::Done(_) | MuxReply::Failed { .. } | MuxReply::Local { .. }) => Ok(r),
             other => Err(MuxClientError::Unexpected(
                 format!("{other:?}").chars().take(80).collect(),
             )),

@@ -378,6 +378,7 @@ async fn wrapper_leaving_mid_job_frees_its_slot() {
             hosts: h,
             file: "a.c".into(),
             client_version: mux_version(),
+            compiler: None,
         };
         blocking::write_message(&mut a, &req).unwrap();
         let r: MuxReply = blocking::read_message(&mut a).unwrap().unwrap();
@@ -414,6 +415,7 @@ async fn wrong_version_is_reported() {
             hosts: "localhost".into(),
             file: "a.c".into(),
             client_version: "0.0.0+p0".into(),
+            compiler: None,
         };
         blocking::write_message(&mut s, &req).unwrap();
         blocking::read_message(&mut s).unwrap().unwrap()

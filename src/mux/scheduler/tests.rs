@@ -27,6 +27,7 @@ fn want(keys: &[String], local: u32) -> Want {
     Want {
         remotes: keys.to_vec(),
         local_limit: local,
+        compiler: None,
     }
 }
 
@@ -237,6 +238,7 @@ async fn handle_wakes_waiters_when_slots_free() {
     let w = Want {
         remotes: vec![key.clone()],
         local_limit: 0,
+        compiler: None,
     };
     let first = h.acquire(w.clone()).await.unwrap();
     assert_eq!(first.host(), Some(key.as_str()));
@@ -270,6 +272,7 @@ async fn a_pause_set_after_queueing_wakes_the_waiter_when_it_ends() {
     let w = Want {
         remotes: vec![key.clone()],
         local_limit: 0,
+        compiler: None,
     };
     let mut first = h.acquire(w.clone()).await.unwrap();
     let h2 = h.clone();
@@ -302,6 +305,7 @@ async fn cancelled_waiter_leaves_the_queue() {
     let w = Want {
         remotes: vec![key.clone()],
         local_limit: 0,
+        compiler: None,
     };
     let first = h.acquire(w.clone()).await.unwrap();
     let r = tokio::time::timeout(Duration::from_millis(20), h.acquire(w.clone())).await;
@@ -315,4 +319,59 @@ async fn cancelled_waiter_leaves_the_queue() {
     assert_eq!(h.with(|s| s.host(&key).unwrap().running), 0);
     let again = h.try_acquire(&w).expect("slot free again");
     assert_eq!(again.grant(), &Grant::Remote(key));
+}
+
+fn gcc(version: &str) -> CompilerKey {
+    CompilerKey {
+        name: "gcc".into(),
+        id: CompilerId {
+            version: version.into(),
+            target: "x86_64-linux-gnu".into(),
+            configured: String::new(),
+            binaries: None,
+        },
+    }
+}
+
+#[test]
+fn a_mismatch_blocks_one_compiler_on_one_host() {
+    let (mut s, keys) = setup(&[("a", 4), ("b", 4)], Duration::from_secs(60));
+    let now = Instant::now();
+    s.block(&keys[0], gcc("12.2.0"), "no gcc 12 on a".into(), now);
+    let mut w12 = want(&keys, 0);
+    w12.compiler = Some(gcc("12.2.0"));
+    // gcc 12 goes only to b; gcc 13 and jobs of unknown identity still go to a.
+    for _ in 0..3 {
+        assert_eq!(remote(&s.try_acquire(&w12, now)), "b:3632");
+    }
+    let mut w13 = want(&keys, 0);
+    w13.compiler = Some(gcc("13.1.0"));
+    assert_eq!(remote(&s.try_acquire(&w13, now)), "a:3632");
+    assert_eq!(remote(&s.try_acquire(&want(&keys, 0), now)), "a:3632");
+    // Blocked on every host: compile locally, with the host's reason.
+    s.block(&keys[1], gcc("12.2.0"), "no gcc 12 on b".into(), now);
+    assert_eq!(
+        s.try_acquire(&w12, now),
+        Decision::NoMatch("no gcc 12 on a".into())
+    );
+    // ... unless a local slot exists.
+    w12.local_limit = 1;
+    assert_eq!(s.try_acquire(&w12, now), Decision::Granted(Grant::Local));
+    // The block ends.
+    w12.local_limit = 0;
+    let later = now + MISMATCH_BLOCK + Duration::from_secs(1);
+    assert!(matches!(
+        s.try_acquire(&w12, later),
+        Decision::Granted(Grant::Remote(_))
+    ));
+    assert!(s
+        .host(&keys[0])
+        .unwrap()
+        .blocks(Some(&gcc("12.2.0")), now)
+        .is_some());
+    assert!(s
+        .host(&keys[0])
+        .unwrap()
+        .blocks(Some(&gcc("12.2.0")), later)
+        .is_none());
 }
