@@ -7,6 +7,7 @@
 use std::path::Path;
 use std::time::Instant;
 
+pub mod compilers;
 pub mod doctor;
 pub mod ping;
 

@@ -1,7 +1,7 @@
 //! `hoardcc doctor` against the private real sshd: a healthy host passes every step with a
 //! real compile; each failure stops at its own ✗ line with its fix, and the steps after it
-//! are skipped: an unknown host key, a wrong user, a dead port, no `hoardcc` subsystem, and
-//! a host entry naming a missing server binary.
+//! are skipped: an unknown host key, a wrong user, a dead port, no `hoardcc` subsystem, a
+//! host entry naming a missing server binary, and a mismatched compiler.
 //!
 //! Neighbours: tests/support (the sshd fixture); src/cli/doctor.rs.
 
@@ -68,20 +68,32 @@ fn healthy_host_passes_every_step() {
     let out = doctor(&sshd, &entry, &[]);
     let lines = steps(&out);
     assert!(out.status.success(), "{out:?}");
-    let names = [
-        "ssh config",
-        "DNS",
-        "TCP connect",
-        "host key",
-        "authentication",
-        "route",
-        "server version",
-        "compile",
-    ];
-    assert_eq!(lines.len(), names.len(), "{lines:#?}");
-    for (line, name) in lines.iter().zip(names) {
-        assert!(line.starts_with(&format!("✓ {name}: ")), "{lines:#?}");
+    for line in &lines {
+        assert!(line.starts_with("✓ "), "{lines:#?}");
     }
+    // The fixed steps in order, one line per local compiler before the compile.
+    let names: Vec<&str> = lines
+        .iter()
+        .map(|l| &l[4..l.find(": ").unwrap()])
+        .filter(|n| !n.starts_with("compiler "))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "ssh config",
+            "DNS",
+            "TCP connect",
+            "host key",
+            "authentication",
+            "route",
+            "server version",
+            "compile",
+        ],
+        "{lines:#?}"
+    );
+    // This machine's gcc is the server's (the same machine).
+    let gcc = step(&lines, "compiler gcc");
+    assert!(gcc.contains("; on the server: gcc (/usr/bin/gcc)"), "{gcc}");
     let config = step(&lines, "ssh config");
     assert!(
         config.contains("HostName 127.0.0.1")
@@ -243,4 +255,97 @@ fn missing_server_binary() {
         "{line}"
     );
     skipped_after(&lines, "route");
+}
+
+/// A client PATH whose `gcc` says it is 99.1.0 (and otherwise runs the real gcc), in front
+/// of `rest` (`None`: nothing else).
+fn lying_gcc(rest: Option<&str>) -> (tempfile::TempDir, String) {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let gcc = dir.path().join("gcc");
+    std::fs::write(
+        &gcc,
+        "#!/bin/sh\ncase \"$1\" in -dumpfullversion) echo 99.1.0; exit 0;; esac\nexec /usr/bin/gcc \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&gcc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let path = match rest {
+        Some(r) => format!("{}:{r}", dir.path().display()),
+        None => dir.path().display().to_string(),
+    };
+    (dir, path)
+}
+
+fn doctor_with_path(sshd: &Sshd, path: &str) -> Output {
+    let mut cmd = Command::new(hoardcc_bin());
+    sshd.apply_env(&mut cmd);
+    cmd.env("HOARDCC_HOSTS", format!("@{}", sshd.alias()))
+        .env("PATH", path)
+        .arg("doctor");
+    let out = run_with_timeout(&mut cmd, T, "hoardcc doctor");
+    eprintln!(
+        "$ PATH={path} hoardcc doctor ({})\n{}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+#[test]
+fn mismatched_compiler() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let real = gcc_full_version();
+    // Next to the other compilers: gcc alone has no match; the host stays usable.
+    let (_shim, path) = lying_gcc(Some("/usr/local/bin:/usr/bin:/bin"));
+    let out = doctor_with_path(&sshd, &path);
+    let lines = steps(&out);
+    let line = step(&lines, "compiler gcc");
+    assert!(
+        line.starts_with(&format!(
+            "✗ compiler gcc: no compiler on the server matches gcc 99.1.0 (x86_64-linux-gnu); \
+             gcc there is {real} (x86_64-linux-gnu)"
+        )),
+        "{line}"
+    );
+    assert!(
+        line.contains(&format!(
+            "— fix: jobs for gcc compile locally until {} has the same compiler (same \
+             version, target and configuration) on its PATH, under its own name or a \
+             versioned one such as gcc-MAJOR",
+            sshd.alias()
+        )),
+        "{line}"
+    );
+    assert!(step(&lines, "compiler cc").starts_with("✓ "), "{lines:#?}");
+    assert!(step(&lines, "compile").starts_with("✓ "), "{lines:#?}");
+    assert!(
+        out.status.success(),
+        "other compilers still go there: {out:?}"
+    );
+
+    // Alone on PATH: nothing this machine has is on the server; the host is unusable.
+    let (_shim, path) = lying_gcc(None);
+    let out = doctor_with_path(&sshd, &path);
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let lines = steps(&out);
+    assert!(step(&lines, "compiler gcc").starts_with("✗ "), "{lines:#?}");
+    let line = step(&lines, "compilers");
+    assert!(
+        line.starts_with(&format!(
+            "✗ compilers: no compiler of this machine has its match on {}",
+            sshd.alias()
+        )),
+        "{line}"
+    );
+    skipped_after(&lines, "compilers");
+}
+
+/// The real gcc's full version here (and on the fixture's server: the same machine).
+fn gcc_full_version() -> String {
+    let out = Command::new("gcc")
+        .arg("-dumpfullversion")
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }

@@ -1,7 +1,7 @@
 //! `hoardcc ping` against the private real sshd: a good host on the subsystem and on the
 //! exec route next to a dead port (the JSON report parsed and asserted, the exit status,
-//! `--hosts-ok`), named hosts replacing the list, and the deadline holding for a server that
-//! accepts TCP and never speaks.
+//! `--hosts-ok`), named hosts replacing the list, the deadline holding for a server that
+//! accepts TCP and never speaks, and this machine's compilers matched (or not) on the server.
 //!
 //! Neighbours: tests/support (the sshd fixture); src/cli/ping.rs.
 
@@ -176,4 +176,76 @@ fn silent_hosts_end_at_the_deadline_together() {
     }
     assert_eq!(doc["hosts"][2]["usable"], true, "{doc}");
     drop(hold);
+}
+
+/// The client's `gcc` says it is 99.1.0: ping names the mismatch, and a host that has
+/// nothing matching this machine's compilers is not usable.
+#[test]
+fn matched_and_mismatched_compilers() {
+    use std::os::unix::fs::PermissionsExt;
+    let sshd = Sshd::start(SshdOptions::default());
+    let shim = tempfile::tempdir().unwrap();
+    let gcc = shim.path().join("gcc");
+    std::fs::write(
+        &gcc,
+        "#!/bin/sh\ncase \"$1\" in -dumpfullversion) echo 99.1.0; exit 0;; esac\nexec /usr/bin/gcc \"$@\"\n",
+    )
+    .unwrap();
+    std::fs::set_permissions(&gcc, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let run = |path: String| {
+        let mut cmd = Command::new(hoardcc_bin());
+        sshd.apply_env(&mut cmd);
+        cmd.env("HOARDCC_HOSTS", format!("@{}", sshd.alias()))
+            .env("PATH", &path)
+            .args(["ping", "--json", "--timeout", "20"]);
+        let out = run_with_timeout(&mut cmd, T, "hoardcc ping");
+        eprintln!(
+            "$ PATH={path} hoardcc ping --json ({})\n{}",
+            out.status,
+            text(&out.stdout)
+        );
+        let doc: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+        (out.status.code(), doc["hosts"][0].clone())
+    };
+    let (code, host) = run(format!(
+        "{}:/usr/local/bin:/usr/bin:/bin",
+        shim.path().display()
+    ));
+    assert_eq!(code, Some(0), "{host}");
+    let list = host["compilers"].as_array().expect("compilers listed");
+    let by = |name: &str| {
+        list.iter()
+            .find(|c| c["name"] == name)
+            .cloned()
+            .unwrap_or_else(|| panic!("{name} in {host}"))
+    };
+    let cc = by("cc");
+    assert_eq!(cc["server"], "cc", "{cc}");
+    assert!(
+        cc["local"]
+            .as_str()
+            .unwrap()
+            .ends_with("(x86_64-linux-gnu)"),
+        "{cc}"
+    );
+    let g = by("gcc");
+    assert_eq!(g["local"], "99.1.0 (x86_64-linux-gnu)");
+    assert_eq!(g["server"], Value::Null);
+    assert!(
+        g["mismatch"]
+            .as_str()
+            .unwrap()
+            .starts_with("no compiler on the server matches gcc 99.1.0"),
+        "{g}"
+    );
+
+    let (code, host) = run(shim.path().display().to_string());
+    assert_eq!(code, Some(1), "{host}");
+    assert_eq!(host["usable"], false);
+    assert_eq!(host["reachable"], true);
+    assert_eq!(host["compilers"].as_array().unwrap().len(), 1, "{host}");
+    assert_eq!(
+        host["error"],
+        "no compiler of this machine has its match on the server"
+    );
 }

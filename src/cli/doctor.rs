@@ -16,6 +16,7 @@ use crate::mux::lane::{self, JobSpec, Lane, Route, TransportError};
 use crate::mux::ssh::{known_hosts, Connection, Destination, SshError, SshSettings};
 use crate::proto::{self, compress::MAX_BLOB, msg::JobHeader};
 
+use super::compilers;
 use super::ping::{load_farm, EXIT_UNUSABLE};
 
 /// `hoardcc doctor` flags.
@@ -42,8 +43,8 @@ pub enum Mark {
 /// One line of the report.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Step {
-    /// What was checked ("host key", "authentication", ...).
-    pub name: &'static str,
+    /// What was checked ("host key", "authentication", "compiler gcc", ...).
+    pub name: String,
     /// The outcome.
     pub mark: Mark,
     /// What was found.
@@ -82,7 +83,13 @@ struct Checklist<'a> {
 
 impl Checklist<'_> {
     fn record(&mut self, step: Step) -> Result<(), Stop> {
-        if let Some(i) = self.names.iter().position(|n| *n == step.name) {
+        // The per-compiler steps ("compiler gcc") stand in the place of "compilers".
+        let slot = if step.name.starts_with("compiler ") {
+            "compilers"
+        } else {
+            step.name.as_str()
+        };
+        if let Some(i) = self.names.iter().position(|n| *n == slot) {
             self.next = self.next.max(i + 1);
         }
         (self.emit)(&step);
@@ -95,9 +102,9 @@ impl Checklist<'_> {
         }
     }
 
-    fn pass(&mut self, name: &'static str, detail: String) -> Result<(), Stop> {
+    fn pass(&mut self, name: impl Into<String>, detail: String) -> Result<(), Stop> {
         self.record(Step {
-            name,
+            name: name.into(),
             mark: Mark::Pass,
             detail,
             fix: None,
@@ -105,9 +112,9 @@ impl Checklist<'_> {
     }
 
     /// Record a fatal ✗: always `Err(Stop)`.
-    fn fail<T>(&mut self, name: &'static str, detail: String, fix: String) -> Result<T, Stop> {
+    fn fail<T>(&mut self, name: impl Into<String>, detail: String, fix: String) -> Result<T, Stop> {
         let _ = self.record(Step {
-            name,
+            name: name.into(),
             mark: Mark::Fail { fatal: true },
             detail,
             fix: Some(fix),
@@ -115,18 +122,18 @@ impl Checklist<'_> {
         Err(Stop)
     }
 
-    fn warn(&mut self, name: &'static str, detail: String, fix: String) -> Result<(), Stop> {
+    fn warn(&mut self, name: impl Into<String>, detail: String, fix: String) -> Result<(), Stop> {
         self.record(Step {
-            name,
+            name: name.into(),
             mark: Mark::Fail { fatal: false },
             detail,
             fix: Some(fix),
         })
     }
 
-    fn skip(&mut self, name: &'static str, detail: String) -> Result<(), Stop> {
+    fn skip(&mut self, name: impl Into<String>, detail: String) -> Result<(), Stop> {
         self.record(Step {
-            name,
+            name: name.into(),
             mark: Mark::Skipped,
             detail,
             fix: None,
@@ -137,7 +144,7 @@ impl Checklist<'_> {
     fn skip_rest(&mut self) {
         for name in &self.names[self.next..] {
             let step = Step {
-                name,
+                name: name.to_string(),
                 mark: Mark::Skipped,
                 detail: "skipped".into(),
                 fix: None,
@@ -157,6 +164,7 @@ const SSH_STEPS: &[&str] = &[
     "authentication",
     "route",
     "server version",
+    "compilers",
     "compile",
 ];
 const TCP_STEPS: &[&str] = &["DNS", "TCP connect", "route", "compile"];
@@ -337,7 +345,10 @@ async fn walk_ssh(
         )?,
     }
 
-    // 8. A real job.
+    // 8. This machine's compilers against the server's.
+    check_compilers(list, &mut lane, settings, server).await?;
+
+    // 9. A real job.
     check_compile(list, &mut lane, settings, server).await
 }
 
@@ -597,6 +608,71 @@ fn route_failed(
         ),
     };
     list.fail("route", format!("{what} failed: {err}"), fix)
+}
+
+/// One line per local compiler: the server's compiler with its identity, or why none.
+/// A mismatch is not fatal (other compilers still go there) unless nothing matches.
+async fn check_compilers(
+    list: &mut Checklist<'_>,
+    lane: &mut Lane,
+    settings: &SshSettings,
+    server: &str,
+) -> Result<(), Stop> {
+    let offered = match lane.compilers(settings.io_timeout).await {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            return list.skip(
+                "compilers",
+                "the server cannot list its compilers (stock distccd, or an older hoardcc)".into(),
+            )
+        }
+        Err(e) => {
+            return list.fail(
+                "compilers",
+                format!("asking for the server's compilers: {e}"),
+                format!("see the server's log on {server}"),
+            )
+        }
+    };
+    let path = std::env::var_os("PATH");
+    let locals = compilers::local_compilers(path.as_deref()).await;
+    if locals.is_empty() {
+        let names = compilers::LOCAL_NAMES.join(", ");
+        return list.skip("compilers", format!("none of {names} is on PATH here"));
+    }
+    let matches = compilers::match_all(&locals, &offered);
+    for (m, local) in matches.iter().zip(&locals) {
+        let name = format!("compiler {}", m.name);
+        match (&m.server, &m.local) {
+            (Some(there), Some(label)) => list.pass(
+                name,
+                format!(
+                    "{label} at {}; on the server: {there} ({})",
+                    local.path.display(),
+                    m.server_path.as_deref().unwrap_or("?")
+                ),
+            )?,
+            _ => list.warn(
+                name,
+                m.mismatch.clone().unwrap_or_default(),
+                format!(
+                    "jobs for {} compile locally until {server} has the same compiler (same \
+                     version, target and configuration) on its PATH, under its own name \
+                     or a versioned one such as {}-MAJOR",
+                    m.name,
+                    crate::proto::identity::tool_of(&m.name)
+                ),
+            )?,
+        }
+    }
+    if !matches.iter().any(|m| m.matched()) {
+        return list.fail(
+            "compilers",
+            format!("no compiler of this machine has its match on {server}"),
+            format!("install the compilers you build with on {server}, or build locally"),
+        );
+    }
+    Ok(())
 }
 
 /// Bound on each channel step and on the compile round trip.

@@ -2,17 +2,22 @@
 //! hosts named, in host-list syntax) is reached at once, each within one deadline, with the
 //! lane code the mux itself uses (`mux::lane::Lane` over `mux::ssh`, no mux needed), and
 //! reported on one line: reachable or not, the route, the server's version, slots and load
-//! (its hello), and the round trip of a `Ping` on the lane. `--json` prints the same report
+//! (its hello), the round trip of a `Ping` on the lane, and which of this machine's
+//! compilers the server has (`cli::compilers`). `--json` prints the same report
 //! for scripts; `--hosts-ok` prints only the usable entries, ready for `HOARDCC_HOSTS`.
 //! Neighbours: `main` (dispatch), `hosts` and `config` (the list and settings),
 //! `mux::lane` (the probe), `cli::doctor` (shares [`load_farm`]).
 
+use std::ffi::OsString;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use tokio::sync::OnceCell;
 
+use super::compilers::{self, CompilerMatch, LocalCompiler};
 use crate::config::{Config, ConfigError};
 use crate::exit::ExitCode;
 use crate::hosts::{self, HostList, HostSpec, HostsError};
@@ -168,6 +173,11 @@ pub struct HostPing {
     pub connect_ms: Option<f64>,
     /// Milliseconds for a `Ping`/`Pong` on the open lane; hoardcc servers only.
     pub rtt_ms: Option<f64>,
+    /// Each local compiler (`cc`, `gcc`, … found on PATH) against the server's: which
+    /// server compiler has its identity, or why none. Absent when the server cannot list
+    /// its compilers (stock distccd, an older hoardcc) or this machine's did not finish
+    /// probing within the deadline.
+    pub compilers: Option<Vec<CompilerMatch>>,
     /// Why the host is not usable.
     pub error: Option<String>,
 }
@@ -189,6 +199,7 @@ impl HostPing {
             load: None,
             connect_ms: None,
             rtt_ms: None,
+            compilers: None,
             error: None,
         }
     }
@@ -242,8 +253,43 @@ fn millis(d: Duration) -> f64 {
     (d.as_secs_f64() * 10_000.0).round() / 10.0
 }
 
-/// Reach one host within `deadline`: open a lane as the mux would, and ping it.
-pub async fn probe(spec: &HostSpec, settings: &SshSettings, deadline: Duration) -> HostPing {
+/// This machine's compilers, probed once for every host, starting at once in the
+/// background (a host's task waits for them only once its lane is open).
+#[derive(Clone)]
+pub struct Locals {
+    cell: Arc<OnceCell<Vec<LocalCompiler>>>,
+    path: Option<OsString>,
+}
+
+impl Locals {
+    /// Start probing the compilers on `path` (the local `PATH`). Needs a runtime.
+    pub fn start(path: Option<OsString>) -> Locals {
+        let locals = Locals {
+            cell: Arc::new(OnceCell::new()),
+            path,
+        };
+        let early = locals.clone();
+        tokio::spawn(async move {
+            early.get().await;
+        });
+        locals
+    }
+
+    async fn get(&self) -> &[LocalCompiler] {
+        self.cell
+            .get_or_init(|| compilers::local_compilers(self.path.as_deref()))
+            .await
+    }
+}
+
+/// Reach one host within `deadline`: open a lane as the mux would, ping it, and (with
+/// `locals`) match this machine's compilers against the server's.
+pub async fn probe(
+    spec: &HostSpec,
+    settings: &SshSettings,
+    deadline: Duration,
+    locals: Option<&Locals>,
+) -> HostPing {
     let out = HostPing::new(spec);
     if spec.is_local() {
         return HostPing {
@@ -277,6 +323,26 @@ pub async fn probe(spec: &HostSpec, settings: &SshSettings, deadline: Duration) 
             Err(e) => return out.failed(true, format!("ping on the lane: {e}")),
         }
     }
+    if let Some(locals) = locals {
+        let left = give_up.saturating_duration_since(tokio::time::Instant::now());
+        match lane.compilers(left).await {
+            Ok(Some(offered)) => {
+                if let Ok(here) = tokio::time::timeout_at(give_up, locals.get()).await {
+                    let matches = compilers::match_all(here, &offered);
+                    let none = !matches.is_empty() && !matches.iter().any(|m| m.matched());
+                    out.compilers = Some(matches);
+                    if none {
+                        return out.failed(
+                            true,
+                            "no compiler of this machine has its match on the server".into(),
+                        );
+                    }
+                }
+            }
+            Ok(None) => {}
+            Err(e) => return out.failed(true, format!("asking for the server's compilers: {e}")),
+        }
+    }
     out.usable = true;
     drop(lane);
     out
@@ -305,7 +371,12 @@ fn describe_route(out: &mut HostPing, lane: &Lane) {
 }
 
 /// Ping every host of `list` at once, each within `deadline`; results in list order.
-pub async fn ping_all(list: &HostList, settings: &SshSettings, deadline: Duration) -> PingReport {
+pub async fn ping_all(
+    list: &HostList,
+    settings: &SshSettings,
+    deadline: Duration,
+    locals: Option<Locals>,
+) -> PingReport {
     let mut settings = settings.clone();
     // Nothing inside may wait longer than the whole deadline; the inner bounds end a
     // little earlier, so a host that stalls is reported with the step it stalled in.
@@ -315,7 +386,11 @@ pub async fn ping_all(list: &HostList, settings: &SshSettings, deadline: Duratio
     let mut tasks = tokio::task::JoinSet::new();
     for (i, spec) in list.hosts.iter().cloned().enumerate() {
         let settings = settings.clone();
-        tasks.spawn(async move { (i, probe(&spec, &settings, deadline).await) });
+        let locals = locals.clone();
+        tasks.spawn(async move {
+            let ping = probe(&spec, &settings, deadline, locals.as_ref()).await;
+            (i, ping)
+        });
     }
     let mut found: Vec<Option<HostPing>> = vec![None; list.hosts.len()];
     while let Some(joined) = tasks.join_next().await {
@@ -394,6 +469,10 @@ pub fn render_text(report: &PingReport) -> String {
         if let (Some(slots), Some(load)) = (h.slots, h.load) {
             let _ = write!(s, "  slots {slots} load {load}");
         }
+        if let Some(list) = h.compilers.as_ref().filter(|l| !l.is_empty()) {
+            let shown: Vec<String> = list.iter().map(CompilerMatch::short).collect();
+            let _ = write!(s, "  compilers {}", shown.join(" "));
+        }
         if let Some(rtt) = h.rtt_ms {
             let _ = write!(s, "  rtt {rtt} ms");
         }
@@ -428,7 +507,10 @@ pub fn main(args: PingArgs) -> std::process::ExitCode {
         }
     };
     let deadline = Duration::from_secs_f64(args.timeout);
-    let report = runtime.block_on(ping_all(&farm.list, &farm.settings, deadline));
+    let report = runtime.block_on(async {
+        let locals = Locals::start(std::env::var_os("PATH"));
+        ping_all(&farm.list, &farm.settings, deadline, Some(locals)).await
+    });
     // Closing channels and connections spawns tasks: give them a moment, bounded.
     runtime.shutdown_timeout(Duration::from_millis(500));
     if args.json {
@@ -486,7 +568,7 @@ mod tests {
             .port();
         let text = format!("--randomize localhost/2 127.0.0.1:{port} @gone,down");
         let list = hosts::parse(&text).unwrap();
-        let report = ping_all(&list, &settings(), Duration::from_secs(5)).await;
+        let report = ping_all(&list, &settings(), Duration::from_secs(5), None).await;
         assert_eq!(report.hosts.len(), 3);
         let local = &report.hosts[0];
         assert!(local.usable && local.reachable);
@@ -536,7 +618,7 @@ mod tests {
         s.home = home.path().to_path_buf();
         let list = hosts::parse("@silent").unwrap();
         let started = Instant::now();
-        let report = ping_all(&list, &s, Duration::from_millis(700)).await;
+        let report = ping_all(&list, &s, Duration::from_millis(700), None).await;
         assert!(started.elapsed() < Duration::from_secs(5));
         let h = &report.hosts[0];
         // TCP connected; the ssh banner never came, and the inner bound says so.

@@ -69,7 +69,7 @@ async fn dead_tcp_port_stops_at_connect() {
     };
     let d = diagnose(&spec, &settings, &mut |_| {}).await;
     assert!(!d.usable());
-    let names: Vec<_> = d.steps.iter().map(|s| (s.name, s.mark)).collect();
+    let names: Vec<_> = d.steps.iter().map(|s| (s.name.as_str(), s.mark)).collect();
     assert_eq!(
         names,
         vec![
