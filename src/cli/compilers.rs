@@ -12,7 +12,9 @@ use std::path::PathBuf;
 use serde::{Deserialize, Serialize};
 
 use crate::identity::{probe, ProbeOptions};
-use crate::proto::identity::{candidate_names, tool_of, CompilerId, OfferedCompiler, Rule};
+use crate::proto::identity::{
+    candidate_names, find_match, tool_of, CompilerId, OfferedCompiler, Rule,
+};
 use crate::wrapper::masquerade::find_real_compiler;
 
 /// The compiler names checked locally, in this order.
@@ -115,8 +117,9 @@ impl CompilerMatch {
     }
 }
 
-/// The server compiler that serves `local`, looked for as the server does: the
-/// candidate names first, then any offered compiler of the same tool.
+/// The server compiler that serves `local`, looked for as the server does
+/// (`proto::identity::find_match`: the candidate names, then the server's extra
+/// compilers of the same tool).
 pub fn match_one(local: &LocalCompiler, offered: &[OfferedCompiler]) -> CompilerMatch {
     let id = match &local.id {
         Ok(id) => id,
@@ -130,14 +133,7 @@ pub fn match_one(local: &LocalCompiler, offered: &[OfferedCompiler]) -> Compiler
             }
         }
     };
-    let tool = tool_of(&local.name);
-    let by_name = |n: &str| offered.iter().find(|o| o.name == n);
-    let same_tool = offered.iter().filter(|o| tool_of(&o.name) == tool);
-    let found = candidate_names(&local.name, id)
-        .iter()
-        .filter_map(|n| by_name(n))
-        .chain(same_tool)
-        .find(|o| o.id.mismatch(id, Rule::DEFAULT).is_none());
+    let found = find_match(&local.name, id, offered, Rule::DEFAULT);
     let mut m = CompilerMatch {
         name: local.name.clone(),
         local: Some(id.label()),
@@ -151,10 +147,10 @@ pub fn match_one(local: &LocalCompiler, offered: &[OfferedCompiler]) -> Compiler
             m.server_path = Some(o.path.clone());
         }
         None => {
+            let tool = tool_of(&local.name);
             let there = candidate_names(&local.name, id)
                 .iter()
-                .filter_map(|n| by_name(n))
-                .next()
+                .find_map(|n| offered.iter().find(|o| &o.name == n))
                 .map(|o| match o.id.mismatch(id, Rule::DEFAULT) {
                     Some(why) => format!("{} there is {}{}", o.name, o.id.label(), why.note()),
                     None => format!("{} there is {}", o.name, o.id.label()),
@@ -193,6 +189,7 @@ mod tests {
             name: name.into(),
             path: format!("/usr/bin/{name}"),
             id: id(version),
+            extra: false,
         }
     }
 
