@@ -163,7 +163,14 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
     vec![
         (
             "client-lane".into(),
-            lane(true, &[Message::Job3(job()), Message::Ping { nonce: 42 }]),
+            lane(
+                true,
+                &[
+                    Message::Job3(job()),
+                    Message::Ping { nonce: 42 },
+                    Message::ListCompilers,
+                ],
+            ),
         ),
         (
             "server-lane".into(),
@@ -183,6 +190,26 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
                         message: "No space left on device".into(),
                     },
                     Message::Pong { nonce: 42 },
+                    Message::Mismatch {
+                        id: 11,
+                        reason: "no compiler matching gcc 12.2.0 (x86_64-linux-gnu); \
+                                 gcc here is 13.1.0 (x86_64-linux-gnu)"
+                            .into(),
+                    },
+                    Message::Compilers {
+                        list: vec![hoardcc::proto::identity::OfferedCompiler {
+                            name: "gcc-12".into(),
+                            path: "/usr/bin/gcc-12".into(),
+                            id: hoardcc::proto::identity::CompilerId {
+                                version: "12.2.0".into(),
+                                target: "x86_64-linux-gnu".into(),
+                                configured: "Configured with: ../src/configure -v\nThread model: posix"
+                                    .into(),
+                                binaries: None,
+                            },
+                            extra: false,
+                        }],
+                    },
                 ],
             ),
         ),
@@ -195,6 +222,10 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
                         hosts: "u@build1/8 u@build2/4,lzo localhost/2 --randomize".into(),
                         file: "a.cpp".into(),
                         client_version: "0.1.0".into(),
+                        compiler: Some(hoardcc::proto::msg::LocalCompiler {
+                            name: "g++".into(),
+                            path: "/usr/bin/g++".into(),
+                        }),
                     },
                     MuxRequest::Run {
                         spec: Box::new(spec),

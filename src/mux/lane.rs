@@ -19,12 +19,13 @@ use crate::mux::ssh::{self, Connection, SshError, SshSettings, Stream};
 use crate::proto::distcc::{self, DistccRequest};
 use crate::proto::fault::{self, Ended, Fault};
 use crate::proto::frame;
-use crate::proto::identity::{OfferedCompiler, MAX_OFFERED};
 use crate::proto::msg::{
     Blob, ContextFile, Hello, Input, Job, JobResult, Message, OutputFile, SourceKind,
     FAULT_VERSION, JOB3_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::proto::{self, compress::MAX_BLOB};
+
+mod list;
 
 /// Name of the sshd subsystem that runs `hoardcc serve`.
 pub const SUBSYSTEM: &str = "hoardcc";
@@ -359,49 +360,6 @@ impl Lane {
         })
         .await
         .map_err(|_| TransportError::Timeout("a ping answer"))?
-    }
-
-    /// The compilers the server offers, with their identities (for `hoardcc ping` and
-    /// `doctor`): one `ListCompilers` on this idle lane, answered within `timeout`.
-    /// `Ok(None)` when the server cannot tell (a distcc lane, or a hoardcc server without
-    /// the "compilers" cap).
-    ///
-    /// # Errors
-    /// The lane failed or the server answered something else.
-    pub async fn compilers(
-        &mut self,
-        timeout: Duration,
-    ) -> Result<Option<Vec<OfferedCompiler>>, TransportError> {
-        let knows = self
-            .server_hello
-            .as_ref()
-            .is_some_and(|h| h.caps.iter().any(|c| c == COMPILERS_CAP));
-        let LaneIo::Native { stream, .. } = &mut self.io else {
-            return Ok(None);
-        };
-        if !knows {
-            return Ok(None);
-        }
-        tokio::time::timeout(timeout, async {
-            frame::write_message(stream, &Message::ListCompilers).await?;
-            loop {
-                match frame::read_message(stream).await? {
-                    Some(Message::Compilers { mut list }) => {
-                        list.truncate(MAX_OFFERED);
-                        return Ok(Some(list));
-                    }
-                    Some(Message::Heartbeat { .. }) => continue,
-                    Some(other) => {
-                        return Err(TransportError::Unexpected(
-                            format!("{other:?}").chars().take(80).collect(),
-                        ))
-                    }
-                    None => return Err(TransportError::Closed),
-                }
-            }
-        })
-        .await
-        .map_err(|_| TransportError::Timeout("the server's compiler list"))?
     }
 
     /// Wait while the lane is idle: returns when the server closes it or sends something

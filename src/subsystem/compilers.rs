@@ -99,6 +99,16 @@ impl Compilers {
         &self.allow
     }
 
+    /// The identity of the server's compiler at `path` (memoised per process, binaries
+    /// hashed only with `strict`): what a job picked by [`Compilers::pick`] ran with,
+    /// e.g. for a result-cache key.
+    ///
+    /// # Errors
+    /// As `identity::Prober::identity`.
+    pub async fn identity(&self, path: &std::path::Path) -> Result<CompilerId, ProbeError> {
+        self.prober.identity(path).await
+    }
+
     /// The names the `compilers` setting adds (an absolute entry by its file name).
     fn extra_names(&self) -> impl Iterator<Item = String> + '_ {
         self.allow
