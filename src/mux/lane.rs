@@ -26,6 +26,9 @@ use crate::proto::msg::{
 use crate::proto::{self, compress::MAX_BLOB};
 
 mod list;
+mod route;
+
+pub use route::Route;
 
 /// Name of the sshd subsystem that runs `hoardcc serve`.
 pub const SUBSYSTEM: &str = "hoardcc";
@@ -120,40 +123,6 @@ pub fn is_hoardcc_command(command: &str) -> bool {
     let first = command.split_whitespace().next().unwrap_or("");
     let base = first.rsplit('/').next().unwrap_or(first);
     base.starts_with("hoardcc")
-}
-
-/// How a lane reaches its server (shown by `hoardcc ping` and `hoardcc doctor`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Route {
-    /// The `hoardcc` sshd subsystem.
-    Subsystem,
-    /// `COMMAND serve` on an ssh exec channel (`@host:/path/to/hoardcc`).
-    Exec {
-        /// The command as the host entry names it.
-        command: String,
-    },
-    /// A stock `distccd --inetd` on an ssh exec channel.
-    DistccdSsh {
-        /// The program run (`distccd` unless the host entry names one).
-        command: String,
-        /// True when `@host` named no command and sshd refused the `hoardcc` subsystem,
-        /// so the lane fell back to `distccd`.
-        subsystem_refused: bool,
-    },
-    /// A stock distccd over plain TCP.
-    DistccdTcp,
-}
-
-impl Route {
-    /// A short name: `subsystem`, `exec`, `distccd-ssh` or `distccd-tcp`.
-    pub fn name(&self) -> &'static str {
-        match self {
-            Route::Subsystem => "subsystem",
-            Route::Exec { .. } => "exec",
-            Route::DistccdSsh { .. } => "distccd-ssh",
-            Route::DistccdTcp => "distccd-tcp",
-        }
-    }
 }
 
 enum LaneIo {
