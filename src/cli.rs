@@ -1,8 +1,12 @@
 //! The `hoardcc hosts`, `hoardcc status [--json]` and `hoardcc mux --stop` commands:
-//! small bodies that `main` dispatches to. They read the host list (`hosts`, `config`)
+//! small bodies that `main` dispatches to; `hoardcc mon` and `hoardcc stats` are in
+//! [`mon`] and [`stats`]. They read the host list (`hosts`, `config`)
 //! and ask a running mux over the wrapper's socket client (`wrapper::mux_client`), never
 //! starting one. The host checks live in [`ping`] and [`doctor`]. Neighbours: `main`
 //! (caller), `wrapper::mux_client`, `mux::status` (the report and its text table).
+
+pub mod mon;
+pub mod stats;
 
 use std::path::Path;
 use std::time::Instant;
@@ -12,7 +16,7 @@ pub mod doctor;
 pub mod ping;
 
 use crate::hosts;
-use crate::mux::status::{render_text, StatusReport};
+use crate::mux::status::render_text;
 use crate::paths::Paths;
 use crate::wrapper::mux_client::{
     self, connect_existing, wait_process_gone, wait_socket_gone, MuxClientError, STOP_DEADLINE,
@@ -84,20 +88,14 @@ pub fn status_main(json: bool) -> std::process::ExitCode {
     let paths = env_paths();
     let result = connect_existing(&paths).and_then(|mut c| c.status());
     match result {
-        Ok(doc) if json => {
-            println!("{doc}");
+        Ok(report) => {
+            if json {
+                println!("{}", report.to_json());
+            } else {
+                print!("{}", render_text(&report));
+            }
             std::process::ExitCode::SUCCESS
         }
-        Ok(doc) => match StatusReport::from_json(&doc) {
-            Ok(r) => {
-                print!("{}", render_text(&r));
-                std::process::ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("hoardcc status: unreadable status from the mux: {e}");
-                crate::exit::ExitCode::ProtocolError.into()
-            }
-        },
         Err(MuxClientError::NotRunning(p)) => {
             if json {
                 println!("{{\"running\": false}}");
@@ -117,11 +115,7 @@ pub fn status_main(json: bool) -> std::process::ExitCode {
 pub fn stop_main() -> std::process::ExitCode {
     let paths = env_paths();
     let stopped = connect_existing(&paths).and_then(|mut c| {
-        let pid = c
-            .status()
-            .ok()
-            .and_then(|doc| StatusReport::from_json(&doc).ok())
-            .map(|r| r.pid);
+        let pid = c.status().ok().map(|r| r.pid);
         c.stop().map(|()| pid)
     });
     match stopped {

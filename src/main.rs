@@ -10,14 +10,16 @@ use clap::{Parser, Subcommand};
 use hoardcc::{cli, mux, subsystem, wrapper};
 
 /// Words that are hoardcc subcommands rather than a compiler name.
-const SUBCOMMANDS: &[&str] = &["serve", "hosts", "mux", "status", "ping", "doctor", "help"];
+const SUBCOMMANDS: &[&str] = &[
+    "serve", "hosts", "mux", "status", "mon", "stats", "ping", "doctor", "help",
+];
 
 #[derive(Parser)]
 #[command(
     name = "hoardcc",
     version,
     about = "A distributed C/C++ compiler that makes SSH the fast path",
-    override_usage = "hoardcc COMPILER [ARGS...]\n       hoardcc serve [--inetd | --check [--json]]\n       hoardcc mux [--foreground | --stop]\n       hoardcc status [--json]\n       hoardcc hosts\n       hoardcc ping [HOST...] [--timeout SECS] [--json | --hosts-ok]\n       hoardcc doctor [HOST]\n       gcc|g++|cc|c++|clang|clang++ [ARGS...]   (through a symlink to hoardcc)",
+    override_usage = "hoardcc COMPILER [ARGS...]\n       hoardcc serve [--inetd | --check [--json]]\n       hoardcc mux [--foreground | --stop]\n       hoardcc status [--json]\n       hoardcc mon [--once]\n       hoardcc stats [--json] [--zero]\n       hoardcc hosts\n       hoardcc ping [HOST...] [--timeout SECS] [--json | --hosts-ok]\n       hoardcc doctor [HOST]\n       gcc|g++|cc|c++|clang|clang++ [ARGS...]   (through a symlink to hoardcc)",
     after_help = "Hosts come from HOARDCC_HOSTS, DISTCC_HOSTS, the config file, ~/.distcc/hosts or /etc/distcc/hosts.\n\
                   HOARDCC_FALLBACK=0 (or DISTCC_FALLBACK=0) turns the local fallback off. See hoardcc(1)."
 )]
@@ -65,6 +67,23 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Watch the running mux live: hosts (slots, connections, lanes, backoff, BUSY and
+    /// cache counts), each job's state, host, elapsed time and bytes, recent failures.
+    Mon {
+        /// Print one plain-text frame and exit (for scripts; no terminal needed).
+        #[arg(long)]
+        once: bool,
+    },
+    /// Counters kept across mux restarts: jobs remote, local, fallen back and from cache,
+    /// per host; bytes; remote compile time against the estimated local time.
+    Stats {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+        /// Reset every counter to zero (then print them).
+        #[arg(long)]
+        zero: bool,
     },
     /// Reach each host (all of the host list, or those named) and report one line per host:
     /// route, server version, slots and load, round trip. Exit 0 only if every host is usable.
@@ -134,6 +153,8 @@ fn main() -> std::process::ExitCode {
             stop: false,
         }),
         Some(Command::Status { json }) => cli::status_main(json),
+        Some(Command::Mon { once }) => cli::mon::mon_main(once),
+        Some(Command::Stats { json, zero }) => cli::stats::stats_main(json, zero),
         Some(Command::Ping(args)) => cli::ping::main(args),
         Some(Command::Doctor(args)) => cli::doctor::main(args),
         None if cli.inetd => subsystem::main(subsystem::ServeArgs { inetd: true }),

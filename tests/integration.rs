@@ -33,6 +33,8 @@ mod logging;
 mod tools;
 // The right compiler, or none (issue 11): identity matching, mismatch blocks, serve --check.
 mod identity;
+// The live monitor (`hoardcc mon` in tmux, `mon --once`) and `hoardcc stats` (issue 11).
+mod mon;
 // `hoardcc ping`: JSON report, exit status, --hosts-ok, deadlines (issue 11).
 mod ping;
 // `hoardcc doctor`: each failure's ✗ line and fix (issue 11).

@@ -257,9 +257,18 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
                         message: "connection reset".into(),
                         exit_code: 103
                     },
-                    MuxReply::Status {
-                        json: "{\"hosts\":[]}".into()
-                    },
+                    MuxReply::Status(Box::new(hoardcc::proto::status::StatusReport {
+                        version: "0.1.0".into(),
+                        pid: 42,
+                        uptime_secs: 7,
+                        wrappers: 1,
+                        queued: 0,
+                        local_running: 0,
+                        hosts: vec![],
+                        jobs: vec![],
+                        jobs_in_flight: 0,
+                        failures: vec![],
+                    })),
                     MuxReply::Stopping,
                     MuxReply::WrongVersion {
                         mux_version: "0.0.9".into()

@@ -12,13 +12,14 @@ use tokio::time::Instant;
 use crate::exit::ExitCode;
 use crate::hosts::{self, HostSpec};
 use crate::mux::conn::failed;
-use crate::mux::lane::{TransportError, Wire};
-use crate::mux::listener::{Daemon, JobInfo};
+use crate::mux::lane::{LaneEvent, TransportError, Wire};
+use crate::mux::listener::Daemon;
 use crate::mux::pool::{PoolError, PooledLane};
 use crate::mux::retry::{next_step, until_answer, Failure, Step, Tally};
 use crate::mux::scheduler::{CompilerKey, Grant, NoSlot, Outcome, SlotGuard, Want};
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::{Blob, JobSpec, LocalCompiler, MuxReply};
+use crate::proto::status::JobState;
 
 /// How long a retry may wait for a slot on another host.
 const RETRY_WAIT: Duration = Duration::from_secs(5);
@@ -35,20 +36,29 @@ pub(crate) struct Held {
 }
 
 impl Daemon {
-    fn set_job(&self, id: u64, file: Option<&str>, state: &'static str, host: Option<&str>) {
-        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
-        let entry = jobs.entry(id).or_insert_with(|| JobInfo {
-            file: String::new(),
-            state,
-            host: None,
-            since: Instant::now(),
-        });
-        if let Some(f) = file {
-            entry.file = f.to_string();
+    fn set_job(&self, id: u64, file: Option<&str>, state: JobState, host: Option<&str>) {
+        self.monitor.set_job(id, file, state, host);
+    }
+
+    /// What a lane reports of job `id` on `host`: its state, and bytes for the job and
+    /// the counters.
+    fn lane_event(&self, id: u64, host: &str, e: LaneEvent) {
+        let (state, sent, received) = match e {
+            LaneEvent::Sending { bytes } => (JobState::Sending, bytes, 0),
+            LaneEvent::Compiling => (JobState::Compiling, 0, 0),
+            LaneEvent::Receiving { bytes } => (JobState::Receiving, 0, bytes),
+        };
+        self.monitor.set_state(id, state);
+        if sent + received > 0 {
+            self.monitor.add_bytes(id, sent, received);
+            self.stats.update(|s| {
+                s.bytes_sent += sent;
+                s.bytes_received += received;
+                let h = s.host_mut(host);
+                h.bytes_sent += sent;
+                h.bytes_received += received;
+            });
         }
-        entry.state = state;
-        entry.host = host.map(str::to_string);
-        entry.since = Instant::now();
     }
 
     /// The identity of the wrapper's compiler (probed on first use, then one `stat`).
@@ -93,7 +103,7 @@ impl Daemon {
         for h in &remotes {
             self.pool.warm(h);
         }
-        self.set_job(id, Some(file), "queued", None);
+        self.set_job(id, Some(file), JobState::Waiting, None);
         let compiler = self.compiler_key(compiler).await;
         let want = Want {
             remotes: keys,
@@ -116,7 +126,7 @@ impl Daemon {
                         }
                     }
                     let wire = self.pool.wire(&spec);
-                    self.set_job(id, None, "reserved", Some(&key));
+                    self.set_job(id, None, JobState::Preprocessing, Some(&key));
                     *held = Some(Held {
                         guard,
                         spec,
@@ -127,7 +137,7 @@ impl Daemon {
                     MuxReply::Reserved { host: key, wire }
                 }
                 Grant::Local => {
-                    self.set_job(id, None, "local", None);
+                    self.set_job(id, None, JobState::Local, None);
                     *local = Some(guard);
                     MuxReply::Local {
                         reason: "every remote slot is busy; a local slot is free".into(),
@@ -136,13 +146,12 @@ impl Daemon {
             },
             Err(NoSlot::NoMatch(why)) => {
                 // No host has this compiler: not a failure, and no warning.
-                self.set_job(id, None, "local", None);
+                self.set_job(id, None, JobState::Local, None);
                 MuxReply::Local { reason: why }
             }
             Err(NoSlot::Unusable(why)) => {
                 // No usable host (all backed off or down): a distribution failure, so the
                 // wrapper falls back with a warning, or fails when fallback is off.
-                self.set_job(id, None, "failed", None);
                 MuxReply::Failed {
                     message: why,
                     exit_code: ExitCode::NoHosts.code(),
@@ -187,13 +196,13 @@ impl Daemon {
         loop {
             let key = held.spec.key();
             let state = if resend_by.is_some() {
-                "resending"
+                JobState::Resending
             } else {
-                "running"
+                JobState::Sending
             };
             self.set_job(id, None, state, Some(&key));
             let (failure, (message, code)) = match self
-                .attempt(&mut held, &spec, &source, resend_by.take())
+                .attempt(id, &mut held, &spec, &source, resend_by.take())
                 .await
             {
                 Attempt::Answer(reply) => return reply,
@@ -214,6 +223,7 @@ impl Daemon {
                     self.sched
                         .with(|s| s.block(&key, compiler.clone(), reason.clone(), Instant::now()));
                     drop(guard);
+                    self.monitor.set_state(id, JobState::Waiting);
                     // The scheduler skips every host blocked for this compiler; when none
                     // is left the job compiles locally, quietly.
                     match self
@@ -221,7 +231,10 @@ impl Daemon {
                         .await
                     {
                         Some(h) => held = h,
-                        None => return MuxReply::Local { reason },
+                        None => {
+                            self.monitor.set_state(id, JobState::Local);
+                            return MuxReply::Local { reason };
+                        }
                     }
                     continue;
                 }
@@ -241,10 +254,14 @@ impl Daemon {
                         "lane lost mid-job: {message}; sending the job again once {key} answers (waiting up to {wait:?})"
                     );
                     self.sched.with(|s| s.record_resend(&key));
+                    self.monitor
+                        .fail(id, Some(&key), &format!("{message} (sending it again)"));
                     resend_by = Some(Instant::now() + wait);
                 }
                 Step::Reschedule => {
                     tracing::debug!(host = %key, "busy: rescheduling");
+                    self.stats.update(|s| s.host_mut(&key).jobs_busy += 1);
+                    self.monitor.set_state(id, JobState::Waiting);
                     let Held {
                         mut guard,
                         wire,
@@ -274,12 +291,17 @@ impl Daemon {
                     } = held;
                     guard.set_outcome(outcome);
                     drop(guard);
+                    self.monitor.set_state(id, JobState::Waiting);
                     let exclude = exclude_this.then_some(key.as_str());
                     match self
                         .reacquire(&hosts, wire, compiler, exclude, Some(RETRY_WAIT))
                         .await
                     {
-                        Some(h) => held = h,
+                        Some(h) => {
+                            self.monitor
+                                .fail(id, Some(&key), &format!("{message} (retried)"));
+                            held = h;
+                        }
                         None => return give_up(message),
                     }
                 }
@@ -296,6 +318,7 @@ impl Daemon {
     /// the scheduler (a failure's outcome is the policy's to set).
     async fn attempt(
         &self,
+        id: u64,
         held: &mut Held,
         spec: &JobSpec,
         source: &[u8],
@@ -332,7 +355,8 @@ impl Daemon {
             }
             Ok(pl) => pl,
         };
-        match pl.lane.run(spec, source).await {
+        let observe = |e: LaneEvent| self.lane_event(id, &key, e);
+        match pl.lane.run_observed(spec, source, &observe).await {
             Ok(done) => {
                 self.pool.checkin(pl);
                 held.guard.set_outcome(Outcome::Ok {

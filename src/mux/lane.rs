@@ -43,6 +43,25 @@ const TCP_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
 pub use crate::proto::msg::{JobSpec, Wire};
 
+/// What a running job is doing on its lane, for `hoardcc mon` and `hoardcc stats`
+/// ([`Lane::run_observed`]). Byte counts are what travels on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LaneEvent {
+    /// The job (`bytes` of it) is being sent.
+    Sending { bytes: u64 },
+    /// The job is sent: the server compiles.
+    Compiling,
+    /// An answer (`bytes` of it) is coming back.
+    Receiving { bytes: u64 },
+}
+
+/// Where [`Lane::run_observed`] reports [`LaneEvent`]s.
+pub type Observer<'a> = &'a (dyn Fn(LaneEvent) + Send + Sync);
+
+/// Frames up to this size (heartbeats, short answers) are reported as received once
+/// decoded, not as they start arriving.
+const SMALL_FRAME: u32 = 256;
+
 /// Failures of distribution (never the compiler's own error).
 #[derive(Debug, thiserror::Error)]
 pub enum TransportError {
@@ -359,6 +378,17 @@ impl Lane {
         spec: &JobSpec,
         source: &[u8],
     ) -> Result<JobResult, TransportError> {
+        self.run_observed(spec, source, &|_| {}).await
+    }
+
+    /// [`Lane::run`], telling `observe` where the job is (sending, compiling, receiving)
+    /// and how many bytes travel.
+    pub async fn run_observed(
+        &mut self,
+        spec: &JobSpec,
+        source: &[u8],
+        observe: Observer<'_>,
+    ) -> Result<JobResult, TransportError> {
         let io_timeout = self.io_timeout;
         match &mut self.io {
             LaneIo::Native { stream, conn } => {
@@ -368,17 +398,17 @@ impl Lane {
                     host: &self.host,
                     version: self.version,
                 };
-                unless_closed(conn, run_native(stream, id, spec, source, io_timeout, peer)).await
+                let run = run_native(stream, id, spec, source, io_timeout, peer, observe);
+                unless_closed(conn, run).await
             }
             LaneIo::DistccSsh { stream, conn } => {
-                unless_closed(
-                    conn,
-                    run_distcc(stream, self.wire, spec, source, io_timeout, &self.host),
-                )
-                .await
+                let host = &self.host;
+                let run = run_distcc(stream, self.wire, spec, source, io_timeout, host, observe);
+                unless_closed(conn, run).await
             }
             LaneIo::DistccTcp { stream } => {
-                run_distcc(stream, self.wire, spec, source, io_timeout, &self.host).await
+                let host = &self.host;
+                run_distcc(stream, self.wire, spec, source, io_timeout, host, observe).await
             }
         }
     }
@@ -456,6 +486,7 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     source: &[u8],
     io_timeout: Duration,
     peer: Peer<'_>,
+    observe: Observer<'_>,
 ) -> Result<JobResult, TransportError> {
     let job = Job {
         id,
@@ -484,15 +515,39 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
             ))
         })?)
     };
-    tokio::time::timeout(io_timeout, frame::write_message(stream, &message))
+    let payload = frame::encode(&message);
+    drop(message);
+    observe(LaneEvent::Sending {
+        bytes: payload.len() as u64 + 4,
+    });
+    tokio::time::timeout(io_timeout, frame::write_frame(stream, &payload))
         .await
         .map_err(|_| TransportError::Timeout("sending the job"))??;
+    drop(payload);
+    observe(LaneEvent::Compiling);
     loop {
         // Each message (heartbeats included) must arrive within io_timeout: a long compile
-        // stays alive as long as the server reports progress.
-        let msg = tokio::time::timeout(io_timeout, frame::read_message(stream))
+        // stays alive as long as the server reports progress. A big frame is reported as
+        // it starts; a small one once it is known not to be a heartbeat.
+        let mut len = 0u32;
+        let mut on_len = |l: u32| {
+            len = l;
+            if l > SMALL_FRAME {
+                observe(LaneEvent::Receiving {
+                    bytes: u64::from(l) + 4,
+                });
+            }
+        };
+        let read = frame::read_frame_observed(stream, frame::MAX_FRAME, &mut on_len);
+        let bytes = tokio::time::timeout(io_timeout, read)
             .await
             .map_err(|_| TransportError::Timeout("the server's answer"))??;
+        let msg: Option<Message> = bytes.map(|b| frame::decode(&b)).transpose()?;
+        if len <= SMALL_FRAME && !matches!(msg, None | Some(Message::Heartbeat { .. })) {
+            observe(LaneEvent::Receiving {
+                bytes: u64::from(len) + 4,
+            });
+        }
         let host = peer.host.to_string();
         let result = match msg {
             None => return Err(TransportError::Closed),
@@ -534,6 +589,7 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
     source: &[u8],
     io_timeout: Duration,
     host: &str,
+    observe: Observer<'_>,
 ) -> Result<JobResult, TransportError> {
     let version = match wire {
         Wire::Distcc { lzo: true } => 2,
@@ -544,12 +600,20 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
         argv: spec.distcc_argv.clone(),
         doti: source.to_vec(),
     };
+    // The payload: the .i and the argv (the protocol's tokens add a few bytes each).
+    let sent = req.doti.len() + req.argv.iter().map(String::len).sum::<usize>();
+    observe(LaneEvent::Sending { bytes: sent as u64 });
     let resp = tokio::time::timeout(io_timeout, async {
         distcc::write_request(stream, &req).await?;
+        observe(LaneEvent::Compiling);
         distcc::read_response(stream, version).await
     })
     .await
     .map_err(|_| TransportError::Timeout("distccd's answer"))??;
+    let received = resp.doto.len() + resp.stdout.len() + resp.stderr.len();
+    observe(LaneEvent::Receiving {
+        bytes: received as u64,
+    });
     let exit_code = distcc::exit_code_from_wait_status(resp.status);
     if exit_code == i32::from(ExitCode::CompilerCrashed.code()) && resp.doto.is_empty() {
         // A hoardcc server's way of telling a stock client that the compiler crashed.
@@ -610,209 +674,4 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::distcc::DistccResponse;
-    use crate::proto::msg::{JobHeader, JobResult};
-
-    fn spec() -> JobSpec {
-        JobSpec {
-            header: JobHeader {
-                compiler: "gcc".into(),
-                args: vec![],
-                assemble_only: false,
-                cwd: "/src".into(),
-                source_name: "a.c".into(),
-                output_name: "a.o".into(),
-                extra_outputs: vec![],
-            },
-            distcc_argv: ["gcc", "-c", "a.i", "-o", "a.o"].map(String::from).to_vec(),
-            env: vec![],
-            context: vec![],
-            compiler_id: None,
-            cache: true,
-        }
-    }
-
-    /// A protocol-1/2 server's result.
-    fn result(exit_code: i32, stderr: &[u8]) -> Message {
-        Message::Result(result3(exit_code, stderr).into())
-    }
-
-    fn result3(exit_code: i32, stderr: &[u8]) -> JobResult {
-        JobResult {
-            id: 1,
-            exit_code,
-            stdout: Blob::raw(vec![]),
-            stderr: Blob::pack(stderr),
-            outputs: vec![],
-            cached: false,
-        }
-    }
-
-    /// One native job against a server that answers `answer`, on a lane of `version`.
-    async fn native(version: u32, answer: Message) -> Result<JobResult, TransportError> {
-        let (mut client, mut server) = tokio::io::duplex(1 << 16);
-        let serve = async move {
-            let job = frame::read_message(&mut server).await.unwrap();
-            match version {
-                JOB3_VERSION.. => assert!(matches!(job, Some(Message::Job3(_)))),
-                _ => assert!(matches!(job, Some(Message::Job(_)))),
-            }
-            frame::write_message(&mut server, &Message::Heartbeat { id: 1 })
-                .await
-                .unwrap();
-            frame::write_message(&mut server, &answer).await.unwrap();
-            server
-        };
-        let peer = Peer { host: "h", version };
-        let spec = spec();
-        let (r, _server) = tokio::join!(
-            run_native(
-                &mut client,
-                1,
-                &spec,
-                b"int x;",
-                Duration::from_secs(10),
-                peer
-            ),
-            serve
-        );
-        r
-    }
-
-    fn fault_of(r: Result<JobResult, TransportError>) -> Fault {
-        match r {
-            Err(TransportError::Fault { host, fault }) => {
-                assert_eq!(host, "h");
-                fault
-            }
-            other => panic!("expected a fault, got {other:?}"),
-        }
-    }
-
-    #[tokio::test]
-    async fn a_mismatch_is_its_own_error() {
-        let reason = "no compiler matching gcc 12.2.0 (x86_64-linux-gnu); gcc here is 13.1.0 (x86_64-linux-gnu)";
-        match native(
-            JOB3_VERSION,
-            Message::Mismatch {
-                id: 1,
-                reason: reason.into(),
-            },
-        )
-        .await
-        {
-            Err(e @ TransportError::Mismatch { .. }) => {
-                assert_eq!(e.to_string(), format!("h: {reason}"));
-                assert_eq!(e.exit_code(), ExitCode::AccessDenied);
-            }
-            other => panic!("{other:?}"),
-        }
-        assert!(client_hello().caps.iter().any(|c| c == COMPILERS_CAP));
-    }
-
-    #[tokio::test]
-    async fn native_faults_are_never_a_status() {
-        let f = Fault {
-            program: "cc1".into(),
-            signal: 9,
-            detail: String::new(),
-        };
-        let got = fault_of(
-            native(
-                2,
-                Message::Fault {
-                    id: 1,
-                    fault: f.clone(),
-                },
-            )
-            .await,
-        );
-        assert_eq!(got, f);
-        assert_eq!(
-            TransportError::Fault {
-                host: "h".into(),
-                fault: f
-            }
-            .to_string(),
-            "cc1 killed by signal 9"
-        );
-        // A protocol-1 server says 128 + signal.
-        assert_eq!(fault_of(native(1, result(137, b"")).await).signal, 9);
-        // A protocol-2 server's 137 is what the compiler exited with.
-        assert_eq!(native(2, result(137, b"")).await.unwrap().exit_code, 137);
-        // Any server: a driver reporting its cc1 killed.
-        let ice = b"gcc: fatal error: Killed signal terminated program cc1\n";
-        assert_eq!(fault_of(native(2, result(1, ice)).await).program, "cc1");
-        // The user's own error stays the job's status.
-        let err = b"a.c:1:1: error: expected ';'\n";
-        assert_eq!(native(2, result(1, err)).await.unwrap().exit_code, 1);
-        // A protocol-3 server: its `Result3` comes back untouched (blobs still packed),
-        // and a reported cc1 kill is still a fault.
-        let mut long = err.repeat(20);
-        long.extend_from_slice(b"note: a cached answer\n");
-        let r3 = result3(1, &long);
-        let got = native(JOB3_VERSION, Message::Result3(r3.clone())).await;
-        assert_eq!(got.unwrap(), r3);
-        let r3 = result3(1, ice);
-        let got = native(JOB3_VERSION, Message::Result3(r3)).await;
-        assert_eq!(fault_of(got).program, "cc1");
-    }
-
-    async fn distcc(status: i32, stderr: &[u8]) -> Result<JobResult, TransportError> {
-        let (mut client, mut server) = tokio::io::duplex(1 << 16);
-        let stderr = stderr.to_vec();
-        let serve = async move {
-            let req = distcc::read_request(&mut server).await.unwrap();
-            let resp = DistccResponse {
-                version: req.version,
-                status,
-                stderr,
-                stdout: vec![],
-                doto: vec![],
-            };
-            distcc::write_response(&mut server, &resp).await.unwrap();
-            server
-        };
-        let wire = Wire::Distcc { lzo: false };
-        let spec = spec();
-        let (r, _server) = tokio::join!(
-            run_distcc(
-                &mut client,
-                wire,
-                &spec,
-                b"int x;",
-                Duration::from_secs(10),
-                "h"
-            ),
-            serve
-        );
-        r
-    }
-
-    #[tokio::test]
-    async fn distcc_faults_are_never_a_status() {
-        // Stock distccd passes the raw wait status of a killed compiler.
-        let f = fault_of(distcc(9, b"").await);
-        assert_eq!((f.program.as_str(), f.signal), ("gcc", 9));
-        // A hoardcc server tells a stock client "crashed" (104).
-        let f = fault_of(distcc(104 << 8, b"hoardcc server: cc1 killed by signal 9\n").await);
-        assert_eq!(f.to_string(), "gcc: cc1 killed by signal 9");
-        let f = fault_of(
-            distcc(
-                1 << 8,
-                b"gcc: fatal error: Killed signal terminated program cc1plus\n",
-            )
-            .await,
-        );
-        assert_eq!(f.program, "cc1plus");
-        assert_eq!(
-            distcc(1 << 8, b"a.c:1: error: x\n")
-                .await
-                .unwrap()
-                .exit_code,
-            1
-        );
-    }
-}
+mod tests;

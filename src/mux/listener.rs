@@ -1,9 +1,8 @@
 //! Stage: mux listener — the accept loop, the count of connected wrappers (idle exit)
 //! and shutdown. Each accepted wrapper is served by `mux::conn`; the state they share
-//! ([`Daemon`]: scheduler, pool, job table) is built here. Neighbours: `mux` (starts it),
+//! ([`Daemon`]: scheduler, pool, job table, counters) is built here. Neighbours: `mux` (starts it),
 //! `mux::pool` and `mux::scheduler` (shut down last).
 
-use std::collections::HashMap;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
@@ -19,9 +18,11 @@ use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::mux::conn::serve_wrapper;
+use crate::mux::monitor::Monitor;
 use crate::mux::pool::Pool;
 use crate::mux::scheduler::SchedHandle;
 use crate::mux::ssh::SshSettings;
+use crate::mux::stats::StatsBook;
 use crate::mux::{mux_version, DaemonError};
 use crate::paths::Paths;
 
@@ -68,21 +69,16 @@ impl Drop for Active {
     }
 }
 
-/// What `hoardcc status` shows of one wrapper's job.
-pub(crate) struct JobInfo {
-    pub(crate) file: String,
-    pub(crate) state: &'static str,
-    pub(crate) host: Option<String>,
-    pub(crate) since: Instant,
-}
-
 /// What every wrapper connection shares.
 pub(crate) struct Daemon {
     pub(crate) sched: Arc<SchedHandle>,
     pub(crate) pool: Pool,
     pub(crate) shutdown: CancellationToken,
     pub(crate) activity: Arc<Activity>,
-    pub(crate) jobs: Mutex<HashMap<u64, JobInfo>>,
+    /// The job table and recent failures (`hoardcc status`, `hoardcc mon`).
+    pub(crate) monitor: Monitor,
+    /// The counters of `hoardcc stats`.
+    pub(crate) stats: Arc<StatsBook>,
     pub(crate) started: Instant,
     /// Client compiler identities, probed once per path, size and mtime (binaries
     /// hashed, for `strict` servers).
@@ -102,14 +98,15 @@ pub async fn run(
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let env = |k: &str| std::env::var(k).ok();
-    let home = Paths::from_env(&env)
-        .home
-        .unwrap_or_else(|| PathBuf::from("/"));
+    let paths = Paths::from_env(&env);
+    let home = paths.home.clone().unwrap_or_else(|| PathBuf::from("/"));
     let settings = SshSettings::from_config(&config, &env, home);
-    run_with(listener, config, settings, shutdown).await
+    let stats = crate::mux::stats::stats_file(&paths.state_dir);
+    run_with_stats(listener, config, settings, Some(stats), shutdown).await
 }
 
-/// [`run`] with explicit ssh settings (tests point `home` at a temporary directory).
+/// [`run`] with explicit ssh settings (tests point `home` at a temporary directory),
+/// counting `hoardcc stats` in memory only.
 ///
 /// # Errors
 /// As [`run`].
@@ -117,6 +114,21 @@ pub async fn run_with(
     listener: UnixListener,
     config: Config,
     settings: SshSettings,
+    shutdown: CancellationToken,
+) -> Result<(), DaemonError> {
+    run_with_stats(listener, config, settings, None, shutdown).await
+}
+
+/// [`run_with`], keeping the counters of `hoardcc stats` in `stats_file` (read at start,
+/// written while jobs run and on exit).
+///
+/// # Errors
+/// As [`run`].
+pub async fn run_with_stats(
+    listener: UnixListener,
+    config: Config,
+    settings: SshSettings,
+    stats_file: Option<PathBuf>,
     shutdown: CancellationToken,
 ) -> Result<(), DaemonError> {
     let socket = listener
@@ -142,20 +154,22 @@ pub async fn run_with(
     );
     let idle_timeout = config.mux.idle_timeout;
     let daemon = Arc::new(Daemon {
-        sched,
+        sched: sched.clone(),
         pool: pool.clone(),
         shutdown: shutdown.clone(),
         activity: Arc::new(Activity {
             active: Mutex::new((0, Instant::now())),
             changed: Notify::new(),
         }),
-        jobs: Mutex::new(HashMap::new()),
+        monitor: Monitor::new(sched.changes().clone()),
+        stats: Arc::new(StatsBook::load(stats_file)),
         started: Instant::now(),
         prober: crate::identity::Prober::new(crate::identity::ProbeOptions {
             hash_binaries: true,
             search_path: None,
         }),
     });
+    let stats_writer = tokio::spawn(daemon.stats.clone().writer(pool_token.clone()));
     tracing::info!(socket = ?socket, version = %mux_version(), "mux listening");
     let next_conn = AtomicU64::new(1);
     let mut result = Ok(());
@@ -206,6 +220,8 @@ pub async fn run_with(
         tracing::warn!("some wrapper tasks did not finish in time");
     }
     pool.shutdown().await;
+    // The counters are saved once more as the writer ends.
+    let _ = stats_writer.await;
     pool_tracker.close();
     if tokio::time::timeout(SHUTDOWN_GRACE, pool_tracker.wait())
         .await

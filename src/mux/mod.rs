@@ -4,7 +4,9 @@
 //! shutdown) → [`conn`] (one wrapper connection's protocol) → [`job`] (reserve, the
 //! attempts, following [`retry`], the one retry policy) → [`lane`] (one job over one ssh
 //! channel or TCP socket), with [`pool`] (connections and lanes), [`scheduler`] (slots, backoff),
-//! [`ssh`] (russh) and [`status`] (`hoardcc status`). Neighbours: `wrapper` (the caller,
+//! [`ssh`] (russh), [`monitor`] (the job table and change signal behind `hoardcc mon`),
+//! [`status`] (`hoardcc status`) and [`stats`] (`hoardcc stats`, kept across restarts).
+//! Neighbours: `wrapper` (the caller,
 //! through `wrapper::mux_client`), `proto` (what travels), `subsystem` (the other end).
 //!
 //! The daemon listens on the private Unix socket `Paths::mux_socket()`; each wrapper
@@ -20,11 +22,13 @@ pub mod conn;
 pub mod job;
 pub mod lane;
 pub mod listener;
+pub mod monitor;
 pub mod pool;
 pub mod process;
 pub mod retry;
 pub mod scheduler;
 pub mod ssh;
+pub mod stats;
 pub mod status;
 
 use std::io;

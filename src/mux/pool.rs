@@ -255,8 +255,15 @@ impl Pool {
             .inner
             .sched
             .as_ref()
-            .and_then(|s| s.with(|s| s.host(&hp.key).map(|h| h.lane_target())));
+            .and_then(|s| s.peek(|s| s.host(&hp.key).map(|h| h.lane_target())));
         known.unwrap_or_else(|| hp.spec().slots.max(1))
+    }
+
+    /// Tell `hoardcc mon` watchers that connections or lanes changed.
+    fn changed(&self) {
+        if let Some(s) = &self.inner.sched {
+            s.changes().bump();
+        }
     }
 
     /// The wire the host's lanes turned out to speak, once one has opened.
@@ -455,6 +462,7 @@ impl Pool {
             Woke::Dead(e) => {
                 tracing::info!(host = %hp.key, "idle lane ended: {e}");
                 hp.state().idle.retain(|l| l.id != id);
+                self.changed();
             }
             Woke::Stop => {
                 hp.state().idle.retain(|l| l.id != id);
@@ -584,6 +592,7 @@ impl Pool {
                 }
             }
         }
+        self.changed();
         (opened, fatal)
     }
 
@@ -610,6 +619,8 @@ impl Pool {
         for w in st.waiters.drain(..) {
             let _ = w.send(Err(e.clone()));
         }
+        drop(st);
+        self.changed();
     }
 
     /// A live connection with room for another channel, connecting a new one if needed
@@ -668,6 +679,8 @@ impl Pool {
         st.connections_made += 1;
         st.keepalive = Some(r.conn.keepalive().interval);
         st.conns.push(entry);
+        drop(st);
+        self.changed();
         Ok(r)
     }
 

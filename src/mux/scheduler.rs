@@ -24,6 +24,7 @@ use tokio::sync::{oneshot, Notify};
 use tokio::time::Instant;
 
 use crate::hosts::HostSpec;
+use crate::mux::monitor::Changes;
 use crate::proto::identity::CompilerId;
 
 /// Weight of the newest job time in the per-host EWMA.
@@ -466,6 +467,8 @@ pub struct SchedHandle {
     /// it: a pause set by one job (BUSY, backoff) must wake the others when it ends even
     /// if that job has gone.
     changed: Notify,
+    /// Tells `hoardcc mon` watchers (`mux::monitor`) that slots or counters changed.
+    watchers: Changes,
 }
 
 struct SchedShared {
@@ -482,7 +485,14 @@ impl SchedHandle {
                 wake: HashMap::new(),
             }),
             changed: Notify::new(),
+            watchers: Changes::new(),
         })
+    }
+
+    /// The change signal of `hoardcc mon` watchers, bumped on every scheduler change
+    /// (the pool and the job table share it).
+    pub(crate) fn changes(&self) -> &Changes {
+        &self.watchers
     }
 
     /// Run `f` on the scheduler, then hand out whatever slots became available.
@@ -497,7 +507,14 @@ impl SchedHandle {
         if moved {
             self.changed.notify_waiters();
         }
+        self.watchers.bump();
         r
+    }
+
+    /// Read the scheduler without changing it (reports, lane targets): no waiter is
+    /// woken, and watchers are not told of a change.
+    pub fn peek<R>(&self, f: impl FnOnce(&Scheduler) -> R) -> R {
+        f(&self.inner.lock().unwrap_or_else(|p| p.into_inner()).sched)
     }
 
     /// Answer queued requests; a grant whose waiter vanished is given back at once.

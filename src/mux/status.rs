@@ -1,140 +1,18 @@
 //! Stage: mux reporting — the document behind `hoardcc status`. The daemon builds a
-//! [`StatusReport`] here from the scheduler (`mux::scheduler`), the pool (`mux::pool`)
-//! and the job table (`mux::listener`); `mux::conn` sends it as JSON in
-//! `MuxReply::Status`; the client
-//! (`cli::status_main`) prints it as JSON or as the text table of
-//! [`render_text`].
+//! [`StatusReport`] (a typed report, `proto::status`) here from the scheduler
+//! (`mux::scheduler`), the pool (`mux::pool`) and the job table (`mux::listener`);
+//! `mux::conn` sends it as postcard in `MuxReply::Status`; the client
+//! (`cli::status_main`) prints it as the text table of [`render_text`], or as JSON
+//! (`--json`, the only place JSON appears).
 
-use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::mux::lane::Wire;
 use crate::mux::listener::Daemon;
 use crate::mux::mux_version;
-
-/// Everything `hoardcc status` shows.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct StatusReport {
-    /// The mux's version string (see `mux::mux_version`).
-    pub version: String,
-    /// The daemon's process id.
-    pub pid: u32,
-    /// Seconds since the daemon started.
-    pub uptime_secs: u64,
-    /// Wrapper connections open right now.
-    pub wrappers: u32,
-    /// Jobs waiting for a slot.
-    pub queued: u32,
-    /// Local compiles holding a local slot.
-    pub local_running: u32,
-    /// Every host the mux has seen.
-    pub hosts: Vec<HostReport>,
-    /// Jobs in flight.
-    pub jobs: Vec<JobReport>,
-}
-
-/// One host's state and counters.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct HostReport {
-    /// Host key, e.g. `user@host` or `host:3632`.
-    pub host: String,
-    /// Slot limit from the host list (`/N`).
-    pub slots: u32,
-    /// Slots the server advertised, once known.
-    pub server_slots: Option<u32>,
-    /// Jobs holding a slot on the host.
-    pub running: u32,
-    /// Live SSH connections.
-    pub connections: u32,
-    /// Open lanes.
-    pub lanes: u32,
-    /// Idle lanes.
-    pub idle_lanes: u32,
-    /// Lanes running a job.
-    pub busy_lanes: u32,
-    /// `native`, `distcc`, `distcc+lzo`, once known.
-    pub wire: Option<String>,
-    /// Jobs that ran (compiler errors included).
-    pub jobs_ok: u64,
-    /// Distribution failures.
-    pub jobs_failed: u64,
-    /// Busy answers.
-    pub jobs_busy: u64,
-    /// Jobs sent again on the host after their lane died mid-job (a blip).
-    #[serde(default)]
-    pub jobs_resent: u64,
-    /// Mean job time.
-    pub mean_ms: Option<u64>,
-    /// Recent job time (EWMA), used for host choice.
-    pub ewma_ms: Option<u64>,
-    /// Time left in the host's backoff after a failure.
-    pub backoff_remaining_ms: Option<u64>,
-    /// The last connection or lane error.
-    pub last_error: Option<String>,
-    /// Client compilers this host has no match for (not sent there for a while).
-    #[serde(default)]
-    pub mismatched: Vec<MismatchReport>,
-}
-
-/// A compiler blocked on a host: the server has none with its identity.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MismatchReport {
-    /// The client's compiler: `gcc 12.2.0 (x86_64-linux-gnu)`.
-    pub compiler: String,
-    /// The server's refusal, naming both versions.
-    pub reason: String,
-    /// Seconds until the host is tried again for it.
-    pub remaining_secs: u64,
-}
-
-impl HostReport {
-    /// The slots the mux uses on this host: the host list's limit, or fewer when the
-    /// server advertised fewer. `hoardcc status` and `hoardcc hosts` both show this.
-    pub fn effective_slots(&self) -> u32 {
-        self.server_slots
-            .map_or(self.slots, |ss| ss.min(self.slots))
-    }
-
-    /// Why [`effective_slots`](Self::effective_slots) is below the host list's number.
-    pub fn slots_note(&self) -> Option<String> {
-        (self.effective_slots() < self.slots).then(|| {
-            format!(
-                "the server allows {}; the host list says {}",
-                self.effective_slots(),
-                self.slots
-            )
-        })
-    }
-}
-
-/// One job in flight.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct JobReport {
-    /// The source file the wrapper named.
-    pub file: String,
-    /// `queued`, `reserved`, `running`, `resending` (its lane died; waiting for the host
-    /// to answer again) or `local`.
-    pub state: String,
-    /// The host holding its slot, if remote.
-    pub host: Option<String>,
-    /// Seconds in the current state.
-    pub secs: f64,
-}
-
-impl StatusReport {
-    /// The JSON document of `hoardcc status --json`.
-    pub fn to_json(&self) -> String {
-        serde_json::to_string_pretty(self).unwrap_or_else(|e| format!("{{\"error\": \"{e}\"}}"))
-    }
-
-    /// Parse the JSON document back.
-    ///
-    /// # Errors
-    /// The JSON error when `text` is not a status document.
-    pub fn from_json(text: &str) -> Result<StatusReport, serde_json::Error> {
-        serde_json::from_str(text)
-    }
-}
+pub use crate::proto::status::{
+    FailureReport, HostReport, JobReport, JobState, MismatchReport, StatusReport,
+};
 
 fn opt<T: std::fmt::Display>(v: &Option<T>, suffix: &str) -> String {
     match v {
@@ -222,7 +100,7 @@ impl Daemon {
     pub(crate) fn status(&self) -> StatusReport {
         let now = Instant::now();
         let pool = self.pool.status();
-        let (hosts, queued, local_running) = self.sched.with(|s| {
+        let (hosts, queued, local_running) = self.sched.peek(|s| {
             let hosts: Vec<HostReport> = s
                 .hosts()
                 .map(|(key, h)| {
@@ -243,6 +121,7 @@ impl Daemon {
                         jobs_failed: h.jobs_failed,
                         jobs_busy: h.jobs_busy,
                         jobs_resent: h.jobs_resent,
+                        cache_hits: self.monitor.cache_hits(key),
                         mean_ms: h.mean_ms(),
                         ewma_ms: h.ewma_ms.map(|m| m as u64),
                         backoff_remaining_ms: h
@@ -256,18 +135,7 @@ impl Daemon {
                 .collect();
             (hosts, s.queued() as u32, s.local_running())
         });
-        let jobs = self
-            .jobs
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .map(|j| JobReport {
-                file: j.file.clone(),
-                state: j.state.to_string(),
-                host: j.host.clone(),
-                secs: (now - j.since).as_secs_f64(),
-            })
-            .collect();
+        let (jobs, jobs_in_flight) = self.monitor.jobs_report(now);
         StatusReport {
             version: mux_version(),
             pid: std::process::id(),
@@ -277,6 +145,8 @@ impl Daemon {
             local_running,
             hosts,
             jobs,
+            jobs_in_flight,
+            failures: self.monitor.failures_report(now),
         }
     }
 }
@@ -331,22 +201,49 @@ mod tests {
                 jobs_failed: 1,
                 jobs_busy: 0,
                 jobs_resent: 2,
+                cache_hits: 0,
                 mean_ms: Some(850),
                 ewma_ms: Some(800),
                 backoff_remaining_ms: Some(1500),
                 last_error: Some("boom".into()),
                 mismatched: vec![MismatchReport {
                     compiler: "gcc 12.2.0 (x86_64-linux-gnu)".into(),
-                    reason: "no compiler matching gcc 12.2.0 (x86_64-linux-gnu); gcc here is 13.1.0 (x86_64-linux-gnu)".into(),
+                    reason: "no compiler matching gcc 12.2.0 (x86_64-linux-gnu); \
+                             gcc here is 13.1.0 (x86_64-linux-gnu)"
+                        .into(),
                     remaining_secs: 590,
                 }],
             }],
             jobs: vec![JobReport {
                 file: "foo.c".into(),
-                state: "running".into(),
+                state: JobState::Compiling,
                 host: Some("me@build1".into()),
                 secs: 0.5,
+                total_secs: 1.5,
+                bytes_sent: 1234,
+                bytes_received: 0,
             }],
+            jobs_in_flight: 1,
+            failures: vec![FailureReport {
+                secs_ago: 3,
+                file: "bar.c".into(),
+                host: Some("me@build1".into()),
+                reason: "connection reset (retrying)".into(),
+            }],
+        }
+    }
+
+    /// The report travels as postcard in `MuxReply::Status`, typed, with no JSON inside.
+    #[test]
+    fn the_reply_is_typed_postcard() {
+        use crate::proto::frame::{decode, encode};
+        use crate::proto::msg::MuxReply;
+        let r = sample();
+        let bytes = encode(&MuxReply::Status(Box::new(r.clone())));
+        assert!(!String::from_utf8_lossy(&bytes).contains("\"host\""));
+        match decode::<MuxReply>(&bytes).unwrap() {
+            MuxReply::Status(got) => assert_eq!(*got, r),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -355,6 +252,7 @@ mod tests {
         let r = sample();
         assert_eq!(StatusReport::from_json(&r.to_json()).unwrap(), r);
         assert!(r.to_json().contains("\"backoff_remaining_ms\": 1500"));
+        assert!(r.to_json().contains("\"state\": \"compiling\""));
     }
 
     #[test]
@@ -383,6 +281,6 @@ mod tests {
             "    mismatch: gcc 12.2.0 (x86_64-linux-gnu) not sent here (590s): no compiler matching"
         ));
         assert!(t.contains("resent after a lost lane: 2 job(s)"));
-        assert!(t.contains("running") && t.contains("foo.c"));
+        assert!(t.contains("compiling") && t.contains("foo.c"));
     }
 }

@@ -121,6 +121,22 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     r: &mut R,
     max: u32,
 ) -> Result<Option<Vec<u8>>, Error> {
+    read_frame_observed(r, max, &mut |_| {}).await
+}
+
+/// [`read_frame`], calling `on_len` with the announced length (checked against `max`)
+/// before the body is read: a caller can tell that a big frame is arriving.
+///
+/// # Errors
+/// As [`read_frame`].
+///
+/// # Cancel safety
+/// As [`read_frame`].
+pub async fn read_frame_observed<R: AsyncRead + Unpin>(
+    r: &mut R,
+    max: u32,
+    on_len: &mut (dyn FnMut(u32) + Send),
+) -> Result<Option<Vec<u8>>, Error> {
     let mut header = [0u8; 4];
     let mut got = 0;
     while got < header.len() {
@@ -138,6 +154,7 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     }
     let len = u32::from_be_bytes(header);
     check_len("frame", len, max)?;
+    on_len(len);
     let mut body = Vec::with_capacity((len as usize).min(INITIAL_BODY_CAPACITY));
     (&mut *r).take(len.into()).read_to_end(&mut body).await?;
     if body.len() != len as usize {

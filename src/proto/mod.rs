@@ -1,5 +1,5 @@
 //! Wire formats, pure: native frames and messages ([`msg`], [`frame`]), blob
-//! compression ([`compress`]), and the stock distcc protocol ([`distcc`]). No sockets
+//! compression ([`compress`]), the mux's status report and counters ([`status`], [`stats`]), and the stock distcc protocol ([`distcc`]). No sockets
 //! here; readers and writers are generic over tokio `AsyncRead`/`AsyncWrite` (and
 //! `std::io` for the synchronous wrapper). Neighbours: `wrapper` and `mux` (clients),
 //! `subsystem` (the server side).
@@ -13,6 +13,8 @@ pub mod fault;
 pub mod frame;
 pub mod identity;
 pub mod msg;
+pub mod stats;
+pub mod status;
 
 /// Errors of decoding or encoding anything on the wire.
 #[derive(Debug, thiserror::Error)]

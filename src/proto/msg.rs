@@ -22,6 +22,8 @@ pub const JOB3_VERSION: u32 = 3;
 
 pub use crate::proto::fault::Fault;
 pub use crate::proto::identity::{CompilerId, OfferedCompiler};
+use crate::proto::stats::Stats;
+use crate::proto::status::StatusReport;
 
 /// A compressed (or raw) byte payload: preprocessed source, object files, big stderr.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -429,10 +431,20 @@ pub enum MuxRequest {
     Status,
     /// Exit now (`hoardcc mux --stop`).
     Stop,
+    // Added later: appended, so the variants above keep their encoding.
+    /// Subscribe (`hoardcc mon`): answered by one `Status` now and another each time the
+    /// mux's state changes, until the watcher closes the connection.
+    Watch,
+    /// The wrapper finished the local compile the mux knows of on this connection (a
+    /// `Local` answer, or a fallback after `Failed`), in `millis` of wall time. No reply:
+    /// it costs a local job one write and the remote path nothing.
+    LocalDone { millis: u64 },
+    /// The counters of `hoardcc stats`; `zero` resets them first.
+    Stats { zero: bool },
 }
 
 /// Mux → wrapper.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MuxReply {
     /// A remote slot is held for this connection: preprocess for `wire`, then send Run.
     Reserved { host: String, wire: Wire },
@@ -443,12 +455,16 @@ pub enum MuxReply {
     /// Distribution failed (after the mux's own retries); the wrapper falls back.
     /// `exit_code` is the distcc exit code to use when fallback is off.
     Failed { message: String, exit_code: u8 },
-    /// Answer to Status: a JSON document (see `hoardcc status --json`).
-    Status { json: String },
+    /// Answer to Status: the typed report (`hoardcc status --json` prints it as JSON).
+    /// Boxed: it is much bigger than the other replies.
+    Status(Box<StatusReport>),
     /// Answer to Stop.
     Stopping,
     /// The mux speaks another version: the wrapper replaces it.
     WrongVersion { mux_version: String },
+    // Added later: appended, so the variants above keep their encoding.
+    /// Answer to `Stats`.
+    Stats(Box<Stats>),
 }
 
 #[cfg(test)]

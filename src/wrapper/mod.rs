@@ -109,11 +109,19 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
         Outcome::Done(_) => format!("remote\t{}", note.host),
         Outcome::Failed(f) => format!("local\tfallback: {}", f.message),
     };
-    let code = match outcome {
-        Outcome::Local(_) => exit_with(run_local(&real, &args)),
-        Outcome::Done(code) => exit_with(code),
-        Outcome::Failed(f) => fallback(&real, &args, f, config.fallback),
+    let local_start = std::time::Instant::now();
+    let (code, compiled_here) = match outcome {
+        Outcome::Local(_) => (exit_with(run_local(&real, &args)), true),
+        Outcome::Done(code) => (exit_with(code), false),
+        Outcome::Failed(f) => (fallback(&real, &args, f, config.fallback), config.fallback),
     };
+    // The mux counts the local compiles it knows of (`hoardcc stats`): one write on the
+    // connection it answered on, after the compile.
+    if let Some(client) = note.slot.take() {
+        if compiled_here {
+            client.local_done(local_start.elapsed());
+        }
+    }
     if let Some(log) = env("HOARDCC_JOBLOG") {
         append_joblog(
             Path::new(&log),
@@ -128,7 +136,8 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
 }
 
 /// What the pipeline learnt, for the job log; and the mux connection that holds a local
-/// slot while a local compile runs.
+/// slot while a local compile runs (or that told of a failure: the fallback's time is
+/// reported on it).
 #[derive(Default)]
 struct Note {
     source: String,
@@ -249,10 +258,11 @@ fn via_mux(
             return Some(Outcome::Local(reason));
         }
         Ok(MuxReply::Failed { message, exit_code }) => {
+            note.slot = Some(client);
             return Some(Outcome::Failed(Failure {
                 message,
                 code: exit_code,
-            }))
+            }));
         }
         Ok(other) => {
             tracing::warn!(reply = ?other, "unexpected mux reply; connecting directly");
@@ -274,13 +284,17 @@ fn via_mux(
         Err(e) => return Some(cpp_failed(e)),
     };
     let spec = job_spec(job, cwd, wire, &cpp.source, env);
+    let reply = client.run(&spec, &cpp.source);
+    if matches!(reply, Ok(MuxReply::Failed { .. })) {
+        note.slot = Some(client);
+    }
     let on_host = |message: String, code: u8| {
         Some(Outcome::Failed(Failure {
             message: on_host_message(&note.host, &message),
             code,
         }))
     };
-    match client.run(&spec, &cpp.source) {
+    match reply {
         Ok(MuxReply::Done(result)) => match result.unpacked(MAX_BLOB) {
             Ok(done) => Some(finish(job, cwd, &note.host, done, &cpp.driver_notes)),
             Err(e) => on_host(e.to_string(), ExitCode::ProtocolError.code()),

@@ -15,10 +15,11 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::mux::mux_version;
-use crate::mux::status::StatusReport;
 use crate::paths::{self, Paths};
 use crate::proto::frame::blocking;
 use crate::proto::msg::{Blob, JobSpec, LocalCompiler, MuxReply, MuxRequest};
+use crate::proto::stats::Stats;
+use crate::proto::status::StatusReport;
 
 /// How long to wait for a freshly spawned (or replaced) mux to answer.
 pub const SPAWN_DEADLINE: Duration = Duration::from_secs(5);
@@ -416,17 +417,54 @@ impl MuxClient {
         }
     }
 
-    /// The mux's status document (JSON, see `mux::status::StatusReport`).
+    /// The mux's status report.
     ///
     /// # Errors
     /// Socket or protocol failures.
-    pub fn status(&mut self) -> Result<String, MuxClientError> {
+    pub fn status(&mut self) -> Result<StatusReport, MuxClientError> {
         match self.request(&MuxRequest::Status, Some(SHORT_TIMEOUT))? {
-            MuxReply::Status { json } => Ok(json),
+            MuxReply::Status(report) => Ok(*report),
             other => Err(MuxClientError::Unexpected(
                 format!("{other:?}").chars().take(80).collect(),
             )),
         }
+    }
+
+    /// Tell the mux that the local compile it knows of on this connection (after a
+    /// `Local` answer, or a fallback after `Failed`) took `took`. One write, no reply;
+    /// the connection closes after it. Errors are ignored: it only feeds
+    /// `hoardcc stats`.
+    pub fn local_done(mut self, took: Duration) {
+        let millis = u64::try_from(took.as_millis()).unwrap_or(u64::MAX);
+        let _ = self.stream.set_write_timeout(Some(SHORT_TIMEOUT));
+        let _ = blocking::write_message(&mut self.stream, &MuxRequest::LocalDone { millis });
+    }
+
+    /// The counters of `hoardcc stats`, reset first when `zero`.
+    ///
+    /// # Errors
+    /// Socket or protocol failures.
+    pub fn stats(&mut self, zero: bool) -> Result<Stats, MuxClientError> {
+        match self.request(&MuxRequest::Stats { zero }, Some(SHORT_TIMEOUT))? {
+            MuxReply::Stats(s) => Ok(*s),
+            other => Err(MuxClientError::Unexpected(
+                format!("{other:?}").chars().take(80).collect(),
+            )),
+        }
+    }
+
+    /// Subscribe to the mux's reports (`hoardcc mon`): the first arrives at once, the
+    /// next ones as the mux's state changes.
+    ///
+    /// # Errors
+    /// Socket failures.
+    pub fn watch(mut self) -> Result<Watcher, MuxClientError> {
+        self.stream.set_write_timeout(Some(SHORT_TIMEOUT))?;
+        blocking::write_message(&mut self.stream, &MuxRequest::Watch)?;
+        self.stream.set_read_timeout(Some(WATCH_SILENCE))?;
+        Ok(Watcher {
+            stream: self.stream,
+        })
     }
 
     /// Ask the mux to exit.
@@ -443,8 +481,45 @@ impl MuxClient {
     }
 }
 
+/// Longest a watcher waits for the next report: three of the mux's beats
+/// (`mux::conn::WATCH_BEAT`), after which the mux is taken for stuck.
+pub const WATCH_SILENCE: Duration = Duration::from_secs(30);
+
+/// A subscription to the mux's reports ([`MuxClient::watch`]).
+pub struct Watcher {
+    stream: UnixStream,
+}
+
+impl Watcher {
+    /// The next report; `Ok(None)` when the mux closed the connection (it exited).
+    ///
+    /// # Errors
+    /// [`MuxClientError::NoAnswer`] after [`WATCH_SILENCE`] without a report; socket or
+    /// protocol failures.
+    pub fn next_report(&mut self) -> Result<Option<StatusReport>, MuxClientError> {
+        match blocking::read_message::<_, MuxReply>(&mut self.stream) {
+            Ok(Some(MuxReply::Status(r))) => Ok(Some(*r)),
+            Ok(Some(other)) => Err(MuxClientError::Unexpected(
+                format!("{other:?}").chars().take(80).collect(),
+            )),
+            Ok(None) => Ok(None),
+            Err(crate::proto::Error::Io(e))
+                if matches!(
+                    e.kind(),
+                    io::ErrorKind::WouldBlock | io::ErrorKind::TimedOut
+                ) =>
+            {
+                Err(MuxClientError::NoAnswer {
+                    after: WATCH_SILENCE,
+                })
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
 /// Connect to a running mux without starting one.
-pub(crate) fn connect_existing(paths: &Paths) -> Result<MuxClient, MuxClientError> {
+pub fn connect_existing(paths: &Paths) -> Result<MuxClient, MuxClientError> {
     let socket = paths.mux_socket();
     match try_connect(&socket)? {
         Some(stream) => Ok(MuxClient {
@@ -459,8 +534,7 @@ pub(crate) fn connect_existing(paths: &Paths) -> Result<MuxClient, MuxClientErro
 
 /// The running mux's status, when one is running and answers (never starts one).
 pub fn running_status(paths: &Paths) -> Option<StatusReport> {
-    let doc = connect_existing(paths).and_then(|mut c| c.status()).ok()?;
-    StatusReport::from_json(&doc).ok()
+    connect_existing(paths).and_then(|mut c| c.status()).ok()
 }
 
 #[cfg(test)]

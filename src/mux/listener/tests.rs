@@ -5,7 +5,7 @@
 use super::*;
 use crate::exit::ExitCode;
 use crate::mux::lane::Wire;
-use crate::mux::status::StatusReport;
+use crate::mux::status::{JobState, StatusReport};
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::distcc::{self, DistccResponse};
 use crate::proto::msg::{Blob, JobHeader, JobSpec, MuxReply, MuxRequest};
@@ -128,10 +128,9 @@ impl Mux {
 
     async fn status(&self) -> StatusReport {
         let mut c = self.client();
-        let json = tokio::task::spawn_blocking(move || c.status().unwrap())
+        tokio::task::spawn_blocking(move || c.status().unwrap())
             .await
-            .unwrap();
-        StatusReport::from_json(&json).unwrap()
+            .unwrap()
     }
 
     /// Poll the status until `pred` holds (the daemon's state changes asynchronously).
@@ -392,8 +391,12 @@ async fn wrapper_leaving_mid_job_frees_its_slot() {
     })
     .await
     .unwrap();
-    mux.wait_status(|s| s.jobs.iter().any(|j| j.state == "running"))
-        .await;
+    mux.wait_status(|s| {
+        s.jobs
+            .iter()
+            .any(|j| matches!(j.state, JobState::Sending | JobState::Compiling))
+    })
+    .await;
     drop(a);
     let c = mux.client();
     let r = tokio::time::timeout(
@@ -517,4 +520,215 @@ impl MuxClient {
     fn reserve_owned(mut self, hosts: &str) -> MuxReply {
         self.reserve(hosts, "b.c").unwrap()
     }
+}
+
+/// Reports from a watcher on its own thread, as they arrive.
+fn watch(mux: &Mux) -> std::sync::mpsc::Receiver<Option<StatusReport>> {
+    let mut w = mux.client().watch().unwrap();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || loop {
+        let r = w.next_report().unwrap();
+        let end = r.is_none();
+        if tx.send(r).is_err() || end {
+            return;
+        }
+    });
+    rx
+}
+
+/// The next report matching `pred` (reports come as the state changes; none is asked for).
+async fn wait_report(
+    rx: &std::sync::mpsc::Receiver<Option<StatusReport>>,
+    pred: impl Fn(&StatusReport) -> bool,
+) -> StatusReport {
+    let deadline = std::time::Instant::now() + WAIT;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        let r = tokio::task::block_in_place(|| rx.recv_timeout(left))
+            .expect("a report in time")
+            .expect("the mux is still there");
+        if pred(&r) {
+            return r;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_watcher_sees_a_job_go_through_its_states() {
+    let fake = fake_distccd(Duration::from_millis(1500)).await;
+    let mux = start(Duration::from_secs(60), Duration::from_secs(60));
+    let rx = watch(&mux);
+    let first = wait_report(&rx, |_| true).await;
+    assert!(first.jobs.is_empty() && first.failures.is_empty());
+    assert_eq!(first.wrappers, 0, "a watcher is not counted as a wrapper");
+    let hosts = format!("127.0.0.1:{}/2", fake.port);
+    let key = format!("127.0.0.1:{}", fake.port);
+    let job = tokio::spawn(job(mux.client(), hosts, b"int x;"));
+    let r = wait_report(&rx, |r| {
+        r.jobs.iter().any(|j| j.state == JobState::Compiling)
+    })
+    .await;
+    let j = &r.jobs[0];
+    assert_eq!(
+        (j.file.as_str(), j.host.as_deref()),
+        ("foo.c", Some(key.as_str()))
+    );
+    assert!(j.bytes_sent >= 6, "{j:?}");
+    assert_eq!(r.jobs_in_flight, 1);
+    let (_, done) = job.await.unwrap();
+    expect_done(&done, b"int x;");
+    let r = wait_report(&rx, |r| {
+        r.jobs.is_empty() && r.hosts.iter().any(|h| h.jobs_ok == 1)
+    })
+    .await;
+    assert_eq!(r.hosts[0].running, 0);
+    mux.shutdown.cancel();
+    tokio::time::timeout(WAIT, mux.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// A failed job shows in the recent failures with its one-line reason, and the counters
+/// see the remote jobs and the bytes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failures_and_counters() {
+    let fake = fake_distccd(Duration::ZERO).await;
+    let dead = dead_port().await;
+    let mux = start(Duration::from_secs(60), Duration::from_secs(60));
+    let rx = watch(&mux);
+    let (_, done) = job(
+        mux.client(),
+        format!("127.0.0.1:{}/2", fake.port),
+        b"int x;",
+    )
+    .await;
+    expect_done(&done, b"int x;");
+    let (_, failed) = job(mux.client(), format!("127.0.0.1:{dead}/1"), b"int y;").await;
+    assert!(
+        matches!(failed, Some(MuxReply::Failed { .. })),
+        "{failed:?}"
+    );
+    let r = wait_report(&rx, |r| !r.failures.is_empty()).await;
+    let f = &r.failures[0];
+    assert_eq!(f.file, "foo.c");
+    assert_eq!(
+        f.host.as_deref(),
+        Some(format!("127.0.0.1:{dead}").as_str())
+    );
+    assert!(f.reason.contains("connect"), "{f:?}");
+    let mut c = mux.client();
+    let s = tokio::task::spawn_blocking(move || c.stats(false).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(s.jobs_remote, 1);
+    let h = &s.hosts[&format!("127.0.0.1:{}", fake.port)];
+    assert_eq!(h.jobs_remote, 1);
+    assert!(h.bytes_sent >= 6 && h.bytes_received >= 10, "{h:?}");
+    // Nothing reached the dead host; a fallback counts once the wrapper reports its
+    // local compile (`LocalDone`), which this one did not.
+    assert_eq!(s.bytes_sent, h.bytes_sent);
+    assert!(!s.hosts.contains_key(&format!("127.0.0.1:{dead}")));
+    assert_eq!(s.jobs_fallback, 0);
+    let mut c = mux.client();
+    let z = tokio::task::spawn_blocking(move || c.stats(true).unwrap())
+        .await
+        .unwrap();
+    assert_eq!((z.jobs_remote, z.hosts.len()), (0, 0));
+    mux.shutdown.cancel();
+    tokio::time::timeout(WAIT, mux.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
+
+/// A watcher that never reads holds up no job, and keeps no idle mux alive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_watcher_blocks_nothing() {
+    let fake = fake_distccd(Duration::from_millis(20)).await;
+    let idle = Duration::from_millis(500);
+    let mux = start(idle, Duration::from_secs(60));
+    let stalled = std::os::unix::net::UnixStream::connect(&mux.socket).unwrap();
+    blocking::write_message(&mut &stalled, &MuxRequest::Watch).unwrap();
+    let hosts = format!("127.0.0.1:{}/2", fake.port);
+    let mut set = tokio::task::JoinSet::new();
+    for _ in 0..40 {
+        set.spawn(job(mux.client(), hosts.clone(), b"src"));
+    }
+    tokio::time::timeout(WAIT * 3, async {
+        while let Some(r) = set.join_next().await {
+            expect_done(&r.unwrap().1, b"src");
+        }
+    })
+    .await
+    .expect("jobs finish with a stalled watcher connected");
+    // Only the watcher is connected now: the mux exits for idleness all the same.
+    tokio::time::timeout(WAIT, mux.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    drop(stalled);
+}
+
+/// A wrapper sent to a local slot reports its compile's time on the same connection
+/// (`LocalDone`, no reply): the counters have the local job and its time, which the
+/// estimate of `hoardcc stats` is built on; a second report on that connection is not
+/// counted again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_local_job_reports_its_time() {
+    let fake = fake_distccd(Duration::ZERO).await;
+    let mux = start(Duration::from_secs(60), Duration::from_secs(60));
+    let hosts = format!("127.0.0.1:{}/1 localhost/1", fake.port);
+    let mut remote = mux.client();
+    let h = hosts.clone();
+    let remote = tokio::task::spawn_blocking(move || {
+        assert!(matches!(
+            remote.reserve(&h, "a.c").unwrap(),
+            MuxReply::Reserved { .. }
+        ));
+        remote
+    })
+    .await
+    .unwrap();
+    let stream = std::os::unix::net::UnixStream::connect(&mux.socket).unwrap();
+    let reserve = MuxRequest::Reserve {
+        hosts,
+        file: "b.c".into(),
+        client_version: mux_version(),
+        compiler: None,
+    };
+    let stream = tokio::task::spawn_blocking(move || {
+        let mut s = stream;
+        blocking::write_message(&mut s, &reserve).unwrap();
+        let r: MuxReply = blocking::read_message(&mut s).unwrap().unwrap();
+        assert!(matches!(r, MuxReply::Local { .. }), "{r:?}");
+        for millis in [300, 999] {
+            blocking::write_message(&mut s, &MuxRequest::LocalDone { millis }).unwrap();
+        }
+        s
+    })
+    .await
+    .unwrap();
+    drop(stream);
+    mux.wait_status(|s| s.local_running == 0).await;
+    let mut c = mux.client();
+    let s = tokio::task::spawn_blocking(move || c.stats(false).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(
+        (s.jobs_local, s.local_timed, s.local_ms),
+        (1, 1, 300),
+        "{s:?}"
+    );
+    assert_eq!(s.jobs_fallback, 0);
+    drop(remote);
+    mux.shutdown.cancel();
+    tokio::time::timeout(WAIT, mux.task)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }
