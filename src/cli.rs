@@ -1,10 +1,12 @@
 //! The `hoardcc hosts`, `hoardcc status [--json]` and `hoardcc mux --stop` commands:
-//! small bodies that `main` dispatches to; `hoardcc mon` and `hoardcc stats` are in
-//! [`mon`] and [`stats`]. They read the host list (`hosts`, `config`)
+//! small bodies that `main` dispatches to; `mon`, `stats`, `install-server` and
+//! `masquerade` are in submodules of the same names. They read the host list (`hosts`, `config`)
 //! and ask a running mux over the wrapper's socket client (`wrapper::mux_client`), never
 //! starting one. The host checks live in [`ping`] and [`doctor`]. Neighbours: `main`
 //! (caller), `wrapper::mux_client`, `mux::status` (the report and its text table).
 
+pub mod install;
+pub mod masquerade;
 pub mod mon;
 pub mod stats;
 

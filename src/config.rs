@@ -774,4 +774,6 @@ fn load_server_from(
 }
 
 #[cfg(test)]
+mod keys;
+#[cfg(test)]
 mod tests;

@@ -1,8 +1,9 @@
 //! The multi-call binary: chooses the mode from argv[0] and argv[1], then hands over to
 //! `wrapper::main`, `subsystem::main` (also for `distccd --inetd`) or `cli` (`hosts`,
-//! `status`, `mux --stop`, `ping`, `doctor`). The compiler's argv never goes through clap;
-//! only hoardcc's own subcommands and flags do. It also sets up logging, once, with the chosen mode's
-//! defaults ([`init_logging`]).
+//! `status`, `mux --stop`, `install-server`, `masquerade`, `ping`, `doctor`; `completions`
+//! is here, as it needs the clap command tree). The compiler's argv never goes through
+//! clap; only hoardcc's own subcommands and flags do. It also sets up logging, once, with
+//! the chosen mode's defaults ([`init_logging`]).
 
 use std::path::{Path, PathBuf};
 
@@ -11,7 +12,18 @@ use hoardcc::{cli, mux, subsystem, wrapper};
 
 /// Words that are hoardcc subcommands rather than a compiler name.
 const SUBCOMMANDS: &[&str] = &[
-    "serve", "hosts", "mux", "status", "mon", "stats", "ping", "doctor", "help",
+    "serve",
+    "hosts",
+    "mux",
+    "status",
+    "mon",
+    "stats",
+    "install-server",
+    "masquerade",
+    "completions",
+    "ping",
+    "doctor",
+    "help",
 ];
 
 #[derive(Parser)]
@@ -19,7 +31,7 @@ const SUBCOMMANDS: &[&str] = &[
     name = "hoardcc",
     version,
     about = "A distributed C/C++ compiler that makes SSH the fast path",
-    override_usage = "hoardcc COMPILER [ARGS...]\n       hoardcc serve [--inetd | --check [--json]]\n       hoardcc mux [--foreground | --stop]\n       hoardcc status [--json]\n       hoardcc mon [--once]\n       hoardcc stats [--json] [--zero]\n       hoardcc hosts\n       hoardcc ping [HOST...] [--timeout SECS] [--json | --hosts-ok]\n       hoardcc doctor [HOST]\n       gcc|g++|cc|c++|clang|clang++ [ARGS...]   (through a symlink to hoardcc)",
+    override_usage = "hoardcc COMPILER [ARGS...]\n       hoardcc serve [--inetd | --check [--json]]\n       hoardcc mux [--foreground | --stop]\n       hoardcc status [--json]\n       hoardcc mon [--once]\n       hoardcc stats [--json] [--zero]\n       hoardcc hosts\n       hoardcc ping [HOST...] [--timeout SECS] [--json | --hosts-ok]\n       hoardcc doctor [HOST]\n       hoardcc install-server @HOST [--force] [--forced-command [--key FILE]]\n       hoardcc masquerade DIR\n       hoardcc completions bash|zsh|fish\n       gcc|g++|cc|c++|clang|clang++ [ARGS...]   (through a symlink to hoardcc)",
     after_help = "Hosts come from HOARDCC_HOSTS, DISTCC_HOSTS, the config file, ~/.distcc/hosts or /etc/distcc/hosts.\n\
                   HOARDCC_FALLBACK=0 (or DISTCC_FALLBACK=0) turns the local fallback off. See hoardcc(1)."
 )]
@@ -91,6 +103,34 @@ enum Command {
     /// Check a host step by step (ssh config, DNS, TCP, host key, authentication, route,
     /// server version, a real compile), each with ✓ or ✗ and a fix.
     Doctor(cli::doctor::DoctorArgs),
+    /// Copy this binary to ~/.local/bin/hoardcc on a build server over ssh (no root, no
+    /// scp), check that it runs and what it offers, and print the host entry to use.
+    InstallServer {
+        /// The server, as in the host list: @HOST or USER@HOST (optionally /N slots).
+        host: String,
+        /// Replace a different hoardcc already installed there.
+        #[arg(long)]
+        force: bool,
+        /// Instead of a login route, authorise a compile-only key in the server's
+        /// ~/.ssh/authorized_keys (restrict,command="…/hoardcc serve").
+        #[arg(long)]
+        forced_command: bool,
+        /// The compile-only key (a .pub, or a private key); default ~/.ssh/hoardcc-HOST,
+        /// generated when missing.
+        #[arg(long, value_name = "FILE", requires = "forced_command")]
+        key: Option<PathBuf>,
+    },
+    /// Make DIR a masquerade directory: symlinks named after the compilers on PATH (gcc,
+    /// g++, cc, c++, clang, clang++, gcc-N …) pointing to hoardcc; prints the PATH line.
+    Masquerade {
+        /// The directory to create or update.
+        dir: PathBuf,
+    },
+    /// Print a shell completion script for hoardcc.
+    Completions {
+        /// The shell.
+        shell: CompletionShell,
+    },
 }
 
 fn main() -> std::process::ExitCode {
@@ -157,6 +197,22 @@ fn main() -> std::process::ExitCode {
         Some(Command::Stats { json, zero }) => cli::stats::stats_main(json, zero),
         Some(Command::Ping(args)) => cli::ping::main(args),
         Some(Command::Doctor(args)) => cli::doctor::main(args),
+        Some(Command::InstallServer {
+            host,
+            force,
+            forced_command,
+            key,
+        }) => cli::install::install_main(cli::install::InstallArgs {
+            host,
+            force,
+            forced_command,
+            key,
+        }),
+        Some(Command::Masquerade { dir }) => cli::masquerade::masquerade_main(&dir),
+        Some(Command::Completions { shell }) => {
+            completions(shell, &mut std::io::stdout());
+            std::process::ExitCode::SUCCESS
+        }
         None if cli.inetd => subsystem::main(subsystem::ServeArgs { inetd: true }),
         None if cli.show_hosts => cli::status_main(false),
         None => {
@@ -164,6 +220,28 @@ fn main() -> std::process::ExitCode {
             hoardcc::exit::ExitCode::BadArguments.into()
         }
     }
+}
+
+#[cfg(test)]
+mod main_tests;
+
+/// The shells `hoardcc completions` writes for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum CompletionShell {
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// Write the completion script for `shell` (`hoardcc completions SHELL`).
+fn completions(shell: CompletionShell, out: &mut dyn std::io::Write) {
+    use clap::CommandFactory;
+    let shell = match shell {
+        CompletionShell::Bash => clap_complete::Shell::Bash,
+        CompletionShell::Zsh => clap_complete::Shell::Zsh,
+        CompletionShell::Fish => clap_complete::Shell::Fish,
+    };
+    clap_complete::generate(shell, &mut Cli::command(), "hoardcc", out);
 }
 
 /// The log defaults of one mode.

@@ -35,6 +35,8 @@ mod tools;
 mod identity;
 // The live monitor (`hoardcc mon` in tmux, `mon --once`) and `hoardcc stats` (issue 11).
 mod mon;
+// Setup commands: install-server into the fixture user's home (plain and --forced-command), masquerade DIR.
+mod install;
 // `hoardcc ping`: JSON report, exit status, --hosts-ok, deadlines (issue 11).
 mod ping;
 // `hoardcc doctor`: each failure's ✗ line and fix (issue 11).

@@ -3,10 +3,11 @@
 //! object (and dependency file by dependency file) with a plain build in the same
 //! directory; ccache with `CCACHE_PREFIX=hoardcc` (first build remote, second all hits);
 //! and a hoardcc masquerade directory next to ccache's `/usr/lib/ccache` under `make -j2`,
-//! in both PATH orders, with the number of processes bounded while it runs.
+//! in both PATH orders, with the number of processes bounded while it runs; and an
+//! autoconf `./configure CC="hoardcc gcc"` project built with make.
 //!
 //! Neighbours: tests/conformance.rs (single invocations); tests/e2e.rs (the plain
-//! masquerade build); tests/support (fixture, [`Project`]). `.ci/run` installs cmake,
+//! masquerade build); tests/support (fixture, [`Project`]). `.ci/run` installs cmake, autoconf,
 //! ninja-build and ccache; a machine without them fails these tests with that hint.
 
 use std::collections::BTreeMap;
@@ -404,4 +405,63 @@ fn masquerade_next_to_ccache_under_make_never_loops() {
         );
         eprintln!("{order}: at most {most} processes; job log {log:#?}");
     }
+}
+
+const CONFIGURE_AC: &str =
+    "AC_INIT([geom], [1.0])\nAC_PROG_CC\nAC_CONFIG_FILES([Makefile])\nAC_OUTPUT\n";
+
+const MAKEFILE_IN: &str = "CC = @CC@\nCFLAGS = @CFLAGS@\nOBJS = main.o vec.o clamp.o str.o\n\
+    prog: $(OBJS)\n\t$(CC) $(CFLAGS) -o $@ $(OBJS)\n\
+    %.o: %.c geom.h\n\t$(CC) $(CFLAGS) -c $< -o $@\n";
+
+/// Autotools (the README's `CC="hoardcc gcc"`): `autoconf`, then `./configure` with that
+/// CC (its own test compiles go through hoardcc too), then `make -j2`: the generated
+/// Makefile names hoardcc, every object of the project is compiled remotely, and the
+/// program runs.
+#[test]
+fn autoconf_configure_with_cc_hoardcc_builds_remotely() {
+    require("autoconf");
+    let sshd = Sshd::start(SshdOptions::default());
+    let _stop = MuxStop(&sshd);
+    let p = Project::c_multi();
+    std::fs::write(p.dir().join("configure.ac"), CONFIGURE_AC).unwrap();
+    std::fs::write(p.dir().join("Makefile.in"), MAKEFILE_IN).unwrap();
+    let out = run_with_timeout(Command::new("autoconf").current_dir(p.dir()), T, "autoconf");
+    ok(&out, "autoconf");
+
+    let cc = format!("{} gcc", hoardcc_bin().display());
+    let log = p.dir().join("joblog");
+    let mut configure = Command::new("./configure");
+    fixture_env(&sshd, &mut configure, Some(&log))
+        .current_dir(p.dir())
+        .env("CC", &cc)
+        .env("CFLAGS", "-O2");
+    let out = run_with_timeout(&mut configure, T, "./configure");
+    ok(&out, "./configure CC=\"hoardcc gcc\"");
+    let makefile = std::fs::read_to_string(p.dir().join("Makefile")).unwrap();
+    assert!(makefile.contains(&format!("CC = {cc}")), "{makefile}");
+    let configure_jobs = joblog(&log);
+    assert!(
+        !configure_jobs.is_empty(),
+        "configure's compiles did not go through hoardcc"
+    );
+    std::fs::remove_file(&log).unwrap();
+
+    let mut make = Command::new("make");
+    fixture_env(&sshd, &mut make, Some(&log))
+        .current_dir(p.dir())
+        .arg("-j2");
+    let out = run_with_timeout(&mut make, T, "make -j2");
+    ok(&out, "make -j2");
+    let jobs = joblog(&log);
+    let remote: Vec<&String> = jobs.iter().filter(|l| l.starts_with("remote\t")).collect();
+    assert_eq!(remote.len(), p.sources().len(), "job log {jobs:#?}");
+    for src in ["main.c", "vec.c", "clamp.c", "str.c"] {
+        assert!(
+            remote.iter().any(|l| l.contains(src)),
+            "{src} not remote: {jobs:#?}"
+        );
+    }
+    let run = run_with_timeout(&mut Command::new(p.dir().join("prog")), T, "prog");
+    assert_eq!(String::from_utf8_lossy(&run.stdout), p.expected_stdout());
 }

@@ -60,6 +60,9 @@ pub struct SshdOptions {
     /// `RLIMIT_AS` for sshd and everything it starts (a safety net for tests whose attack,
     /// on an unfixed server, would eat the machine's memory).
     pub address_space_limit: Option<u64>,
+    /// A second `AuthorizedKeysFile` after the fixture's own (e.g. one that a test's
+    /// server HOME holds, to check what `hoardcc install-server --forced-command` adds).
+    pub extra_authorized_keys: Option<PathBuf>,
 }
 
 impl Default for SshdOptions {
@@ -72,6 +75,7 @@ impl Default for SshdOptions {
             server_env: Vec::new(),
             private_tmp: false,
             address_space_limit: None,
+            extra_authorized_keys: None,
         }
     }
 }
@@ -563,8 +567,14 @@ impl Sshd {
         line("ListenAddress 127.0.0.1".into());
         line(format!("HostKey {}", self.host_key_path().display()));
         line(format!("PidFile {}", s.join("sshd.pid").display()));
+        let extra_keys = self
+            .opts
+            .extra_authorized_keys
+            .as_ref()
+            .map(|p| format!(" {}", p.display()))
+            .unwrap_or_default();
         line(format!(
-            "AuthorizedKeysFile {}",
+            "AuthorizedKeysFile {}{extra_keys}",
             s.join("authorized_keys").display()
         ));
         line("UsePAM no".into());

@@ -33,7 +33,7 @@ pub(super) async fn authenticate(
     let mut rsa_hash: Option<Option<keys::HashAlg>> = None;
 
     if let Some(sock) = &settings.agent_socket {
-        match agent_identities(sock).await {
+        match agent_identities(sock, dest).await {
             Ok((mut agent, ids)) => {
                 for id in ids {
                     let key = id.public_key().into_owned();
@@ -63,7 +63,13 @@ pub(super) async fn authenticate(
     }
 
     let mut files: Vec<PathBuf> = dest.identity_files.clone();
-    for default in DEFAULT_IDENTITIES {
+    // IdentitiesOnly with IdentityFile entries: those files only, as OpenSSH does.
+    let defaults: &[&str] = if dest.identities_only && !files.is_empty() {
+        &[]
+    } else {
+        &DEFAULT_IDENTITIES
+    };
+    for default in defaults {
         let path = settings.home.join(default);
         if !files.contains(&path) {
             files.push(path);
@@ -105,8 +111,11 @@ pub(super) async fn authenticate(
 
 /// Connect to the agent and list its identities (bounded: a stuck agent must not hang us;
 /// the caller's deadline bounds the whole authentication too).
+/// The agent's keys; with IdentitiesOnly, only those that match an IdentityFile (by the
+/// public key beside it, or in it), as OpenSSH does.
 async fn agent_identities(
     sock: &Path,
+    dest: &Destination,
 ) -> Result<
     (
         AgentClient<tokio::net::UnixStream>,
@@ -123,7 +132,31 @@ async fn agent_identities(
         .await
         .map_err(|_| "timeout".to_string())?
         .map_err(|e| e.to_string())?;
+    if !dest.identities_only {
+        return Ok((agent, ids));
+    }
+    let allowed: Vec<PublicKey> = dest
+        .identity_files
+        .iter()
+        .filter_map(|p| identity_public_key(p))
+        .collect();
+    let ids = ids
+        .into_iter()
+        .filter(|id| {
+            let key = id.public_key();
+            allowed.iter().any(|a| a.key_data() == key.key_data())
+        })
+        .collect();
     Ok((agent, ids))
+}
+
+/// The public half of identity file `path`: `path.pub`, else the private key's own.
+fn identity_public_key(path: &Path) -> Option<PublicKey> {
+    let mut pub_path = path.as_os_str().to_owned();
+    pub_path.push(".pub");
+    keys::load_public_key(PathBuf::from(pub_path))
+        .ok()
+        .or_else(|| load_identity(path).map(|k| k.public_key().clone()))
 }
 
 /// Load an unencrypted private key; `None` (logged at debug) for missing, unreadable or

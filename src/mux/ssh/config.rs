@@ -32,6 +32,9 @@ pub struct Destination {
     pub proxy_jump: Option<String>,
     /// UserKnownHostsFile entries, `~` expanded (empty when unset or `none`).
     pub user_known_hosts: Vec<PathBuf>,
+    /// `IdentitiesOnly yes`: only the IdentityFile keys (agent keys only when they match
+    /// one), and no default identity files when IdentityFile is set.
+    pub identities_only: bool,
     /// ServerAliveInterval, when set (zero: no keepalives, as in OpenSSH). Unset: the
     /// `[ssh]` settings apply (see [`super::Keepalive::for_destination`]).
     pub server_alive_interval: Option<Duration>,
@@ -102,6 +105,12 @@ pub fn resolve(
                 .collect()
         })
         .unwrap_or_default();
+    let identities_only = params
+        .unsupported_fields
+        .get("identitiesonly")
+        .or_else(|| params.ignored_fields.get("identitiesonly"))
+        .and_then(|v| v.first())
+        .is_some_and(|v| v.eq_ignore_ascii_case("yes"));
     // ssh2-config parses ServerAliveInterval but leaves ServerAliveCountMax as raw tokens.
     let server_alive_count_max = match params
         .unsupported_fields
@@ -124,6 +133,7 @@ pub fn resolve(
         identity_files,
         proxy_jump,
         user_known_hosts,
+        identities_only,
         server_alive_interval: params.server_alive_interval,
         server_alive_count_max,
     })
@@ -262,10 +272,19 @@ mod tests {
                 identity_files: vec![],
                 proxy_jump: None,
                 user_known_hosts: vec![],
+                identities_only: false,
                 server_alive_interval: None,
                 server_alive_count_max: None,
             }
         );
+    }
+
+    #[test]
+    fn identities_only_is_read() {
+        let text = "Host strict\n  IdentitiesOnly yes\n  IdentityFile ~/.ssh/k\nHost *\n  IdentitiesOnly no\n";
+        assert!(res("strict", None, text).identities_only);
+        assert!(!res("other", None, text).identities_only);
+        assert!(!res("x", None, "Host x\n  HostName y\n").identities_only);
     }
 
     #[test]

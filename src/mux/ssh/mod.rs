@@ -14,6 +14,8 @@
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod exec;
+pub mod keyfile;
 pub mod known_hosts;
 
 use std::borrow::Cow;
@@ -30,6 +32,7 @@ use auth::authenticate;
 use config::resolve_hop;
 pub use config::Destination;
 pub use error::SshError;
+pub use exec::ExecOutput;
 use known_hosts::Verifier;
 
 /// A bidirectional byte stream over one SSH channel (AsyncRead + AsyncWrite). Dropping it

@@ -99,6 +99,7 @@ async fn unparseable_proxy_jump_is_refused_clearly() {
         identity_files: vec![],
         proxy_jump: Some("bastion:99999".into()),
         user_known_hosts: vec![],
+        identities_only: false,
         server_alive_interval: None,
         server_alive_count_max: None,
     };
@@ -126,6 +127,7 @@ async fn refused_tcp_connect_is_connect_error() {
         identity_files: vec![],
         proxy_jump: None,
         user_known_hosts: vec![],
+        identities_only: false,
         server_alive_interval: None,
         server_alive_count_max: None,
     };
@@ -153,6 +155,7 @@ async fn silent_server_times_out_in_key_exchange() {
         identity_files: vec![],
         proxy_jump: None,
         user_known_hosts: vec![],
+        identities_only: false,
         server_alive_interval: None,
         server_alive_count_max: None,
     };
@@ -204,6 +207,7 @@ fn keepalive_from_the_ssh_config_beats_the_settings() {
         identity_files: vec![],
         proxy_jump: None,
         user_known_hosts: vec![],
+        identities_only: false,
         server_alive_interval: None,
         server_alive_count_max: None,
     };
