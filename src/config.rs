@@ -76,13 +76,13 @@ pub struct FileConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FileSsh {
-    /// See [`SshSettings::connect_timeout`].
+    /// See [`SshTimeouts::connect_timeout`].
     pub connect_timeout_secs: u64,
-    /// See [`SshSettings::keepalive_interval`].
+    /// See [`SshTimeouts::keepalive_interval`].
     pub keepalive_interval_secs: u64,
-    /// See [`SshSettings::keepalive_max`].
+    /// See [`SshTimeouts::keepalive_max`].
     pub keepalive_max: u32,
-    /// See [`SshSettings::io_timeout`].
+    /// See [`SshTimeouts::io_timeout`].
     pub io_timeout_secs: u64,
 }
 
@@ -270,7 +270,7 @@ impl FileConfig {
             hosts,
             fallback,
             backoff: Duration::from_secs(backoff_secs),
-            ssh: SshSettings {
+            ssh: SshTimeouts {
                 connect_timeout: positive_secs(
                     ssh.connect_timeout_secs,
                     "ssh.connect_timeout_secs",
@@ -344,17 +344,18 @@ pub struct Config {
     pub fallback: bool,
     /// How long a failed host is skipped (default 60 s, `DISTCC_BACKOFF_PERIOD`; zero = off).
     pub backoff: Duration,
-    /// SSH connection settings (mux).
-    pub ssh: SshSettings,
+    /// The `[ssh]` timeouts (mux); `mux::ssh::SshSettings` adds the process's paths to them.
+    pub ssh: SshTimeouts,
     /// Server (subsystem) settings.
     pub server: ServerSettings,
     /// Mux daemon settings.
     pub mux: MuxSettings,
 }
 
-/// SSH connection settings used by the mux.
+/// The `[ssh]` table resolved: the mux's connection timeouts and keepalive. The mux turns
+/// them, with its home directory and agent, into `mux::ssh::SshSettings`.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SshSettings {
+pub struct SshTimeouts {
     /// TCP connect + SSH handshake + auth limit (default 10 s).
     pub connect_timeout: Duration,
     /// Interval of SSH keepalive pings on idle connections (default 15 s).
@@ -468,7 +469,7 @@ impl Default for Config {
     }
 }
 
-impl Default for SshSettings {
+impl Default for SshTimeouts {
     fn default() -> Self {
         Config::default().ssh
     }

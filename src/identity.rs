@@ -252,7 +252,7 @@ fn key_of(path: &Path) -> Result<Key, ProbeError> {
     })
 }
 
-type Slot = Arc<OnceCell<Result<CompilerId, ProbeError>>>;
+type ProbeCell = Arc<OnceCell<Result<CompilerId, ProbeError>>>;
 
 /// Identities memoised by (path, size, mtime): concurrent asks for one compiler share one
 /// probe; a failed probe is kept too (until the file changes), so a broken compiler costs
@@ -260,7 +260,7 @@ type Slot = Arc<OnceCell<Result<CompilerId, ProbeError>>>;
 #[derive(Debug, Default)]
 pub struct Prober {
     opts: ProbeOptions,
-    cache: Mutex<HashMap<Key, Slot>>,
+    cache: Mutex<HashMap<Key, ProbeCell>>,
 }
 
 impl Prober {

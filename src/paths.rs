@@ -1,6 +1,6 @@
 //! File-system locations (support for every stage): the config files read by [`crate::config`],
 //! the distcc hosts file read through [`crate::hosts::resolve`], and the private runtime directory
-//! holding the mux socket used by `wrapper::daemon` and `mux::listener`.
+//! holding the mux socket used by `wrapper::mux_client` and `mux::listener`.
 //!
 //! Everything is computed from an injected environment lookup so tests can point `HOME` and the
 //! XDG variables at a temporary directory; [`directories::BaseDirs`] is only consulted when `HOME`

@@ -2,7 +2,7 @@
 //! → real gcc, and stock distcc in both directions. Objects are compared byte for byte
 //! with local builds; fallbacks are checked for their one warning and their outputs.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
@@ -672,6 +672,3 @@ fn remote_compiler_is_sandboxed() {
     assert!(!dir.path().join("steal.o").exists());
     assert_all_remote(&log, 1);
 }
-
-#[allow(dead_code)]
-fn _unused(_: PathBuf) {}

@@ -952,7 +952,7 @@ fn busy_server_reschedules_without_penalty() {
 
 /// Takes the only compile slot of `sshd`'s server (`max_jobs = 1`) as another client
 /// would; the server answers `Busy` while it is held.
-fn hold_server_slot(sshd: &Sshd) -> hoardcc::subsystem::slots::Slot {
+fn hold_server_slot(sshd: &Sshd) -> hoardcc::subsystem::slots::ServerSlot {
     hoardcc::subsystem::slots::try_acquire(&sshd.slot_dir(), 1)
         .expect("slot dir")
         .expect("the only slot is free")

@@ -99,6 +99,7 @@ fn describe(a: &Incoming) -> String {
         }
         Incoming::Msg(Message::Refused { reason, .. }) => format!("Refused {reason:?}"),
         Incoming::Msg(Message::ServerError { message, .. }) => format!("ServerError {message:?}"),
+        Incoming::Broken(why) => format!("broken lane: {why}"),
         other => format!("{other:?}"),
     }
 }

@@ -11,7 +11,7 @@ use hoardcc::mux::ssh::config::{self as ssh_config, Destination};
 use hoardcc::mux::ssh::{Connection, SshError, SshSettings};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::support::{Sshd, SshdOptions};
+use crate::support::{free_port, Sshd, SshdOptions};
 
 /// Upper bound for any single step in these tests.
 const T: Duration = Duration::from_secs(30);
@@ -305,10 +305,7 @@ async fn proxy_jump_through_the_fixture_itself() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_jump_to_a_closed_port_is_a_connect_error() {
     let sshd = Sshd::start(SshdOptions::default());
-    let closed = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let closed = free_port();
     let mut dest = destination(&sshd);
     dest.port = closed;
     dest.proxy_jump = Some(format!("{}@127.0.0.1:{}", sshd.login_user(), sshd.port()));

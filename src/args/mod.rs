@@ -2,7 +2,7 @@
 //! ([`Classified::Remote`] with a [`CompileJob`]) or must run here ([`Classified::Local`] with a
 //! [`LocalReason`]), after expanding `@file` response files like gcc's libiberty does.
 //! Shared by both ends, like distcc's `arg.c`: the wrapper classifies and builds the local
-//! preprocess and remote compile argv (see [`rewrite`]); both ends hold the remote argv to
+//! preprocess and remote compile argv (see `args::rewrite`); both ends hold the remote argv to
 //! one option allow-list, [`policy`] (the server with [`check_server_args`], stock distcc
 //! command lines through [`distcc_plan`]). Pure: no processes; only response-file
 //! expansion reads files.
@@ -390,8 +390,8 @@ pub fn classify(compiler: &str, args: &[String], cwd: &Path) -> Result<Classifie
     Ok(classify_expanded(compiler, &args))
 }
 
-/// One input operand with what it is.
-struct Input {
+/// One input operand with what it is (the wire's file bytes are `proto::msg::Input`).
+struct Operand {
     name: String,
     kind: InputKind,
     from_x: bool,
@@ -408,7 +408,7 @@ struct Scan {
     missing: Option<String>,
     option_reason: Option<LocalReason>,
     output: Option<String>,
-    inputs: Vec<Input>,
+    inputs: Vec<Operand>,
     cpp_args: Vec<String>,
     compile_args: Vec<String>,
     make_deps: bool,
@@ -485,7 +485,7 @@ fn classify_expanded(compiler: &str, args: &[String]) -> Classified {
         let arg = &args[i];
         i += 1;
         if arg == "-" {
-            scan.inputs.push(Input {
+            scan.inputs.push(Operand {
                 name: arg.clone(),
                 kind: InputKind::Other,
                 from_x: false,
@@ -497,7 +497,7 @@ fn classify_expanded(compiler: &str, args: &[String]) -> Classified {
                 Some(k) => (k.clone(), true),
                 None => (language::input_kind_from_name(arg), false),
             };
-            scan.inputs.push(Input {
+            scan.inputs.push(Operand {
                 name: arg.clone(),
                 kind,
                 from_x,
@@ -676,7 +676,7 @@ fn decide(compiler: &str, mut scan: Scan) -> Classified {
         if scan.option_reason == Some(LocalReason::SyntaxOnly) {
             return Local(LocalReason::SyntaxOnly);
         }
-        let header = |i: &Input| matches!(i.kind, InputKind::Header);
+        let header = |i: &Operand| matches!(i.kind, InputKind::Header);
         if !scan.inputs.is_empty() && scan.inputs.iter().all(header) {
             return Local(LocalReason::PrecompiledHeader(scan.inputs[0].name.clone()));
         }

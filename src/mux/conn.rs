@@ -1,6 +1,6 @@
 //! Stage: one wrapper connection — `Reserve`, `Run`, `LocalDone`, `Status`, `Watch`,
 //! `Stats`, `Stop` over the mux socket until the wrapper closes it; whatever it holds
-//! (slot, job entry) is released when it ends. How each job ends is counted here
+//! (host slot, job entry) is released when it ends. How each job ends is counted here
 //! (`mux::stats`). Neighbours: `mux::listener` (accepts it), `mux::job` (reserve and
 //! run), `mux::status` (the report), `mux::monitor` (the change signal a watcher waits
 //! on), `wrapper::mux_client` and `cli::mon` (the other ends).
@@ -15,12 +15,12 @@ use crate::exit::ExitCode;
 use crate::mux::job::Held;
 use crate::mux::listener::{Active, Daemon};
 use crate::mux::mux_version;
-use crate::mux::scheduler::SlotGuard;
+use crate::mux::scheduler::HostSlot;
 use crate::proto::frame::{self, MAX_FRAME};
 use crate::proto::msg::{MuxReply, MuxRequest};
 use crate::proto::status::JobState;
 
-/// How long a wrapper may hold a reserved slot before sending `Run` (it is preprocessing).
+/// How long a wrapper may hold a reserved host slot before sending `Run` (it is preprocessing).
 const RESERVED_TIMEOUT: Duration = Duration::from_secs(600);
 /// How long writing a reply to a wrapper may take.
 const REPLY_TIMEOUT: Duration = Duration::from_secs(30);
@@ -47,13 +47,13 @@ pub(super) fn failed(message: impl Into<String>, code: ExitCode) -> MuxReply {
     }
 }
 
-/// One wrapper connection: requests until it closes. Everything it holds (slot, job
+/// One wrapper connection: requests until it closes. Everything it holds (host slot, job
 /// entry) is released on return; `_active` counts the wrapper as connected until this returns.
 pub(super) async fn serve_wrapper(d: Arc<Daemon>, stream: UnixStream, id: u64, active: Active) {
     let mut active = Some(active);
     let (mut rd, mut wr) = stream.into_split();
     let mut held: Option<Held> = None;
-    let mut local: Option<SlotGuard> = None;
+    let mut local: Option<HostSlot> = None;
     let mut local_kind: Option<(LocalKind, Option<String>)> = None;
     loop {
         let wait = if held.is_some() {
@@ -110,7 +110,7 @@ pub(super) async fn serve_wrapper(d: Arc<Daemon>, stream: UnixStream, id: u64, a
             }
             MuxRequest::Run { spec, source } => {
                 // The wrapper says nothing while its job runs: anything on the socket,
-                // its end included, means it is gone, and the job (and slot) go too.
+                // its end included, means it is gone, and the job (and host slot) go too.
                 let start = tokio::time::Instant::now();
                 let r = tokio::select! {
                     r = d.run_job(id, held.take(), *spec, source) => r,

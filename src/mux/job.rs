@@ -1,4 +1,4 @@
-//! Stage: one job in the mux — reserve a slot (`mux::scheduler`), run attempts on a
+//! Stage: one job in the mux — reserve a host slot (`mux::scheduler`), run attempts on a
 //! lane from `mux::pool` (`mux::lane`), and follow the retry policy of `mux::retry`
 //! between them. The job's compiler identity (`identity::Prober`, once per compiler)
 //! goes with it; a server without a match blocks that compiler there, and the job moves
@@ -16,17 +16,17 @@ use crate::mux::lane::{LaneEvent, TransportError, Wire};
 use crate::mux::listener::Daemon;
 use crate::mux::pool::{PoolError, PooledLane};
 use crate::mux::retry::{next_step, until_answer, Failure, Step, Tally};
-use crate::mux::scheduler::{CompilerKey, Grant, NoSlot, Outcome, SlotGuard, Want};
+use crate::mux::scheduler::{CompilerKey, Grant, HostSlot, HostVerdict, NoSlot, Want};
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::{Blob, JobSpec, LocalCompiler, MuxReply};
 use crate::proto::status::JobState;
 
-/// How long a retry may wait for a slot on another host.
+/// How long a retry may wait for a host slot on another host.
 const RETRY_WAIT: Duration = Duration::from_secs(5);
 
-/// A reserved remote slot and what the wrapper was told.
+/// A reserved remote host slot and what the wrapper was told.
 pub(crate) struct Held {
-    guard: SlotGuard,
+    guard: HostSlot,
     spec: HostSpec,
     wire: Wire,
     /// The job's hosts, for a retry elsewhere.
@@ -82,7 +82,7 @@ impl Daemon {
         file: &str,
         compiler: Option<LocalCompiler>,
         held: &mut Option<Held>,
-        local: &mut Option<SlotGuard>,
+        local: &mut Option<HostSlot>,
     ) -> MuxReply {
         let list = match hosts::parse(hosts_text) {
             Ok(l) => l,
@@ -162,7 +162,7 @@ impl Daemon {
 
     /// Run the job on the reserved host's lane, following the retry policy of
     /// `mux::retry` after each attempt that gave no answer: a job whose lane died is sent
-    /// again on the same host (same slot, fresh lane) once the host answers within the
+    /// again on the same host (same host slot, fresh lane) once the host answers within the
     /// resend wait; a fault or a failure of the host gets one retry (on any host, or on
     /// another one); then the wrapper compiles locally. Busy answers reschedule without
     /// penalty.
@@ -269,7 +269,7 @@ impl Daemon {
                         compiler,
                         ..
                     } = held;
-                    guard.set_outcome(Outcome::Busy);
+                    guard.set_verdict(HostVerdict::Busy);
                     drop(guard);
                     match self.reacquire(&hosts, wire, compiler, None, None).await {
                         Some(h) => held = h,
@@ -277,7 +277,7 @@ impl Daemon {
                     }
                 }
                 Step::Retry {
-                    outcome,
+                    verdict,
                     exclude_this,
                 } => {
                     tracing::info!(host = %key, "job failed: {message}; retrying (on {})",
@@ -289,7 +289,7 @@ impl Daemon {
                         compiler,
                         ..
                     } = held;
-                    guard.set_outcome(outcome);
+                    guard.set_verdict(verdict);
                     drop(guard);
                     self.monitor.set_state(id, JobState::Waiting);
                     let exclude = exclude_this.then_some(key.as_str());
@@ -305,8 +305,8 @@ impl Daemon {
                         None => return give_up(message),
                     }
                 }
-                Step::GiveUp { outcome } => {
-                    held.guard.set_outcome(outcome);
+                Step::GiveUp { verdict } => {
+                    held.guard.set_verdict(verdict);
                     return give_up(message);
                 }
             }
@@ -315,7 +315,7 @@ impl Daemon {
 
     /// One attempt of the job on `held`'s host: a lane from the pool (for a resend, the
     /// host has until `resend_by` to give one), the job on it, and the success told to
-    /// the scheduler (a failure's outcome is the policy's to set).
+    /// the scheduler (a failure's verdict is the policy's to set).
     async fn attempt(
         &self,
         id: u64,
@@ -359,7 +359,7 @@ impl Daemon {
         match pl.lane.run_observed(spec, source, &observe).await {
             Ok(done) => {
                 self.pool.checkin(pl);
-                held.guard.set_outcome(Outcome::Ok {
+                held.guard.set_verdict(HostVerdict::Ok {
                     elapsed: start.elapsed(),
                 });
                 Attempt::Answer(MuxReply::Done(done))

@@ -1,6 +1,6 @@
 //! Stage: mux listener — the accept loop, the count of connected wrappers (idle exit)
 //! and shutdown. Each accepted wrapper is served by `mux::conn`; the state they share
-//! ([`Daemon`]: scheduler, pool, job table, counters) is built here. Neighbours: `mux` (starts it),
+//! (`Daemon`: scheduler, pool, job table, counters) is built here. Neighbours: `mux` (starts it),
 //! `mux::pool` and `mux::scheduler` (shut down last).
 
 use std::io;

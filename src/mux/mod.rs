@@ -1,20 +1,20 @@
 //! Stage: connections — the per-user mux daemon (`hoardcc mux`) and the only code that
-//! knows russh. This file starts the process and its runtime; the daemon is
-//! [`process`] (daemonize, socket bind) → [`listener`] (accept loop, idle exit,
-//! shutdown) → [`conn`] (one wrapper connection's protocol) → [`job`] (reserve, the
-//! attempts, following [`retry`], the one retry policy) → [`lane`] (one job over one ssh
-//! channel or TCP socket), with [`pool`] (connections and lanes), [`scheduler`] (slots, backoff),
+//! knows russh. This file starts the process and its runtime; the daemon is [`process`]
+//! (daemonize, socket bind) → [`listener`] (accept loop, idle exit, shutdown) → [`conn`]
+//! (one wrapper connection's protocol) → [`job`] (reserve, the attempts, following
+//! [`retry`], the one retry policy) → [`lane`] (one job over one ssh channel or TCP
+//! socket), with [`pool`] (connections and lanes), [`scheduler`] (host slots, backoff),
 //! [`ssh`] (russh), [`monitor`] (the job table and change signal behind `hoardcc mon`),
 //! [`status`] (`hoardcc status`) and [`stats`] (`hoardcc stats`, kept across restarts).
-//! Neighbours: `wrapper` (the caller,
-//! through `wrapper::mux_client`), `proto` (what travels), `subsystem` (the other end).
+//! Neighbours: `wrapper` (the caller, through `wrapper::mux_client`), `proto` (what
+//! travels), `subsystem` (the other end).
 //!
 //! The daemon listens on the private Unix socket `Paths::mux_socket()`; each wrapper
-//! connects for one job: `Reserve` (the scheduler picks a slot; the reply comes at once
+//! connects for one job: `Reserve` (the scheduler picks a host slot; the reply comes at once
 //! while the lane may still be connecting, so the wrapper preprocesses meanwhile), then
 //! `Run` (a job whose lane died is sent again on the same host once it answers; one
 //! retry on another host after a failure; `Failed` makes the wrapper fall back to a
-//! local compile). The slot is freed when the wrapper's connection ends, whatever
+//! local compile). The host slot is freed when the wrapper's connection ends, whatever
 //! happens. The daemon exits after `mux.idle_timeout` without wrappers, on `Stop`, or on
 //! SIGTERM/SIGINT, closing every ssh connection and removing its socket.
 

@@ -1,6 +1,6 @@
 //! Stage: mux monitor — what `hoardcc status` and `hoardcc mon` watch change: the job
 //! table (state, host and bytes of each wrapper's job), the recent failures, and the
-//! change signal ([`Changes`]) that a watcher (`mux::conn`, `MuxRequest::Watch`) waits
+//! change signal (`Changes`) that a watcher (`mux::conn`, `MuxRequest::Watch`) waits
 //! on. `mux::job` moves jobs through their states, `mux::scheduler` and `mux::pool`
 //! signal their own changes, and `mux::status` reads it all into a report.
 //! Everything here is bounded: one entry per connected wrapper, [`MAX_FAILURES`]
@@ -46,7 +46,7 @@ struct JobInfo {
     host: Option<String>,
     /// When it entered `state`.
     since: Instant,
-    /// When the wrapper asked for a slot.
+    /// When the wrapper asked for a host slot.
     started: Instant,
     bytes_sent: u64,
     bytes_received: u64,

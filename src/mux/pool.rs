@@ -135,7 +135,7 @@ struct IdleLane {
 }
 
 #[derive(Default)]
-struct HostState {
+struct HostPoolState {
     conns: Vec<ConnEntry>,
     idle: Vec<IdleLane>,
     waiters: VecDeque<oneshot::Sender<Result<PooledLane, PoolError>>>,
@@ -156,7 +156,7 @@ struct HostPool {
     spec: Mutex<HostSpec>,
     lanes: Arc<AtomicU32>,
     jobs: AtomicU64,
-    state: Mutex<HostState>,
+    state: Mutex<HostPoolState>,
 }
 
 impl HostPool {
@@ -164,7 +164,7 @@ impl HostPool {
         self.spec.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
-    fn state(&self) -> std::sync::MutexGuard<'_, HostState> {
+    fn state(&self) -> std::sync::MutexGuard<'_, HostPoolState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -240,7 +240,7 @@ impl Pool {
                 spec: Mutex::new(spec.clone()),
                 lanes: Arc::new(AtomicU32::new(0)),
                 jobs: AtomicU64::new(0),
-                state: Mutex::new(HostState::default()),
+                state: Mutex::new(HostPoolState::default()),
             })
         });
         *hp.spec.lock().unwrap_or_else(|p| p.into_inner()) = spec.clone();

@@ -1,12 +1,12 @@
 //! Stage: mux retry policy — what a job does after an attempt that gave no answer. Pure
 //! decisions ([`next_step`], [`resend_wait`]) plus the one bounded wait for a host to
 //! answer again ([`until_answer`]). Neighbours: `mux::job` (runs the attempts and follows
-//! the steps), `mux::scheduler` (the outcomes a step records), `mux::pool` (the lanes a
+//! the steps), `mux::scheduler` (the host verdicts a step records), `mux::pool` (the lanes a
 //! resend waits for).
 //!
 //! Policy, in one place:
 //! - the lane died mid-job (the connection was cut, the server's end closed, a keepalive
-//!   timeout): a blip, not the host's fault. The job keeps its slot and is sent again on
+//!   timeout): a blip, not the host's fault. The job keeps its host slot and is sent again on
 //!   the same host, on a fresh lane (a fresh connection when the old one is gone), as soon
 //!   as the host answers within [`resend_wait`] (about two keepalive intervals). One
 //!   resend per job; a host that does not answer in time, or a second lane loss, is a
@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use tokio::time::{sleep_until, timeout_at, Instant};
 
-use crate::mux::scheduler::Outcome;
+use crate::mux::scheduler::HostVerdict;
 
 /// Busy answers tolerated for one job before it is given up (the wrapper compiles locally).
 pub const MAX_BUSY_RETRIES: u32 = 8;
@@ -47,7 +47,7 @@ pub enum Failure {
     Unanswered,
     /// The compiler did not finish on its own terms on the server.
     Fault,
-    /// The server has no free slot.
+    /// The server has no free server slot.
     Busy,
     /// The server refused the job (policy, not load): retrying cannot help.
     Refused,
@@ -58,24 +58,24 @@ pub enum Failure {
 /// What the job does next.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Keep the slot and send the job again on the same host, once it gives a fresh lane
+    /// Keep the host slot and send the job again on the same host, once it gives a fresh lane
     /// within [`resend_wait`].
     Resend,
-    /// Give the slot back (the Busy outcome is recorded) and wait for any slot.
+    /// Give the host slot back (the Busy verdict is recorded) and wait for any host slot.
     Reschedule,
-    /// Give the slot back with `outcome` and take one on any host of the list (this one
+    /// Give the host slot back with `verdict` and take one on any host of the list (this one
     /// included when `exclude_this` is false), for the one retry.
     Retry {
-        /// The scheduler outcome for the slot given back.
-        outcome: Outcome,
+        /// The host verdict for the host slot given back.
+        verdict: HostVerdict,
         /// Whether this host is left out.
         exclude_this: bool,
     },
-    /// Stop: the wrapper compiles locally (or fails without fallback). `outcome` is
-    /// recorded on the slot.
+    /// Stop: the wrapper compiles locally (or fails without fallback). `verdict` is
+    /// recorded on the host slot.
     GiveUp {
-        /// The scheduler outcome for the slot.
-        outcome: Outcome,
+        /// The host verdict for the host slot.
+        verdict: HostVerdict,
     },
 }
 
@@ -97,14 +97,14 @@ pub fn next_step(tally: &mut Tally, failure: Failure) -> Step {
             tally.busy += 1;
             if tally.busy > MAX_BUSY_RETRIES {
                 Step::GiveUp {
-                    outcome: Outcome::Busy,
+                    verdict: HostVerdict::Busy,
                 }
             } else {
                 Step::Reschedule
             }
         }
         Failure::Refused => Step::GiveUp {
-            outcome: Outcome::Unused,
+            verdict: HostVerdict::Unused,
         },
         Failure::LaneDied if tally.resends < MAX_RESENDS => {
             tally.resends += 1;
@@ -114,13 +114,13 @@ pub fn next_step(tally: &mut Tally, failure: Failure) -> Step {
             tally.failures += 1;
             if tally.failures >= 2 {
                 Step::GiveUp {
-                    outcome: Outcome::Failed,
+                    verdict: HostVerdict::Failed,
                 }
             } else {
                 // Not the host's failure (the OOM killer, an admin): no backoff, and the
                 // host may take the retry.
                 Step::Retry {
-                    outcome: Outcome::Unused,
+                    verdict: HostVerdict::Unused,
                     exclude_this: false,
                 }
             }
@@ -129,11 +129,11 @@ pub fn next_step(tally: &mut Tally, failure: Failure) -> Step {
             tally.failures += 1;
             if tally.failures >= 2 {
                 Step::GiveUp {
-                    outcome: Outcome::Failed,
+                    verdict: HostVerdict::Failed,
                 }
             } else {
                 Step::Retry {
-                    outcome: Outcome::Failed,
+                    verdict: HostVerdict::Failed,
                     exclude_this: true,
                 }
             }

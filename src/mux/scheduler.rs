@@ -1,11 +1,16 @@
 //! Stage: mux scheduling — the one waiting room for all of a user's jobs. The daemon
-//! (`mux::job`, for one wrapper connection of `mux::conn`) asks here for a slot before it
-//! replies `Reserved`/`Local`; the pool (`mux::pool`) then supplies a lane on the chosen
-//! host. [`Scheduler`] is pure decision logic (no I/O, time passed in); [`SchedHandle`]
-//! wraps it for async callers with a FIFO waiter queue (no polling: a waiter wakes when a
-//! slot is released or a backoff/busy period it waits on ends) and [`SlotGuard`] frees a
-//! slot whatever happens to the job. The per-host slot state lives here alone: the pool
-//! asks [`HostState::lane_target`] how many lanes a host wants.
+//! (`mux::job`, for one wrapper connection of `mux::conn`) asks here for a host slot
+//! before it replies `Reserved`/`Local`; the pool (`mux::pool`) then supplies a lane on
+//! the chosen host. [`Scheduler`] is pure decision logic (no I/O, time passed in);
+//! [`SchedHandle`] wraps it for async callers with a FIFO waiter queue (no polling: a
+//! waiter wakes when a host slot is released or a backoff/busy period it waits on ends)
+//! and [`HostSlot`] frees one whatever happens to the job. The per-host slot state lives
+//! here alone: the pool asks [`HostState::lane_target`] how many lanes a host wants.
+//!
+//! Words: a *host slot* is one of the host list's places for a compile (`/N` on a remote,
+//! `localhost/N` or `--localslots` for local ones), held here as a [`HostSlot`]. A
+//! *server slot* is the server's own limit (`subsystem::slots`, advertised in its hello
+//! as `slots`): it caps a remote's host slots (`server_slots`).
 //!
 //! Policy: per-host slot limits from the host list (`/N`, capped by the server's advertised
 //! `slots`); among hosts with a free slot the one expected to finish first (lowest measured
@@ -118,9 +123,9 @@ impl NoSlot {
     }
 }
 
-/// How a job that held a remote slot ended, for the per-host statistics.
+/// How a job that held a remote host slot ended, for the per-host statistics.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Outcome {
+pub enum HostVerdict {
     /// The job ran (the compiler's own failure included); `elapsed` feeds the EWMA.
     Ok { elapsed: Duration },
     /// Distribution failed on this host: back it off.
@@ -370,7 +375,7 @@ impl Scheduler {
     }
 
     /// Give a slot back and record how the job went on that host.
-    pub fn release(&mut self, grant: &Grant, outcome: Outcome, now: Instant) {
+    pub fn release(&mut self, grant: &Grant, verdict: HostVerdict, now: Instant) {
         match grant {
             Grant::Local => self.local_running = self.local_running.saturating_sub(1),
             Grant::Remote(key) => {
@@ -379,8 +384,8 @@ impl Scheduler {
                     return;
                 };
                 h.running = h.running.saturating_sub(1);
-                match outcome {
-                    Outcome::Ok { elapsed } => {
+                match verdict {
+                    HostVerdict::Ok { elapsed } => {
                         let ms = elapsed.as_secs_f64() * 1000.0;
                         h.ewma_ms = Some(match h.ewma_ms {
                             None => ms,
@@ -390,17 +395,17 @@ impl Scheduler {
                         h.total_ms += elapsed.as_millis() as u64;
                         h.backoff_until = None;
                     }
-                    Outcome::Failed => {
+                    HostVerdict::Failed => {
                         h.jobs_failed += 1;
                         if !backoff.is_zero() {
                             h.backoff_until = Some(now + backoff);
                         }
                     }
-                    Outcome::Busy => {
+                    HostVerdict::Busy => {
                         h.jobs_busy += 1;
                         h.busy_until = Some(now + BUSY_PAUSE);
                     }
-                    Outcome::Unused => {}
+                    HostVerdict::Unused => {}
                 }
             }
         }
@@ -425,17 +430,6 @@ impl Scheduler {
     pub fn record_resend(&mut self, key: &str) {
         if let Some(h) = self.hosts.get_mut(key) {
             h.jobs_resent += 1;
-        }
-    }
-
-    /// Back a host off without a slot in hand (e.g. its connection failed while warming).
-    pub fn mark_failed(&mut self, key: &str, now: Instant) {
-        let backoff = self.backoff;
-        if let Some(h) = self.hosts.get_mut(key) {
-            h.jobs_failed += 1;
-            if !backoff.is_zero() {
-                h.backoff_until = Some(now + backoff);
-            }
         }
     }
 
@@ -532,7 +526,7 @@ impl SchedHandle {
                     None => Err(d),
                 };
                 if let Err(Decision::Granted(grant)) = sent {
-                    g.sched.release(&grant, Outcome::Unused, now);
+                    g.sched.release(&grant, HostVerdict::Unused, now);
                     returned = true;
                 }
             }
@@ -545,7 +539,7 @@ impl SchedHandle {
     /// Wait in the queue for a slot for `want`. Returns the grant as a guard that releases
     /// it when dropped, or the reason nothing is usable. Cancel-safe: dropping the future
     /// leaves the queue and gives back a slot granted meanwhile.
-    pub async fn acquire(self: &Arc<Self>, want: Want) -> Result<SlotGuard, NoSlot> {
+    pub async fn acquire(self: &Arc<Self>, want: Want) -> Result<HostSlot, NoSlot> {
         let (tx, rx) = oneshot::channel();
         let ticket = {
             let mut g = self.inner.lock().unwrap_or_else(|p| p.into_inner());
@@ -582,7 +576,7 @@ impl SchedHandle {
                 Woke::Decided(Ok(d)) => {
                     waiting.rx = None;
                     return match d {
-                        Decision::Granted(grant) => Ok(SlotGuard::new(self.clone(), grant)),
+                        Decision::Granted(grant) => Ok(HostSlot::new(self.clone(), grant)),
                         Decision::Unusable(why) => Err(NoSlot::Unusable(why)),
                         Decision::NoMatch(why) => Err(NoSlot::NoMatch(why)),
                         Decision::Wait => Err(NoSlot::Unusable(
@@ -599,9 +593,9 @@ impl SchedHandle {
     }
 
     /// Take a free slot for `want` now, without queueing (used for retries).
-    pub fn try_acquire(self: &Arc<Self>, want: &Want) -> Option<SlotGuard> {
+    pub fn try_acquire(self: &Arc<Self>, want: &Want) -> Option<HostSlot> {
         match self.with(|s| s.try_acquire(want, Instant::now())) {
-            Decision::Granted(grant) => Some(SlotGuard::new(self.clone(), grant)),
+            Decision::Granted(grant) => Some(HostSlot::new(self.clone(), grant)),
             _ => None,
         }
     }
@@ -639,26 +633,26 @@ impl Drop for Waiting {
         g.sched.cancel(self.ticket);
         g.wake.remove(&self.ticket);
         if let Ok(Decision::Granted(grant)) = rx.try_recv() {
-            g.sched.release(&grant, Outcome::Unused, Instant::now());
+            g.sched.release(&grant, HostVerdict::Unused, Instant::now());
         }
         SchedHandle::deliver(&mut g);
     }
 }
 
-/// A held slot. Dropping it releases the slot with the recorded outcome (`Unused` unless
-/// [`SlotGuard::set_outcome`] was called), so a wrapper that disconnects mid-job frees it.
-pub struct SlotGuard {
+/// A held host slot. Dropping it releases it with the recorded verdict (`Unused` unless
+/// [`HostSlot::set_verdict`] was called), so a wrapper that disconnects mid-job frees it.
+pub struct HostSlot {
     handle: Arc<SchedHandle>,
     grant: Grant,
-    outcome: Outcome,
+    verdict: HostVerdict,
 }
 
-impl SlotGuard {
-    fn new(handle: Arc<SchedHandle>, grant: Grant) -> SlotGuard {
-        SlotGuard {
+impl HostSlot {
+    fn new(handle: Arc<SchedHandle>, grant: Grant) -> HostSlot {
+        HostSlot {
             handle,
             grant,
-            outcome: Outcome::Unused,
+            verdict: HostVerdict::Unused,
         }
     }
 
@@ -676,16 +670,16 @@ impl SlotGuard {
     }
 
     /// Record how the job went; applied when the guard is dropped.
-    pub fn set_outcome(&mut self, outcome: Outcome) {
-        self.outcome = outcome;
+    pub fn set_verdict(&mut self, verdict: HostVerdict) {
+        self.verdict = verdict;
     }
 }
 
-impl Drop for SlotGuard {
+impl Drop for HostSlot {
     fn drop(&mut self) {
-        let (grant, outcome) = (self.grant.clone(), self.outcome);
+        let (grant, verdict) = (self.grant.clone(), self.verdict);
         self.handle
-            .with(|s| s.release(&grant, outcome, Instant::now()));
+            .with(|s| s.release(&grant, verdict, Instant::now()));
     }
 }
 

@@ -1,7 +1,7 @@
 //! Native protocol messages: what the wrapper (directly, or through the mux) and
 //! `hoardcc serve` say to each other over a lane. Pure data; encoding is postcard
 //! inside `proto::frame` frames. Neighbours: `proto::frame` (framing), `proto::compress`
-//! (the `Blob` payloads), `subsystem` (the server side), `ssh::lane` (the client side).
+//! (the `Blob` payloads), `subsystem` (the server side), `mux::lane` (the client side).
 
 use serde::{Deserialize, Serialize};
 
@@ -52,9 +52,10 @@ pub struct Hello {
     pub min_version: u32,
     /// Capability words, e.g. "lz4", "directives-only", "heartbeat", "busy".
     pub caps: Vec<String>,
-    /// Server: concurrent compiles its slot directory allows (host-wide with `/run/hoardcc`, else per user). Client: 0.
+    /// Server: its server slots, the concurrent compiles its slot directory allows
+    /// (host-wide with `/run/hoardcc`, else per user). Client: 0.
     pub slots: u32,
-    /// Server: compiles holding a slot in that directory right now. Client: 0.
+    /// Server: compiles holding a server slot in that directory right now. Client: 0.
     pub load: u32,
     /// Free text: "hoardcc 0.1.0 on HOSTNAME".
     pub agent: String,
@@ -319,7 +320,7 @@ pub enum Message {
     /// Server → client (protocol ≤ 2): the job ran; here is what it did. See
     /// [`Message::Result3`].
     Result(ResultV2),
-    /// Server → client: the slot limit (`max_jobs`) is full; try elsewhere. No penalty.
+    /// Server → client: every server slot (`max_jobs`) is held; try elsewhere. No penalty.
     Busy {
         id: u64,
     },
@@ -414,7 +415,7 @@ pub struct LocalCompiler {
 /// Wrapper → mux.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MuxRequest {
-    /// Ask for a slot for one job, before preprocessing (so connecting overlaps cpp).
+    /// Ask for a host slot for one job, before preprocessing (so connecting overlaps cpp).
     /// `hosts` is the host-list text the wrapper resolved (its environment decides it);
     /// `file` names the source, for `hoardcc status`.
     Reserve {
@@ -425,7 +426,7 @@ pub enum MuxRequest {
         /// its identity (once per path, size and mtime) and avoids hosts without a match.
         compiler: Option<LocalCompiler>,
     },
-    /// Run the job on the slot reserved on this connection.
+    /// Run the job on the host slot reserved on this connection.
     Run { spec: Box<JobSpec>, source: Blob },
     /// Report state for `hoardcc status`.
     Status,
@@ -446,9 +447,9 @@ pub enum MuxRequest {
 /// Mux → wrapper.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum MuxReply {
-    /// A remote slot is held for this connection: preprocess for `wire`, then send Run.
+    /// A remote host slot is held for this connection: preprocess for `wire`, then send Run.
     Reserved { host: String, wire: Wire },
-    /// Compile locally (a local slot was free first, or no remote host is usable).
+    /// Compile locally (a local host slot was free first, or no remote host is usable).
     Local { reason: String },
     /// The remote compile ran (with or without the compiler's own error).
     Done(JobResult),

@@ -1,7 +1,7 @@
-//! Server stage for stock distcc clients: one distcc protocol 1/2 job on the stream
+//! Stage: server, for stock distcc clients: one distcc protocol 1/2 job on the stream
 //! (what `distccd --inetd` does when `DISTCC_HOSTS=@host` runs it over ssh). Reads the
 //! request with `proto::distcc`, applies the same compiler allow-list and argument rules
-//! as native jobs, takes a compile slot (`subsystem::slots`), compiles the `.i` in a
+//! as native jobs, takes a server slot (`subsystem::slots`), compiles the `.i` in a
 //! private temporary directory, and answers `DONE/STAT/SERR/SOUT/DOTO`. Neighbours:
 //! `subsystem` (detects `DIST` and calls [`serve_one`]), `subsystem::job` (allow-list),
 //! `subsystem::sandbox` (environment and containment, as for native jobs),
@@ -37,7 +37,7 @@ use crate::config::ServerSettings;
 use super::exec::{self, CompileCommand, ExecError};
 use super::job::{AllowList, CompilerRefusal};
 use super::sandbox::{compiler_env, Sandbox};
-use super::slots::{self, Slot};
+use super::slots::{self, ServerSlot};
 
 /// distcc's I/O timeout default (`DISTCC_IO_TIMEOUT`), used for reading the request.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
@@ -103,7 +103,7 @@ async fn client_gone<R: AsyncRead + Unpin>(input: &mut R) -> bool {
 
 /// What waiting for a slot came to.
 enum Admitted {
-    Slot(Slot),
+    ServerSlot(ServerSlot),
     /// None free within `slot_wait`.
     Busy,
     /// The client went away while waiting.
@@ -124,7 +124,7 @@ async fn admit<R: AsyncRead + Unpin>(
     let mut watching = true;
     loop {
         match slots::try_acquire(slot_dir, limit) {
-            Ok(Some(slot)) => return Admitted::Slot(slot),
+            Ok(Some(slot)) => return Admitted::ServerSlot(slot),
             Ok(None) => {}
             Err(e) => return Admitted::Failed(e.to_string()),
         }
@@ -174,7 +174,7 @@ pub async fn run_request<R: AsyncRead + Unpin>(
     let limit = slots::host_limit(settings.max_jobs);
     let wait = settings.admission.slot_wait;
     let _slot = match admit(input, slot_dir, limit, wait).await {
-        Admitted::Slot(slot) => slot,
+        Admitted::ServerSlot(slot) => slot,
         Admitted::Busy => {
             let message = format!("all {limit} compile slots stayed busy for {wait:?}");
             return Some(refusal(v, ExitCode::Busy, message));

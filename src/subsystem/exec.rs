@@ -1,4 +1,4 @@
-//! Server stage 9, execution: runs one resolved compiler command in its own process
+//! Stage: server execution. Runs one resolved compiler command in its own process
 //! group inside the job directory, captures stdout and stderr concurrently (each capped),
 //! and enforces the compile timeout and cancellation (client gone) by killing the whole
 //! group: SIGTERM first (gcc then removes its temporary files), SIGKILL after a short
@@ -6,8 +6,8 @@
 //! [`Containment`] (Landlock, resource limits) is armed in this process before the
 //! spawn and applied in the child just before `exec`. Neighbours: `subsystem::job` /
 //! `subsystem::distccd` (build the [`CompileCommand`]), `subsystem::sandbox` (the
-//! containment), `subsystem` (cancels when the client hangs up, turns the outcome into a
-//! message).
+//! containment), `subsystem::session` (cancels when the client hangs up, turns the outcome
+//! into a message).
 //!
 //! Like distccd's `dcc_collect_child`, but event-driven: no polling of the client fd.
 

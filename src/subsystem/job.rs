@@ -1,12 +1,12 @@
-//! Server stage 8, admission of one native `Job`: the compiler allow-list (a bare name,
+//! Stage: server admission of one native `Job`: the compiler allow-list (a bare name,
 //! resolved on this host's PATH, never a path the client chose), re-validation of the
 //! arguments and names with the same policy the wrapper used (`args::check_server_args`,
 //! `args::check_name`), the job
 //! directory with the client's cwd mirrored inside it (`subsystem::workdir`), and the
 //! exact command line with its environment and containment (`subsystem::sandbox`).
 //! Two halves, so that no work happens before admission: [`check`]
-//! (cheap: names, counts and the sizes the job *claims*) runs before the slot is taken,
-//! [`stage`] (decode, write) after. Neighbours: `subsystem` (calls them for each `Job`
+//! (cheap: names, counts and the sizes the job *claims*) runs before the server slot is taken,
+//! [`stage`] (decode, write) after. Neighbours: `subsystem::session` (calls them for each `Job`
 //! and answers `Refused` on [`PrepareError::Refused`]), `subsystem::exec` (runs the command),
 //! `subsystem::distccd` (shares the allow-list).
 
@@ -129,7 +129,7 @@ pub struct Prepared {
     /// Extra outputs (returned when they exist).
     pub extra_outputs: Vec<(String, PathBuf)>,
     /// The job root as the compiler saw it in file names it reports, when line markers
-    /// were pointed into the root ([`root_markers`]): removed from its stderr.
+    /// were pointed into the root (`root_markers`): removed from its stderr.
     pub root_in_names: Option<Vec<u8>>,
 }
 

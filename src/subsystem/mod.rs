@@ -1,4 +1,4 @@
-//! Server stage, `hoardcc serve`: the SSH subsystem (or forced command, or masquerading
+//! Stage: server, `hoardcc serve`: the SSH subsystem (or forced command, or masquerading
 //! `distccd --inetd`) that runs compiles for a client over stdin/stdout. The client
 //! speaks first; the opening bytes pick the protocol: `\0HOARDCC` → the native lane
 //! protocol (hello, then any number of `Job`/`Ping` messages until EOF), `DIST` → one
@@ -10,7 +10,7 @@
 //! it claims against
 //! [`Admission`](crate::config::Admission)), with the compiler picked by
 //! [`compilers::Compilers::pick`] (the one with the client's identity, else `Mismatch`
-//! naming both versions), [`slots`] admits it against the slot limit
+//! naming both versions), [`slots`] admits it against the server slot limit
 //! (or answers `Busy`), and only then [`job::stage`] decodes and writes it into its
 //! [`workdir`]. [`exec`] runs the compiler while [`reader`] keeps reading the lane: `Ping`
 //! is answered, a `Heartbeat` goes out every `heartbeat`, and EOF (client gone) kills

@@ -1,11 +1,11 @@
-//! Server stage 7b, the lane reader: reads the client's frames after the hellos, with
+//! Stage: server, the lane reader: reads the client's frames after the hellos, with
 //! the two timeouts a lane needs. Between frames, a lane with nothing to do (no job
 //! running or queued: the `busy` flag) may stay silent for the idle timeout, then it is
 //! closed cleanly, as if the client had hung up. The mux notices that at once (its idle
 //! lane watcher sees EOF and drops the lane) and pings any lane idle over 30 s before
 //! giving it a job, so a server closing an idle lane never fails a job. Inside a frame,
 //! the client must keep sending: a silence longer than the frame timeout drops the lane.
-//! Neighbours: `subsystem` (the session runs this next to the job it serves),
+//! Neighbours: `subsystem::session` (runs this next to the job it serves),
 //! `proto::frame` (the framing).
 
 use std::future::Future;
@@ -37,7 +37,7 @@ pub enum Incoming {
 
 /// The lane's timeouts and frame bound.
 #[derive(Debug, Clone, Copy)]
-pub struct Limits {
+pub struct LaneLimits {
     /// Silence allowed between frames while not busy.
     pub idle: Duration,
     /// Silence allowed inside a frame.
@@ -57,7 +57,7 @@ pub struct Limits {
 pub async fn next<R: AsyncBufRead + Unpin>(
     r: &mut R,
     busy: &mut watch::Receiver<bool>,
-    limits: Limits,
+    limits: LaneLimits,
 ) -> Result<Incoming, ProtoError> {
     loop {
         let is_busy = *busy.borrow_and_update();
@@ -148,7 +148,7 @@ mod tests {
     use super::*;
     use tokio::io::{AsyncWriteExt, BufReader};
 
-    const LIMITS: Limits = Limits {
+    const LIMITS: LaneLimits = LaneLimits {
         idle: Duration::from_secs(300),
         frame: Duration::from_secs(60),
         max_frame: 1 << 20,

@@ -1,4 +1,4 @@
-//! Server stage 9a, containment of the compiler: what a compiler started for a client
+//! Stage: server execution, containment of the compiler: what a compiler started for a client
 //! may touch. Three layers, all applied to the compiler child only (never to
 //! `hoardcc serve` itself):
 //!
@@ -236,6 +236,7 @@ pub struct Containment {
 
 impl Containment {
     /// Only the given limits, no Landlock (tests of the limits alone).
+    #[cfg(test)]
     pub fn limits_only(limits: Limits) -> Containment {
         Containment {
             landlock: None,
@@ -243,7 +244,8 @@ impl Containment {
         }
     }
 
-    /// Whether Landlock applies.
+    /// Whether Landlock applies (what the tests check of a built containment).
+    #[cfg(test)]
     pub fn is_sandboxed(&self) -> bool {
         self.landlock.is_some()
     }

@@ -1,11 +1,11 @@
-//! Server stage, one native session of `hoardcc serve` after the hellos (`subsystem`
+//! Stage: server, one native session of `hoardcc serve` after the hellos (`subsystem`
 //! reads the opening and negotiates): per job, admit (`job::check_sandbox`, the compiler
-//! with the client's identity from `compilers`, `job::check_request`, then a slot from
-//! `slots` or `Busy`), compile (`job::stage` into a `workdir`, `exec` while `reader`
+//! with the client's identity from `compilers`, `job::check_request`, then a server slot
+//! from `slots` or `Busy`), compile (`job::stage` into a `workdir`, `exec` while `reader`
 //! keeps reading the lane, with heartbeats, `Ping` answers and EOF killing the compiler),
 //! answer (`result_message`: outputs read back within the frame budget, or the fault).
-//! Pipelined jobs wait in a byte-bounded queue. Neighbours: `subsystem` (caller), `job`,
-//! `slots`, `exec`, `reader`, `proto::frame`.
+//! Pipelined jobs wait in a byte-bounded queue. Neighbours: `subsystem` (caller), `subsystem::job`,
+//! `subsystem::slots`, `subsystem::exec`, `subsystem::reader`, `proto::frame`.
 
 use std::collections::VecDeque;
 
@@ -67,7 +67,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         let (tx, rx) = mpsc::channel::<Received>(1);
         let (busy_tx, mut busy) = watch::channel(false);
         let a = &self.settings.admission;
-        let limits = reader::Limits {
+        let limits = reader::LaneLimits {
             idle: a.idle_timeout,
             frame: a.frame_timeout,
             max_frame: a

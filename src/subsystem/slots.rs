@@ -1,12 +1,14 @@
-//! Server stage 8a, admission: one limit on concurrent compiles shared by the
+//! Stage: server admission, the server slots: one limit on concurrent compiles shared by the
 //! `hoardcc serve` processes that use the same slot directory (each lane is its own
-//! process, so the limit must live outside them). Slots are lock files `slot-0 …
+//! process, so the limit must live outside them). These server slots (the client's own
+//! per-host limit is the mux's host slots, `mux::scheduler`) are lock files `slot-0 …
 //! slot-(N-1)` taken with non-blocking `flock`: a held lock frees itself when its
 //! process dies, so a crashed server never leaks a slot. All slots held → the job is
 //! answered `Busy` at once (the client's scheduler tries another host); stock distcc
-//! jobs poll for a bounded time instead (`subsystem::distccd`). Neighbours: `subsystem`
-//! (calls [`try_acquire`] per job and [`current_load`] for the hello),
-//! `subsystem::exec` (runs while the [`Slot`] is held).
+//! jobs poll for a bounded time instead (`subsystem::distccd`). Neighbours:
+//! `subsystem::session` and `subsystem::distccd` (call [`try_acquire`] per job),
+//! `subsystem` ([`current_load`] for the hello), `subsystem::exec` (runs while the
+//! [`ServerSlot`] is held).
 //!
 //! Which directory ([`slot_dir_from_env`]), and so who shares the limit:
 //! 1. `$HOARDCC_SLOT_DIR` (tests, unusual hosts), as given;
@@ -44,7 +46,7 @@ pub const SLOT_DIR_ENV: &str = "HOARDCC_SLOT_DIR";
 
 /// Why no slot could be examined (not "all busy": that is `Ok(None)`).
 #[derive(Debug, thiserror::Error)]
-pub enum SlotError {
+pub enum ServerSlotError {
     /// The slot directory could not be created or opened, or is not a directory.
     #[error("slot directory {dir}: {source}")]
     Dir { dir: PathBuf, source: io::Error },
@@ -55,7 +57,7 @@ pub enum SlotError {
 
 /// A held compile slot; released when dropped (or when the process dies).
 #[derive(Debug)]
-pub struct Slot {
+pub struct ServerSlot {
     /// Which slot (`slot-<index>`).
     pub index: u32,
     /// The lock; dropping it unlocks and closes the file.
@@ -171,10 +173,10 @@ fn sticky_if_shared(mode: u32) -> bool {
 /// and decides its [`Scope`].
 ///
 /// # Errors
-/// [`SlotError::Dir`] if it cannot be made or opened; [`SlotError::Unsafe`] if it is
+/// [`ServerSlotError::Dir`] if it cannot be made or opened; [`ServerSlotError::Unsafe`] if it is
 /// another user's (other than root's) or others may write it without the sticky bit.
-pub fn open_dir(dir: &Path) -> Result<(OwnedFd, Scope), SlotError> {
-    let err = |source| SlotError::Dir {
+pub fn open_dir(dir: &Path) -> Result<(OwnedFd, Scope), ServerSlotError> {
+    let err = |source| ServerSlotError::Dir {
         dir: dir.to_path_buf(),
         source,
     };
@@ -195,7 +197,7 @@ pub fn open_dir(dir: &Path) -> Result<(OwnedFd, Scope), SlotError> {
     };
     let st = nix::sys::stat::fstat(&fd).map_err(|e| err(e.into()))?;
     let me = Uid::current().as_raw();
-    let unsafe_dir = |why: String| SlotError::Unsafe {
+    let unsafe_dir = |why: String| ServerSlotError::Unsafe {
         dir: dir.to_path_buf(),
         why,
     };
@@ -285,8 +287,8 @@ fn probe(dir: &OwnedFd, scope: Scope, index: u32, create: bool) -> Probe {
 /// a shared directory; in a private one it is removed and made afresh.
 ///
 /// # Errors
-/// [`SlotError`] when the directory is unusable.
-pub fn try_acquire(dir: &Path, limit: u32) -> Result<Option<Slot>, SlotError> {
+/// [`ServerSlotError`] when the directory is unusable.
+pub fn try_acquire(dir: &Path, limit: u32) -> Result<Option<ServerSlot>, ServerSlotError> {
     let (dfd, scope) = open_dir(dir)?;
     for index in 0..limit {
         let mut probed = probe(&dfd, scope, index, true);
@@ -311,7 +313,7 @@ pub fn try_acquire(dir: &Path, limit: u32) -> Result<Option<Slot>, SlotError> {
             }
         };
         match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
-            Ok(lock) => return Ok(Some(Slot { index, _lock: lock })),
+            Ok(lock) => return Ok(Some(ServerSlot { index, _lock: lock })),
             Err((_, Errno::EWOULDBLOCK)) => continue,
             Err((_, e)) => {
                 tracing::warn!("flock {}/slot-{index}: {e}", dir.display());
@@ -345,14 +347,14 @@ pub fn current_load(dir: &Path, limit: u32) -> u32 {
 }
 
 /// [`open_dir`] without creating anything.
-fn open_dir_existing(dir: &Path) -> Result<(OwnedFd, Scope), SlotError> {
+fn open_dir_existing(dir: &Path) -> Result<(OwnedFd, Scope), ServerSlotError> {
     match std::fs::symlink_metadata(dir) {
         Ok(m) if m.is_dir() => open_dir(dir),
-        Ok(_) => Err(SlotError::Dir {
+        Ok(_) => Err(ServerSlotError::Dir {
             dir: dir.to_path_buf(),
             source: io::Error::other("not a directory"),
         }),
-        Err(source) => Err(SlotError::Dir {
+        Err(source) => Err(ServerSlotError::Dir {
             dir: dir.to_path_buf(),
             source,
         }),

@@ -1,9 +1,10 @@
-//! Server stage 8b, the job's private directory: a fresh `TempDir` per job holding
+//! Stage: server execution, the job's private directory: a fresh `TempDir` per job holding
 //! `root/`, under which the client's working directory is mirrored so that file names
 //! and `DW_AT_comp_dir` come out as in a local build (see `notes/identical-objects.md`).
 //! Every path a job names is resolved lexically inside `root/`; one that would climb out
 //! is refused. Neighbours: `subsystem::job` (validates a `Job` and calls this),
-//! `subsystem::exec` (runs the compiler in [`WorkDir::cwd`]), `subsystem::distccd`.
+//! `subsystem::exec` (runs the compiler in [`WorkDir::cwd`]), `subsystem::distccd` (its
+//! [`private_dir`]), `subsystem` ([`sweep_stale`] at start).
 //! The directory is removed when the [`WorkDir`] is dropped, whatever happened, and a
 //! killed server's leftovers are removed by the next server's [`sweep_stale`]: every
 //! directory's name carries the pid of the server that made it.

@@ -1,6 +1,7 @@
-//! Wrapper stage: run the real compiler locally — for commands that are not distributed,
-//! and as the single fallback when distribution fails. Exit status passes through.
-//! Neighbours: `wrapper::mod` (decides), `wrapper::masquerade` (finds the compiler).
+//! Stage: wrapper, local compile: run the real compiler locally — for commands that are
+//! not distributed, and as the single fallback when distribution fails. Exit status
+//! passes through.
+//! Neighbours: `wrapper` (decides), `wrapper::masquerade` (finds the compiler).
 
 use std::path::Path;
 use std::process::{Command, ExitStatus};

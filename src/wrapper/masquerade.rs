@@ -1,11 +1,11 @@
-//! Stage 1 of the wrapper: find the real compiler. hoardcc runs either as
+//! Stage: wrapper, compiler lookup: find the real compiler. hoardcc runs either as
 //! `hoardcc gcc …` or through a symlink named `gcc` (masquerade). The real compiler is the
 //! first one on PATH that is neither hoardcc (this binary, or any file that resolves to a
 //! `hoardcc`) nor another compiler wrapper (ccache, distcc, icecc, sccache: recognised by
 //! the resolved target's name, or by a masquerade directory such as `/usr/lib/ccache`),
 //! nor a compiler an outer hoardcc already ran (named in [`RECURSION_GUARD`]). So hoardcc
 //! never recurses, even when another wrapper's masquerade directory is on PATH next to
-//! hoardcc's and each would otherwise pick the other. Neighbours: `wrapper::mod`
+//! hoardcc's and each would otherwise pick the other. Neighbours: `wrapper`
 //! (caller, prints the loop note), `wrapper::local` (runs what we find).
 
 use std::ffi::{OsStr, OsString};
@@ -25,7 +25,7 @@ pub const MAX_NESTING: usize = 4;
 /// itself: never taken for the real compiler.
 pub const KNOWN_WRAPPERS: &[&str] = &["ccache", "sccache", "distcc", "icecc", "hoardcc"];
 
-/// True when argv[0]'s file name is a compiler name we masquerade as (including
+/// True when `argv[0]`'s file name is a compiler name we masquerade as (including
 /// versioned or target-prefixed names such as `gcc-12` or `x86_64-linux-gnu-g++`):
 /// the same rule as the server's default allow-list, [`crate::args::is_compiler_name`].
 pub fn is_masquerade_name(argv0: &str) -> bool {

@@ -4,7 +4,7 @@
 //! preprocess locally (while the connection is made) → run the job remotely → write the
 //! outputs atomically and replay the compiler's output → exit with its status.
 //! Any failure of distribution (not the compiler's own error) ends in exactly one place,
-//! [`fallback`]: one local compile with a one-line warning, or, with
+//! `fallback`: one local compile with a one-line warning, or, with
 //! `HOARDCC_FALLBACK=0`/`DISTCC_FALLBACK=0`, a distcc exit code and no output file.
 //! The remote is reached through the per-user mux (`mux_client`); only the degraded
 //! direct path (`direct`, `HOARDCC_MUX=0` or no mux) opens a lane itself.
@@ -48,7 +48,7 @@ enum Outcome {
 }
 
 /// Entry point. `compiler` is the compiler as invoked (`gcc`, `/usr/bin/g++`, or the
-/// masquerade symlink's argv[0]); `args` are its arguments, untouched.
+/// masquerade symlink's `argv[0]`); `args` are its arguments, untouched.
 pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
     let env = |k: &str| std::env::var(k).ok();
     let self_exe = std::env::current_exe().unwrap_or_else(|_| PathBuf::from("hoardcc"));
@@ -136,7 +136,7 @@ pub fn main(compiler: String, args: Vec<String>) -> std::process::ExitCode {
 }
 
 /// What the pipeline learnt, for the job log; and the mux connection that holds a local
-/// slot while a local compile runs (or that told of a failure: the fallback's time is
+/// host slot while a local compile runs (or that told of a failure: the fallback's time is
 /// reported on it).
 #[derive(Default)]
 struct Note {
@@ -240,7 +240,7 @@ fn via_mux(
             return None;
         }
     };
-    // Ask for a slot before preprocessing, so the mux connects while cpp runs.
+    // Ask for a host slot before preprocessing, so the mux connects while cpp runs.
     // The compiler the job runs, for the mux to match on the servers (absolute: the mux
     // has another cwd).
     let compiler = crate::proto::msg::LocalCompiler {
@@ -253,7 +253,7 @@ fn via_mux(
             wire
         }
         Ok(MuxReply::Local { reason }) => {
-            // A local slot of the shared pool: hold it (the connection) while compiling.
+            // A local host slot of the shared pool: hold it (the connection) while compiling.
             note.slot = Some(client);
             return Some(Outcome::Local(reason));
         }

@@ -329,13 +329,13 @@ impl MuxClient {
         }
     }
 
-    /// Ask for a slot for one job (`hosts_text`: the host list the wrapper resolved;
+    /// Ask for a host slot for one job (`hosts_text`: the host list the wrapper resolved;
     /// `file`: the source, for status). Waits in the mux's queue as long as it takes, up to
     /// the reply deadline if one is set.
     /// A mux of another version is stopped and replaced, once.
     ///
     /// Returns `Reserved`, `Local` or `Failed`. After `Local` keep the client open while
-    /// compiling locally: the local slot is held until it is dropped.
+    /// compiling locally: the local host slot is held until it is dropped.
     ///
     /// # Errors
     /// Socket or protocol failures, or a replacement that still has the wrong version.
@@ -397,7 +397,7 @@ impl MuxClient {
         Ok(())
     }
 
-    /// Run the job on the reserved slot. The mux enforces the transport timeouts and a dead
+    /// Run the job on the reserved host slot. The mux enforces the transport timeouts and a dead
     /// mux closes the socket; the reply deadline, if set, catches a stuck one.
     ///
     /// Returns `Done`, `Failed`, or `Local` (no host has a compiler matching the job's).

@@ -1,17 +1,18 @@
-//! Last wrapper stage: apply a remote result. What a server sends is checked before it is
-//! used: every output must be one the job asked for, once, within [`MAX_OUTPUT`] bytes,
-//! and look like what the compile makes (an ELF object for `-c`, NUL-free text for `-S`);
-//! anything else is refused and the wrapper compiles locally. Each output that is (or
-//! will be) a regular file goes to a temp file in its target directory and is renamed
-//! into place, so a reader never sees a partial `.o` (GNU as and clang also replace the
-//! file rather than write into it). An output that is not a regular file (`/dev/null`, a
-//! FIFO), or whose directory we may not create files in, is opened and written in place,
-//! the way the compiler writes it; [`local_reason`] sends the cases the compiler itself
-//! refuses or fails on (no such directory, output = input, unwritable) to a local compile
-//! before anything is distributed, so the user sees the compiler's own message. stdout and stderr are replayed through [`sanitize`] (SGR colour and
-//! gcc's OSC 8 links kept, every other terminal control dropped), in single writes so
-//! parallel jobs don't interleave mid-line. Neighbours: `wrapper::mod` (hands over
-//! the `proto::msg::JobResult`, unpacked once), `mux::lane` (where it came from).
+//! Stage: wrapper, the last step: apply a remote result. What a server sends is checked
+//! before it is used: every output must be one the job asked for, once, within
+//! [`MAX_OUTPUT`] bytes, and look like what the compile makes (an ELF object for `-c`,
+//! NUL-free text for `-S`); anything else is refused and the wrapper compiles locally. Each
+//! output that is (or will be) a regular file goes to a temp file in its target directory
+//! and is renamed into place, so a reader never sees a partial `.o` (GNU as and clang also
+//! replace the file rather than write into it). An output that is not a regular file
+//! (`/dev/null`, a FIFO), or whose directory we may not create files in, is opened and
+//! written in place, the way the compiler writes it; [`local_reason`] sends the cases the
+//! compiler itself refuses or fails on (no such directory, output = input, unwritable) to a
+//! local compile before anything is distributed, so the user sees the compiler's own
+//! message. stdout and stderr are replayed through [`sanitize`] (SGR colour and gcc's OSC 8
+//! links kept, every other terminal control dropped), in single writes so parallel jobs
+//! don't interleave mid-line. Neighbours: `wrapper` (hands over the
+//! `proto::msg::JobResult`, unpacked once), `mux::lane` (where it came from).
 
 use std::io::Write;
 use std::path::{Path, PathBuf};

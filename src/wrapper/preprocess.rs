@@ -1,8 +1,9 @@
-//! Stage 3 of the wrapper: run the compiler's preprocessor locally, with the user's own
-//! flags, capturing the output in memory. For our own servers the output is
+//! Stage: wrapper, local preprocessing: run the compiler's preprocessor locally, with the
+//! user's own flags, capturing the output in memory. For our own servers the output is
 //! directives-only (includes resolved, macros kept), so the server compiles it as source
 //! and `-g` objects come out byte-identical; for stock distccd it is a classic `.i`.
-//! Neighbours: `args` (builds the argv), `mux::lane` (sends the result).
+//! Neighbours: `args` (builds the argv), `wrapper` (sends the result through
+//! `wrapper::mux_client`, or `wrapper::direct`), `subsystem::job` (stages it on the server).
 
 use std::path::Path;
 use std::process::{Command, Stdio};

@@ -6,7 +6,6 @@
 //! Everything here is blocking std code; tokio tests call it directly (or from
 //! `spawn_blocking`) and isolate a `tokio::process::Command` with
 //! `sshd.apply_env(cmd.as_std_mut())`.
-#![allow(dead_code, unused_imports)]
 
 pub mod attack;
 mod distccd;
@@ -17,10 +16,7 @@ mod proxy_alias;
 mod sshd;
 
 pub use distccd::Distccd;
-pub use process::{
-    descendants, free_port, hoardcc_bin, processes, run_with_timeout, wait_until, Proc,
-};
+pub use process::{descendants, free_port, hoardcc_bin, processes, run_with_timeout, wait_until};
 pub use project::Project;
 pub use proxy::Proxy;
-pub use proxy_alias::PROXY_ALIAS;
-pub use sshd::{removed_env_keys, Sshd, SshdOptions, ALIAS, FORCED_ALIAS, TEST_USER};
+pub use sshd::{removed_env_keys, Sshd, SshdOptions, ALIAS, TEST_USER};

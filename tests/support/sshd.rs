@@ -189,11 +189,6 @@ impl Sshd {
         self.client_home().join(".ssh/id_forced")
     }
 
-    /// The `Host` alias that logs in with [`Sshd::forced_key_path`] ([`FORCED_ALIAS`]).
-    pub fn forced_alias(&self) -> &str {
-        FORCED_ALIAS
-    }
-
     /// A `Command` for `ssh -T -F <config> hoardtest-forced <remote...>` with
     /// [`Sshd::apply_env`] applied: whatever `remote` says, sshd runs the forced `serve`.
     pub fn forced_ssh(&self, remote: &[&str]) -> Command {

@@ -8,11 +8,11 @@ use tokio::time::Instant;
 use super::*;
 
 const FAILED_ELSEWHERE: Step = Step::Retry {
-    outcome: Outcome::Failed,
+    verdict: HostVerdict::Failed,
     exclude_this: true,
 };
 const GIVE_UP_FAILED: Step = Step::GiveUp {
-    outcome: Outcome::Failed,
+    verdict: HostVerdict::Failed,
 };
 
 fn steps(failures: &[Failure]) -> Vec<Step> {
@@ -47,7 +47,7 @@ fn a_lost_lane_is_sent_again_on_the_same_host_once() {
 fn faults_and_host_failures_get_one_retry() {
     use Failure::*;
     let anywhere = Step::Retry {
-        outcome: Outcome::Unused,
+        verdict: HostVerdict::Unused,
         exclude_this: false,
     };
     assert_eq!(steps(&[Fault, Fault]), [anywhere, GIVE_UP_FAILED]);
@@ -64,7 +64,7 @@ fn faults_and_host_failures_get_one_retry() {
 fn refusals_stop_at_once_and_busy_reschedules_without_penalty() {
     use Failure::*;
     let unused = Step::GiveUp {
-        outcome: Outcome::Unused,
+        verdict: HostVerdict::Unused,
     };
     assert_eq!(steps(&[Refused]), [unused]);
     assert_eq!(steps(&[Busy, Refused]), [Step::Reschedule, unused]);
@@ -77,7 +77,7 @@ fn refusals_stop_at_once_and_busy_reschedules_without_penalty() {
     assert_eq!(
         got[MAX_BUSY_RETRIES as usize],
         Step::GiveUp {
-            outcome: Outcome::Busy
+            verdict: HostVerdict::Busy
         }
     );
     // Busy answers count apart: a host failure after them still gets its retry.

@@ -1,6 +1,6 @@
 //! Stage: connections, SSH user authentication: ssh-agent keys first, then the
 //! config's IdentityFile entries and the default identity files, never prompting (make
-//! has no tty). Neighbours: `mux::ssh` (calls [`authenticate`] once per connection),
+//! has no tty). Neighbours: `mux::ssh` (calls `authenticate` once per connection),
 //! `mux::ssh::config` (the [`Destination`]'s identity files).
 
 use std::path::{Path, PathBuf};

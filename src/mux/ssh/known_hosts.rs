@@ -1,4 +1,4 @@
-//! Stage: connections, host key verification. The russh handler [`Verifier`] (used by
+//! Stage: connections, host key verification. The russh handler `Verifier` (used by
 //! `mux::ssh`'s `Connection::connect`) calls [`check`] with the key the server presented
 //! during key exchange; the verdict decides whether the connection proceeds (never trust
 //! on first use) and becomes an `SshError` (`mux::ssh::error`) when it does not. This is our own
@@ -238,9 +238,9 @@ pub fn default_files(home: &Path, extra: &[PathBuf]) -> Vec<PathBuf> {
 }
 
 /// The russh handler: checks the server's key and records the precise verdict so
-/// [`Connection::connect`] can report it (russh itself only says "UnknownKey"). russh
+/// [`super::Connection::connect`] can report it (russh itself only says "UnknownKey"). russh
 /// owns it for the life of the session and drops it when the session ends, whatever
-/// ended it: `_ended` then cancels the token [`Connection::closed`] waits on.
+/// ended it: `_ended` then cancels the token [`super::Connection::closed`] waits on.
 pub(super) struct Verifier {
     pub(super) host: String,
     pub(super) port: u16,

@@ -85,14 +85,17 @@ fn unusable_directories_are_errors_not_hangs() {
     chmod(&wide, 0o777);
     assert!(matches!(
         try_acquire(&wide, 1),
-        Err(SlotError::Unsafe { .. })
+        Err(ServerSlotError::Unsafe { .. })
     ));
     // A symlink to a good directory is not followed.
     let good = t.path().join("good");
     std::fs::create_dir(&good).unwrap();
     let link = t.path().join("link");
     std::os::unix::fs::symlink(&good, &link).unwrap();
-    assert!(matches!(try_acquire(&link, 1), Err(SlotError::Dir { .. })));
+    assert!(matches!(
+        try_acquire(&link, 1),
+        Err(ServerSlotError::Dir { .. })
+    ));
     assert!(std::fs::read_dir(&good).unwrap().next().is_none());
 }
 
@@ -113,7 +116,7 @@ fn another_users_directory_is_refused() {
     // As root we are uid 0; the directory belongs to 65534 → unsafe.
     assert!(matches!(
         try_acquire(&dir, 1),
-        Err(SlotError::Unsafe { .. })
+        Err(ServerSlotError::Unsafe { .. })
     ));
 }
 
