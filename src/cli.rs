@@ -2,8 +2,8 @@
 //! small bodies that `main` dispatches to; `mon`, `stats`, `install-server` and
 //! `masquerade` are in submodules of the same names. They read the host list (`hosts`, `config`)
 //! and ask a running mux over the wrapper's socket client (`wrapper::mux_client`), never
-//! starting one. Neighbours: `main` (caller), `wrapper::mux_client`, `mux::status`
-//! (the report and its text table).
+//! starting one. The host checks live in [`ping`] and [`doctor`]. Neighbours: `main`
+//! (caller), `wrapper::mux_client`, `mux::status` (the report and its text table).
 
 pub mod install;
 pub mod masquerade;
@@ -12,6 +12,10 @@ pub mod stats;
 
 use std::path::Path;
 use std::time::Instant;
+
+pub mod compilers;
+pub mod doctor;
+pub mod ping;
 
 use crate::hosts;
 use crate::mux::status::render_text;

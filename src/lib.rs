@@ -13,8 +13,10 @@
 //! - [`mux`]: the per-user daemon that hoards SSH connections, schedules jobs on hosts
 //!   and runs them on lanes (the only code that knows russh);
 //! - [`subsystem`]: `hoardcc serve` on the build server (admit, compile, answer);
-//! - [`cli`]: the small `hoardcc hosts`, `status` and `mux --stop` commands, and the setup
-//!   commands `install-server` ([`cli::install`]) and `masquerade` ([`cli::masquerade`]).
+//! - [`cli`]: the small `hoardcc hosts`, `status` and `mux --stop` commands, the setup
+//!   commands `install-server` ([`cli::install`]) and `masquerade` ([`cli::masquerade`]),
+//!   and the host checks `ping` and `doctor` (which open lanes themselves, with
+//!   [`mux::lane`], to test the very path a job takes).
 //!
 //! Pure modules (no I/O): [`hosts`], [`args`], [`proto`], [`config`], [`paths`], [`exit`].
 //!

@@ -1,9 +1,9 @@
 //! The multi-call binary: chooses the mode from argv[0] and argv[1], then hands over to
 //! `wrapper::main`, `subsystem::main` (also for `distccd --inetd`) or `cli` (`hosts`,
-//! `status`, `mux --stop`, `install-server`, `masquerade`; `completions` is here, as it
-//! needs the clap command tree). The compiler's argv never goes through clap; only hoardcc's
-//! own subcommands and flags do. It also sets up logging, once, with the chosen mode's
-//! defaults ([`init_logging`]).
+//! `status`, `mux --stop`, `install-server`, `masquerade`, `ping`, `doctor`; `completions`
+//! is here, as it needs the clap command tree). The compiler's argv never goes through
+//! clap; only hoardcc's own subcommands and flags do. It also sets up logging, once, with
+//! the chosen mode's defaults ([`init_logging`]).
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +21,8 @@ const SUBCOMMANDS: &[&str] = &[
     "install-server",
     "masquerade",
     "completions",
+    "ping",
+    "doctor",
     "help",
 ];
 
@@ -29,7 +31,7 @@ const SUBCOMMANDS: &[&str] = &[
     name = "hoardcc",
     version,
     about = "A distributed C/C++ compiler that makes SSH the fast path",
-    override_usage = "hoardcc COMPILER [ARGS...]\n       hoardcc serve [--inetd | --check [--json]]\n       hoardcc mux [--foreground | --stop]\n       hoardcc status [--json]\n       hoardcc mon [--once]\n       hoardcc stats [--json] [--zero]\n       hoardcc hosts\n       hoardcc install-server @HOST [--force] [--forced-command [--key FILE]]\n       hoardcc masquerade DIR\n       hoardcc completions bash|zsh|fish\n       gcc|g++|cc|c++|clang|clang++ [ARGS...]   (through a symlink to hoardcc)",
+    override_usage = "hoardcc COMPILER [ARGS...]\n       hoardcc serve [--inetd | --check [--json]]\n       hoardcc mux [--foreground | --stop]\n       hoardcc status [--json]\n       hoardcc mon [--once]\n       hoardcc stats [--json] [--zero]\n       hoardcc hosts\n       hoardcc ping [HOST...] [--timeout SECS] [--json | --hosts-ok]\n       hoardcc doctor [HOST]\n       hoardcc install-server @HOST [--force] [--forced-command [--key FILE]]\n       hoardcc masquerade DIR\n       hoardcc completions bash|zsh|fish\n       gcc|g++|cc|c++|clang|clang++ [ARGS...]   (through a symlink to hoardcc)",
     after_help = "Hosts come from HOARDCC_HOSTS, DISTCC_HOSTS, the config file, ~/.distcc/hosts or /etc/distcc/hosts.\n\
                   HOARDCC_FALLBACK=0 (or DISTCC_FALLBACK=0) turns the local fallback off. See hoardcc(1)."
 )]
@@ -95,6 +97,12 @@ enum Command {
         #[arg(long)]
         zero: bool,
     },
+    /// Reach each host (all of the host list, or those named) and report one line per host:
+    /// route, server version, slots and load, round trip. Exit 0 only if every host is usable.
+    Ping(cli::ping::PingArgs),
+    /// Check a host step by step (ssh config, DNS, TCP, host key, authentication, route,
+    /// server version, a real compile), each with ✓ or ✗ and a fix.
+    Doctor(cli::doctor::DoctorArgs),
     /// Copy this binary to ~/.local/bin/hoardcc on a build server over ssh (no root, no
     /// scp), check that it runs and what it offers, and print the host entry to use.
     InstallServer {
@@ -187,6 +195,8 @@ fn main() -> std::process::ExitCode {
         Some(Command::Status { json }) => cli::status_main(json),
         Some(Command::Mon { once }) => cli::mon::mon_main(once),
         Some(Command::Stats { json, zero }) => cli::stats::stats_main(json, zero),
+        Some(Command::Ping(args)) => cli::ping::main(args),
+        Some(Command::Doctor(args)) => cli::doctor::main(args),
         Some(Command::InstallServer {
             host,
             force,

@@ -41,3 +41,7 @@ mod chunks;
 mod mon;
 // Setup commands: install-server into the fixture user's home (plain and --forced-command), masquerade DIR.
 mod install;
+// `hoardcc ping`: JSON report, exit status, --hosts-ok, deadlines (issue 11).
+mod ping;
+// `hoardcc doctor`: each failure's ✗ line and fix (issue 11).
+mod doctor;

@@ -19,6 +19,9 @@ _hoardcc() {
             hoardcc,completions)
                 cmd="hoardcc__subcmd__completions"
                 ;;
+            hoardcc,doctor)
+                cmd="hoardcc__subcmd__doctor"
+                ;;
             hoardcc,help)
                 cmd="hoardcc__subcmd__help"
                 ;;
@@ -37,6 +40,9 @@ _hoardcc() {
             hoardcc,mux)
                 cmd="hoardcc__subcmd__mux"
                 ;;
+            hoardcc,ping)
+                cmd="hoardcc__subcmd__ping"
+                ;;
             hoardcc,serve)
                 cmd="hoardcc__subcmd__serve"
                 ;;
@@ -48,6 +54,9 @@ _hoardcc() {
                 ;;
             hoardcc__subcmd__help,completions)
                 cmd="hoardcc__subcmd__help__subcmd__completions"
+                ;;
+            hoardcc__subcmd__help,doctor)
+                cmd="hoardcc__subcmd__help__subcmd__doctor"
                 ;;
             hoardcc__subcmd__help,help)
                 cmd="hoardcc__subcmd__help__subcmd__help"
@@ -67,6 +76,9 @@ _hoardcc() {
             hoardcc__subcmd__help,mux)
                 cmd="hoardcc__subcmd__help__subcmd__mux"
                 ;;
+            hoardcc__subcmd__help,ping)
+                cmd="hoardcc__subcmd__help__subcmd__ping"
+                ;;
             hoardcc__subcmd__help,serve)
                 cmd="hoardcc__subcmd__help__subcmd__serve"
                 ;;
@@ -83,7 +95,7 @@ _hoardcc() {
 
     case "${cmd}" in
         hoardcc)
-            opts="-h -V --inetd --show-hosts --help --version serve hosts mux status mon stats install-server masquerade completions help"
+            opts="-h -V --inetd --show-hosts --help --version serve hosts mux status mon stats ping doctor install-server masquerade completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 1 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -110,8 +122,22 @@ _hoardcc() {
             COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
             return 0
             ;;
+        hoardcc__subcmd__doctor)
+            opts="-h --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
         hoardcc__subcmd__help)
-            opts="serve hosts mux status mon stats install-server masquerade completions help"
+            opts="serve hosts mux status mon stats ping doctor install-server masquerade completions help"
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
                 return 0
@@ -125,6 +151,20 @@ _hoardcc() {
             return 0
             ;;
         hoardcc__subcmd__help__subcmd__completions)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        hoardcc__subcmd__help__subcmd__doctor)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -209,6 +249,20 @@ _hoardcc() {
             return 0
             ;;
         hoardcc__subcmd__help__subcmd__mux)
+            opts=""
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        hoardcc__subcmd__help__subcmd__ping)
             opts=""
             if [[ ${cur} == -* || ${COMP_CWORD} -eq 3 ]] ; then
                 COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
@@ -331,6 +385,24 @@ _hoardcc() {
                 return 0
             fi
             case "${prev}" in
+                *)
+                    COMPREPLY=()
+                    ;;
+            esac
+            COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+            return 0
+            ;;
+        hoardcc__subcmd__ping)
+            opts="-h --timeout --json --hosts-ok --help"
+            if [[ ${cur} == -* || ${COMP_CWORD} -eq 2 ]] ; then
+                COMPREPLY=( $(compgen -W "${opts}" -- "${cur}") )
+                return 0
+            fi
+            case "${prev}" in
+                --timeout)
+                    COMPREPLY=($(compgen -f "${cur}"))
+                    return 0
+                    ;;
                 *)
                     COMPREPLY=()
                     ;;

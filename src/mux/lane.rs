@@ -27,6 +27,9 @@ use crate::proto::msg::{
 use crate::proto::{self, compress::MAX_BLOB};
 
 mod list;
+mod route;
+
+pub use route::Route;
 
 /// Name of the sshd subsystem that runs `hoardcc serve`.
 pub const SUBSYSTEM: &str = "hoardcc";
@@ -139,8 +142,9 @@ pub fn expected_wire(host: &HostSpec) -> Wire {
     }
 }
 
-/// `@host:/path/to/hoardcc` runs our server by exec (for users without root).
-fn is_hoardcc_command(command: &str) -> bool {
+/// `@host:/path/to/hoardcc` runs our server by exec (for users without root): true when
+/// the command's program is named `hoardcc*`.
+pub fn is_hoardcc_command(command: &str) -> bool {
     let first = command.split_whitespace().next().unwrap_or("");
     let base = first.rsplit('/').next().unwrap_or(first);
     base.starts_with("hoardcc")
@@ -166,6 +170,8 @@ pub struct Lane {
     /// Chunks this lane's server holds, when its store is its own (the server did not
     /// announce a shared one): then what one lane sent is unknown to the others.
     own_chunks: SharedChunks,
+    /// How this lane reaches its server.
+    route: Route,
 }
 
 impl Lane {
@@ -194,6 +200,7 @@ impl Lane {
                     Wire::Distcc { lzo: host.lzo },
                     host.key(),
                     settings,
+                    Route::DistccdTcp,
                 ))
             }
             HostKind::Ssh {
@@ -219,29 +226,43 @@ impl Lane {
         // A named hoardcc runs `serve` on an exec channel; another named program is a stock
         // distccd; without a name the subsystem is tried, then `distccd` on an exec channel.
         let distccd = |program: &str| format!("{program} --inetd --enable-tcp-insecure");
-        let (stream, native) = match command {
-            Some(c) if is_hoardcc_command(c) => {
-                (conn.open_exec(&format!("{c} serve")).await?, true)
-            }
-            Some(c) => (conn.open_exec(&distccd(c)).await?, false),
+        let (stream, route) = match command {
+            Some(c) if is_hoardcc_command(c) => (
+                conn.open_exec(&format!("{c} serve")).await?,
+                Route::Exec { command: c.into() },
+            ),
+            Some(c) => (
+                conn.open_exec(&distccd(c)).await?,
+                Route::DistccdSsh {
+                    command: c.into(),
+                    subsystem_refused: false,
+                },
+            ),
             None => match conn.open_subsystem(SUBSYSTEM).await? {
-                Some(stream) => (stream, true),
+                Some(stream) => (stream, Route::Subsystem),
                 None => {
                     tracing::info!(host = %key, "no hoardcc subsystem; using distccd --inetd over exec");
-                    (conn.open_exec(&distccd(DEFAULT_DISTCCD)).await?, false)
+                    (
+                        conn.open_exec(&distccd(DEFAULT_DISTCCD)).await?,
+                        Route::DistccdSsh {
+                            command: DEFAULT_DISTCCD.into(),
+                            subsystem_refused: true,
+                        },
+                    )
                 }
             },
         };
-        if native {
+        if matches!(route, Route::Subsystem | Route::Exec { .. }) {
             let io = LaneIo::Native { stream, conn };
-            Lane::native(io, key, settings).await
+            Lane::native(io, key, settings, route).await
         } else {
             let io = LaneIo::DistccSsh { stream, conn };
-            Ok(Lane::new(io, Wire::Distcc { lzo: host.lzo }, key, settings))
+            let wire = Wire::Distcc { lzo: host.lzo };
+            Ok(Lane::new(io, wire, key, settings, route))
         }
     }
 
-    fn new(io: LaneIo, wire: Wire, host: String, settings: &SshSettings) -> Lane {
+    fn new(io: LaneIo, wire: Wire, host: String, settings: &SshSettings, route: Route) -> Lane {
         Lane {
             io,
             wire,
@@ -251,6 +272,7 @@ impl Lane {
             version: 0,
             server_hello: None,
             own_chunks: SharedChunks::default(),
+            route,
         }
     }
 
@@ -258,8 +280,9 @@ impl Lane {
         io: LaneIo,
         host: String,
         settings: &SshSettings,
+        route: Route,
     ) -> Result<Lane, TransportError> {
-        let mut lane = Lane::new(io, Wire::Native, host, settings);
+        let mut lane = Lane::new(io, Wire::Native, host, settings, route);
         let LaneIo::Native { stream, .. } = &mut lane.io else {
             unreachable!("native lane")
         };
@@ -278,6 +301,16 @@ impl Lane {
     /// The wire this lane speaks (decides how the source is preprocessed).
     pub fn wire(&self) -> Wire {
         self.wire
+    }
+
+    /// How this lane reaches its server.
+    pub fn route(&self) -> &Route {
+        &self.route
+    }
+
+    /// The protocol version negotiated on a native lane (0 on distcc lanes).
+    pub fn version(&self) -> u32 {
+        self.version
     }
 
     /// The host key this lane reaches, e.g. `user@host`.

@@ -18,12 +18,13 @@ use super::{Destination, SshError, SshSettings};
 /// Identity files tried after the config's IdentityFile entries, as OpenSSH does.
 const DEFAULT_IDENTITIES: [&str; 3] = [".ssh/id_ed25519", ".ssh/id_ecdsa", ".ssh/id_rsa"];
 
-/// Try ssh-agent keys, then identity files, until one is accepted.
+/// Try ssh-agent keys, then identity files, until one is accepted. Returns that identity,
+/// as `ssh-agent key TYPE SHA256:…` or the identity file's path.
 pub(super) async fn authenticate(
     handle: &mut Handle<Verifier>,
     dest: &Destination,
     settings: &SshSettings,
-) -> Result<(), SshError> {
+) -> Result<String, SshError> {
     let host = dest.hostname.clone();
     let user = dest.user.clone();
     let mut tried: Vec<String> = Vec::new();
@@ -37,17 +38,18 @@ pub(super) async fn authenticate(
                 for id in ids {
                     let key = id.public_key().into_owned();
                     let hash = rsa_hash_for(handle, &key, &mut rsa_hash).await;
-                    tried.push(format!(
+                    let name = format!(
                         "agent key {} {}",
                         key.algorithm().as_str(),
                         known_hosts::fingerprint(&key)
-                    ));
+                    );
+                    tried.push(name.clone());
                     let r = handle
                         .authenticate_publickey_with(user.clone(), key.clone(), hash, &mut agent)
                         .await;
                     offered.push(key);
                     match r {
-                        Ok(r) if r.success() => return Ok(()),
+                        Ok(r) if r.success() => return Ok(format!("ssh-{name}")),
                         Ok(_) => {}
                         Err(e) => tracing::debug!("agent signing failed: {e}"),
                     }
@@ -92,7 +94,7 @@ pub(super) async fn authenticate(
             .map_err(|e| SshError::from_russh(&host, e))?;
         offered.push(public);
         if r.success() {
-            return Ok(());
+            return Ok(format!("identity file {}", path.display()));
         }
         if let AuthResult::Failure {
             remaining_methods, ..

@@ -246,6 +246,8 @@ pub(super) struct Verifier {
     pub(super) port: u16,
     pub(super) files: Vec<PathBuf>,
     pub(super) verdict: Arc<Mutex<Option<SshError>>>,
+    /// The accepted key, `TYPE SHA256:…`, once it matched a known_hosts line.
+    pub(super) accepted: Arc<Mutex<Option<String>>>,
     pub(super) _ended: tokio_util::sync::DropGuard,
 }
 
@@ -268,7 +270,11 @@ impl client::Handler for Verifier {
         let host = self.host.clone();
         let port = self.port;
         let verdict = match check(&host, port, &key, &self.files) {
-            HostKeyStatus::Known => return Ok(true),
+            HostKeyStatus::Known => {
+                let seen = format!("{} {fingerprint}", key.algorithm().as_str());
+                *self.accepted.lock().unwrap_or_else(|p| p.into_inner()) = Some(seen);
+                return Ok(true);
+            }
             HostKeyStatus::Unknown => SshError::UnknownHostKey {
                 host,
                 port,

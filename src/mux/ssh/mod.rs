@@ -120,6 +120,10 @@ struct Inner {
     keepalive: Keepalive,
     dest: Destination,
     io_timeout: Duration,
+    /// The server's host key as accepted, `TYPE SHA256:…`.
+    host_key: String,
+    /// The identity the server accepted (see [`Connection::authenticated_with`]).
+    auth: String,
     /// The ProxyJump connection this one tunnels through, kept alive with it.
     _via: Option<Connection>,
 }
@@ -210,12 +214,14 @@ impl Connection {
         };
 
         let verdict = Arc::new(Mutex::new(None));
+        let accepted = Arc::new(Mutex::new(None));
         let ended = CancellationToken::new();
         let handler = Verifier {
             host: host.clone(),
             port: dest.port,
             files: known_hosts::default_files(&settings.home, &dest.user_known_hosts),
             verdict: verdict.clone(),
+            accepted: accepted.clone(),
             _ended: ended.clone().drop_guard(),
         };
         let keepalive = Keepalive::for_destination(dest, settings);
@@ -274,7 +280,7 @@ impl Connection {
             }
         };
 
-        match timeout_at(deadline, authenticate(&mut handle, dest, settings)).await {
+        let auth = match timeout_at(deadline, authenticate(&mut handle, dest, settings)).await {
             Err(_) => {
                 abandon(&handle).await;
                 return Err(timed_out("authentication"));
@@ -283,8 +289,13 @@ impl Connection {
                 abandon(&handle).await;
                 return Err(e);
             }
-            Ok(Ok(())) => {}
-        }
+            Ok(Ok(identity)) => identity,
+        };
+        let host_key = accepted
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .unwrap_or_default();
         tracing::debug!(host = %host, port = dest.port, user = %dest.user, "ssh connected");
         Ok(Connection {
             inner: Arc::new(Inner {
@@ -293,6 +304,8 @@ impl Connection {
                 keepalive,
                 dest: dest.clone(),
                 io_timeout: settings.io_timeout,
+                host_key,
+                auth,
                 _via: via,
             }),
         })
@@ -356,6 +369,17 @@ impl Connection {
     /// Where this connection goes.
     pub fn destination(&self) -> &Destination {
         &self.inner.dest
+    }
+
+    /// The server's host key that known_hosts vouched for, as `TYPE SHA256:…`.
+    pub fn host_key(&self) -> &str {
+        &self.inner.host_key
+    }
+
+    /// The identity the server accepted: `ssh-agent key TYPE SHA256:…` or the identity
+    /// file's path (for `hoardcc doctor`).
+    pub fn authenticated_with(&self) -> &str {
+        &self.inner.auth
     }
 
     /// Say goodbye to the server (bounded by `io_timeout`; errors are ignored).
