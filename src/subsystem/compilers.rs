@@ -1,4 +1,4 @@
-//! Server stage 8, the right compiler or none: among the compilers this server allows
+//! Server stage, the right compiler or none: among the compilers this server allows
 //! (`job::AllowList`), [`Compilers::pick`] finds one whose identity is the client's
 //! (`proto::identity::CompilerId`, carried in the job): the name asked for, then its
 //! versioned and target-prefixed names on the search path (`gcc-12`,
