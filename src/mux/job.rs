@@ -3,7 +3,7 @@
 //! between them. The job's compiler identity (`identity::Prober`, once per compiler)
 //! goes with it; a server without a match blocks that compiler there, and the job moves
 //! on or compiles locally. Neighbours: `mux::conn` (asks for it), `mux::listener` (the
-//! shared [`Daemon`] state).
+//! shared `Daemon` state).
 
 use std::time::Duration;
 

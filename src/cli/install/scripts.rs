@@ -72,7 +72,7 @@ pub fn is_safe(text: &str) -> bool {
 /// The exec command line: `sh -c '<script>' hoardcc-install '<arg>'…`.
 ///
 /// # Panics
-/// When `script` or an argument holds a character [`is_safe`] refuses: the scripts are
+/// When `script` or an argument holds a character `is_safe` refuses: the scripts are
 /// constants and every argument is checked where it is made, so that is a bug.
 pub fn remote_command(script: &str, args: &[&str]) -> String {
     assert!(is_safe(script), "unsafe remote script");
@@ -86,7 +86,7 @@ pub fn remote_command(script: &str, args: &[&str]) -> String {
     cmd
 }
 
-/// What [`PROBE`] found.
+/// What `PROBE` found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Probe {
     /// `$HOME` there.
@@ -106,7 +106,7 @@ pub struct Probe {
 }
 
 impl Probe {
-    /// Parse [`PROBE`]'s output; unknown lines are ignored, and a hasher other than the
+    /// Parse `PROBE`'s output; unknown lines are ignored, and a hasher other than the
     /// two the script names is dropped (it travels back as an argument).
     pub fn parse(text: &str) -> Probe {
         let mut p = Probe::default();
