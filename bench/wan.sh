@@ -111,20 +111,7 @@ void print(const std::vector<Item> &items) { std::cout << report(items) << '\n';
 } // namespace cxx$i
 CXX
     done
-    cat >"$dir/Makefile" <<'MK'
-CC ?= gcc
-CFLAGS ?= -O2 -g
-SRCS := $(sort $(wildcard src/*.cpp))
-OBJS := $(SRCS:src/%.cpp=obj/%.o)
-all: $(OBJS)
-obj/%.o: src/%.cpp | obj
-	$(CC) $(CFLAGS) -c $< -o $@
-obj:
-	mkdir -p obj
-clean:
-	rm -rf obj
-.PHONY: all clean
-MK
+    hf_write_makefile "$dir" cpp
 }
 
 declare -A WL_DESC

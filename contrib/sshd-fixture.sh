@@ -339,15 +339,16 @@ hf_stop_controlmaster() {
 # Workloads shared by the demo and the benchmark. Each project dir gets src/*.c(+.h) and a
 # Makefile that compiles src/X.c to obj/X.o with `$(CC) $(CFLAGS) -c` (no link step).
 
-# hf_write_makefile DIR — the generic object-only Makefile.
+# hf_write_makefile DIR [EXT] — the generic object-only Makefile for src/*.EXT (default c).
 hf_write_makefile() {
-    cat >"$1/Makefile" <<'MK'
+    local ext=${2:-c}
+    sed "s/@EXT@/$ext/g" >"$1/Makefile" <<'MK'
 CC ?= gcc
 CFLAGS ?= -O2 -g
-SRCS := $(sort $(wildcard src/*.c))
-OBJS := $(SRCS:src/%.c=obj/%.o)
+SRCS := $(sort $(wildcard src/*.@EXT@))
+OBJS := $(SRCS:src/%.@EXT@=obj/%.o)
 all: $(OBJS)
-obj/%.o: src/%.c | obj
+obj/%.o: src/%.@EXT@ | obj
 	$(CC) $(CFLAGS) -c $< -o $@
 obj:
 	mkdir -p obj
