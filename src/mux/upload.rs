@@ -6,8 +6,9 @@
 //! `mux::lane` (runs the exchange), `mux::known` (the id set), `proto::chunk` (cutting,
 //! packs), `wrapper` (cuts the source; the context files are cut here).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::mux::known::KnownChunks;
 use crate::proto::chunk::{markers, ChunkPack, ChunkRef, Cut};
@@ -44,6 +45,107 @@ pub use crate::proto::status::ChunkCounters;
 pub struct HostChunks {
     pub known: KnownChunks,
     pub counters: ChunkCounters,
+    /// Chunks a lane is sending to the host and the server has not yet acknowledged
+    /// (`Stored`), by the [`Flight`] that claimed them.
+    in_flight: HashMap<ChunkId, u64>,
+    /// The last flight token handed out.
+    flights: u64,
+    /// Woken whenever chunks land (or a flight ends without them).
+    settled: Arc<tokio::sync::Notify>,
+}
+
+/// What a job still has to do about the chunks its host lacks ([`Upload::claim`]).
+pub struct Claim {
+    /// Chunks no other lane is sending: this job's to send.
+    pub mine: ChunkPack,
+    /// Chunks another lane is sending right now: wait for them to land.
+    pub awaited: Vec<ChunkId>,
+}
+
+/// The chunks one job sends to a host whose server acknowledges them (`chunk-ack`),
+/// pack by pack, until each `Stored` comes back. Dropped (the job ended, the lane
+/// died), it gives up its claims so another lane sends those chunks.
+pub struct Flight {
+    chunks: SharedChunks,
+    token: u64,
+    /// The ids of each pack written and not yet acknowledged, oldest first.
+    packs: VecDeque<Vec<ChunkId>>,
+}
+
+impl Flight {
+    /// A new flight on `chunks`.
+    pub fn new(chunks: &SharedChunks) -> Flight {
+        let mut h = lock(chunks);
+        h.flights += 1;
+        Flight {
+            chunks: chunks.clone(),
+            token: h.flights,
+            packs: VecDeque::new(),
+        }
+    }
+
+    /// A pack with these chunks was written.
+    pub fn sent(&mut self, pack: &ChunkPack) {
+        self.packs
+            .push_back(pack.chunks.iter().map(|c| c.id).collect());
+    }
+
+    /// The server acknowledged the oldest pack: its chunks are held, except `unshared`.
+    /// An acknowledgement with no pack outstanding is the server's mistake, ignored.
+    pub fn stored(&mut self, unshared: &[ChunkId]) {
+        let Some(ids) = self.packs.pop_front() else {
+            return;
+        };
+        let unshared: HashSet<&ChunkId> = unshared.iter().collect();
+        let mut h = lock(&self.chunks);
+        h.known
+            .learn(ids.iter().filter(|id| !unshared.contains(id)).copied());
+        for id in &ids {
+            if h.in_flight.get(id) == Some(&self.token) {
+                h.in_flight.remove(id);
+            }
+        }
+        h.counters.chunks_known = h.known.len() as u64;
+        h.settled.notify_waiters();
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let mut h = lock(&self.chunks);
+        let token = self.token;
+        let before = h.in_flight.len();
+        h.in_flight.retain(|_, t| *t != token);
+        if h.in_flight.len() != before {
+            h.settled.notify_waiters();
+        }
+    }
+}
+
+/// Waits, at most `limit`, until none of `ids` is in flight on another lane any more
+/// (each has landed, or its flight ended without it). Returns the ids the host is still
+/// not known to hold: the caller sends those itself.
+pub async fn await_landed(
+    chunks: &SharedChunks,
+    mut ids: Vec<ChunkId>,
+    limit: Duration,
+) -> Vec<ChunkId> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let settled = lock(chunks).settled.clone();
+        let notified = settled.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let waiting = {
+            let mut h = lock(chunks);
+            let h = &mut *h;
+            ids.retain(|id| !h.known.holds(id));
+            ids.iter().any(|id| h.in_flight.contains_key(id))
+        };
+        if !waiting || tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return ids;
+        }
+    }
 }
 
 /// The handle lanes share.
@@ -141,6 +243,30 @@ impl<'a> Upload<'a> {
     /// mux knows).
     pub fn pack_unknown(&self, known: &mut KnownChunks) -> ChunkPack {
         ChunkPack::pack(self.chunks().filter(|(c, _)| !known.holds(&c.id)))
+    }
+
+    /// Splits the chunks the host is not known to hold into those this job sends (claimed
+    /// for `flight`, so no other lane sends them too) and those another lane is sending.
+    pub fn claim(&self, flight: &Flight) -> Claim {
+        let mut h = lock(&flight.chunks);
+        let h = &mut *h;
+        let mut awaited = Vec::new();
+        let mine = ChunkPack::pack(self.chunks().filter(|(c, _)| {
+            if h.known.holds(&c.id) {
+                return false;
+            }
+            match h.in_flight.get(&c.id) {
+                Some(t) if *t != flight.token => {
+                    awaited.push(c.id);
+                    false
+                }
+                _ => {
+                    h.in_flight.insert(c.id, flight.token);
+                    true
+                }
+            }
+        }));
+        Claim { mine, awaited }
     }
 
     /// A pack of the chunks `ids` names, or `None` if one is not the job's.

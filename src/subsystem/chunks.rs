@@ -132,7 +132,7 @@ impl<'a> SessionChunks<'a> {
     ///
     /// # Errors
     /// The pack breaks a bound or does not decode (a protocol error).
-    pub fn receive(&mut self, pack: &ChunkPack) -> Result<usize, ChunkError> {
+    pub fn receive(&mut self, pack: &ChunkPack) -> Result<Received, ChunkError> {
         let got = pack.unpack()?;
         if !got.corrupt.is_empty() {
             tracing::warn!(
@@ -140,6 +140,7 @@ impl<'a> SessionChunks<'a> {
                 got.corrupt.len()
             );
         }
+        let mut unshared = got.corrupt.clone();
         for (id, data) in &got.good {
             let kept = match self.disk {
                 Some(d) => d.put(id, data).inspect_err(|e| {
@@ -148,12 +149,16 @@ impl<'a> SessionChunks<'a> {
                 None => Err(String::new()),
             };
             if kept.is_err() {
+                unshared.push(*id);
                 if let Err(e) = self.memory.put(id, data) {
                     tracing::warn!("chunk {id} not kept: {e}");
                 }
             }
         }
-        Ok(got.good.len())
+        Ok(Received {
+            received: got.good.len(),
+            unshared,
+        })
     }
 
     /// Rebuilds every recipe input of `job` from the store (line markers restored),
@@ -222,6 +227,16 @@ impl<'a> SessionChunks<'a> {
     }
 }
 
+/// What [`SessionChunks::receive`] did with a pack.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Chunks whose bytes matched their ids.
+    pub received: usize,
+    /// Ids not in the shared store now: corrupt ones, and ones only this session's memory
+    /// holds (every id, without a disk store).
+    pub unshared: Vec<ChunkId>,
+}
+
 /// Why a job's recipes could not be assembled.
 #[derive(Debug, thiserror::Error)]
 pub enum Materialise {
@@ -266,7 +281,11 @@ mod tests {
         let bad = pack.chunks[0].id;
         pack.chunks[0].id = ChunkId([1; 32]);
         let mut s = SessionChunks::new(None, 64 << 20);
-        assert_eq!(s.receive(&pack).unwrap(), cut.recipe.chunks.len() - 1);
+        let got = s.receive(&pack).unwrap();
+        assert_eq!(got.received, cut.recipe.chunks.len() - 1);
+        // Without a disk store nothing is shared; the corrupt one is not held at all.
+        assert_eq!(got.unshared.len(), got.received + 1);
+        assert!(got.unshared.contains(&ChunkId([1; 32])));
         assert!(s.get(&ChunkId([1; 32])).is_none());
         assert!(s.get(&bad).is_none());
         let second = cut.recipe.chunks[1].id;

@@ -1,9 +1,13 @@
 //! Unit tests of `mux::lane`: native and distcc jobs against in-memory servers (faults,
 //! the events an observer sees).
 
+use super::native::{run_native, Books, Peer};
 use super::*;
+use crate::mux::upload;
 use crate::proto::distcc::DistccResponse;
+use crate::proto::msg::JOB3_VERSION;
 use crate::proto::msg::{Input, JobHeader, JobResult};
+use std::collections::HashMap;
 
 fn spec() -> JobSpec {
     JobSpec {
@@ -67,10 +71,13 @@ async fn native(version: u32, answer: Message) -> Result<JobResult, TransportErr
         host: "h",
         version,
         chunks: false,
+        acks: false,
+        identity: false,
     };
     let spec = spec();
     let books = SharedChunks::default();
     let source = Source::Whole(b"int x;".to_vec());
+    let mut declared = HashMap::new();
     let (r, _server) = tokio::join!(
         run_native(
             &mut client,
@@ -80,6 +87,7 @@ async fn native(version: u32, answer: Message) -> Result<JobResult, TransportErr
             Duration::from_secs(10),
             peer,
             books_of(&books),
+            &mut declared,
             &|_| {}
         ),
         serve
@@ -117,10 +125,13 @@ async fn native_events_follow_the_job() {
         host: "h",
         version: JOB3_VERSION,
         chunks: false,
+        acks: false,
+        identity: false,
     };
     let spec = spec();
     let books = SharedChunks::default();
     let source = Source::Whole(b"int x;".to_vec());
+    let mut declared = HashMap::new();
     let (r, (sent, received, _server)) = tokio::join!(
         run_native(
             &mut client,
@@ -130,6 +141,7 @@ async fn native_events_follow_the_job() {
             Duration::from_secs(10),
             peer,
             books_of(&books),
+            &mut declared,
             &observe
         ),
         serve
@@ -376,6 +388,8 @@ async fn chunks_go_with_the_job_and_missing_ones_follow() {
                 host: "h",
                 version: PROTOCOL_VERSION,
                 chunks: true,
+                acks: false,
+                identity: false,
             };
             let b = Books {
                 known: &books,
@@ -389,6 +403,7 @@ async fn chunks_go_with_the_job_and_missing_ones_follow() {
                 Duration::from_secs(10),
                 peer,
                 b,
+                &mut HashMap::new(),
                 &|_| {},
             )
             .await;
@@ -425,6 +440,8 @@ async fn a_v2_server_gets_whole_blobs() {
         host: "h",
         version: 2,
         chunks: true,
+        acks: false,
+        identity: false,
     };
     let books = SharedChunks::default();
     let spec = spec();
@@ -433,6 +450,7 @@ async fn a_v2_server_gets_whole_blobs() {
         known: &books,
         counts: &books,
     };
+    let mut declared = HashMap::new();
     let (r, _server) = tokio::join!(
         run_native(
             &mut client,
@@ -442,6 +460,7 @@ async fn a_v2_server_gets_whole_blobs() {
             Duration::from_secs(10),
             peer,
             b,
+            &mut declared,
             &|_| {}
         ),
         serve

@@ -90,6 +90,11 @@ impl Recipe {
         bound("recipe length", self.len, MAX_RECIPE_LEN)?;
         check_lengths("recipe", &self.chunks, self.len)?;
         if let Some(m) = &self.markers {
+            bound(
+                "main-source markers",
+                m.lines.len() as u64,
+                markers::MAX_MAIN_MARKERS as u64,
+            )?;
             if !m.is_bounded() {
                 return Err(ChunkError::TooLarge {
                     what: "marker name",

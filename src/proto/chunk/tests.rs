@@ -27,10 +27,49 @@ fn main_source_and_cwd_markers_are_normalised() {
     let n = String::from_utf8(n).unwrap();
     assert_eq!(
         n,
-        "# 0 \"<hoardcc>m\"\n# 1 \"<hoardcc>d\"\n# 1 \"<hoardcc>m\"\n# 1 \"inc/h.h\" 1\nint h;\n\
-         # 12 \"<hoardcc>m\" 2\nint x; // src/unit000.c\n",
-        "only marker names change, and only the main source's and the cwd's"
+        "# 0 \"<hoardcc>m\"\n# 1 \"<hoardcc>d\"\n# 0 \"<hoardcc>m\"\n# 1 \"inc/h.h\" 1\nint h;\n\
+         # 0 \"<hoardcc>m\" 2\nint x; // src/unit000.c\n",
+        "only marker names change (the main source's and the cwd's), and the main source's numbers"
     );
+    assert_eq!(m.lines, [0, 1, 12]);
+    // A main-source marker whose number would not print back the same keeps its name.
+    let (n, m) = roundtrip(b"# 0 \"a.c\"\n# 012 \"a.c\" 2\n# 99999999999 \"a.c\"\n# 7 \"a.c\"\n");
+    assert_eq!(
+        n,
+        b"# 0 \"<hoardcc>m\"\n# 012 \"a.c\" 2\n# 99999999999 \"a.c\"\n# 0 \"<hoardcc>m\"\n"
+    );
+    assert_eq!(m.lines, [0, 7]);
+    // A peer's list that runs short leaves the rest at 0 (the server compiles that text;
+    // it cannot be wrong for anyone else).
+    let short = Markers {
+        lines: vec![5],
+        ..m.clone()
+    };
+    assert_eq!(
+        restore(&n, &short),
+        b"# 5 \"a.c\"\n# 012 \"a.c\" 2\n# 99999999999 \"a.c\"\n# 0 \"a.c\"\n"
+    );
+}
+
+/// Units that include the same headers at other lines cut into the same chunks: the
+/// one-line return to the main source between two includes, which runs on into the next
+/// header's first chunk, carries no line number.
+#[test]
+fn the_main_source_line_numbers_do_not_reach_the_chunks() {
+    let unit = |at: usize| {
+        let mut t = b"# 0 \"src/u.c\"\n# 1 \"src/u.c\"\n".to_vec();
+        for (h, line) in [("a", at), ("b", at + 1)] {
+            t.extend(format!("# 1 \"/usr/include/{h}.h\" 1 3 4\n").into_bytes());
+            t.extend((0..3000).flat_map(|i| format!("extern int {h}_{i};\n").into_bytes()));
+            t.extend(format!("# {line} \"src/u.c\" 2\n").into_bytes());
+        }
+        t.extend(b"int main(void) { return 0; }\n");
+        t
+    };
+    let (a, b) = (Cut::normalised(&unit(3)), Cut::normalised(&unit(40)));
+    assert_eq!(a.recipe.chunks, b.recipe.chunks);
+    assert_eq!(a.bytes, b.bytes);
+    assert_ne!(a.recipe.markers, b.recipe.markers);
 }
 
 #[test]
@@ -89,7 +128,7 @@ fn odd_lines_are_left_alone() {
     // A quote inside the main name (escaped by gcc as \") is part of the name.
     let (n, m) = roundtrip(b"# 0 \"a\\\"q.c\"\n# 1 \"a\\\"q.c\" 2\n");
     assert_eq!(m.main.as_deref(), Some(&b"a\\\"q.c"[..]));
-    assert_eq!(n, b"# 0 \"<hoardcc>m\"\n# 1 \"<hoardcc>m\" 2\n");
+    assert_eq!(n, b"# 0 \"<hoardcc>m\"\n# 0 \"<hoardcc>m\" 2\n");
 }
 
 #[test]
@@ -120,9 +159,9 @@ fn chunks_end_where_the_main_source_includes_and_resumes() {
         starts,
         [
             &b"# 1 \"/usr/inc"[..],
-            b"# 2 \"<hoardcc",
+            b"# 0 \"<hoardcc",
             b"# 1 \"/usr/inc",
-            b"# 3 \"<hoardcc"
+            b"# 0 \"<hoardcc"
         ],
         "into each header and back"
     );
@@ -304,8 +343,22 @@ fn recipes_from_a_peer_are_bounded() {
     r.markers = Some(Markers {
         main: Some(vec![b'a'; markers::MAX_MARKER_NAME + 1]),
         cwd: None,
+        lines: vec![],
     });
     assert!(r.check().is_err());
+    let mut r = good.clone();
+    r.markers = Some(Markers {
+        main: None,
+        cwd: None,
+        lines: vec![1; markers::MAX_MAIN_MARKERS + 1],
+    });
+    assert!(matches!(
+        r.check(),
+        Err(ChunkError::TooLarge {
+            what: "main-source markers",
+            ..
+        })
+    ));
 }
 
 #[test]
