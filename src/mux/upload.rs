@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::mux::known::KnownChunks;
+use crate::proto::chunk::node::{self, Node};
 use crate::proto::chunk::{markers, ChunkPack, ChunkRef, Cut};
 use crate::proto::chunk_id::ChunkId;
 use crate::proto::msg::{Blob, ContextFile, Input, JobSpec};
@@ -166,6 +167,8 @@ pub struct Upload<'a> {
     source_cut: Option<&'a Cut>,
     /// The context files, cut here, when they went as recipes.
     context_cuts: Vec<Cut>,
+    /// The nodes of the source's recipe (runs of header chunks under one id).
+    nodes: Vec<Node>,
 }
 
 impl<'a> Upload<'a> {
@@ -183,15 +186,21 @@ impl<'a> Upload<'a> {
                 .collect(),
             source_cut: None,
             context_cuts: Vec::new(),
+            nodes: Vec::new(),
         }
     }
 
-    /// Recipes: the source as the wrapper cut it (or whole, if it did not), each context
-    /// file cut here.
+    /// Recipes: the source as the wrapper cut it (or whole, if it did not), its runs of
+    /// header chunks as nodes, each context file cut here.
     pub fn chunked(spec: &JobSpec, source: &'a Source) -> Upload<'a> {
         let mut cuts = Vec::with_capacity(spec.context.len());
+        let mut nodes = Vec::new();
         let (source, source_cut) = match source {
-            Source::Cut(c) => (Input::Chunked(c.recipe.clone()), Some(c)),
+            Source::Cut(c) => {
+                let g = node::group(c);
+                nodes = g.nodes;
+                (Input::Chunked(g.recipe), Some(c))
+            }
             Source::Whole(t) => (Input::Whole(Blob::pack(t)), None),
         };
         let context = spec
@@ -212,6 +221,7 @@ impl<'a> Upload<'a> {
             context,
             source_cut,
             context_cuts: cuts,
+            nodes,
         }
     }
 
@@ -225,24 +235,63 @@ impl<'a> Upload<'a> {
         self.cuts().next().is_some()
     }
 
-    /// Every chunk id of the job's recipes (with repeats).
+    /// Every chunk id of the job's recipes, nodes and the chunks they stand for (with
+    /// repeats).
     pub fn ids(&self) -> impl Iterator<Item = ChunkId> + '_ {
-        self.cuts()
-            .flat_map(|c| c.recipe.chunks.iter().map(|r| r.id))
+        self.nodes.iter().map(|n| n.chunk.id).chain(
+            self.cuts()
+                .flat_map(|c| c.recipe.chunks.iter().map(|r| r.id)),
+        )
     }
 
-    /// Each distinct chunk with its bytes, in recipe order.
+    /// Each distinct chunk with its bytes (nodes first, then in recipe order).
     fn chunks(&self) -> impl Iterator<Item = (ChunkRef, &[u8])> {
         let mut seen = HashSet::new();
-        self.cuts()
-            .flat_map(Cut::chunks)
+        self.nodes
+            .iter()
+            .map(|n| (n.chunk, n.bytes.as_slice()))
+            .chain(self.cuts().flat_map(Cut::chunks))
             .filter(move |(c, _)| seen.insert(c.id))
+    }
+
+    /// Each distinct chunk `known` does not hold, in recipe order: a node the host holds
+    /// stands for its chunks (they went with it), so those are left out too.
+    fn lacking(&self, known: &mut KnownChunks) -> Vec<(ChunkRef, &[u8])> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        let mut nodes = self.nodes.iter().peekable();
+        if let Some(cut) = self.source_cut {
+            let leaves: Vec<_> = cut.chunks().collect();
+            let mut i = 0;
+            while i < leaves.len() {
+                if let Some(n) = nodes.next_if(|n| n.members.start == i) {
+                    if known.holds(&n.chunk.id) {
+                        i = n.members.end;
+                        continue;
+                    }
+                    if seen.insert(n.chunk.id) {
+                        out.push((n.chunk, n.bytes.as_slice()));
+                    }
+                }
+                let (c, bytes) = leaves[i];
+                if !known.holds(&c.id) && seen.insert(c.id) {
+                    out.push((c, bytes));
+                }
+                i += 1;
+            }
+        }
+        for (c, bytes) in self.context_cuts.iter().flat_map(Cut::chunks) {
+            if !known.holds(&c.id) && seen.insert(c.id) {
+                out.push((c, bytes));
+            }
+        }
+        out
     }
 
     /// A pack of the chunks `known` does not list (the ones the host lacks, as far as the
     /// mux knows).
     pub fn pack_unknown(&self, known: &mut KnownChunks) -> ChunkPack {
-        ChunkPack::pack(self.chunks().filter(|(c, _)| !known.holds(&c.id)))
+        ChunkPack::pack(self.lacking(known))
     }
 
     /// Splits the chunks the host is not known to hold into those this job sends (claimed
@@ -251,11 +300,9 @@ impl<'a> Upload<'a> {
         let mut h = lock(&flight.chunks);
         let h = &mut *h;
         let mut awaited = Vec::new();
-        let mine = ChunkPack::pack(self.chunks().filter(|(c, _)| {
-            if h.known.holds(&c.id) {
-                return false;
-            }
-            match h.in_flight.get(&c.id) {
+        let lacking = self.lacking(&mut h.known);
+        let mine = ChunkPack::pack(lacking.into_iter().filter(
+            |(c, _)| match h.in_flight.get(&c.id) {
                 Some(t) if *t != flight.token => {
                     awaited.push(c.id);
                     false
@@ -264,8 +311,8 @@ impl<'a> Upload<'a> {
                     h.in_flight.insert(c.id, flight.token);
                     true
                 }
-            }
-        }));
+            },
+        ));
         Claim { mine, awaited }
     }
 
@@ -333,6 +380,52 @@ mod tests {
         let asked = up.pack_ids(&[all[2], all[1]]).unwrap();
         assert_eq!(asked.unpack().unwrap().good.len(), 2);
         assert!(up.pack_ids(&[ChunkId([9; 32])]).is_none(), "not the job's");
+    }
+
+    #[test]
+    fn a_held_node_stands_for_its_chunks() {
+        let mut t =
+            b"# 0 \"a.c\"\n# 1 \"/p//\"\n# 1 \"a.c\"\n# 1 \"/usr/include/h.h\" 1 3 4\n".to_vec();
+        t.extend(text(20_000));
+        t.extend(b"# 2 \"a.c\" 2\n");
+        t.extend((0..100).flat_map(|i| format!("int main_{i} = {i};\n").into_bytes()));
+        let source = Source::Cut(Cut::normalised(&t));
+        let spec = spec(vec![]);
+        let up = Upload::chunked(&spec, &source);
+        assert!(!up.nodes.is_empty(), "the header's chunks are a node");
+        let Input::Chunked(recipe) = &up.source else {
+            panic!("a recipe")
+        };
+        assert_eq!(recipe.nodes.len(), up.nodes.len());
+        let mut known = KnownChunks::new(1000);
+        let all = up.pack_unknown(&mut known);
+        let ids: Vec<ChunkId> = up.ids().collect();
+        assert_eq!(
+            all.chunks.len(),
+            ids.iter().collect::<HashSet<_>>().len(),
+            "nodes and leaves"
+        );
+        // The host holds the nodes: their chunks are not sent again.
+        known.learn(up.nodes.iter().map(|n| n.chunk.id));
+        let rest = up.pack_unknown(&mut known);
+        let covered: HashSet<ChunkId> = up
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                up.source_cut.unwrap().recipe.chunks[n.members.clone()]
+                    .iter()
+                    .map(|c| c.id)
+            })
+            .collect();
+        assert!(!covered.is_empty());
+        assert!(
+            rest.chunks.iter().all(|c| !covered.contains(&c.id)),
+            "{rest:?}"
+        );
+        assert!(!rest.chunks.is_empty(), "the main source's chunk");
+        // Asked for by id (a Missing answer), a node's chunk is found.
+        let leaf = *covered.iter().next().unwrap();
+        assert_eq!(up.pack_ids(&[leaf]).unwrap().chunks[0].id, leaf);
     }
 
     #[test]

@@ -394,7 +394,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
         self.store?;
         let search_path = &self.allow.search_path;
-        let compiler = cache::server_compiler(program, search_path).await?;
+        let compiler = cache::server_compiler(program, self.compilers).await?;
         let max = self.settings.admission.max_job_bytes;
         cache::key(&compiler, search_path, job, max)
             .inspect_err(|why| tracing::debug!("job {}: not cached: {why}", job.id))

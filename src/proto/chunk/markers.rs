@@ -135,6 +135,38 @@ pub fn include_boundaries(text: &[u8]) -> Vec<usize> {
     out
 }
 
+/// The spans of normalised `text` that are the main source's own text (from a marker
+/// naming it to the next marker), those of at least `min` bytes, in order.
+pub fn main_spans(text: &[u8], min: usize) -> Vec<std::ops::Range<usize>> {
+    let main = [TAG, &[MAIN]].concat();
+    let base = text.as_ptr() as usize;
+    let mut out = Vec::new();
+    let mut open: Option<usize> = None;
+    let close = |open: &mut Option<usize>, end: usize, out: &mut Vec<std::ops::Range<usize>>| {
+        if let Some(start) = open.take() {
+            if end - start >= min {
+                out.push(start..end);
+            }
+        }
+    };
+    for_each_marker(
+        text,
+        |_| {},
+        |line| {
+            let Some((s, e)) = marker_name(line) else {
+                return;
+            };
+            let at = line.as_ptr() as usize - base;
+            close(&mut open, at, &mut out);
+            if line[s..e] == main[..] {
+                open = Some(at);
+            }
+        },
+    );
+    close(&mut open, text.len(), &mut out);
+    out
+}
+
 /// How many leading markers [`learn`] reads: gcc writes the working directory's second.
 const LEARN_MARKERS: usize = 4;
 /// How many leading lines [`learn`] reads at most (markers come first in cpp output).
