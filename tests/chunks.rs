@@ -31,7 +31,13 @@ struct Work {
     dir: TempDir,
 }
 
-const HEADER: &str = "#ifndef COMMON_H\n#define COMMON_H\n#include <stddef.h>\n\
+/// A second user header (through `common.h`): with two, the mux lists them in a context
+/// manifest. `-DWARN_EXTRA -Wall` makes gcc warn at a line of it.
+const EXTRA: &str = "#ifndef EXTRA_H\n#define EXTRA_H\n#ifdef WARN_EXTRA\n\
+    static int unused_extra(void) { return 1; }\n#endif\n#endif\n";
+
+const HEADER: &str =
+    "#ifndef COMMON_H\n#define COMMON_H\n#include <stddef.h>\n#include \"extra.h\"\n\
     #define SQ(x) ((x) * (x))\nstruct pair { long key; double value; };\n\
     static inline long mix(long a, long b) { return a * 31 + b; }\n#endif\n";
 
@@ -42,6 +48,7 @@ impl Work {
             .tempdir()
             .expect("work dir");
         std::fs::write(dir.path().join("common.h"), HEADER).unwrap();
+        std::fs::write(dir.path().join("extra.h"), EXTRA).unwrap();
         let w = Work { dir };
         for i in 0..UNITS {
             w.write_unit(i, 0);
@@ -207,6 +214,49 @@ fn same_objects(remote: &[Vec<u8>], local: &[Vec<u8>], what: &str) {
             l.len()
         );
     }
+}
+
+/// A warning at a line of a header the context manifest lists reads exactly as local
+/// gcc's (the server quoted the header's text), and the object is the same.
+#[test]
+fn a_warning_in_a_listed_header_reads_as_local() {
+    let sshd = Sshd::start(SshdOptions::default());
+    let client = Client {
+        sshd: &sshd,
+        hosts: format!("@{}/2", sshd.alias()),
+    };
+    let w = Work::new();
+    let args = [
+        "-O2",
+        "-g",
+        "-Wall",
+        "-DWARN_EXTRA",
+        "-c",
+        "u0.c",
+        "-o",
+        "u0.o",
+    ];
+    let local = run_with_timeout(
+        Command::new("gcc").current_dir(w.path()).args(args),
+        T,
+        "local gcc",
+    );
+    assert!(local.status.success(), "{local:?}");
+    let want = String::from_utf8_lossy(&local.stderr).into_owned();
+    assert!(want.contains("extra.h:4"), "a warning in extra.h: {want}");
+    let object = std::fs::read(w.path().join("u0.o")).unwrap();
+    std::fs::remove_file(w.path().join("u0.o")).unwrap();
+    let mut gcc = vec!["gcc"];
+    gcc.extend(args);
+    let log = w.path().join("joblog");
+    let mut cmd = client.hoardcc(w.path(), &gcc);
+    cmd.env("HOARDCC_JOBLOG", &log);
+    let out = run_with_timeout(&mut cmd, T, "hoardcc gcc");
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stderr), want);
+    assert!(std::fs::read(w.path().join("u0.o")).unwrap() == object);
+    let log = std::fs::read_to_string(&log).unwrap();
+    assert!(log.starts_with("remote\t"), "job log: {log}");
 }
 
 /// At 50 ms RTT through the proxy: identical `-g` objects through the chunk path, and a

@@ -14,7 +14,7 @@ use crate::mux::known::KnownChunks;
 use crate::proto::chunk::node::{self, Node};
 use crate::proto::chunk::{markers, ChunkPack, ChunkRef, Cut};
 use crate::proto::chunk_id::ChunkId;
-use crate::proto::msg::{Blob, ContextFile, Input, JobSpec};
+use crate::proto::msg::{Blob, ContextFile, Input, JobSpec, CONTEXT_MANIFEST};
 
 /// A job's preprocessed source as the lane gets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -203,19 +203,34 @@ impl<'a> Upload<'a> {
             }
             Source::Whole(t) => (Input::Whole(Blob::pack(t)), None),
         };
-        let context = spec
-            .context
+        let mut cut_file = |name: &str, data: &[u8]| {
+            let cut = Cut::plain(data.to_vec());
+            let file = ContextFile {
+                name: name.to_string(),
+                data: Input::Chunked(cut.recipe.clone()),
+            };
+            cuts.push(cut);
+            file
+        };
+        // The main source goes as itself; the user headers, the same in many units, in
+        // one manifest (when there are two or more).
+        let main = &spec.header.source_name;
+        let (own, headers): (Vec<_>, Vec<_>) =
+            spec.context.iter().partition(|(name, _)| name == main);
+        let mut context: Vec<ContextFile> = own
             .iter()
-            .map(|(name, data)| {
-                let cut = Cut::plain(data.clone());
-                let input = Input::Chunked(cut.recipe.clone());
-                cuts.push(cut);
-                ContextFile {
-                    name: name.clone(),
-                    data: input,
-                }
-            })
+            .map(|(name, data)| cut_file(name, data))
             .collect();
+        if headers.len() >= 2 {
+            let listed: Vec<ContextFile> = headers
+                .iter()
+                .map(|(name, data)| cut_file(name, data))
+                .collect();
+            let bytes = postcard::to_allocvec(&listed).expect("context files encode");
+            context.push(cut_file(CONTEXT_MANIFEST, &bytes));
+        } else {
+            context.extend(headers.iter().map(|(name, data)| cut_file(name, data)));
+        }
         Upload {
             source,
             context,

@@ -44,6 +44,12 @@ pub const CHUNK_ACK_CAP: &str = "chunk-ack";
 /// ([`Message::Identity`]); a later [`Job`] for that compiler carries none and means
 /// the declared one.
 pub const IDENTITY_CAP: &str = "identity";
+/// The name of a context entry that is a *manifest* (protocol ≥ 4, chunked input): its
+/// text is the postcard list of further [`ContextFile`]s, each a recipe, which the server
+/// puts in its place. The mux lists the user headers this way, so a job names them all
+/// with the manifest's few chunk ids (the same in every unit that includes the same
+/// headers). No real context file has this name: the client skips `<…>` names.
+pub const CONTEXT_MANIFEST: &str = "<hoardcc>context";
 /// Most compiler identities one session keeps from [`Message::Identity`].
 pub const MAX_DECLARED_IDENTITIES: usize = 64;
 

@@ -14,7 +14,7 @@ use super::store::Store;
 
 use crate::proto::chunk::{ChunkError, ChunkPack, Recipe, MAX_RECIPE_CHUNKS};
 use crate::proto::chunk_id::ChunkId;
-use crate::proto::msg::{Blob, Input, Job};
+use crate::proto::msg::{Blob, ContextFile, Input, Job, CONTEXT_MANIFEST};
 
 /// Where a session keeps chunks between jobs.
 pub trait ChunkStore {
@@ -96,6 +96,10 @@ impl ChunkStore for MemoryStore {
     }
 }
 
+/// Most files one context manifest lists (the job's context files are then checked
+/// against `max_context_files` like any others).
+pub const MAX_MANIFEST_FILES: usize = 1 << 16;
+
 /// Most ids one `Missing` answer names (a job's recipes may name more; the rest are
 /// asked for in the next round).
 pub const MAX_MISSING_IDS: usize = MAX_RECIPE_CHUNKS;
@@ -169,6 +173,33 @@ impl<'a> SessionChunks<'a> {
     /// [`MAX_MISSING_IDS`]); [`Materialise::Refused`] for a recipe out of bounds or
     /// input over `max_bytes`.
     pub fn materialise(&mut self, job: &mut Job, max_bytes: u64) -> Result<(), Materialise> {
+        self.materialise_inputs(job, max_bytes)?;
+        // A manifest, now whole, lists more context files (recipes): they take its place.
+        let Some(at) = job.context.iter().position(|f| f.name == CONTEXT_MANIFEST) else {
+            return Ok(());
+        };
+        let manifest = job.context.remove(at);
+        let bytes = manifest
+            .data
+            .unpack(max_bytes)
+            .map_err(|e| Materialise::Refused(format!("context manifest: {e}")))?;
+        let listed: Vec<ContextFile> = postcard::from_bytes(&bytes)
+            .map_err(|e| Materialise::Refused(format!("context manifest: {e}")))?;
+        if listed.len() > MAX_MANIFEST_FILES
+            || listed
+                .iter()
+                .any(|f| f.name == CONTEXT_MANIFEST || !matches!(f.data, Input::Chunked(_)))
+        {
+            return Err(Materialise::Refused(
+                "context manifest: too many files, a nested manifest, or a whole blob".into(),
+            ));
+        }
+        job.context.splice(at..at, listed);
+        self.materialise_inputs(job, max_bytes)
+    }
+
+    /// Every recipe input of `job` made whole (see [`SessionChunks::materialise`]).
+    fn materialise_inputs(&mut self, job: &mut Job, max_bytes: u64) -> Result<(), Materialise> {
         let mut missing: Vec<ChunkId> = Vec::new();
         let mut total = 0u64;
         let inputs =
@@ -290,6 +321,96 @@ mod tests {
         assert!(s.get(&bad).is_none());
         let second = cut.recipe.chunks[1].id;
         assert!(s.get(&second).is_some());
+    }
+
+    /// The mux's upload lists the user headers in a manifest; the server puts the files
+    /// it lists in its place (asking for what it lacks, the manifest first), and refuses
+    /// a manifest inside a manifest.
+    #[test]
+    fn a_context_manifest_becomes_the_files_it_lists() {
+        use crate::mux::upload::{Source, Upload};
+        use crate::proto::chunk::Cut;
+        use crate::proto::msg::{JobHeader, JobSpec, SourceKind};
+        let mut text = b"# 0 \"src/a.c\"\n# 1 \"/w//\"\n".to_vec();
+        text.extend((0..4000u32).flat_map(|i| format!("int v{i};\n").into_bytes()));
+        let header = JobHeader {
+            compiler: "gcc".into(),
+            args: vec![],
+            assemble_only: false,
+            cwd: "/w".into(),
+            source_name: "src/a.c".into(),
+            output_name: "a.o".into(),
+            extra_outputs: vec![],
+        };
+        let files: Vec<(String, Vec<u8>)> = vec![
+            ("src/a.c".into(), b"int a;\n".to_vec()),
+            ("src/x.h".into(), b"int x;\n".to_vec()),
+            ("src/y.h".into(), vec![b'y'; 30_000]),
+        ];
+        let spec = JobSpec {
+            header: header.clone(),
+            distcc_argv: vec![],
+            env: vec![],
+            context: files.clone(),
+            compiler_id: None,
+            cache: true,
+        };
+        let source = Source::Cut(Cut::normalised(&text));
+        let mut up = Upload::chunked(&spec, &source);
+        let names: Vec<&str> = up.context.iter().map(|f| f.name.as_str()).collect();
+        assert_eq!(names, ["src/a.c", CONTEXT_MANIFEST]);
+        let job = Job {
+            id: 1,
+            header,
+            source_kind: SourceKind::DirectivesOnly,
+            source: std::mem::replace(&mut up.source, Input::Whole(Blob::empty())),
+            context: std::mem::take(&mut up.context),
+            env: vec![],
+            compiler_id: None,
+            cache: true,
+        };
+        let mut s = SessionChunks::new(None, 64 << 20);
+        let mut known = crate::mux::known::KnownChunks::new(1 << 10);
+        // Everything but the manifest's own chunk: it is asked for first.
+        let manifest_id = match &job.context[1].data {
+            Input::Chunked(r) => r.chunks[0].id,
+            other => panic!("{other:?}"),
+        };
+        let rest: std::collections::HashSet<ChunkId> =
+            up.ids().filter(|id| *id != manifest_id).collect();
+        let rest: Vec<ChunkId> = rest.into_iter().collect();
+        s.receive(&up.pack_ids(&rest).unwrap()).unwrap();
+        let mut j = job.clone();
+        match s.materialise(&mut j, 1 << 30) {
+            Err(Materialise::Missing(ids)) => assert_eq!(ids, [manifest_id]),
+            other => panic!("{other:?}"),
+        }
+        s.receive(&up.pack_unknown(&mut known)).unwrap();
+        let mut j = job.clone();
+        s.materialise(&mut j, 1 << 30).unwrap();
+        let got: Vec<(String, Vec<u8>)> = j
+            .context
+            .iter()
+            .map(|f| (f.name.clone(), f.data.unpack(1 << 30).unwrap()))
+            .collect();
+        assert_eq!(got, files);
+        // A manifest that lists a manifest is refused.
+        let inner = vec![ContextFile {
+            name: CONTEXT_MANIFEST.into(),
+            data: Input::Chunked(Cut::plain(b"x".to_vec()).recipe),
+        }];
+        let bytes = postcard::to_allocvec(&inner).unwrap();
+        let outer = Cut::plain(bytes);
+        s.receive(&ChunkPack::pack(outer.chunks())).unwrap();
+        let mut j = job;
+        j.context = vec![ContextFile {
+            name: CONTEXT_MANIFEST.into(),
+            data: Input::Chunked(outer.recipe.clone()),
+        }];
+        assert!(matches!(
+            s.materialise(&mut j, 1 << 30),
+            Err(Materialise::Refused(_))
+        ));
     }
 
     #[test]

@@ -22,7 +22,7 @@ use crate::proto::fault::{self, Ended};
 use crate::proto::frame::{self, MAX_FRAME};
 use crate::proto::msg::{
     Blob, ChunkPack, CompilerId, Job, JobResult, Message, OutputFile, CHUNKS_VERSION,
-    FAULT_VERSION, JOB3_VERSION, MAX_DECLARED_IDENTITIES,
+    CONTEXT_MANIFEST, FAULT_VERSION, JOB3_VERSION, MAX_DECLARED_IDENTITIES,
 };
 use crate::proto::Error as ProtoError;
 
@@ -238,7 +238,14 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         // Recipes become whole text here, before a server slot is taken: a job whose
         // chunks are not all here is answered at once, and the client sends them with the
         // job again.
+        let listed = job.context.iter().any(|f| f.name == CONTEXT_MANIFEST);
         match self.chunks.materialise(&mut job, limits.max_job_bytes) {
+            // The files a manifest listed are checked as the job's own were.
+            Ok(()) if listed => {
+                if let Err(e) = job::check_request(&job, limits) {
+                    return self.not_prepared(id, e).await;
+                }
+            }
             Ok(()) => {}
             Err(chunks::Materialise::Missing(ids)) => {
                 tracing::debug!("job {id}: {} chunk(s) missing", ids.len());
