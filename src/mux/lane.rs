@@ -16,13 +16,14 @@ use tokio::net::TcpStream;
 use crate::exit::ExitCode;
 use crate::hosts::{HostKind, HostSpec};
 use crate::mux::ssh::{self, Connection, SshError, SshSettings, Stream};
-use crate::mux::upload::{self, SharedChunks, Upload};
+use crate::mux::recent;
+use crate::mux::upload::{self, Pack, SharedChunks, Upload};
 use crate::proto::distcc::{self, DistccRequest};
 use crate::proto::fault::{self, Ended, Fault};
 use crate::proto::frame;
 use crate::proto::msg::{
     Blob, Hello, Job, JobResult, Message, OutputFile, SourceKind, CHUNKS_CAP, CHUNKS_VERSION,
-    CHUNK_STORE_CAP, FAULT_VERSION, JOB3_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    CHUNK_DELTA_CAP, CHUNK_STORE_CAP, FAULT_VERSION, JOB3_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::proto::{self, compress::MAX_BLOB};
 
@@ -412,6 +413,7 @@ impl Lane {
     ) -> Result<JobResult, TransportError> {
         let io_timeout = self.io_timeout;
         let chunks = self.version >= CHUNKS_VERSION && self.server_can(CHUNKS_CAP);
+        let delta = chunks && self.server_can(CHUNK_DELTA_CAP) && recent::delta_enabled();
         let known = match host_chunks {
             Some(h) if self.server_can(CHUNK_STORE_CAP) => h.clone(),
             _ => self.own_chunks.clone(),
@@ -425,6 +427,7 @@ impl Lane {
                     host: &self.host,
                     version: self.version,
                     chunks,
+                    delta,
                 };
                 let books = Books {
                     known: &known,
@@ -495,6 +498,8 @@ struct Peer<'a> {
     version: u32,
     /// The server takes chunked input.
     chunks: bool,
+    /// The server takes delta packs (and they are not turned off).
+    delta: bool,
 }
 
 /// Where a native job learns and counts chunks.
@@ -583,25 +588,26 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     drop(message);
     // The chunks the host is not known to hold go in the same write, right before the
     // job: no round trip of their own.
-    let mut pack = up
-        .is_chunked()
-        .then(|| up.pack_unknown(&mut upload::lock(books.known).known));
+    let mut pack = up.is_chunked().then(|| up.pack_new(books.known, peer.delta));
+    let sent: Vec<_> = pack.iter().flat_map(|p| p.chunks()).map(|c| c.id).collect();
     if up.is_chunked() {
         upload::lock(books.counts).counters.chunked_jobs += 1;
     }
     let mut rounds = 0u32;
     'send: loop {
-        let chunk_frame = pack
-            .take()
-            .filter(|p| !p.chunks.is_empty())
-            .map(|p| (p.chunks.len() as u64, frame::encode(&Message::Chunks(p))));
-        let chunk_bytes = chunk_frame.as_ref().map_or(0, |(_, f)| f.len() as u64 + 4);
+        let chunk_frame = pack.take().filter(|p| !p.chunks().is_empty()).map(|p| {
+            let (n, delta) = (p.chunks().len() as u64, p.is_delta());
+            (n, delta, frame::encode(&p.into_message()))
+        });
+        let chunk_bytes = chunk_frame.as_ref().map_or(0, |(_, _, f)| f.len() as u64 + 4);
         observe(LaneEvent::Sending {
             bytes: chunk_bytes + job_frame.len() as u64 + 4,
         });
-        if let Some((n, f)) = chunk_frame {
+        if let Some((n, delta, f)) = chunk_frame {
             send_frame(stream, &f, io_timeout, books.counts).await?;
-            upload::lock(books.counts).counters.chunks_sent += n;
+            let mut b = upload::lock(books.counts);
+            b.counters.chunks_sent += n;
+            b.counters.delta_packs += u64::from(delta);
         }
         send_frame(stream, &job_frame, io_timeout, books.counts).await?;
         observe(LaneEvent::Compiling);
@@ -651,9 +657,9 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
                     tracing::debug!(host = %host, job = id, "the server lacks {} chunk(s)", ids.len());
                     upload::lock(books.known).known.forget(&ids);
                     upload::lock(books.counts).counters.chunks_missing += ids.len() as u64;
-                    pack = Some(up.pack_ids(&ids).ok_or_else(|| {
+                    pack = Some(Pack::Plain(up.pack_ids(&ids).ok_or_else(|| {
                         TransportError::Unexpected("Missing names chunks the job has not".into())
-                    })?);
+                    })?));
                     continue 'send;
                 }
                 Some(Message::Result(r)) if r.id == id => JobResult::from(r),
@@ -683,6 +689,7 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
                 k.known.learn(up.ids());
                 let held = k.known.len() as u64;
                 drop(k);
+                up.remember(books.known, &sent);
                 upload::lock(books.counts).counters.chunks_known = held;
             }
             let ended = if peer.version >= FAULT_VERSION {

@@ -25,6 +25,7 @@ pub mod lane;
 pub mod listener;
 pub mod monitor;
 pub mod pool;
+pub mod recent;
 pub mod process;
 pub mod retry;
 pub mod scheduler;

@@ -228,6 +228,7 @@ mod tests {
                     chunks_sent: 40,
                     chunks_missing: 2,
                     chunks_known: 38,
+                    delta_packs: 1,
                 },
                 mean_ms: Some(850),
                 ewma_ms: Some(800),

@@ -2,17 +2,20 @@
 //! capability `chunks`) the source and the context files go as recipes, preceded in the
 //! same write by the chunks the host is not known to hold; a `Missing` answer is served
 //! from the same texts. To an older server they go as whole LZ4 blobs. Per host the mux
-//! keeps which chunks it holds ([`HostChunks`]) and counts what it sent. Neighbours:
-//! `mux::lane` (runs the exchange), `mux::known` (the id set), `proto::chunk` (cutting,
+//! keeps which chunks it holds ([`HostChunks`]), the chunks each source's last job sent
+//! (so that the next job's new chunks go LZ4'd against them, to a server that says
+//! `chunk-delta`), and counts what it sent. Neighbours: `mux::lane` (runs the exchange),
+//! `mux::known` (the id set), `mux::recent` (the sent chunks), `proto::chunk` (cutting,
 //! packs), `wrapper` (cuts the source; the context files are cut here).
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 
 use crate::mux::known::KnownChunks;
-use crate::proto::chunk::{markers, ChunkPack, ChunkRef, Cut};
+use crate::mux::recent::{RecentChunks, SourceKey};
+use crate::proto::chunk::{markers, ChunkPack, ChunkRef, Cut, DeltaPack};
 use crate::proto::chunk_id::ChunkId;
-use crate::proto::msg::{Blob, ContextFile, Input, JobSpec};
+use crate::proto::msg::{Blob, ContextFile, Input, JobSpec, Message};
 
 /// A job's preprocessed source as the lane gets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,6 +47,8 @@ pub use crate::proto::status::ChunkCounters;
 pub struct HostChunks {
     pub known: KnownChunks,
     pub counters: ChunkCounters,
+    /// The chunks each source's last job sent (the dictionaries of delta packs).
+    pub recent: RecentChunks,
 }
 
 /// The handle lanes share.
@@ -64,6 +69,47 @@ pub struct Upload<'a> {
     source_cut: Option<&'a Cut>,
     /// The context files, cut here, when they went as recipes.
     context_cuts: Vec<Cut>,
+    /// The job's source, for [`RecentChunks`].
+    key: SourceKey,
+}
+
+/// The chunks a job sends before its job frame.
+#[derive(Debug)]
+pub enum Pack {
+    /// LZ4'd on their own (`Message::Chunks`).
+    Plain(ChunkPack),
+    /// LZ4'd against chunks the host holds (`Message::DeltaChunks`).
+    Delta(DeltaPack),
+}
+
+impl Pack {
+    /// The chunks packed.
+    pub fn chunks(&self) -> &[ChunkRef] {
+        match self {
+            Pack::Plain(p) => &p.chunks,
+            Pack::Delta(p) => &p.chunks,
+        }
+    }
+
+    /// Whether it is a delta pack.
+    pub fn is_delta(&self) -> bool {
+        matches!(self, Pack::Delta(_))
+    }
+
+    /// The message that carries it.
+    pub fn into_message(self) -> Message {
+        match self {
+            Pack::Plain(p) => Message::Chunks(p),
+            Pack::Delta(p) => Message::DeltaChunks(p),
+        }
+    }
+}
+
+fn key_of(spec: &JobSpec) -> SourceKey {
+    SourceKey {
+        cwd: spec.header.cwd.clone(),
+        source_name: spec.header.source_name.clone(),
+    }
 }
 
 impl<'a> Upload<'a> {
@@ -81,6 +127,7 @@ impl<'a> Upload<'a> {
                 .collect(),
             source_cut: None,
             context_cuts: Vec::new(),
+            key: key_of(spec),
         }
     }
 
@@ -110,6 +157,7 @@ impl<'a> Upload<'a> {
             context,
             source_cut,
             context_cuts: cuts,
+            key: key_of(spec),
         }
     }
 
@@ -141,6 +189,48 @@ impl<'a> Upload<'a> {
     /// mux knows).
     pub fn pack_unknown(&self, known: &mut KnownChunks) -> ChunkPack {
         ChunkPack::pack(self.chunks().filter(|(c, _)| !known.holds(&c.id)))
+    }
+
+    /// The chunks the host is not known to hold. With `delta`, when the memory has
+    /// chunks an earlier job of the same source sent (all still believed held), they
+    /// are LZ4'd against those, if that comes out smaller than a plain pack.
+    pub fn pack_new(&self, host: &SharedChunks, delta: bool) -> Pack {
+        let (fresh, dict) = {
+            let mut guard = lock(host);
+            let h = &mut *guard;
+            let fresh: Vec<(ChunkRef, &[u8])> = self
+                .chunks()
+                .filter(|(c, _)| !h.known.holds(&c.id))
+                .collect();
+            let dict = (delta && !fresh.is_empty())
+                .then(|| h.recent.dictionary(&self.key))
+                .flatten()
+                .filter(|d| d.iter().all(|(id, _)| h.known.holds(id)))
+                .map(<[_]>::to_vec);
+            (fresh, dict)
+        };
+        let plain = ChunkPack::pack(fresh.iter().copied());
+        let Some(dict) = dict else {
+            return Pack::Plain(plain);
+        };
+        let refs: Vec<(ChunkId, &[u8])> = dict.iter().map(|(id, b)| (*id, &b[..])).collect();
+        let d = DeltaPack::pack(fresh.iter().copied(), &refs);
+        if d.data.len() + std::mem::size_of::<ChunkId>() * d.dict.len() < plain.data.data.len() {
+            Pack::Delta(d)
+        } else {
+            Pack::Plain(plain)
+        }
+    }
+
+    /// The job ran with the chunks `sent` (its first pack, in order): they are what the
+    /// next job of the same source is packed against.
+    pub fn remember(&self, host: &SharedChunks, sent: &[ChunkId]) {
+        let sent: HashSet<&ChunkId> = sent.iter().collect();
+        let chunks = self
+            .chunks()
+            .filter(|(c, _)| sent.contains(&c.id))
+            .map(|(c, b)| (c.id, b));
+        lock(host).recent.remember(&self.key, chunks);
     }
 
     /// A pack of the chunks `ids` names, or `None` if one is not the job's.

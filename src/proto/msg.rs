@@ -29,8 +29,11 @@ pub const CHUNKS_CAP: &str = "chunks";
 /// the user (on disk): a chunk sent on one lane is there for the next, so the client
 /// keeps one set of known chunks per host rather than per lane.
 pub const CHUNK_STORE_CAP: &str = "chunk-store";
+/// Hello capability word of a server that takes [`Message::DeltaChunks`]: chunks LZ4'd
+/// against a dictionary of chunks it holds (`proto::chunk::delta`).
+pub const CHUNK_DELTA_CAP: &str = "chunk-delta";
 
-pub use crate::proto::chunk::{ChunkPack, Recipe};
+pub use crate::proto::chunk::{ChunkPack, DeltaPack, Recipe};
 pub use crate::proto::chunk_id::ChunkId;
 pub use crate::proto::fault::Fault;
 pub use crate::proto::identity::{CompilerId, OfferedCompiler};
@@ -404,6 +407,12 @@ pub enum Message {
         id: u64,
         ids: Vec<ChunkId>,
     },
+    /// Client → server (the server's hello has [`CHUNK_DELTA_CAP`]): chunks as in
+    /// [`Message::Chunks`], LZ4'd against chunks the server holds. A server that lacks
+    /// one of the dictionary's chunks, or cannot decode the pack, stores none of its
+    /// chunks: the job then answers [`Message::Missing`] and they come again, plain.
+    /// Added last, so the other variants keep their encoding.
+    DeltaChunks(DeltaPack),
 }
 
 // ---------------------------------------------------------------------------------------

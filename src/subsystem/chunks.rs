@@ -1,5 +1,6 @@
-//! Server stage, chunked input of one session: chunks that arrive (`Message::Chunks`)
-//! go into a [`ChunkStore`]; a job whose input is a recipe (`Input::Chunked`) is rebuilt
+//! Server stage, chunked input of one session: chunks that arrive (`Message::Chunks`,
+//! or `Message::DeltaChunks` decoded against chunks already held) go into a
+//! [`ChunkStore`]; a job whose input is a recipe (`Input::Chunked`) is rebuilt
 //! from it before it is staged, or answered with the ids the store lacks
 //! (`Message::Missing`), which the client then sends. A chunk is used only if its bytes
 //! hash to its id: a corrupt one is dropped and so is asked for again. Neighbours:
@@ -12,7 +13,9 @@ use std::sync::Mutex;
 
 use super::store::Store;
 
-use crate::proto::chunk::{ChunkError, ChunkPack, Recipe, MAX_RECIPE_CHUNKS};
+use crate::proto::chunk::{
+    delta, ChunkError, ChunkPack, DeltaPack, Recipe, Unpacked, MAX_RECIPE_CHUNKS,
+};
 use crate::proto::chunk_id::ChunkId;
 use crate::proto::msg::{Blob, Input, Job};
 
@@ -134,6 +137,38 @@ impl<'a> SessionChunks<'a> {
     /// The pack breaks a bound or does not decode (a protocol error).
     pub fn receive(&mut self, pack: &ChunkPack) -> Result<usize, ChunkError> {
         let got = pack.unpack()?;
+        Ok(self.keep(&got))
+    }
+
+    /// Stores the chunks of a delta pack, decoded against the chunks its dictionary
+    /// names (read from this session's chunks or the store, each checked by its hash).
+    /// When one of those is missing, or the pack does not decode, none of its chunks is
+    /// stored: the job then reports them missing, and the client sends them plain.
+    ///
+    /// # Errors
+    /// The pack breaks a bound (a protocol error).
+    pub fn receive_delta(&mut self, pack: &DeltaPack) -> Result<usize, ChunkError> {
+        pack.check()?;
+        let mut parts = Vec::with_capacity(pack.dict.len());
+        for id in &pack.dict {
+            match self.get(id) {
+                Some(data) => parts.push(data),
+                None => {
+                    tracing::debug!(
+                        "delta pack: dictionary chunk {id} is not here; its {} chunk(s) dropped",
+                        pack.chunks.len()
+                    );
+                    return Ok(0);
+                }
+            }
+        }
+        let dict = delta::dictionary(parts.iter().map(Vec::as_slice));
+        let got = pack.unpack(&dict)?;
+        Ok(self.keep(&got))
+    }
+
+    /// Keeps the good chunks of an unpacked pack (on disk, else in memory).
+    fn keep(&mut self, got: &Unpacked) -> usize {
         if !got.corrupt.is_empty() {
             tracing::warn!(
                 "{} chunk(s) arrived corrupt (bytes do not match the id); dropped",
@@ -153,7 +188,7 @@ impl<'a> SessionChunks<'a> {
                 }
             }
         }
-        Ok(got.good.len())
+        got.good.len()
     }
 
     /// Rebuilds every recipe input of `job` from the store (line markers restored),

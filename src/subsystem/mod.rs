@@ -51,7 +51,7 @@ use session::Session;
 
 /// Capability words this server announces in its hello.
 /// (`chunk-store` is added when the session's chunk store is the user's shared one.)
-pub const CAPS: [&str; 7] = [
+pub const CAPS: [&str; 8] = [
     "lz4",
     "directives-only",
     "heartbeat",
@@ -59,6 +59,7 @@ pub const CAPS: [&str; 7] = [
     "ping",
     crate::mux::lane::COMPILERS_CAP,
     crate::proto::msg::CHUNKS_CAP,
+    crate::proto::msg::CHUNK_DELTA_CAP,
 ];
 /// How long the client has for its opening bytes and hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(60);

@@ -21,7 +21,7 @@ use crate::config::ServerSettings;
 use crate::proto::fault::{self, Ended};
 use crate::proto::frame::{self, MAX_FRAME};
 use crate::proto::msg::{
-    Blob, ChunkPack, Job, JobResult, Message, OutputFile, CHUNKS_VERSION, FAULT_VERSION,
+    Blob, ChunkPack, DeltaPack, Job, JobResult, Message, OutputFile, CHUNKS_VERSION, FAULT_VERSION,
     JOB3_VERSION,
 };
 use crate::proto::Error as ProtoError;
@@ -148,6 +148,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 Message::Chunks(pack) if self.version >= CHUNKS_VERSION => {
                     self.receive_chunks(&pack)?
                 }
+                Message::DeltaChunks(pack) if self.version >= CHUNKS_VERSION => {
+                    self.receive_delta(&pack)?
+                }
                 other => return Err(unexpected(&other)),
             }
         }
@@ -161,6 +164,17 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 Ok(())
             }
             Err(e) => Err(ServeError::Unexpected(format!("chunk pack: {e}"))),
+        }
+    }
+
+    /// Stores the chunks of a delta pack (none, if its dictionary is not all here).
+    fn receive_delta(&mut self, pack: &DeltaPack) -> Result<(), ServeError> {
+        match self.chunks.receive_delta(pack) {
+            Ok(n) => {
+                tracing::debug!("{n} chunk(s) received in a delta pack");
+                Ok(())
+            }
+            Err(e) => Err(ServeError::Unexpected(format!("delta pack: {e}"))),
         }
     }
 
@@ -277,6 +291,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                             if self.version >= CHUNKS_VERSION =>
                         {
                             self.receive_chunks(&pack).err().map(Err)
+                        }
+                        Some(Ok(Incoming::Message(Message::DeltaChunks(pack), _)))
+                            if self.version >= CHUNKS_VERSION =>
+                        {
+                            self.receive_delta(&pack).err().map(Err)
                         }
                         Some(Ok(Incoming::Message(Message::Job3(_), _)))
                             if queue.jobs.len() >= MAX_QUEUED_JOBS =>
@@ -396,6 +415,7 @@ pub(super) fn unexpected(m: &Message) -> ServeError {
         Message::Mismatch { .. } => "Mismatch",
         Message::Chunks(_) => "Chunks",
         Message::Missing { .. } => "Missing",
+        Message::DeltaChunks(_) => "DeltaChunks",
     };
     ServeError::Unexpected(name.into())
 }

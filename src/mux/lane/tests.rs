@@ -67,6 +67,7 @@ async fn native(version: u32, answer: Message) -> Result<JobResult, TransportErr
         host: "h",
         version,
         chunks: false,
+        delta: false,
     };
     let spec = spec();
     let books = SharedChunks::default();
@@ -117,6 +118,7 @@ async fn native_events_follow_the_job() {
         host: "h",
         version: JOB3_VERSION,
         chunks: false,
+        delta: false,
     };
     let spec = spec();
     let books = SharedChunks::default();
@@ -376,6 +378,7 @@ async fn chunks_go_with_the_job_and_missing_ones_follow() {
                 host: "h",
                 version: PROTOCOL_VERSION,
                 chunks: true,
+                delta: false,
             };
             let b = Books {
                 known: &books,
@@ -425,6 +428,7 @@ async fn a_v2_server_gets_whole_blobs() {
         host: "h",
         version: 2,
         chunks: true,
+        delta: false,
     };
     let books = SharedChunks::default();
     let spec = spec();
