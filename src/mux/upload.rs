@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 
 use crate::mux::known::KnownChunks;
 use crate::mux::recent::{RecentChunks, SourceKey};
-use crate::proto::chunk::{markers, ChunkPack, ChunkRef, Cut, DeltaPack};
+use crate::proto::chunk::{delta, markers, ChunkPack, ChunkRef, Cut, DeltaPack};
 use crate::proto::chunk_id::ChunkId;
 use crate::proto::msg::{Blob, ContextFile, Input, JobSpec, Message};
 
@@ -213,22 +213,47 @@ impl<'a> Upload<'a> {
         let Some(dict) = dict else {
             return Pack::Plain(plain);
         };
-        let refs: Vec<(ChunkId, &[u8])> = dict.iter().map(|(id, b)| (*id, &b[..])).collect();
-        let d = DeltaPack::pack(fresh.iter().copied(), &refs);
-        if d.data.len() + std::mem::size_of::<ChunkId>() * d.dict.len() < plain.data.data.len() {
-            Pack::Delta(d)
-        } else {
-            Pack::Plain(plain)
+        // Each dictionary id costs its 32 bytes: try the last chunks that hold as much as
+        // the pack (where the edited text's old version is), and the whole window.
+        let lens: Vec<u32> = dict.iter().map(|(_, b)| b.len() as u32).collect();
+        let raw: usize = fresh.iter().map(|(_, b)| b.len()).sum();
+        let cost = |d: &DeltaPack| d.data.len() + std::mem::size_of::<ChunkId>() * d.dict.len();
+        let mut best: Option<DeltaPack> = None;
+        let mut tried = None;
+        for start in [delta::suffix_start(&lens, raw), delta::window_start(&lens)] {
+            if tried.replace(start) == Some(start) {
+                continue;
+            }
+            let refs: Vec<(ChunkId, &[u8])> =
+                dict[start..].iter().map(|(id, b)| (*id, &b[..])).collect();
+            let d = DeltaPack::pack(fresh.iter().copied(), &refs);
+            if best.as_ref().is_none_or(|b| cost(&d) < cost(b)) {
+                best = Some(d);
+            }
+        }
+        match best {
+            Some(d) if cost(&d) < plain.data.data.len() => Pack::Delta(d),
+            _ => Pack::Plain(plain),
         }
     }
 
-    /// The job ran with the chunks `sent` (its first pack, in order): they are what the
-    /// next job of the same source is packed against.
+    /// The job ran with the chunks `sent` (its first pack): they are what the next job of
+    /// the same source is packed against. The memory keeps the last of them, so they are
+    /// ordered by how much they are the source's own: the user headers' text first, then
+    /// the source's, then the main source file's (the first context file), which is
+    /// what an edit changes.
     pub fn remember(&self, host: &SharedChunks, sent: &[ChunkId]) {
         let sent: HashSet<&ChunkId> = sent.iter().collect();
-        let chunks = self
-            .chunks()
-            .filter(|(c, _)| sent.contains(&c.id))
+        let mut seen = HashSet::new();
+        let texts = self
+            .context_cuts
+            .iter()
+            .skip(1)
+            .chain(self.source_cut)
+            .chain(self.context_cuts.first());
+        let chunks = texts
+            .flat_map(Cut::chunks)
+            .filter(|(c, _)| sent.contains(&c.id) && seen.insert(c.id))
             .map(|(c, b)| (c.id, b));
         lock(host).recent.remember(&self.key, chunks);
     }

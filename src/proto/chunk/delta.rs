@@ -64,9 +64,17 @@ pub fn dictionary<'a>(parts: impl IntoIterator<Item = &'a [u8]>) -> Vec<u8> {
 /// Where the dictionary of a text's chunks (`lens`, in order) should start: the fewest
 /// last chunks that fill [`DICT_WINDOW`], and at most [`MAX_DICT_IDS`] of them.
 pub fn window_start(lens: &[u32]) -> usize {
+    suffix_start(lens, DICT_WINDOW)
+}
+
+/// The start of the fewest last chunks (`lens`) that hold `want` bytes (at most
+/// [`DICT_WINDOW`]), and at most [`MAX_DICT_IDS`] of them: a smaller dictionary costs
+/// fewer ids on the wire.
+pub fn suffix_start(lens: &[u32], want: usize) -> usize {
+    let want = want.min(DICT_WINDOW);
     let mut have = 0usize;
     let mut start = lens.len();
-    while start > 0 && have < DICT_WINDOW && lens.len() - start < MAX_DICT_IDS {
+    while start > 0 && have < want && lens.len() - start < MAX_DICT_IDS {
         start -= 1;
         have += lens[start] as usize;
     }
@@ -302,6 +310,9 @@ mod tests {
         assert_eq!(window_start(&[k, k, k, 3 * k, k]), 3);
         let tiny = vec![10u32; 100];
         assert_eq!(window_start(&tiny), 100 - MAX_DICT_IDS);
+        assert_eq!(suffix_start(&[k, k, k, k], 1), 3);
+        assert_eq!(suffix_start(&[k, k, k, k], k + 1), 2);
+        assert_eq!(suffix_start(&[k; 8], usize::MAX), 4, "never past the window");
         let parts: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 20 << 10]).collect();
         let d = dictionary(parts.iter().map(Vec::as_slice));
         assert_eq!(d.len(), DICT_WINDOW);
