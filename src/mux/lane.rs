@@ -15,15 +15,16 @@ use tokio::net::TcpStream;
 
 use crate::exit::ExitCode;
 use crate::hosts::{HostKind, HostSpec};
-use crate::mux::ssh::{self, Connection, SshError, SshSettings, Stream};
 use crate::mux::recent;
+use crate::mux::ssh::{self, Connection, SshError, SshSettings, Stream};
 use crate::mux::upload::{self, Pack, SharedChunks, Upload};
 use crate::proto::distcc::{self, DistccRequest};
 use crate::proto::fault::{self, Ended, Fault};
 use crate::proto::frame;
 use crate::proto::msg::{
     Blob, Hello, Job, JobResult, Message, OutputFile, SourceKind, CHUNKS_CAP, CHUNKS_VERSION,
-    CHUNK_DELTA_CAP, CHUNK_STORE_CAP, FAULT_VERSION, JOB3_VERSION, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    CHUNK_DELTA_CAP, CHUNK_STORE_CAP, FAULT_VERSION, JOB3_VERSION, MIN_PROTOCOL_VERSION,
+    PROTOCOL_VERSION,
 };
 use crate::proto::{self, compress::MAX_BLOB};
 
@@ -588,7 +589,9 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     drop(message);
     // The chunks the host is not known to hold go in the same write, right before the
     // job: no round trip of their own.
-    let mut pack = up.is_chunked().then(|| up.pack_new(books.known, peer.delta));
+    let mut pack = up
+        .is_chunked()
+        .then(|| up.pack_new(books.known, peer.delta));
     let sent: Vec<_> = pack.iter().flat_map(|p| p.chunks()).map(|c| c.id).collect();
     if up.is_chunked() {
         upload::lock(books.counts).counters.chunked_jobs += 1;
@@ -599,7 +602,9 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
             let (n, delta) = (p.chunks().len() as u64, p.is_delta());
             (n, delta, frame::encode(&p.into_message()))
         });
-        let chunk_bytes = chunk_frame.as_ref().map_or(0, |(_, _, f)| f.len() as u64 + 4);
+        let chunk_bytes = chunk_frame
+            .as_ref()
+            .map_or(0, |(_, _, f)| f.len() as u64 + 4);
         observe(LaneEvent::Sending {
             bytes: chunk_bytes + job_frame.len() as u64 + 4,
         });
@@ -608,6 +613,7 @@ async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
             let mut b = upload::lock(books.counts);
             b.counters.chunks_sent += n;
             b.counters.delta_packs += u64::from(delta);
+            b.counters.pack_bytes += f.len() as u64 + 4;
         }
         send_frame(stream, &job_frame, io_timeout, books.counts).await?;
         observe(LaneEvent::Compiling);

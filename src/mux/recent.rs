@@ -208,7 +208,10 @@ mod tests {
             remember(&mut r, &key(n), &[chunk(n, 2000)]);
         }
         assert!(r.cost() <= 10_000, "{}", r.cost());
-        assert!(r.dictionary(&key(1)).is_none(), "the least recently used went");
+        assert!(
+            r.dictionary(&key(1)).is_none(),
+            "the least recently used went"
+        );
         assert!(r.dictionary(&key(0)).is_some());
         assert!(r.dictionary(&key(4)).is_some());
         remember(&mut r, &key(7), &[chunk(7, 20_000)]);

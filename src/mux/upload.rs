@@ -324,6 +324,59 @@ mod tests {
         assert!(up.pack_ids(&[ChunkId([9; 32])]).is_none(), "not the job's");
     }
 
+    /// A source cut as the wrapper cuts it, `edit` lines appended.
+    fn edited(edit: usize) -> Source {
+        let mut t = b"# 0 \"a.c\"\n# 1 \"/p//\"\n".to_vec();
+        t.extend(text(5000));
+        for e in 0..edit {
+            t.extend(format!("int edit{e} = {e};\n").into_bytes());
+        }
+        Source::Cut(Cut::normalised(&t))
+    }
+
+    #[test]
+    fn an_edited_source_goes_as_a_delta_against_what_its_last_job_sent() {
+        let host = SharedChunks::default();
+        let spec = spec(vec![]);
+        let first = edited(0);
+        let up = Upload::chunked(&spec, &first);
+        let pack = up.pack_new(&host, true);
+        assert!(!pack.is_delta(), "nothing sent before: plain");
+        let sent: Vec<ChunkId> = pack.chunks().iter().map(|c| c.id).collect();
+        lock(&host).known.learn(up.ids());
+        up.remember(&host, &sent);
+        let old: std::collections::HashMap<ChunkId, Vec<u8>> =
+            up.chunks().map(|(c, b)| (c.id, b.to_vec())).collect();
+
+        let second = edited(1);
+        let up = Upload::chunked(&spec, &second);
+        let Pack::Delta(d) = up.pack_new(&host, true) else {
+            panic!("a delta pack")
+        };
+        let plain = up.pack_unknown(&mut lock(&host).known);
+        assert_eq!(d.chunks, plain.chunks, "the same chunks");
+        assert!(
+            d.data.len() * 4 < plain.data.data.len(),
+            "delta {} bytes, plain {}",
+            d.data.len(),
+            plain.data.data.len()
+        );
+        let dict = delta::dictionary(d.dict.iter().map(|id| old[id].as_slice()));
+        let got = d.unpack(&dict).unwrap();
+        assert!(got.corrupt.is_empty());
+        assert_eq!(got.good.len(), plain.chunks.len());
+        assert!(!up.pack_new(&host, false).is_delta(), "delta off");
+        // A dictionary chunk the host is no longer believed to hold: plain.
+        lock(&host).known.forget(&d.dict[..1]);
+        assert!(!up.pack_new(&host, true).is_delta());
+        // Another source has no dictionary.
+        let mut other = spec.clone();
+        other.header.source_name = "b.c".into();
+        assert!(!Upload::chunked(&other, &second)
+            .pack_new(&host, true)
+            .is_delta());
+    }
+
     #[test]
     fn an_older_server_gets_the_restored_text_whole() {
         let t = b"# 0 \"src/q.c\"\n# 1 \"src/q.c\"\nint q;\n".to_vec();

@@ -115,6 +115,9 @@ pub struct ChunkCounters {
     /// Packs sent LZ4'd against chunks the host holds (`Message::DeltaChunks`).
     #[serde(default)]
     pub delta_packs: u64,
+    /// Bytes of chunk-pack frames (plain and delta) among `bytes_sent`.
+    #[serde(default)]
+    pub pack_bytes: u64,
 }
 
 impl HostReport {

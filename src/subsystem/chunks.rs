@@ -374,6 +374,42 @@ mod tests {
         ));
     }
 
+    #[test]
+    fn a_delta_pack_is_stored_when_its_dictionary_is_here_and_dropped_when_not() {
+        use crate::proto::chunk::{delta, Cut};
+        let old: Vec<u8> = (0..6000u32)
+            .flat_map(|i| format!("int v{i} = {};\n", i % 13).into_bytes())
+            .collect();
+        let mut new = old.clone();
+        new.extend_from_slice(b"int edited = 1;\n");
+        let (old, new) = (Cut::plain(old), Cut::plain(new));
+        let held: Vec<ChunkId> = old.recipe.chunks.iter().map(|c| c.id).collect();
+        let old_chunks: Vec<_> = old.chunks().collect();
+        let lens: Vec<u32> = old_chunks.iter().map(|(c, _)| c.len).collect();
+        let dict: Vec<(ChunkId, &[u8])> = old_chunks[delta::window_start(&lens)..]
+            .iter()
+            .map(|(c, b)| (c.id, *b))
+            .collect();
+        let pack = DeltaPack::pack(new.chunks().filter(|(c, _)| !held.contains(&c.id)), &dict);
+        assert!(!pack.chunks.is_empty());
+
+        // Without the dictionary's chunks: nothing stored, so the job reports them missing.
+        let mut s = SessionChunks::new(None, 64 << 20);
+        assert_eq!(s.receive_delta(&pack).unwrap(), 0);
+        assert!(pack.chunks.iter().all(|c| s.get(&c.id).is_none()));
+
+        // With them (sent plain earlier): every chunk, checked by its id.
+        s.receive(&ChunkPack::pack(old.chunks())).unwrap();
+        assert_eq!(s.receive_delta(&pack).unwrap(), pack.chunks.len());
+        let rebuilt = new.recipe.assemble(|id| s.get(id)).unwrap();
+        assert_eq!(rebuilt, new.bytes);
+
+        // A bound broken is a protocol error.
+        let mut bad = pack.clone();
+        bad.dict = vec![ChunkId([0; 32]); delta::MAX_DICT_IDS + 1];
+        assert!(s.receive_delta(&bad).is_err());
+    }
+
     /// A store that hands back bytes other than the ones put.
     struct Rotten;
     impl ChunkStore for Rotten {

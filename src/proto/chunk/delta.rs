@@ -181,7 +181,9 @@ mod tests {
     /// A C-like text of about `n` lines, and the same with one line appended.
     fn versions(n: u32) -> (Vec<u8>, Vec<u8>) {
         let old: Vec<u8> = (0..n)
-            .flat_map(|i| format!("static int f{i}(int x) {{ return x * {i} + {}; }}\n", i % 7).into_bytes())
+            .flat_map(|i| {
+                format!("static int f{i}(int x) {{ return x * {i} + {}; }}\n", i % 7).into_bytes()
+            })
             .collect();
         let mut new = old.clone();
         new.extend_from_slice(b"int appended(void) { return 42; }\n");
@@ -201,8 +203,7 @@ mod tests {
     }
 
     fn window_of(cut: &Cut, ids: &[ChunkId]) -> Vec<u8> {
-        let by_id: std::collections::HashMap<_, _> =
-            cut.chunks().map(|(c, b)| (c.id, b)).collect();
+        let by_id: std::collections::HashMap<_, _> = cut.chunks().map(|(c, b)| (c.id, b)).collect();
         dictionary(ids.iter().map(|id| by_id[id]))
     }
 
@@ -311,8 +312,12 @@ mod tests {
         let tiny = vec![10u32; 100];
         assert_eq!(window_start(&tiny), 100 - MAX_DICT_IDS);
         assert_eq!(suffix_start(&[k, k, k, k], 1), 3);
-        assert_eq!(suffix_start(&[k, k, k, k], k + 1), 2);
-        assert_eq!(suffix_start(&[k; 8], usize::MAX), 4, "never past the window");
+        assert_eq!(suffix_start(&[k, k, k, k], k as usize + 1), 2);
+        assert_eq!(
+            suffix_start(&[k; 8], usize::MAX),
+            4,
+            "never past the window"
+        );
         let parts: Vec<Vec<u8>> = (0..5u8).map(|i| vec![i; 20 << 10]).collect();
         let d = dictionary(parts.iter().map(Vec::as_slice));
         assert_eq!(d.len(), DICT_WINDOW);
