@@ -17,18 +17,18 @@ use crate::exit::ExitCode;
 use crate::hosts::{HostKind, HostSpec};
 use crate::mux::recent;
 use crate::mux::ssh::{self, Connection, SshError, SshSettings, Stream};
-use crate::mux::upload::{self, Pack, SharedChunks, Upload};
+use crate::mux::upload::SharedChunks;
 use crate::proto::distcc::{self, DistccRequest};
 use crate::proto::fault::{self, Ended, Fault};
 use crate::proto::frame;
 use crate::proto::msg::{
-    Blob, Hello, Job, JobResult, Message, OutputFile, SourceKind, CHUNKS_CAP, CHUNKS_VERSION,
-    CHUNK_DELTA_CAP, CHUNK_STORE_CAP, FAULT_VERSION, JOB3_VERSION, MIN_PROTOCOL_VERSION,
-    PROTOCOL_VERSION,
+    Blob, Hello, JobResult, Message, OutputFile, CHUNKS_CAP, CHUNKS_VERSION, CHUNK_ACK_CAP,
+    CHUNK_DELTA_CAP, CHUNK_STORE_CAP, IDENTITY_CAP, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::proto::{self, compress::MAX_BLOB};
 
 mod list;
+mod native;
 mod route;
 
 pub use route::Route;
@@ -174,6 +174,8 @@ pub struct Lane {
     own_chunks: SharedChunks,
     /// How this lane reaches its server.
     route: Route,
+    /// The compiler identities declared to this lane's server (`Message::Identity`).
+    declared: std::collections::HashMap<String, crate::proto::msg::CompilerId>,
 }
 
 impl Lane {
@@ -274,6 +276,7 @@ impl Lane {
             version: 0,
             server_hello: None,
             own_chunks: SharedChunks::default(),
+            declared: Default::default(),
             route,
         }
     }
@@ -414,27 +417,34 @@ impl Lane {
     ) -> Result<JobResult, TransportError> {
         let io_timeout = self.io_timeout;
         let chunks = self.version >= CHUNKS_VERSION && self.server_can(CHUNKS_CAP);
-        let delta = chunks && self.server_can(CHUNK_DELTA_CAP) && recent::delta_enabled();
         let known = match host_chunks {
             Some(h) if self.server_can(CHUNK_STORE_CAP) => h.clone(),
             _ => self.own_chunks.clone(),
         };
         let counts = host_chunks.cloned().unwrap_or_else(|| known.clone());
+        let acks = chunks && self.server_can(CHUNK_ACK_CAP);
+        let identity = self.server_can(IDENTITY_CAP);
+        let delta = chunks && self.server_can(CHUNK_DELTA_CAP) && recent::delta_enabled();
         match &mut self.io {
             LaneIo::Native { stream, conn } => {
                 let id = self.next_id;
                 self.next_id += 1;
-                let peer = Peer {
+                let peer = native::Peer {
                     host: &self.host,
                     version: self.version,
                     chunks,
+                    acks,
+                    identity,
                     delta,
                 };
-                let books = Books {
+                let books = native::Books {
                     known: &known,
                     counts: &counts,
                 };
-                let run = run_native(stream, id, spec, source, io_timeout, peer, books, observe);
+                let declared = &mut self.declared;
+                let run = native::run_native(
+                    stream, id, spec, source, io_timeout, peer, books, declared, observe,
+                );
                 unless_closed(conn, run).await
             }
             LaneIo::DistccSsh { stream, conn } => {
@@ -476,6 +486,8 @@ pub fn client_hello() -> Hello {
             "heartbeat".into(),
             COMPILERS_CAP.into(),
             CHUNKS_CAP.into(),
+            CHUNK_ACK_CAP.into(),
+            IDENTITY_CAP.into(),
         ],
         slots: 0,
         load: 0,
@@ -489,27 +501,6 @@ fn resolve_destination(
     settings: &SshSettings,
 ) -> Result<ssh::Destination, TransportError> {
     Ok(ssh::config::destination(alias, user, settings)?)
-}
-
-/// The server a native job runs on.
-#[derive(Clone, Copy)]
-struct Peer<'a> {
-    host: &'a str,
-    /// The negotiated protocol version.
-    version: u32,
-    /// The server takes chunked input.
-    chunks: bool,
-    /// The server takes delta packs (and they are not turned off).
-    delta: bool,
-}
-
-/// Where a native job learns and counts chunks.
-#[derive(Clone, Copy)]
-struct Books<'a> {
-    /// Which chunks the server holds.
-    known: &'a SharedChunks,
-    /// The host's counters.
-    counts: &'a SharedChunks,
 }
 
 /// A compile that ran to its end, unless what it reported is a [`Fault`] (classified here
@@ -528,183 +519,6 @@ fn completed_or_fault(
             fault,
         }),
         None => Ok(r),
-    }
-}
-
-/// Writes one encoded frame within `io_timeout`, counting its bytes.
-async fn send_frame<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    payload: &[u8],
-    io_timeout: Duration,
-    counts: &SharedChunks,
-) -> Result<(), TransportError> {
-    tokio::time::timeout(io_timeout, frame::write_frame(stream, payload))
-        .await
-        .map_err(|_| TransportError::Timeout("sending the job"))??;
-    upload::lock(counts).counters.bytes_sent += 4 + payload.len() as u64;
-    Ok(())
-}
-
-// The lane's state, split so each part is borrowed apart from the stream.
-#[allow(clippy::too_many_arguments)]
-async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
-    stream: &mut S,
-    id: u64,
-    spec: &JobSpec,
-    source: &Source,
-    io_timeout: Duration,
-    peer: Peer<'_>,
-    books: Books<'_>,
-    observe: Observer<'_>,
-) -> Result<JobResult, TransportError> {
-    let mut up = if peer.chunks && peer.version >= JOB3_VERSION {
-        Upload::chunked(spec, source)
-    } else {
-        Upload::whole(spec, source)
-    };
-    let job = Job {
-        id,
-        header: spec.header.clone(),
-        source_kind: SourceKind::DirectivesOnly,
-        source: std::mem::replace(
-            &mut up.source,
-            crate::proto::msg::Input::Whole(Blob::empty()),
-        ),
-        context: std::mem::take(&mut up.context),
-        env: spec.env.clone(),
-        compiler_id: spec.compiler_id.clone(),
-        cache: spec.cache,
-    };
-    let message = if peer.version >= JOB3_VERSION {
-        Message::Job3(job)
-    } else {
-        Message::Job(job.to_v2().ok_or_else(|| {
-            TransportError::Other(format!(
-                "{} speaks protocol {}, which cannot take this job",
-                peer.host, peer.version
-            ))
-        })?)
-    };
-    let job_frame = frame::encode(&message);
-    drop(message);
-    // The chunks the host is not known to hold go in the same write, right before the
-    // job: no round trip of their own.
-    let mut pack = up
-        .is_chunked()
-        .then(|| up.pack_new(books.known, peer.delta));
-    let sent: Vec<_> = pack.iter().flat_map(|p| p.chunks()).map(|c| c.id).collect();
-    if up.is_chunked() {
-        upload::lock(books.counts).counters.chunked_jobs += 1;
-    }
-    let mut rounds = 0u32;
-    'send: loop {
-        let chunk_frame = pack.take().filter(|p| !p.chunks().is_empty()).map(|p| {
-            let (n, delta) = (p.chunks().len() as u64, p.is_delta());
-            (n, delta, frame::encode(&p.into_message()))
-        });
-        let chunk_bytes = chunk_frame
-            .as_ref()
-            .map_or(0, |(_, _, f)| f.len() as u64 + 4);
-        observe(LaneEvent::Sending {
-            bytes: chunk_bytes + job_frame.len() as u64 + 4,
-        });
-        if let Some((n, delta, f)) = chunk_frame {
-            send_frame(stream, &f, io_timeout, books.counts).await?;
-            let mut b = upload::lock(books.counts);
-            b.counters.chunks_sent += n;
-            b.counters.delta_packs += u64::from(delta);
-            b.counters.pack_bytes += f.len() as u64 + 4;
-        }
-        send_frame(stream, &job_frame, io_timeout, books.counts).await?;
-        observe(LaneEvent::Compiling);
-        loop {
-            // Each message (heartbeats included) must arrive within io_timeout: a long
-            // compile stays alive as long as the server reports progress. A big frame is
-            // reported as it starts; a small one once it is known not to be a heartbeat.
-            let mut len = 0u32;
-            let mut on_len = |l: u32| {
-                len = l;
-                if l > SMALL_FRAME {
-                    observe(LaneEvent::Receiving {
-                        bytes: u64::from(l) + 4,
-                    });
-                }
-            };
-            let read = frame::read_frame_observed(stream, frame::MAX_FRAME, &mut on_len);
-            let bytes = tokio::time::timeout(io_timeout, read)
-                .await
-                .map_err(|_| TransportError::Timeout("the server's answer"))??;
-            let msg: Option<Message> = bytes.map(|b| frame::decode(&b)).transpose()?;
-            if len <= SMALL_FRAME
-                && !matches!(
-                    msg,
-                    None | Some(Message::Heartbeat { .. } | Message::Missing { .. })
-                )
-            {
-                observe(LaneEvent::Receiving {
-                    bytes: u64::from(len) + 4,
-                });
-            }
-            let host = peer.host.to_string();
-            let result = match msg {
-                None => return Err(TransportError::Closed),
-                Some(Message::Heartbeat { .. }) => continue,
-                Some(Message::Missing { id: mid, ids }) if mid == id && up.is_chunked() => {
-                    rounds += 1;
-                    if rounds > MAX_MISSING_ROUNDS {
-                        return Err(TransportError::Server {
-                            host,
-                            message: format!(
-                                "{} chunk(s) still missing after {MAX_MISSING_ROUNDS} rounds",
-                                ids.len()
-                            ),
-                        });
-                    }
-                    tracing::debug!(host = %host, job = id, "the server lacks {} chunk(s)", ids.len());
-                    upload::lock(books.known).known.forget(&ids);
-                    upload::lock(books.counts).counters.chunks_missing += ids.len() as u64;
-                    pack = Some(Pack::Plain(up.pack_ids(&ids).ok_or_else(|| {
-                        TransportError::Unexpected("Missing names chunks the job has not".into())
-                    })?));
-                    continue 'send;
-                }
-                Some(Message::Result(r)) if r.id == id => JobResult::from(r),
-                Some(Message::Result3(r)) if r.id == id => r,
-                Some(Message::Fault { id: fid, fault }) if fid == id => {
-                    return Err(TransportError::Fault { host, fault })
-                }
-                Some(Message::Busy { .. }) => return Err(TransportError::Busy { host }),
-                Some(Message::Refused { reason, .. }) => {
-                    return Err(TransportError::Refused { host, reason })
-                }
-                Some(Message::Mismatch { id: mid, reason }) if mid == id => {
-                    return Err(TransportError::Mismatch { host, reason })
-                }
-                Some(Message::ServerError { message, .. }) => {
-                    return Err(TransportError::Server { host, message })
-                }
-                Some(other) => {
-                    return Err(TransportError::Unexpected(
-                        format!("{other:?}").chars().take(80).collect(),
-                    ))
-                }
-            };
-            if up.is_chunked() {
-                // The server ran the job: it holds every chunk its recipes name.
-                let mut k = upload::lock(books.known);
-                k.known.learn(up.ids());
-                let held = k.known.len() as u64;
-                drop(k);
-                up.remember(books.known, &sent);
-                upload::lock(books.counts).counters.chunks_known = held;
-            }
-            let ended = if peer.version >= FAULT_VERSION {
-                Ended::Exited(result.exit_code)
-            } else {
-                Ended::from_v1_exit_code(result.exit_code)
-            };
-            return completed_or_fault(result, ended, &spec.header.compiler, &host);
-        }
     }
 }
 
@@ -799,5 +613,7 @@ async fn run_distcc<S: AsyncRead + AsyncWrite + Unpin>(
     )
 }
 
+#[cfg(test)]
+mod native_tests;
 #[cfg(test)]
 mod tests;

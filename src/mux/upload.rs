@@ -8,11 +8,13 @@
 //! `mux::known` (the id set), `mux::recent` (the sent chunks), `proto::chunk` (cutting,
 //! packs), `wrapper` (cuts the source; the context files are cut here).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use crate::mux::known::KnownChunks;
 use crate::mux::recent::{RecentChunks, SourceKey};
+use crate::proto::chunk::node::{self, Node};
 use crate::proto::chunk::{delta, markers, ChunkPack, ChunkRef, Cut, DeltaPack};
 use crate::proto::chunk_id::ChunkId;
 use crate::proto::msg::{Blob, ContextFile, Input, JobSpec, Message};
@@ -47,8 +49,108 @@ pub use crate::proto::status::ChunkCounters;
 pub struct HostChunks {
     pub known: KnownChunks,
     pub counters: ChunkCounters,
+    /// Chunks a lane is sending to the host and the server has not yet acknowledged
+    /// (`Stored`), by the [`Flight`] that claimed them.
+    in_flight: HashMap<ChunkId, u64>,
+    /// The last flight token handed out.
+    flights: u64,
+    /// Woken whenever chunks land (or a flight ends without them).
+    settled: Arc<tokio::sync::Notify>,
     /// The chunks each source's last job sent (the dictionaries of delta packs).
     pub recent: RecentChunks,
+}
+
+/// What a job still has to do about the chunks its host lacks ([`Upload::claim`]).
+pub struct Claim {
+    /// Chunks no other lane is sending: this job's to send.
+    pub mine: Pack,
+    /// Chunks another lane is sending right now: wait for them to land.
+    pub awaited: Vec<ChunkId>,
+}
+
+/// The chunks one job sends to a host whose server acknowledges them (`chunk-ack`),
+/// pack by pack, until each `Stored` comes back. Dropped (the job ended, the lane
+/// died), it gives up its claims so another lane sends those chunks.
+pub struct Flight {
+    chunks: SharedChunks,
+    token: u64,
+    /// The ids of each pack written and not yet acknowledged, oldest first.
+    packs: VecDeque<Vec<ChunkId>>,
+}
+
+impl Flight {
+    /// A new flight on `chunks`.
+    pub fn new(chunks: &SharedChunks) -> Flight {
+        let mut h = lock(chunks);
+        h.flights += 1;
+        Flight {
+            chunks: chunks.clone(),
+            token: h.flights,
+            packs: VecDeque::new(),
+        }
+    }
+
+    /// A pack with these chunks was written.
+    pub fn sent(&mut self, chunks: &[ChunkRef]) {
+        self.packs.push_back(chunks.iter().map(|c| c.id).collect());
+    }
+
+    /// The server acknowledged the oldest pack: its chunks are held, except `unshared`.
+    /// An acknowledgement with no pack outstanding is the server's mistake, ignored.
+    pub fn stored(&mut self, unshared: &[ChunkId]) {
+        let Some(ids) = self.packs.pop_front() else {
+            return;
+        };
+        let unshared: HashSet<&ChunkId> = unshared.iter().collect();
+        let mut h = lock(&self.chunks);
+        h.known
+            .learn(ids.iter().filter(|id| !unshared.contains(id)).copied());
+        for id in &ids {
+            if h.in_flight.get(id) == Some(&self.token) {
+                h.in_flight.remove(id);
+            }
+        }
+        h.counters.chunks_known = h.known.len() as u64;
+        h.settled.notify_waiters();
+    }
+}
+
+impl Drop for Flight {
+    fn drop(&mut self) {
+        let mut h = lock(&self.chunks);
+        let token = self.token;
+        let before = h.in_flight.len();
+        h.in_flight.retain(|_, t| *t != token);
+        if h.in_flight.len() != before {
+            h.settled.notify_waiters();
+        }
+    }
+}
+
+/// Waits, at most `limit`, until none of `ids` is in flight on another lane any more
+/// (each has landed, or its flight ended without it). Returns the ids the host is still
+/// not known to hold: the caller sends those itself.
+pub async fn await_landed(
+    chunks: &SharedChunks,
+    mut ids: Vec<ChunkId>,
+    limit: Duration,
+) -> Vec<ChunkId> {
+    let deadline = tokio::time::Instant::now() + limit;
+    loop {
+        let settled = lock(chunks).settled.clone();
+        let notified = settled.notified();
+        tokio::pin!(notified);
+        notified.as_mut().enable();
+        let waiting = {
+            let mut h = lock(chunks);
+            let h = &mut *h;
+            ids.retain(|id| !h.known.holds(id));
+            ids.iter().any(|id| h.in_flight.contains_key(id))
+        };
+        if !waiting || tokio::time::timeout_at(deadline, notified).await.is_err() {
+            return ids;
+        }
+    }
 }
 
 /// The handle lanes share.
@@ -69,6 +171,8 @@ pub struct Upload<'a> {
     source_cut: Option<&'a Cut>,
     /// The context files, cut here, when they went as recipes.
     context_cuts: Vec<Cut>,
+    /// The nodes of the source's recipe (runs of header chunks under one id).
+    nodes: Vec<Node>,
     /// The job's source, for [`RecentChunks`].
     key: SourceKey,
 }
@@ -112,6 +216,54 @@ fn key_of(spec: &JobSpec) -> SourceKey {
     }
 }
 
+/// The dictionary kept for `key`, if delta packs are wanted, there is something to send,
+/// and the host is believed to hold all of it.
+fn dictionary_for(
+    h: &mut HostChunks,
+    key: &SourceKey,
+    delta: bool,
+    fresh: usize,
+) -> Option<Vec<(ChunkId, Vec<u8>)>> {
+    if !delta || fresh == 0 {
+        return None;
+    }
+    let HostChunks { known, recent, .. } = h;
+    recent
+        .dictionary(key)
+        .filter(|d| d.iter().all(|(id, _)| known.holds(id)))
+        .map(<[_]>::to_vec)
+}
+
+/// `fresh` as a plain pack, or as a delta pack against `dict` when that is smaller.
+/// Each dictionary id costs its 32 bytes: the last chunks that hold as much as the pack
+/// (where the edited text's old version is) are tried, and the whole window.
+fn pack_chosen(fresh: &[(ChunkRef, &[u8])], dict: Option<Vec<(ChunkId, Vec<u8>)>>) -> Pack {
+    let plain = ChunkPack::pack(fresh.iter().copied());
+    let Some(dict) = dict else {
+        return Pack::Plain(plain);
+    };
+    let lens: Vec<u32> = dict.iter().map(|(_, b)| b.len() as u32).collect();
+    let raw: usize = fresh.iter().map(|(_, b)| b.len()).sum();
+    let cost = |d: &DeltaPack| d.data.len() + std::mem::size_of::<ChunkId>() * d.dict.len();
+    let mut best: Option<DeltaPack> = None;
+    let mut tried = None;
+    for start in [delta::suffix_start(&lens, raw), delta::window_start(&lens)] {
+        if tried.replace(start) == Some(start) {
+            continue;
+        }
+        let refs: Vec<(ChunkId, &[u8])> =
+            dict[start..].iter().map(|(id, b)| (*id, &b[..])).collect();
+        let d = DeltaPack::pack(fresh.iter().copied(), &refs);
+        if best.as_ref().is_none_or(|b| cost(&d) < cost(b)) {
+            best = Some(d);
+        }
+    }
+    match best {
+        Some(d) if cost(&d) < plain.data.data.len() => Pack::Delta(d),
+        _ => Pack::Plain(plain),
+    }
+}
+
 impl<'a> Upload<'a> {
     /// Whole blobs (an older server, or a source nobody cut).
     pub fn whole(spec: &JobSpec, source: &Source) -> Upload<'a> {
@@ -127,16 +279,22 @@ impl<'a> Upload<'a> {
                 .collect(),
             source_cut: None,
             context_cuts: Vec::new(),
+            nodes: Vec::new(),
             key: key_of(spec),
         }
     }
 
-    /// Recipes: the source as the wrapper cut it (or whole, if it did not), each context
-    /// file cut here.
+    /// Recipes: the source as the wrapper cut it (or whole, if it did not), its runs of
+    /// header chunks as nodes, each context file cut here.
     pub fn chunked(spec: &JobSpec, source: &'a Source) -> Upload<'a> {
         let mut cuts = Vec::with_capacity(spec.context.len());
+        let mut nodes = Vec::new();
         let (source, source_cut) = match source {
-            Source::Cut(c) => (Input::Chunked(c.recipe.clone()), Some(c)),
+            Source::Cut(c) => {
+                let g = node::group(c);
+                nodes = g.nodes;
+                (Input::Chunked(g.recipe), Some(c))
+            }
             Source::Whole(t) => (Input::Whole(Blob::pack(t)), None),
         };
         let context = spec
@@ -157,6 +315,7 @@ impl<'a> Upload<'a> {
             context,
             source_cut,
             context_cuts: cuts,
+            nodes,
             key: key_of(spec),
         }
     }
@@ -171,24 +330,63 @@ impl<'a> Upload<'a> {
         self.cuts().next().is_some()
     }
 
-    /// Every chunk id of the job's recipes (with repeats).
+    /// Every chunk id of the job's recipes, nodes and the chunks they stand for (with
+    /// repeats).
     pub fn ids(&self) -> impl Iterator<Item = ChunkId> + '_ {
-        self.cuts()
-            .flat_map(|c| c.recipe.chunks.iter().map(|r| r.id))
+        self.nodes.iter().map(|n| n.chunk.id).chain(
+            self.cuts()
+                .flat_map(|c| c.recipe.chunks.iter().map(|r| r.id)),
+        )
     }
 
-    /// Each distinct chunk with its bytes, in recipe order.
+    /// Each distinct chunk with its bytes (nodes first, then in recipe order).
     fn chunks(&self) -> impl Iterator<Item = (ChunkRef, &[u8])> {
         let mut seen = HashSet::new();
-        self.cuts()
-            .flat_map(Cut::chunks)
+        self.nodes
+            .iter()
+            .map(|n| (n.chunk, n.bytes.as_slice()))
+            .chain(self.cuts().flat_map(Cut::chunks))
             .filter(move |(c, _)| seen.insert(c.id))
+    }
+
+    /// Each distinct chunk `known` does not hold, in recipe order: a node the host holds
+    /// stands for its chunks (they went with it), so those are left out too.
+    fn lacking(&self, known: &mut KnownChunks) -> Vec<(ChunkRef, &[u8])> {
+        let mut seen = HashSet::new();
+        let mut out = Vec::new();
+        let mut nodes = self.nodes.iter().peekable();
+        if let Some(cut) = self.source_cut {
+            let leaves: Vec<_> = cut.chunks().collect();
+            let mut i = 0;
+            while i < leaves.len() {
+                if let Some(n) = nodes.next_if(|n| n.members.start == i) {
+                    if known.holds(&n.chunk.id) {
+                        i = n.members.end;
+                        continue;
+                    }
+                    if seen.insert(n.chunk.id) {
+                        out.push((n.chunk, n.bytes.as_slice()));
+                    }
+                }
+                let (c, bytes) = leaves[i];
+                if !known.holds(&c.id) && seen.insert(c.id) {
+                    out.push((c, bytes));
+                }
+                i += 1;
+            }
+        }
+        for (c, bytes) in self.context_cuts.iter().flat_map(Cut::chunks) {
+            if !known.holds(&c.id) && seen.insert(c.id) {
+                out.push((c, bytes));
+            }
+        }
+        out
     }
 
     /// A pack of the chunks `known` does not list (the ones the host lacks, as far as the
     /// mux knows).
     pub fn pack_unknown(&self, known: &mut KnownChunks) -> ChunkPack {
-        ChunkPack::pack(self.chunks().filter(|(c, _)| !known.holds(&c.id)))
+        ChunkPack::pack(self.lacking(known))
     }
 
     /// The chunks the host is not known to hold. With `delta`, when the memory has
@@ -196,44 +394,42 @@ impl<'a> Upload<'a> {
     /// are LZ4'd against those, if that comes out smaller than a plain pack.
     pub fn pack_new(&self, host: &SharedChunks, delta: bool) -> Pack {
         let (fresh, dict) = {
-            let mut guard = lock(host);
-            let h = &mut *guard;
-            let fresh: Vec<(ChunkRef, &[u8])> = self
-                .chunks()
-                .filter(|(c, _)| !h.known.holds(&c.id))
-                .collect();
-            let dict = (delta && !fresh.is_empty())
-                .then(|| h.recent.dictionary(&self.key))
-                .flatten()
-                .filter(|d| d.iter().all(|(id, _)| h.known.holds(id)))
-                .map(<[_]>::to_vec);
+            let mut h = lock(host);
+            let fresh = self.lacking(&mut h.known);
+            let dict = dictionary_for(&mut h, &self.key, delta, fresh.len());
             (fresh, dict)
         };
-        let plain = ChunkPack::pack(fresh.iter().copied());
-        let Some(dict) = dict else {
-            return Pack::Plain(plain);
+        pack_chosen(&fresh, dict)
+    }
+
+    /// Splits the chunks the host is not known to hold into those this job sends (claimed
+    /// for `flight`, so no other lane sends them too; packed as by [`Upload::pack_new`])
+    /// and those another lane is sending.
+    pub fn claim(&self, flight: &Flight, delta: bool) -> Claim {
+        let (mine, dict, awaited) = {
+            let mut h = lock(&flight.chunks);
+            let h = &mut *h;
+            let mut awaited = Vec::new();
+            let lacking = self.lacking(&mut h.known);
+            let mine: Vec<(ChunkRef, &[u8])> = lacking
+                .into_iter()
+                .filter(|(c, _)| match h.in_flight.get(&c.id) {
+                    Some(t) if *t != flight.token => {
+                        awaited.push(c.id);
+                        false
+                    }
+                    _ => {
+                        h.in_flight.insert(c.id, flight.token);
+                        true
+                    }
+                })
+                .collect();
+            let dict = dictionary_for(h, &self.key, delta, mine.len());
+            (mine, dict, awaited)
         };
-        // Each dictionary id costs its 32 bytes: try the last chunks that hold as much as
-        // the pack (where the edited text's old version is), and the whole window.
-        let lens: Vec<u32> = dict.iter().map(|(_, b)| b.len() as u32).collect();
-        let raw: usize = fresh.iter().map(|(_, b)| b.len()).sum();
-        let cost = |d: &DeltaPack| d.data.len() + std::mem::size_of::<ChunkId>() * d.dict.len();
-        let mut best: Option<DeltaPack> = None;
-        let mut tried = None;
-        for start in [delta::suffix_start(&lens, raw), delta::window_start(&lens)] {
-            if tried.replace(start) == Some(start) {
-                continue;
-            }
-            let refs: Vec<(ChunkId, &[u8])> =
-                dict[start..].iter().map(|(id, b)| (*id, &b[..])).collect();
-            let d = DeltaPack::pack(fresh.iter().copied(), &refs);
-            if best.as_ref().is_none_or(|b| cost(&d) < cost(b)) {
-                best = Some(d);
-            }
-        }
-        match best {
-            Some(d) if cost(&d) < plain.data.data.len() => Pack::Delta(d),
-            _ => Pack::Plain(plain),
+        Claim {
+            mine: pack_chosen(&mine, dict),
+            awaited,
         }
     }
 
@@ -322,6 +518,52 @@ mod tests {
         let asked = up.pack_ids(&[all[2], all[1]]).unwrap();
         assert_eq!(asked.unpack().unwrap().good.len(), 2);
         assert!(up.pack_ids(&[ChunkId([9; 32])]).is_none(), "not the job's");
+    }
+
+    #[test]
+    fn a_held_node_stands_for_its_chunks() {
+        let mut t =
+            b"# 0 \"a.c\"\n# 1 \"/p//\"\n# 1 \"a.c\"\n# 1 \"/usr/include/h.h\" 1 3 4\n".to_vec();
+        t.extend(text(20_000));
+        t.extend(b"# 2 \"a.c\" 2\n");
+        t.extend((0..100).flat_map(|i| format!("int main_{i} = {i};\n").into_bytes()));
+        let source = Source::Cut(Cut::normalised(&t));
+        let spec = spec(vec![]);
+        let up = Upload::chunked(&spec, &source);
+        assert!(!up.nodes.is_empty(), "the header's chunks are a node");
+        let Input::Chunked(recipe) = &up.source else {
+            panic!("a recipe")
+        };
+        assert_eq!(recipe.nodes.len(), up.nodes.len());
+        let mut known = KnownChunks::new(1000);
+        let all = up.pack_unknown(&mut known);
+        let ids: Vec<ChunkId> = up.ids().collect();
+        assert_eq!(
+            all.chunks.len(),
+            ids.iter().collect::<HashSet<_>>().len(),
+            "nodes and leaves"
+        );
+        // The host holds the nodes: their chunks are not sent again.
+        known.learn(up.nodes.iter().map(|n| n.chunk.id));
+        let rest = up.pack_unknown(&mut known);
+        let covered: HashSet<ChunkId> = up
+            .nodes
+            .iter()
+            .flat_map(|n| {
+                up.source_cut.unwrap().recipe.chunks[n.members.clone()]
+                    .iter()
+                    .map(|c| c.id)
+            })
+            .collect();
+        assert!(!covered.is_empty());
+        assert!(
+            rest.chunks.iter().all(|c| !covered.contains(&c.id)),
+            "{rest:?}"
+        );
+        assert!(!rest.chunks.is_empty(), "the main source's chunk");
+        // Asked for by id (a Missing answer), a node's chunk is found.
+        let leaf = *covered.iter().next().unwrap();
+        assert_eq!(up.pack_ids(&[leaf]).unwrap().chunks[0].id, leaf);
     }
 
     /// A source cut as the wrapper cuts it, `edit` lines appended.

@@ -12,7 +12,11 @@ use serde::{Deserialize, Serialize};
 /// (input that may be chunked, the compiler's identity, the result cache); with the
 /// capability word [`CHUNKS_CAP`], input as recipes ([`Input::Chunked`]), chunks in
 /// [`Message::Chunks`], and [`Message::Missing`].
-pub const PROTOCOL_VERSION: u32 = 3;
+/// 4: a recipe's [`Markers`](crate::proto::chunk::Markers) carry the main source's
+/// marker line numbers, so chunked input needs 4 on both sides (a protocol-3 peer gets
+/// whole blobs); with the capability words [`CHUNK_ACK_CAP`] and [`IDENTITY_CAP`],
+/// [`Message::Stored`] and [`Message::Identity`].
+pub const PROTOCOL_VERSION: u32 = 4;
 /// Oldest peer version this build still talks to.
 pub const MIN_PROTOCOL_VERSION: u32 = 1;
 /// The first version whose peers understand [`Message::Fault`]; an older client is told
@@ -21,14 +25,27 @@ pub const FAULT_VERSION: u32 = 2;
 /// The first version whose peers take [`Message::Job3`] and answer [`Message::Result3`];
 /// an older server gets a [`JobV2`] (whole blobs, no identity, no cache).
 pub const JOB3_VERSION: u32 = 3;
-/// The first version whose peers may carry chunked input (when both say [`CHUNKS_CAP`]).
-pub const CHUNKS_VERSION: u32 = 3;
+/// The first version whose peers may carry chunked input (when both say [`CHUNKS_CAP`]);
+/// protocol 3's recipes had another shape, so a server leaves [`CHUNKS_CAP`] out of its
+/// hello to a protocol-3 client.
+pub const CHUNKS_VERSION: u32 = 4;
 /// Hello capability word: this peer takes (server) or sends (client) chunked input.
 pub const CHUNKS_CAP: &str = "chunks";
 /// Hello capability word of a server whose chunk store is shared by all its sessions of
 /// the user (on disk): a chunk sent on one lane is there for the next, so the client
 /// keeps one set of known chunks per host rather than per lane.
 pub const CHUNK_STORE_CAP: &str = "chunk-store";
+/// Hello capability word (both peers): the server answers every [`Message::Chunks`] with
+/// [`Message::Stored`] as soon as the pack is in its shared store, so that a job on
+/// another lane that needs the same chunks can go without them instead of sending them
+/// again.
+pub const CHUNK_ACK_CAP: &str = "chunk-ack";
+/// Hello capability word (both peers): a compiler's identity is said once per lane
+/// ([`Message::Identity`]); a later [`Job`] for that compiler carries none and means
+/// the declared one.
+pub const IDENTITY_CAP: &str = "identity";
+/// Most compiler identities one session keeps from [`Message::Identity`].
+pub const MAX_DECLARED_IDENTITIES: usize = 64;
 /// Hello capability word of a server that takes [`Message::DeltaChunks`]: chunks LZ4'd
 /// against a dictionary of chunks it holds (`proto::chunk::delta`).
 pub const CHUNK_DELTA_CAP: &str = "chunk-delta";
@@ -407,11 +424,26 @@ pub enum Message {
         id: u64,
         ids: Vec<ChunkId>,
     },
+    /// Server → client (both say [`CHUNK_ACK_CAP`]): the last `Chunks` (or
+    /// `DeltaChunks`) pack is in the shared store, except `unshared` (corrupt, or kept in
+    /// this session's memory only). One per pack, in order.
+    Stored {
+        unshared: Vec<ChunkId>,
+    },
+    /// Client → server (both say [`IDENTITY_CAP`]): jobs after this one for `compiler`
+    /// that carry no identity mean `id`. A later declaration for the same name replaces
+    /// it; a session keeps at most [`MAX_DECLARED_IDENTITIES`] names.
+    Identity {
+        compiler: String,
+        id: CompilerId,
+    },
     /// Client → server (the server's hello has [`CHUNK_DELTA_CAP`]): chunks as in
     /// [`Message::Chunks`], LZ4'd against chunks the server holds. A server that lacks
     /// one of the dictionary's chunks, or cannot decode the pack, stores none of its
     /// chunks: the job then answers [`Message::Missing`] and they come again, plain.
-    /// Added last, so the other variants keep their encoding.
+    /// With [`CHUNK_ACK_CAP`] it is answered by [`Message::Stored`] as a `Chunks` pack is
+    /// (every chunk not stored is `unshared`). Added last, so the other variants keep
+    /// their encoding.
     DeltaChunks(DeltaPack),
 }
 

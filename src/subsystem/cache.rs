@@ -33,18 +33,15 @@
 //! **Off switches**: `[server] cache = false`, and a job with `cache == false` (the
 //! client's `HOARDCC_CACHE=0`, and every protocol-2 job) neither reads nor writes it.
 
-use std::collections::HashMap;
 use std::ffi::OsStr;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, OnceLock};
 
 use memchr::memmem;
 use serde::{Deserialize, Serialize};
 
 use super::store::{Store, StoreError};
-use crate::identity;
 use crate::proto::msg::{Blob, Input, Job, JobHeader, JobResult, OutputFile, SourceKind};
 
 /// The context string of the key derivation: changing what a key covers, or how an
@@ -220,74 +217,36 @@ pub fn record(store: &Store, key: &Key, result: &JobResult) -> Result<bool, Stor
     Ok(true)
 }
 
-/// (path as run, resolved path, size, mtime) → the probed identity, for this process.
-/// A compiler that cannot be probed is remembered too (`None`), so it costs one attempt
-/// per process, not one per job.
-type Memo = HashMap<(PathBuf, PathBuf, u64, (i64, i64)), Option<Arc<ServerCompiler>>>;
-
-/// The identity of the compiler at `program` (probed on first use, then memoised by
-/// path, resolved path, size and mtime, so a replaced or retargeted compiler is probed
-/// again).
-/// `None` if it cannot be probed: the job then runs without the cache.
-pub async fn server_compiler(program: &Path, search_path: &OsStr) -> Option<Arc<ServerCompiler>> {
-    static MEMO: OnceLock<Mutex<Memo>> = OnceLock::new();
+/// The identity of the compiler at `program` for a key: the session's identity of it
+/// ([`Compilers::identity`](super::compilers::Compilers::identity), probed once per
+/// path, size and mtime, and shared with picking the job's compiler), with its resolved
+/// path, size and mtime. `None` if it cannot be probed: the job then runs without the
+/// cache.
+pub async fn server_compiler(
+    program: &Path,
+    compilers: &super::compilers::Compilers,
+) -> Option<ServerCompiler> {
     let resolved = std::fs::canonicalize(program).ok()?;
     let meta = std::fs::metadata(&resolved).ok()?;
-    let stamp = (
-        program.to_path_buf(),
-        resolved,
-        meta.len(),
-        (meta.mtime(), meta.mtime_nsec()),
-    );
-    let memo = MEMO.get_or_init(Default::default);
-    if let Some(id) = memo.lock().unwrap_or_else(|e| e.into_inner()).get(&stamp) {
-        return id.clone();
-    }
-    let id = match probe(program, search_path).await {
-        Ok((version, machine, configured)) => Some(Arc::new(ServerCompiler {
-            invoked: stamp.0.clone(),
-            path: stamp.1.clone(),
-            size: stamp.2,
-            mtime: stamp.3,
-            version,
-            machine,
-            configured,
-        })),
-        Err(e) => {
+    let id = compilers
+        .identity(program)
+        .await
+        .inspect_err(|e| {
             tracing::warn!(
                 "result cache: cannot probe {}, so no caching with it: {e}",
                 program.display()
-            );
-            None
-        }
-    };
-    let mut memo = memo.lock().unwrap_or_else(|e| e.into_inner());
-    // A handful of compilers per server; bound it anyway.
-    if memo.len() >= 64 {
-        memo.clear();
-    }
-    memo.insert(stamp, id.clone());
-    id
-}
-
-/// Asks the compiler who it is, through the compiler-identity probe ([`identity::probe`]:
-/// `-dumpfullversion` or `-dumpversion`, `-dumpmachine` and `-v`, bounded in time and
-/// output, in a cleared environment): (version, target, configuration lines).
-///
-/// # Errors
-/// The probe's error, as text.
-pub async fn probe(
-    program: &Path,
-    search_path: &OsStr,
-) -> Result<(String, String, String), String> {
-    let opts = identity::ProbeOptions {
-        hash_binaries: false,
-        search_path: Some(search_path.to_owned()),
-    };
-    let id = identity::probe(program, &opts)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok((id.version, id.target, id.configured))
+            )
+        })
+        .ok()?;
+    Some(ServerCompiler {
+        invoked: program.to_path_buf(),
+        path: resolved,
+        size: meta.len(),
+        mtime: (meta.mtime(), meta.mtime_nsec()),
+        version: id.version,
+        machine: id.target,
+        configured: id.configured,
+    })
 }
 
 #[cfg(test)]

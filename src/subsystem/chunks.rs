@@ -135,7 +135,7 @@ impl<'a> SessionChunks<'a> {
     ///
     /// # Errors
     /// The pack breaks a bound or does not decode (a protocol error).
-    pub fn receive(&mut self, pack: &ChunkPack) -> Result<usize, ChunkError> {
+    pub fn receive(&mut self, pack: &ChunkPack) -> Result<Received, ChunkError> {
         let got = pack.unpack()?;
         Ok(self.keep(&got))
     }
@@ -147,7 +147,7 @@ impl<'a> SessionChunks<'a> {
     ///
     /// # Errors
     /// The pack breaks a bound (a protocol error).
-    pub fn receive_delta(&mut self, pack: &DeltaPack) -> Result<usize, ChunkError> {
+    pub fn receive_delta(&mut self, pack: &DeltaPack) -> Result<Received, ChunkError> {
         pack.check()?;
         let mut parts = Vec::with_capacity(pack.dict.len());
         for id in &pack.dict {
@@ -158,7 +158,10 @@ impl<'a> SessionChunks<'a> {
                         "delta pack: dictionary chunk {id} is not here; its {} chunk(s) dropped",
                         pack.chunks.len()
                     );
-                    return Ok(0);
+                    return Ok(Received {
+                        received: 0,
+                        unshared: pack.chunks.iter().map(|c| c.id).collect(),
+                    });
                 }
             }
         }
@@ -168,13 +171,14 @@ impl<'a> SessionChunks<'a> {
     }
 
     /// Keeps the good chunks of an unpacked pack (on disk, else in memory).
-    fn keep(&mut self, got: &Unpacked) -> usize {
+    fn keep(&mut self, got: &Unpacked) -> Received {
         if !got.corrupt.is_empty() {
             tracing::warn!(
                 "{} chunk(s) arrived corrupt (bytes do not match the id); dropped",
                 got.corrupt.len()
             );
         }
+        let mut unshared = got.corrupt.clone();
         for (id, data) in &got.good {
             let kept = match self.disk {
                 Some(d) => d.put(id, data).inspect_err(|e| {
@@ -183,12 +187,16 @@ impl<'a> SessionChunks<'a> {
                 None => Err(String::new()),
             };
             if kept.is_err() {
+                unshared.push(*id);
                 if let Err(e) = self.memory.put(id, data) {
                     tracing::warn!("chunk {id} not kept: {e}");
                 }
             }
         }
-        got.good.len()
+        Received {
+            received: got.good.len(),
+            unshared,
+        }
     }
 
     /// Rebuilds every recipe input of `job` from the store (line markers restored),
@@ -257,6 +265,16 @@ impl<'a> SessionChunks<'a> {
     }
 }
 
+/// What [`SessionChunks::receive`] did with a pack.
+#[derive(Debug, Default)]
+pub struct Received {
+    /// Chunks whose bytes matched their ids.
+    pub received: usize,
+    /// Ids not in the shared store now: corrupt ones, and ones only this session's memory
+    /// holds (every id, without a disk store).
+    pub unshared: Vec<ChunkId>,
+}
+
 /// Why a job's recipes could not be assembled.
 #[derive(Debug, thiserror::Error)]
 pub enum Materialise {
@@ -301,7 +319,11 @@ mod tests {
         let bad = pack.chunks[0].id;
         pack.chunks[0].id = ChunkId([1; 32]);
         let mut s = SessionChunks::new(None, 64 << 20);
-        assert_eq!(s.receive(&pack).unwrap(), cut.recipe.chunks.len() - 1);
+        let got = s.receive(&pack).unwrap();
+        assert_eq!(got.received, cut.recipe.chunks.len() - 1);
+        // Without a disk store nothing is shared; the corrupt one is not held at all.
+        assert_eq!(got.unshared.len(), got.received + 1);
+        assert!(got.unshared.contains(&ChunkId([1; 32])));
         assert!(s.get(&ChunkId([1; 32])).is_none());
         assert!(s.get(&bad).is_none());
         let second = cut.recipe.chunks[1].id;
@@ -395,12 +417,14 @@ mod tests {
 
         // Without the dictionary's chunks: nothing stored, so the job reports them missing.
         let mut s = SessionChunks::new(None, 64 << 20);
-        assert_eq!(s.receive_delta(&pack).unwrap(), 0);
+        let got = s.receive_delta(&pack).unwrap();
+        assert_eq!(got.received, 0);
+        assert_eq!(got.unshared.len(), pack.chunks.len(), "none held");
         assert!(pack.chunks.iter().all(|c| s.get(&c.id).is_none()));
 
         // With them (sent plain earlier): every chunk, checked by its id.
         s.receive(&ChunkPack::pack(old.chunks())).unwrap();
-        assert_eq!(s.receive_delta(&pack).unwrap(), pack.chunks.len());
+        assert_eq!(s.receive_delta(&pack).unwrap().received, pack.chunks.len());
         let rebuilt = new.recipe.assemble(|id| s.get(id)).unwrap();
         assert_eq!(rebuilt, new.bytes);
 

@@ -103,6 +103,18 @@ async fn the_job_runs_on_the_compiler_with_its_identity() {
         c.send(&Message::Job3(job(3, "gcc", &cwd, "a.c", b"int g;\n")))
             .await;
         assert!(matches!(c.answer().await, Message::Result3(_)));
+        // Declared once on the lane, the identity holds for later jobs that carry none.
+        c.send(&Message::Identity {
+            compiler: "gcc".into(),
+            id: id.clone(),
+        })
+        .await;
+        c.send(&Message::Job3(job(
+            4, "gcc", &cwd, "a.c", b"int h;
+",
+        )))
+        .await;
+        assert!(matches!(c.answer().await, Message::Result3(_)));
         c.send(&Message::ListCompilers).await;
         match c.answer().await {
             Message::Compilers { list } => {
@@ -121,8 +133,31 @@ async fn the_job_runs_on_the_compiler_with_its_identity() {
     };
     let (served, ()) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
     served.unwrap();
-    assert_eq!(ran(&bin, &format!("gcc-{major}")), 1);
+    assert_eq!(ran(&bin, &format!("gcc-{major}")), 2, "jobs 1 and 4");
     assert_eq!(ran(&bin, "gcc"), 1, "only the job without an identity");
+}
+
+#[tokio::test]
+async fn declared_identities_are_bounded() {
+    let tmp = tempfile::tempdir().unwrap();
+    let settings = settings(tmp.path());
+    let opts = options(tmp.path());
+    let (mut c, sr, sw) = lane();
+    let id = real_gcc().await;
+    let client = async {
+        hello_with(&mut c, &["compilers", "identity"]).await;
+        for n in 0..=crate::proto::msg::MAX_DECLARED_IDENTITIES {
+            c.send(&Message::Identity {
+                compiler: format!("gcc-{n}"),
+                id: id.clone(),
+            })
+            .await;
+        }
+        c.hang_up();
+    };
+    let (served, ()) = tokio::join!(serve_with(sr, sw, &settings, &opts), client);
+    let e = served.expect_err("one identity too many ends the session");
+    assert!(e.to_string().contains("identities"), "{e}");
 }
 
 #[tokio::test]

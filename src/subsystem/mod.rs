@@ -50,8 +50,9 @@ use job::AllowList;
 use session::Session;
 
 /// Capability words this server announces in its hello.
-/// (`chunk-store` is added when the session's chunk store is the user's shared one.)
-pub const CAPS: [&str; 8] = [
+/// (`chunk-store` and `chunk-ack` are added when the session's chunk store is the user's
+/// shared one.)
+pub const CAPS: [&str; 9] = [
     "lz4",
     "directives-only",
     "heartbeat",
@@ -59,6 +60,7 @@ pub const CAPS: [&str; 8] = [
     "ping",
     crate::mux::lane::COMPILERS_CAP,
     crate::proto::msg::CHUNKS_CAP,
+    crate::proto::msg::IDENTITY_CAP,
     crate::proto::msg::CHUNK_DELTA_CAP,
 ];
 /// How long the client has for its opening bytes and hello.
@@ -375,21 +377,23 @@ pub async fn serve_with<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
             let store = open_store(settings, opts);
             let disk = store.as_ref().map(|s| s as &dyn chunks::ChunkStore);
             let chunks = chunks::SessionChunks::new(disk, settings.admission.max_job_bytes);
-            let ours = our_hello(settings, opts, chunks.shared());
+            let chunky = theirs.version >= crate::proto::msg::CHUNKS_VERSION;
+            let ours = our_hello(settings, opts, chunks.shared(), chunky);
             frame::write_hello(&mut output, &ours).await?;
             let version = frame::negotiate(&ours, &theirs)?;
             tracing::debug!("client {:?} speaks v{version}", theirs.agent);
             let compilers = compilers::Compilers::from_settings(settings, opts.search_path.clone());
-            let client_knows_mismatch = theirs
-                .caps
-                .iter()
-                .any(|c| c == crate::mux::lane::COMPILERS_CAP);
+            let client_has = |cap: &str| theirs.caps.iter().any(|c| c == cap);
+            let client_knows_mismatch = client_has(crate::mux::lane::COMPILERS_CAP);
+            let ack_chunks = chunks.shared() && client_has(crate::proto::msg::CHUNK_ACK_CAP);
             Session {
                 settings,
                 opts,
                 allow: &allow,
                 compilers: &compilers,
                 client_knows_mismatch,
+                ack_chunks,
+                declared: Default::default(),
                 sandbox: &sandbox,
                 store: store.as_ref(),
                 output,
@@ -425,15 +429,28 @@ pub(crate) fn hostname() -> String {
         .unwrap_or_else(|| "unknown-host".into())
 }
 
-fn our_hello(settings: &ServerSettings, opts: &ServeOptions, shared_store: bool) -> Hello {
-    let store_cap = shared_store.then_some(crate::proto::msg::CHUNK_STORE_CAP);
+/// The server's hello. `chunky`: the client is new enough for chunked input (else the
+/// chunk capability words are left out, and it sends whole blobs).
+fn our_hello(
+    settings: &ServerSettings,
+    opts: &ServeOptions,
+    shared_store: bool,
+    chunky: bool,
+) -> Hello {
+    let store_caps = [
+        crate::proto::msg::CHUNK_STORE_CAP,
+        crate::proto::msg::CHUNK_ACK_CAP,
+    ]
+    .into_iter()
+    .filter(|_| shared_store && chunky);
     Hello {
         version: PROTOCOL_VERSION,
         min_version: MIN_PROTOCOL_VERSION,
         caps: CAPS
             .iter()
             .copied()
-            .chain(store_cap)
+            .filter(|c| chunky || *c != crate::proto::msg::CHUNKS_CAP)
+            .chain(store_caps)
             .map(String::from)
             .collect(),
         slots: slots::host_limit(settings.max_jobs),
@@ -442,6 +459,8 @@ fn our_hello(settings: &ServerSettings, opts: &ServeOptions, shared_store: bool)
     }
 }
 
+#[cfg(test)]
+mod ack_tests;
 #[cfg(test)]
 mod admission_tests;
 #[cfg(test)]

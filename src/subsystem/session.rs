@@ -21,8 +21,8 @@ use crate::config::ServerSettings;
 use crate::proto::fault::{self, Ended};
 use crate::proto::frame::{self, MAX_FRAME};
 use crate::proto::msg::{
-    Blob, ChunkPack, DeltaPack, Job, JobResult, Message, OutputFile, CHUNKS_VERSION, FAULT_VERSION,
-    JOB3_VERSION,
+    Blob, ChunkPack, CompilerId, DeltaPack, Job, JobResult, Message, OutputFile, CHUNKS_VERSION,
+    FAULT_VERSION, JOB3_VERSION, MAX_DECLARED_IDENTITIES,
 };
 use crate::proto::Error as ProtoError;
 
@@ -57,6 +57,11 @@ pub(super) struct Session<'a, W> {
     pub(super) compilers: &'a compilers::Compilers,
     /// The client's hello has the "compilers" cap: it understands `Mismatch`.
     pub(super) client_knows_mismatch: bool,
+    /// Both hellos have `chunk-ack` (and the store is shared): each `Chunks` is answered
+    /// with `Stored`.
+    pub(super) ack_chunks: bool,
+    /// Compiler identities the client declared (`Message::Identity`), by compiler name.
+    pub(super) declared: std::collections::HashMap<String, CompilerId>,
     pub(super) sandbox: &'a sandbox::Sandbox,
     /// The per-user store of chunks and results, when it could be opened.
     pub(super) store: Option<&'a store::Store>,
@@ -132,7 +137,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                 },
             };
             match msg {
-                Message::Job3(job) => {
+                Message::Job3(mut job) => {
+                    self.resolve_identity(&mut job);
                     busy.send_replace(true);
                     let flow = self.job(job, &mut rx, &mut queue).await?;
                     if let Flow::End(r) = flow {
@@ -146,36 +152,77 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     self.send(&Message::Compilers { list }).await?;
                 }
                 Message::Chunks(pack) if self.version >= CHUNKS_VERSION => {
-                    self.receive_chunks(&pack)?
+                    self.receive_chunks(&pack).await?
                 }
+                Message::Identity { compiler, id } => self.declare(compiler, id)?,
                 Message::DeltaChunks(pack) if self.version >= CHUNKS_VERSION => {
-                    self.receive_delta(&pack)?
+                    self.receive_delta(&pack).await?
                 }
                 other => return Err(unexpected(&other)),
             }
         }
     }
 
-    /// Stores the chunks of a pack (those whose bytes match their ids).
-    fn receive_chunks(&mut self, pack: &ChunkPack) -> Result<(), ServeError> {
-        match self.chunks.receive(pack) {
-            Ok(n) => {
-                tracing::debug!("{n} chunk(s) received");
-                Ok(())
-            }
-            Err(e) => Err(ServeError::Unexpected(format!("chunk pack: {e}"))),
+    /// Stores the chunks of a pack (those whose bytes match their ids), and says so when
+    /// the client asked (`chunk-ack`).
+    async fn receive_chunks(&mut self, pack: &ChunkPack) -> Result<(), ServeError> {
+        let got = self
+            .chunks
+            .receive(pack)
+            .map_err(|e| ServeError::Unexpected(format!("chunk pack: {e}")))?;
+        tracing::debug!(
+            "{} chunk(s) received, {} not shared",
+            got.received,
+            got.unshared.len()
+        );
+        if self.ack_chunks {
+            self.send(&Message::Stored {
+                unshared: got.unshared,
+            })
+            .await?;
+        }
+        Ok(())
+    }
+
+    /// Keeps a declared identity (bounded: a client declaring more names is broken).
+    fn declare(&mut self, compiler: String, id: CompilerId) -> Result<(), ServeError> {
+        if !self.declared.contains_key(&compiler) && self.declared.len() >= MAX_DECLARED_IDENTITIES
+        {
+            return Err(ServeError::Unexpected(format!(
+                "more than {MAX_DECLARED_IDENTITIES} compiler identities declared"
+            )));
+        }
+        self.declared.insert(compiler, id);
+        Ok(())
+    }
+
+    /// A job without an identity means the one declared for its compiler, if any. Done
+    /// as the job is read, so a later declaration does not change a queued job.
+    fn resolve_identity(&self, job: &mut Job) {
+        if job.compiler_id.is_none() {
+            job.compiler_id = self.declared.get(&job.header.compiler).cloned();
         }
     }
 
-    /// Stores the chunks of a delta pack (none, if its dictionary is not all here).
-    fn receive_delta(&mut self, pack: &DeltaPack) -> Result<(), ServeError> {
-        match self.chunks.receive_delta(pack) {
-            Ok(n) => {
-                tracing::debug!("{n} chunk(s) received in a delta pack");
-                Ok(())
-            }
-            Err(e) => Err(ServeError::Unexpected(format!("delta pack: {e}"))),
+    /// Stores the chunks of a delta pack (none, if its dictionary is not all here), and
+    /// acknowledges it as a plain pack is.
+    async fn receive_delta(&mut self, pack: &DeltaPack) -> Result<(), ServeError> {
+        let got = self
+            .chunks
+            .receive_delta(pack)
+            .map_err(|e| ServeError::Unexpected(format!("delta pack: {e}")))?;
+        tracing::debug!(
+            "{} chunk(s) received in a delta pack, {} not shared",
+            got.received,
+            got.unshared.len()
+        );
+        if self.ack_chunks {
+            self.send(&Message::Stored {
+                unshared: got.unshared,
+            })
+            .await?;
         }
+        Ok(())
     }
 
     /// Runs one job and answers it with exactly one of Result / Busy / Refused /
@@ -290,12 +337,15 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                         Some(Ok(Incoming::Message(Message::Chunks(pack), _)))
                             if self.version >= CHUNKS_VERSION =>
                         {
-                            self.receive_chunks(&pack).err().map(Err)
+                            self.receive_chunks(&pack).await.err().map(Err)
+                        }
+                        Some(Ok(Incoming::Message(Message::Identity { compiler, id }, _))) => {
+                            self.declare(compiler, id).err().map(Err)
                         }
                         Some(Ok(Incoming::Message(Message::DeltaChunks(pack), _)))
                             if self.version >= CHUNKS_VERSION =>
                         {
-                            self.receive_delta(&pack).err().map(Err)
+                            self.receive_delta(&pack).await.err().map(Err)
                         }
                         Some(Ok(Incoming::Message(Message::Job3(_), _)))
                             if queue.jobs.len() >= MAX_QUEUED_JOBS =>
@@ -308,7 +358,8 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                             tracing::debug!("job {}: queue budget full, busy", next.id);
                             self.send(&Message::Busy { id: next.id }).await.err().map(Err)
                         }
-                        Some(Ok(Incoming::Message(Message::Job3(next), len))) => {
+                        Some(Ok(Incoming::Message(Message::Job3(mut next), len))) => {
+                            self.resolve_identity(&mut next);
                             queue.bytes += len;
                             queue.jobs.push_back((next, len));
                             None
@@ -372,7 +423,7 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         }
         self.store?;
         let search_path = &self.allow.search_path;
-        let compiler = cache::server_compiler(program, search_path).await?;
+        let compiler = cache::server_compiler(program, self.compilers).await?;
         let max = self.settings.admission.max_job_bytes;
         cache::key(&compiler, search_path, job, max)
             .inspect_err(|why| tracing::debug!("job {}: not cached: {why}", job.id))
@@ -415,6 +466,8 @@ pub(super) fn unexpected(m: &Message) -> ServeError {
         Message::Mismatch { .. } => "Mismatch",
         Message::Chunks(_) => "Chunks",
         Message::Missing { .. } => "Missing",
+        Message::Stored { .. } => "Stored",
+        Message::Identity { .. } => "Identity",
         Message::DeltaChunks(_) => "DeltaChunks",
     };
     ServeError::Unexpected(name.into())

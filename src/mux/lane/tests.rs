@@ -1,9 +1,13 @@
 //! Unit tests of `mux::lane`: native and distcc jobs against in-memory servers (faults,
 //! the events an observer sees).
 
+use super::native::{run_native, Books, Peer};
 use super::*;
+use crate::mux::upload;
 use crate::proto::distcc::DistccResponse;
+use crate::proto::msg::JOB3_VERSION;
 use crate::proto::msg::{Input, JobHeader, JobResult};
+use std::collections::HashMap;
 
 fn spec() -> JobSpec {
     JobSpec {
@@ -67,11 +71,14 @@ async fn native(version: u32, answer: Message) -> Result<JobResult, TransportErr
         host: "h",
         version,
         chunks: false,
+        acks: false,
+        identity: false,
         delta: false,
     };
     let spec = spec();
     let books = SharedChunks::default();
     let source = Source::Whole(b"int x;".to_vec());
+    let mut declared = HashMap::new();
     let (r, _server) = tokio::join!(
         run_native(
             &mut client,
@@ -81,6 +88,7 @@ async fn native(version: u32, answer: Message) -> Result<JobResult, TransportErr
             Duration::from_secs(10),
             peer,
             books_of(&books),
+            &mut declared,
             &|_| {}
         ),
         serve
@@ -118,11 +126,14 @@ async fn native_events_follow_the_job() {
         host: "h",
         version: JOB3_VERSION,
         chunks: false,
+        acks: false,
+        identity: false,
         delta: false,
     };
     let spec = spec();
     let books = SharedChunks::default();
     let source = Source::Whole(b"int x;".to_vec());
+    let mut declared = HashMap::new();
     let (r, (sent, received, _server)) = tokio::join!(
         run_native(
             &mut client,
@@ -132,6 +143,7 @@ async fn native_events_follow_the_job() {
             Duration::from_secs(10),
             peer,
             books_of(&books),
+            &mut declared,
             &observe
         ),
         serve
@@ -378,6 +390,8 @@ async fn chunks_go_with_the_job_and_missing_ones_follow() {
                 host: "h",
                 version: PROTOCOL_VERSION,
                 chunks: true,
+                acks: false,
+                identity: false,
                 delta: false,
             };
             let b = Books {
@@ -392,6 +406,7 @@ async fn chunks_go_with_the_job_and_missing_ones_follow() {
                 Duration::from_secs(10),
                 peer,
                 b,
+                &mut HashMap::new(),
                 &|_| {},
             )
             .await;
@@ -428,6 +443,8 @@ async fn a_v2_server_gets_whole_blobs() {
         host: "h",
         version: 2,
         chunks: true,
+        acks: false,
+        identity: false,
         delta: false,
     };
     let books = SharedChunks::default();
@@ -437,6 +454,7 @@ async fn a_v2_server_gets_whole_blobs() {
         known: &books,
         counts: &books,
     };
+    let mut declared = HashMap::new();
     let (r, _server) = tokio::join!(
         run_native(
             &mut client,
@@ -446,6 +464,7 @@ async fn a_v2_server_gets_whole_blobs() {
             Duration::from_secs(10),
             peer,
             b,
+            &mut declared,
             &|_| {}
         ),
         serve

@@ -10,8 +10,15 @@
 //!   holds the end of every header the main file includes;
 //! - gcc's working-directory marker `# 1 "/abs/cwd//"` (written with `-g`).
 //!
-//! Only marker lines (`# DIGITS "NAME"…`) are touched, and only their quoted name. The
-//! map is one-to-one: a marker name that already begins with [`TAG`] is escaped, so
+//! The line numbers of the main source's markers differ between units too (each file
+//! includes its headers at other lines), and the marker after an `#include` sits right
+//! before the next header's text; so they are taken out as well, into
+//! [`Markers::lines`], and written as `0`.
+//!
+//! Only marker lines (`# DIGITS "NAME"…`) are touched: their quoted name, and the number
+//! of those naming the main source. The map is one-to-one: a marker name that already
+//! begins with [`TAG`] is escaped, and a main-source marker whose number does not print
+//! back the same (leading zeros, past `u32`) keeps its name, so
 //! `restore(normalise(t)) == t` for every byte string `t`.
 
 use serde::{Deserialize, Serialize};
@@ -37,14 +44,21 @@ pub struct Markers {
     pub main: Option<Vec<u8>>,
     /// gcc's working-directory marker name (ends in `//`).
     pub cwd: Option<Vec<u8>>,
+    /// The line numbers of the main source's markers, in order (written as `0`).
+    pub lines: Vec<u32>,
 }
+
+/// Most main-source markers one text may have lifted numbers for (a peer's recipe is
+/// checked): one per line of a 256 MiB text of the shortest markers.
+pub const MAX_MAIN_MARKERS: usize = 16 << 20;
 
 impl Markers {
     /// Whether both names are within [`MAX_MARKER_NAME`] (a peer's recipe is checked).
     pub fn is_bounded(&self) -> bool {
-        [&self.main, &self.cwd]
-            .iter()
-            .all(|n| n.as_ref().is_none_or(|n| n.len() <= MAX_MARKER_NAME))
+        self.lines.len() <= MAX_MAIN_MARKERS
+            && [&self.main, &self.cwd]
+                .iter()
+                .all(|n| n.as_ref().is_none_or(|n| n.len() <= MAX_MARKER_NAME))
     }
 
     fn replacement(&self, suffix: u8) -> Option<&[u8]> {
@@ -93,9 +107,9 @@ fn for_each_marker(text: &[u8], mut copy: impl FnMut(&[u8]), mut each: impl FnMu
     copy(&text[at..]);
 }
 
-/// Where normalised text changes between the main source and the headers it includes:
-/// the offsets of the marker lines that enter a header from the main source, and of
-/// those that return to it. Cutting there too (`proto::chunk::cut_at`) keeps each
+/// Where normalised text changes between the main source and anything else: the offsets
+/// of the marker lines that leave the main source (for a header it includes, or gcc's
+/// `<built-in>` and `<command-line>` sections) and of those that return to it. Cutting there too (`proto::chunk::cut_at`) keeps each
 /// header's text in chunks of its own, the same in every unit that includes it, and the
 /// main source's own text (what an edit changes) in small chunks apart.
 pub fn include_boundaries(text: &[u8]) -> Vec<usize> {
@@ -111,15 +125,45 @@ pub fn include_boundaries(text: &[u8]) -> Vec<usize> {
                 return;
             };
             let is_main = line[s..e] == main[..];
-            let flags = &line[e + 1..];
-            let flag = |f: u8| flags.split(|&b| b == b' ').any(|w| w == [f]);
             let at = line.as_ptr() as usize - base;
-            if at > 0 && ((in_main && flag(b'1')) || (is_main && flag(b'2'))) {
+            if at > 0 && in_main != is_main {
                 out.push(at);
             }
             in_main = is_main;
         },
     );
+    out
+}
+
+/// The spans of normalised `text` that are the main source's own text (from a marker
+/// naming it to the next marker), those of at least `min` bytes, in order.
+pub fn main_spans(text: &[u8], min: usize) -> Vec<std::ops::Range<usize>> {
+    let main = [TAG, &[MAIN]].concat();
+    let base = text.as_ptr() as usize;
+    let mut out = Vec::new();
+    let mut open: Option<usize> = None;
+    let close = |open: &mut Option<usize>, end: usize, out: &mut Vec<std::ops::Range<usize>>| {
+        if let Some(start) = open.take() {
+            if end - start >= min {
+                out.push(start..end);
+            }
+        }
+    };
+    for_each_marker(
+        text,
+        |_| {},
+        |line| {
+            let Some((s, e)) = marker_name(line) else {
+                return;
+            };
+            let at = line.as_ptr() as usize - base;
+            close(&mut open, at, &mut out);
+            if line[s..e] == main[..] {
+                open = Some(at);
+            }
+        },
+    );
+    close(&mut open, text.len(), &mut out);
     out
 }
 
@@ -160,6 +204,7 @@ pub fn normalise(text: &[u8]) -> (Vec<u8>, Markers) {
     let markers = learn(text);
     let mut out = Vec::with_capacity(text.len() + 64);
     let out_cell = std::cell::RefCell::new(&mut out);
+    let lines = std::cell::RefCell::new(Vec::new());
     for_each_marker(
         text,
         |span| out_cell.borrow_mut().extend_from_slice(span),
@@ -170,24 +215,39 @@ pub fn normalise(text: &[u8]) -> (Vec<u8>, Markers) {
                 return;
             };
             let name = &line[s..e];
-            out.extend_from_slice(&line[..s]);
-            if markers.main.as_deref() == Some(name) {
+            let number = canonical_number(&line[2..s - 2]);
+            if markers.main.as_deref() == Some(name) && number.is_some() {
+                lines.borrow_mut().extend(number);
+                out.extend_from_slice(b"# 0 \"");
                 out.extend_from_slice(TAG);
                 out.push(MAIN);
+            } else if markers.main.as_deref() == Some(name) {
+                out.extend_from_slice(&line[..e]);
             } else if markers.cwd.as_deref() == Some(name) {
+                out.extend_from_slice(&line[..s]);
                 out.extend_from_slice(TAG);
                 out.push(CWD);
             } else if name.starts_with(TAG) {
+                out.extend_from_slice(&line[..s]);
                 out.extend_from_slice(TAG);
                 out.push(ESCAPED);
                 out.extend_from_slice(name);
             } else {
-                out.extend_from_slice(name);
+                out.extend_from_slice(&line[..e]);
             }
             out.extend_from_slice(&line[e..]);
         },
     );
+    let mut markers = markers;
+    markers.lines = lines.into_inner();
     (out, markers)
+}
+
+/// The marker's number, if it prints back as the same digits (no leading zero, fits a
+/// `u32`).
+fn canonical_number(digits: &[u8]) -> Option<u32> {
+    let n: u32 = std::str::from_utf8(digits).ok()?.parse().ok()?;
+    (n.to_string().as_bytes() == digits).then_some(n)
 }
 
 /// The exact inverse of [`normalise`]: puts `markers`' names back. A [`TAG`]-name with
@@ -196,6 +256,8 @@ pub fn restore(text: &[u8], markers: &Markers) -> Vec<u8> {
     let grow = markers.main.as_ref().map_or(0, Vec::len) + markers.cwd.as_ref().map_or(0, Vec::len);
     let mut out = Vec::with_capacity(text.len() + 64 * grow.min(1024));
     let out_cell = std::cell::RefCell::new(&mut out);
+    let mut lines = markers.lines.iter();
+    let main = [TAG, &[MAIN]].concat();
     for_each_marker(
         text,
         |span| out_cell.borrow_mut().extend_from_slice(span),
@@ -207,7 +269,16 @@ pub fn restore(text: &[u8], markers: &Markers) -> Vec<u8> {
                 return;
             };
             let name = &line[s..e];
-            out.extend_from_slice(&line[..s]);
+            // A lifted number comes back (a peer's short list leaves the rest at 0).
+            let lifted = name == main.as_slice() && &line[..s] == b"# 0 \"";
+            match lifted.then(|| lines.next()).flatten() {
+                Some(n) => {
+                    out.extend_from_slice(b"# ");
+                    out.extend_from_slice(n.to_string().as_bytes());
+                    out.extend_from_slice(b" \"");
+                }
+                None => out.extend_from_slice(&line[..s]),
+            }
             match &name[TAG.len()..] {
                 [ESCAPED, escaped @ ..] if escaped.starts_with(TAG) => {
                     out.extend_from_slice(escaped)

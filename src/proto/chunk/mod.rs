@@ -11,6 +11,7 @@
 
 pub mod delta;
 pub mod markers;
+pub mod node;
 
 use serde::{Deserialize, Serialize};
 
@@ -76,6 +77,9 @@ pub struct Recipe {
     pub len: u64,
     /// Set when the text was normalised ([`markers::normalise`]).
     pub markers: Option<Markers>,
+    /// The indices of the entries that are nodes ([`node`]), ascending: such an entry's
+    /// id names a node chunk and its length is the length of the text it stands for.
+    pub nodes: Vec<u32>,
 }
 
 impl Recipe {
@@ -91,8 +95,42 @@ impl Recipe {
             MAX_RECIPE_CHUNKS as u64,
         )?;
         bound("recipe length", self.len, MAX_RECIPE_LEN)?;
-        check_lengths("recipe", &self.chunks, self.len)?;
+        if !self.nodes.windows(2).all(|w| w[0] < w[1])
+            || self
+                .nodes
+                .last()
+                .is_some_and(|&n| n as usize >= self.chunks.len())
+        {
+            return Err(ChunkError::TooLarge {
+                what: "node index",
+                len: self.nodes.last().map_or(0, |&n| u64::from(n)),
+                max: self.chunks.len() as u64,
+            });
+        }
+        let mut sum = 0u64;
+        let mut nodes = self.nodes.iter().peekable();
+        for (i, c) in self.chunks.iter().enumerate() {
+            let max = if nodes.next_if(|&&n| n as usize == i).is_some() {
+                node::MAX_NODE_ENTRIES as u64 * u64::from(MAX_CHUNK)
+            } else {
+                u64::from(MAX_CHUNK)
+            };
+            bound("chunk", u64::from(c.len), max)?;
+            sum += u64::from(c.len);
+        }
+        if sum != self.len {
+            return Err(ChunkError::Length {
+                what: "recipe",
+                sum,
+                len: self.len,
+            });
+        }
         if let Some(m) = &self.markers {
+            bound(
+                "main-source markers",
+                m.lines.len() as u64,
+                markers::MAX_MAIN_MARKERS as u64,
+            )?;
             if !m.is_bounded() {
                 return Err(ChunkError::TooLarge {
                     what: "marker name",
@@ -127,20 +165,28 @@ impl Recipe {
     ) -> Result<Vec<u8>, ChunkError> {
         let mut out = Vec::with_capacity(self.len as usize);
         let mut missing = Vec::new();
-        for c in &self.chunks {
+        let mut nodes = self.nodes.iter().peekable();
+        for (i, c) in self.chunks.iter().enumerate() {
+            let is_node = nodes.next_if(|&&n| n as usize == i).is_some();
             if missing.contains(&c.id) {
                 continue;
             }
-            match get(&c.id) {
-                Some(data) if data.len() == c.len as usize => out.extend_from_slice(&data),
-                Some(data) => {
-                    return Err(ChunkError::Length {
-                        what: "chunk",
-                        sum: data.len() as u64,
-                        len: u64::from(c.len),
-                    })
+            let Some(data) = get(&c.id) else {
+                missing.push(c.id);
+                continue;
+            };
+            if !is_node {
+                leaf(&mut out, c, data)?;
+                continue;
+            }
+            for m in node::decode(&data, u64::from(c.len))? {
+                if missing.contains(&m.id) {
+                    continue;
                 }
-                None => missing.push(c.id),
+                match get(&m.id) {
+                    Some(d) => leaf(&mut out, &m, d)?,
+                    None => missing.push(m.id),
+                }
             }
         }
         if !missing.is_empty() {
@@ -151,6 +197,19 @@ impl Recipe {
             None => out,
         })
     }
+}
+
+/// Appends one chunk's bytes, which must be as long as the recipe says.
+fn leaf(out: &mut Vec<u8>, c: &ChunkRef, data: Vec<u8>) -> Result<(), ChunkError> {
+    if data.len() != c.len as usize {
+        return Err(ChunkError::Length {
+            what: "chunk",
+            sum: data.len() as u64,
+            len: u64::from(c.len),
+        });
+    }
+    out.extend_from_slice(&data);
+    Ok(())
 }
 
 fn bound(what: &'static str, len: u64, max: u64) -> Result<(), ChunkError> {
@@ -188,6 +247,7 @@ impl Cut {
                 chunks: cut(&text),
                 len: text.len() as u64,
                 markers: None,
+                nodes: Vec::new(),
             },
             bytes: text,
         }
@@ -202,6 +262,7 @@ impl Cut {
                 chunks: cut_at(&bytes, &markers::include_boundaries(&bytes)),
                 len: bytes.len() as u64,
                 markers: Some(m),
+                nodes: Vec::new(),
             },
             bytes,
         }

@@ -27,10 +27,49 @@ fn main_source_and_cwd_markers_are_normalised() {
     let n = String::from_utf8(n).unwrap();
     assert_eq!(
         n,
-        "# 0 \"<hoardcc>m\"\n# 1 \"<hoardcc>d\"\n# 1 \"<hoardcc>m\"\n# 1 \"inc/h.h\" 1\nint h;\n\
-         # 12 \"<hoardcc>m\" 2\nint x; // src/unit000.c\n",
-        "only marker names change, and only the main source's and the cwd's"
+        "# 0 \"<hoardcc>m\"\n# 1 \"<hoardcc>d\"\n# 0 \"<hoardcc>m\"\n# 1 \"inc/h.h\" 1\nint h;\n\
+         # 0 \"<hoardcc>m\" 2\nint x; // src/unit000.c\n",
+        "only marker names change (the main source's and the cwd's), and the main source's numbers"
     );
+    assert_eq!(m.lines, [0, 1, 12]);
+    // A main-source marker whose number would not print back the same keeps its name.
+    let (n, m) = roundtrip(b"# 0 \"a.c\"\n# 012 \"a.c\" 2\n# 99999999999 \"a.c\"\n# 7 \"a.c\"\n");
+    assert_eq!(
+        n,
+        b"# 0 \"<hoardcc>m\"\n# 012 \"a.c\" 2\n# 99999999999 \"a.c\"\n# 0 \"<hoardcc>m\"\n"
+    );
+    assert_eq!(m.lines, [0, 7]);
+    // A peer's list that runs short leaves the rest at 0 (the server compiles that text;
+    // it cannot be wrong for anyone else).
+    let short = Markers {
+        lines: vec![5],
+        ..m.clone()
+    };
+    assert_eq!(
+        restore(&n, &short),
+        b"# 5 \"a.c\"\n# 012 \"a.c\" 2\n# 99999999999 \"a.c\"\n# 0 \"a.c\"\n"
+    );
+}
+
+/// Units that include the same headers at other lines cut into the same chunks: the
+/// one-line return to the main source between two includes, which runs on into the next
+/// header's first chunk, carries no line number.
+#[test]
+fn the_main_source_line_numbers_do_not_reach_the_chunks() {
+    let unit = |at: usize| {
+        let mut t = b"# 0 \"src/u.c\"\n# 1 \"src/u.c\"\n".to_vec();
+        for (h, line) in [("a", at), ("b", at + 1)] {
+            t.extend(format!("# 1 \"/usr/include/{h}.h\" 1 3 4\n").into_bytes());
+            t.extend((0..3000).flat_map(|i| format!("extern int {h}_{i};\n").into_bytes()));
+            t.extend(format!("# {line} \"src/u.c\" 2\n").into_bytes());
+        }
+        t.extend(b"int main(void) { return 0; }\n");
+        t
+    };
+    let (a, b) = (Cut::normalised(&unit(3)), Cut::normalised(&unit(40)));
+    assert_eq!(a.recipe.chunks, b.recipe.chunks);
+    assert_eq!(a.bytes, b.bytes);
+    assert_ne!(a.recipe.markers, b.recipe.markers);
 }
 
 #[test]
@@ -89,7 +128,7 @@ fn odd_lines_are_left_alone() {
     // A quote inside the main name (escaped by gcc as \") is part of the name.
     let (n, m) = roundtrip(b"# 0 \"a\\\"q.c\"\n# 1 \"a\\\"q.c\" 2\n");
     assert_eq!(m.main.as_deref(), Some(&b"a\\\"q.c"[..]));
-    assert_eq!(n, b"# 0 \"<hoardcc>m\"\n# 1 \"<hoardcc>m\" 2\n");
+    assert_eq!(n, b"# 0 \"<hoardcc>m\"\n# 0 \"<hoardcc>m\" 2\n");
 }
 
 #[test]
@@ -120,9 +159,9 @@ fn chunks_end_where_the_main_source_includes_and_resumes() {
         starts,
         [
             &b"# 1 \"/usr/inc"[..],
-            b"# 2 \"<hoardcc",
+            b"# 0 \"<hoardcc",
             b"# 1 \"/usr/inc",
-            b"# 3 \"<hoardcc"
+            b"# 0 \"<hoardcc"
         ],
         "into each header and back"
     );
@@ -304,8 +343,22 @@ fn recipes_from_a_peer_are_bounded() {
     r.markers = Some(Markers {
         main: Some(vec![b'a'; markers::MAX_MARKER_NAME + 1]),
         cwd: None,
+        lines: vec![],
     });
     assert!(r.check().is_err());
+    let mut r = good.clone();
+    r.markers = Some(Markers {
+        main: None,
+        cwd: None,
+        lines: vec![1; markers::MAX_MAIN_MARKERS + 1],
+    });
+    assert!(matches!(
+        r.check(),
+        Err(ChunkError::TooLarge {
+            what: "main-source markers",
+            ..
+        })
+    ));
 }
 
 #[test]
@@ -498,4 +551,124 @@ fn dedup_between_units() {
             "{lang}: normalising did not help ({normalised} vs {plain})"
         );
     }
+}
+
+/// A unit with three big headers and a main body: the headers' chunks become nodes, the
+/// body's stay leaves; the grouped recipe assembles to the same text through the nodes.
+#[test]
+fn header_runs_become_nodes_that_assemble_to_the_same_text() {
+    use super::node::{self, MAX_NODE_ENTRIES};
+    let mut t = b"# 0 \"src/u.c\"\n# 1 \"/p//\"\n# 1 \"src/u.c\"\n".to_vec();
+    for (h, line) in [("a", 2), ("b", 3), ("c", 4)] {
+        t.extend(format!("# 1 \"/usr/include/{h}.h\" 1 3 4\n").into_bytes());
+        t.extend((0..20_000).flat_map(|i| format!("extern int {h}_{i};\n").into_bytes()));
+        t.extend(format!("# {line} \"src/u.c\" 2\n").into_bytes());
+    }
+    t.extend((0..2000).flat_map(|i| format!("int main_{i} = {i};\n").into_bytes()));
+    let cut = Cut::normalised(&t);
+    let g = node::group(&cut);
+    g.recipe.check().unwrap();
+    assert!(!g.nodes.is_empty());
+    assert!(
+        g.recipe.chunks.len() < cut.recipe.chunks.len() / 2,
+        "{} entries",
+        g.recipe.chunks.len()
+    );
+    // The body (main-source text) is in leaves, never in a node.
+    let body_at = cut.bytes.len() - 2000 * 10;
+    let mut at = 0;
+    for (i, c) in cut.recipe.chunks.iter().enumerate() {
+        let in_node = g.nodes.iter().any(|n| n.members.contains(&i));
+        if at + c.len as usize > body_at {
+            assert!(!in_node, "chunk {i} holds main text");
+        }
+        at += c.len as usize;
+    }
+    for n in &g.nodes {
+        assert!(n.members.len() >= 2 && n.members.len() <= MAX_NODE_ENTRIES);
+        assert_eq!(n.chunk.id, ChunkId::of(&n.bytes));
+    }
+    let mut store: std::collections::HashMap<ChunkId, Vec<u8>> =
+        cut.chunks().map(|(c, b)| (c.id, b.to_vec())).collect();
+    for n in &g.nodes {
+        store.insert(n.chunk.id, n.bytes.clone());
+    }
+    assert_eq!(g.recipe.assemble(|id| store.get(id).cloned()).unwrap(), t);
+    // A node missing is asked for; a node held whose chunks are not, its chunks.
+    let node = g.nodes[0].chunk.id;
+    let mut without = store.clone();
+    without.remove(&node);
+    match g.recipe.assemble(|id| without.get(id).cloned()) {
+        Err(ChunkError::Missing(ids)) => assert_eq!(ids, [node]),
+        other => panic!("{other:?}"),
+    }
+    let leaf = cut.recipe.chunks[g.nodes[0].members.start].id;
+    let mut without = store.clone();
+    without.remove(&leaf);
+    match g.recipe.assemble(|id| without.get(id).cloned()) {
+        Err(ChunkError::Missing(ids)) => assert_eq!(ids, [leaf]),
+        other => panic!("{other:?}"),
+    }
+    // The same headers in another unit (other lines, another body) give the same nodes.
+    let other = String::from_utf8(t.clone())
+        .unwrap()
+        .replace("# 3 \"src/u.c\" 2", "# 30 \"src/u.c\" 2")
+        .replace("int main_1 = 1;", "int main_1 = 7;");
+    let g2 = node::group(&Cut::normalised(other.as_bytes()));
+    assert_eq!(
+        g.nodes.iter().map(|n| n.chunk.id).collect::<Vec<_>>(),
+        g2.nodes.iter().map(|n| n.chunk.id).collect::<Vec<_>>()
+    );
+}
+
+#[test]
+fn nodes_from_a_peer_are_checked() {
+    use super::node::{decode, MAX_NODE_ENTRIES};
+    let refs = vec![
+        ChunkRef {
+            id: ChunkId([1; 32]),
+            len: 10
+        };
+        3
+    ];
+    let bytes = postcard::to_allocvec(&refs).unwrap();
+    assert_eq!(decode(&bytes, 30).unwrap(), refs);
+    assert!(matches!(decode(&bytes, 31), Err(ChunkError::Length { .. })));
+    assert!(decode(b"\xff\xff\xff", 30).is_err(), "not a node");
+    assert!(decode(&postcard::to_allocvec(&Vec::<ChunkRef>::new()).unwrap(), 0).is_err());
+    let many = vec![refs[0]; MAX_NODE_ENTRIES + 1];
+    let len = 10 * many.len() as u64;
+    assert!(matches!(
+        decode(&postcard::to_allocvec(&many).unwrap(), len),
+        Err(ChunkError::TooLarge { .. })
+    ));
+    let big = vec![ChunkRef {
+        id: ChunkId([1; 32]),
+        len: MAX_CHUNK + 1,
+    }];
+    assert!(decode(
+        &postcard::to_allocvec(&big).unwrap(),
+        u64::from(MAX_CHUNK) + 1
+    )
+    .is_err());
+    // In a recipe: node indices ascending and in range; only a node entry may be long.
+    let long = ChunkRef {
+        id: ChunkId([2; 32]),
+        len: MAX_CHUNK * 2,
+    };
+    let mut r = Recipe {
+        chunks: vec![long],
+        len: u64::from(MAX_CHUNK) * 2,
+        markers: None,
+        nodes: vec![],
+    };
+    assert!(r.check().is_err(), "a leaf that long");
+    r.nodes = vec![0];
+    r.check().unwrap();
+    r.nodes = vec![1];
+    assert!(r.check().is_err(), "out of range");
+    r.chunks.push(long);
+    r.len *= 2;
+    r.nodes = vec![1, 0];
+    assert!(r.check().is_err(), "not ascending");
 }

@@ -278,51 +278,72 @@ fn an_entry_that_does_not_decode_is_a_miss() {
 }
 
 #[tokio::test]
-async fn the_probe_reads_the_real_compiler_and_is_memoised() {
+async fn the_probe_reads_the_real_compiler_once_per_session() {
     let path = OsString::from(crate::subsystem::sandbox::DEFAULT_PATH);
     let Some(gcc) = crate::subsystem::job::find_on_path("gcc", &path) else {
         eprintln!("SKIPPED: no gcc on {path:?}");
         return;
     };
-    let a = server_compiler(&gcc, &path).await.expect("gcc probes");
+    let dir = tempfile::tempdir().unwrap();
+    let compilers = || {
+        let allow = crate::subsystem::job::AllowList::new(true, vec![], Some(path.clone()));
+        crate::subsystem::compilers::Compilers::new(
+            allow,
+            crate::proto::identity::Rule {
+                configured: true,
+                binaries: false,
+            },
+        )
+    };
+    let session = compilers();
+    let a = server_compiler(&gcc, &session).await.expect("gcc probes");
     assert!(a.version.chars().next().unwrap().is_ascii_digit(), "{a:?}");
     assert!(a.machine.contains('-'), "{a:?}");
-    let b = server_compiler(&gcc, &path).await.unwrap();
-    assert!(Arc::ptr_eq(&a, &b), "memoised");
     assert_eq!(
         a.path,
         std::fs::canonicalize(&gcc).unwrap(),
         "symlinks resolved"
     );
+    // The identity is the one the session picks compilers with.
+    let id = session.identity(&gcc).await.unwrap();
+    assert_eq!(
+        (&a.version, &a.machine, &a.configured),
+        (&id.version, &id.target, &id.configured)
+    );
     // Through a symlink of its own: the same binary, run under another name (which a
     // clang takes its target from), so an identity of its own.
-    let dir = tempfile::tempdir().unwrap();
     std::os::unix::fs::symlink(&gcc, dir.path().join("cc-link")).unwrap();
-    let c = server_compiler(&dir.path().join("cc-link"), &path)
+    let c = server_compiler(&dir.path().join("cc-link"), &session)
         .await
         .unwrap();
     assert_eq!((&c.path, c.size, c.mtime), (&a.path, a.size, a.mtime));
     assert_ne!(c.invoked, a.invoked);
-    // Something that is not a compiler does not probe, and is not asked again.
+    // A compiler is probed once per session: a key and the pick share the probe.
     let runs = dir.path().join("runs");
     let fake = dir.path().join("fakecc");
     let script = format!("#!/bin/sh\necho \"$1\" >> {}\nexit 1\n", runs.display());
     std::fs::write(&fake, script).unwrap();
     std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    assert!(server_compiler(&fake, &path).await.is_none());
-    assert!(server_compiler(&fake, &path).await.is_none());
+    assert!(server_compiler(&fake, &session).await.is_none());
     let probed = std::fs::read_to_string(&runs).unwrap();
     assert!(probed.contains("-dumpmachine"), "{probed}");
-    assert!(server_compiler(&fake, &path).await.is_none());
+    assert!(server_compiler(&fake, &session).await.is_none());
+    assert!(session.identity(&fake).await.is_err());
     assert_eq!(
         std::fs::read_to_string(&runs).unwrap(),
         probed,
-        "one probe per process"
+        "one probe per session"
     );
-    assert!(server_compiler(Path::new("/bin/false"), &path)
+    assert!(server_compiler(&fake, &compilers()).await.is_none());
+    assert_ne!(
+        std::fs::read_to_string(&runs).unwrap(),
+        probed,
+        "a new session probes"
+    );
+    assert!(server_compiler(Path::new("/bin/false"), &session)
         .await
         .is_none());
-    assert!(server_compiler(Path::new("/nonexistent/cc"), &path)
+    assert!(server_compiler(Path::new("/nonexistent/cc"), &session)
         .await
         .is_none());
 }

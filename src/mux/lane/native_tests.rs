@@ -1,0 +1,323 @@
+//! Unit tests of `mux::lane::native` against in-memory servers: a compiler identity is
+//! declared once per lane and jobs after it carry none; a job whose chunks another lane
+//! is sending waits for that lane's `Stored` and then sends none of them; a lane that
+//! dies with its chunks unacknowledged leaves them for the waiting job to send.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::io::DuplexStream;
+use tokio::sync::oneshot;
+
+use super::native::{run_native, Books, Peer};
+use super::*;
+use crate::mux::upload::{self, SharedChunks};
+use crate::proto::chunk::Cut;
+use crate::proto::msg::{CompilerId, Input, JobHeader};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+fn spec(compiler_id: Option<CompilerId>) -> JobSpec {
+    JobSpec {
+        header: JobHeader {
+            compiler: "gcc".into(),
+            args: vec![],
+            assemble_only: false,
+            cwd: "/src".into(),
+            source_name: "a.c".into(),
+            output_name: "a.o".into(),
+            extra_outputs: vec![],
+        },
+        distcc_argv: vec![],
+        env: vec![],
+        context: vec![],
+        compiler_id,
+        cache: true,
+    }
+}
+
+fn peer(acks: bool, identity: bool) -> Peer<'static> {
+    Peer {
+        host: "h",
+        version: PROTOCOL_VERSION,
+        chunks: true,
+        acks,
+        identity,
+        delta: false,
+    }
+}
+
+fn ok(id: u64) -> Message {
+    Message::Result3(JobResult {
+        id,
+        exit_code: 0,
+        stdout: Blob::raw(vec![]),
+        stderr: Blob::raw(vec![]),
+        outputs: vec![],
+        cached: false,
+    })
+}
+
+fn text(seed: u32) -> Vec<u8> {
+    let mut t = b"# 0 \"a.c\"\n# 1 \"/src//\"\n# 1 \"a.c\"\n".to_vec();
+    t.extend((0..6000u32).flat_map(|i| format!("int v{i} = {};\n", i ^ seed).into_bytes()));
+    t
+}
+
+async fn next(server: &mut DuplexStream) -> Message {
+    tokio::time::timeout(WAIT, frame::read_message(server))
+        .await
+        .expect("a message in time")
+        .unwrap()
+        .expect("not EOF")
+}
+
+fn gcc_id(version: &str) -> CompilerId {
+    CompilerId {
+        version: version.into(),
+        target: "x86_64-linux-gnu".into(),
+        configured: "Configured with: ../src/configure --long --list --of --options".into(),
+        binaries: Some("ab".repeat(32)),
+    }
+}
+
+#[tokio::test]
+async fn an_identity_is_declared_once_per_lane() {
+    let (mut client, mut server) = tokio::io::duplex(1 << 20);
+    let books = SharedChunks::default();
+    let b = Books {
+        known: &books,
+        counts: &books,
+    };
+    let source = Source::Whole(b"int x;\n".to_vec());
+    let mut declared = HashMap::new();
+    let serve = async {
+        let mut seen = Vec::new();
+        for id in 1..=3 {
+            loop {
+                match next(&mut server).await {
+                    Message::Identity { compiler, id } => seen.push((compiler, Some(id))),
+                    Message::Job3(j) => {
+                        seen.push(("job".into(), j.compiler_id));
+                        break;
+                    }
+                    other => panic!("{other:?}"),
+                }
+            }
+            frame::write_message(&mut server, &ok(id)).await.unwrap();
+        }
+        seen
+    };
+    let jobs = async {
+        let (a, b12) = (spec(Some(gcc_id("12.2.0"))), spec(Some(gcc_id("13.1.0"))));
+        for (id, s) in [(1, &a), (2, &a), (3, &b12)] {
+            let r = run_native(
+                &mut client,
+                id,
+                s,
+                &source,
+                WAIT,
+                peer(false, true),
+                b,
+                &mut declared,
+                &|_| {},
+            )
+            .await;
+            assert_eq!(r.unwrap().exit_code, 0);
+        }
+    };
+    let (seen, ()) = tokio::join!(serve, jobs);
+    assert_eq!(
+        seen,
+        [
+            ("gcc".into(), Some(gcc_id("12.2.0"))),
+            ("job".into(), None),
+            ("job".into(), None),
+            ("gcc".into(), Some(gcc_id("13.1.0"))),
+            ("job".into(), None),
+        ]
+    );
+
+    // A server without the cap gets the identity in every job.
+    let (mut client, mut server) = tokio::io::duplex(1 << 20);
+    let serve = async {
+        let Message::Job3(j) = next(&mut server).await else {
+            panic!("a job")
+        };
+        frame::write_message(&mut server, &ok(1)).await.unwrap();
+        j.compiler_id
+    };
+    let s = spec(Some(gcc_id("12.2.0")));
+    let mut none_declared = HashMap::new();
+    let job = run_native(
+        &mut client,
+        1,
+        &s,
+        &source,
+        WAIT,
+        peer(false, false),
+        b,
+        &mut none_declared,
+        &|_| {},
+    );
+    let (sent, r) = tokio::join!(serve, job);
+    assert_eq!(r.unwrap().exit_code, 0);
+    assert_eq!(sent, Some(gcc_id("12.2.0")));
+}
+
+/// What one fake server saw: whether a `Chunks` frame came before the job.
+async fn serve_one(
+    server: &mut DuplexStream,
+    id: u64,
+    got_chunks: Option<oneshot::Sender<()>>,
+    release: Option<oneshot::Receiver<()>>,
+) -> usize {
+    let mut packs = 0;
+    loop {
+        match next(server).await {
+            Message::Chunks(p) => {
+                assert!(!p.chunks.is_empty());
+                packs += 1;
+            }
+            Message::Job3(j) => {
+                assert!(matches!(j.source, Input::Chunked(_)));
+                break;
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    if let Some(tx) = got_chunks {
+        tx.send(()).unwrap();
+    }
+    if let Some(rx) = release {
+        // Dropped sender: this server dies without acknowledging.
+        if rx.await.is_err() {
+            return packs;
+        }
+    }
+    for _ in 0..packs {
+        frame::write_message(server, &Message::Stored { unshared: vec![] })
+            .await
+            .unwrap();
+    }
+    frame::write_message(server, &ok(id)).await.unwrap();
+    packs
+}
+
+#[tokio::test]
+async fn a_job_waits_for_chunks_another_lane_is_sending() {
+    let host = SharedChunks::default();
+    let b = Books {
+        known: &host,
+        counts: &host,
+    };
+    let a_source = Source::Cut(Cut::normalised(&text(0)));
+    let b_source = Source::Cut(Cut::normalised(&text(0)));
+    let s = spec(None);
+    let (mut a_client, mut a_server) = tokio::io::duplex(1 << 22);
+    let (mut b_client, mut b_server) = tokio::io::duplex(1 << 22);
+    let (got_tx, got_rx) = oneshot::channel();
+    let (release_tx, release_rx) = oneshot::channel();
+    let lane_a = async {
+        let r = run_native(
+            &mut a_client,
+            1,
+            &s,
+            &a_source,
+            WAIT,
+            peer(true, false),
+            b,
+            &mut HashMap::new(),
+            &|_| {},
+        )
+        .await;
+        assert_eq!(r.unwrap().exit_code, 0);
+    };
+    let lane_b = async {
+        // B starts once A's chunks are on their way (and not yet acknowledged).
+        got_rx.await.unwrap();
+        let mut declared = HashMap::new();
+        let waiting = run_native(
+            &mut b_client,
+            2,
+            &s,
+            &b_source,
+            WAIT,
+            peer(true, false),
+            b,
+            &mut declared,
+            &|_| {},
+        );
+        tokio::pin!(waiting);
+        // B must not get its job out before A's server acknowledges.
+        let early = tokio::time::timeout(Duration::from_millis(200), &mut waiting).await;
+        assert!(early.is_err(), "B waited for A's chunks");
+        release_tx.send(()).unwrap();
+        assert_eq!(waiting.await.unwrap().exit_code, 0);
+    };
+    let (a_packs, b_packs, (), ()) = tokio::join!(
+        serve_one(&mut a_server, 1, Some(got_tx), Some(release_rx)),
+        serve_one(&mut b_server, 2, None, None),
+        lane_a,
+        lane_b
+    );
+    assert_eq!(a_packs, 1);
+    assert_eq!(b_packs, 0, "B sent none of the chunks A was sending");
+    let c = upload::lock(&host).counters;
+    assert_eq!(c.chunks_missing, 0);
+}
+
+#[tokio::test]
+async fn chunks_of_a_lane_that_died_are_sent_by_the_waiting_job() {
+    let host = SharedChunks::default();
+    let b = Books {
+        known: &host,
+        counts: &host,
+    };
+    let source = Source::Cut(Cut::normalised(&text(1)));
+    let s = spec(None);
+    let (mut a_client, mut a_server) = tokio::io::duplex(1 << 22);
+    let (mut b_client, mut b_server) = tokio::io::duplex(1 << 22);
+    let (got_tx, got_rx) = oneshot::channel();
+    let (release_tx, release_rx) = oneshot::channel::<()>();
+    let lane_a = async {
+        let mut declared = HashMap::new();
+        let r = run_native(
+            &mut a_client,
+            1,
+            &s,
+            &source,
+            WAIT,
+            peer(true, false),
+            b,
+            &mut declared,
+            &|_| {},
+        );
+        // A's lane is given up (the job dropped) while its chunks are unacknowledged.
+        let _ = tokio::time::timeout(Duration::from_millis(300), r).await;
+    };
+    let lane_b = async {
+        got_rx.await.unwrap();
+        let r = run_native(
+            &mut b_client,
+            2,
+            &s,
+            &source,
+            WAIT,
+            peer(true, false),
+            b,
+            &mut HashMap::new(),
+            &|_| {},
+        )
+        .await;
+        drop(release_tx);
+        assert_eq!(r.unwrap().exit_code, 0);
+    };
+    let (_, b_packs, (), ()) = tokio::join!(
+        serve_one(&mut a_server, 1, Some(got_tx), Some(release_rx)),
+        serve_one(&mut b_server, 2, None, None),
+        lane_a,
+        lane_b
+    );
+    assert_eq!(b_packs, 1, "B sent the chunks itself");
+}
