@@ -24,10 +24,10 @@ use crate::support::{hoardcc_bin, run_with_timeout, Proxy, Sshd, SshdOptions};
 const T: Duration = Duration::from_secs(180);
 
 /// Translation units per build: several, sharing libc headers and one user header.
-const UNITS: usize = 6;
+pub(crate) const UNITS: usize = 6;
 
 /// A project of [`UNITS`] C sources and one header, built in place.
-struct Work {
+pub(crate) struct Work {
     dir: TempDir,
 }
 
@@ -42,7 +42,7 @@ const HEADER: &str =
     static inline long mix(long a, long b) { return a * 31 + b; }\n#endif\n";
 
 impl Work {
-    fn new() -> Work {
+    pub(crate) fn new() -> Work {
         let dir = tempfile::Builder::new()
             .prefix("hoardcc-chunks-")
             .tempdir()
@@ -56,7 +56,7 @@ impl Work {
         w
     }
 
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         self.dir.path()
     }
 
@@ -85,14 +85,14 @@ impl Work {
         std::fs::write(self.path().join(Self::source(i)), text).unwrap();
     }
 
-    fn edit_every_unit(&self, edit: usize) {
+    pub(crate) fn edit_every_unit(&self, edit: usize) {
         for i in 0..UNITS {
             self.write_unit(i, edit);
         }
     }
 
     /// Local gcc's object of every unit with `flags` (built in place, then set aside).
-    fn local_objects(&self, flags: &[&str]) -> Vec<Vec<u8>> {
+    pub(crate) fn local_objects(&self, flags: &[&str]) -> Vec<Vec<u8>> {
         (0..UNITS)
             .map(|i| {
                 let (src, obj) = (Self::source(i), Self::object(i));
@@ -114,13 +114,13 @@ impl Work {
 }
 
 /// A client of the fixture, building [`Work`] through the mux on `hosts`.
-struct Client<'a> {
-    sshd: &'a Sshd,
-    hosts: String,
+pub(crate) struct Client<'a> {
+    pub(crate) sshd: &'a Sshd,
+    pub(crate) hosts: String,
 }
 
 impl Client<'_> {
-    fn hoardcc(&self, dir: &Path, args: &[&str]) -> Command {
+    pub(crate) fn hoardcc(&self, dir: &Path, args: &[&str]) -> Command {
         let mut cmd = Command::new(hoardcc_bin());
         self.sshd.apply_env(&mut cmd);
         cmd.current_dir(dir)
@@ -133,7 +133,7 @@ impl Client<'_> {
 
     /// Every unit through hoardcc, one after another; returns the objects. With
     /// fallback off a job that is not distributed fails the test.
-    fn build(&self, w: &Work, flags: &[&str]) -> Vec<Vec<u8>> {
+    pub(crate) fn build(&self, w: &Work, flags: &[&str]) -> Vec<Vec<u8>> {
         let log = w.path().join("joblog");
         let _ = std::fs::remove_file(&log);
         let objects = (0..UNITS)
@@ -164,7 +164,7 @@ impl Client<'_> {
     }
 
     /// The one host's upload counters, from `hoardcc status --json`.
-    fn counters(&self) -> ChunkCounters {
+    pub(crate) fn counters(&self) -> ChunkCounters {
         let dir = std::env::temp_dir();
         let out = run_with_timeout(&mut self.hoardcc(&dir, &["status", "--json"]), T, "status");
         assert!(out.status.success(), "hoardcc status: {out:?}");
@@ -184,7 +184,7 @@ impl Drop for Client<'_> {
 }
 
 /// The chunk files in the server's store.
-fn stored_chunks(sshd: &Sshd) -> Vec<PathBuf> {
+pub(crate) fn stored_chunks(sshd: &Sshd) -> Vec<PathBuf> {
     let dir = sshd.server_cache_dir().join("chunks");
     let Ok(fans) = std::fs::read_dir(dir) else {
         return Vec::new();
@@ -200,12 +200,12 @@ fn stored_chunks(sshd: &Sshd) -> Vec<PathBuf> {
 }
 
 /// Whether a chunk file holds the bytes its name (the hex blake3) promises.
-fn intact(path: &Path) -> bool {
+pub(crate) fn intact(path: &Path) -> bool {
     let data = std::fs::read(path).unwrap();
     blake3::hash(&data).to_hex().as_str() == path.file_name().unwrap().to_string_lossy()
 }
 
-fn same_objects(remote: &[Vec<u8>], local: &[Vec<u8>], what: &str) {
+pub(crate) fn same_objects(remote: &[Vec<u8>], local: &[Vec<u8>], what: &str) {
     for (i, (r, l)) in remote.iter().zip(local).enumerate() {
         assert!(
             r == l,

@@ -37,6 +37,8 @@ mod identity;
 mod cache;
 // The chunk path (issue 10 item 1): identical objects, a rebuild sends little, Missing refills, corruption.
 mod chunks;
+// Delta packs (issue 10): a rebuild's edits go LZ4'd against the last sent chunks; an emptied store resends plain.
+mod delta;
 // The live monitor (`hoardcc mon` in tmux, `mon --once`) and `hoardcc stats` (issue 11).
 mod mon;
 // Setup commands: install-server into the fixture user's home (plain and --forced-command), masquerade DIR.

@@ -78,6 +78,13 @@ fn lane(mut input: &[u8]) {
                 let _ = pack.unpack();
                 Vec::new()
             }
+            Message::DeltaChunks(pack) => {
+                // Against any dictionary: within its bounds (chunks corrupt, at worst), or
+                // refused; never a panic.
+                let _ = pack.unpack(&[]);
+                let _ = pack.unpack(b"int x;\nint y;\n");
+                Vec::new()
+            }
             Message::Result(r) => result_blobs(&r.clone().into()),
             _ => Vec::new(),
         };

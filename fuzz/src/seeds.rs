@@ -182,6 +182,13 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
                     true,
                     &[
                         Message::Chunks(hoardcc::proto::chunk::ChunkPack::pack(cut.chunks())),
+                        Message::DeltaChunks(hoardcc::proto::chunk::DeltaPack::pack(
+                            cut.chunks(),
+                            &[(
+                                hoardcc::proto::chunk_id::ChunkId::of(b"int x;\n"),
+                                &b"int x;\n"[..],
+                            )],
+                        )),
                         Message::Job3(j),
                     ],
                 )

@@ -15,6 +15,7 @@ use tokio::net::TcpStream;
 
 use crate::exit::ExitCode;
 use crate::hosts::{HostKind, HostSpec};
+use crate::mux::recent;
 use crate::mux::ssh::{self, Connection, SshError, SshSettings, Stream};
 use crate::mux::upload::SharedChunks;
 use crate::proto::distcc::{self, DistccRequest};
@@ -22,7 +23,7 @@ use crate::proto::fault::{self, Ended, Fault};
 use crate::proto::frame;
 use crate::proto::msg::{
     Blob, Hello, JobResult, Message, OutputFile, CHUNKS_CAP, CHUNKS_VERSION, CHUNK_ACK_CAP,
-    CHUNK_STORE_CAP, IDENTITY_CAP, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
+    CHUNK_DELTA_CAP, CHUNK_STORE_CAP, IDENTITY_CAP, MIN_PROTOCOL_VERSION, PROTOCOL_VERSION,
 };
 use crate::proto::{self, compress::MAX_BLOB};
 
@@ -423,6 +424,7 @@ impl Lane {
         let counts = host_chunks.cloned().unwrap_or_else(|| known.clone());
         let acks = chunks && self.server_can(CHUNK_ACK_CAP);
         let identity = self.server_can(IDENTITY_CAP);
+        let delta = chunks && self.server_can(CHUNK_DELTA_CAP) && recent::delta_enabled();
         match &mut self.io {
             LaneIo::Native { stream, conn } => {
                 let id = self.next_id;
@@ -433,6 +435,7 @@ impl Lane {
                     chunks,
                     acks,
                     identity,
+                    delta,
                 };
                 let books = native::Books {
                     known: &known,

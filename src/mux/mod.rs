@@ -26,6 +26,7 @@ pub mod listener;
 pub mod monitor;
 pub mod pool;
 pub mod process;
+pub mod recent;
 pub mod retry;
 pub mod scheduler;
 pub mod ssh;

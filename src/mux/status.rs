@@ -228,6 +228,8 @@ mod tests {
                     chunks_sent: 40,
                     chunks_missing: 2,
                     chunks_known: 38,
+                    delta_packs: 1,
+                    pack_bytes: 1 << 20,
                 },
                 mean_ms: Some(850),
                 ewma_ms: Some(800),

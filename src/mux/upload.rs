@@ -2,8 +2,10 @@
 //! capability `chunks`) the source and the context files go as recipes, preceded in the
 //! same write by the chunks the host is not known to hold; a `Missing` answer is served
 //! from the same texts. To an older server they go as whole LZ4 blobs. Per host the mux
-//! keeps which chunks it holds ([`HostChunks`]) and counts what it sent. Neighbours:
-//! `mux::lane` (runs the exchange), `mux::known` (the id set), `proto::chunk` (cutting,
+//! keeps which chunks it holds ([`HostChunks`]), the chunks each source's last job sent
+//! (so that the next job's new chunks go LZ4'd against them, to a server that says
+//! `chunk-delta`), and counts what it sent. Neighbours: `mux::lane` (runs the exchange),
+//! `mux::known` (the id set), `mux::recent` (the sent chunks), `proto::chunk` (cutting,
 //! packs), `wrapper` (cuts the source; the context files are cut here).
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -11,10 +13,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::mux::known::KnownChunks;
+use crate::mux::recent::{RecentChunks, SourceKey};
 use crate::proto::chunk::node::{self, Node};
-use crate::proto::chunk::{markers, ChunkPack, ChunkRef, Cut};
+use crate::proto::chunk::{delta, markers, ChunkPack, ChunkRef, Cut, DeltaPack};
 use crate::proto::chunk_id::ChunkId;
-use crate::proto::msg::{Blob, ContextFile, Input, JobSpec, CONTEXT_MANIFEST};
+use crate::proto::msg::{Blob, ContextFile, Input, JobSpec, Message, CONTEXT_MANIFEST};
 
 /// A job's preprocessed source as the lane gets it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,12 +56,14 @@ pub struct HostChunks {
     flights: u64,
     /// Woken whenever chunks land (or a flight ends without them).
     settled: Arc<tokio::sync::Notify>,
+    /// The chunks each source's last job sent (the dictionaries of delta packs).
+    pub recent: RecentChunks,
 }
 
 /// What a job still has to do about the chunks its host lacks ([`Upload::claim`]).
 pub struct Claim {
     /// Chunks no other lane is sending: this job's to send.
-    pub mine: ChunkPack,
+    pub mine: Pack,
     /// Chunks another lane is sending right now: wait for them to land.
     pub awaited: Vec<ChunkId>,
 }
@@ -86,9 +91,8 @@ impl Flight {
     }
 
     /// A pack with these chunks was written.
-    pub fn sent(&mut self, pack: &ChunkPack) {
-        self.packs
-            .push_back(pack.chunks.iter().map(|c| c.id).collect());
+    pub fn sent(&mut self, chunks: &[ChunkRef]) {
+        self.packs.push_back(chunks.iter().map(|c| c.id).collect());
     }
 
     /// The server acknowledged the oldest pack: its chunks are held, except `unshared`.
@@ -169,6 +173,95 @@ pub struct Upload<'a> {
     context_cuts: Vec<Cut>,
     /// The nodes of the source's recipe (runs of header chunks under one id).
     nodes: Vec<Node>,
+    /// The job's source, for [`RecentChunks`].
+    key: SourceKey,
+}
+
+/// The chunks a job sends before its job frame.
+#[derive(Debug)]
+pub enum Pack {
+    /// LZ4'd on their own (`Message::Chunks`).
+    Plain(ChunkPack),
+    /// LZ4'd against chunks the host holds (`Message::DeltaChunks`).
+    Delta(DeltaPack),
+}
+
+impl Pack {
+    /// The chunks packed.
+    pub fn chunks(&self) -> &[ChunkRef] {
+        match self {
+            Pack::Plain(p) => &p.chunks,
+            Pack::Delta(p) => &p.chunks,
+        }
+    }
+
+    /// Whether it is a delta pack.
+    pub fn is_delta(&self) -> bool {
+        matches!(self, Pack::Delta(_))
+    }
+
+    /// The message that carries it.
+    pub fn into_message(self) -> Message {
+        match self {
+            Pack::Plain(p) => Message::Chunks(p),
+            Pack::Delta(p) => Message::DeltaChunks(p),
+        }
+    }
+}
+
+fn key_of(spec: &JobSpec) -> SourceKey {
+    SourceKey {
+        cwd: spec.header.cwd.clone(),
+        source_name: spec.header.source_name.clone(),
+    }
+}
+
+/// The dictionary kept for `key`, if delta packs are wanted, there is something to send,
+/// and the host is believed to hold all of it.
+fn dictionary_for(
+    h: &mut HostChunks,
+    key: &SourceKey,
+    delta: bool,
+    fresh: usize,
+) -> Option<Vec<(ChunkId, Vec<u8>)>> {
+    if !delta || fresh == 0 {
+        return None;
+    }
+    let HostChunks { known, recent, .. } = h;
+    recent
+        .dictionary(key)
+        .filter(|d| d.iter().all(|(id, _)| known.holds(id)))
+        .map(<[_]>::to_vec)
+}
+
+/// `fresh` as a plain pack, or as a delta pack against `dict` when that is smaller.
+/// Each dictionary id costs its 32 bytes: the last chunks that hold as much as the pack
+/// (where the edited text's old version is) are tried, and the whole window.
+fn pack_chosen(fresh: &[(ChunkRef, &[u8])], dict: Option<Vec<(ChunkId, Vec<u8>)>>) -> Pack {
+    let plain = ChunkPack::pack(fresh.iter().copied());
+    let Some(dict) = dict else {
+        return Pack::Plain(plain);
+    };
+    let lens: Vec<u32> = dict.iter().map(|(_, b)| b.len() as u32).collect();
+    let raw: usize = fresh.iter().map(|(_, b)| b.len()).sum();
+    let cost = |d: &DeltaPack| d.data.len() + std::mem::size_of::<ChunkId>() * d.dict.len();
+    let mut best: Option<DeltaPack> = None;
+    let mut tried = None;
+    for start in [delta::suffix_start(&lens, raw), delta::window_start(&lens)] {
+        if tried.replace(start) == Some(start) {
+            continue;
+        }
+        let refs: Vec<(ChunkId, &[u8])> =
+            dict[start..].iter().map(|(id, b)| (*id, &b[..])).collect();
+        let d = DeltaPack::pack(fresh.iter().copied(), &refs);
+        if best.as_ref().is_none_or(|b| cost(&d) < cost(b)) {
+            best = Some(d);
+        }
+    }
+    match best {
+        Some(d) if cost(&d) < plain.data.data.len() => Pack::Delta(d),
+        _ => Pack::Plain(plain),
+    }
 }
 
 impl<'a> Upload<'a> {
@@ -187,6 +280,7 @@ impl<'a> Upload<'a> {
             source_cut: None,
             context_cuts: Vec::new(),
             nodes: Vec::new(),
+            key: key_of(spec),
         }
     }
 
@@ -237,6 +331,7 @@ impl<'a> Upload<'a> {
             source_cut,
             context_cuts: cuts,
             nodes,
+            key: key_of(spec),
         }
     }
 
@@ -309,26 +404,69 @@ impl<'a> Upload<'a> {
         ChunkPack::pack(self.lacking(known))
     }
 
+    /// The chunks the host is not known to hold. With `delta`, when the memory has
+    /// chunks an earlier job of the same source sent (all still believed held), they
+    /// are LZ4'd against those, if that comes out smaller than a plain pack.
+    pub fn pack_new(&self, host: &SharedChunks, delta: bool) -> Pack {
+        let (fresh, dict) = {
+            let mut h = lock(host);
+            let fresh = self.lacking(&mut h.known);
+            let dict = dictionary_for(&mut h, &self.key, delta, fresh.len());
+            (fresh, dict)
+        };
+        pack_chosen(&fresh, dict)
+    }
+
     /// Splits the chunks the host is not known to hold into those this job sends (claimed
-    /// for `flight`, so no other lane sends them too) and those another lane is sending.
-    pub fn claim(&self, flight: &Flight) -> Claim {
-        let mut h = lock(&flight.chunks);
-        let h = &mut *h;
-        let mut awaited = Vec::new();
-        let lacking = self.lacking(&mut h.known);
-        let mine = ChunkPack::pack(lacking.into_iter().filter(
-            |(c, _)| match h.in_flight.get(&c.id) {
-                Some(t) if *t != flight.token => {
-                    awaited.push(c.id);
-                    false
-                }
-                _ => {
-                    h.in_flight.insert(c.id, flight.token);
-                    true
-                }
-            },
-        ));
-        Claim { mine, awaited }
+    /// for `flight`, so no other lane sends them too; packed as by [`Upload::pack_new`])
+    /// and those another lane is sending.
+    pub fn claim(&self, flight: &Flight, delta: bool) -> Claim {
+        let (mine, dict, awaited) = {
+            let mut h = lock(&flight.chunks);
+            let h = &mut *h;
+            let mut awaited = Vec::new();
+            let lacking = self.lacking(&mut h.known);
+            let mine: Vec<(ChunkRef, &[u8])> = lacking
+                .into_iter()
+                .filter(|(c, _)| match h.in_flight.get(&c.id) {
+                    Some(t) if *t != flight.token => {
+                        awaited.push(c.id);
+                        false
+                    }
+                    _ => {
+                        h.in_flight.insert(c.id, flight.token);
+                        true
+                    }
+                })
+                .collect();
+            let dict = dictionary_for(h, &self.key, delta, mine.len());
+            (mine, dict, awaited)
+        };
+        Claim {
+            mine: pack_chosen(&mine, dict),
+            awaited,
+        }
+    }
+
+    /// The job ran with the chunks `sent` (its first pack): they are what the next job of
+    /// the same source is packed against. The memory keeps the last of them, so they are
+    /// ordered by how much they are the source's own: the user headers' text first, then
+    /// the source's, then the main source file's (the first context file), which is
+    /// what an edit changes.
+    pub fn remember(&self, host: &SharedChunks, sent: &[ChunkId]) {
+        let sent: HashSet<&ChunkId> = sent.iter().collect();
+        let mut seen = HashSet::new();
+        let texts = self
+            .context_cuts
+            .iter()
+            .skip(1)
+            .chain(self.source_cut)
+            .chain(self.context_cuts.first());
+        let chunks = texts
+            .flat_map(Cut::chunks)
+            .filter(|(c, _)| sent.contains(&c.id) && seen.insert(c.id))
+            .map(|(c, b)| (c.id, b));
+        lock(host).recent.remember(&self.key, chunks);
     }
 
     /// A pack of the chunks `ids` names, or `None` if one is not the job's.
@@ -441,6 +579,59 @@ mod tests {
         // Asked for by id (a Missing answer), a node's chunk is found.
         let leaf = *covered.iter().next().unwrap();
         assert_eq!(up.pack_ids(&[leaf]).unwrap().chunks[0].id, leaf);
+    }
+
+    /// A source cut as the wrapper cuts it, `edit` lines appended.
+    fn edited(edit: usize) -> Source {
+        let mut t = b"# 0 \"a.c\"\n# 1 \"/p//\"\n".to_vec();
+        t.extend(text(5000));
+        for e in 0..edit {
+            t.extend(format!("int edit{e} = {e};\n").into_bytes());
+        }
+        Source::Cut(Cut::normalised(&t))
+    }
+
+    #[test]
+    fn an_edited_source_goes_as_a_delta_against_what_its_last_job_sent() {
+        let host = SharedChunks::default();
+        let spec = spec(vec![]);
+        let first = edited(0);
+        let up = Upload::chunked(&spec, &first);
+        let pack = up.pack_new(&host, true);
+        assert!(!pack.is_delta(), "nothing sent before: plain");
+        let sent: Vec<ChunkId> = pack.chunks().iter().map(|c| c.id).collect();
+        lock(&host).known.learn(up.ids());
+        up.remember(&host, &sent);
+        let old: std::collections::HashMap<ChunkId, Vec<u8>> =
+            up.chunks().map(|(c, b)| (c.id, b.to_vec())).collect();
+
+        let second = edited(1);
+        let up = Upload::chunked(&spec, &second);
+        let Pack::Delta(d) = up.pack_new(&host, true) else {
+            panic!("a delta pack")
+        };
+        let plain = up.pack_unknown(&mut lock(&host).known);
+        assert_eq!(d.chunks, plain.chunks, "the same chunks");
+        assert!(
+            d.data.len() * 4 < plain.data.data.len(),
+            "delta {} bytes, plain {}",
+            d.data.len(),
+            plain.data.data.len()
+        );
+        let dict = delta::dictionary(d.dict.iter().map(|id| old[id].as_slice()));
+        let got = d.unpack(&dict).unwrap();
+        assert!(got.corrupt.is_empty());
+        assert_eq!(got.good.len(), plain.chunks.len());
+        assert!(!up.pack_new(&host, false).is_delta(), "delta off");
+        // A dictionary chunk the host is no longer believed to hold: plain.
+        lock(&host).known.forget(&d.dict[..1]);
+        assert!(!up.pack_new(&host, true).is_delta());
+        // Another source has no dictionary.
+        let mut other = spec.clone();
+        other.header.source_name = "b.c".into();
+        assert!(!Upload::chunked(&other, &second)
+            .pack_new(&host, true)
+            .is_delta());
     }
 
     #[test]

@@ -52,8 +52,11 @@ pub const IDENTITY_CAP: &str = "identity";
 pub const CONTEXT_MANIFEST: &str = "<hoardcc>context";
 /// Most compiler identities one session keeps from [`Message::Identity`].
 pub const MAX_DECLARED_IDENTITIES: usize = 64;
+/// Hello capability word of a server that takes [`Message::DeltaChunks`]: chunks LZ4'd
+/// against a dictionary of chunks it holds (`proto::chunk::delta`).
+pub const CHUNK_DELTA_CAP: &str = "chunk-delta";
 
-pub use crate::proto::chunk::{ChunkPack, Recipe};
+pub use crate::proto::chunk::{ChunkPack, DeltaPack, Recipe};
 pub use crate::proto::chunk_id::ChunkId;
 pub use crate::proto::fault::Fault;
 pub use crate::proto::identity::{CompilerId, OfferedCompiler};
@@ -427,9 +430,9 @@ pub enum Message {
         id: u64,
         ids: Vec<ChunkId>,
     },
-    /// Server → client (both say [`CHUNK_ACK_CAP`]): the last `Chunks` pack is in the
-    /// shared store, except `unshared` (corrupt, or kept in this session's memory only).
-    /// One per `Chunks`, in order.
+    /// Server → client (both say [`CHUNK_ACK_CAP`]): the last `Chunks` (or
+    /// `DeltaChunks`) pack is in the shared store, except `unshared` (corrupt, or kept in
+    /// this session's memory only). One per pack, in order.
     Stored {
         unshared: Vec<ChunkId>,
     },
@@ -440,6 +443,14 @@ pub enum Message {
         compiler: String,
         id: CompilerId,
     },
+    /// Client → server (the server's hello has [`CHUNK_DELTA_CAP`]): chunks as in
+    /// [`Message::Chunks`], LZ4'd against chunks the server holds. A server that lacks
+    /// one of the dictionary's chunks, or cannot decode the pack, stores none of its
+    /// chunks: the job then answers [`Message::Missing`] and they come again, plain.
+    /// With [`CHUNK_ACK_CAP`] it is answered by [`Message::Stored`] as a `Chunks` pack is
+    /// (every chunk not stored is `unshared`). Added last, so the other variants keep
+    /// their encoding.
+    DeltaChunks(DeltaPack),
 }
 
 // ---------------------------------------------------------------------------------------

@@ -112,6 +112,12 @@ pub struct ChunkCounters {
     pub chunks_missing: u64,
     /// Chunk ids the mux believes the host holds now.
     pub chunks_known: u64,
+    /// Packs sent LZ4'd against chunks the host holds (`Message::DeltaChunks`).
+    #[serde(default)]
+    pub delta_packs: u64,
+    /// Bytes of chunk-pack frames (plain and delta) among `bytes_sent`.
+    #[serde(default)]
+    pub pack_bytes: u64,
 }
 
 impl HostReport {

@@ -1,5 +1,6 @@
-//! Server stage, chunked input of one session: chunks that arrive (`Message::Chunks`)
-//! go into a [`ChunkStore`]; a job whose input is a recipe (`Input::Chunked`) is rebuilt
+//! Server stage, chunked input of one session: chunks that arrive (`Message::Chunks`,
+//! or `Message::DeltaChunks` decoded against chunks already held) go into a
+//! [`ChunkStore`]; a job whose input is a recipe (`Input::Chunked`) is rebuilt
 //! from it before it is staged, or answered with the ids the store lacks
 //! (`Message::Missing`), which the client then sends. A chunk is used only if its bytes
 //! hash to its id: a corrupt one is dropped and so is asked for again. Neighbours:
@@ -12,7 +13,9 @@ use std::sync::Mutex;
 
 use super::store::Store;
 
-use crate::proto::chunk::{ChunkError, ChunkPack, Recipe, MAX_RECIPE_CHUNKS};
+use crate::proto::chunk::{
+    delta, ChunkError, ChunkPack, DeltaPack, Recipe, Unpacked, MAX_RECIPE_CHUNKS,
+};
 use crate::proto::chunk_id::ChunkId;
 use crate::proto::msg::{Blob, ContextFile, Input, Job, CONTEXT_MANIFEST};
 
@@ -138,6 +141,41 @@ impl<'a> SessionChunks<'a> {
     /// The pack breaks a bound or does not decode (a protocol error).
     pub fn receive(&mut self, pack: &ChunkPack) -> Result<Received, ChunkError> {
         let got = pack.unpack()?;
+        Ok(self.keep(&got))
+    }
+
+    /// Stores the chunks of a delta pack, decoded against the chunks its dictionary
+    /// names (read from this session's chunks or the store, each checked by its hash).
+    /// When one of those is missing, or the pack does not decode, none of its chunks is
+    /// stored: the job then reports them missing, and the client sends them plain.
+    ///
+    /// # Errors
+    /// The pack breaks a bound (a protocol error).
+    pub fn receive_delta(&mut self, pack: &DeltaPack) -> Result<Received, ChunkError> {
+        pack.check()?;
+        let mut parts = Vec::with_capacity(pack.dict.len());
+        for id in &pack.dict {
+            match self.get(id) {
+                Some(data) => parts.push(data),
+                None => {
+                    tracing::debug!(
+                        "delta pack: dictionary chunk {id} is not here; its {} chunk(s) dropped",
+                        pack.chunks.len()
+                    );
+                    return Ok(Received {
+                        received: 0,
+                        unshared: pack.chunks.iter().map(|c| c.id).collect(),
+                    });
+                }
+            }
+        }
+        let dict = delta::dictionary(parts.iter().map(Vec::as_slice));
+        let got = pack.unpack(&dict)?;
+        Ok(self.keep(&got))
+    }
+
+    /// Keeps the good chunks of an unpacked pack (on disk, else in memory).
+    fn keep(&mut self, got: &Unpacked) -> Received {
         if !got.corrupt.is_empty() {
             tracing::warn!(
                 "{} chunk(s) arrived corrupt (bytes do not match the id); dropped",
@@ -159,10 +197,10 @@ impl<'a> SessionChunks<'a> {
                 }
             }
         }
-        Ok(Received {
+        Received {
             received: got.good.len(),
             unshared,
-        })
+        }
     }
 
     /// Rebuilds every recipe input of `job` from the store (line markers restored),
@@ -477,6 +515,44 @@ mod tests {
             s.materialise(&mut j, 1 << 30),
             Err(Materialise::Refused(_))
         ));
+    }
+
+    #[test]
+    fn a_delta_pack_is_stored_when_its_dictionary_is_here_and_dropped_when_not() {
+        use crate::proto::chunk::{delta, Cut};
+        let old: Vec<u8> = (0..6000u32)
+            .flat_map(|i| format!("int v{i} = {};\n", i % 13).into_bytes())
+            .collect();
+        let mut new = old.clone();
+        new.extend_from_slice(b"int edited = 1;\n");
+        let (old, new) = (Cut::plain(old), Cut::plain(new));
+        let held: Vec<ChunkId> = old.recipe.chunks.iter().map(|c| c.id).collect();
+        let old_chunks: Vec<_> = old.chunks().collect();
+        let lens: Vec<u32> = old_chunks.iter().map(|(c, _)| c.len).collect();
+        let dict: Vec<(ChunkId, &[u8])> = old_chunks[delta::window_start(&lens)..]
+            .iter()
+            .map(|(c, b)| (c.id, *b))
+            .collect();
+        let pack = DeltaPack::pack(new.chunks().filter(|(c, _)| !held.contains(&c.id)), &dict);
+        assert!(!pack.chunks.is_empty());
+
+        // Without the dictionary's chunks: nothing stored, so the job reports them missing.
+        let mut s = SessionChunks::new(None, 64 << 20);
+        let got = s.receive_delta(&pack).unwrap();
+        assert_eq!(got.received, 0);
+        assert_eq!(got.unshared.len(), pack.chunks.len(), "none held");
+        assert!(pack.chunks.iter().all(|c| s.get(&c.id).is_none()));
+
+        // With them (sent plain earlier): every chunk, checked by its id.
+        s.receive(&ChunkPack::pack(old.chunks())).unwrap();
+        assert_eq!(s.receive_delta(&pack).unwrap().received, pack.chunks.len());
+        let rebuilt = new.recipe.assemble(|id| s.get(id)).unwrap();
+        assert_eq!(rebuilt, new.bytes);
+
+        // A bound broken is a protocol error.
+        let mut bad = pack.clone();
+        bad.dict = vec![ChunkId([0; 32]); delta::MAX_DICT_IDS + 1];
+        assert!(s.receive_delta(&bad).is_err());
     }
 
     /// A store that hands back bytes other than the ones put.

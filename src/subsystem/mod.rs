@@ -52,7 +52,7 @@ use session::Session;
 /// Capability words this server announces in its hello.
 /// (`chunk-store` and `chunk-ack` are added when the session's chunk store is the user's
 /// shared one.)
-pub const CAPS: [&str; 8] = [
+pub const CAPS: [&str; 9] = [
     "lz4",
     "directives-only",
     "heartbeat",
@@ -61,6 +61,7 @@ pub const CAPS: [&str; 8] = [
     crate::mux::lane::COMPILERS_CAP,
     crate::proto::msg::CHUNKS_CAP,
     crate::proto::msg::IDENTITY_CAP,
+    crate::proto::msg::CHUNK_DELTA_CAP,
 ];
 /// How long the client has for its opening bytes and hello.
 pub const HELLO_TIMEOUT: Duration = Duration::from_secs(60);

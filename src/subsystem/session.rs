@@ -21,7 +21,7 @@ use crate::config::ServerSettings;
 use crate::proto::fault::{self, Ended};
 use crate::proto::frame::{self, MAX_FRAME};
 use crate::proto::msg::{
-    Blob, ChunkPack, CompilerId, Job, JobResult, Message, OutputFile, CHUNKS_VERSION,
+    Blob, ChunkPack, CompilerId, DeltaPack, Job, JobResult, Message, OutputFile, CHUNKS_VERSION,
     CONTEXT_MANIFEST, FAULT_VERSION, JOB3_VERSION, MAX_DECLARED_IDENTITIES,
 };
 use crate::proto::Error as ProtoError;
@@ -155,6 +155,9 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                     self.receive_chunks(&pack).await?
                 }
                 Message::Identity { compiler, id } => self.declare(compiler, id)?,
+                Message::DeltaChunks(pack) if self.version >= CHUNKS_VERSION => {
+                    self.receive_delta(&pack).await?
+                }
                 other => return Err(unexpected(&other)),
             }
         }
@@ -199,6 +202,27 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if job.compiler_id.is_none() {
             job.compiler_id = self.declared.get(&job.header.compiler).cloned();
         }
+    }
+
+    /// Stores the chunks of a delta pack (none, if its dictionary is not all here), and
+    /// acknowledges it as a plain pack is.
+    async fn receive_delta(&mut self, pack: &DeltaPack) -> Result<(), ServeError> {
+        let got = self
+            .chunks
+            .receive_delta(pack)
+            .map_err(|e| ServeError::Unexpected(format!("delta pack: {e}")))?;
+        tracing::debug!(
+            "{} chunk(s) received in a delta pack, {} not shared",
+            got.received,
+            got.unshared.len()
+        );
+        if self.ack_chunks {
+            self.send(&Message::Stored {
+                unshared: got.unshared,
+            })
+            .await?;
+        }
+        Ok(())
     }
 
     /// Runs one job and answers it with exactly one of Result / Busy / Refused /
@@ -325,6 +349,11 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
                         Some(Ok(Incoming::Message(Message::Identity { compiler, id }, _))) => {
                             self.declare(compiler, id).err().map(Err)
                         }
+                        Some(Ok(Incoming::Message(Message::DeltaChunks(pack), _)))
+                            if self.version >= CHUNKS_VERSION =>
+                        {
+                            self.receive_delta(&pack).await.err().map(Err)
+                        }
                         Some(Ok(Incoming::Message(Message::Job3(_), _)))
                             if queue.jobs.len() >= MAX_QUEUED_JOBS =>
                         {
@@ -446,6 +475,7 @@ pub(super) fn unexpected(m: &Message) -> ServeError {
         Message::Missing { .. } => "Missing",
         Message::Stored { .. } => "Stored",
         Message::Identity { .. } => "Identity",
+        Message::DeltaChunks(_) => "DeltaChunks",
     };
     ServeError::Unexpected(name.into())
 }

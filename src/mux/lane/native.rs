@@ -13,7 +13,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use super::{
     completed_or_fault, LaneEvent, Observer, TransportError, MAX_MISSING_ROUNDS, SMALL_FRAME,
 };
-use crate::mux::upload::{self, Flight, SharedChunks, Source, Upload};
+use crate::mux::upload::{self, Flight, Pack, SharedChunks, Source, Upload};
 use crate::proto::fault::Ended;
 use crate::proto::frame;
 use crate::proto::msg::{
@@ -33,6 +33,8 @@ pub(super) struct Peer<'a> {
     pub acks: bool,
     /// The server takes compiler identities declared once per lane.
     pub identity: bool,
+    /// The server takes delta packs (`chunk-delta`, and they are not turned off).
+    pub delta: bool,
 }
 
 /// Where a native job learns and counts chunks.
@@ -141,13 +143,15 @@ pub(super) async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     let mut awaited = Vec::new();
     let mut pack = match (&flight, up.is_chunked()) {
         (Some(f), _) => {
-            let claim = up.claim(f);
+            let claim = up.claim(f, peer.delta);
             awaited = claim.awaited;
             Some(claim.mine)
         }
-        (None, true) => Some(up.pack_unknown(&mut upload::lock(books.known).known)),
+        (None, true) => Some(up.pack_new(books.known, peer.delta)),
         (None, false) => None,
     };
+    // What this job sent first: the next job of its source is packed against it.
+    let sent: Vec<_> = pack.iter().flat_map(|p| p.chunks()).map(|c| c.id).collect();
     if up.is_chunked() {
         upload::lock(books.counts).counters.chunked_jobs += 1;
     }
@@ -156,19 +160,25 @@ pub(super) async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut rounds = 0u32;
     'send: loop {
-        let chunk_frame = pack.take().filter(|p| !p.chunks.is_empty()).map(|p| {
+        let chunk_frame = pack.take().filter(|p| !p.chunks().is_empty()).map(|p| {
             if let Some(f) = flight.as_mut() {
-                f.sent(&p);
+                f.sent(p.chunks());
             }
-            (p.chunks.len() as u64, frame::encode(&Message::Chunks(p)))
+            let (n, delta) = (p.chunks().len() as u64, p.is_delta());
+            (n, delta, frame::encode(&p.into_message()))
         });
-        let chunk_bytes = chunk_frame.as_ref().map_or(0, |(_, f)| f.len() as u64 + 4);
+        let chunk_bytes = chunk_frame
+            .as_ref()
+            .map_or(0, |(_, _, f)| f.len() as u64 + 4);
         observe(LaneEvent::Sending {
             bytes: chunk_bytes + job_frame.len() as u64 + 4,
         });
-        if let Some((n, f)) = chunk_frame {
+        if let Some((n, delta, f)) = chunk_frame {
             send_frame(stream, &f, io_timeout, books.counts).await?;
-            upload::lock(books.counts).counters.chunks_sent += n;
+            let mut b = upload::lock(books.counts);
+            b.counters.chunks_sent += n;
+            b.counters.delta_packs += u64::from(delta);
+            b.counters.pack_bytes += f.len() as u64 + 4;
         }
         if !awaited.is_empty() {
             // Only flights claimed before this job's are awaited, and the oldest waits
@@ -180,17 +190,14 @@ pub(super) async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
                     TransportError::Unexpected("an awaited chunk is not the job's".into())
                 })?;
                 if let Some(f) = flight.as_mut() {
-                    f.sent(&p);
+                    f.sent(&p.chunks);
                 }
                 let n = p.chunks.len() as u64;
-                send_frame(
-                    stream,
-                    &frame::encode(&Message::Chunks(p)),
-                    io_timeout,
-                    books.counts,
-                )
-                .await?;
-                upload::lock(books.counts).counters.chunks_sent += n;
+                let f = frame::encode(&Message::Chunks(p));
+                send_frame(stream, &f, io_timeout, books.counts).await?;
+                let mut b = upload::lock(books.counts);
+                b.counters.chunks_sent += n;
+                b.counters.pack_bytes += f.len() as u64 + 4;
             }
         }
         send_frame(stream, &job_frame, io_timeout, books.counts).await?;
@@ -251,9 +258,9 @@ pub(super) async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
                     tracing::debug!(host = %host, job = id, "the server lacks {} chunk(s)", ids.len());
                     upload::lock(books.known).known.forget(&ids);
                     upload::lock(books.counts).counters.chunks_missing += ids.len() as u64;
-                    pack = Some(up.pack_ids(&ids).ok_or_else(|| {
+                    pack = Some(Pack::Plain(up.pack_ids(&ids).ok_or_else(|| {
                         TransportError::Unexpected("Missing names chunks the job has not".into())
-                    })?);
+                    })?));
                     continue 'send;
                 }
                 Some(Message::Result(r)) if r.id == id => JobResult::from(r),
@@ -283,6 +290,7 @@ pub(super) async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
                 k.known.learn(up.ids());
                 let held = k.known.len() as u64;
                 drop(k);
+                up.remember(books.known, &sent);
                 upload::lock(books.counts).counters.chunks_known = held;
             }
             let ended = if peer.version >= FAULT_VERSION {

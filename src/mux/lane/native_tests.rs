@@ -1,7 +1,8 @@
 //! Unit tests of `mux::lane::native` against in-memory servers: a compiler identity is
 //! declared once per lane and jobs after it carry none; a job whose chunks another lane
 //! is sending waits for that lane's `Stored` and then sends none of them; a lane that
-//! dies with its chunks unacknowledged leaves them for the waiting job to send.
+//! dies with its chunks unacknowledged leaves them for the waiting job to send; an
+//! edited source's new chunks go as a delta against its last job's.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -13,7 +14,7 @@ use super::native::{run_native, Books, Peer};
 use super::*;
 use crate::mux::upload::{self, SharedChunks};
 use crate::proto::chunk::Cut;
-use crate::proto::msg::{CompilerId, Input, JobHeader};
+use crate::proto::msg::{ChunkId, CompilerId, Input, JobHeader};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -43,6 +44,7 @@ fn peer(acks: bool, identity: bool) -> Peer<'static> {
         chunks: true,
         acks,
         identity,
+        delta: false,
     }
 }
 
@@ -319,4 +321,77 @@ async fn chunks_of_a_lane_that_died_are_sent_by_the_waiting_job() {
         lane_b
     );
     assert_eq!(b_packs, 1, "B sent the chunks itself");
+}
+
+/// A source edited between two jobs on one lane: the second job's new chunks go as a
+/// delta pack against what the first sent, which a server holding those chunks decodes
+/// whole (and acknowledges, like a plain pack); with `delta` off they go plain.
+#[tokio::test]
+async fn an_edited_source_goes_as_a_delta_against_its_last_job() {
+    use crate::proto::chunk::delta;
+    for on in [true, false] {
+        let host = SharedChunks::default();
+        let b = Books {
+            known: &host,
+            counts: &host,
+        };
+        let mut edited = text(0);
+        edited.extend_from_slice(b"int appended_line = 1;\n");
+        let sources = [
+            Source::Cut(Cut::normalised(&text(0))),
+            Source::Cut(Cut::normalised(&edited)),
+        ];
+        let mut s = spec(None);
+        s.context = vec![("a.c".into(), b"int a;\n".to_vec())];
+        let (mut client, mut server) = tokio::io::duplex(1 << 22);
+        let serve = async {
+            let mut held: HashMap<ChunkId, Vec<u8>> = HashMap::new();
+            let mut deltas = 0;
+            for id in 1..=2 {
+                loop {
+                    let got = match next(&mut server).await {
+                        Message::Chunks(p) => p.unpack().unwrap(),
+                        Message::DeltaChunks(p) => {
+                            deltas += 1;
+                            let dict = delta::dictionary(p.dict.iter().map(|d| &held[d][..]));
+                            p.unpack(&dict).unwrap()
+                        }
+                        Message::Job3(_) => break,
+                        other => panic!("{other:?}"),
+                    };
+                    assert!(got.corrupt.is_empty(), "every chunk decodes to its id");
+                    held.extend(got.good);
+                    frame::write_message(&mut server, &Message::Stored { unshared: vec![] })
+                        .await
+                        .unwrap();
+                }
+                frame::write_message(&mut server, &ok(id)).await.unwrap();
+            }
+            deltas
+        };
+        let jobs = async {
+            for (id, source) in (1..).zip(&sources) {
+                let mut p = peer(true, false);
+                p.delta = on;
+                let r = run_native(
+                    &mut client,
+                    id,
+                    &s,
+                    source,
+                    WAIT,
+                    p,
+                    b,
+                    &mut HashMap::new(),
+                    &|_| {},
+                )
+                .await;
+                assert_eq!(r.unwrap().exit_code, 0);
+            }
+        };
+        let (deltas, ()) = tokio::join!(serve, jobs);
+        let c = upload::lock(&host).counters;
+        assert_eq!(deltas, usize::from(on), "delta {on}");
+        assert_eq!(c.delta_packs, u64::from(on));
+        assert_eq!(c.chunks_missing, 0);
+    }
 }

@@ -73,6 +73,7 @@ async fn native(version: u32, answer: Message) -> Result<JobResult, TransportErr
         chunks: false,
         acks: false,
         identity: false,
+        delta: false,
     };
     let spec = spec();
     let books = SharedChunks::default();
@@ -127,6 +128,7 @@ async fn native_events_follow_the_job() {
         chunks: false,
         acks: false,
         identity: false,
+        delta: false,
     };
     let spec = spec();
     let books = SharedChunks::default();
@@ -390,6 +392,7 @@ async fn chunks_go_with_the_job_and_missing_ones_follow() {
                 chunks: true,
                 acks: false,
                 identity: false,
+                delta: false,
             };
             let b = Books {
                 known: &books,
@@ -442,6 +445,7 @@ async fn a_v2_server_gets_whole_blobs() {
         chunks: true,
         acks: false,
         identity: false,
+        delta: false,
     };
     let books = SharedChunks::default();
     let spec = spec();

@@ -4,15 +4,18 @@
 //! is not known to hold ([`ChunkPack`], LZ4'd). The server rebuilds the text from its
 //! chunk store and restores the line markers ([`markers`]). Neighbours: `proto::msg`
 //! (`Input::Chunked` carries a recipe), `wrapper` (cuts), `mux::lane` (sends packs, learns
-//! which chunks a host holds), `subsystem::job` (assembles).
+//! which chunks a host holds), `subsystem::job` (assembles), [`delta`] (packs LZ4'd
+//! against chunks the server holds).
 //!
 //! Every count and length in a recipe or pack from a peer is checked before use.
 
+pub mod delta;
 pub mod markers;
 pub mod node;
 
 use serde::{Deserialize, Serialize};
 
+pub use self::delta::DeltaPack;
 pub use self::markers::Markers;
 pub use crate::proto::chunk_id::ChunkId;
 use crate::proto::msg::Blob;
