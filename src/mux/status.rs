@@ -74,8 +74,10 @@ pub fn render_text(r: &StatusReport) -> String {
             let c = &h.chunks;
             if c.chunked_jobs > 0 {
                 s.push_str(&format!(
-                    "    uploads: {:.1} MiB in all; {} chunked job(s), {} chunk(s) sent, {} asked for again, {} known there\n",
+                    "    uploads: {:.1} MiB in all ({:.1} MiB of chunk packs, {} as deltas); {} chunked job(s), {} chunk(s) sent, {} asked for again, {} known there\n",
                     c.bytes_sent as f64 / f64::from(1u32 << 20),
+                    c.pack_bytes as f64 / f64::from(1u32 << 20),
+                    c.delta_packs,
                     c.chunked_jobs,
                     c.chunks_sent,
                     c.chunks_missing,
@@ -313,7 +315,7 @@ mod tests {
         assert!(t.contains("resent after a lost lane: 2 job(s)"));
         assert!(
             t.contains(
-                "uploads: 3.0 MiB in all; 9 chunked job(s), 40 chunk(s) sent, 2 asked for again, 38 known there"
+                "uploads: 3.0 MiB in all (1.0 MiB of chunk packs, 1 as deltas); 9 chunked job(s), 40 chunk(s) sent, 2 asked for again, 38 known there"
             ),
             "{t}"
         );
