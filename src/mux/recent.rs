@@ -124,6 +124,18 @@ impl RecentChunks {
         );
     }
 
+    /// [`RecentChunks::dictionary`] of `key`, or for a source not kept, that of the
+    /// source used last: another unit's text is much like this one's (the same headers,
+    /// in other variants, and the same kind of code), so a first build's packs shrink too.
+    pub fn dictionary_or_latest(&mut self, key: &SourceKey) -> Option<&[(ChunkId, Vec<u8>)]> {
+        let key = if self.entries.contains_key(key) {
+            key.clone()
+        } else {
+            self.order.last_key_value()?.1.clone()
+        };
+        self.dictionary(&key)
+    }
+
     /// The chunks kept for `key` (ids and bytes, in order), marked as recently used.
     pub fn dictionary(&mut self, key: &SourceKey) -> Option<&[(ChunkId, Vec<u8>)]> {
         let e = self.entries.get_mut(key)?;
@@ -217,5 +229,32 @@ mod tests {
         remember(&mut r, &key(7), &[chunk(7, 20_000)]);
         assert!(r.dictionary(&key(7)).is_none(), "larger than the whole cap");
         assert!(r.cost() <= 10_000);
+    }
+
+    #[test]
+    fn a_new_source_is_packed_against_the_source_used_last() {
+        let mut r = RecentChunks::default();
+        assert!(r.dictionary_or_latest(&key(0)).is_none(), "nothing kept");
+        remember(&mut r, &key(0), &[chunk(0, 100)]);
+        remember(&mut r, &key(1), &[chunk(1, 100)]);
+        assert_eq!(
+            r.dictionary_or_latest(&key(5)).unwrap(),
+            &[chunk(1, 100)][..]
+        );
+        assert!(r.dictionary(&key(0)).is_some());
+        assert_eq!(
+            r.dictionary_or_latest(&key(6)).unwrap(),
+            &[chunk(0, 100)][..],
+            "the one used last, not the one sent last"
+        );
+        assert_eq!(
+            r.dictionary_or_latest(&key(1)).unwrap(),
+            &[chunk(1, 100)][..],
+            "its own first"
+        );
+        assert!(
+            r.dictionary(&key(5)).is_none(),
+            "nothing kept for 5 by asking"
+        );
     }
 }

@@ -229,7 +229,7 @@ fn dictionary_for(
     }
     let HostChunks { known, recent, .. } = h;
     recent
-        .dictionary(key)
+        .dictionary_or_latest(key)
         .filter(|d| d.iter().all(|(id, _)| known.holds(id)))
         .map(<[_]>::to_vec)
 }
