@@ -399,7 +399,8 @@ impl<'a> Upload<'a> {
     }
 
     /// A pack of the chunks `known` does not list (the ones the host lacks, as far as the
-    /// mux knows).
+    /// mux knows), plain: what [`Upload::pack_new`] sends without a dictionary.
+    #[cfg(test)]
     pub fn pack_unknown(&self, known: &mut KnownChunks) -> ChunkPack {
         ChunkPack::pack(self.lacking(known))
     }

@@ -3,29 +3,11 @@
 //! is answered with `Stored` naming the chunks it did not keep (a corrupt one here), in
 //! order, before the job's own answer; a client without the cap gets none.
 
-use super::tests::{expect_result, job, lane, options, project, settings, Client, WAIT};
+use super::tests::{expect_result, job, lane, options, project, settings, WAIT};
 use super::*;
 use crate::proto::chunk::{ChunkPack, Cut};
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::msg::{ChunkId, Input, Message, CHUNKS_CAP, CHUNK_ACK_CAP};
-
-async fn hello_with(c: &mut Client, caps: &[&str]) -> Hello {
-    let ours = Hello {
-        version: PROTOCOL_VERSION,
-        min_version: MIN_PROTOCOL_VERSION,
-        caps: caps.iter().map(|c| c.to_string()).collect(),
-        slots: 0,
-        load: 0,
-        agent: "test client".into(),
-    };
-    frame::write_hello(c.w.as_mut().unwrap(), &ours)
-        .await
-        .unwrap();
-    tokio::time::timeout(WAIT, frame::read_hello(&mut c.r))
-        .await
-        .expect("server hello in time")
-        .unwrap()
-}
 
 #[tokio::test]
 async fn chunk_packs_are_acknowledged_in_order_when_asked() {
@@ -42,7 +24,7 @@ async fn chunk_packs_are_acknowledged_in_order_when_asked() {
             } else {
                 &["lz4", CHUNKS_CAP]
             };
-            let theirs = hello_with(&mut c, caps).await;
+            let theirs = c.hello_with(caps).await;
             assert!(theirs.caps.iter().any(|c| c == CHUNK_ACK_CAP), "{theirs:?}");
             let cut = Cut::normalised(&source);
             assert!(

@@ -6,29 +6,10 @@
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use super::tests::{job, lane, options, settings, Client, WAIT};
+use super::tests::{job, lane, options, settings};
 use super::*;
 use crate::identity::{probe, ProbeOptions};
 use crate::proto::msg::{CompilerId, Message};
-
-/// A hello with the given caps.
-async fn hello_with(c: &mut Client, caps: &[&str]) {
-    let ours = Hello {
-        version: PROTOCOL_VERSION,
-        min_version: MIN_PROTOCOL_VERSION,
-        caps: caps.iter().map(|c| c.to_string()).collect(),
-        slots: 0,
-        load: 0,
-        agent: "test client".into(),
-    };
-    frame::write_hello(c.w.as_mut().unwrap(), &ours)
-        .await
-        .unwrap();
-    tokio::time::timeout(WAIT, frame::read_hello(&mut c.r))
-        .await
-        .expect("server hello in time")
-        .unwrap();
-}
 
 /// `dir/<name>`: runs the real gcc, saying `version` to `-dumpfullversion` if given, and
 /// appending a line to `dir/<name>.ran` for each compile.
@@ -75,7 +56,7 @@ async fn the_job_runs_on_the_compiler_with_its_identity() {
     let cwd = tmp.path().join("src");
     std::fs::create_dir(&cwd).unwrap();
     let client = async {
-        hello_with(&mut c, &["compilers"]).await;
+        c.hello_with(&["compilers"]).await;
         let mut j = job(1, "gcc", &cwd, "a.c", b"int f(void) { return 1; }\n");
         j.compiler_id = Some(id.clone());
         c.send(&Message::Job3(j)).await;
@@ -145,7 +126,7 @@ async fn declared_identities_are_bounded() {
     let (mut c, sr, sw) = lane();
     let id = real_gcc().await;
     let client = async {
-        hello_with(&mut c, &["compilers", "identity"]).await;
+        c.hello_with(&["compilers", "identity"]).await;
         for n in 0..=crate::proto::msg::MAX_DECLARED_IDENTITIES {
             c.send(&Message::Identity {
                 compiler: format!("gcc-{n}"),
@@ -169,7 +150,7 @@ async fn an_older_client_is_refused_instead() {
     let cwd = tmp.path().join("src");
     let id = real_gcc().await;
     let client = async {
-        hello_with(&mut c, &["lz4"]).await;
+        c.hello_with(&["lz4"]).await;
         let mut j = job(1, "gcc", &cwd, "a.c", b"int x;\n");
         j.compiler_id = Some(CompilerId {
             version: "1.2.3".into(),

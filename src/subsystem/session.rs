@@ -166,12 +166,27 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
     /// Stores the chunks of a pack (those whose bytes match their ids), and says so when
     /// the client asked (`chunk-ack`).
     async fn receive_chunks(&mut self, pack: &ChunkPack) -> Result<(), ServeError> {
-        let got = self
-            .chunks
-            .receive(pack)
-            .map_err(|e| ServeError::Unexpected(format!("chunk pack: {e}")))?;
+        let got = self.chunks.receive(pack);
+        self.acknowledge(got, "chunk pack").await
+    }
+
+    /// Stores the chunks of a delta pack (none, if its dictionary is not all here), and
+    /// acknowledges it as a plain pack is.
+    async fn receive_delta(&mut self, pack: &DeltaPack) -> Result<(), ServeError> {
+        let got = self.chunks.receive_delta(pack);
+        self.acknowledge(got, "delta pack").await
+    }
+
+    /// What a pack of kind `what` left in the store: a protocol error, or (when the
+    /// client asked, `chunk-ack`) `Stored` naming what is not shared.
+    async fn acknowledge(
+        &mut self,
+        got: Result<chunks::Received, crate::proto::chunk::ChunkError>,
+        what: &str,
+    ) -> Result<(), ServeError> {
+        let got = got.map_err(|e| ServeError::Unexpected(format!("{what}: {e}")))?;
         tracing::debug!(
-            "{} chunk(s) received, {} not shared",
+            "{what}: {} chunk(s) received, {} not shared",
             got.received,
             got.unshared.len()
         );
@@ -202,27 +217,6 @@ impl<W: AsyncWrite + Unpin> Session<'_, W> {
         if job.compiler_id.is_none() {
             job.compiler_id = self.declared.get(&job.header.compiler).cloned();
         }
-    }
-
-    /// Stores the chunks of a delta pack (none, if its dictionary is not all here), and
-    /// acknowledges it as a plain pack is.
-    async fn receive_delta(&mut self, pack: &DeltaPack) -> Result<(), ServeError> {
-        let got = self
-            .chunks
-            .receive_delta(pack)
-            .map_err(|e| ServeError::Unexpected(format!("delta pack: {e}")))?;
-        tracing::debug!(
-            "{} chunk(s) received in a delta pack, {} not shared",
-            got.received,
-            got.unshared.len()
-        );
-        if self.ack_chunks {
-            self.send(&Message::Stored {
-                unshared: got.unshared,
-            })
-            .await?;
-        }
-        Ok(())
     }
 
     /// Runs one job and answers it with exactly one of Result / Busy / Refused /

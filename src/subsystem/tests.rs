@@ -63,10 +63,15 @@ pub(super) fn lane() -> (Client, DuplexStream, DuplexStream) {
 
 impl Client {
     pub(super) async fn hello(&mut self) -> Hello {
+        self.hello_with(&["lz4"]).await
+    }
+
+    /// Our hello with these caps; the server's.
+    pub(super) async fn hello_with(&mut self, caps: &[&str]) -> Hello {
         let ours = Hello {
             version: PROTOCOL_VERSION,
             min_version: MIN_PROTOCOL_VERSION,
-            caps: vec!["lz4".into()],
+            caps: caps.iter().map(|c| c.to_string()).collect(),
             slots: 0,
             load: 0,
             agent: "test client".into(),

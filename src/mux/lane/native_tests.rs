@@ -14,26 +14,15 @@ use super::native::{run_native, Books, Peer};
 use super::*;
 use crate::mux::upload::{self, SharedChunks};
 use crate::proto::chunk::Cut;
-use crate::proto::msg::{ChunkId, CompilerId, Input, JobHeader};
+use crate::proto::msg::{ChunkId, CompilerId, Input};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 fn spec(compiler_id: Option<CompilerId>) -> JobSpec {
     JobSpec {
-        header: JobHeader {
-            compiler: "gcc".into(),
-            args: vec![],
-            assemble_only: false,
-            cwd: "/src".into(),
-            source_name: "a.c".into(),
-            output_name: "a.o".into(),
-            extra_outputs: vec![],
-        },
         distcc_argv: vec![],
-        env: vec![],
-        context: vec![],
         compiler_id,
-        cache: true,
+        ..super::tests::spec()
     }
 }
 

@@ -9,7 +9,7 @@ use crate::proto::msg::JOB3_VERSION;
 use crate::proto::msg::{Input, JobHeader, JobResult};
 use std::collections::HashMap;
 
-fn spec() -> JobSpec {
+pub(super) fn spec() -> JobSpec {
     JobSpec {
         header: JobHeader {
             compiler: "gcc".into(),

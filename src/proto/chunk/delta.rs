@@ -15,7 +15,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::{bound, check_lengths, chunk_slices, ChunkError, ChunkId, ChunkRef, Unpacked};
+use super::{bound, check_lengths, ChunkError, ChunkId, ChunkRef, Unpacked};
 use super::{MAX_PACK_CHUNKS, MAX_PACK_LEN};
 
 /// Bytes of dictionary LZ4 can use: its matches look back at most 64 KiB.
@@ -161,15 +161,7 @@ impl DeltaPack {
                 return Ok(self.all_corrupt());
             }
         }
-        let mut out = Unpacked::default();
-        for (c, bytes) in chunk_slices(&self.chunks, &raw) {
-            if ChunkId::of(bytes) == c.id {
-                out.good.push((c.id, bytes.to_vec()));
-            } else {
-                out.corrupt.push(c.id);
-            }
-        }
-        Ok(out)
+        Ok(Unpacked::split(&self.chunks, &raw))
     }
 }
 

@@ -383,15 +383,7 @@ impl ChunkPack {
         check_lengths("pack", &self.chunks, self.data.raw_len)?;
         // Exactly `raw_len` bytes, or an error.
         let raw = self.data.unpack(MAX_PACK_LEN)?;
-        let mut out = Unpacked::default();
-        for (c, bytes) in chunk_slices(&self.chunks, &raw) {
-            if ChunkId::of(bytes) == c.id {
-                out.good.push((c.id, bytes.to_vec()));
-            } else {
-                out.corrupt.push(c.id);
-            }
-        }
-        Ok(out)
+        Ok(Unpacked::split(&self.chunks, &raw))
     }
 }
 
@@ -402,6 +394,22 @@ pub struct Unpacked {
     pub good: Vec<(ChunkId, Vec<u8>)>,
     /// Ids whose bytes did not match (dropped; the server will report them missing).
     pub corrupt: Vec<ChunkId>,
+}
+
+impl Unpacked {
+    /// `raw` cut into `chunks` (as [`chunk_slices`] does), each kept if its bytes hash to
+    /// its id, else named as corrupt.
+    pub fn split(chunks: &[ChunkRef], raw: &[u8]) -> Unpacked {
+        let mut out = Unpacked::default();
+        for (c, bytes) in chunk_slices(chunks, raw) {
+            if ChunkId::of(bytes) == c.id {
+                out.good.push((c.id, bytes.to_vec()));
+            } else {
+                out.corrupt.push(c.id);
+            }
+        }
+        out
+    }
 }
 
 #[cfg(test)]
