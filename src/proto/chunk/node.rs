@@ -80,11 +80,10 @@ pub fn group(cut: &Cut) -> Grouped {
                 id: ChunkId::of(&bytes),
                 len: bytes.len() as u32,
             };
+            // A node's entry in the recipe carries the length it stands for.
+            let len: u32 = members.iter().map(|c| c.len).sum();
             recipe.nodes.push(recipe.chunks.len() as u32);
-            recipe.chunks.push(ChunkRef {
-                id: chunk.id,
-                len: 0,
-            });
+            recipe.chunks.push(ChunkRef { id: chunk.id, len });
             nodes.push(Node {
                 chunk,
                 bytes,
@@ -95,14 +94,6 @@ pub fn group(cut: &Cut) -> Grouped {
             recipe.chunks.push(leaves[i]);
             i += 1;
         }
-    }
-    // A node's entry in the recipe carries the length it stands for.
-    for (n, &at) in nodes.iter().zip(&recipe.nodes) {
-        let len: u64 = leaves[n.members.clone()]
-            .iter()
-            .map(|c| u64::from(c.len))
-            .sum();
-        recipe.chunks[at as usize].len = len as u32;
     }
     Grouped { recipe, nodes }
 }
