@@ -184,6 +184,8 @@ fn usable_tmpfs(dir: &Path) -> bool {
     let Ok(vfs) = statvfs(dir) else {
         return false;
     };
+    // fsblkcnt_t is not u64 on every target.
+    #[allow(clippy::useless_conversion)]
     let free = u64::from(vfs.blocks_available()).saturating_mul(vfs.fragment_size());
     fs.filesystem_type() == TMPFS_MAGIC
         && free >= SHM_MIN_FREE
