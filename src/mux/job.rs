@@ -226,6 +226,7 @@ impl Daemon {
                     tracing::info!(host = %key, "speaks {wire:?}: the wrapper preprocesses again");
                     held.wire = wire;
                     *slot = Some(held);
+                    self.set_job(id, None, JobState::Preprocessing, Some(&key));
                     return MuxReply::Rewire { wire };
                 }
                 Attempt::Failed { failure, error } => (failure, error),
