@@ -221,7 +221,7 @@ pub struct ServerSettings {
     /// provisions `/run/hoardcc`, else per user; `None` = the CPU count.
     pub max_jobs: Option<u32>,
     /// Where job work directories go; `None` = `hoardcc serve`'s default
-    /// (`subsystem::workdir::default_tmpdir`: a tmpfs `/dev/shm`, else the system temp
+    /// (`subsystem::workdir::resolve_tmpdir`: a tmpfs `/dev/shm`, else the system temp
     /// dir).
     pub tmpdir: Option<PathBuf>,
     /// Progress heartbeat interval while a compile runs (default 5 s).

@@ -232,9 +232,7 @@ pub fn main(json: bool) -> std::process::ExitCode {
     let settings = crate::config::load_server(&paths, &env)
         .map(|mut c| {
             // The job directories' place as `serve` picks it.
-            if c.server.tmpdir.is_none() {
-                c.server.tmpdir = workdir::default_tmpdir();
-            }
+            c.server.tmpdir = workdir::resolve_tmpdir(c.server.tmpdir.take());
             (c.server, config_files(&paths, &env))
         })
         .map_err(|e| e.to_string());

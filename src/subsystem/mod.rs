@@ -173,9 +173,7 @@ fn run_stdio() -> std::process::ExitCode {
             return crate::exit::ExitCode::BadArguments.into();
         }
     };
-    if config.server.tmpdir.is_none() {
-        config.server.tmpdir = workdir::default_tmpdir();
-    }
+    config.server.tmpdir = workdir::resolve_tmpdir(config.server.tmpdir.take());
     let swept = workdir::sweep_stale(config.server.tmpdir.as_deref());
     if swept > 0 {
         tracing::info!("removed {swept} job directories left by killed servers");

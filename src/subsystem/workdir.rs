@@ -153,15 +153,15 @@ pub fn private_dir(tmpdir: Option<&Path>, prefix: &str) -> io::Result<tempfile::
     }
 }
 
-/// Where job directories go when `server.tmpdir` is not set and `$TMPDIR` is not either:
-/// the shared memory file system, when it is a tmpfs we may write with at least
-/// [`SHM_MIN_FREE`] free. A job makes and removes a directory tree and a few files, and on
-/// a disk file system (ext4's inode allocation scans for recently freed inodes) that
-/// costs a few ms of CPU per job; on tmpfs next to nothing. Otherwise `None`: the
-/// system temp dir.
-pub fn default_tmpdir() -> Option<PathBuf> {
-    if std::env::var_os("TMPDIR").is_some() {
-        return None;
+/// Where job directories go: `configured` (`server.tmpdir`) if set; else, when `$TMPDIR`
+/// is not set either, the shared memory file system, when it is a tmpfs we may write
+/// with at least [`SHM_MIN_FREE`] free. A job makes and removes a directory tree and a
+/// few files, and on a disk file system (ext4's inode allocation scans for recently freed
+/// inodes) that costs a few ms of CPU per job; on tmpfs next to nothing. Otherwise
+/// `None`: the system temp dir.
+pub fn resolve_tmpdir(configured: Option<PathBuf>) -> Option<PathBuf> {
+    if configured.is_some() || std::env::var_os("TMPDIR").is_some() {
+        return configured;
     }
     let shm = Path::new(SHM_DIR);
     usable_tmpfs(shm).then(|| shm.to_path_buf())
