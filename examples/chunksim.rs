@@ -130,6 +130,24 @@ fn main() {
             }
             up.remember(&host, &sent);
             t_delta += sent_packs.iter().filter(|p| p.is_delta()).count();
+            if std::env::var("PACKS").is_ok() {
+                for p in &sent_packs {
+                    let raw: u32 = p.chunks().iter().map(|c| c.len).sum();
+                    match p {
+                        hoardcc::mux::upload::Pack::Plain(x) => eprintln!(
+                            "{n} plain {} chunks raw {raw} data {}",
+                            x.chunks.len(),
+                            x.data.data.len()
+                        ),
+                        hoardcc::mux::upload::Pack::Delta(x) => eprintln!(
+                            "{n} delta {} chunks raw {raw} data {} dict {}",
+                            x.chunks.len(),
+                            x.data.len(),
+                            x.dict.len()
+                        ),
+                    }
+                }
+            }
             t_msgs += sent_packs.len();
             let sent_frame: usize = sent_packs
                 .into_iter()

@@ -79,6 +79,46 @@ pub fn features(bytes: &[u8]) -> Option<Features> {
     Some(best)
 }
 
+/// A kept chunk like a new one.
+#[derive(Debug, Clone)]
+pub struct Match {
+    pub id: ChunkId,
+    pub bytes: Arc<[u8]>,
+    /// Features it shares with the new chunk.
+    pub shared: usize,
+}
+
+/// For each of a job's new chunks (by their features, in order), the earlier one most
+/// like it, with the features they share (at least `min`): the chunks LZ4 should see
+/// together in one pack.
+pub fn within(features: &[Option<Features>], min: usize) -> Vec<Option<(usize, usize)>> {
+    let mut index: Vec<HashMap<u64, usize>> = vec![HashMap::new(); FEATURES];
+    let mut out = Vec::with_capacity(features.len());
+    for (i, f) in features.iter().enumerate() {
+        let Some(f) = f else {
+            out.push(None);
+            continue;
+        };
+        let mut votes: Vec<(usize, usize)> = Vec::new();
+        for (k, v) in f.iter().enumerate() {
+            if let Some(&j) = index[k].get(v) {
+                match votes.iter_mut().find(|(x, _)| *x == j) {
+                    Some((_, c)) => *c += 1,
+                    None => votes.push((j, 1)),
+                }
+            }
+            index[k].insert(*v, i);
+        }
+        out.push(
+            votes
+                .into_iter()
+                .filter(|(_, c)| *c >= min.max(1))
+                .max_by_key(|(j, c)| (*c, *j)),
+        );
+    }
+    out
+}
+
 #[derive(Debug)]
 struct Entry {
     bytes: Arc<[u8]>,
@@ -184,7 +224,7 @@ impl SimilarChunks {
         min: usize,
         n: usize,
         mut usable: impl FnMut(&ChunkId) -> bool,
-    ) -> Vec<(ChunkId, Arc<[u8]>)> {
+    ) -> Vec<Match> {
         let mut votes: Vec<(ChunkId, usize)> = Vec::new();
         for (k, f) in features.iter().enumerate() {
             if let Some(id) = self.index[k].get(f) {
@@ -202,7 +242,7 @@ impl SimilarChunks {
             )
         });
         let mut out = Vec::new();
-        for (id, _) in votes {
+        for (id, shared) in votes {
             if out.len() >= n {
                 break;
             }
@@ -210,7 +250,11 @@ impl SimilarChunks {
                 continue;
             }
             if let Some(e) = self.entries.get(&id) {
-                out.push((id, e.bytes.clone()));
+                out.push(Match {
+                    id,
+                    bytes: e.bytes.clone(),
+                    shared,
+                });
                 self.touch(&id);
             }
         }
@@ -246,7 +290,11 @@ mod tests {
     fn text(n: u32, salt: &str, every: u32) -> Vec<u8> {
         (0..n)
             .flat_map(|i| {
-                let extra = if every > 0 && i % every == 0 { salt } else { "" };
+                let extra = if every > 0 && i % every == 0 {
+                    salt
+                } else {
+                    ""
+                };
                 format!("#define LUA_MACRO_{i} (x{extra} + {})\n", i * 7).into_bytes()
             })
             .collect()
@@ -292,8 +340,9 @@ mod tests {
         let fb = features(&b).unwrap();
         let got = s.similar(&fb, 2, 2, |_| true);
         assert_eq!(got.len(), 1, "only the near-duplicate");
-        assert_eq!(got[0].0, id_of(&a));
-        assert_eq!(&got[0].1[..], &a[..]);
+        assert_eq!(got[0].id, id_of(&a));
+        assert_eq!(&got[0].bytes[..], &a[..]);
+        assert!(got[0].shared >= FEATURES / 2);
         assert!(s.similar(&fb, 2, 2, |id| *id != id_of(&a)).is_empty());
         s.remove(&id_of(&a));
         assert!(s.similar(&fb, 1, 2, |_| true).is_empty(), "removed");
@@ -310,11 +359,14 @@ mod tests {
         }
         // Using the first makes the second the oldest.
         let f0 = features(&texts[0]).unwrap();
-        assert_eq!(s.similar(&f0, 1, 1, |_| true)[0].0, id_of(&texts[0]));
+        assert_eq!(s.similar(&f0, 1, 1, |_| true)[0].id, id_of(&texts[0]));
         let t = &texts[3];
         s.insert(id_of(t), t, &features(t).unwrap());
         assert!(s.cost() <= 3 * one + 10, "{}", s.cost());
-        assert!(!s.contains(&id_of(&texts[1])), "the least recently used went");
+        assert!(
+            !s.contains(&id_of(&texts[1])),
+            "the least recently used went"
+        );
         assert!(s.contains(&id_of(&texts[0])));
         for t in &texts[4..] {
             s.insert(id_of(t), t, &features(t).unwrap());
@@ -322,7 +374,11 @@ mod tests {
         assert_eq!(s.len(), 3);
         assert!(s.cost() <= 3 * one + 10);
         // No index entry outlives its chunk.
-        assert!(s.index.iter().flat_map(|m| m.values()).all(|id| s.contains(id)));
+        assert!(s
+            .index
+            .iter()
+            .flat_map(|m| m.values())
+            .all(|id| s.contains(id)));
         let huge = vec![b'x'; 4 * one];
         s.insert(id_of(&huge), &huge, &features(&huge).unwrap());
         assert!(!s.contains(&id_of(&huge)), "larger than the whole cap");

@@ -15,8 +15,8 @@ use std::time::Duration;
 use crate::mux::known::KnownChunks;
 use crate::mux::recent::{RecentChunks, SourceKey};
 use crate::mux::similar::{self, Features, SimilarChunks};
-use crate::proto::chunk::node::{self, Node};
 use crate::proto::chunk::delta::{DICT_WINDOW, MAX_DICT_IDS};
+use crate::proto::chunk::node::{self, Node};
 use crate::proto::chunk::{delta, markers, ChunkPack, ChunkRef, Cut, DeltaPack, MAX_PACK_CHUNKS};
 use crate::proto::chunk_id::ChunkId;
 use crate::proto::msg::{Blob, ContextFile, Input, JobSpec, Message, CONTEXT_MANIFEST};
@@ -289,7 +289,7 @@ fn pack_fresh(
         let sims = similar_for(&mut h, fresh, &feats);
         (sims, dictionary_for(&mut h, key, delta, fresh.len()))
     };
-    let packs = pack_planned(fresh, &sims, dict);
+    let packs = pack_planned(fresh, &feats, &sims, dict);
     let mut h = lock(host);
     for ((c, b), f) in fresh.iter().zip(&feats) {
         if let Some(f) = f {
@@ -299,13 +299,16 @@ fn pack_fresh(
     packs
 }
 
-/// Held chunks that serve one new chunk as its dictionary, with their bytes.
-type Similar = Vec<(ChunkId, Arc<[u8]>)>;
+/// Held chunks like one new chunk, the most alike first.
+type Similar = Vec<similar::Match>;
 
 /// Held chunks looked up per new chunk: at most this many serve as its dictionary.
 const SIMILAR_PER_CHUNK: usize = 2;
-/// Features a held chunk shares with a new one, at least, to serve as its dictionary.
+/// Features a chunk shares with a new one, at least, to serve as its dictionary (or to
+/// be packed beside it).
 const MIN_SHARED: usize = 1;
+/// Bytes of new chunks kept together in one pack because they resemble each other.
+const MAX_UNIT: usize = DICT_WINDOW * 3 / 4;
 
 /// What a pack costs on the wire, about: its data, each dictionary id, each chunk's
 /// reference, the message's framing.
@@ -326,7 +329,11 @@ fn wire_cost(p: &Pack) -> usize {
 
 /// For each of `fresh` (with its features), the held chunks most like it: kept by the
 /// host's resemblance memory and known to be held by the host.
-fn similar_for(h: &mut HostChunks, fresh: &[(ChunkRef, &[u8])], feats: &[Option<Features>]) -> Vec<Similar> {
+fn similar_for(
+    h: &mut HostChunks,
+    fresh: &[(ChunkRef, &[u8])],
+    feats: &[Option<Features>],
+) -> Vec<Similar> {
     let HostChunks { known, similar, .. } = h;
     fresh
         .iter()
@@ -340,28 +347,76 @@ fn similar_for(h: &mut HostChunks, fresh: &[(ChunkRef, &[u8])], feats: &[Option<
         .collect()
 }
 
-/// Runs of `fresh` (indices, in order) whose chunks have similar ones, each with the
-/// dictionary of those: a run grows while its dictionary and its chunks fit in LZ4's
-/// window together (every chunk can reach its similar ones) and within the bounds.
-fn similar_runs(fresh: &[(ChunkRef, &[u8])], sims: &[Similar]) -> Vec<(Vec<usize>, Similar)> {
+/// A job's new chunks (indices into its fresh chunks) that go in one pack, next to each
+/// other, with the held chunks like them.
+struct Unit {
+    members: Vec<usize>,
+    bytes: usize,
+    dict: Similar,
+}
+
+/// `fresh` in units: a chunk that resembles an earlier new chunk at least as much as any
+/// held one goes right after it (LZ4 then finds their common text in the pack: the main
+/// source's text in the preprocessed source and in its context file, say), as long as
+/// the unit stays within [`MAX_UNIT`]; every other chunk starts a unit. Each unit's
+/// dictionary is its chunks' similar held chunks.
+fn units(fresh: &[(ChunkRef, &[u8])], feats: &[Option<Features>], sims: &[Similar]) -> Vec<Unit> {
+    let like = similar::within(feats, MIN_SHARED);
+    let mut units: Vec<Unit> = Vec::new();
+    let mut unit_of = vec![0usize; fresh.len()];
+    for (i, (c, _)) in fresh.iter().enumerate() {
+        let len = c.len as usize;
+        let held = sims[i].first().map_or(0, |m| m.shared);
+        let joined = like[i]
+            .filter(|(_, shared)| *shared >= held)
+            .and_then(|(j, _)| {
+                let u = &mut units[unit_of[j]];
+                (u.bytes + len <= MAX_UNIT && u.members.len() < MAX_PACK_CHUNKS).then(|| {
+                    let at = u.members.iter().position(|&m| m == j).map_or(0, |p| p + 1);
+                    u.members.insert(at, i);
+                    u.bytes += len;
+                    unit_of[j]
+                })
+            });
+        let u = joined.unwrap_or_else(|| {
+            units.push(Unit {
+                members: vec![i],
+                bytes: len,
+                dict: Vec::new(),
+            });
+            units.len() - 1
+        });
+        unit_of[i] = u;
+        let dict = &mut units[u].dict;
+        for m in &sims[i] {
+            if dict.len() < MAX_DICT_IDS && !dict.iter().any(|d| d.id == m.id) {
+                dict.push(m.clone());
+            }
+        }
+    }
+    units
+}
+
+/// Runs of units that have similar held chunks, each with its dictionary: a run grows
+/// while its dictionary and its chunks fit in LZ4's window together (every chunk can
+/// reach its similar ones) and within the bounds.
+fn similar_runs(units: &[Unit]) -> Vec<(Vec<usize>, Similar)> {
     let mut runs: Vec<(Vec<usize>, Similar)> = Vec::new();
     let mut bytes = 0usize;
-    for (i, ((c, _), s)) in fresh.iter().zip(sims).enumerate() {
-        if s.is_empty() {
-            continue;
-        }
+    for u in units.iter().filter(|u| !u.dict.is_empty()) {
         let grown = runs.last_mut().and_then(|(run, dict)| {
-            let new: Similar = s
+            let new: Similar = u
+                .dict
                 .iter()
-                .filter(|(id, _)| !dict.iter().any(|(d, _)| d == id))
+                .filter(|m| !dict.iter().any(|d| d.id == m.id))
                 .cloned()
                 .collect();
-            let add = c.len as usize + new.iter().map(|(_, b)| b.len()).sum::<usize>();
+            let add = u.bytes + new.iter().map(|m| m.bytes.len()).sum::<usize>();
             (bytes + add <= DICT_WINDOW
                 && dict.len() + new.len() <= MAX_DICT_IDS
-                && run.len() < MAX_PACK_CHUNKS)
+                && run.len() + u.members.len() <= MAX_PACK_CHUNKS)
                 .then(|| {
-                    run.push(i);
+                    run.extend(&u.members);
                     dict.extend(new);
                     add
                 })
@@ -369,10 +424,8 @@ fn similar_runs(fresh: &[(ChunkRef, &[u8])], sims: &[Similar]) -> Vec<(Vec<usize
         match grown {
             Some(add) => bytes += add,
             None => {
-                let mut dict = s.clone();
-                dict.truncate(MAX_DICT_IDS);
-                bytes = c.len as usize + dict.iter().map(|(_, b)| b.len()).sum::<usize>();
-                runs.push((vec![i], dict));
+                bytes = u.bytes + u.dict.iter().map(|m| m.bytes.len()).sum::<usize>();
+                runs.push((u.members.clone(), u.dict.clone()));
             }
         }
     }
@@ -382,23 +435,36 @@ fn similar_runs(fresh: &[(ChunkRef, &[u8])], sims: &[Similar]) -> Vec<(Vec<usize
 /// `fresh` packed the smallest way found: the runs of chunks that have similar held
 /// chunks as delta packs against those (each run that comes out smaller so), the rest
 /// as [`pack_chosen`] packs it against `dict`; or all of them in one pack, as
-/// [`pack_chosen`] does, if that is smaller.
+/// [`pack_chosen`] does, if that is smaller. Chunks alike go next to each other.
 fn pack_planned(
     fresh: &[(ChunkRef, &[u8])],
+    feats: &[Option<Features>],
     sims: &[Similar],
     dict: Option<Vec<(ChunkId, Vec<u8>)>>,
 ) -> Vec<Pack> {
     if fresh.is_empty() {
         return Vec::new();
     }
-    if sims.iter().all(Vec::is_empty) {
+    if feats.iter().all(Option::is_none) {
         return vec![pack_chosen(fresh, dict)];
+    }
+    let units = units(fresh, feats, sims);
+    let ordered: Vec<(ChunkRef, &[u8])> = units
+        .iter()
+        .flat_map(|u| u.members.iter().map(|&i| fresh[i]))
+        .collect();
+    let mut whole = pack_chosen(fresh, dict.clone());
+    if ordered.iter().zip(fresh).any(|(a, b)| a.0.id != b.0.id) {
+        let alike = pack_chosen(&ordered, dict.clone());
+        if wire_cost(&alike) < wire_cost(&whole) {
+            whole = alike;
+        }
     }
     let mut packs = Vec::new();
     let mut in_delta = vec![false; fresh.len()];
-    for (run, similar) in similar_runs(fresh, sims) {
+    for (run, similar) in similar_runs(&units) {
         let chunks: Vec<(ChunkRef, &[u8])> = run.iter().map(|&i| fresh[i]).collect();
-        let refs: Vec<(ChunkId, &[u8])> = similar.iter().map(|(id, b)| (*id, &b[..])).collect();
+        let refs: Vec<(ChunkId, &[u8])> = similar.iter().map(|m| (m.id, &m.bytes[..])).collect();
         let d = Pack::Delta(DeltaPack::pack(chunks.iter().copied(), &refs));
         let plain = Pack::Plain(ChunkPack::pack(chunks.iter().copied()));
         if wire_cost(&d) < wire_cost(&plain) {
@@ -408,15 +474,14 @@ fn pack_planned(
             packs.push(d);
         }
     }
-    let whole = pack_chosen(fresh, dict.clone());
     if packs.is_empty() {
         return vec![whole];
     }
-    let rest: Vec<(ChunkRef, &[u8])> = fresh
+    let rest: Vec<(ChunkRef, &[u8])> = units
         .iter()
-        .zip(&in_delta)
-        .filter(|(_, d)| !**d)
-        .map(|(c, _)| *c)
+        .flat_map(|u| u.members.iter())
+        .filter(|&&i| !in_delta[i])
+        .map(|&i| fresh[i])
         .collect();
     if !rest.is_empty() {
         packs.insert(0, pack_chosen(&rest, dict));

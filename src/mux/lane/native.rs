@@ -14,8 +14,8 @@ use super::{
     completed_or_fault, LaneEvent, Observer, TransportError, MAX_MISSING_ROUNDS, SMALL_FRAME,
 };
 use crate::mux::upload::{self, Flight, Pack, SharedChunks, Source, Upload};
-use crate::proto::fault::Ended;
 use crate::proto::chunk_id::ChunkId;
+use crate::proto::fault::Ended;
 use crate::proto::frame;
 use crate::proto::msg::{
     Blob, CompilerId, Job, JobResult, JobSpec, Message, SourceKind, FAULT_VERSION, JOB3_VERSION,
@@ -152,7 +152,11 @@ pub(super) async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
         (None, false) => Vec::new(),
     };
     // What this job sent first: the next job of its source is packed against it.
-    let sent: Vec<_> = packs.iter().flat_map(|p| p.chunks()).map(|c| c.id).collect();
+    let sent: Vec<_> = packs
+        .iter()
+        .flat_map(|p| p.chunks())
+        .map(|c| c.id)
+        .collect();
     // The dictionaries of the delta packs, by the chunks packed against them.
     let mut dictionaries: Vec<(Vec<ChunkId>, Vec<ChunkId>)> = packs
         .iter()
@@ -180,7 +184,10 @@ pub(super) async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
                 (n, delta, frame::encode(&p.into_message()))
             })
             .collect();
-        let chunk_bytes: u64 = chunk_frames.iter().map(|(_, _, f)| f.len() as u64 + 4).sum();
+        let chunk_bytes: u64 = chunk_frames
+            .iter()
+            .map(|(_, _, f)| f.len() as u64 + 4)
+            .sum();
         observe(LaneEvent::Sending {
             bytes: chunk_bytes + job_frame.len() as u64 + 4,
         });

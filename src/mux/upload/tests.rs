@@ -1,8 +1,8 @@
 //! Unit tests of `mux::upload`: what a job packs and sends.
 
 use super::*;
-use std::collections::HashMap;
 use crate::proto::msg::JobHeader;
+use std::collections::HashMap;
 
 fn spec(context: Vec<(String, Vec<u8>)>) -> JobSpec {
     JobSpec {
@@ -204,8 +204,7 @@ fn a_chunk_like_one_another_source_sent_goes_as_a_delta_against_it() {
     let first = a_up.pack_new(&host, true);
     assert!(first.iter().all(|p| !p.is_delta()), "nothing held yet");
     lock(&host).known.learn(a_up.ids());
-    let held: HashMap<ChunkId, Vec<u8>> =
-        a_up.chunks().map(|(c, b)| (c.id, b.to_vec())).collect();
+    let held: HashMap<ChunkId, Vec<u8>> = a_up.chunks().map(|(c, b)| (c.id, b.to_vec())).collect();
     assert!(!lock(&host).similar.is_empty(), "sent chunks are kept");
 
     // Another source (never sent, nothing remembered for any source), its own variant
@@ -226,20 +225,32 @@ fn a_chunk_like_one_another_source_sent_goes_as_a_delta_against_it() {
         })
         .collect();
     assert!(!deltas.is_empty(), "{packs:?}");
-    assert!(deltas.iter().all(|d| d.dict.iter().all(|id| held.contains_key(id))));
-    let mut sent: Vec<ChunkId> = packs.iter().flat_map(|p| p.chunks()).map(|c| c.id).collect();
+    assert!(deltas
+        .iter()
+        .all(|d| d.dict.iter().all(|id| held.contains_key(id))));
+    let mut sent: Vec<ChunkId> = packs
+        .iter()
+        .flat_map(|p| p.chunks())
+        .map(|c| c.id)
+        .collect();
     let mut want: Vec<ChunkId> = fresh.chunks.iter().map(|c| c.id).collect();
     sent.sort();
     want.sort();
     assert_eq!(sent, want, "every new chunk, once");
     let plain = wire(&[Pack::Plain(fresh.clone())]);
-    assert!(wire(&packs) * 3 < plain, "{} against {plain} plain", wire(&packs));
+    assert!(
+        wire(&packs) * 3 < plain,
+        "{} against {plain} plain",
+        wire(&packs)
+    );
     round_trip(&b_up, packs, &held);
 
     // Delta packs off: plain.
     assert!(!one(b_up.pack_new(&host, false)).is_delta());
     // The resembling chunks are no longer believed held: not used.
-    lock(&host).known.forget(&held.keys().copied().collect::<Vec<_>>());
+    lock(&host)
+        .known
+        .forget(&held.keys().copied().collect::<Vec<_>>());
     let packs = b_up.pack_new(&host, true);
     assert!(packs.iter().all(|p| !p.is_delta()), "{packs:?}");
 }
