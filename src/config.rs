@@ -220,7 +220,9 @@ pub struct ServerSettings {
     /// Concurrent compiles per slot directory (`subsystem::slots`): host-wide where an admin
     /// provisions `/run/hoardcc`, else per user; `None` = the CPU count.
     pub max_jobs: Option<u32>,
-    /// Where job work directories go; `None` = the system temp dir.
+    /// Where job work directories go; `None` = `hoardcc serve`'s default
+    /// (`subsystem::workdir::default_tmpdir`: a tmpfs `/dev/shm`, else the system temp
+    /// dir).
     pub tmpdir: Option<PathBuf>,
     /// Progress heartbeat interval while a compile runs (default 5 s).
     pub heartbeat: Duration,

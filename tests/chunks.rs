@@ -19,7 +19,7 @@ use std::time::Duration;
 use hoardcc::mux::status::{ChunkCounters, StatusReport};
 use tempfile::TempDir;
 
-use crate::support::{hoardcc_bin, run_with_timeout, Proxy, Sshd, SshdOptions};
+use crate::support::{hoardcc_bin, run_with_timeout, wait_until, Proxy, Sshd, SshdOptions};
 
 const T: Duration = Duration::from_secs(180);
 
@@ -165,6 +165,10 @@ impl Client<'_> {
 
     /// The one host's upload counters, from `hoardcc status --json`.
     pub(crate) fn counters(&self) -> ChunkCounters {
+        self.status().hosts[0].chunks
+    }
+
+    fn status(&self) -> StatusReport {
         let dir = std::env::temp_dir();
         let out = run_with_timeout(&mut self.hoardcc(&dir, &["status", "--json"]), T, "status");
         assert!(out.status.success(), "hoardcc status: {out:?}");
@@ -172,9 +176,30 @@ impl Client<'_> {
         let report =
             StatusReport::from_json(&text).unwrap_or_else(|e| panic!("status --json: {e}\n{text}"));
         assert_eq!(report.hosts.len(), 1, "{text}");
-        report.hosts[0].chunks
+        report
+    }
+
+    /// Waits until the server has ended every lane of the mux (an sshd started with
+    /// [`short_sessions`]): the next build runs in new sessions, which know only the
+    /// shared store (a session keeps the chunks it used at hand), while the mux still
+    /// believes the host holds what it sent.
+    pub(crate) fn await_sessions_ended(&self) {
+        wait_until(T, "the server to end the idle lanes", || {
+            self.status().hosts[0].lanes == 0
+        });
     }
 }
+
+/// Server options whose sessions end after a second without a job
+/// ([`Client::await_sessions_ended`]).
+pub(crate) fn short_sessions() -> SshdOptions {
+    SshdOptions {
+        server_toml: Some("[server]\nidle_timeout_secs = 1\n".into()),
+        ..SshdOptions::default()
+    }
+}
+
+impl Client<'_> {}
 
 impl Drop for Client<'_> {
     fn drop(&mut self) {
@@ -318,7 +343,7 @@ fn a_rebuild_after_editing_every_source_sends_a_fraction_of_the_bytes() {
 /// again, and the objects are right.
 #[test]
 fn a_store_emptied_between_builds_is_refilled_through_missing() {
-    let sshd = Sshd::start(SshdOptions::default());
+    let sshd = Sshd::start(short_sessions());
     let client = Client {
         sshd: &sshd,
         hosts: "@hoardtest/2".into(),
@@ -331,6 +356,7 @@ fn a_store_emptied_between_builds_is_refilled_through_missing() {
     assert_eq!(before.chunks_missing, 0, "{before:?}");
     let stored = stored_chunks(&sshd);
     assert!(!stored.is_empty());
+    client.await_sessions_ended();
     for f in &stored {
         std::fs::remove_file(f).unwrap();
     }
@@ -359,7 +385,7 @@ fn a_store_emptied_between_builds_is_refilled_through_missing() {
 /// detected when read, deleted, asked for again, and the objects are right.
 #[test]
 fn a_corrupted_chunk_is_detected_and_sent_again() {
-    let sshd = Sshd::start(SshdOptions::default());
+    let sshd = Sshd::start(short_sessions());
     let client = Client {
         sshd: &sshd,
         hosts: "@hoardtest/2".into(),
@@ -370,6 +396,7 @@ fn a_corrupted_chunk_is_detected_and_sent_again() {
     same_objects(&client.build(&w, &flags), &local, "first build");
     let stored = stored_chunks(&sshd);
     assert!(!stored.is_empty());
+    client.await_sessions_ended();
     for f in &stored {
         let mut data = std::fs::read(f).unwrap();
         let mid = data.len() / 2;

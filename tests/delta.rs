@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use hoardcc::mux::status::ChunkCounters;
 
-use crate::chunks::{intact, same_objects, stored_chunks, Client, Work, UNITS};
+use crate::chunks::{intact, same_objects, short_sessions, stored_chunks, Client, Work, UNITS};
 use crate::support::{run_with_timeout, Sshd, SshdOptions};
 
 const T: Duration = Duration::from_secs(180);
@@ -118,7 +118,7 @@ fn a_rebuild_sends_its_edits_as_deltas_far_below_plain_packs() {
 /// and answers `Missing`; the mux sends them plain and the objects are right.
 #[test]
 fn a_delta_against_an_emptied_store_is_resent_plain() {
-    let sshd = Sshd::start(SshdOptions::default());
+    let sshd = Sshd::start(short_sessions());
     let client = Client {
         sshd: &sshd,
         hosts: "@hoardtest/2".into(),
@@ -130,6 +130,7 @@ fn a_delta_against_an_emptied_store_is_resent_plain() {
     let before = client.counters();
     let stored = stored_chunks(&sshd);
     assert!(!stored.is_empty());
+    client.await_sessions_ended();
     for f in &stored {
         std::fs::remove_file(f).unwrap();
     }

@@ -117,7 +117,7 @@ pub(super) async fn serve_wrapper(d: Arc<Daemon>, stream: UnixStream, id: u64, a
                 // its end included, means it is gone, and the job (and host slot) go too.
                 let start = tokio::time::Instant::now();
                 let r = tokio::select! {
-                    r = d.run_job(id, held.take(), *spec, source, recipe) => r,
+                    r = d.run_job(id, &mut held, *spec, source, recipe) => r,
                     _ = wrapper_gone(&mut rd) => {
                         tracing::info!("wrapper {id} went away during its job");
                         break;

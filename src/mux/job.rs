@@ -126,13 +126,9 @@ impl Daemon {
                         .find(|h| h.key() == key)
                         .cloned()
                         .expect("granted host is in the list");
-                    // The first job to an ssh host learns what it speaks (our subsystem
-                    // or stock distccd) before it preprocesses; later ones overlap.
-                    if spec.is_ssh() && self.pool.known_wire(&spec).is_none() {
-                        if let Ok(pl) = self.pool.checkout(&spec).await {
-                            self.pool.checkin(pl);
-                        }
-                    }
+                    // What the host is known (or, before its first lane, expected) to
+                    // speak: the wrapper preprocesses while the pool connects. A host
+                    // that turns out to speak the other wire answers `Rewire`.
                     let wire = self.pool.wire(&spec);
                     self.set_job(id, None, JobState::Preprocessing, Some(&key));
                     *held = Some(Held {
@@ -174,15 +170,18 @@ impl Daemon {
     /// resend wait; a fault or a failure of the host gets one retry (on any host, or on
     /// another one); then the wrapper compiles locally. Busy answers reschedule without
     /// penalty.
+    ///
+    /// A host that turned out to speak the other wire gives `Rewire`: the slot stays in
+    /// `slot`, for the wrapper's `Run` with the source preprocessed again.
     pub(super) async fn run_job(
         &self,
         id: u64,
-        held: Option<Held>,
+        slot: &mut Option<Held>,
         mut spec: JobSpec,
         source: Blob,
         recipe: Option<Recipe>,
     ) -> MuxReply {
-        let Some(mut held) = held else {
+        let Some(mut held) = slot.take() else {
             return failed(
                 "Run without a reserved remote slot on this connection",
                 ExitCode::ProtocolError,
@@ -223,6 +222,13 @@ impl Daemon {
                 .await
             {
                 Attempt::Answer(reply) => return reply,
+                Attempt::Rewire(wire) => {
+                    tracing::info!(host = %key, "speaks {wire:?}: the wrapper preprocesses again");
+                    held.wire = wire;
+                    *slot = Some(held);
+                    self.set_job(id, None, JobState::Preprocessing, Some(&key));
+                    return MuxReply::Rewire { wire };
+                }
                 Attempt::Failed { failure, error } => (failure, error),
                 Attempt::Mismatch(reason) => {
                     tracing::info!(host = %key, "{reason}; that compiler goes elsewhere");
@@ -360,15 +366,9 @@ impl Daemon {
                 };
             }
             Ok(pl) if pl.lane.wire() != held.wire => {
+                let wire = pl.lane.wire();
                 self.pool.checkin(pl);
-                return Attempt::Answer(failed(
-                    format!(
-                        "{key} turned out to speak {:?}, not {:?}; compile locally this time",
-                        self.pool.wire(&held.spec),
-                        held.wire
-                    ),
-                    ExitCode::ProtocolError,
-                ));
+                return Attempt::Rewire(wire);
             }
             Ok(pl) => pl,
         };
@@ -505,6 +505,8 @@ enum Attempt {
     },
     /// The server has no compiler with the job's identity (the reason names both).
     Mismatch(String),
+    /// The host speaks this wire, not the one the source was preprocessed for.
+    Rewire(Wire),
 }
 
 /// How the policy sees a failed job on a lane.

@@ -266,11 +266,6 @@ impl Pool {
         }
     }
 
-    /// The wire the host's lanes turned out to speak, once one has opened.
-    pub fn known_wire(&self, spec: &HostSpec) -> Option<Wire> {
-        self.host_pool(spec).state().wire
-    }
-
     /// The wire a job for `spec` should be preprocessed for: what the host's lanes turned
     /// out to speak, else what the host list suggests.
     pub fn wire(&self, spec: &HostSpec) -> Wire {
@@ -500,7 +495,7 @@ impl Pool {
     async fn opener(&self, hp: &Arc<HostPool>) {
         let mut failed_rounds = 0u32;
         loop {
-            let Some((need, known_wire)) = opener_need(hp, self.target(hp)) else {
+            let Some(need) = opener_need(hp, self.target(hp)) else {
                 return;
             };
             let entry = match self.connection_with_room(hp).await {
@@ -511,7 +506,7 @@ impl Pool {
                 }
             };
             let room = entry.cap.saturating_sub(entry.lanes.load(Ordering::SeqCst)) as usize;
-            let batch = batch_size(need, room, known_wire);
+            let batch = batch_size(need, room);
             let (opened, mut fatal) = self.open_batch(hp, &entry, batch).await;
             failed_rounds = if opened > 0 { 0 } else { failed_rounds + 1 };
             if fatal.is_none() && failed_rounds >= 3 {
@@ -744,7 +739,7 @@ struct ConnEntryRef {
 /// What the opener still has to open on `hp`: (lanes, whether the wire is known), or
 /// `None` when nothing is needed; then the opener is done, and says so under the same
 /// lock as its last look at the waiters (a job queued after it sees no opener).
-fn opener_need(hp: &HostPool, target: u32) -> Option<(usize, bool)> {
+fn opener_need(hp: &HostPool, target: u32) -> Option<usize> {
     let mut st = hp.state();
     st.waiters.retain(|w| !w.is_closed());
     let lanes = hp.lanes.load(Ordering::SeqCst);
@@ -754,17 +749,15 @@ fn opener_need(hp: &HostPool, target: u32) -> Option<(usize, bool)> {
         st.opener_running = false;
         return None;
     }
-    Some((need, st.wire.is_some()))
+    Some(need)
 }
 
-/// How many lanes to open at once: all that are needed and fit on the connection, but
-/// one alone until a lane has told us the host's wire.
-fn batch_size(need: usize, room: usize, known_wire: bool) -> usize {
-    if known_wire {
-        need.min(room).max(1)
-    } else {
-        1
-    }
+/// How many lanes to open at once: all that are needed and fit on the connection, from
+/// the first round on (each lane finds out for itself whether the host has our
+/// subsystem, so a cold start opens them all in one round trip, not one and then the
+/// rest).
+fn batch_size(need: usize, room: usize) -> usize {
+    need.min(room).max(1)
 }
 
 /// The exec command for a lane to `spec`: the list's own command, else `distccd` once

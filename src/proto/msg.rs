@@ -552,6 +552,10 @@ pub enum MuxReply {
     // Added later: appended, so the variants above keep their encoding.
     /// Answer to `Stats`.
     Stats(Box<Stats>),
+    /// Answer to `Run`: the reserved host turned out to speak `wire`, not the one the
+    /// source was preprocessed for (its first lane opened while the wrapper preprocessed).
+    /// The slot is still held: preprocess for `wire` and send `Run` again.
+    Rewire { wire: Wire },
 }
 
 #[cfg(test)]

@@ -230,7 +230,13 @@ pub fn main(json: bool) -> std::process::ExitCode {
     let env = |k: &str| std::env::var(k).ok();
     let paths = Paths::from_env(&env);
     let settings = crate::config::load_server(&paths, &env)
-        .map(|c| (c.server, config_files(&paths, &env)))
+        .map(|mut c| {
+            // The job directories' place as `serve` picks it.
+            if c.server.tmpdir.is_none() {
+                c.server.tmpdir = workdir::default_tmpdir();
+            }
+            (c.server, config_files(&paths, &env))
+        })
         .map_err(|e| e.to_string());
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

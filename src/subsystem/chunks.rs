@@ -113,10 +113,17 @@ pub const MAX_MISSING_IDS: usize = MAX_RECIPE_CHUNKS;
 pub struct SessionChunks<'a> {
     disk: Option<&'a dyn ChunkStore>,
     memory: MemoryStore,
+    /// Chunks of the disk store this session read or stored lately, checked: the next
+    /// job of the session (the same headers, mostly) reads them without a file open, a
+    /// hash and an mtime update each.
+    recent: MemoryStore,
 }
 
 /// Bytes of memory a session with a disk store keeps for chunks the disk refused.
 const SPILL_BYTES: u64 = 16 << 20;
+/// Bytes of the disk store's chunks a session keeps at hand ([`SessionChunks`]'s
+/// `recent`): several units' worth of header text, even for C++.
+const RECENT_BYTES: u64 = 32 << 20;
 
 impl<'a> SessionChunks<'a> {
     /// Chunks kept in `disk` (if any), else in memory up to `max_job_bytes`.
@@ -125,7 +132,12 @@ impl<'a> SessionChunks<'a> {
             Some(_) => SPILL_BYTES,
             None => max_job_bytes,
         });
-        SessionChunks { disk, memory }
+        let recent = MemoryStore::new(if disk.is_some() { RECENT_BYTES } else { 0 });
+        SessionChunks {
+            disk,
+            memory,
+            recent,
+        }
     }
 
     /// Whether the chunks live in a store shared by the user's sessions (the hello says
@@ -190,6 +202,10 @@ impl<'a> SessionChunks<'a> {
                 }),
                 None => Err(String::new()),
             };
+            if kept.is_ok() {
+                // The job that sent it is about to use it.
+                let _ = self.recent.put(id, data);
+            }
             if kept.is_err() {
                 unshared.push(*id);
                 if let Err(e) = self.memory.put(id, data) {
@@ -282,12 +298,14 @@ impl<'a> SessionChunks<'a> {
     }
 
     /// A chunk's bytes, checked against its id.
+    /// Memory first (its chunks were checked on the way in), then the disk store.
     pub(super) fn get(&mut self, id: &ChunkId) -> Option<Vec<u8>> {
-        let data = self
-            .memory
-            .get(id)
-            .or_else(|| self.disk.and_then(|d| d.get(id)))?;
+        if let Some(data) = self.memory.get(id).or_else(|| self.recent.get(id)) {
+            return Some(data);
+        }
+        let data = self.disk.and_then(|d| d.get(id))?;
         if ChunkId::of(&data) == *id {
+            let _ = self.recent.put(id, &data);
             Some(data)
         } else {
             tracing::warn!("chunk {id} is corrupt in the store; asking for it again");
@@ -564,6 +582,51 @@ mod tests {
         fn put(&self, _: &ChunkId, _: &[u8]) -> Result<(), String> {
             Err("full".into())
         }
+    }
+
+    /// A disk store that counts its reads.
+    struct Counting {
+        inner: MemoryStore,
+        reads: std::sync::atomic::AtomicUsize,
+    }
+    impl ChunkStore for Counting {
+        fn get(&self, id: &ChunkId) -> Option<Vec<u8>> {
+            self.reads.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.inner.get(id)
+        }
+        fn put(&self, id: &ChunkId, data: &[u8]) -> Result<(), String> {
+            self.inner.put(id, data)
+        }
+    }
+
+    #[test]
+    fn a_session_reads_a_stored_chunk_from_disk_once() {
+        let disk = Counting {
+            inner: MemoryStore::new(1 << 20),
+            reads: Default::default(),
+        };
+        let (old, new) = (b"stored by another session".to_vec(), b"sent now".to_vec());
+        disk.put(&ChunkId::of(&old), &old).unwrap();
+        let mut s = SessionChunks::new(Some(&disk), 1 << 20);
+        let reads = || disk.reads.load(std::sync::atomic::Ordering::SeqCst);
+        for _ in 0..3 {
+            assert_eq!(s.get(&ChunkId::of(&old)).as_deref(), Some(&old[..]));
+        }
+        assert_eq!(reads(), 1, "later jobs of the session use the checked copy");
+        // A chunk that arrives is at hand for the job that sent it.
+        let got = s.receive(&ChunkPack::pack([(
+            crate::proto::chunk::ChunkRef {
+                id: ChunkId::of(&new),
+                len: new.len() as u32,
+            },
+            &new[..],
+        )]));
+        assert_eq!(got.unwrap().received, 1);
+        assert_eq!(s.get(&ChunkId::of(&new)).as_deref(), Some(&new[..]));
+        assert_eq!(reads(), 1);
+        assert_eq!(disk.inner.get(&ChunkId::of(&new)), Some(new), "and on disk");
+        // What the disk lacks is still missing.
+        assert!(s.get(&ChunkId::of(b"nowhere")).is_none());
     }
 
     #[test]

@@ -166,13 +166,16 @@ impl ServeError {
 fn run_stdio() -> std::process::ExitCode {
     let env = |k: &str| std::env::var(k).ok();
     let paths = crate::paths::Paths::from_env(&env);
-    let config = match crate::config::load_server(&paths, &env) {
+    let mut config = match crate::config::load_server(&paths, &env) {
         Ok(c) => c,
         Err(e) => {
             tracing::error!("hoardcc serve: {e}");
             return crate::exit::ExitCode::BadArguments.into();
         }
     };
+    if config.server.tmpdir.is_none() {
+        config.server.tmpdir = workdir::default_tmpdir();
+    }
     let swept = workdir::sweep_stale(config.server.tmpdir.as_deref());
     if swept > 0 {
         tracing::info!("removed {swept} job directories left by killed servers");

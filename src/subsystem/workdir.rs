@@ -153,6 +153,45 @@ pub fn private_dir(tmpdir: Option<&Path>, prefix: &str) -> io::Result<tempfile::
     }
 }
 
+/// Where job directories go when `server.tmpdir` is not set and `$TMPDIR` is not either:
+/// the shared memory file system, when it is a tmpfs we may write with at least
+/// [`SHM_MIN_FREE`] free. A job makes and removes a directory tree and a few files, and on
+/// a disk file system (ext4's inode allocation scans for recently freed inodes) that
+/// costs a few ms of CPU per job; on tmpfs next to nothing. Otherwise `None`: the
+/// system temp dir.
+pub fn default_tmpdir() -> Option<PathBuf> {
+    if std::env::var_os("TMPDIR").is_some() {
+        return None;
+    }
+    let shm = Path::new(SHM_DIR);
+    usable_tmpfs(shm).then(|| shm.to_path_buf())
+}
+
+/// The shared memory file system's usual place.
+const SHM_DIR: &str = "/dev/shm";
+/// Free space `/dev/shm` must have for job directories to go there: a job's files are
+/// bounded by the admission and file-size limits, and a full tmpfs would fail compiles.
+pub const SHM_MIN_FREE: u64 = 1 << 30;
+
+/// Whether `dir` is a tmpfs directory we can write, with [`SHM_MIN_FREE`] free.
+fn usable_tmpfs(dir: &Path) -> bool {
+    use nix::sys::statfs::{statfs, TMPFS_MAGIC};
+    use nix::sys::statvfs::statvfs;
+    use nix::unistd::{access, AccessFlags};
+    let Ok(fs) = statfs(dir) else {
+        return false;
+    };
+    let Ok(vfs) = statvfs(dir) else {
+        return false;
+    };
+    // fsblkcnt_t is not u64 on every target.
+    #[allow(clippy::useless_conversion)]
+    let free = u64::from(vfs.blocks_available()).saturating_mul(vfs.fragment_size());
+    fs.filesystem_type() == TMPFS_MAGIC
+        && free >= SHM_MIN_FREE
+        && access(dir, AccessFlags::W_OK | AccessFlags::X_OK).is_ok()
+}
+
 /// Removes job directories in `tmpdir` (or `$TMPDIR`) left by servers that died without
 /// cleaning up (SIGKILL, power loss): ours (same owner) whose pid no longer exists.
 /// Returns how many were removed. Errors are ignored: this is housekeeping.
@@ -231,6 +270,25 @@ fn join_parts(root: &Path, parts: &[String]) -> PathBuf {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn job_directories_go_to_a_tmpfs_only() {
+        assert!(!usable_tmpfs(Path::new("/nonexistent/hoardcc")));
+        // The source tree is on a disk file system here (and on CI); where it is a
+        // tmpfs the check has nothing to say.
+        let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let fs = nix::sys::statfs::statfs(here).unwrap();
+        if fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC {
+            assert!(!usable_tmpfs(here));
+        }
+        // /dev/shm where it is a writable tmpfs with room, as on this machine: a job
+        // directory can be made and removed there.
+        if usable_tmpfs(Path::new(SHM_DIR)) {
+            let d = private_dir(Some(Path::new(SHM_DIR)), "hoardcc-test-").unwrap();
+            assert!(d.path().starts_with(SHM_DIR));
+        }
+    }
+
     use super::*;
 
     fn wd(cwd: &str) -> WorkDir {

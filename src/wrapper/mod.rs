@@ -282,19 +282,32 @@ fn via_mux(
             return None;
         }
     };
-    let cpp = match preprocess::run(real, job, style_for(wire), guard()) {
-        Ok(p) => p,
-        Err(e) => return Some(cpp_failed(e)),
-    };
-    let spec = job_spec(job, cwd, wire, &cpp.source, env);
-    // The directives-only text goes cut into chunks (here, so that the CPU it takes is
-    // spread over the wrappers): the mux sends the server only those it lacks.
-    let reply = match wire {
-        Wire::Native => {
-            let cut = crate::proto::chunk::Cut::normalised(&cpp.source);
-            client.run(&spec, &cut.bytes, Some(&cut.recipe))
+    // Preprocessed for the wire the host is expected to speak; a host whose first lane
+    // showed the other one answers `Rewire` (once), and the job is preprocessed again.
+    let mut wire = wire;
+    let mut rewired = false;
+    let (cpp, reply) = loop {
+        let cpp = match preprocess::run(real, job, style_for(wire), guard()) {
+            Ok(p) => p,
+            Err(e) => return Some(cpp_failed(e)),
+        };
+        let spec = job_spec(job, cwd, wire, &cpp.source, env);
+        // The directives-only text goes cut into chunks (here, so that the CPU it takes
+        // is spread over the wrappers): the mux sends the server only those it lacks.
+        let reply = match wire {
+            Wire::Native => {
+                let cut = crate::proto::chunk::Cut::normalised(&cpp.source);
+                client.run(&spec, &cut.bytes, Some(&cut.recipe))
+            }
+            Wire::Distcc { .. } => client.run(&spec, &cpp.source, None),
+        };
+        match reply {
+            Ok(MuxReply::Rewire { wire: w }) if !rewired && w != wire => {
+                rewired = true;
+                wire = w;
+            }
+            r => break (cpp, r),
         }
-        Wire::Distcc { .. } => client.run(&spec, &cpp.source, None),
     };
     if let Ok(MuxReply::Done(result)) = &reply {
         note.cached = result.cached;

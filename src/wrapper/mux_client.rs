@@ -400,7 +400,8 @@ impl MuxClient {
     /// Run the job on the reserved host slot. The mux enforces the transport timeouts and a dead
     /// mux closes the socket; the reply deadline, if set, catches a stuck one.
     ///
-    /// Returns `Done`, `Failed`, or `Local` (no host has a compiler matching the job's).
+    /// Returns `Done`, `Failed`, `Local` (no host has a compiler matching the job's), or
+    /// `Rewire` (the host speaks the other wire: preprocess again and run once more).
     ///
     /// # Errors
     /// Socket or protocol failures.
@@ -416,7 +417,10 @@ impl MuxClient {
             recipe: recipe.cloned(),
         };
         match self.request(&req, self.reply_deadline)? {
-            r @ (MuxReply::Done(_) | MuxReply::Failed { .. } | MuxReply::Local { .. }) => Ok(r),
+            r @ (MuxReply::Done(_)
+            | MuxReply::Failed { .. }
+            | MuxReply::Local { .. }
+            | MuxReply::Rewire { .. }) => Ok(r),
             other => Err(MuxClientError::Unexpected(
                 format!("{other:?}").chars().take(80).collect(),
             )),

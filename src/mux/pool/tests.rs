@@ -56,12 +56,11 @@ fn pool() -> Pool {
 }
 
 #[test]
-fn batch_is_one_lane_until_the_wire_is_known() {
-    assert_eq!(batch_size(5, 8, false), 1);
-    assert_eq!(batch_size(5, 8, true), 5);
-    assert_eq!(batch_size(5, 2, true), 2);
+fn batch_is_every_lane_needed_that_fits() {
+    assert_eq!(batch_size(5, 8), 5);
+    assert_eq!(batch_size(5, 2), 2);
     // A connection without room still gets one try (a refusal lowers its cap).
-    assert_eq!(batch_size(5, 0, true), 1);
+    assert_eq!(batch_size(5, 0), 1);
 }
 
 #[test]
