@@ -485,3 +485,91 @@ async fn a_job_sends_several_packs_and_each_is_acknowledged() {
     assert_eq!(c.delta_packs, deltas as u64);
     assert_eq!(c.chunks_missing, 0);
 }
+
+/// A delta pack against chunks the server no longer holds: its chunks come back
+/// `Missing`, go again plain, and its dictionary is no longer believed held (the next
+/// job does not pack against it again).
+#[tokio::test]
+async fn a_delta_pack_reported_missing_goes_plain_and_its_dictionary_is_forgotten() {
+    use crate::mux::similar;
+    let host = SharedChunks::default();
+    let b = Books {
+        known: &host,
+        counts: &host,
+    };
+    let other = Cut::normalised(&header_text(3000, None));
+    {
+        let mut h = upload::lock(&host);
+        for (c, bytes) in other.chunks() {
+            h.similar
+                .insert(c.id, bytes, &similar::features(bytes).unwrap());
+            h.known.learn([c.id]);
+        }
+    }
+    let source = Source::Cut(Cut::normalised(&header_text(3000, Some(1))));
+    let s = spec(None);
+    let (mut client, mut server) = tokio::io::duplex(1 << 22);
+    let serve = async {
+        // The server lost the dictionaries: every delta pack's chunks are missing.
+        let (mut lost, mut dicts) = (Vec::new(), Vec::new());
+        loop {
+            match next(&mut server).await {
+                Message::Chunks(_) => {}
+                Message::DeltaChunks(p) => {
+                    lost.extend(p.chunks.iter().map(|c| c.id));
+                    dicts.extend(p.dict);
+                }
+                Message::Job3(_) => break,
+                other => panic!("{other:?}"),
+            }
+            frame::write_message(&mut server, &Message::Stored { unshared: vec![] })
+                .await
+                .unwrap();
+        }
+        assert!(!lost.is_empty(), "a delta pack");
+        let missing = Message::Missing {
+            id: 1,
+            ids: lost.clone(),
+        };
+        frame::write_message(&mut server, &missing).await.unwrap();
+        let Message::Chunks(p) = next(&mut server).await else {
+            panic!("a plain pack")
+        };
+        let mut again: Vec<ChunkId> = p.unpack().unwrap().good.into_iter().map(|g| g.0).collect();
+        again.sort();
+        lost.sort();
+        assert_eq!(again, lost, "the missing chunks, plain");
+        frame::write_message(&mut server, &Message::Stored { unshared: vec![] })
+            .await
+            .unwrap();
+        assert!(matches!(next(&mut server).await, Message::Job3(_)));
+        frame::write_message(&mut server, &ok(1)).await.unwrap();
+        dicts
+    };
+    let job = async {
+        let mut p = peer(true, false);
+        p.delta = true;
+        let r = run_native(
+            &mut client,
+            1,
+            &s,
+            &source,
+            WAIT,
+            p,
+            b,
+            &mut HashMap::new(),
+            &|_| {},
+        )
+        .await;
+        assert_eq!(r.unwrap().exit_code, 0);
+    };
+    let (dicts, ()) = tokio::join!(serve, job);
+    let mut h = upload::lock(&host);
+    assert!(h.counters.chunks_missing > 0);
+    for d in &dicts {
+        assert!(
+            !h.known.holds(d),
+            "a lost dictionary chunk is not believed held"
+        );
+    }
+}
