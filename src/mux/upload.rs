@@ -3,10 +3,13 @@
 //! same write by the chunks the host is not known to hold; a `Missing` answer is served
 //! from the same texts. To an older server they go as whole LZ4 blobs. Per host the mux
 //! keeps which chunks it holds ([`HostChunks`]), the chunks each source's last job sent
-//! (so that the next job's new chunks go LZ4'd against them, to a server that says
-//! `chunk-delta`), and counts what it sent. Neighbours: `mux::lane` (runs the exchange),
-//! `mux::known` (the id set), `mux::recent` (the sent chunks), `proto::chunk` (cutting,
-//! packs), `wrapper` (cuts the source; the context files are cut here).
+//! and every chunk it sent by resemblance (so that a job's new chunks go LZ4'd against
+//! the held chunks most like them, or its source's last ones, to a server that says
+//! `chunk-delta`: one pack or several per job), and counts what it sent. Neighbours:
+//! `mux::lane` (runs the exchange), `mux::known` (the id set), `mux::recent` (the last
+//! sent chunks per source), `mux::similar` (the sent chunks by resemblance),
+//! `proto::chunk` (cutting, packs), `wrapper` (cuts the source; the context files are
+//! cut here).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};

@@ -1,9 +1,10 @@
 //! Stage: one native job on a lane — the exchange with a `hoardcc serve` session: the
 //! compiler identity declared once per lane, the chunks the host lacks (claimed so that
-//! no two lanes send the same ones, or awaited while another lane sends them), the job,
-//! then heartbeats, `Stored` and `Missing` until the answer. Neighbours: `mux::lane`
-//! (opens the lane, calls [`run_native`]), `mux::upload` (what to send, in-flight
-//! chunks), `subsystem::session` (the other end).
+//! no two lanes send the same ones, or awaited while another lane sends them; one pack
+//! or several, each acknowledged in turn), the job, then heartbeats, `Stored` and
+//! `Missing` until the answer. Neighbours: `mux::lane` (opens the lane, calls
+//! [`run_native`]), `mux::upload` (what to send, in-flight chunks),
+//! `subsystem::session` (the other end).
 
 use std::collections::HashMap;
 use std::time::Duration;
