@@ -4,7 +4,7 @@
 //! whose chunks are not yet known (`INFLIGHT=1`: a chunk is known once sent), against LZO
 //! of the classic `.i`. Packs go as the mux sends them (`Upload::pack_new`): LZ4'd
 //! against the held chunks most like them, or each source's last sent chunks, when that
-//! is smaller (`DELTA=0`: never).
+//! is smaller (`DELTA=0`: never; `PACKS=1` lists every pack).
 //! Several DIRs run one after another against the same host books (a cold tree, then
 //! the same tree edited: the warm rebuild).
 //!
