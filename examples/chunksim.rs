@@ -3,7 +3,8 @@
 //! (classic `.i`), the bytes a mux would send per job, with a window of `J` jobs in flight
 //! whose chunks are not yet known (`INFLIGHT=1`: a chunk is known once sent), against LZO
 //! of the classic `.i`. Packs go as the mux sends them (`Upload::pack_new`): LZ4'd
-//! against each source's last sent chunks when that is smaller (`DELTA=0`: never).
+//! against the held chunks most like them, or each source's last sent chunks, when that
+//! is smaller (`DELTA=0`: never; `PACKS=1` lists every pack).
 //! Several DIRs run one after another against the same host books (a cold tree, then
 //! the same tree edited: the warm rebuild).
 //!
@@ -44,6 +45,8 @@ fn main() {
             .collect();
         names.sort();
         let mut t_delta = 0usize;
+        let mut t_msgs = 0usize;
+        let mut t_packing = std::time::Duration::ZERO;
         let (mut t_job, mut t_pack, mut t_lzo, mut t_cid, mut t_ctx_raw) = (0, 0, 0, 0, 0);
         let mut t_chunks = 0;
         let (mut t_src_new, mut t_ctx_new, mut t_src_lz, mut t_ctx_lz, mut t_ctx_dict) =
@@ -112,20 +115,44 @@ fn main() {
                 let done = pending.remove(0);
                 hoardcc::mux::upload::lock(&host).known.learn(done);
             }
-            let sent_pack = up.pack_new(&host, delta);
-            let sent: Vec<_> = sent_pack.chunks().iter().map(|c| c.id).collect();
+            let started = std::time::Instant::now();
+            let sent_packs = up.pack_new(&host, delta);
+            t_packing += started.elapsed();
+            let sent: Vec<_> = sent_packs
+                .iter()
+                .flat_map(|p| p.chunks())
+                .map(|c| c.id)
+                .collect();
             if inflight {
                 hoardcc::mux::upload::lock(&host)
                     .known
                     .learn(sent.iter().copied());
             }
             up.remember(&host, &sent);
-            t_delta += usize::from(sent_pack.is_delta());
-            let sent_frame = if sent.is_empty() {
-                0
-            } else {
-                frame::encode(&sent_pack.into_message()).len() + 4
-            };
+            t_delta += sent_packs.iter().filter(|p| p.is_delta()).count();
+            if std::env::var("PACKS").is_ok() {
+                for p in &sent_packs {
+                    let raw: u32 = p.chunks().iter().map(|c| c.len).sum();
+                    match p {
+                        hoardcc::mux::upload::Pack::Plain(x) => eprintln!(
+                            "{n} plain {} chunks raw {raw} data {}",
+                            x.chunks.len(),
+                            x.data.data.len()
+                        ),
+                        hoardcc::mux::upload::Pack::Delta(x) => eprintln!(
+                            "{n} delta {} chunks raw {raw} data {} dict {}",
+                            x.chunks.len(),
+                            x.data.len(),
+                            x.dict.len()
+                        ),
+                    }
+                }
+            }
+            t_msgs += sent_packs.len();
+            let sent_frame: usize = sent_packs
+                .into_iter()
+                .map(|p| frame::encode(&p.into_message()).len() + 4)
+                .sum();
             // The same chunks, plain, for the breakdown below.
             let pack = up.pack_ids(&sent).unwrap();
             t_chunks += pack.chunks.len();
@@ -170,7 +197,7 @@ fn main() {
         let kib = |b: usize| b as f64 / 1024.0;
         println!("  new source chunks raw {:.0} lz4 {:.0}; new context raw {:.0} lz4 {:.0} lz4-dict(.i tail) {:.0} KiB", kib(t_src_new), kib(t_src_lz), kib(t_ctx_new), kib(t_ctx_lz), kib(t_ctx_dict));
         println!(
-        "{}: {} jobs, window {window}{}: lzo {:.0} KiB; job frames {:.0} KiB (compiler ids {:.0}), packs {:.0} KiB ({t_chunks} chunks, {t_delta} delta packs; {:.0} B/job), context raw {:.0} KiB; total {:.2}x lzo",
+        "{}: {} jobs, window {window}{}: lzo {:.0} KiB; job frames {:.0} KiB (compiler ids {:.0}), packs {:.0} KiB ({t_chunks} chunks, {t_msgs} packs, {t_delta} delta; {:.0} B/job), context raw {:.0} KiB; packing {:.2} ms/job; total {:.2}x lzo",
         dir.display(),
         names.len(),
         if inflight { " (in-flight known)" } else { "" },
@@ -180,6 +207,7 @@ fn main() {
         kib(t_pack),
         t_pack as f64 / names.len() as f64,
         kib(t_ctx_raw),
+        t_packing.as_secs_f64() * 1e3 / names.len() as f64,
         (t_job + t_pack) as f64 / t_lzo as f64
     );
     }

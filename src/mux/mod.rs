@@ -29,6 +29,7 @@ pub mod process;
 pub mod recent;
 pub mod retry;
 pub mod scheduler;
+pub mod similar;
 pub mod ssh;
 pub mod stats;
 pub mod status;

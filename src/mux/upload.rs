@@ -3,10 +3,13 @@
 //! same write by the chunks the host is not known to hold; a `Missing` answer is served
 //! from the same texts. To an older server they go as whole LZ4 blobs. Per host the mux
 //! keeps which chunks it holds ([`HostChunks`]), the chunks each source's last job sent
-//! (so that the next job's new chunks go LZ4'd against them, to a server that says
-//! `chunk-delta`), and counts what it sent. Neighbours: `mux::lane` (runs the exchange),
-//! `mux::known` (the id set), `mux::recent` (the sent chunks), `proto::chunk` (cutting,
-//! packs), `wrapper` (cuts the source; the context files are cut here).
+//! and every chunk it sent by resemblance (so that a job's new chunks go LZ4'd against
+//! the held chunks most like them, or its source's last ones, to a server that says
+//! `chunk-delta`: one pack or several per job), and counts what it sent. Neighbours:
+//! `mux::lane` (runs the exchange), `mux::known` (the id set), `mux::recent` (the last
+//! sent chunks per source), `mux::similar` (the sent chunks by resemblance),
+//! `proto::chunk` (cutting, packs), `wrapper` (cuts the source; the context files are
+//! cut here).
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -14,8 +17,10 @@ use std::time::Duration;
 
 use crate::mux::known::KnownChunks;
 use crate::mux::recent::{RecentChunks, SourceKey};
+use crate::mux::similar::{self, Features, SimilarChunks};
+use crate::proto::chunk::delta::{DICT_WINDOW, MAX_DICT_IDS};
 use crate::proto::chunk::node::{self, Node};
-use crate::proto::chunk::{delta, markers, ChunkPack, ChunkRef, Cut, DeltaPack};
+use crate::proto::chunk::{delta, markers, ChunkPack, ChunkRef, Cut, DeltaPack, MAX_PACK_CHUNKS};
 use crate::proto::chunk_id::ChunkId;
 use crate::proto::msg::{Blob, ContextFile, Input, JobSpec, Message, CONTEXT_MANIFEST};
 
@@ -58,12 +63,15 @@ pub struct HostChunks {
     settled: Arc<tokio::sync::Notify>,
     /// The chunks each source's last job sent (the dictionaries of delta packs).
     pub recent: RecentChunks,
+    /// The chunks sent to the host, by resemblance (the dictionaries of delta packs for
+    /// new chunks like one the host holds).
+    pub similar: SimilarChunks,
 }
 
 /// What a job still has to do about the chunks its host lacks ([`Upload::claim`]).
 pub struct Claim {
-    /// Chunks no other lane is sending: this job's to send.
-    pub mine: Pack,
+    /// Chunks no other lane is sending: this job's to send, in one pack or more.
+    pub mine: Vec<Pack>,
     /// Chunks another lane is sending right now: wait for them to land.
     pub awaited: Vec<ChunkId>,
 }
@@ -264,6 +272,230 @@ fn pack_chosen(fresh: &[(ChunkRef, &[u8])], dict: Option<Vec<(ChunkId, Vec<u8>)>
     }
 }
 
+/// Packs `fresh` (chunks of `key`'s job the host lacks) as [`pack_planned`] does, and
+/// keeps them in the host's resemblance memory (usable once the host holds them).
+fn pack_fresh(
+    key: &SourceKey,
+    host: &SharedChunks,
+    fresh: &[(ChunkRef, &[u8])],
+    delta: bool,
+) -> Vec<Pack> {
+    if fresh.is_empty() {
+        return Vec::new();
+    }
+    let feats: Vec<Option<Features>> = fresh
+        .iter()
+        .map(|(_, b)| if delta { similar::features(b) } else { None })
+        .collect();
+    let (sims, dict) = {
+        let mut h = lock(host);
+        let sims = similar_for(&mut h, fresh, &feats);
+        (sims, dictionary_for(&mut h, key, delta, fresh.len()))
+    };
+    let packs = pack_planned(fresh, &feats, &sims, dict);
+    let mut h = lock(host);
+    for ((c, b), f) in fresh.iter().zip(&feats) {
+        if let Some(f) = f {
+            h.similar.insert(c.id, b, f);
+        }
+    }
+    packs
+}
+
+/// Held chunks like one new chunk, the most alike first.
+type Similar = Vec<similar::Match>;
+
+/// Held chunks looked up per new chunk: at most this many serve as its dictionary.
+const SIMILAR_PER_CHUNK: usize = 2;
+/// Features a chunk shares with a new one, at least, to serve as its dictionary (or to
+/// be packed beside it).
+const MIN_SHARED: usize = 1;
+/// Bytes of new chunks kept together in one pack because they resemble each other.
+const MAX_UNIT: usize = DICT_WINDOW * 3 / 4;
+
+/// What a pack costs on the wire, about: its data, each dictionary id, each chunk's
+/// reference, the message's framing.
+fn wire_cost(p: &Pack) -> usize {
+    const PER_MESSAGE: usize = 16;
+    const PER_CHUNK: usize = 36;
+    match p {
+        Pack::Plain(p) => p.data.data.len() + PER_CHUNK * p.chunks.len() + PER_MESSAGE,
+        Pack::Delta(d) => {
+            d.data.len()
+                + std::mem::size_of::<ChunkId>() * d.dict.len()
+                + PER_CHUNK * d.chunks.len()
+                + PER_MESSAGE
+                + 4
+        }
+    }
+}
+
+/// For each of `fresh` (with its features), the held chunks most like it: kept by the
+/// host's resemblance memory and known to be held by the host.
+fn similar_for(
+    h: &mut HostChunks,
+    fresh: &[(ChunkRef, &[u8])],
+    feats: &[Option<Features>],
+) -> Vec<Similar> {
+    let HostChunks { known, similar, .. } = h;
+    fresh
+        .iter()
+        .zip(feats)
+        .map(|((c, _), f)| match f {
+            Some(f) => similar.similar(f, MIN_SHARED, SIMILAR_PER_CHUNK, |id| {
+                *id != c.id && known.holds(id)
+            }),
+            None => Vec::new(),
+        })
+        .collect()
+}
+
+/// A job's new chunks (indices into its fresh chunks) that go in one pack, next to each
+/// other, with the held chunks like them.
+struct Unit {
+    members: Vec<usize>,
+    bytes: usize,
+    dict: Similar,
+}
+
+/// `fresh` in units: a chunk that resembles an earlier new chunk at least as much as any
+/// held one goes right after it (LZ4 then finds their common text in the pack: the main
+/// source's text in the preprocessed source and in its context file, say), as long as
+/// the unit stays within [`MAX_UNIT`]; every other chunk starts a unit. Each unit's
+/// dictionary is its chunks' similar held chunks.
+fn units(fresh: &[(ChunkRef, &[u8])], feats: &[Option<Features>], sims: &[Similar]) -> Vec<Unit> {
+    let like = similar::within(feats, MIN_SHARED);
+    let mut units: Vec<Unit> = Vec::new();
+    let mut unit_of = vec![0usize; fresh.len()];
+    for (i, (c, _)) in fresh.iter().enumerate() {
+        let len = c.len as usize;
+        let held = sims[i].first().map_or(0, |m| m.shared);
+        let joined = like[i]
+            .filter(|(_, shared)| *shared >= held)
+            .and_then(|(j, _)| {
+                let u = &mut units[unit_of[j]];
+                (u.bytes + len <= MAX_UNIT && u.members.len() < MAX_PACK_CHUNKS).then(|| {
+                    let at = u.members.iter().position(|&m| m == j).map_or(0, |p| p + 1);
+                    u.members.insert(at, i);
+                    u.bytes += len;
+                    unit_of[j]
+                })
+            });
+        let u = joined.unwrap_or_else(|| {
+            units.push(Unit {
+                members: vec![i],
+                bytes: len,
+                dict: Vec::new(),
+            });
+            units.len() - 1
+        });
+        unit_of[i] = u;
+        let dict = &mut units[u].dict;
+        for m in &sims[i] {
+            if dict.len() < MAX_DICT_IDS && !dict.iter().any(|d| d.id == m.id) {
+                dict.push(m.clone());
+            }
+        }
+    }
+    units
+}
+
+/// Runs of units that have similar held chunks, each with its dictionary: a run grows
+/// while its dictionary and its chunks fit in LZ4's window together (every chunk can
+/// reach its similar ones) and within the bounds.
+fn similar_runs(units: &[Unit]) -> Vec<(Vec<usize>, Similar)> {
+    let mut runs: Vec<(Vec<usize>, Similar)> = Vec::new();
+    let mut bytes = 0usize;
+    for u in units.iter().filter(|u| !u.dict.is_empty()) {
+        let grown = runs.last_mut().and_then(|(run, dict)| {
+            let new: Similar = u
+                .dict
+                .iter()
+                .filter(|m| !dict.iter().any(|d| d.id == m.id))
+                .cloned()
+                .collect();
+            let add = u.bytes + new.iter().map(|m| m.bytes.len()).sum::<usize>();
+            (bytes + add <= DICT_WINDOW
+                && dict.len() + new.len() <= MAX_DICT_IDS
+                && run.len() + u.members.len() <= MAX_PACK_CHUNKS)
+                .then(|| {
+                    run.extend(&u.members);
+                    dict.extend(new);
+                    add
+                })
+        });
+        match grown {
+            Some(add) => bytes += add,
+            None => {
+                bytes = u.bytes + u.dict.iter().map(|m| m.bytes.len()).sum::<usize>();
+                runs.push((u.members.clone(), u.dict.clone()));
+            }
+        }
+    }
+    runs
+}
+
+/// `fresh` packed the smallest way found: the runs of chunks that have similar held
+/// chunks as delta packs against those (each run that comes out smaller so), the rest
+/// as [`pack_chosen`] packs it against `dict`; or all of them in one pack, as
+/// [`pack_chosen`] does, if that is smaller. Chunks alike go next to each other.
+fn pack_planned(
+    fresh: &[(ChunkRef, &[u8])],
+    feats: &[Option<Features>],
+    sims: &[Similar],
+    dict: Option<Vec<(ChunkId, Vec<u8>)>>,
+) -> Vec<Pack> {
+    if fresh.is_empty() {
+        return Vec::new();
+    }
+    if feats.iter().all(Option::is_none) {
+        return vec![pack_chosen(fresh, dict)];
+    }
+    let units = units(fresh, feats, sims);
+    let ordered: Vec<(ChunkRef, &[u8])> = units
+        .iter()
+        .flat_map(|u| u.members.iter().map(|&i| fresh[i]))
+        .collect();
+    let mut whole = pack_chosen(fresh, dict.clone());
+    if ordered.iter().zip(fresh).any(|(a, b)| a.0.id != b.0.id) {
+        let alike = pack_chosen(&ordered, dict.clone());
+        if wire_cost(&alike) < wire_cost(&whole) {
+            whole = alike;
+        }
+    }
+    let mut packs = Vec::new();
+    let mut in_delta = vec![false; fresh.len()];
+    for (run, similar) in similar_runs(&units) {
+        let chunks: Vec<(ChunkRef, &[u8])> = run.iter().map(|&i| fresh[i]).collect();
+        let refs: Vec<(ChunkId, &[u8])> = similar.iter().map(|m| (m.id, &m.bytes[..])).collect();
+        let d = Pack::Delta(DeltaPack::pack(chunks.iter().copied(), &refs));
+        let plain = Pack::Plain(ChunkPack::pack(chunks.iter().copied()));
+        if wire_cost(&d) < wire_cost(&plain) {
+            for &i in &run {
+                in_delta[i] = true;
+            }
+            packs.push(d);
+        }
+    }
+    if packs.is_empty() {
+        return vec![whole];
+    }
+    let rest: Vec<(ChunkRef, &[u8])> = units
+        .iter()
+        .flat_map(|u| u.members.iter())
+        .filter(|&&i| !in_delta[i])
+        .map(|&i| fresh[i])
+        .collect();
+    if !rest.is_empty() {
+        packs.insert(0, pack_chosen(&rest, dict));
+    }
+    if packs.iter().map(wire_cost).sum::<usize>() < wire_cost(&whole) {
+        packs
+    } else {
+        vec![whole]
+    }
+}
+
 impl<'a> Upload<'a> {
     /// Whole blobs (an older server, or a source nobody cut).
     pub fn whole(spec: &JobSpec, source: &Source) -> Upload<'a> {
@@ -405,24 +637,21 @@ impl<'a> Upload<'a> {
         ChunkPack::pack(self.lacking(known))
     }
 
-    /// The chunks the host is not known to hold. With `delta`, when the memory has
-    /// chunks an earlier job of the same source sent (all still believed held), they
-    /// are LZ4'd against those, if that comes out smaller than a plain pack.
-    pub fn pack_new(&self, host: &SharedChunks, delta: bool) -> Pack {
-        let (fresh, dict) = {
-            let mut h = lock(host);
-            let fresh = self.lacking(&mut h.known);
-            let dict = dictionary_for(&mut h, &self.key, delta, fresh.len());
-            (fresh, dict)
-        };
-        pack_chosen(&fresh, dict)
+    /// The chunks the host is not known to hold, in packs (none when there are none).
+    /// With `delta`, the chunks like one the host holds (whichever source sent it) go
+    /// LZ4'd against those, and the others against the chunks an earlier job of the
+    /// same source sent (all still believed held), each where that comes out smaller
+    /// than plain.
+    pub fn pack_new(&self, host: &SharedChunks, delta: bool) -> Vec<Pack> {
+        let fresh = self.lacking(&mut lock(host).known);
+        pack_fresh(&self.key, host, &fresh, delta)
     }
 
     /// Splits the chunks the host is not known to hold into those this job sends (claimed
     /// for `flight`, so no other lane sends them too; packed as by [`Upload::pack_new`])
     /// and those another lane is sending.
     pub fn claim(&self, flight: &Flight, delta: bool) -> Claim {
-        let (mine, dict, awaited) = {
+        let (mine, awaited) = {
             let mut h = lock(&flight.chunks);
             let h = &mut *h;
             let mut awaited = Vec::new();
@@ -440,16 +669,15 @@ impl<'a> Upload<'a> {
                     }
                 })
                 .collect();
-            let dict = dictionary_for(h, &self.key, delta, mine.len());
-            (mine, dict, awaited)
+            (mine, awaited)
         };
         Claim {
-            mine: pack_chosen(&mine, dict),
+            mine: pack_fresh(&self.key, &flight.chunks, &mine, delta),
             awaited,
         }
     }
 
-    /// The job ran with the chunks `sent` (its first pack): they are what the next job of
+    /// The job ran with the chunks `sent` (its first packs): they are what the next job of
     /// the same source is packed against. The memory keeps the last of them, so they are
     /// ordered by how much they are the source's own: the user headers' text first, then
     /// the source's, then the main source file's (the first context file), which is
@@ -482,164 +710,4 @@ impl<'a> Upload<'a> {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::proto::msg::JobHeader;
-
-    fn spec(context: Vec<(String, Vec<u8>)>) -> JobSpec {
-        JobSpec {
-            header: JobHeader {
-                compiler: "gcc".into(),
-                args: vec![],
-                assemble_only: false,
-                cwd: "/p".into(),
-                source_name: "a.c".into(),
-                output_name: "a.o".into(),
-                extra_outputs: vec![],
-            },
-            distcc_argv: vec![],
-            env: vec![],
-            context,
-            compiler_id: None,
-            cache: true,
-        }
-    }
-
-    fn text(n: usize) -> Vec<u8> {
-        (0..n as u32)
-            .flat_map(|i| format!("int v{i} = {i};\n").into_bytes())
-            .collect()
-    }
-
-    #[test]
-    fn only_unknown_chunks_are_packed_and_missing_ones_are_found() {
-        let mut t = b"# 0 \"a.c\"\n# 1 \"/p//\"\n".to_vec();
-        t.extend(text(5000));
-        let source = Source::Cut(Cut::normalised(&t));
-        assert_eq!(source.text(), t, "a cut source restores to the text");
-        let spec = spec(vec![("a.c".into(), b"int a;\n".to_vec())]);
-        let up = Upload::chunked(&spec, &source);
-        assert!(up.is_chunked());
-        assert!(matches!(up.source, Input::Chunked(_)));
-        assert!(matches!(up.context[0].data, Input::Chunked(_)));
-        let all: Vec<ChunkId> = up.ids().collect();
-        let mut known = KnownChunks::new(1000);
-        assert_eq!(up.pack_unknown(&mut known).chunks.len(), all.len());
-        known.learn(all.iter().copied().skip(1));
-        let pack = up.pack_unknown(&mut known);
-        assert_eq!(
-            pack.chunks.iter().map(|c| c.id).collect::<Vec<_>>(),
-            vec![all[0]]
-        );
-        let asked = up.pack_ids(&[all[2], all[1]]).unwrap();
-        assert_eq!(asked.unpack().unwrap().good.len(), 2);
-        assert!(up.pack_ids(&[ChunkId([9; 32])]).is_none(), "not the job's");
-    }
-
-    #[test]
-    fn a_held_node_stands_for_its_chunks() {
-        let mut t =
-            b"# 0 \"a.c\"\n# 1 \"/p//\"\n# 1 \"a.c\"\n# 1 \"/usr/include/h.h\" 1 3 4\n".to_vec();
-        t.extend(text(20_000));
-        t.extend(b"# 2 \"a.c\" 2\n");
-        t.extend((0..100).flat_map(|i| format!("int main_{i} = {i};\n").into_bytes()));
-        let source = Source::Cut(Cut::normalised(&t));
-        let spec = spec(vec![]);
-        let up = Upload::chunked(&spec, &source);
-        assert!(!up.nodes.is_empty(), "the header's chunks are a node");
-        let Input::Chunked(recipe) = &up.source else {
-            panic!("a recipe")
-        };
-        assert_eq!(recipe.nodes.len(), up.nodes.len());
-        let mut known = KnownChunks::new(1000);
-        let all = up.pack_unknown(&mut known);
-        let ids: Vec<ChunkId> = up.ids().collect();
-        assert_eq!(
-            all.chunks.len(),
-            ids.iter().collect::<HashSet<_>>().len(),
-            "nodes and leaves"
-        );
-        // The host holds the nodes: their chunks are not sent again.
-        known.learn(up.nodes.iter().map(|n| n.chunk.id));
-        let rest = up.pack_unknown(&mut known);
-        let covered: HashSet<ChunkId> = up
-            .nodes
-            .iter()
-            .flat_map(|n| {
-                up.source_cut.unwrap().recipe.chunks[n.members.clone()]
-                    .iter()
-                    .map(|c| c.id)
-            })
-            .collect();
-        assert!(!covered.is_empty());
-        assert!(
-            rest.chunks.iter().all(|c| !covered.contains(&c.id)),
-            "{rest:?}"
-        );
-        assert!(!rest.chunks.is_empty(), "the main source's chunk");
-        // Asked for by id (a Missing answer), a node's chunk is found.
-        let leaf = *covered.iter().next().unwrap();
-        assert_eq!(up.pack_ids(&[leaf]).unwrap().chunks[0].id, leaf);
-    }
-
-    /// A source cut as the wrapper cuts it, `edit` lines appended.
-    fn edited(edit: usize) -> Source {
-        let mut t = b"# 0 \"a.c\"\n# 1 \"/p//\"\n".to_vec();
-        t.extend(text(5000));
-        for e in 0..edit {
-            t.extend(format!("int edit{e} = {e};\n").into_bytes());
-        }
-        Source::Cut(Cut::normalised(&t))
-    }
-
-    #[test]
-    fn an_edited_source_goes_as_a_delta_against_what_its_last_job_sent() {
-        let host = SharedChunks::default();
-        let spec = spec(vec![]);
-        let first = edited(0);
-        let up = Upload::chunked(&spec, &first);
-        let pack = up.pack_new(&host, true);
-        assert!(!pack.is_delta(), "nothing sent before: plain");
-        let sent: Vec<ChunkId> = pack.chunks().iter().map(|c| c.id).collect();
-        lock(&host).known.learn(up.ids());
-        up.remember(&host, &sent);
-        let old: std::collections::HashMap<ChunkId, Vec<u8>> =
-            up.chunks().map(|(c, b)| (c.id, b.to_vec())).collect();
-
-        let second = edited(1);
-        let up = Upload::chunked(&spec, &second);
-        let Pack::Delta(d) = up.pack_new(&host, true) else {
-            panic!("a delta pack")
-        };
-        let plain = up.pack_unknown(&mut lock(&host).known);
-        assert_eq!(d.chunks, plain.chunks, "the same chunks");
-        assert!(
-            d.data.len() * 4 < plain.data.data.len(),
-            "delta {} bytes, plain {}",
-            d.data.len(),
-            plain.data.data.len()
-        );
-        let dict = delta::dictionary(d.dict.iter().map(|id| old[id].as_slice()));
-        let got = d.unpack(&dict).unwrap();
-        assert!(got.corrupt.is_empty());
-        assert_eq!(got.good.len(), plain.chunks.len());
-        assert!(!up.pack_new(&host, false).is_delta(), "delta off");
-        // A dictionary chunk the host is no longer believed to hold: plain.
-        lock(&host).known.forget(&d.dict[..1]);
-        assert!(!up.pack_new(&host, true).is_delta());
-        // Another source has no dictionary.
-        let mut other = spec.clone();
-        other.header.source_name = "b.c".into();
-        assert!(!Upload::chunked(&other, &second)
-            .pack_new(&host, true)
-            .is_delta());
-    }
-
-    #[test]
-    fn an_older_server_gets_the_restored_text_whole() {
-        let t = b"# 0 \"src/q.c\"\n# 1 \"src/q.c\"\nint q;\n".to_vec();
-        let up = Upload::whole(&spec(vec![]), &Source::Cut(Cut::normalised(&t)));
-        assert!(!up.is_chunked());
-        assert_eq!(up.source.unpack(1 << 20).unwrap(), t);
-    }
-}
+mod tests;

@@ -1,9 +1,10 @@
 //! Stage: one native job on a lane — the exchange with a `hoardcc serve` session: the
 //! compiler identity declared once per lane, the chunks the host lacks (claimed so that
-//! no two lanes send the same ones, or awaited while another lane sends them), the job,
-//! then heartbeats, `Stored` and `Missing` until the answer. Neighbours: `mux::lane`
-//! (opens the lane, calls [`run_native`]), `mux::upload` (what to send, in-flight
-//! chunks), `subsystem::session` (the other end).
+//! no two lanes send the same ones, or awaited while another lane sends them; one pack
+//! or several, each acknowledged in turn), the job, then heartbeats, `Stored` and
+//! `Missing` until the answer. Neighbours: `mux::lane` (opens the lane, calls
+//! [`run_native`]), `mux::upload` (what to send, in-flight chunks),
+//! `subsystem::session` (the other end).
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -14,6 +15,7 @@ use super::{
     completed_or_fault, LaneEvent, Observer, TransportError, MAX_MISSING_ROUNDS, SMALL_FRAME,
 };
 use crate::mux::upload::{self, Flight, Pack, SharedChunks, Source, Upload};
+use crate::proto::chunk_id::ChunkId;
 use crate::proto::fault::Ended;
 use crate::proto::frame;
 use crate::proto::msg::{
@@ -141,17 +143,29 @@ pub(super) async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     // another lane is sending right now are awaited instead of sent twice.
     let mut flight = (up.is_chunked() && peer.acks).then(|| Flight::new(books.known));
     let mut awaited = Vec::new();
-    let mut pack = match (&flight, up.is_chunked()) {
+    let mut packs = match (&flight, up.is_chunked()) {
         (Some(f), _) => {
             let claim = up.claim(f, peer.delta);
             awaited = claim.awaited;
-            Some(claim.mine)
+            claim.mine
         }
-        (None, true) => Some(up.pack_new(books.known, peer.delta)),
-        (None, false) => None,
+        (None, true) => up.pack_new(books.known, peer.delta),
+        (None, false) => Vec::new(),
     };
     // What this job sent first: the next job of its source is packed against it.
-    let sent: Vec<_> = pack.iter().flat_map(|p| p.chunks()).map(|c| c.id).collect();
+    let sent: Vec<_> = packs
+        .iter()
+        .flat_map(|p| p.chunks())
+        .map(|c| c.id)
+        .collect();
+    // The dictionaries of the delta packs, by the chunks packed against them.
+    let mut dictionaries: Vec<(Vec<ChunkId>, Vec<ChunkId>)> = packs
+        .iter()
+        .filter_map(|p| match p {
+            Pack::Delta(d) => Some((d.chunks.iter().map(|c| c.id).collect(), d.dict.clone())),
+            Pack::Plain(_) => None,
+        })
+        .collect();
     if up.is_chunked() {
         upload::lock(books.counts).counters.chunked_jobs += 1;
     }
@@ -160,20 +174,25 @@ pub(super) async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let mut rounds = 0u32;
     'send: loop {
-        let chunk_frame = pack.take().filter(|p| !p.chunks().is_empty()).map(|p| {
-            if let Some(f) = flight.as_mut() {
-                f.sent(p.chunks());
-            }
-            let (n, delta) = (p.chunks().len() as u64, p.is_delta());
-            (n, delta, frame::encode(&p.into_message()))
-        });
-        let chunk_bytes = chunk_frame
-            .as_ref()
-            .map_or(0, |(_, _, f)| f.len() as u64 + 4);
+        let chunk_frames: Vec<(u64, bool, Vec<u8>)> = std::mem::take(&mut packs)
+            .into_iter()
+            .filter(|p| !p.chunks().is_empty())
+            .map(|p| {
+                if let Some(f) = flight.as_mut() {
+                    f.sent(p.chunks());
+                }
+                let (n, delta) = (p.chunks().len() as u64, p.is_delta());
+                (n, delta, frame::encode(&p.into_message()))
+            })
+            .collect();
+        let chunk_bytes: u64 = chunk_frames
+            .iter()
+            .map(|(_, _, f)| f.len() as u64 + 4)
+            .sum();
         observe(LaneEvent::Sending {
             bytes: chunk_bytes + job_frame.len() as u64 + 4,
         });
-        if let Some((n, delta, f)) = chunk_frame {
+        for (n, delta, f) in chunk_frames {
             send_frame(stream, &f, io_timeout, books.counts).await?;
             let mut b = upload::lock(books.counts);
             b.counters.chunks_sent += n;
@@ -256,11 +275,23 @@ pub(super) async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
                         });
                     }
                     tracing::debug!(host = %host, job = id, "the server lacks {} chunk(s)", ids.len());
-                    upload::lock(books.known).known.forget(&ids);
+                    // A delta pack's chunks missing: its dictionary may be gone too,
+                    // so it is not believed held any more (never packed against again
+                    // before the host has it again).
+                    let missing: std::collections::HashSet<&ChunkId> = ids.iter().collect();
+                    let mut gone = ids.clone();
+                    dictionaries.retain(|(chunks, dict)| {
+                        let hit = chunks.iter().any(|c| missing.contains(c));
+                        if hit {
+                            gone.extend(dict.iter().copied());
+                        }
+                        !hit
+                    });
+                    upload::lock(books.known).known.forget(&gone);
                     upload::lock(books.counts).counters.chunks_missing += ids.len() as u64;
-                    pack = Some(Pack::Plain(up.pack_ids(&ids).ok_or_else(|| {
+                    packs = vec![Pack::Plain(up.pack_ids(&ids).ok_or_else(|| {
                         TransportError::Unexpected("Missing names chunks the job has not".into())
-                    })?));
+                    })?)];
                     continue 'send;
                 }
                 Some(Message::Result(r)) if r.id == id => JobResult::from(r),

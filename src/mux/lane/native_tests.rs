@@ -2,7 +2,8 @@
 //! declared once per lane and jobs after it carry none; a job whose chunks another lane
 //! is sending waits for that lane's `Stored` and then sends none of them; a lane that
 //! dies with its chunks unacknowledged leaves them for the waiting job to send; an
-//! edited source's new chunks go as a delta against its last job's.
+//! edited source's new chunks go as a delta against its last job's; a job that sends
+//! several packs has each acknowledged.
 
 use std::collections::HashMap;
 use std::time::Duration;
@@ -382,5 +383,193 @@ async fn an_edited_source_goes_as_a_delta_against_its_last_job() {
         assert_eq!(deltas, usize::from(on), "delta {on}");
         assert_eq!(c.delta_packs, u64::from(on));
         assert_eq!(c.chunks_missing, 0);
+    }
+}
+
+/// A header-like text of `n` lines; with `variant`, every 40th line differs a little.
+fn header_text(n: u32, variant: Option<u32>) -> Vec<u8> {
+    let mut t = b"# 0 \"b.c\"\n# 1 \"/src//\"\n# 1 \"b.c\"\n".to_vec();
+    for i in 0..n {
+        let v = match variant {
+            Some(v) if i % 40 == 7 => format!(" + {v}"),
+            _ => String::new(),
+        };
+        t.extend(format!("#define LUAI_MACRO_{i} (lua_Integer)({i} * 31{v})\n").into_bytes());
+    }
+    t
+}
+
+/// A job whose new chunks go in two packs or more (those like chunks another source
+/// sent, against them; the others on their own): the server decodes each, and each
+/// `Stored` is taken for its pack, so every chunk has landed before the answer.
+#[tokio::test]
+async fn a_job_sends_several_packs_and_each_is_acknowledged() {
+    use crate::mux::similar;
+    use crate::proto::chunk::delta;
+    let host = SharedChunks::default();
+    let b = Books {
+        known: &host,
+        counts: &host,
+    };
+    // Another source's text, held by the host and kept by the mux.
+    let other = Cut::normalised(&header_text(3000, None));
+    let mut held: HashMap<ChunkId, Vec<u8>> = HashMap::new();
+    {
+        let mut h = upload::lock(&host);
+        for (c, bytes) in other.chunks() {
+            h.similar
+                .insert(c.id, bytes, &similar::features(bytes).unwrap());
+            h.known.learn([c.id]);
+            held.insert(c.id, bytes.to_vec());
+        }
+    }
+    // This job: a variant of that text, then text like nothing held.
+    let mut t = header_text(3000, Some(1));
+    t.extend((0..3000u32).flat_map(|i| {
+        format!("static long tail_{i}(void) {{ return {}L; }}\n", i * i).into_bytes()
+    }));
+    let source = Source::Cut(Cut::normalised(&t));
+    let s = spec(None);
+    let (mut client, mut server) = tokio::io::duplex(1 << 22);
+    let serve = async {
+        let mut packs = 0;
+        let mut deltas = 0;
+        let mut ids = Vec::new();
+        loop {
+            let got = match next(&mut server).await {
+                Message::Chunks(p) => p.unpack().unwrap(),
+                Message::DeltaChunks(p) => {
+                    deltas += 1;
+                    let dict = delta::dictionary(p.dict.iter().map(|d| &held[d][..]));
+                    p.unpack(&dict).unwrap()
+                }
+                Message::Job3(_) => break,
+                other => panic!("{other:?}"),
+            };
+            assert!(got.corrupt.is_empty(), "every chunk decodes to its id");
+            packs += 1;
+            ids.extend(got.good.iter().map(|(id, _)| *id));
+        }
+        // The acknowledgements after the job, one per pack, in order.
+        for _ in 0..packs {
+            frame::write_message(&mut server, &Message::Stored { unshared: vec![] })
+                .await
+                .unwrap();
+        }
+        let left = upload::await_landed(&host, ids, WAIT).await;
+        assert!(left.is_empty(), "{} chunks never landed", left.len());
+        frame::write_message(&mut server, &ok(1)).await.unwrap();
+        (packs, deltas)
+    };
+    let job = async {
+        let mut p = peer(true, false);
+        p.delta = true;
+        let r = run_native(
+            &mut client,
+            1,
+            &s,
+            &source,
+            WAIT,
+            p,
+            b,
+            &mut HashMap::new(),
+            &|_| {},
+        )
+        .await;
+        assert_eq!(r.unwrap().exit_code, 0);
+    };
+    let ((packs, deltas), ()) = tokio::join!(serve, job);
+    assert!(packs >= 2, "{packs} packs");
+    assert!(deltas >= 1, "{deltas} delta packs");
+    let c = upload::lock(&host).counters;
+    assert_eq!(c.delta_packs, deltas as u64);
+    assert_eq!(c.chunks_missing, 0);
+}
+
+/// A delta pack against chunks the server no longer holds: its chunks come back
+/// `Missing`, go again plain, and its dictionary is no longer believed held (the next
+/// job does not pack against it again).
+#[tokio::test]
+async fn a_delta_pack_reported_missing_goes_plain_and_its_dictionary_is_forgotten() {
+    use crate::mux::similar;
+    let host = SharedChunks::default();
+    let b = Books {
+        known: &host,
+        counts: &host,
+    };
+    let other = Cut::normalised(&header_text(3000, None));
+    {
+        let mut h = upload::lock(&host);
+        for (c, bytes) in other.chunks() {
+            h.similar
+                .insert(c.id, bytes, &similar::features(bytes).unwrap());
+            h.known.learn([c.id]);
+        }
+    }
+    let source = Source::Cut(Cut::normalised(&header_text(3000, Some(1))));
+    let s = spec(None);
+    let (mut client, mut server) = tokio::io::duplex(1 << 22);
+    let serve = async {
+        // The server lost the dictionaries: every delta pack's chunks are missing.
+        let (mut lost, mut dicts) = (Vec::new(), Vec::new());
+        loop {
+            match next(&mut server).await {
+                Message::Chunks(_) => {}
+                Message::DeltaChunks(p) => {
+                    lost.extend(p.chunks.iter().map(|c| c.id));
+                    dicts.extend(p.dict);
+                }
+                Message::Job3(_) => break,
+                other => panic!("{other:?}"),
+            }
+            frame::write_message(&mut server, &Message::Stored { unshared: vec![] })
+                .await
+                .unwrap();
+        }
+        assert!(!lost.is_empty(), "a delta pack");
+        let missing = Message::Missing {
+            id: 1,
+            ids: lost.clone(),
+        };
+        frame::write_message(&mut server, &missing).await.unwrap();
+        let Message::Chunks(p) = next(&mut server).await else {
+            panic!("a plain pack")
+        };
+        let mut again: Vec<ChunkId> = p.unpack().unwrap().good.into_iter().map(|g| g.0).collect();
+        again.sort();
+        lost.sort();
+        assert_eq!(again, lost, "the missing chunks, plain");
+        frame::write_message(&mut server, &Message::Stored { unshared: vec![] })
+            .await
+            .unwrap();
+        assert!(matches!(next(&mut server).await, Message::Job3(_)));
+        frame::write_message(&mut server, &ok(1)).await.unwrap();
+        dicts
+    };
+    let job = async {
+        let mut p = peer(true, false);
+        p.delta = true;
+        let r = run_native(
+            &mut client,
+            1,
+            &s,
+            &source,
+            WAIT,
+            p,
+            b,
+            &mut HashMap::new(),
+            &|_| {},
+        )
+        .await;
+        assert_eq!(r.unwrap().exit_code, 0);
+    };
+    let (dicts, ()) = tokio::join!(serve, job);
+    let mut h = upload::lock(&host);
+    assert!(h.counters.chunks_missing > 0);
+    for d in &dicts {
+        assert!(
+            !h.known.holds(d),
+            "a lost dictionary chunk is not believed held"
+        );
     }
 }
