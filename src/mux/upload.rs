@@ -74,6 +74,13 @@ pub struct Claim {
     pub mine: Vec<Pack>,
     /// Chunks another lane is sending right now: wait for them to land.
     pub awaited: Vec<ChunkId>,
+    /// Chunks of this job's (claimed) most like a chunk another lane is sending right
+    /// now: packed once those ([`Claim::bases`]) have landed, against them
+    /// ([`Upload::pack_chunks`]), rather than now without a dictionary. A cold build's
+    /// first jobs start together, each with its own variant of the same headers.
+    pub later: Vec<ChunkId>,
+    /// The chunks in flight on other lanes that `later` waits for.
+    pub bases: Vec<ChunkId>,
 }
 
 /// The chunks one job sends to a host whose server acknowledges them (`chunk-ack`),
@@ -300,6 +307,45 @@ fn pack_fresh(
         }
     }
     packs
+}
+
+/// [`split_by_base`]'s answer: the chunks to pack now, the ids of those to pack later,
+/// and the ids of the in-flight chunks they wait for.
+type Split<'b> = (Vec<(ChunkRef, &'b [u8])>, Vec<ChunkId>, Vec<ChunkId>);
+
+/// `mine` (chunks a flight claimed) split into those to pack now and those whose most
+/// alike chunk in the resemblance memory is not held yet but in flight on another lane
+/// (claimed before, so waiting for it cannot close a ring), with those chunks.
+fn split_by_base<'b>(host: &SharedChunks, token: u64, mine: &[(ChunkRef, &'b [u8])]) -> Split<'b> {
+    let (mut now, mut later, mut bases) = (Vec::new(), Vec::new(), Vec::new());
+    let mut h = lock(host);
+    let HostChunks {
+        known,
+        similar,
+        in_flight,
+        ..
+    } = &mut *h;
+    for &(c, b) in mine {
+        let best = similar::features(b).and_then(|f| {
+            similar
+                .similar(&f, MIN_SHARED, 1, |id| {
+                    *id != c.id
+                        && (known.holds(id) || in_flight.get(id).is_some_and(|t| *t != token))
+                })
+                .into_iter()
+                .next()
+        });
+        match best {
+            Some(m) if !known.holds(&m.id) => {
+                later.push(c.id);
+                if !bases.contains(&m.id) {
+                    bases.push(m.id);
+                }
+            }
+            _ => now.push((c, b)),
+        }
+    }
+    (now, later, bases)
 }
 
 /// Held chunks like one new chunk, the most alike first.
@@ -671,10 +717,33 @@ impl<'a> Upload<'a> {
                 .collect();
             (mine, awaited)
         };
+        let (now, later, bases) = if delta {
+            split_by_base(&flight.chunks, flight.token, &mine)
+        } else {
+            (mine, Vec::new(), Vec::new())
+        };
         Claim {
-            mine: pack_fresh(&self.key, &flight.chunks, &mine, delta),
+            mine: pack_fresh(&self.key, &flight.chunks, &now, delta),
             awaited,
+            later,
+            bases,
         }
+    }
+
+    /// The job's chunks `ids`, packed as [`Upload::pack_new`] packs (against held chunks
+    /// like them); `None` if one is not the job's.
+    pub fn pack_chunks(
+        &self,
+        host: &SharedChunks,
+        ids: &[ChunkId],
+        delta: bool,
+    ) -> Option<Vec<Pack>> {
+        let wanted: HashSet<&ChunkId> = ids.iter().collect();
+        let found: Vec<(ChunkRef, &[u8])> = self
+            .chunks()
+            .filter(|(c, _)| wanted.contains(&c.id))
+            .collect();
+        (found.len() == wanted.len()).then(|| pack_fresh(&self.key, host, &found, delta))
     }
 
     /// The job ran with the chunks `sent` (its first packs): they are what the next job of

@@ -143,17 +143,22 @@ pub(super) async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     // another lane is sending right now are awaited instead of sent twice.
     let mut flight = (up.is_chunked() && peer.acks).then(|| Flight::new(books.known));
     let mut awaited = Vec::new();
+    // Claimed chunks packed once chunks like them that other lanes are sending (`bases`)
+    // have landed.
+    let (mut later, mut bases) = (Vec::new(), Vec::new());
     let mut packs = match (&flight, up.is_chunked()) {
         (Some(f), _) => {
             let claim = up.claim(f, peer.delta);
             awaited = claim.awaited;
+            later = claim.later;
+            bases = claim.bases;
             claim.mine
         }
         (None, true) => up.pack_new(books.known, peer.delta),
         (None, false) => Vec::new(),
     };
     // What this job sent first: the next job of its source is packed against it.
-    let sent: Vec<_> = packs
+    let mut sent: Vec<_> = packs
         .iter()
         .flat_map(|p| p.chunks())
         .map(|c| c.id)
@@ -199,24 +204,40 @@ pub(super) async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
             b.counters.delta_packs += u64::from(delta);
             b.counters.pack_bytes += f.len() as u64 + 4;
         }
-        if !awaited.is_empty() {
+        if !awaited.is_empty() || !later.is_empty() {
             // Only flights claimed before this job's are awaited, and the oldest waits
             // for none, so lanes never wait on each other in a ring.
-            let left =
-                upload::await_landed(books.known, std::mem::take(&mut awaited), io_timeout).await;
-            if !left.is_empty() {
-                let p = up.pack_ids(&left).ok_or_else(|| {
-                    TransportError::Unexpected("an awaited chunk is not the job's".into())
-                })?;
-                if let Some(f) = flight.as_mut() {
-                    f.sent(&p.chunks);
+            let mine: std::collections::HashSet<ChunkId> = awaited.iter().copied().collect();
+            let mut wait = std::mem::take(&mut awaited);
+            wait.append(&mut bases);
+            let left = upload::await_landed(books.known, wait, io_timeout).await;
+            // The awaited chunks that did not land (their lane died), and the chunks
+            // that waited for their like to land: packed against what the host now holds.
+            let mut ids: Vec<ChunkId> = left.into_iter().filter(|id| mine.contains(id)).collect();
+            ids.append(&mut later);
+            if !ids.is_empty() {
+                let late = up
+                    .pack_chunks(books.known, &ids, peer.delta)
+                    .ok_or_else(|| {
+                        TransportError::Unexpected("an awaited chunk is not the job's".into())
+                    })?;
+                for p in late.into_iter().filter(|p| !p.chunks().is_empty()) {
+                    if let Some(f) = flight.as_mut() {
+                        f.sent(p.chunks());
+                    }
+                    sent.extend(p.chunks().iter().map(|c| c.id));
+                    if let Pack::Delta(d) = &p {
+                        dictionaries
+                            .push((d.chunks.iter().map(|c| c.id).collect(), d.dict.clone()));
+                    }
+                    let (n, delta) = (p.chunks().len() as u64, p.is_delta());
+                    let f = frame::encode(&p.into_message());
+                    send_frame(stream, &f, io_timeout, books.counts).await?;
+                    let mut b = upload::lock(books.counts);
+                    b.counters.chunks_sent += n;
+                    b.counters.delta_packs += u64::from(delta);
+                    b.counters.pack_bytes += f.len() as u64 + 4;
                 }
-                let n = p.chunks.len() as u64;
-                let f = frame::encode(&Message::Chunks(p));
-                send_frame(stream, &f, io_timeout, books.counts).await?;
-                let mut b = upload::lock(books.counts);
-                b.counters.chunks_sent += n;
-                b.counters.pack_bytes += f.len() as u64 + 4;
             }
         }
         send_frame(stream, &job_frame, io_timeout, books.counts).await?;

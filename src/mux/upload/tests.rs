@@ -283,3 +283,62 @@ fn an_older_server_gets_the_restored_text_whole() {
     assert!(!up.is_chunked());
     assert_eq!(up.source.unpack(1 << 20).unwrap(), t);
 }
+
+#[test]
+fn a_chunk_like_one_in_flight_on_another_lane_waits_for_it_then_goes_as_a_delta() {
+    let host = SharedChunks::default();
+    // Lane one claims and packs its text: in flight, not yet held.
+    let a_spec = spec(vec![]);
+    let a = header_text(4000, None);
+    let a_up = Upload::chunked(&a_spec, &a);
+    let mut a_flight = Flight::new(&host);
+    let a_claim = a_up.claim(&a_flight, true);
+    assert!(a_claim.later.is_empty() && a_claim.bases.is_empty());
+    let a_chunks: Vec<ChunkRef> = a_claim
+        .mine
+        .iter()
+        .flat_map(|p| p.chunks())
+        .copied()
+        .collect();
+    a_flight.sent(&a_chunks);
+    let held: HashMap<ChunkId, Vec<u8>> = a_up.chunks().map(|(c, b)| (c.id, b.to_vec())).collect();
+
+    // Lane two, another source with its own variant: its chunks wait for lane one's.
+    let mut b_spec = spec(vec![]);
+    b_spec.header.cwd = "/q".into();
+    b_spec.header.source_name = "b.c".into();
+    let b = header_text(4000, Some(1));
+    let b_up = Upload::chunked(&b_spec, &b);
+    let b_flight = Flight::new(&host);
+    let b_claim = b_up.claim(&b_flight, true);
+    assert!(!b_claim.later.is_empty(), "variants wait for their like");
+    assert!(b_claim.bases.iter().all(|id| held.contains_key(id)));
+    let now: usize = b_claim.mine.iter().map(|p| p.chunks().len()).sum();
+    let fresh = b_up.pack_unknown(&mut lock(&host).known).chunks.len();
+    assert_eq!(
+        now + b_claim.later.len(),
+        fresh,
+        "every claimed chunk, once"
+    );
+
+    // Lane one's pack lands: the waiting chunks go as deltas against it.
+    a_flight.stored(&[]);
+    let late = b_up.pack_chunks(&host, &b_claim.later, true).unwrap();
+    assert!(late.iter().any(Pack::is_delta), "{late:?}");
+    for p in &late {
+        if let Pack::Delta(d) = p {
+            assert!(d.dict.iter().all(|id| held.contains_key(id)));
+        }
+    }
+    round_trip(&b_up, late, &held);
+    // Not the job's: no pack.
+    assert!(b_up.pack_chunks(&host, &[ChunkId([7; 32])], true).is_none());
+    // Delta packs off: nothing waits.
+    let c_flight = Flight::new(&host);
+    let mut c_spec = b_spec.clone();
+    c_spec.header.source_name = "c.c".into();
+    let c = header_text(4000, Some(2));
+    let c_up = Upload::chunked(&c_spec, &c);
+    let c_claim = c_up.claim(&c_flight, false);
+    assert!(c_claim.later.is_empty() && c_claim.bases.is_empty());
+}
