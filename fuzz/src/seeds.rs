@@ -181,6 +181,15 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
                 lane(
                     true,
                     &[
+                        Message::Identity {
+                            compiler: "g++".into(),
+                            id: hoardcc::proto::identity::CompilerId {
+                                version: "12.2.0".into(),
+                                target: "x86_64-linux-gnu".into(),
+                                configured: "Thread model: posix".into(),
+                                binaries: None,
+                            },
+                        },
                         Message::Chunks(hoardcc::proto::chunk::ChunkPack::pack(cut.chunks())),
                         Message::DeltaChunks(hoardcc::proto::chunk::DeltaPack::pack(
                             cut.chunks(),
@@ -235,6 +244,9 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
                     Message::Missing {
                         id: 11,
                         ids: vec![hoardcc::proto::chunk_id::ChunkId::of(b"int x;\n")],
+                    },
+                    Message::Stored {
+                        unshared: vec![hoardcc::proto::chunk_id::ChunkId::of(b"int y;\n")],
                     },
                 ],
             ),
@@ -299,6 +311,9 @@ pub fn native() -> Vec<(String, Vec<u8>)> {
                     MuxReply::Stopping,
                     MuxReply::WrongVersion {
                         mux_version: "0.0.9".into()
+                    },
+                    MuxReply::Rewire {
+                        wire: hoardcc::proto::msg::Wire::Distcc { lzo: true },
                     },
                 ],
             ),
