@@ -287,21 +287,36 @@ fn pack_fresh(
     fresh: &[(ChunkRef, &[u8])],
     delta: bool,
 ) -> Vec<Pack> {
+    pack_featured(key, host, fresh, &features_of(fresh, delta), delta)
+}
+
+/// The features of each of `fresh` (none without delta packs).
+fn features_of(fresh: &[(ChunkRef, &[u8])], delta: bool) -> Vec<Option<Features>> {
+    fresh
+        .iter()
+        .map(|(_, b)| if delta { similar::features(b) } else { None })
+        .collect()
+}
+
+/// [`pack_fresh`] with each chunk's features computed already.
+fn pack_featured(
+    key: &SourceKey,
+    host: &SharedChunks,
+    fresh: &[(ChunkRef, &[u8])],
+    feats: &[Option<Features>],
+    delta: bool,
+) -> Vec<Pack> {
     if fresh.is_empty() {
         return Vec::new();
     }
-    let feats: Vec<Option<Features>> = fresh
-        .iter()
-        .map(|(_, b)| if delta { similar::features(b) } else { None })
-        .collect();
     let (sims, dict) = {
         let mut h = lock(host);
-        let sims = similar_for(&mut h, fresh, &feats);
+        let sims = similar_for(&mut h, fresh, feats);
         (sims, dictionary_for(&mut h, key, delta, fresh.len()))
     };
-    let packs = pack_planned(fresh, &feats, &sims, dict);
+    let packs = pack_planned(fresh, feats, &sims, dict);
     let mut h = lock(host);
-    for ((c, b), f) in fresh.iter().zip(&feats) {
+    for ((c, b), f) in fresh.iter().zip(feats) {
         if let Some(f) = f {
             h.similar.insert(c.id, b, f);
         }
@@ -309,15 +324,27 @@ fn pack_fresh(
     packs
 }
 
-/// [`split_by_base`]'s answer: the chunks to pack now, the ids of those to pack later,
-/// and the ids of the in-flight chunks they wait for.
-type Split<'b> = (Vec<(ChunkRef, &'b [u8])>, Vec<ChunkId>, Vec<ChunkId>);
+/// [`split_by_base`]'s answer: the chunks to pack now with their features, the ids of
+/// those to pack later, and the ids of the in-flight chunks they wait for.
+type Split<'b> = (
+    Vec<(ChunkRef, &'b [u8])>,
+    Vec<Option<Features>>,
+    Vec<ChunkId>,
+    Vec<ChunkId>,
+);
 
-/// `mine` (chunks a flight claimed) split into those to pack now and those whose most
-/// alike chunk in the resemblance memory is not held yet but in flight on another lane
-/// (claimed before, so waiting for it cannot close a ring), with those chunks.
-fn split_by_base<'b>(host: &SharedChunks, token: u64, mine: &[(ChunkRef, &'b [u8])]) -> Split<'b> {
-    let (mut now, mut later, mut bases) = (Vec::new(), Vec::new(), Vec::new());
+/// `mine` (chunks a flight claimed, with their features `feats`, computed before the
+/// host's lock is taken) split into those to pack now and those whose most alike chunk
+/// in the resemblance memory is not held yet but in flight on another lane (claimed
+/// before, so waiting for it cannot close a ring), with those chunks.
+fn split_by_base<'b>(
+    host: &SharedChunks,
+    token: u64,
+    mine: &[(ChunkRef, &'b [u8])],
+    feats: Vec<Option<Features>>,
+) -> Split<'b> {
+    let (mut now, mut now_feats, mut later, mut bases) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let mut h = lock(host);
     let HostChunks {
         known,
@@ -325,10 +352,10 @@ fn split_by_base<'b>(host: &SharedChunks, token: u64, mine: &[(ChunkRef, &'b [u8
         in_flight,
         ..
     } = &mut *h;
-    for &(c, b) in mine {
-        let best = similar::features(b).and_then(|f| {
+    for (&(c, b), f) in mine.iter().zip(feats) {
+        let best = f.as_ref().and_then(|f| {
             similar
-                .similar(&f, MIN_SHARED, 1, |id| {
+                .similar(f, MIN_SHARED, 1, |id| {
                     *id != c.id
                         && (known.holds(id) || in_flight.get(id).is_some_and(|t| *t != token))
                 })
@@ -342,10 +369,13 @@ fn split_by_base<'b>(host: &SharedChunks, token: u64, mine: &[(ChunkRef, &'b [u8
                     bases.push(m.id);
                 }
             }
-            _ => now.push((c, b)),
+            _ => {
+                now.push((c, b));
+                now_feats.push(f);
+            }
         }
     }
-    (now, later, bases)
+    (now, now_feats, later, bases)
 }
 
 /// Held chunks like one new chunk, the most alike first.
@@ -717,13 +747,14 @@ impl<'a> Upload<'a> {
                 .collect();
             (mine, awaited)
         };
-        let (now, later, bases) = if delta {
-            split_by_base(&flight.chunks, flight.token, &mine)
+        let feats = features_of(&mine, delta);
+        let (now, now_feats, later, bases) = if delta {
+            split_by_base(&flight.chunks, flight.token, &mine, feats)
         } else {
-            (mine, Vec::new(), Vec::new())
+            (mine, feats, Vec::new(), Vec::new())
         };
         Claim {
-            mine: pack_fresh(&self.key, &flight.chunks, &now, delta),
+            mine: pack_featured(&self.key, &flight.chunks, &now, &now_feats, delta),
             awaited,
             later,
             bases,
