@@ -386,6 +386,45 @@ async fn an_edited_source_goes_as_a_delta_against_its_last_job() {
     }
 }
 
+/// `text`'s chunks, held by the host and kept in the mux's resemblance memory (as
+/// another source's job left them); returns them by id.
+fn hold_similar(host: &SharedChunks, text: &[u8]) -> HashMap<ChunkId, Vec<u8>> {
+    let cut = Cut::normalised(text);
+    let mut h = upload::lock(host);
+    let mut held = HashMap::new();
+    for (c, bytes) in cut.chunks() {
+        h.similar
+            .insert(c.id, bytes, &crate::mux::similar::features(bytes).unwrap());
+        h.known.learn([c.id]);
+        held.insert(c.id, bytes.to_vec());
+    }
+    held
+}
+
+/// Runs `source` as job 1 on a lane to a server that takes delta packs; it must succeed.
+async fn run_delta_job(
+    client: &mut tokio::io::DuplexStream,
+    s: &JobSpec,
+    source: &Source,
+    b: Books<'_>,
+) {
+    let mut p = peer(true, false);
+    p.delta = true;
+    let r = run_native(
+        client,
+        1,
+        s,
+        source,
+        WAIT,
+        p,
+        b,
+        &mut HashMap::new(),
+        &|_| {},
+    )
+    .await;
+    assert_eq!(r.unwrap().exit_code, 0);
+}
+
 /// A header-like text of `n` lines; with `variant`, every 40th line differs a little.
 fn header_text(n: u32, variant: Option<u32>) -> Vec<u8> {
     let mut t = b"# 0 \"b.c\"\n# 1 \"/src//\"\n# 1 \"b.c\"\n".to_vec();
@@ -404,7 +443,6 @@ fn header_text(n: u32, variant: Option<u32>) -> Vec<u8> {
 /// `Stored` is taken for its pack, so every chunk has landed before the answer.
 #[tokio::test]
 async fn a_job_sends_several_packs_and_each_is_acknowledged() {
-    use crate::mux::similar;
     use crate::proto::chunk::delta;
     let host = SharedChunks::default();
     let b = Books {
@@ -412,17 +450,7 @@ async fn a_job_sends_several_packs_and_each_is_acknowledged() {
         counts: &host,
     };
     // Another source's text, held by the host and kept by the mux.
-    let other = Cut::normalised(&header_text(3000, None));
-    let mut held: HashMap<ChunkId, Vec<u8>> = HashMap::new();
-    {
-        let mut h = upload::lock(&host);
-        for (c, bytes) in other.chunks() {
-            h.similar
-                .insert(c.id, bytes, &similar::features(bytes).unwrap());
-            h.known.learn([c.id]);
-            held.insert(c.id, bytes.to_vec());
-        }
-    }
+    let held = hold_similar(&host, &header_text(3000, None));
     // This job: a variant of that text, then text like nothing held.
     let mut t = header_text(3000, Some(1));
     t.extend((0..3000u32).flat_map(|i| {
@@ -461,23 +489,7 @@ async fn a_job_sends_several_packs_and_each_is_acknowledged() {
         frame::write_message(&mut server, &ok(1)).await.unwrap();
         (packs, deltas)
     };
-    let job = async {
-        let mut p = peer(true, false);
-        p.delta = true;
-        let r = run_native(
-            &mut client,
-            1,
-            &s,
-            &source,
-            WAIT,
-            p,
-            b,
-            &mut HashMap::new(),
-            &|_| {},
-        )
-        .await;
-        assert_eq!(r.unwrap().exit_code, 0);
-    };
+    let job = run_delta_job(&mut client, &s, &source, b);
     let ((packs, deltas), ()) = tokio::join!(serve, job);
     assert!(packs >= 2, "{packs} packs");
     assert!(deltas >= 1, "{deltas} delta packs");
@@ -491,21 +503,12 @@ async fn a_job_sends_several_packs_and_each_is_acknowledged() {
 /// job does not pack against it again).
 #[tokio::test]
 async fn a_delta_pack_reported_missing_goes_plain_and_its_dictionary_is_forgotten() {
-    use crate::mux::similar;
     let host = SharedChunks::default();
     let b = Books {
         known: &host,
         counts: &host,
     };
-    let other = Cut::normalised(&header_text(3000, None));
-    {
-        let mut h = upload::lock(&host);
-        for (c, bytes) in other.chunks() {
-            h.similar
-                .insert(c.id, bytes, &similar::features(bytes).unwrap());
-            h.known.learn([c.id]);
-        }
-    }
+    hold_similar(&host, &header_text(3000, None));
     let source = Source::Cut(Cut::normalised(&header_text(3000, Some(1))));
     let s = spec(None);
     let (mut client, mut server) = tokio::io::duplex(1 << 22);
@@ -546,23 +549,7 @@ async fn a_delta_pack_reported_missing_goes_plain_and_its_dictionary_is_forgotte
         frame::write_message(&mut server, &ok(1)).await.unwrap();
         dicts
     };
-    let job = async {
-        let mut p = peer(true, false);
-        p.delta = true;
-        let r = run_native(
-            &mut client,
-            1,
-            &s,
-            &source,
-            WAIT,
-            p,
-            b,
-            &mut HashMap::new(),
-            &|_| {},
-        )
-        .await;
-        assert_eq!(r.unwrap().exit_code, 0);
-    };
+    let job = run_delta_job(&mut client, &s, &source, b);
     let (dicts, ()) = tokio::join!(serve, job);
     let mut h = upload::lock(&host);
     assert!(h.counters.chunks_missing > 0);
