@@ -179,6 +179,18 @@ impl Client<'_> {
         report
     }
 
+    /// Ends the server's sessions ([`Client::await_sessions_ended`]), then deletes every
+    /// chunk file of its store, which must hold some.
+    pub(crate) fn empty_the_store(&self) {
+        let stored = stored_chunks(self.sshd);
+        assert!(!stored.is_empty());
+        self.await_sessions_ended();
+        for f in &stored {
+            std::fs::remove_file(f).unwrap();
+        }
+        assert!(stored_chunks(self.sshd).is_empty());
+    }
+
     /// Waits until the server has ended every lane of the mux (an sshd started with
     /// [`short_sessions`]): the next build runs in new sessions, which know only the
     /// shared store (a session keeps the chunks it used at hand), while the mux still
@@ -354,13 +366,7 @@ fn a_store_emptied_between_builds_is_refilled_through_missing() {
     same_objects(&client.build(&w, &flags), &local, "first build");
     let before = client.counters();
     assert_eq!(before.chunks_missing, 0, "{before:?}");
-    let stored = stored_chunks(&sshd);
-    assert!(!stored.is_empty());
-    client.await_sessions_ended();
-    for f in &stored {
-        std::fs::remove_file(f).unwrap();
-    }
-    assert!(stored_chunks(&sshd).is_empty());
+    client.empty_the_store();
 
     same_objects(
         &client.build(&w, &flags),

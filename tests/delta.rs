@@ -128,12 +128,7 @@ fn a_delta_against_an_emptied_store_is_resent_plain() {
     let local = w.local_objects(&flags);
     same_objects(&client.build(&w, &flags), &local, "first build");
     let before = client.counters();
-    let stored = stored_chunks(&sshd);
-    assert!(!stored.is_empty());
-    client.await_sessions_ended();
-    for f in &stored {
-        std::fs::remove_file(f).unwrap();
-    }
+    client.empty_the_store();
 
     w.edit_every_unit(1);
     let local = w.local_objects(&flags);
