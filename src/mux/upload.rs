@@ -810,4 +810,4 @@ impl<'a> Upload<'a> {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

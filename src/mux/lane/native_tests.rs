@@ -428,13 +428,7 @@ async fn run_delta_job(
 /// A header-like text of `n` lines; with `variant`, every 40th line differs a little.
 fn header_text(n: u32, variant: Option<u32>) -> Vec<u8> {
     let mut t = b"# 0 \"b.c\"\n# 1 \"/src//\"\n# 1 \"b.c\"\n".to_vec();
-    for i in 0..n {
-        let v = match variant {
-            Some(v) if i % 40 == 7 => format!(" + {v}"),
-            _ => String::new(),
-        };
-        t.extend(format!("#define LUAI_MACRO_{i} (lua_Integer)({i} * 31{v})\n").into_bytes());
-    }
+    t.extend(crate::mux::upload::tests::macro_lines(n, variant));
     t
 }
 

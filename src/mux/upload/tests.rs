@@ -159,10 +159,11 @@ fn one(mut packs: Vec<Pack>) -> Pack {
     packs.pop().unwrap()
 }
 
-/// A header-like text of `n` lines; with `variant`, every 40th line differs a little
-/// (as one header's text differs between units: a macro more, another value).
-fn header_text(n: u32, variant: Option<u32>) -> Source {
-    let mut t = b"# 0 \"a.c\"\n# 1 \"/p//\"\n".to_vec();
+/// `n` header-like lines; with `variant`, every 40th line differs a little (as one
+/// header's text differs between units: a macro more, another value). Shared with the
+/// lane's tests.
+pub(crate) fn macro_lines(n: u32, variant: Option<u32>) -> Vec<u8> {
+    let mut t = Vec::new();
     for i in 0..n {
         let v = match variant {
             Some(v) if i % 40 == 7 => format!(" + {v}"),
@@ -170,6 +171,13 @@ fn header_text(n: u32, variant: Option<u32>) -> Source {
         };
         t.extend(format!("#define LUAI_MACRO_{i} (lua_Integer)({i} * 31{v})\n").into_bytes());
     }
+    t
+}
+
+/// [`macro_lines`] as a unit's directives-only text, cut.
+fn header_text(n: u32, variant: Option<u32>) -> Source {
+    let mut t = b"# 0 \"a.c\"\n# 1 \"/p//\"\n".to_vec();
+    t.extend(macro_lines(n, variant));
     Source::Cut(Cut::normalised(&t))
 }
 
