@@ -116,7 +116,7 @@ pub struct SessionChunks<'a> {
     /// Chunks of the disk store this session read or stored lately, checked: the next
     /// job of the session (the same headers, mostly) reads them without a file open, a
     /// hash and an mtime update each.
-    recent: MemoryStore,
+    recent: Option<MemoryStore>,
 }
 
 /// Bytes of memory a session with a disk store keeps for chunks the disk refused.
@@ -132,7 +132,7 @@ impl<'a> SessionChunks<'a> {
             Some(_) => SPILL_BYTES,
             None => max_job_bytes,
         });
-        let recent = MemoryStore::new(if disk.is_some() { RECENT_BYTES } else { 0 });
+        let recent = disk.map(|_| MemoryStore::new(RECENT_BYTES));
         SessionChunks {
             disk,
             memory,
@@ -204,7 +204,7 @@ impl<'a> SessionChunks<'a> {
             };
             if kept.is_ok() {
                 // The job that sent it is about to use it.
-                let _ = self.recent.put(id, data);
+                self.keep_at_hand(id, data);
             }
             if kept.is_err() {
                 unshared.push(*id);
@@ -298,14 +298,23 @@ impl<'a> SessionChunks<'a> {
     }
 
     /// A chunk's bytes, checked against its id.
+    /// Keeps a checked chunk of the disk store in `recent` (a chunk over its cap is not
+    /// kept: the disk has it).
+    fn keep_at_hand(&self, id: &ChunkId, data: &[u8]) {
+        if let Some(r) = &self.recent {
+            let _ = r.put(id, data);
+        }
+    }
+
     /// Memory first (its chunks were checked on the way in), then the disk store.
     pub(super) fn get(&mut self, id: &ChunkId) -> Option<Vec<u8>> {
-        if let Some(data) = self.memory.get(id).or_else(|| self.recent.get(id)) {
+        let at_hand = || self.recent.as_ref().and_then(|r| r.get(id));
+        if let Some(data) = self.memory.get(id).or_else(at_hand) {
             return Some(data);
         }
         let data = self.disk.and_then(|d| d.get(id))?;
         if ChunkId::of(&data) == *id {
-            let _ = self.recent.put(id, &data);
+            self.keep_at_hand(id, &data);
             Some(data)
         } else {
             tracing::warn!("chunk {id} is corrupt in the store; asking for it again");
