@@ -336,7 +336,8 @@ type Split<'b> = (
 /// `mine` (chunks a flight claimed, with their features `feats`, computed before the
 /// host's lock is taken) split into those to pack now and those whose most alike chunk
 /// in the resemblance memory is not held yet but in flight on another lane (claimed
-/// before, so waiting for it cannot close a ring), with those chunks.
+/// before this flight's claim: an older token, so waiting for it cannot close a ring),
+/// with those chunks.
 fn split_by_base<'b>(
     host: &SharedChunks,
     token: u64,
@@ -357,7 +358,7 @@ fn split_by_base<'b>(
             similar
                 .similar(f, MIN_SHARED, 1, |id| {
                     *id != c.id
-                        && (known.holds(id) || in_flight.get(id).is_some_and(|t| *t != token))
+                        && (known.holds(id) || in_flight.get(id).is_some_and(|t| *t < token))
                 })
                 .into_iter()
                 .next()
@@ -726,10 +727,15 @@ impl<'a> Upload<'a> {
     /// Splits the chunks the host is not known to hold into those this job sends (claimed
     /// for `flight`, so no other lane sends them too; packed as by [`Upload::pack_new`])
     /// and those another lane is sending.
-    pub fn claim(&self, flight: &Flight, delta: bool) -> Claim {
+    pub fn claim(&self, flight: &mut Flight, delta: bool) -> Claim {
         let (mine, awaited) = {
             let mut h = lock(&flight.chunks);
             let h = &mut *h;
+            // Tokens follow the order of claims: a job waits only for chunks claimed
+            // before its own (the ones in flight now, and the bases `split_by_base` picks
+            // among older tokens), so no two jobs ever wait for each other.
+            h.flights += 1;
+            flight.token = h.flights;
             let mut awaited = Vec::new();
             let lacking = self.lacking(&mut h.known);
             let mine: Vec<(ChunkRef, &[u8])> = lacking

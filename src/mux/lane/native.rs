@@ -146,7 +146,7 @@ pub(super) async fn run_native<S: AsyncRead + AsyncWrite + Unpin>(
     // Claimed chunks packed once chunks like them that other lanes are sending (`bases`)
     // have landed.
     let (mut later, mut bases) = (Vec::new(), Vec::new());
-    let mut packs = match (&flight, up.is_chunked()) {
+    let mut packs = match (flight.as_mut(), up.is_chunked()) {
         (Some(f), _) => {
             let claim = up.claim(f, peer.delta);
             awaited = claim.awaited;

@@ -300,7 +300,7 @@ fn a_chunk_like_one_in_flight_on_another_lane_waits_for_it_then_goes_as_a_delta(
     let a = header_text(4000, None);
     let a_up = Upload::chunked(&a_spec, &a);
     let mut a_flight = Flight::new(&host);
-    let a_claim = a_up.claim(&a_flight, true);
+    let a_claim = a_up.claim(&mut a_flight, true);
     assert!(a_claim.later.is_empty() && a_claim.bases.is_empty());
     let a_chunks: Vec<ChunkRef> = a_claim
         .mine
@@ -317,8 +317,8 @@ fn a_chunk_like_one_in_flight_on_another_lane_waits_for_it_then_goes_as_a_delta(
     b_spec.header.source_name = "b.c".into();
     let b = header_text(4000, Some(1));
     let b_up = Upload::chunked(&b_spec, &b);
-    let b_flight = Flight::new(&host);
-    let b_claim = b_up.claim(&b_flight, true);
+    let mut b_flight = Flight::new(&host);
+    let b_claim = b_up.claim(&mut b_flight, true);
     assert!(!b_claim.later.is_empty(), "variants wait for their like");
     assert!(b_claim.bases.iter().all(|id| held.contains_key(id)));
     let now: usize = b_claim.mine.iter().map(|p| p.chunks().len()).sum();
@@ -342,11 +342,11 @@ fn a_chunk_like_one_in_flight_on_another_lane_waits_for_it_then_goes_as_a_delta(
     // Not the job's: no pack.
     assert!(b_up.pack_chunks(&host, &[ChunkId([7; 32])], true).is_none());
     // Delta packs off: nothing waits.
-    let c_flight = Flight::new(&host);
+    let mut c_flight = Flight::new(&host);
     let mut c_spec = b_spec.clone();
     c_spec.header.source_name = "c.c".into();
     let c = header_text(4000, Some(2));
     let c_up = Upload::chunked(&c_spec, &c);
-    let c_claim = c_up.claim(&c_flight, false);
+    let c_claim = c_up.claim(&mut c_flight, false);
     assert!(c_claim.later.is_empty() && c_claim.bases.is_empty());
 }
