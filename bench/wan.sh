@@ -234,6 +234,14 @@ count_jobs() {
 
 now_ms() { echo $(($(date +%s%N) / 1000000)); }
 
+# busy_ms — CPU time the whole machine has spent busy since boot, in ms (every core: user,
+# nice, system, irq, softirq, steal; not idle or iowait). The client, the link, sshd, the
+# servers and every compiler run here, so the difference over a build is all the CPU it cost.
+CLK_TCK=$(getconf CLK_TCK)
+busy_ms() {
+    awk -v hz="$CLK_TCK" '$1 == "cpu" { printf "%d", ($2 + $3 + $4 + $7 + $8 + $9) * 1000 / hz; exit }' /proc/stat
+}
+
 # edit_sources DIR ROUND — every source gets one more line (headers unchanged).
 edit_sources() {
     local f id
@@ -248,26 +256,29 @@ restore_sources() {
     rm -rf "$1/src" && cp -a "$1/src.pristine" "$1/src"
 }
 
-# run_build MODE WL LOG — one clean build through the link; sets MS, UP, DOWN, CONNS.
+# run_build MODE WL LOG — one clean build through the link; sets MS, CPU, UP, DOWN, CONNS.
 run_build() {
-    local mode=$1 dir=$WORK/$2 log=$3 t0 envs=()
+    local mode=$1 dir=$WORK/$2 log=$3 t0 c0 envs=()
     mapfile -t envs < <(mode_env "$mode" "$log")
     make -s -C "$dir" clean >/dev/null 2>&1
     wan_stats
     local up0=$WAN_UP down0=$WAN_DOWN conns0=$WAN_CONNS
-    t0=$(now_ms)
-    if ! hf_run env "${envs[@]}" make -s -C "$dir" -j"$JOBS" CFLAGS="$CFLAGS_BENCH" \
+    local perf=()
+    [[ -n ${BENCH_PERF_DIR:-} ]] &&
+        perf=(perf record -a -q -e cpu-clock -F 499 -g -o "$BENCH_PERF_DIR/$mode.$2.$(date +%s).data" --)
+    t0=$(now_ms) c0=$(busy_ms)
+    if ! hf_run "${perf[@]}" env "${envs[@]}" make -s -C "$dir" -j"$JOBS" CFLAGS="$CFLAGS_BENCH" \
         >"$WORK/make.out" 2>&1; then
         say "$mode: make failed in $dir:"
         tail -n 15 "$WORK/make.out" >&2
         return 1
     fi
-    MS=$(($(now_ms) - t0))
+    MS=$(($(now_ms) - t0)) CPU=$(($(busy_ms) - c0))
     wan_stats
     UP=$((WAN_UP - up0)) DOWN=$((WAN_DOWN - down0)) CONNS=$((WAN_CONNS - conns0))
 }
 
-declare -A WALL BUP BDOWN NCONN JOBSTAT
+declare -A WALL BCPU BUP BDOWN NCONN JOBSTAT
 say "sshd 127.0.0.1:$HF_PORT, distccd :$DISTCCD_PORT, link ${DELAY_MS} ms each way, $MBIT Mbit/s," \
     "ports $WAN_SSH_PORT/$WAN_DISTCC_PORT; modes: $MODES; workloads: $WORKLOADS; make -j$JOBS; $RUNS run(s)"
 for ((r = 1; r <= RUNS; r++)); do
@@ -276,7 +287,11 @@ for ((r = 1; r <= RUNS; r++)); do
             case $mode in
             hoardcc-cold)
                 stop_mux
-                rm -rf "$HF_SERVER_CACHE"
+                # Moved aside, not deleted: deleting thousands of files just before the
+                # build makes every file the server then creates slower on an ext4 without
+                # a journal (the kernel skips recently deleted inodes one by one), a cost
+                # a server whose store is new does not pay. $WORK goes at exit.
+                [[ -e $HF_SERVER_CACHE ]] && mv "$HF_SERVER_CACHE" "$WORK/old-store.$wl.$r"
                 ;;
             hoardcc-warm)
                 [[ " $MODES " == *" hoardcc-cold "* ]] || { say "hoardcc-warm needs hoardcc-cold"; continue; }
@@ -288,11 +303,12 @@ for ((r = 1; r <= RUNS; r++)); do
             if run_build "$mode" "$wl" "$log"; then
                 read -r rr cc tt < <(count_jobs "$mode" "$log")
                 WALL[$mode,$wl]+="$MS "
+                BCPU[$mode,$wl]+="$CPU "
                 BUP[$mode,$wl]+="$UP "
                 BDOWN[$mode,$wl]+="$DOWN "
                 NCONN[$mode,$wl]=$CONNS
                 JOBSTAT[$mode,$wl]="$rr/$tt$( ((cc)) && echo " + $cc cached")"
-                say "run $r $wl $mode: $MS ms, up $UP B, down $DOWN B, $CONNS new connections, remote $rr/$tt, cached $cc"
+                say "run $r $wl $mode: $MS ms, CPU $CPU ms, up $UP B, down $DOWN B, $CONNS new connections, remote $rr/$tt, cached $cc"
             else
                 WALL[$mode,$wl]=failed
             fi
@@ -356,23 +372,26 @@ echo "Link: ${DELAY_MS} ms each way (RTT $RTT_MS ms), $MBIT Mbit/s each way shar
     "one RTT charged per new TCP connection. \`make -j$JOBS\`, CFLAGS \`$CFLAGS_BENCH\`;" \
     "median of $RUNS run(s); bytes = what the link carried (both ways, median)."
 echo
-printf '| workload | mode | wall (s) | wall ×lzo | up (MiB) | up ×lzo | down (MiB) | down ×lzo | new TCP conns | ran remotely |\n'
-printf '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|\n'
+printf '| workload | mode | wall (s) | wall ×lzo | CPU (s) | CPU ×lzo | up (MiB) | up ×lzo | down (MiB) | down ×lzo | new TCP conns | ran remotely |\n'
+printf '|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n'
 for wl in $WORKLOADS; do
-    bw=${WALL[distcc-tcp-lzo,$wl]:-failed} bu= bd=
+    bw=${WALL[distcc-tcp-lzo,$wl]:-failed} bc= bu= bd=
     if [[ $bw != failed ]]; then
-        bw=$(echo "$bw" | median) bu=$(echo "${BUP[distcc-tcp-lzo,$wl]}" | median)
+        bw=$(echo "$bw" | median) bc=$(echo "${BCPU[distcc-tcp-lzo,$wl]}" | median)
+        bu=$(echo "${BUP[distcc-tcp-lzo,$wl]}" | median)
         bd=$(echo "${BDOWN[distcc-tcp-lzo,$wl]}" | median)
     fi
     for mode in $MODES; do
         w=${WALL[$mode,$wl]:-failed}
         if [[ $w == failed ]]; then
-            printf '| %s | %s | failed | | | | | | | |\n' "${WL_DESC[$wl]}" "$(label "$mode")"
+            printf '| %s | %s | failed | | | | | | | | | |\n' "${WL_DESC[$wl]}" "$(label "$mode")"
             continue
         fi
         w=$(echo "$w" | median) u=$(echo "${BUP[$mode,$wl]}" | median) d=$(echo "${BDOWN[$mode,$wl]}" | median)
-        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${WL_DESC[$wl]}" "$(label "$mode")" \
+        c=$(echo "${BCPU[$mode,$wl]}" | median)
+        printf '| %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s | %s |\n' "${WL_DESC[$wl]}" "$(label "$mode")" \
             "$(awk -v m="$w" 'BEGIN { printf "%.2f", m / 1000 }')" "$([[ $bw != failed ]] && ratio "$w" "$bw")" \
+            "$(awk -v m="$c" 'BEGIN { printf "%.2f", m / 1000 }')" "$([[ -n $bc ]] && ratio "$c" "$bc")" \
             "$(mib "$u")" "$([[ -n $bu ]] && ratio "$u" "$bu")" "$(mib "$d")" "$([[ -n $bd ]] && ratio "$d" "$bd")" \
             "${NCONN[$mode,$wl]}" "${JOBSTAT[$mode,$wl]}"
     done

@@ -1,6 +1,8 @@
 //! Unit tests of `mux::upload`: what a job packs and sends.
 
+use super::pack::*;
 use super::*;
+use crate::proto::chunk::{delta, DeltaPack};
 use crate::proto::msg::JobHeader;
 use std::collections::HashMap;
 
