@@ -23,6 +23,7 @@ pub mod job;
 pub mod known;
 pub mod lane;
 pub mod listener;
+pub mod lru;
 pub mod monitor;
 pub mod pool;
 pub mod process;

@@ -7,10 +7,10 @@
 //! first. Wrong memory (a chunk the server has since evicted) costs one round trip: the
 //! server reports the pack's chunks missing and they go again, plain. Neighbours:
 //! `mux::upload` (packs against it, and feeds it once a job ran), `mux::known` (which
-//! chunks the host holds, kept beside it in `upload::HostChunks`).
+//! chunks the host holds, kept beside it in `upload::HostChunks`), `mux::lru` (the
+//! bounded map it keeps them in).
 
-use std::collections::{BTreeMap, HashMap};
-
+use super::lru::CostLru;
 use crate::proto::chunk::delta;
 use crate::proto::chunk_id::ChunkId;
 
@@ -37,25 +37,13 @@ pub struct SourceKey {
     pub source_name: String,
 }
 
-#[derive(Debug)]
-struct Entry {
-    /// The chunks, in the order they went (the dictionary's order).
-    chunks: Vec<(ChunkId, Vec<u8>)>,
-    /// What the entry counts against the cap.
-    cost: usize,
-    /// When it was last used (the key of `order`).
-    tick: u64,
-}
+/// The chunks kept for one source, in the order they went (the dictionary's order).
+type Dictionary = Vec<(ChunkId, Vec<u8>)>;
 
 /// Recently sent chunks per source, at most `cap` bytes in all.
 #[derive(Debug)]
 pub struct RecentChunks {
-    entries: HashMap<SourceKey, Entry>,
-    /// Entries by last use, oldest first.
-    order: BTreeMap<u64, SourceKey>,
-    tick: u64,
-    cost: usize,
-    cap: usize,
+    sources: CostLru<SourceKey, Dictionary>,
 }
 
 impl Default for RecentChunks {
@@ -68,11 +56,7 @@ impl RecentChunks {
     /// A memory of at most `cap` bytes.
     pub fn new(cap: usize) -> RecentChunks {
         RecentChunks {
-            entries: HashMap::new(),
-            order: BTreeMap::new(),
-            tick: 0,
-            cost: 0,
-            cap,
+            sources: CostLru::new(cap),
         }
     }
 
@@ -89,7 +73,7 @@ impl RecentChunks {
             return;
         }
         let lens: Vec<u32> = chunks.iter().map(|(_, b)| b.len() as u32).collect();
-        let kept: Vec<(ChunkId, Vec<u8>)> = chunks[delta::window_start(&lens)..]
+        let kept: Dictionary = chunks[delta::window_start(&lens)..]
             .iter()
             .map(|(id, b)| (*id, b.to_vec()))
             .collect();
@@ -99,74 +83,44 @@ impl RecentChunks {
                 .iter()
                 .map(|(_, b)| b.len() + PER_CHUNK_COST)
                 .sum::<usize>();
-        self.forget(key);
-        if cost > self.cap {
-            return;
-        }
-        while self.cost + cost > self.cap {
-            let Some((_, old)) = self.order.pop_first() else {
-                break;
-            };
-            if let Some(e) = self.entries.remove(&old) {
-                self.cost -= e.cost;
-            }
-        }
-        self.tick += 1;
-        self.order.insert(self.tick, key.clone());
-        self.cost += cost;
-        self.entries.insert(
-            key.clone(),
-            Entry {
-                chunks: kept,
-                cost,
-                tick: self.tick,
-            },
-        );
+        self.sources.insert(key.clone(), kept, cost, |_, _| {});
     }
 
     /// [`RecentChunks::dictionary`] of `key`, or for a source not kept, that of the
     /// source used last: another unit's text is much like this one's (the same headers,
     /// in other variants, and the same kind of code), so a first build's packs shrink too.
     pub fn dictionary_or_latest(&mut self, key: &SourceKey) -> Option<&[(ChunkId, Vec<u8>)]> {
-        let key = if self.entries.contains_key(key) {
+        let key = if self.sources.contains(key) {
             key.clone()
         } else {
-            self.order.last_key_value()?.1.clone()
+            self.sources.newest()?.clone()
         };
         self.dictionary(&key)
     }
 
     /// The chunks kept for `key` (ids and bytes, in order), marked as recently used.
     pub fn dictionary(&mut self, key: &SourceKey) -> Option<&[(ChunkId, Vec<u8>)]> {
-        let e = self.entries.get_mut(key)?;
-        self.tick += 1;
-        self.order.remove(&e.tick);
-        e.tick = self.tick;
-        self.order.insert(self.tick, key.clone());
-        Some(&e.chunks)
+        self.sources.get(key).map(Vec::as_slice)
     }
 
     /// Drops what was kept for `key`.
     pub fn forget(&mut self, key: &SourceKey) {
-        if let Some(e) = self.entries.remove(key) {
-            self.order.remove(&e.tick);
-            self.cost -= e.cost;
-        }
+        self.sources.remove(key);
     }
 
     /// Bytes counted against the cap.
     pub fn cost(&self) -> usize {
-        self.cost
+        self.sources.cost()
     }
 
     /// Sources kept.
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.sources.len()
     }
 
     /// Whether none is.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.sources.is_empty()
     }
 }
 

@@ -10,11 +10,13 @@
 //! Chunks are kept as they are sent; only those the host is known to hold may serve
 //! (the caller checks), so a chunk whose pack was never acknowledged is never a
 //! dictionary. Neighbours: `mux::upload` (looks up, packs, indexes what it sends, in
-//! `upload::HostChunks` beside `mux::recent` and `mux::known`).
+//! `upload::HostChunks` beside `mux::recent` and `mux::known`), `mux::lru` (the bounded map
+//! it keeps them in).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
+use super::lru::CostLru;
 use crate::proto::chunk_id::ChunkId;
 
 /// Bytes of chunk text a mux keeps per host for resemblance by default.
@@ -123,21 +125,14 @@ pub fn within(features: &[Option<Features>], min: usize) -> Vec<Option<(usize, u
 struct Entry {
     bytes: Arc<[u8]>,
     features: Features,
-    /// When it was last used (the key of `order`).
-    tick: u64,
 }
 
 /// Held chunks by resemblance, at most `cap` bytes in all.
 #[derive(Debug)]
 pub struct SimilarChunks {
-    entries: HashMap<ChunkId, Entry>,
+    entries: CostLru<ChunkId, Entry>,
     /// Per feature, value → the chunk kept last with it.
     index: Vec<HashMap<u64, ChunkId>>,
-    /// Entries by last use, oldest first.
-    order: BTreeMap<u64, ChunkId>,
-    tick: u64,
-    cost: usize,
-    cap: usize,
 }
 
 impl Default for SimilarChunks {
@@ -146,77 +141,55 @@ impl Default for SimilarChunks {
     }
 }
 
+/// Takes dropped chunk `id` out of `index` (where a later chunk has not taken its place).
+fn unindex(index: &mut [HashMap<u64, ChunkId>], id: &ChunkId, e: &Entry) {
+    for (k, f) in e.features.iter().enumerate() {
+        if index[k].get(f) == Some(id) {
+            index[k].remove(f);
+        }
+    }
+}
+
 impl SimilarChunks {
     /// A memory of at most `cap` bytes.
     pub fn new(cap: usize) -> SimilarChunks {
         SimilarChunks {
-            entries: HashMap::new(),
+            entries: CostLru::new(cap),
             index: vec![HashMap::new(); FEATURES],
-            order: BTreeMap::new(),
-            tick: 0,
-            cost: 0,
-            cap,
-        }
-    }
-
-    fn touch(&mut self, id: &ChunkId) {
-        if let Some(e) = self.entries.get_mut(id) {
-            self.tick += 1;
-            self.order.remove(&e.tick);
-            e.tick = self.tick;
-            self.order.insert(self.tick, *id);
         }
     }
 
     /// Keeps chunk `id` (`bytes`, with its `features`), dropping the least recently used
     /// to stay within the cap. A chunk kept already is only marked used.
     pub fn insert(&mut self, id: ChunkId, bytes: &[u8], features: &Features) {
-        if self.entries.contains_key(&id) {
-            self.touch(&id);
+        if self.entries.get(&id).is_some() {
             return;
         }
-        let cost = bytes.len() + PER_CHUNK_COST;
-        if cost > self.cap {
-            return;
-        }
-        while self.cost + cost > self.cap {
-            let Some((_, old)) = self.order.pop_first() else {
-                break;
-            };
-            self.remove(&old);
-        }
-        self.tick += 1;
-        self.order.insert(self.tick, id);
-        self.cost += cost;
-        for (k, f) in features.iter().enumerate() {
-            self.index[k].insert(*f, id);
-        }
-        self.entries.insert(
-            id,
-            Entry {
-                bytes: bytes.into(),
-                features: *features,
-                tick: self.tick,
-            },
-        );
-    }
-
-    /// Drops chunk `id` and its index entries.
-    pub fn remove(&mut self, id: &ChunkId) {
-        let Some(e) = self.entries.remove(id) else {
-            return;
+        let entry = Entry {
+            bytes: bytes.into(),
+            features: *features,
         };
-        self.order.remove(&e.tick);
-        self.cost -= e.bytes.len() + PER_CHUNK_COST;
-        for (k, f) in e.features.iter().enumerate() {
-            if self.index[k].get(f) == Some(id) {
-                self.index[k].remove(f);
+        let index = &mut self.index;
+        let cost = bytes.len() + PER_CHUNK_COST;
+        if self
+            .entries
+            .insert(id, entry, cost, |old, e| unindex(index, &old, &e))
+        {
+            for (k, f) in features.iter().enumerate() {
+                index[k].insert(*f, id);
             }
         }
     }
 
+    /// Drops chunk `id` and its index entries.
+    pub fn remove(&mut self, id: &ChunkId) {
+        if let Some(e) = self.entries.remove(id) {
+            unindex(&mut self.index, id, &e);
+        }
+    }
+
     /// Up to `n` kept chunks most like `features` (by features shared, at least `min`
-    /// of them; the most recently kept first among equals) that `usable` accepts, each
+    /// of them; the most recently used first among equals) that `usable` accepts, each
     /// with its bytes, marked used.
     pub fn similar(
         &mut self,
@@ -238,7 +211,7 @@ impl SimilarChunks {
         votes.sort_by_key(|(id, c)| {
             (
                 std::cmp::Reverse(*c),
-                std::cmp::Reverse(self.entries.get(id).map_or(0, |e| e.tick)),
+                std::cmp::Reverse(self.entries.last_use(id).unwrap_or(0)),
             )
         });
         let mut out = Vec::new();
@@ -255,7 +228,6 @@ impl SimilarChunks {
                     bytes: e.bytes.clone(),
                     shared,
                 });
-                self.touch(&id);
             }
         }
         out
@@ -263,12 +235,12 @@ impl SimilarChunks {
 
     /// Whether chunk `id` is kept.
     pub fn contains(&self, id: &ChunkId) -> bool {
-        self.entries.contains_key(id)
+        self.entries.contains(id)
     }
 
     /// Bytes counted against the cap.
     pub fn cost(&self) -> usize {
-        self.cost
+        self.entries.cost()
     }
 
     /// Chunks kept.
