@@ -158,8 +158,16 @@ impl StatsBook {
     }
 
     /// Write the file now (errors are logged: counters are not worth failing a job for).
+    /// Nothing is written when even the directory above the state directory is gone
+    /// (the home it was in was removed under the running mux): the mux does not bring a
+    /// deleted tree back to life to leave a counters file in it.
     pub(crate) fn save(&self) {
         let Some(path) = &self.path else { return };
+        let above = path.parent().and_then(Path::parent);
+        if above.is_some_and(|d| !d.is_dir()) {
+            tracing::debug!("stats: {} is gone: not saving", path.display());
+            return;
+        }
         let stats = self.snapshot();
         if let Err(e) = write_file(path, &stats) {
             tracing::warn!("stats: {e}");
@@ -219,6 +227,24 @@ mod tests {
             read_file(&path),
             Err(StatsFileError::Parse { .. })
         ));
+    }
+
+    #[test]
+    fn a_removed_home_is_not_brought_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let home = dir.path().join("home");
+        let path = stats_file(&home.join(".local/state/hoardcc"));
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        let book = StatsBook::load(Some(path.clone()));
+        book.update(|s| s.jobs_remote += 1);
+        book.save();
+        assert_eq!(read_file(&path).unwrap().jobs_remote, 1);
+        std::fs::remove_dir_all(&home).unwrap();
+        book.save();
+        assert!(
+            !home.exists(),
+            "the mux's last save recreated a removed home"
+        );
     }
 
     #[tokio::test(start_paused = true)]
