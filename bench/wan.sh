@@ -14,8 +14,9 @@
 #
 # Environment: BENCH_RUNS (1), BENCH_JOBS (8), BENCH_FILES (200), BENCH_CXX_FILES (24),
 # BENCH_SEQ (10), BENCH_WORKLOADS ("gen cxx lua"), BENCH_MODES ("distcc-tcp-lzo
-# distcc-ssh-w-lzo hoardcc-cold hoardcc-warm"; warm needs cold before it), WAN_DELAY_MS (25),
-# WAN_MBIT (20), HOARDCC_BIN (default: cargo build --release), WANPROXY_BIN (default:
+# distcc-ssh-w-lzo hoardcc-cold hoardcc-warm"; warm needs cold before it; on request also
+# hoardcc-cold-conn: a cold store, the new mux connected before the build),
+# WAN_DELAY_MS (25), WAN_MBIT (20), HOARDCC_BIN (default: cargo build --release), WANPROXY_BIN (default:
 # cargo build --release --example wanproxy).
 set -uo pipefail
 
@@ -293,6 +294,17 @@ for ((r = 1; r <= RUNS; r++)); do
                 # a server whose store is new does not pay. $WORK goes at exit.
                 [[ -e $HF_SERVER_CACHE ]] && mv "$HF_SERVER_CACHE" "$WORK/old-store.$wl.$r"
                 ;;
+            hoardcc-cold-conn)
+                # As hoardcc-cold, but the new mux connects before the timed build (as the
+                # ControlMaster of distcc-ssh-w-lzo is opened before its build): one compile
+                # of t.c (no #include: a chunk or two of its own) opens the connection.
+                stop_mux
+                [[ -e $HF_SERVER_CACHE ]] && mv "$HF_SERVER_CACHE" "$WORK/old-store.conn.$wl.$r"
+                (
+                    mapfile -t envs < <(mode_env "$mode" "$WORK/log.conn-warmup")
+                    cd "$WORK" && hf_run env "${envs[@]}" hoardcc gcc -c t.c -o t.o
+                ) || { say "$mode: the warm-up compile failed"; continue; }
+                ;;
             hoardcc-warm)
                 [[ " $MODES " == *" hoardcc-cold "* ]] || { say "hoardcc-warm needs hoardcc-cold"; continue; }
                 edit_sources "$WORK/$wl" "$r"
@@ -356,6 +368,7 @@ label() {
     distcc-tcp-lzo) echo "distcc TCP + lzo" ;;
     distcc-ssh-w-lzo) echo "distcc over \`ssh -W\` + ControlMaster + lzo" ;;
     hoardcc-cold) echo "hoardcc cold (empty server store, new mux)" ;;
+    hoardcc-cold-conn) echo "hoardcc cold, connected (empty server store, new mux connected before the build)" ;;
     hoardcc-warm) echo "hoardcc warm (every source edited)" ;;
     hoardcc) echo "hoardcc (warm lane)" ;;
     esac
