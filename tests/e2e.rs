@@ -2,12 +2,15 @@
 //! → real gcc, and stock distcc in both directions. Objects are compared byte for byte
 //! with local builds; fallbacks are checked for their one warning and their outputs.
 
+use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use hoardcc::mux::status::{JobState, StatusReport};
+
 use crate::support::{
-    hoardcc_bin, run_with_timeout, wait_until, Distccd, Project, Sshd, SshdOptions,
+    hoardcc_bin, run_with_timeout, wait_until, Distccd, Project, Proxy, Sshd, SshdOptions,
 };
 
 const T: Duration = Duration::from_secs(120);
@@ -615,6 +618,60 @@ fn hoardcc_client_to_stock_distccd_over_ssh_exec() {
         run_with_timeout(&mut cmd, T, "hoardcc → distccd --inetd")
     });
     assert_all_remote(&log, p.sources().len());
+}
+
+/// The first job on a host that turns out to speak distcc's wire (no `hoardcc`
+/// subsystem, so `distccd` over exec) is reserved for hoardcc's own wire while the mux
+/// connects, answered `Rewire` once the lane shows the other one, and preprocessed again.
+/// The proxy in front of sshd holds every byte until `hoardcc status` shows the job past
+/// its reservation, so no lane can have told the wire before the reservation did; the
+/// object is still gcc's, byte for byte.
+#[test]
+fn a_first_job_is_rewired_when_the_host_turns_out_to_speak_distcc() {
+    let sshd = Sshd::start(SshdOptions {
+        subsystem: false,
+        ..SshdOptions::default()
+    });
+    let proxy = Proxy::start(SocketAddr::from(([127, 0, 0, 1], sshd.port())));
+    let alias = proxy.alias_for(&sshd);
+    let p = Project::c_multi();
+    let src = p.sources()[0].to_str().unwrap().to_string();
+    let obj = p.objects()[0].to_str().unwrap().to_string();
+    // No -g: a stock distccd compiles a classic `.i`, whose `-g` objects differ (README).
+    let args = ["-O2", "-c", &src, "-o", &obj];
+    gcc_local("gcc", p.dir(), &args);
+    let local = std::fs::read(p.dir().join(&obj)).unwrap();
+    std::fs::remove_file(p.dir().join(&obj)).unwrap();
+    let log = p.dir().join("joblog");
+    let mut a = vec!["gcc"];
+    a.extend_from_slice(&args);
+    let mut cmd = hoardcc(&sshd, p.dir(), &format!("@{alias}"), &a);
+    cmd.env("HOARDCC_FALLBACK", "0").env("HOARDCC_JOBLOG", &log);
+    proxy.freeze();
+    let build = std::thread::spawn(move || run_with_timeout(&mut cmd, T, "hoardcc gcc (rewire)"));
+    let status = || {
+        let mut st = Command::new(hoardcc_bin());
+        sshd.apply_env(&mut st);
+        st.args(["status", "--json"]);
+        let out = run_with_timeout(&mut st, T, "hoardcc status --json");
+        StatusReport::from_json(String::from_utf8_lossy(&out.stdout).trim()).ok()
+    };
+    wait_until(T, "the job reserved while the link is frozen", || {
+        status().is_some_and(|s| s.jobs.iter().any(|j| j.state != JobState::Waiting))
+    });
+    proxy.thaw();
+    let out = build.join().unwrap();
+    ok(&out, "hoardcc gcc (rewire)");
+    assert_all_remote(&log, 1);
+    let remote = std::fs::read(p.dir().join(&obj)).unwrap();
+    assert!(remote == local, "{obj} differs from gcc's");
+    let mux_log = sshd.client_home().join(".local/state/hoardcc/mux.log");
+    let text = std::fs::read_to_string(&mux_log).unwrap_or_default();
+    assert!(
+        text.contains("the wrapper preprocesses again"),
+        "no rewire in {}:\n{text}",
+        mux_log.display()
+    );
 }
 
 /// Objects with -gsplit-dwarf: the .dwo comes back and both files match a local build.
