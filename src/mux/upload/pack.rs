@@ -152,11 +152,19 @@ pub(super) type Split<'b> = (
     Vec<ChunkId>,
 );
 
+/// The least a job's chunks must weigh, in all, to wait for chunks like them in flight.
+/// A wait costs the job about a round trip, and the most it can save is what those
+/// chunks cost sent now: a generated source's own kilobyte or two is not worth one (on
+/// a 200-file build where each unit resembles the one before, waiting made every job a
+/// round trip slower), a header variant's tens of kilobytes are.
+pub(super) const MIN_WAIT_BYTES: usize = 8 << 10;
+
 /// `mine` (chunks a flight claimed, with their features `feats`, computed before the
 /// host's lock is taken) split into those to pack now and those whose most alike chunk
 /// in the resemblance memory is not held yet but in flight on another lane (claimed
 /// before this flight's claim: an older token, so waiting for it cannot close a ring),
-/// with those chunks.
+/// with those chunks. Nothing waits when the chunks that would wait weigh less than
+/// [`MIN_WAIT_BYTES`] in all.
 pub(super) fn split_by_base<'b>(
     host: &SharedChunks,
     token: u64,
@@ -172,24 +180,39 @@ pub(super) fn split_by_base<'b>(
         in_flight,
         ..
     } = &mut *h;
-    for (&(c, b), f) in mine.iter().zip(feats) {
-        let best = f.as_ref().and_then(|f| {
-            similar
-                .similar(f, MIN_SHARED, 1, |id| {
-                    *id != c.id
-                        && (known.holds(id) || in_flight.get(id).is_some_and(|t| *t < token))
-                })
-                .into_iter()
-                .next()
-        });
-        match best {
-            Some(m) if !known.holds(&m.id) => {
+    // Per chunk, the in-flight chunk it would wait for.
+    let waits: Vec<Option<ChunkId>> = mine
+        .iter()
+        .zip(&feats)
+        .map(|(&(c, _), f)| {
+            let best = f.as_ref().and_then(|f| {
+                similar
+                    .similar(f, MIN_SHARED, 1, |id| {
+                        *id != c.id
+                            && (known.holds(id) || in_flight.get(id).is_some_and(|t| *t < token))
+                    })
+                    .into_iter()
+                    .next()
+            })?;
+            (!known.holds(&best.id)).then_some(best.id)
+        })
+        .collect();
+    let waiting: usize = mine
+        .iter()
+        .zip(&waits)
+        .filter(|(_, w)| w.is_some())
+        .map(|((_, b), _)| b.len())
+        .sum();
+    let wait = waiting >= MIN_WAIT_BYTES;
+    for ((&(c, b), f), base) in mine.iter().zip(feats).zip(waits) {
+        match base.filter(|_| wait) {
+            Some(base) => {
                 later.push(c.id);
-                if !bases.contains(&m.id) {
-                    bases.push(m.id);
+                if !bases.contains(&base) {
+                    bases.push(base);
                 }
             }
-            _ => {
+            None => {
                 now.push((c, b));
                 now_feats.push(f);
             }

@@ -295,6 +295,45 @@ fn an_older_server_gets_the_restored_text_whole() {
 }
 
 #[test]
+fn a_few_kilobytes_like_a_chunk_in_flight_go_at_once() {
+    let host = SharedChunks::default();
+    let (a_spec, a) = (spec(vec![]), header_text(60, None));
+    let a_up = Upload::chunked(&a_spec, &a);
+    let mut a_flight = Flight::new(&host);
+    let a_claim = a_up.claim(&mut a_flight, true);
+    let a_chunks: Vec<ChunkRef> = a_claim
+        .mine
+        .iter()
+        .flat_map(|p| p.chunks())
+        .copied()
+        .collect();
+    a_flight.sent(&a_chunks);
+    let mut b_spec = spec(vec![]);
+    b_spec.header.cwd = "/q".into();
+    b_spec.header.source_name = "b.c".into();
+    let b = header_text(60, Some(1));
+    let b_up = Upload::chunked(&b_spec, &b);
+    // Lane one's chunk is in flight and like lane two's: over MIN_WAIT_BYTES it would wait.
+    let b_bytes: usize = b_up.chunks().map(|(_, b)| b.len()).sum();
+    assert!(b_bytes < MIN_WAIT_BYTES, "{b_bytes}");
+    let like = b_up.chunks().any(|(c, b)| {
+        let f = crate::mux::similar::features(b).unwrap();
+        let mut h = lock(&host);
+        let found = h.similar.similar(&f, MIN_SHARED, 1, |id| *id != c.id);
+        found.iter().any(|m| a_chunks.iter().any(|a| a.id == m.id))
+    });
+    assert!(like, "lane one's chunk is like lane two's");
+    let mut b_flight = Flight::new(&host);
+    let b_claim = b_up.claim(&mut b_flight, true);
+    assert!(
+        b_claim.later.is_empty() && b_claim.bases.is_empty(),
+        "a kilobyte or two is not worth a round trip's wait"
+    );
+    let now: usize = b_claim.mine.iter().map(|p| p.chunks().len()).sum();
+    assert_eq!(now, b_up.pack_unknown(&mut lock(&host).known).chunks.len());
+}
+
+#[test]
 fn a_chunk_like_one_in_flight_on_another_lane_waits_for_it_then_goes_as_a_delta() {
     let host = SharedChunks::default();
     // Lane one claims and packs its text: in flight, not yet held.
