@@ -196,6 +196,16 @@ stop_mux() {
 }
 hf_defer stop_mux
 
+# fresh_store TAG — no mux, and an empty server store. The old store is moved aside, not
+# deleted: deleting thousands of files just before the build makes every file the server
+# then creates slower on an ext4 without a journal (the kernel skips recently deleted
+# inodes one by one), a cost a server whose store is new does not pay. $WORK goes at exit.
+fresh_store() {
+    stop_mux
+    [[ -e $HF_SERVER_CACHE ]] && mv "$HF_SERVER_CACHE" "$WORK/old-store.$1"
+    return 0
+}
+
 # mode_env MODE LOG [lo] — the env assignments (one per line) for a mode; `lo` = loopback.
 mode_env() {
     local mode=$1 log=$2 where=${3:-wan}
@@ -287,19 +297,13 @@ for ((r = 1; r <= RUNS; r++)); do
         for mode in $MODES; do
             case $mode in
             hoardcc-cold)
-                stop_mux
-                # Moved aside, not deleted: deleting thousands of files just before the
-                # build makes every file the server then creates slower on an ext4 without
-                # a journal (the kernel skips recently deleted inodes one by one), a cost
-                # a server whose store is new does not pay. $WORK goes at exit.
-                [[ -e $HF_SERVER_CACHE ]] && mv "$HF_SERVER_CACHE" "$WORK/old-store.$wl.$r"
+                fresh_store "$mode.$wl.$r"
                 ;;
             hoardcc-cold-conn)
                 # As hoardcc-cold, but the new mux connects before the timed build (as the
                 # ControlMaster of distcc-ssh-w-lzo is opened before its build): one compile
-                # of t.c (no #include: a chunk or two of its own) opens the connection.
-                stop_mux
-                [[ -e $HF_SERVER_CACHE ]] && mv "$HF_SERVER_CACHE" "$WORK/old-store.conn.$wl.$r"
+                # of t.c (no #include: a few small chunks of its own) opens the connection.
+                fresh_store "$mode.$wl.$r"
                 (
                     mapfile -t envs < <(mode_env "$mode" "$WORK/log.conn-warmup")
                     cd "$WORK" && hf_run env "${envs[@]}" hoardcc gcc -c t.c -o t.o

@@ -7,8 +7,9 @@ use std::path::Path;
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use hoardcc::mux::status::{JobState, StatusReport};
+use hoardcc::mux::status::JobState;
 
+use crate::faults::Client;
 use crate::support::{
     hoardcc_bin, run_with_timeout, wait_until, Distccd, Project, Proxy, Sshd, SshdOptions,
 };
@@ -636,13 +637,7 @@ fn a_first_job_is_rewired_when_the_host_turns_out_to_speak_distcc() {
     let hosts = format!("@{}", proxy.alias_for(&sshd));
     let p = Project::c_multi();
     let log = p.dir().join("joblog");
-    let status = || {
-        let mut st = Command::new(hoardcc_bin());
-        sshd.apply_env(&mut st);
-        st.args(["status", "--json"]);
-        let out = run_with_timeout(&mut st, T, "hoardcc status --json");
-        StatusReport::from_json(String::from_utf8_lossy(&out.stdout).trim()).ok()
-    };
+    let client = Client::new(&sshd);
     let first = std::cell::Cell::new(true);
     // No -g: a stock distccd compiles a classic `.i`, whose `-g` objects differ (README).
     compare_objects(&p, "gcc", &["-O2"], &|args| {
@@ -656,7 +651,9 @@ fn a_first_job_is_rewired_when_the_host_turns_out_to_speak_distcc() {
         proxy.freeze();
         let build = std::thread::spawn(move || run_with_timeout(&mut cmd, T, "hoardcc gcc"));
         wait_until(T, "the first job reserved while the link is frozen", || {
-            status().is_some_and(|s| s.jobs.iter().any(|j| j.state != JobState::Waiting))
+            client
+                .status()
+                .is_some_and(|s| s.jobs.iter().any(|j| j.state != JobState::Waiting))
         });
         proxy.thaw();
         build.join().unwrap()

@@ -304,7 +304,7 @@ impl Client {
     }
 
     /// The mux's status, or `None` when no mux is running.
-    fn status(&self) -> Option<StatusReport> {
+    pub(crate) fn status(&self) -> Option<StatusReport> {
         let out = run_with_timeout(
             &mut self.command(Path::new("/"), &["status", "--json"]),
             T,

@@ -78,11 +78,6 @@ impl<K: Hash + Eq + Clone, V> CostLru<K, V> {
         Some(&slot.value)
     }
 
-    /// `key`'s value, leaving the order as it is.
-    pub fn peek(&self, key: &K) -> Option<&V> {
-        self.slots.get(key).map(|s| &s.value)
-    }
-
     /// When `key` was last used, as a number that grows with every use (larger is later).
     pub fn last_use(&self, key: &K) -> Option<u64> {
         self.slots.get(key).map(|s| s.tick)
@@ -147,7 +142,7 @@ mod tests {
         // Replacing an entry hands back the old one and counts only the new cost.
         assert_eq!(keep(&mut l, 1, 2), vec![1]);
         assert_eq!((l.len(), l.cost()), (2, 6));
-        assert!(l.peek(&1).is_some() && l.contains(&3) && !l.contains(&2));
+        assert!(l.contains(&1) && l.contains(&3) && !l.contains(&2));
     }
 
     #[test]

@@ -103,7 +103,8 @@ impl RecentChunks {
         self.sources.get(key).map(Vec::as_slice)
     }
 
-    /// Drops what was kept for `key`.
+    /// Drops what was kept for `key` (a new pack for `key` replaces it on its own).
+    #[cfg(test)]
     pub fn forget(&mut self, key: &SourceKey) {
         self.sources.remove(key);
     }

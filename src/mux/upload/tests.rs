@@ -294,6 +294,18 @@ fn an_older_server_gets_the_restored_text_whole() {
     assert_eq!(up.source.unpack(1 << 20).unwrap(), t);
 }
 
+/// The chunks of `claim`'s packs, written on `flight` (in flight, not yet held).
+fn send_claim(flight: &mut Flight, claim: &Claim) -> Vec<ChunkRef> {
+    let chunks: Vec<ChunkRef> = claim
+        .mine
+        .iter()
+        .flat_map(|p| p.chunks())
+        .copied()
+        .collect();
+    flight.sent(&chunks);
+    chunks
+}
+
 #[test]
 fn a_few_kilobytes_like_a_chunk_in_flight_go_at_once() {
     let host = SharedChunks::default();
@@ -301,13 +313,7 @@ fn a_few_kilobytes_like_a_chunk_in_flight_go_at_once() {
     let a_up = Upload::chunked(&a_spec, &a);
     let mut a_flight = Flight::new(&host);
     let a_claim = a_up.claim(&mut a_flight, true);
-    let a_chunks: Vec<ChunkRef> = a_claim
-        .mine
-        .iter()
-        .flat_map(|p| p.chunks())
-        .copied()
-        .collect();
-    a_flight.sent(&a_chunks);
+    let a_chunks = send_claim(&mut a_flight, &a_claim);
     let mut b_spec = spec(vec![]);
     b_spec.header.cwd = "/q".into();
     b_spec.header.source_name = "b.c".into();
@@ -343,13 +349,7 @@ fn a_chunk_like_one_in_flight_on_another_lane_waits_for_it_then_goes_as_a_delta(
     let mut a_flight = Flight::new(&host);
     let a_claim = a_up.claim(&mut a_flight, true);
     assert!(a_claim.later.is_empty() && a_claim.bases.is_empty());
-    let a_chunks: Vec<ChunkRef> = a_claim
-        .mine
-        .iter()
-        .flat_map(|p| p.chunks())
-        .copied()
-        .collect();
-    a_flight.sent(&a_chunks);
+    send_claim(&mut a_flight, &a_claim);
     let held: HashMap<ChunkId, Vec<u8>> = a_up.chunks().map(|(c, b)| (c.id, b.to_vec())).collect();
 
     // Lane two, another source with its own variant: its chunks wait for lane one's.
