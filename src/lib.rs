@@ -38,3 +38,6 @@ pub mod paths;
 pub mod proto;
 pub mod subsystem;
 pub mod wrapper;
+
+#[cfg(test)]
+mod test_util;

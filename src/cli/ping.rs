@@ -560,12 +560,9 @@ mod tests {
 
     #[tokio::test]
     async fn local_down_and_refused_hosts() {
-        // A port nothing listens on: bind, note the port, close.
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        // A port nothing listens on, held for the test.
+        let refused = crate::test_util::RefusedPort::new();
+        let port = refused.port();
         let text = format!("--randomize localhost/2 127.0.0.1:{port} @gone,down");
         let list = hosts::parse(&text).unwrap();
         let report = ping_all(&list, &settings(), Duration::from_secs(5), None).await;

@@ -52,12 +52,11 @@ fn host_argument_lookup() {
 
 #[tokio::test]
 async fn dead_tcp_port_stops_at_connect() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
+    let refused = crate::test_util::RefusedPort::new();
+    let spec = hosts::parse(&format!("127.0.0.1:{}", refused.port()))
         .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let spec = hosts::parse(&format!("127.0.0.1:{port}")).unwrap().hosts[0].clone();
+        .hosts[0]
+        .clone();
     let settings = SshSettings {
         home: "/nonexistent".into(),
         connect_timeout: Duration::from_secs(5),

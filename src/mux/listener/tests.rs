@@ -9,6 +9,7 @@ use crate::mux::status::{JobState, StatusReport};
 use crate::proto::compress::MAX_BLOB;
 use crate::proto::distcc::{self, DistccResponse};
 use crate::proto::msg::{Blob, JobHeader, JobSpec, MuxReply, MuxRequest};
+use crate::test_util::RefusedPort;
 use crate::wrapper::mux_client::MuxClient;
 use std::sync::atomic::AtomicU32;
 use tokio::net::TcpListener;
@@ -73,12 +74,6 @@ async fn faulty_distccd(delay: Duration, faults: u32) -> FakeDistccd {
         jobs,
         max_concurrent,
     }
-}
-
-/// A port nobody listens on.
-async fn dead_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    l.local_addr().unwrap().port()
 }
 
 struct Mux {
@@ -288,7 +283,8 @@ async fn local_slot_when_remote_full_then_queue_until_release() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refusing_host_is_backed_off_and_the_job_retried_elsewhere() {
     let fake = fake_distccd(Duration::ZERO).await;
-    let dead = dead_port().await;
+    let refused = RefusedPort::new();
+    let dead = refused.port();
     let mux = start(Duration::from_secs(60), Duration::from_secs(60));
     // The dead host comes first in the list, so the first job tries it.
     let hosts = format!("127.0.0.1:{dead}/1 127.0.0.1:{}/1", fake.port);
@@ -326,7 +322,8 @@ async fn refusing_host_is_backed_off_and_the_job_retried_elsewhere() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_host_refusing_fails_the_job_then_fails_fast_while_backed_off() {
-    let dead = dead_port().await;
+    let refused = RefusedPort::new();
+    let dead = refused.port();
     let mux = start(Duration::from_secs(60), Duration::from_secs(60));
     let hosts = format!("127.0.0.1:{dead}/1");
     let (_, done) = job(mux.client(), hosts.clone(), b"a").await;
@@ -615,7 +612,8 @@ async fn a_watcher_sees_a_job_go_through_its_states() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn failures_and_counters() {
     let fake = fake_distccd(Duration::ZERO).await;
-    let dead = dead_port().await;
+    let refused = RefusedPort::new();
+    let dead = refused.port();
     let mux = start(Duration::from_secs(60), Duration::from_secs(60));
     let rx = watch(&mux);
     let (_, done) = job(

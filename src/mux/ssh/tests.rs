@@ -114,11 +114,8 @@ async fn unparseable_proxy_jump_is_refused_clearly() {
 
 #[tokio::test]
 async fn refused_tcp_connect_is_connect_error() {
-    // Bind then drop to get a port that is (almost certainly) closed.
-    let port = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        l.local_addr().unwrap().port()
-    };
+    let refused = crate::test_util::RefusedPort::new();
+    let port = refused.port();
     let dest = Destination {
         alias: "x".into(),
         hostname: "127.0.0.1".into(),
